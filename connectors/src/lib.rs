@@ -1,0 +1,1 @@
+//! Sources and sinks (MQTT, Kafka, Parquet, files, HTTP) of KaiABC Stream.

@@ -1,0 +1,1 @@
+//! KaiABC science core.

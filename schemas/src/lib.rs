@@ -1,0 +1,1 @@
+//! Event, state and storage types shared by every crate of KaiABC Stream.
