@@ -1,0 +1,1 @@
+//! Per-node Kalman filter over temperature, humidity and pressure.

@@ -1,0 +1,1 @@
+//! Rhythm analysis of unevenly sampled series: Lomb–Scargle periodogram and cosinor fits.
