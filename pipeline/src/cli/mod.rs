@@ -1,0 +1,172 @@
+//! Command-line interface: argument definitions and dispatch.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod analyze;
+mod simulate;
+
+/// KaiABC Stream: cyanobacterial circadian clocks entrained by live sensor temperature.
+#[derive(Debug, Parser)]
+#[command(name = "kaiabc", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Integrate one clock through a temperature history and print its time series.
+    Simulate(SimulateArgs),
+    /// Rhythm analysis of a CSV time series, or the model's phase response curve.
+    #[command(subcommand)]
+    Analyze(AnalyzeCommand),
+}
+
+/// ETF presets as the CLI spells them.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EtfArg {
+    /// E_A 45 / E_0 25 kJ/mol: temperature-compensated, phase-dependent PRC.
+    Compensated,
+    /// E_A = E_0 = 40 kJ/mol: temperature only rescales time.
+    Uncompensated,
+}
+
+impl From<EtfArg> for kaiabc_operators::EtfPreset {
+    fn from(e: EtfArg) -> Self {
+        match e {
+            EtfArg::Compensated => Self::Compensated,
+            EtfArg::Uncompensated => Self::Uncompensated,
+        }
+    }
+}
+
+/// Output formats of `simulate`.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Format {
+    /// Comma-separated with a header row.
+    Csv,
+    /// A JSON array of row objects with the CSV header's keys.
+    Json,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("temperature").required(true).args(["temperature_c", "temperature_csv"])))]
+pub struct SimulateArgs {
+    /// Hours of model time to simulate.
+    #[arg(long)]
+    hours: f64,
+    /// Constant temperature in °C.
+    #[arg(long, allow_negative_numbers = true)]
+    temperature_c: Option<f64>,
+    /// Temperature history: CSV with columns `t_hours,temperature_kelvin` (linear between rows,
+    /// constant beyond the ends).
+    #[arg(long)]
+    temperature_csv: Option<PathBuf>,
+    /// Output interval in minutes.
+    #[arg(long, default_value_t = 10.0)]
+    step_minutes: f64,
+    /// Temperature dependence of the rates.
+    #[arg(long, value_enum, default_value = "compensated")]
+    etf: EtfArg,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "csv")]
+    format: Format,
+    /// Circadian time to start at (on the 30 °C limit cycle).
+    #[arg(long, default_value_t = 0.0)]
+    initial_ct: f64,
+    /// Relative tolerance of the integrator.
+    #[arg(long, default_value_t = 1e-6)]
+    rtol: f64,
+    /// Absolute tolerance of the integrator (µM).
+    #[arg(long, default_value_t = 1e-9)]
+    atol: f64,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AnalyzeCommand {
+    /// Lomb–Scargle periodogram (astropy's defaults), refined peak and Baluev false-alarm probability.
+    Periodogram(PeriodogramArgs),
+    /// Single-component cosinor fit at a given period.
+    Cosinor(CosinorArgs),
+    /// The model's phase response curve to a temperature step, by simulation.
+    Prc(PrcArgs),
+}
+
+/// Where the series comes from.
+#[derive(Debug, Args)]
+pub struct SeriesArgs {
+    /// CSV file with a header row.
+    #[arg(long)]
+    input: PathBuf,
+    /// Column holding time in hours.
+    #[arg(long, default_value = "t_hours")]
+    time_column: String,
+    /// Column holding the values.
+    #[arg(long, default_value = "value")]
+    value_column: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PeriodogramArgs {
+    #[command(flatten)]
+    series: SeriesArgs,
+    /// Shortest period searched (h).
+    #[arg(long, default_value_t = 16.0)]
+    min_period_hours: f64,
+    /// Longest period searched (h).
+    #[arg(long, default_value_t = 32.0)]
+    max_period_hours: f64,
+    /// Grid density: frequency spacing is 1/(samples_per_peak × baseline) before refinement.
+    #[arg(long, default_value_t = 5.0)]
+    samples_per_peak: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct CosinorArgs {
+    #[command(flatten)]
+    series: SeriesArgs,
+    /// The period fitted (h).
+    #[arg(long, default_value_t = 24.0)]
+    period_hours: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct PrcArgs {
+    /// Temperature step (K), positive = warmer.
+    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    delta_k: f64,
+    /// Length of the step (min).
+    #[arg(long, default_value_t = 120.0)]
+    duration_minutes: f64,
+    /// Temperature dependence of the rates.
+    #[arg(long, value_enum, default_value = "compensated")]
+    etf: EtfArg,
+    /// Number of circadian times.
+    #[arg(long, default_value_t = 24)]
+    resolution: usize,
+    /// Base temperature in °C.
+    #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
+    temperature_c: f64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Simulate(a) => simulate::run(&a),
+        Command::Analyze(AnalyzeCommand::Periodogram(a)) => analyze::periodogram(&a),
+        Command::Analyze(AnalyzeCommand::Cosinor(a)) => analyze::cosinor(&a),
+        Command::Analyze(AnalyzeCommand::Prc(a)) => analyze::prc(&a),
+    }
+}

@@ -1,0 +1,170 @@
+//! End-to-end tests of the `kaiabc` command: real process, real files, real exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kaiabc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kaiabc"))
+        .args(args)
+        .output()
+        .expect("run kaiabc")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = kaiabc(args);
+    assert!(
+        out.status.success(),
+        "kaiabc {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = kaiabc(args);
+    assert!(!out.status.success(), "kaiabc {args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn simulate_csv_has_the_documented_header_and_rows() {
+    let out = ok(&["simulate", "--hours", "24", "--temperature-c", "30", "--step-minutes", "30"]);
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "t_hours,C_U,C_S,C_T,C_ST,A_free,CABC_complex,koa,circadian_time,phase,temperature_kelvin"
+    );
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(rows.len(), 49);
+    for r in &rows {
+        // KaiC conserved: C_U + C_S + C_T + C_ST = 3.4 µM; KaiA: A_free + CABC = 1.3 µM.
+        assert!((r[1] + r[2] + r[3] + r[4] - 3.4).abs() < 1e-9);
+        assert!((r[5] + r[6] - 1.3).abs() < 1e-9);
+        assert!((0.0..=1.0).contains(&r[7]) && (0.0..24.0).contains(&r[8]));
+        assert!((r[9] - r[8] / 24.0).abs() < 1e-12);
+        assert!((r[10] - 303.15).abs() < 1e-9);
+    }
+    assert_eq!(rows[48][0], 24.0);
+}
+
+#[test]
+fn simulate_json_rows_match_the_csv_rows() {
+    let csv = ok(&["simulate", "--hours", "3", "--temperature-c", "25", "--step-minutes", "60"]);
+    let json = ok(&["simulate", "--hours", "3", "--temperature-c", "25", "--step-minutes", "60", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    let last_csv: Vec<f64> = csv.lines().last().unwrap().split(',').map(|x| x.parse().unwrap()).collect();
+    assert_eq!(rows[3]["C_ST"].as_f64().unwrap(), last_csv[4]);
+    assert_eq!(rows[3]["koa"].as_f64().unwrap(), last_csv[7]);
+}
+
+#[test]
+fn simulate_follows_a_temperature_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "temp.csv", "t_hours,temperature_kelvin\n0,300\n2,304\n4,300\n");
+    let out = ok(&["simulate", "--hours", "5", "--temperature-csv", &f, "--step-minutes", "60"]);
+    let temps: Vec<f64> = out
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(temps, vec![300.0, 302.0, 304.0, 302.0, 300.0, 300.0]);
+}
+
+#[test]
+fn bad_temperature_files_name_file_row_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "bad.csv", "t_hours,temperature_kelvin\n0,300\n1,abc\n");
+    let e = fails(&["simulate", "--hours", "5", "--temperature-csv", &f]);
+    assert!(e.contains("bad.csv") && e.contains("row 3") && e.contains("temperature_kelvin"), "{e}");
+    let f = write(dir.path(), "cols.csv", "time,temp\n0,300\n");
+    let e = fails(&["simulate", "--hours", "5", "--temperature-csv", &f]);
+    assert!(e.contains("cols.csv") && e.contains("no column `t_hours`") && e.contains("time, temp"), "{e}");
+    let f = write(dir.path(), "empty.csv", "");
+    let e = fails(&["simulate", "--hours", "5", "--temperature-csv", &f]);
+    assert!(e.contains("empty.csv") && e.contains("empty"), "{e}");
+    let f = write(dir.path(), "celsius.csv", "t_hours,temperature_kelvin\n0,30\n");
+    let e = fails(&["simulate", "--hours", "5", "--temperature-csv", &f]);
+    assert!(e.contains("row 2") && e.contains("outside"), "{e}");
+    let f = write(dir.path(), "order.csv", "t_hours,temperature_kelvin\n0,300\n2,301\n1,302\n");
+    let e = fails(&["simulate", "--hours", "5", "--temperature-csv", &f]);
+    assert!(e.contains("row 4") && e.contains("t_hours"), "{e}");
+    let e = fails(&["simulate", "--hours", "5", "--temperature-csv", "/nonexistent/x.csv"]);
+    assert!(e.contains("/nonexistent/x.csv"), "{e}");
+    let e = fails(&["simulate", "--hours", "-1", "--temperature-c", "30"]);
+    assert!(e.contains("--hours"), "{e}");
+    fails(&["simulate", "--hours", "5"]);
+}
+
+#[test]
+fn periodogram_of_a_simulated_clock_finds_the_published_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = ok(&["simulate", "--hours", "240", "--temperature-c", "30", "--step-minutes", "30"]);
+    let f = write(dir.path(), "sim.csv", &sim);
+    let out = ok(&["analyze", "periodogram", "--input", &f, "--value-column", "koa", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p = v["period_hours"].as_f64().unwrap();
+    // Rust et al. 2007 model at 30 °C: 20.71 h.
+    assert!((p - 20.71).abs() < 0.1, "period {p}");
+    assert!(v["false_alarm_probability"].as_f64().unwrap() < 1e-10);
+    assert_eq!(v["n_points"].as_u64().unwrap(), 481);
+    assert!(v["power"].as_f64().unwrap() > 0.5);
+    let text = ok(&["analyze", "periodogram", "--input", &f, "--value-column", "koa"]);
+    assert!(text.contains("period_hours"));
+}
+
+#[test]
+fn cosinor_reports_the_documented_fields_and_skips_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("t_hours,value\n");
+    for i in 0..96 {
+        let t = i as f64 * 0.5;
+        if i == 10 {
+            csv.push_str(&format!("{t},\n"));
+            continue;
+        }
+        // MESOR 5, amplitude 2, peak at 6 h → acrophase −2π·6/24 = −π/2.
+        csv.push_str(&format!("{t},{}\n", 5.0 + 2.0 * (std::f64::consts::TAU * (t - 6.0) / 24.0).cos()));
+    }
+    let f = write(dir.path(), "s.csv", &csv);
+    let out = ok(&["analyze", "cosinor", "--input", &f, "--period-hours", "24", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!((v["mesor"].as_f64().unwrap() - 5.0).abs() < 1e-9);
+    assert!((v["amplitude"].as_f64().unwrap() - 2.0).abs() < 1e-9);
+    assert!((v["acrophase_rad"].as_f64().unwrap() + std::f64::consts::FRAC_PI_2).abs() < 1e-9);
+    assert!((v["peak_time_hours"].as_f64().unwrap() - 6.0).abs() < 1e-9);
+    assert_eq!(v["n_points"].as_u64().unwrap(), 95);
+    assert_eq!(v["n_skipped"].as_u64().unwrap(), 1);
+    for k in ["p_value", "mesor_ci", "amplitude_ci", "acrophase_ci"] {
+        assert!(!v[k].is_null(), "missing {k}");
+    }
+    let f = write(dir.path(), "few.csv", "t_hours,value\n0,1\n1,2\n");
+    let e = fails(&["analyze", "cosinor", "--input", &f]);
+    assert!(e.contains("few.csv") && e.to_lowercase().contains("points"), "{e}");
+    let f = write(dir.path(), "bad.csv", "t_hours,value\n0,1\n1,x\n");
+    let e = fails(&["analyze", "periodogram", "--input", &f]);
+    assert!(e.contains("row 3") && e.contains("`value`"), "{e}");
+}
+
+#[test]
+fn prc_json_is_flat_for_the_uncompensated_clock() {
+    let out = ok(&["analyze", "prc", "--etf", "uncompensated", "--resolution", "6", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let flat = v["time_rescaling_shift_hours"].as_f64().unwrap();
+    let pts = v["points"].as_array().unwrap();
+    assert_eq!(pts.len(), 6);
+    for p in pts {
+        assert!((p["phase_shift_hours"].as_f64().unwrap() - flat).abs() < 2e-3);
+    }
+    let e = fails(&["analyze", "prc", "--duration-minutes", "0"]);
+    assert!(e.contains("duration_minutes"), "{e}");
+}
