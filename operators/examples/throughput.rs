@@ -35,14 +35,18 @@ fn main() {
             eprintln!("flags come in pairs: --name value");
             std::process::exit(2);
         }
-        flags.insert(pair[0].trim_start_matches("--").to_string(), pair[1].clone());
+        flags.insert(
+            pair[0].trim_start_matches("--").to_string(),
+            pair[1].clone(),
+        );
     }
     let num = |k: &str, d: f64| -> f64 {
         flags.get(k).map_or(d, |v| {
             if v == "inf" {
                 f64::INFINITY
             } else {
-                v.parse().unwrap_or_else(|_| panic!("--{k}: not a number: {v}"))
+                v.parse()
+                    .unwrap_or_else(|_| panic!("--{k}: not a number: {v}"))
             }
         })
     };
@@ -57,7 +61,10 @@ fn main() {
             };
             let days = num("days", 1.0);
             let reps = num("reps", 200.0) as usize;
-            let clock = ClockConfig { integrator: cfg, ..Default::default() };
+            let clock = ClockConfig {
+                integrator: cfg,
+                ..Default::default()
+            };
             let lc = clock.limit_cycle().expect("limit cycle");
             let y0 = lc.state_at_ct(0.0).to_array();
             let mut times = Vec::with_capacity(reps);
@@ -65,7 +72,11 @@ fn main() {
             for _ in 0..reps {
                 let start = Instant::now();
                 let mut ig = Dopri5::new(0.0, y0, cfg).unwrap();
-                let mut sys = KaiSystem::new(&clock.params, &clock.etf, Constant(clock.reference_temperature_k));
+                let mut sys = KaiSystem::new(
+                    &clock.params,
+                    &clock.etf,
+                    Constant(clock.reference_temperature_k),
+                );
                 ig.advance_to(&mut sys, 24.0 * days, |_| {}).unwrap();
                 times.push(start.elapsed().as_secs_f64() * 1e6 / days);
                 last = Some((ig.stats(), *ig.y()));
@@ -99,16 +110,19 @@ fn main() {
             for _ in 0..reps {
                 let start = Instant::now();
                 let ls = LombScargle::new(&t, &y).expect("periodogram input");
-                let grid = FrequencyGrid::new(fmin, (fmax - fmin) / (nfreq - 1) as f64, nfreq).expect("grid");
+                let grid = FrequencyGrid::new(fmin, (fmax - fmin) / (nfreq - 1) as f64, nfreq)
+                    .expect("grid");
                 powers = ls.power_grid(&grid);
                 times.push(start.elapsed().as_secs_f64() * 1e6);
             }
-            let (best_i, best_p) = powers
-                .iter()
-                .enumerate()
-                .fold((0, f64::MIN), |a, (i, &p)| if p > a.1 { (i, p) } else { a });
+            let (best_i, best_p) =
+                powers
+                    .iter()
+                    .enumerate()
+                    .fold((0, f64::MIN), |a, (i, &p)| if p > a.1 { (i, p) } else { a });
             let best_f = fmin + best_i as f64 * (fmax - fmin) / (nfreq - 1) as f64;
-            let out = std::env::temp_dir().join(format!("kaiabc-ls-powers-{}.json", std::process::id()));
+            let out =
+                std::env::temp_dir().join(format!("kaiabc-ls-powers-{}.json", std::process::id()));
             std::fs::write(&out, serde_json::to_string(&powers).unwrap()).unwrap();
             println!(
                 "{}",

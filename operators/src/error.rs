@@ -84,9 +84,9 @@ impl OdeError {
     /// Stable code for API error bodies.
     pub fn code(&self) -> &'static str {
         match self {
-            OdeError::NonFinite { .. } | OdeError::Negative { .. } | OdeError::StepTooSmall { .. } => {
-                "ODE_INSTABILITY"
-            }
+            OdeError::NonFinite { .. }
+            | OdeError::Negative { .. }
+            | OdeError::StepTooSmall { .. } => "ODE_INSTABILITY",
             OdeError::Backwards { .. } => "OUT_OF_ORDER",
             OdeError::InvalidConfig(_) => "INVALID_PARAMETER",
         }

@@ -95,9 +95,24 @@ impl Etf {
     /// Checks ranges: `T_ref` in 200–400 K, energies in 0–200 kJ/mol, `rate_scale` in (0, 100].
     pub fn validate(&self) -> Result<(), ModelError> {
         let checks = [
-            ("reference_temperature_kelvin", self.reference_temperature_k, 200.0, 400.0),
-            ("activation_energy_kaia_kj_mol", self.activation_energy_kaia_kj_mol, 0.0, 200.0),
-            ("activation_energy_basal_kj_mol", self.activation_energy_basal_kj_mol, 0.0, 200.0),
+            (
+                "reference_temperature_kelvin",
+                self.reference_temperature_k,
+                200.0,
+                400.0,
+            ),
+            (
+                "activation_energy_kaia_kj_mol",
+                self.activation_energy_kaia_kj_mol,
+                0.0,
+                200.0,
+            ),
+            (
+                "activation_energy_basal_kj_mol",
+                self.activation_energy_basal_kj_mol,
+                0.0,
+                200.0,
+            ),
             ("rate_scale", self.rate_scale, f64::MIN_POSITIVE, 100.0),
         ];
         for (name, v, lo, hi) in checks {
@@ -177,11 +192,16 @@ mod tests {
 
     #[test]
     fn presets_parse_and_validate() {
-        assert_eq!("case_ii_mutant".parse::<EtfPreset>().unwrap(), EtfPreset::Uncompensated);
+        assert_eq!(
+            "case_ii_mutant".parse::<EtfPreset>().unwrap(),
+            EtfPreset::Uncompensated
+        );
         assert!("warm".parse::<EtfPreset>().is_err());
         assert!(Etf::preset(EtfPreset::Uncompensated).is_time_rescaling());
-        let mut bad = Etf::default();
-        bad.rate_scale = 0.0;
+        let bad = Etf {
+            rate_scale: 0.0,
+            ..Default::default()
+        };
         assert_eq!(bad.validate().unwrap_err().code(), "INVALID_PARAMETER");
     }
 }

@@ -22,6 +22,14 @@ pub trait OdeSystem<const N: usize> {
     fn check(&self, _t: f64, _y: &[f64; N]) -> Result<(), OdeError> {
         Ok(())
     }
+
+    /// An affine switching function `g(y) = w·y + c` across whose zero the right-hand side has a
+    /// kink (e.g. free KaiA reaching zero). A step rejected while `g` changes sign is retried
+    /// ending at the crossing instead of being shrunk blindly, which removes most rejections
+    /// there. `None` (the default) means the right-hand side is smooth.
+    fn switching(&self) -> Option<([f64; N], f64)> {
+        None
+    }
 }
 
 /// Tolerances and step bounds (time in hours).
@@ -117,7 +125,12 @@ impl<const N: usize> Step<'_, N> {
     pub fn projected(&self, w: &[f64; N]) -> (f64, f64, f64, f64) {
         let h = self.t1 - self.t0;
         let dot = |a: &[f64; N]| a.iter().zip(w).map(|(x, c)| x * c).sum::<f64>();
-        (dot(self.y0), dot(self.y1), h * dot(self.f0), h * dot(self.f1))
+        (
+            dot(self.y0),
+            dot(self.y1),
+            h * dot(self.f0),
+            h * dot(self.f1),
+        )
     }
 }
 
@@ -192,6 +205,57 @@ const E5: f64 = -17253.0 / 339200.0;
 const E6: f64 = 22.0 / 525.0;
 const E7: f64 = -1.0 / 40.0;
 
+/// Where in a step (θ ∈ (0, 1)) the affine function `w·y + c` crosses zero, on the cubic Hermite
+/// interpolant of the step; `None` if it does not change sign.
+fn crossing<const N: usize>(
+    w: &[f64; N],
+    c: f64,
+    y0: &[f64; N],
+    y1: &[f64; N],
+    f0: &[f64; N],
+    f1: &[f64; N],
+    h: f64,
+) -> Option<f64> {
+    let dot = |a: &[f64; N]| a.iter().zip(w).map(|(x, k)| x * k).sum::<f64>();
+    let (g0, g1) = (dot(y0) + c, dot(y1) + c);
+    if !(g0.is_finite() && g1.is_finite()) || g0 == 0.0 || g0.signum() == g1.signum() {
+        return None;
+    }
+    let (d0, d1) = (h * dot(f0), h * dot(f1));
+    let (mut lo, mut hi) = (0.0, 1.0);
+    for _ in 0..40 {
+        let mid = 0.5 * (lo + hi);
+        let g = hermite_value(g0, g1, d0, d1, mid);
+        if g.signum() == g0.signum() {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Some(hi)
+}
+
+/// Natural log for the step-size controller, where 1e-6 relative accuracy is plenty: a few
+/// multiply-adds instead of a libm call, which otherwise costs as much as a right-hand side per
+/// step. Pure arithmetic, so results do not depend on the platform's libm.
+#[inline]
+fn ctrl_ln(x: f64) -> f64 {
+    if x <= 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    let bits = x.to_bits();
+    let exp = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    if exp == -1023 || !x.is_finite() {
+        return x.ln(); // subnormal or infinite: not worth a fast path
+    }
+    // ln(x) = exponent·ln 2 + ln(mantissa), mantissa in [1, 2): atanh series in z = (m−1)/(m+1).
+    let m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    let z = (m - 1.0) / (m + 1.0);
+    let z2 = z * z;
+    let ln_m = 2.0 * z * (1.0 + z2 * (1.0 / 3.0 + z2 * (1.0 / 5.0 + z2 * (1.0 / 7.0 + z2 / 9.0))));
+    ln_m + exp as f64 * std::f64::consts::LN_2
+}
+
 /// PI controller constants (Hairer's DOPRI5 defaults).
 const SAFETY: f64 = 0.9;
 const BETA: f64 = 0.04;
@@ -208,7 +272,8 @@ pub struct Dopri5<const N: usize> {
     #[serde(with = "serde_array")]
     y: [f64; N],
     h_next: Option<f64>,
-    err_old: f64,
+    /// ln of the previous accepted step's error norm (PI controller memory).
+    ln_err_old: f64,
     cfg: IntegratorConfig,
     stats: StepStats,
 }
@@ -239,7 +304,7 @@ impl<const N: usize> Dopri5<N> {
             t,
             y,
             h_next: None,
-            err_old: 1e-4,
+            ln_err_old: (1e-4f64).ln(),
             cfg,
             stats: StepStats::default(),
         })
@@ -289,7 +354,12 @@ impl<const N: usize> Dopri5<N> {
     /// The derivative at the start is recomputed on every call because the caller may have
     /// changed the input (a new temperature segment, a step in temperature) since the last one.
     /// On error the state stays at the last accepted step.
-    pub fn advance_to<S, O>(&mut self, sys: &mut S, t_end: f64, mut observer: O) -> Result<(), OdeError>
+    pub fn advance_to<S, O>(
+        &mut self,
+        sys: &mut S,
+        t_end: f64,
+        mut observer: O,
+    ) -> Result<(), OdeError>
     where
         S: OdeSystem<N>,
         O: FnMut(&Step<'_, N>),
@@ -312,13 +382,33 @@ impl<const N: usize> Dopri5<N> {
             Some(h) => h,
             None => self.initial_step(sys, &f0),
         };
+        let switching = sys.switching();
+        let mut rejected_last = false;
         loop {
             h = h.min(self.cfg.max_step);
             let remaining = t_end - self.t;
             // Stretch the last step slightly rather than leave a sliver of a step behind.
-            let last = h >= remaining * (1.0 - 1e-9);
-            let h_try = if last { remaining } else { h };
-            let (y1, f1, err) = self.try_step(sys, &f0, h_try);
+            let mut last = h >= remaining * (1.0 - 1e-9);
+            let mut h_try = if last { remaining } else { h };
+            let (mut y1, mut f1, mut err) = self.try_step(sys, &f0, h_try);
+            // A step across the kink has an unreliable error estimate either way: end it at
+            // the crossing instead (accepted or not), so no step straddles the kink.
+            if !rejected_last || err > 1.0 {
+                if let Some((w, c)) = switching {
+                    if let Some(th) = crossing(&w, c, &self.y, &y1, &f0, &f1, h_try) {
+                        // End just past the kink: what is left of it inside the step is tiny.
+                        let h_kink = (th + 1e-3).min(1.0) * h_try;
+                        if h_kink > 10.0 * self.cfg.min_step && h_kink < h_try {
+                            if err > 1.0 {
+                                self.stats.rejected += 1;
+                            }
+                            h_try = h_kink;
+                            last = false;
+                            (y1, f1, err) = self.try_step(sys, &f0, h_try);
+                        }
+                    }
+                }
+            }
             if err <= 1.0 && y1.iter().all(|v| v.is_finite()) {
                 let t1 = if last { t_end } else { self.t + h_try };
                 sys.check(t1, &y1)?;
@@ -331,10 +421,17 @@ impl<const N: usize> Dopri5<N> {
                     f0: &f0,
                     f1: &f1,
                 });
-                let fac11 = err.powf(EXPO1);
-                let fac = (fac11 / self.err_old.powf(BETA) / SAFETY).clamp(FAC_MIN_DIV, FAC_MAX_DIV);
-                let h_new = h_try / fac;
-                self.err_old = err.max(1e-4);
+                // err^EXPO1 / err_old^BETA / SAFETY with a single exp.
+                let ln_err = ctrl_ln(err);
+                let fac = ((EXPO1 * ln_err - BETA * self.ln_err_old).exp() / SAFETY)
+                    .clamp(FAC_MIN_DIV, FAC_MAX_DIV);
+                let mut h_new = h_try / fac;
+                if rejected_last {
+                    // Hairer's rule: no growth right after a rejection.
+                    h_new = h_new.min(h_try);
+                }
+                rejected_last = false;
+                self.ln_err_old = ln_err.max(-9.210_340_371_976_184); // ln 1e-4
                 self.t = t1;
                 self.y = y1;
                 f0 = f1;
@@ -347,8 +444,9 @@ impl<const N: usize> Dopri5<N> {
                 h = h_new;
             } else {
                 self.stats.rejected += 1;
+                rejected_last = true;
                 let shrink = if err.is_finite() {
-                    (err.powf(EXPO1) / SAFETY).min(FAC_MAX_DIV)
+                    ((EXPO1 * ctrl_ln(err)).exp() / SAFETY).min(FAC_MAX_DIV)
                 } else {
                     FAC_MAX_DIV
                 };
@@ -402,13 +500,15 @@ impl<const N: usize> Dopri5<N> {
         let k6 = sys.rhs(t + h, &s);
         let mut y1 = [0.0; N];
         for i in 0..N {
-            y1[i] = y[i] + h * (A71 * k1[i] + A73 * k3[i] + A74 * k4[i] + A75 * k5[i] + A76 * k6[i]);
+            y1[i] =
+                y[i] + h * (A71 * k1[i] + A73 * k3[i] + A74 * k4[i] + A75 * k5[i] + A76 * k6[i]);
         }
         let k7 = sys.rhs(t + h, &y1);
         self.stats.rhs_evals += 6;
         let mut acc = 0.0;
         for i in 0..N {
-            let e = h * (E1 * k1[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i] + E6 * k6[i] + E7 * k7[i]);
+            let e =
+                h * (E1 * k1[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i] + E6 * k6[i] + E7 * k7[i]);
             let sc = self.cfg.atol + self.cfg.rtol * y[i].abs().max(y1[i].abs());
             acc += (e / sc) * (e / sc);
         }
@@ -418,18 +518,31 @@ impl<const N: usize> Dopri5<N> {
     /// Hairer's starting step heuristic (HNW I, §II.4).
     fn initial_step<S: OdeSystem<N>>(&mut self, sys: &mut S, f0: &[f64; N]) -> f64 {
         let sc: [f64; N] = std::array::from_fn(|i| self.cfg.atol + self.cfg.rtol * self.y[i].abs());
-        let norm = |v: &dyn Fn(usize) -> f64| (0..N).map(|i| (v(i) / sc[i]).powi(2)).sum::<f64>().sqrt() / (N as f64).sqrt();
+        let norm = |v: &dyn Fn(usize) -> f64| {
+            (0..N).map(|i| (v(i) / sc[i]).powi(2)).sum::<f64>().sqrt() / (N as f64).sqrt()
+        };
         let d0 = norm(&|i| self.y[i]);
         let d1 = norm(&|i| f0[i]);
-        let mut h0 = if d0 < 1e-10 || d1 < 1e-10 { 1e-6 } else { 0.01 * d0 / d1 };
+        let mut h0 = if d0 < 1e-10 || d1 < 1e-10 {
+            1e-6
+        } else {
+            0.01 * d0 / d1
+        };
         h0 = h0.min(self.cfg.max_step);
         let y1: [f64; N] = std::array::from_fn(|i| self.y[i] + h0 * f0[i]);
         let f1 = sys.rhs(self.t + h0, &y1);
         self.stats.rhs_evals += 1;
         let d2 = norm(&|i| f1[i] - f0[i]) / h0;
         let dm = d1.max(d2);
-        let h1 = if dm <= 1e-15 { (h0 * 1e-3).max(1e-6) } else { (0.01 / dm).powf(0.2) };
-        (100.0 * h0).min(h1).min(self.cfg.max_step).max(self.cfg.min_step)
+        let h1 = if dm <= 1e-15 {
+            (h0 * 1e-3).max(1e-6)
+        } else {
+            (0.01 / dm).powf(0.2)
+        };
+        (100.0 * h0)
+            .min(h1)
+            .min(self.cfg.max_step)
+            .max(self.cfg.min_step)
     }
 }
 
@@ -453,7 +566,11 @@ mod tests {
 
     #[test]
     fn exponential_decay_matches_closed_form_at_requested_stops() {
-        let cfg = IntegratorConfig { rtol: 1e-10, atol: 1e-12, ..Default::default() };
+        let cfg = IntegratorConfig {
+            rtol: 1e-10,
+            atol: 1e-12,
+            ..Default::default()
+        };
         let mut ig = Dopri5::new(0.0, [1.0], cfg).unwrap();
         for stop in [0.3, 1.0, 1.7, 5.0] {
             ig.advance_to(&mut Decay(0.8), stop, |_| {}).unwrap();
@@ -469,7 +586,12 @@ mod tests {
         // Harmonic oscillator over 10 periods: global error should drop when rtol drops.
         let end = 20.0 * std::f64::consts::PI;
         let err = |rtol: f64| {
-            let cfg = IntegratorConfig { rtol, atol: rtol * 1e-3, max_step: 10.0, ..Default::default() };
+            let cfg = IntegratorConfig {
+                rtol,
+                atol: rtol * 1e-3,
+                max_step: 10.0,
+                ..Default::default()
+            };
             let mut ig = Dopri5::new(0.0, [1.0, 0.0], cfg).unwrap();
             ig.advance_to(&mut Oscillator, end, |_| {}).unwrap();
             ((ig.y()[0] - 1.0).powi(2) + ig.y()[1].powi(2)).sqrt()
@@ -481,8 +603,14 @@ mod tests {
     #[test]
     fn backwards_and_non_finite_requests_are_typed_errors() {
         let mut ig = Dopri5::new(1.0, [1.0], IntegratorConfig::default()).unwrap();
-        assert!(matches!(ig.advance_to(&mut Decay(1.0), 0.5, |_| {}), Err(OdeError::Backwards { .. })));
-        assert!(matches!(ig.advance_to(&mut Decay(1.0), f64::NAN, |_| {}), Err(OdeError::NonFinite { .. })));
+        assert!(matches!(
+            ig.advance_to(&mut Decay(1.0), 0.5, |_| {}),
+            Err(OdeError::Backwards { .. })
+        ));
+        assert!(matches!(
+            ig.advance_to(&mut Decay(1.0), f64::NAN, |_| {}),
+            Err(OdeError::NonFinite { .. })
+        ));
         assert!(Dopri5::new(0.0, [f64::NAN], IntegratorConfig::default()).is_err());
     }
 
@@ -498,7 +626,25 @@ mod tests {
         let mut ig = Dopri5::new(0.0, [1.0], IntegratorConfig::default()).unwrap();
         let e = ig.advance_to(&mut Blow, 2.0, |_| {}).unwrap_err();
         assert_eq!(e.code(), "ODE_INSTABILITY");
-        assert!(ig.t() < 1.0);
+        // Stops at the singularity (within the numerical solution's lag), state finite.
+        assert!(
+            ig.t() < 1.001 && ig.y()[0].is_finite(),
+            "{e:?} at t={} y={:?}",
+            ig.t(),
+            ig.y()
+        );
+    }
+
+    #[test]
+    fn controller_log_is_accurate_enough() {
+        for &x in &[1e-12, 3e-5, 0.01, 0.37, 1.0, 1.9, 42.0, 1e8, 1e300] {
+            let (a, b) = (ctrl_ln(x), x.ln());
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "ln {x}: {a} vs {b}"
+            );
+        }
+        assert_eq!(ctrl_ln(0.0), f64::NEG_INFINITY);
     }
 
     #[test]

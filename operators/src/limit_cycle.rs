@@ -36,7 +36,7 @@ pub struct LimitCycle {
 
 impl LimitCycle {
     /// Finds the limit cycle by integrating from [`SEED_STATE`] until the peak-to-peak interval
-    /// settles (at most 60 cycles), then records one orbit.
+    /// settles (at most 120 cycles), then records one orbit.
     ///
     /// Fails with `NO_OSCILLATION` when the parameters damp out (e.g. A_tot = 2 µM).
     pub fn compute(
@@ -49,6 +49,12 @@ impl LimitCycle {
         etf.validate()?;
         let scale = params.c_total / 3.4;
         let y0 = SEED_STATE.map(|v| v * scale);
+        // Peak times come from cubic Hermite interpolation inside steps, whose error grows as
+        // h⁴: cap the step so the period is right to ~1e-6 h even at loose tolerances.
+        let cfg = &IntegratorConfig {
+            max_step: cfg.max_step.min(0.1),
+            ..*cfg
+        };
         let mut ig = Dopri5::new(0.0, y0, *cfg)?;
         let mut sys = KaiSystem::new(params, etf, Constant(temperature_k));
         let mut tracker = CycleTracker::new(params, 0.0, 0.0, f64::NAN, (0.0, 1.0), &y0);
@@ -57,16 +63,19 @@ impl LimitCycle {
         let mut t = 0.0;
         let settled = |p: &[f64]| {
             let n = p.len();
+            // Convergence onto the cycle can be slow (a Floquet multiplier near 1 away from
+            // 30 °C), so ask for three consecutive intervals agreeing to 1e-9 relative.
             n >= 12 && {
                 let a = p[n - 1] - p[n - 2];
                 let b = p[n - 2] - p[n - 3];
-                (a - b).abs() < 1e-7 * a
+                let c = p[n - 3] - p[n - 4];
+                (a - b).abs() < 1e-9 * a && (b - c).abs() < 1e-9 * a
             }
         };
         // Rates set the time scale: allow ~80 cycles of the slowest rate factor before giving up.
         let (g0, ga) = etf.factors(temperature_k);
-        let horizon = 80.0 * 24.0 / g0.min(ga).min(1.0);
-        while !settled(&peaks) && peaks.len() < 60 && t < horizon {
+        let horizon = 150.0 * 24.0 / g0.min(ga).min(1.0);
+        while !settled(&peaks) && peaks.len() < 120 && t < horizon {
             t += chunk;
             ig.advance_to(&mut sys, t, |s| {
                 if let Some(p) = tracker.observe(s) {
@@ -85,7 +94,8 @@ impl LimitCycle {
             }
             .into());
         }
-        let period = (peaks[n - 1] - peaks[n - 6]) / 5.0;
+        let k = (n - 2).min(10);
+        let period = (peaks[n - 1] - peaks[n - 1 - k]) / k as f64;
         // Land exactly on the next peak, then sample one orbit with exact stops.
         let mut next_peak = peaks[n - 1] + period;
         while next_peak <= ig.t() {
@@ -143,7 +153,10 @@ impl LimitCycle {
         // Refine on the neighbouring segments by projecting onto them.
         let mut best_x = best as f64;
         let mut best_d = f64::MAX;
-        for (i, j) in [((best + SAMPLES - 1) % SAMPLES, best), (best, (best + 1) % SAMPLES)] {
+        for (i, j) in [
+            ((best + SAMPLES - 1) % SAMPLES, best),
+            (best, (best + 1) % SAMPLES),
+        ] {
             let (a, b) = (self.samples[i], self.samples[j]);
             let ab: [f64; 3] = std::array::from_fn(|k| b[k] - a[k]);
             let ay: [f64; 3] = std::array::from_fn(|k| y[k] - a[k]);

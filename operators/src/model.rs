@@ -105,7 +105,9 @@ impl KaiParams {
             if !(k0.is_finite() && k0 >= 0.0 && ka.is_finite()) {
                 return Err(ModelError::InvalidParameter {
                     name: format!("rates.{}", transition::NAMES[i]),
-                    reason: format!("k0 must be finite and >= 0 and kA finite, got k0={k0} kA={ka}"),
+                    reason: format!(
+                        "k0 must be finite and >= 0 and kA finite, got k0={k0} kA={ka}"
+                    ),
                 });
             }
         }
@@ -174,7 +176,12 @@ impl KaiState {
     /// Checks that the state lies in the physical simplex (T, D, S, U ≥ 0) within `tol` µM.
     pub fn validate(&self, p: &KaiParams, tol: f64) -> Result<(), ModelError> {
         let u = p.c_total - self.t - self.d - self.s;
-        for (name, v) in [("C_T", self.t), ("C_ST", self.d), ("C_S", self.s), ("C_U", u)] {
+        for (name, v) in [
+            ("C_T", self.t),
+            ("C_ST", self.d),
+            ("C_S", self.s),
+            ("C_U", u),
+        ] {
             if !v.is_finite() || v < -tol {
                 return Err(ModelError::InvalidState {
                     reason: format!("{name} = {v} µM is outside [0, C_tot = {}]", p.c_total),
@@ -319,7 +326,11 @@ mod tests {
     #[test]
     fn concentrations_round_trip_and_inconsistent_ones_are_rejected() {
         let p = KaiParams::default();
-        let st = KaiState { t: 0.5, d: 0.8, s: 0.4 };
+        let st = KaiState {
+            t: 0.5,
+            d: 0.8,
+            s: 0.4,
+        };
         let c = st.concentrations(&p);
         assert_eq!(KaiState::from_concentrations(&c, &p).unwrap(), st);
         let mut bad = c;

@@ -160,7 +160,8 @@ impl CycleTracker {
 
     /// Circadian time in [0, 24) at `t`.
     pub fn circadian_time(&self, t: f64) -> f64 {
-        let ct = (self.anchor_ct + 24.0 * (t - self.anchor_t) / self.period_hours()).rem_euclid(24.0);
+        let ct =
+            (self.anchor_ct + 24.0 * (t - self.anchor_t) / self.period_hours()).rem_euclid(24.0);
         // rem_euclid can return 24.0 for tiny negative inputs.
         if ct >= 24.0 {
             0.0
@@ -271,9 +272,10 @@ impl OutputMapping {
         } else {
             Err(ModelError::InvalidParameter {
                 name: "output_mapping".into(),
-                reason: "need 0 <= koa_threshold_low < koa_threshold_high <= 1, pwm_min <= pwm_max, \
+                reason:
+                    "need 0 <= koa_threshold_low < koa_threshold_high <= 1, pwm_min <= pwm_max, \
                          sigmoid_gain > 0"
-                    .into(),
+                        .into(),
             })
         }
     }
@@ -286,10 +288,11 @@ impl OutputMapping {
         let span = self.koa_threshold_high - self.koa_threshold_low;
         let mut x = ((koa - self.koa_threshold_low) / span).clamp(0.0, 1.0);
         if self.mapping_function == MappingFunction::Sigmoid {
-            // Logistic rescaled so that 0 → 0, ½ → ½, 1 → 1 exactly.
+            // Logistic rescaled so that 0 → 0, ½ → ½, 1 → 1 (written around ½ so the midpoint
+            // is exact: s(1) − s(0) = 1 − 2 s(0) by symmetry).
             let g = self.sigmoid_gain;
             let s = |v: f64| 1.0 / (1.0 + (-g * (v - 0.5)).exp());
-            x = (s(x) - s(0.0)) / (s(1.0) - s(0.0));
+            x = (0.5 + (s(x) - 0.5) / (1.0 - 2.0 * s(0.0))).clamp(0.0, 1.0);
         }
         if self.invert {
             x = 1.0 - x;
@@ -329,13 +332,22 @@ mod tests {
         assert_eq!(m.pwm(0.5), 120);
         let inv = OutputMapping { invert: true, ..m };
         assert_eq!(inv.pwm(0.05), 220);
-        let sig = OutputMapping { mapping_function: MappingFunction::Sigmoid, ..Default::default() };
+        let sig = OutputMapping {
+            mapping_function: MappingFunction::Sigmoid,
+            ..Default::default()
+        };
         assert_eq!(sig.pwm(0.0), 0);
         assert_eq!(sig.pwm(0.5), 128);
         assert_eq!(sig.pwm(1.0), 255);
         // Steeper than linear in the middle, flatter at the ends.
         assert!(sig.pwm(0.6) > OutputMapping::default().pwm(0.6));
         assert!(sig.pwm(0.1) < OutputMapping::default().pwm(0.1));
-        assert!(OutputMapping { koa_threshold_low: 0.9, koa_threshold_high: 0.1, ..m }.validate().is_err());
+        assert!(OutputMapping {
+            koa_threshold_low: 0.9,
+            koa_threshold_high: 0.1,
+            ..m
+        }
+        .validate()
+        .is_err());
     }
 }

@@ -79,24 +79,39 @@ pub fn phase_response_curve(cfg: &ClockConfig, prc: &PrcConfig) -> Result<Prc, C
         .into()
     };
     if !(prc.delta_k.is_finite() && prc.delta_k.abs() <= 30.0) {
-        return Err(invalid("delta_k", format!("must be within ±30 K, got {}", prc.delta_k)));
+        return Err(invalid(
+            "delta_k",
+            format!("must be within ±30 K, got {}", prc.delta_k),
+        ));
     }
-    if !(prc.duration_minutes.is_finite() && prc.duration_minutes > 0.0 && prc.duration_minutes <= 720.0) {
+    if !(prc.duration_minutes.is_finite()
+        && prc.duration_minutes > 0.0
+        && prc.duration_minutes <= 720.0)
+    {
         return Err(invalid(
             "duration_minutes",
             format!("must be in (0, 720], got {}", prc.duration_minutes),
         ));
     }
     if !(1..=288).contains(&prc.resolution) {
-        return Err(invalid("resolution", format!("must be 1–288, got {}", prc.resolution)));
+        return Err(invalid(
+            "resolution",
+            format!("must be 1–288, got {}", prc.resolution),
+        ));
     }
     if !(2..=40).contains(&prc.settle_cycles) {
-        return Err(invalid("settle_cycles", format!("must be 2–40, got {}", prc.settle_cycles)));
+        return Err(invalid(
+            "settle_cycles",
+            format!("must be 2–40, got {}", prc.settle_cycles),
+        ));
     }
     let base = cfg.reference_temperature_k;
     let pulse = base + prc.delta_k;
     if !(150.0..=400.0).contains(&pulse) {
-        return Err(invalid("delta_k", format!("pulse temperature {pulse} K is outside 150–400 K")));
+        return Err(invalid(
+            "delta_k",
+            format!("pulse temperature {pulse} K is outside 150–400 K"),
+        ));
     }
     // Phase shifts of minutes are the signal: integrate more tightly than a live clock needs.
     let tight = ClockConfig {
@@ -161,7 +176,11 @@ fn shift_at(
             }
         };
         if pulse {
-            ig.advance_to(&mut KaiSystem::new(p, &cfg.etf, Constant(pulse_k)), tau + d, &mut observe)?;
+            ig.advance_to(
+                &mut KaiSystem::new(p, &cfg.etf, Constant(pulse_k)),
+                tau + d,
+                &mut observe,
+            )?;
         }
         ig.advance_to(&mut base_sys(), end, &mut observe)?;
         last.ok_or_else(|| {

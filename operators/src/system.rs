@@ -43,6 +43,11 @@ impl<S: TemperatureSource> OdeSystem<3> for KaiSystem<'_, S> {
         self.params.derivatives(y, g0, ga)
     }
 
+    /// Free KaiA `A_tot − 2S` reaches zero twice a cycle; the rates have a kink there.
+    fn switching(&self) -> Option<([f64; 3], f64)> {
+        Some(([0.0, 0.0, -2.0], self.params.a_total))
+    }
+
     fn check(&self, t: f64, y: &[f64; 3]) -> Result<(), OdeError> {
         let u = self.params.c_total - y[0] - y[1] - y[2];
         for (what, value) in [("C_T", y[0]), ("C_ST", y[1]), ("C_S", y[2]), ("C_U", u)] {

@@ -93,7 +93,10 @@ impl PiecewiseLinear {
             if !t[i].is_finite() || (i > 0 && t[i] <= t[i - 1]) {
                 return Err(ModelError::InvalidParameter {
                     name: "t_hours".into(),
-                    reason: format!("point {}: times must be finite and strictly increasing", i + 1),
+                    reason: format!(
+                        "point {}: times must be finite and strictly increasing",
+                        i + 1
+                    ),
                 });
             }
             if !(k[i].is_finite() && (150.0..=400.0).contains(&k[i])) {

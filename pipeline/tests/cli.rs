@@ -34,7 +34,15 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
 
 #[test]
 fn simulate_csv_has_the_documented_header_and_rows() {
-    let out = ok(&["simulate", "--hours", "24", "--temperature-c", "30", "--step-minutes", "30"]);
+    let out = ok(&[
+        "simulate",
+        "--hours",
+        "24",
+        "--temperature-c",
+        "30",
+        "--step-minutes",
+        "30",
+    ]);
     let mut lines = out.lines();
     assert_eq!(
         lines.next().unwrap(),
@@ -57,12 +65,36 @@ fn simulate_csv_has_the_documented_header_and_rows() {
 
 #[test]
 fn simulate_json_rows_match_the_csv_rows() {
-    let csv = ok(&["simulate", "--hours", "3", "--temperature-c", "25", "--step-minutes", "60"]);
-    let json = ok(&["simulate", "--hours", "3", "--temperature-c", "25", "--step-minutes", "60", "--format", "json"]);
+    let csv = ok(&[
+        "simulate",
+        "--hours",
+        "3",
+        "--temperature-c",
+        "25",
+        "--step-minutes",
+        "60",
+    ]);
+    let json = ok(&[
+        "simulate",
+        "--hours",
+        "3",
+        "--temperature-c",
+        "25",
+        "--step-minutes",
+        "60",
+        "--format",
+        "json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let rows = v.as_array().unwrap();
     assert_eq!(rows.len(), 4);
-    let last_csv: Vec<f64> = csv.lines().last().unwrap().split(',').map(|x| x.parse().unwrap()).collect();
+    let last_csv: Vec<f64> = csv
+        .lines()
+        .last()
+        .unwrap()
+        .split(',')
+        .map(|x| x.parse().unwrap())
+        .collect();
     assert_eq!(rows[3]["C_ST"].as_f64().unwrap(), last_csv[4]);
     assert_eq!(rows[3]["koa"].as_f64().unwrap(), last_csv[7]);
 }
@@ -70,8 +102,20 @@ fn simulate_json_rows_match_the_csv_rows() {
 #[test]
 fn simulate_follows_a_temperature_csv() {
     let dir = tempfile::tempdir().unwrap();
-    let f = write(dir.path(), "temp.csv", "t_hours,temperature_kelvin\n0,300\n2,304\n4,300\n");
-    let out = ok(&["simulate", "--hours", "5", "--temperature-csv", &f, "--step-minutes", "60"]);
+    let f = write(
+        dir.path(),
+        "temp.csv",
+        "t_hours,temperature_kelvin\n0,300\n2,304\n4,300\n",
+    );
+    let out = ok(&[
+        "simulate",
+        "--hours",
+        "5",
+        "--temperature-csv",
+        &f,
+        "--step-minutes",
+        "60",
+    ]);
     let temps: Vec<f64> = out
         .lines()
         .skip(1)
@@ -83,22 +127,46 @@ fn simulate_follows_a_temperature_csv() {
 #[test]
 fn bad_temperature_files_name_file_row_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    let f = write(dir.path(), "bad.csv", "t_hours,temperature_kelvin\n0,300\n1,abc\n");
+    let f = write(
+        dir.path(),
+        "bad.csv",
+        "t_hours,temperature_kelvin\n0,300\n1,abc\n",
+    );
     let e = fails(&["simulate", "--hours", "5", "--temperature-csv", &f]);
-    assert!(e.contains("bad.csv") && e.contains("row 3") && e.contains("temperature_kelvin"), "{e}");
+    assert!(
+        e.contains("bad.csv") && e.contains("row 3") && e.contains("temperature_kelvin"),
+        "{e}"
+    );
     let f = write(dir.path(), "cols.csv", "time,temp\n0,300\n");
     let e = fails(&["simulate", "--hours", "5", "--temperature-csv", &f]);
-    assert!(e.contains("cols.csv") && e.contains("no column `t_hours`") && e.contains("time, temp"), "{e}");
+    assert!(
+        e.contains("cols.csv") && e.contains("no column `t_hours`") && e.contains("time, temp"),
+        "{e}"
+    );
     let f = write(dir.path(), "empty.csv", "");
     let e = fails(&["simulate", "--hours", "5", "--temperature-csv", &f]);
     assert!(e.contains("empty.csv") && e.contains("empty"), "{e}");
-    let f = write(dir.path(), "celsius.csv", "t_hours,temperature_kelvin\n0,30\n");
+    let f = write(
+        dir.path(),
+        "celsius.csv",
+        "t_hours,temperature_kelvin\n0,30\n",
+    );
     let e = fails(&["simulate", "--hours", "5", "--temperature-csv", &f]);
     assert!(e.contains("row 2") && e.contains("outside"), "{e}");
-    let f = write(dir.path(), "order.csv", "t_hours,temperature_kelvin\n0,300\n2,301\n1,302\n");
+    let f = write(
+        dir.path(),
+        "order.csv",
+        "t_hours,temperature_kelvin\n0,300\n2,301\n1,302\n",
+    );
     let e = fails(&["simulate", "--hours", "5", "--temperature-csv", &f]);
     assert!(e.contains("row 4") && e.contains("t_hours"), "{e}");
-    let e = fails(&["simulate", "--hours", "5", "--temperature-csv", "/nonexistent/x.csv"]);
+    let e = fails(&[
+        "simulate",
+        "--hours",
+        "5",
+        "--temperature-csv",
+        "/nonexistent/x.csv",
+    ]);
     assert!(e.contains("/nonexistent/x.csv"), "{e}");
     let e = fails(&["simulate", "--hours", "-1", "--temperature-c", "30"]);
     assert!(e.contains("--hours"), "{e}");
@@ -108,9 +176,25 @@ fn bad_temperature_files_name_file_row_and_column() {
 #[test]
 fn periodogram_of_a_simulated_clock_finds_the_published_period() {
     let dir = tempfile::tempdir().unwrap();
-    let sim = ok(&["simulate", "--hours", "240", "--temperature-c", "30", "--step-minutes", "30"]);
+    let sim = ok(&[
+        "simulate",
+        "--hours",
+        "240",
+        "--temperature-c",
+        "30",
+        "--step-minutes",
+        "30",
+    ]);
     let f = write(dir.path(), "sim.csv", &sim);
-    let out = ok(&["analyze", "periodogram", "--input", &f, "--value-column", "koa", "--json"]);
+    let out = ok(&[
+        "analyze",
+        "periodogram",
+        "--input",
+        &f,
+        "--value-column",
+        "koa",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let p = v["period_hours"].as_f64().unwrap();
     // Rust et al. 2007 model at 30 °C: 20.71 h.
@@ -118,7 +202,14 @@ fn periodogram_of_a_simulated_clock_finds_the_published_period() {
     assert!(v["false_alarm_probability"].as_f64().unwrap() < 1e-10);
     assert_eq!(v["n_points"].as_u64().unwrap(), 481);
     assert!(v["power"].as_f64().unwrap() > 0.5);
-    let text = ok(&["analyze", "periodogram", "--input", &f, "--value-column", "koa"]);
+    let text = ok(&[
+        "analyze",
+        "periodogram",
+        "--input",
+        &f,
+        "--value-column",
+        "koa",
+    ]);
     assert!(text.contains("period_hours"));
 }
 
@@ -133,10 +224,21 @@ fn cosinor_reports_the_documented_fields_and_skips_gaps() {
             continue;
         }
         // MESOR 5, amplitude 2, peak at 6 h → acrophase −2π·6/24 = −π/2.
-        csv.push_str(&format!("{t},{}\n", 5.0 + 2.0 * (std::f64::consts::TAU * (t - 6.0) / 24.0).cos()));
+        csv.push_str(&format!(
+            "{t},{}\n",
+            5.0 + 2.0 * (std::f64::consts::TAU * (t - 6.0) / 24.0).cos()
+        ));
     }
     let f = write(dir.path(), "s.csv", &csv);
-    let out = ok(&["analyze", "cosinor", "--input", &f, "--period-hours", "24", "--json"]);
+    let out = ok(&[
+        "analyze",
+        "cosinor",
+        "--input",
+        &f,
+        "--period-hours",
+        "24",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!((v["mesor"].as_f64().unwrap() - 5.0).abs() < 1e-9);
     assert!((v["amplitude"].as_f64().unwrap() - 2.0).abs() < 1e-9);
@@ -149,7 +251,10 @@ fn cosinor_reports_the_documented_fields_and_skips_gaps() {
     }
     let f = write(dir.path(), "few.csv", "t_hours,value\n0,1\n1,2\n");
     let e = fails(&["analyze", "cosinor", "--input", &f]);
-    assert!(e.contains("few.csv") && e.to_lowercase().contains("points"), "{e}");
+    assert!(
+        e.contains("few.csv") && e.to_lowercase().contains("points"),
+        "{e}"
+    );
     let f = write(dir.path(), "bad.csv", "t_hours,value\n0,1\n1,x\n");
     let e = fails(&["analyze", "periodogram", "--input", &f]);
     assert!(e.contains("row 3") && e.contains("`value`"), "{e}");
@@ -157,7 +262,15 @@ fn cosinor_reports_the_documented_fields_and_skips_gaps() {
 
 #[test]
 fn prc_json_is_flat_for_the_uncompensated_clock() {
-    let out = ok(&["analyze", "prc", "--etf", "uncompensated", "--resolution", "6", "--json"]);
+    let out = ok(&[
+        "analyze",
+        "prc",
+        "--etf",
+        "uncompensated",
+        "--resolution",
+        "6",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let flat = v["time_rescaling_shift_hours"].as_f64().unwrap();
     let pts = v["points"].as_array().unwrap();

@@ -204,6 +204,11 @@ def cosinor_reference(t, y, tau):
 
 
 def main():
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=str(OUT))
+    out = Path(ap.parse_args().out).resolve()
     cases = [
         make_case("p20.7h_3d_n50", 11, 50, 3, 20.7, 2.0, 5.0, 0.5, [(30.0, 8.0)], (12.0, 36.0)),
         make_case("p24h_7d_n400", 12, 400, 7, 24.0, 1.5, 37.0, 1.0,
@@ -230,13 +235,13 @@ def main():
     # Keep arrays of numbers on one line each.
     text = re.sub(r"\[\s*([^\[\]{}]*?)\s*\]",
                   lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(text + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n")
     for c in cases:
         print(f"{c['name']}: N={c['n_points']} skipped={c['n_skipped']} grid={c['grid_len']} "
               f"peak={c['refined_period_hours']:.4f} h P={c['refined_power']:.4f} "
               f"FAP={c['false_alarm_probability']:.3g}")
-    print(f"wrote {OUT.relative_to(ROOT)}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -19,18 +19,28 @@ fn read_series(s: &SeriesArgs) -> Result<(Vec<f64>, Vec<f64>)> {
 pub fn periodogram(a: &PeriodogramArgs) -> Result<()> {
     let (t, y) = read_series(&a.series)?;
     let shown = a.series.input.display();
-    let ls = LombScargle::new(&t, &y).with_context(|| format!("{shown}: cannot compute a periodogram"))?;
-    let search = PeakSearch::new(a.min_period_hours, a.max_period_hours).with_samples_per_peak(a.samples_per_peak);
-    let peak = ls.peak(&search).with_context(|| format!("{shown}: peak search failed"))?;
+    let ls = LombScargle::new(&t, &y)
+        .with_context(|| format!("{shown}: cannot compute a periodogram"))?;
+    let search = PeakSearch::new(a.min_period_hours, a.max_period_hours)
+        .with_samples_per_peak(a.samples_per_peak);
+    let peak = ls
+        .peak(&search)
+        .with_context(|| format!("{shown}: peak search failed"))?;
     if a.series.json {
         println!("{}", serde_json::to_string_pretty(&peak)?);
     } else {
         println!("period_hours             {:.4}", peak.period_hours);
         println!("power                    {:.6}", peak.power);
-        println!("false_alarm_probability  {:.3e}", peak.false_alarm_probability);
+        println!(
+            "false_alarm_probability  {:.3e}",
+            peak.false_alarm_probability
+        );
         println!("n_points                 {}", peak.n_points);
         println!("n_skipped                {}", peak.n_skipped);
-        println!("search                   {}–{} h", a.min_period_hours, a.max_period_hours);
+        println!(
+            "search                   {}–{} h",
+            a.min_period_hours, a.max_period_hours
+        );
     }
     Ok(())
 }
@@ -38,12 +48,16 @@ pub fn periodogram(a: &PeriodogramArgs) -> Result<()> {
 pub fn cosinor(a: &CosinorArgs) -> Result<()> {
     let (t, y) = read_series(&a.series)?;
     let shown = a.series.input.display();
-    let fit = fit_cosinor(&t, &y, a.period_hours).with_context(|| format!("{shown}: cosinor fit failed"))?;
+    let fit = fit_cosinor(&t, &y, a.period_hours)
+        .with_context(|| format!("{shown}: cosinor fit failed"))?;
     if a.series.json {
         println!("{}", serde_json::to_string_pretty(&fit)?);
     } else {
         println!("period_hours     {:.4}", fit.period_hours);
-        println!("mesor            {:.6}  95% CI [{:.6}, {:.6}]", fit.mesor, fit.mesor_ci[0], fit.mesor_ci[1]);
+        println!(
+            "mesor            {:.6}  95% CI [{:.6}, {:.6}]",
+            fit.mesor, fit.mesor_ci[0], fit.mesor_ci[1]
+        );
         println!(
             "amplitude        {:.6}  95% CI [{:.6}, {:.6}]",
             fit.amplitude, fit.amplitude_ci[0], fit.amplitude_ci[1]
@@ -53,9 +67,17 @@ pub fn cosinor(a: &CosinorArgs) -> Result<()> {
             fit.acrophase_rad, fit.acrophase_ci[0], fit.acrophase_ci[1]
         );
         println!("peak_time_hours  {:.4}", fit.peak_time_hours);
-        println!("p_value          {:.3e}  (F = {:.4} on 2, {} df)", fit.p_value, fit.f_statistic, fit.n_points.saturating_sub(3));
+        println!(
+            "p_value          {:.3e}  (F = {:.4} on 2, {} df)",
+            fit.p_value,
+            fit.f_statistic,
+            fit.n_points.saturating_sub(3)
+        );
         println!("r_squared        {:.4}", fit.r_squared);
-        println!("n_points         {}  (skipped {})", fit.n_points, fit.n_skipped);
+        println!(
+            "n_points         {}  (skipped {})",
+            fit.n_points, fit.n_skipped
+        );
     }
     Ok(())
 }
@@ -85,7 +107,10 @@ pub fn prc(a: &PrcArgs) -> Result<()> {
         );
         println!("circadian_time,phase_shift_hours,phase_shift_ct_hours");
         for p in &prc.points {
-            println!("{:.3},{:.5},{:.5}", p.circadian_time, p.phase_shift_hours, p.phase_shift_ct_hours);
+            println!(
+                "{:.3},{:.5},{:.5}",
+                p.circadian_time, p.phase_shift_hours, p.phase_shift_ct_hours
+            );
         }
     }
     Ok(())

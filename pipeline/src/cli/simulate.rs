@@ -51,7 +51,7 @@ struct Row {
 }
 
 enum Out<W: Write> {
-    Csv(csv::Writer<W>),
+    Csv(Box<csv::Writer<W>>),
     Json(W),
 }
 
@@ -74,7 +74,10 @@ pub fn run(a: &SimulateArgs) -> Result<()> {
         bail!("--hours must be a positive number, got {}", a.hours);
     }
     if !(a.step_minutes.is_finite() && a.step_minutes > 0.0) {
-        bail!("--step-minutes must be a positive number, got {}", a.step_minutes);
+        bail!(
+            "--step-minutes must be a positive number, got {}",
+            a.step_minutes
+        );
     }
     let dt = a.step_minutes / 60.0;
     if a.hours / dt > MAX_ROWS {
@@ -101,8 +104,13 @@ pub fn run(a: &SimulateArgs) -> Result<()> {
         ..Default::default()
     };
     let t0_temp = input.kelvin_at(0.0);
-    let mut clock = Clock::new(cfg, 0.0, t0_temp, InitialCondition::CircadianTime(a.initial_ct))
-        .context("cannot start the clock")?;
+    let mut clock = Clock::new(
+        cfg,
+        0.0,
+        t0_temp,
+        InitialCondition::CircadianTime(a.initial_ct),
+    )
+    .context("cannot start the clock")?;
 
     // Stops: every output time, plus every reading time (the temperature has a kink there).
     let n_out = (a.hours / dt + 1e-9).floor() as u64;
@@ -111,14 +119,20 @@ pub fn run(a: &SimulateArgs) -> Result<()> {
         outputs.push(a.hours);
     }
     let readings: Vec<f64> = match &input {
-        Input::Profile(p) => p.times().iter().copied().filter(|t| *t > 0.0 && *t < a.hours).collect(),
+        Input::Profile(p) => p
+            .times()
+            .iter()
+            .copied()
+            .filter(|t| *t > 0.0 && *t < a.hours)
+            .collect(),
         Input::Constant(_) => Vec::new(),
     };
 
     let stdout = std::io::stdout();
     let sink: Box<dyn Write> = match &a.output {
         Some(path) => Box::new(
-            std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?,
+            std::fs::File::create(path)
+                .with_context(|| format!("{}: cannot create", path.display()))?,
         ),
         None => Box::new(stdout.lock()),
     };
@@ -127,7 +141,7 @@ pub fn run(a: &SimulateArgs) -> Result<()> {
         Format::Csv => {
             let mut c = csv::WriterBuilder::new().has_headers(false).from_writer(w);
             c.write_record(HEADER)?;
-            Out::Csv(c)
+            Out::Csv(Box::new(c))
         }
         Format::Json => {
             let mut w = w;

@@ -1,0 +1,163 @@
+//! Model throughput: node-days per second at the default tolerance, the live pattern (a reading
+//! a minute), the PRC, and our DP5(4) against the `ode_solvers` crate's `Dopri5` on the same
+//! problem (the comparison that decided to keep a hand-written integrator).
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use kaiabc_operators::clock::{Clock, ClockConfig, InitialCondition};
+use kaiabc_operators::integrator::{Dopri5, IntegratorConfig};
+use kaiabc_operators::model::KaiParams;
+use kaiabc_operators::prc::{phase_response_curve, PrcConfig};
+use kaiabc_operators::system::KaiSystem;
+use kaiabc_operators::temperature::Constant;
+use kaiabc_operators::Etf;
+use ode_solvers::dopri5::Dopri5 as OsDopri5;
+use ode_solvers::{OutputType, SVector, System};
+
+struct OsKai {
+    p: KaiParams,
+}
+
+impl System<f64, SVector<f64, 3>> for OsKai {
+    fn system(&self, _t: f64, y: &SVector<f64, 3>, dy: &mut SVector<f64, 3>) {
+        let d = self.p.derivatives(&[y[0], y[1], y[2]], 1.0, 1.0);
+        dy[0] = d[0];
+        dy[1] = d[1];
+        dy[2] = d[2];
+    }
+}
+
+fn node_day(c: &mut Criterion) {
+    let clock = ClockConfig::default();
+    let y0 = clock.limit_cycle().unwrap().state_at_ct(0.0).to_array();
+    let mut g = c.benchmark_group("node_day");
+    g.throughput(Throughput::Elements(1));
+    for (name, cfg) in [
+        ("default_rtol1e-6_max0.5h", IntegratorConfig::default()),
+        (
+            "scipy_tol_rtol1e-5_atol1e-6",
+            IntegratorConfig {
+                rtol: 1e-5,
+                atol: 1e-6,
+                max_step: 1e9,
+                ..Default::default()
+            },
+        ),
+    ] {
+        g.bench_function(format!("ours/{name}"), |b| {
+            b.iter(|| {
+                let mut ig = Dopri5::new(0.0, y0, cfg).unwrap();
+                let mut sys = KaiSystem::new(&clock.params, &clock.etf, Constant(303.15));
+                ig.advance_to(&mut sys, 24.0, |_| {}).unwrap();
+                *ig.y()
+            })
+        });
+        g.bench_function(format!("ode_solvers/{name}"), |b| {
+            b.iter(|| {
+                let mut s = OsDopri5::from_param(
+                    OsKai { p: clock.params },
+                    0.0,
+                    24.0,
+                    24.0,
+                    SVector::<f64, 3>::from(y0),
+                    cfg.rtol,
+                    cfg.atol,
+                    0.9,
+                    0.04,
+                    0.2,
+                    10.0,
+                    cfg.max_step.min(24.0),
+                    0.0,
+                    100_000,
+                    1000,
+                    OutputType::Sparse,
+                );
+                s.integrate().unwrap();
+                s.y_out().last().copied()
+            })
+        });
+    }
+    // The live pattern: the clock advanced reading by reading, one reading a minute, with
+    // outputs (peak tracking, CT, KOA) maintained.
+    g.bench_function("clock/1_reading_per_minute", |b| {
+        b.iter_batched(
+            || Clock::new(clock, 0.0, 303.15, InitialCondition::CircadianTime(0.0)).unwrap(),
+            |mut c| {
+                for i in 1..=1440 {
+                    c.advance_to(i as f64 / 60.0, 303.15 + 0.5 * ((i % 7) as f64))
+                        .unwrap();
+                }
+                c.snapshot()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn accuracy_report() {
+    // Same-problem accuracy, printed once so the speed comparison is read next to it.
+    let clock = ClockConfig::default();
+    let y0 = clock.limit_cycle().unwrap().state_at_ct(0.0).to_array();
+    let tight = IntegratorConfig {
+        rtol: 1e-12,
+        atol: 1e-14,
+        ..Default::default()
+    };
+    let mut r = Dopri5::new(0.0, y0, tight).unwrap();
+    r.advance_to(
+        &mut KaiSystem::new(&clock.params, &Etf::default(), Constant(303.15)),
+        24.0,
+        |_| {},
+    )
+    .unwrap();
+    let cfg = IntegratorConfig::default();
+    let mut ours = Dopri5::new(0.0, y0, cfg).unwrap();
+    ours.advance_to(
+        &mut KaiSystem::new(&clock.params, &Etf::default(), Constant(303.15)),
+        24.0,
+        |_| {},
+    )
+    .unwrap();
+    let mut os = OsDopri5::from_param(
+        OsKai { p: clock.params },
+        0.0,
+        24.0,
+        24.0,
+        SVector::<f64, 3>::from(y0),
+        cfg.rtol,
+        cfg.atol,
+        0.9,
+        0.04,
+        0.2,
+        10.0,
+        cfg.max_step,
+        0.0,
+        100_000,
+        1000,
+        OutputType::Sparse,
+    );
+    let st = os.integrate().unwrap();
+    let yo = *os.y_out().last().unwrap();
+    let err = |y: &[f64]| (0..3).map(|i| (y[i] - r.y()[i]).abs()).fold(0.0, f64::max);
+    eprintln!(
+        "accuracy after one node-day at rtol 1e-6: ours max err {:.2e} µM ({} RHS evals), \
+         ode_solvers {:.2e} µM ({} RHS evals)",
+        err(ours.y()),
+        ours.stats().rhs_evals,
+        err(yo.as_slice()),
+        st.num_eval
+    );
+}
+
+fn prc(c: &mut Criterion) {
+    accuracy_report();
+    let mut g = c.benchmark_group("prc");
+    g.sample_size(10);
+    g.bench_function("compensated_24_bins", |b| {
+        b.iter(|| phase_response_curve(&ClockConfig::default(), &PrcConfig::default()).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, node_day, prc);
+criterion_main!(benches);

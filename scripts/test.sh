@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, every Rust test (unit, integration, property, doc,
+# CLI end-to-end), and a check that the committed Python reference values still come out of
+# their generator scripts. Installs what it needs (a Python venv outside the clone).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test (all crates, all targets, doc tests)"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+
+step "criterion benches compile and run one iteration each (no timing asserted)"
+cargo bench --workspace --no-run
+
+step "Python reference values are reproducible (SciPy LSODA, astropy)"
+py="$(./scripts/pyenv.sh)"
+"$py" scripts/check_references.py
+
+printf '\nall tests passed\n'
