@@ -118,6 +118,8 @@ pub fn phase_response_curve(cfg: &ClockConfig, prc: &PrcConfig) -> Result<Prc, C
         integrator: crate::integrator::IntegratorConfig {
             rtol: cfg.integrator.rtol.min(1e-9),
             atol: cfg.integrator.atol.min(1e-12),
+            // Peak times are read off cubic Hermite interpolants (error ∝ h⁴): short steps.
+            max_step: cfg.integrator.max_step.min(0.1),
             ..cfg.integrator
         },
         ..*cfg
