@@ -52,7 +52,11 @@ impl LimitCycle {
         // Peak times come from cubic Hermite interpolation inside steps, whose error grows as
         // h⁴: cap the step so the period is right to ~1e-6 h even at loose tolerances.
         let cfg = &IntegratorConfig {
-            max_step: cfg.max_step.min(0.1),
+            max_step: if cfg.min_step < 0.05 {
+                cfg.max_step.min(0.1)
+            } else {
+                cfg.max_step
+            },
             ..*cfg
         };
         let mut ig = Dopri5::new(0.0, y0, *cfg)?;

@@ -119,7 +119,11 @@ pub fn phase_response_curve(cfg: &ClockConfig, prc: &PrcConfig) -> Result<Prc, C
             rtol: cfg.integrator.rtol.min(1e-9),
             atol: cfg.integrator.atol.min(1e-12),
             // Peak times are read off cubic Hermite interpolants (error ∝ h⁴): short steps.
-            max_step: cfg.integrator.max_step.min(0.1),
+            max_step: if cfg.integrator.min_step < 0.05 {
+                cfg.integrator.max_step.min(0.1)
+            } else {
+                cfg.integrator.max_step
+            },
             ..cfg.integrator
         },
         ..*cfg
