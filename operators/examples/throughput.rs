@@ -8,9 +8,11 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use kaiabc_operators::clock::ClockConfig;
-use kaiabc_operators::integrator::{Dopri5, IntegratorConfig};
+use kaiabc_operators::integrator::{advance_lanes, Dopri5, IntegratorConfig, Step, LANES};
+
+const W: usize = LANES;
 use kaiabc_operators::rhythm::lomb_scargle::{FrequencyGrid, LombScargle};
-use kaiabc_operators::system::KaiSystem;
+use kaiabc_operators::system::{KaiLanes, KaiSystem};
 use kaiabc_operators::temperature::Constant;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -67,6 +69,58 @@ fn main() {
             };
             let lc = clock.limit_cycle().expect("limit cycle");
             let y0 = lc.state_at_ct(0.0).to_array();
+            let nodes = num("nodes", 1.0) as usize;
+            if nodes > 1 {
+                // Many nodes from different phases, LANES side by side: what a worker serving
+                // many nodes spends per node-day.
+                let starts: Vec<[f64; 3]> = (0..nodes)
+                    .map(|i| lc.state_at_ct(24.0 * i as f64 / nodes as f64).to_array())
+                    .collect();
+                let (p, e, k) = (&clock.params, &clock.etf, clock.reference_temperature_k);
+                let mut times = Vec::with_capacity(reps);
+                let mut evals = 0;
+                for _ in 0..reps {
+                    let start = Instant::now();
+                    let mut igs: Vec<Dopri5<3>> = starts
+                        .iter()
+                        .map(|y| Dopri5::new(0.0, *y, cfg).unwrap())
+                        .collect();
+                    for chunk in igs.chunks_mut(W) {
+                        let noop = |_: &Step<'_, 3>| {};
+                        match <&mut [Dopri5<3>; W]>::try_from(&mut *chunk) {
+                            Ok(lanes) => {
+                                let mut sys = KaiLanes::new([p; W], [e; W], [Constant(k); W]);
+                                let mut obs = [noop; W];
+                                let r = advance_lanes(
+                                    lanes.each_mut(),
+                                    &mut sys,
+                                    [24.0 * days; W],
+                                    obs.each_mut(),
+                                );
+                                r.into_iter().for_each(|x| x.unwrap());
+                            }
+                            Err(_) => {
+                                for ig in chunk {
+                                    let mut sys = KaiSystem::new(p, e, Constant(k));
+                                    ig.advance_to(&mut sys, 24.0 * days, noop).unwrap();
+                                }
+                            }
+                        }
+                    }
+                    times.push(start.elapsed().as_secs_f64() * 1e6 / days / nodes as f64);
+                    evals = igs.iter().map(|i| i.stats().rhs_evals).sum::<u64>() / nodes as u64;
+                }
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "median_us_per_node_day": median(times),
+                        "nodes": nodes,
+                        "lanes": LANES,
+                        "rhs_evals": evals,
+                    })
+                );
+                return;
+            }
             let mut times = Vec::with_capacity(reps);
             let mut last = None;
             for _ in 0..reps {

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ClockError, ModelError};
 use crate::etf::{Etf, T_REF_K};
-use crate::integrator::{Dopri5, IntegratorConfig, StepStats};
+use crate::integrator::{advance_lanes, Dopri5, IntegratorConfig, Step, StepStats, LANES};
 use crate::limit_cycle::LimitCycle;
 use crate::model::{Concentrations, KaiParams, KaiState};
 use crate::outputs::CycleTracker;
-use crate::system::KaiSystem;
+use crate::system::KaiLanes;
 use crate::temperature::{Segment, TemperatureSource};
 
 /// Everything that defines a clock's dynamics.
@@ -172,16 +172,93 @@ impl Clock {
         mut temperature: S,
     ) -> Result<Vec<f64>, ClockError> {
         let end_temp = temperature.kelvin_at(t_hours);
-        let mut sys = KaiSystem::new(&self.cfg.params, &self.cfg.etf, temperature);
+        let mut sys = KaiLanes::new([&self.cfg.params], [&self.cfg.etf], [temperature]);
         let tracker = &mut self.tracker;
         let mut peaks = Vec::new();
-        self.ig.advance_to(&mut sys, t_hours, |step| {
+        let mut observe = |step: &Step<'_, 3>| {
             if let Some(p) = tracker.observe(step) {
                 peaks.push(p);
             }
-        })?;
+        };
+        let [r] = advance_lanes([&mut self.ig], &mut sys, [t_hours], [&mut observe]);
+        r?;
         self.temperature_k = end_temp;
         Ok(peaks)
+    }
+
+    /// Advances many clocks, each to its own reading `(t_hours, temperature_k)` (temperature
+    /// linear from the clock's current one, as [`Clock::advance_to`]), [`LANES`] clocks side by
+    /// side. Each clock ends exactly where `advance_to` alone would leave it, bit for bit; the
+    /// result for each is its cycle peaks or its error.
+    pub fn advance_batch(
+        clocks: &mut [Clock],
+        readings: &[(f64, f64)],
+    ) -> Vec<Result<Vec<f64>, ClockError>> {
+        assert_eq!(clocks.len(), readings.len(), "one reading per clock");
+        let mut out = Vec::with_capacity(clocks.len());
+        for (chunk, reads) in clocks.chunks_mut(LANES).zip(readings.chunks(LANES)) {
+            let lanes: Result<&mut [Clock; LANES], _> = chunk.try_into();
+            let bad = reads.iter().any(|&(_, k)| check_temperature(k).is_err());
+            match lanes {
+                Ok(lanes) if !bad => out.extend(Self::advance_four(lanes, reads)),
+                _ => {
+                    for (c, &(t, k)) in chunk.iter_mut().zip(reads) {
+                        out.push(c.advance_to(t, k));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn advance_four(
+        clocks: &mut [Clock; LANES],
+        reads: &[(f64, f64)],
+    ) -> Vec<Result<Vec<f64>, ClockError>> {
+        let [a, b, c, d] = clocks;
+        let segs: [Segment; LANES] = std::array::from_fn(|l| {
+            let clock = [&*a, &*b, &*c, &*d][l];
+            Segment::new(clock.ig.t(), clock.temperature_k, reads[l].0, reads[l].1)
+        });
+        let mut sys = KaiLanes::new(
+            [&a.cfg.params, &b.cfg.params, &c.cfg.params, &d.cfg.params],
+            [&a.cfg.etf, &b.cfg.etf, &c.cfg.etf, &d.cfg.etf],
+            segs,
+        );
+        let mut peaks: [Vec<f64>; LANES] = Default::default();
+        let [pa, pb, pc, pd] = &mut peaks;
+        let (ta, tb, tc, td) = (
+            &mut a.tracker,
+            &mut b.tracker,
+            &mut c.tracker,
+            &mut d.tracker,
+        );
+        let mut oa = |s: &Step<'_, 3>| pa.extend(ta.observe(s));
+        let mut ob = |s: &Step<'_, 3>| pb.extend(tb.observe(s));
+        let mut oc = |s: &Step<'_, 3>| pc.extend(tc.observe(s));
+        let mut od = |s: &Step<'_, 3>| pd.extend(td.observe(s));
+        let results = advance_lanes(
+            [&mut a.ig, &mut b.ig, &mut c.ig, &mut d.ig],
+            &mut sys,
+            [reads[0].0, reads[1].0, reads[2].0, reads[3].0],
+            [
+                &mut oa as &mut dyn FnMut(&Step<'_, 3>),
+                &mut ob,
+                &mut oc,
+                &mut od,
+            ],
+        );
+        let mut out = Vec::with_capacity(LANES);
+        for (l, ((clock, r), p)) in [a, b, c, d].into_iter().zip(results).zip(peaks).enumerate() {
+            out.push(
+                r.map(|()| {
+                    clock.temperature_k = reads[l].1;
+                    p
+                })
+                .map_err(ClockError::from),
+            );
+        }
+        out
     }
 
     /// The clock's outputs now.

@@ -9,6 +9,9 @@
 //! Coefficients and the PI step-size controller follow Hairer, Nørsett & Wanner, *Solving
 //! Ordinary Differential Equations I* (2nd ed.), §II.4–5 and their DOPRI5 code.
 
+// Index loops over components and lanes mirror the tableau and keep lane loops vectorisable.
+#![allow(clippy::needless_range_loop)]
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::OdeError;
@@ -29,6 +32,51 @@ pub trait OdeSystem<const N: usize> {
     /// there. `None` (the default) means the right-hand side is smooth.
     fn switching(&self) -> Option<([f64; N], f64)> {
         None
+    }
+}
+
+/// `L` independent systems of `N` equations evaluated together, component-major (`y[i][l]` is
+/// component `i` of problem `l`), so the arithmetic of the lanes can share vector instructions
+/// and overlap in the pipeline.
+pub trait LaneSystem<const N: usize, const L: usize> {
+    /// The right-hand sides of all lanes.
+    fn rhs_lanes(&mut self, t: &[f64; L], y: &[[f64; L]; N]) -> [[f64; L]; N];
+
+    /// Checks an accepted state of one lane; the default accepts anything finite.
+    fn check_lane(&self, _lane: usize, _t: f64, _y: &[f64; N]) -> Result<(), OdeError> {
+        Ok(())
+    }
+
+    /// The affine switching function of one lane (see [`OdeSystem::switching`]).
+    fn switching_lane(&self, _lane: usize) -> Option<([f64; N], f64)> {
+        None
+    }
+}
+
+/// Any scalar system is a one-lane system.
+pub struct OneLane<S>(pub S);
+
+impl<S: OdeSystem<N>, const N: usize> LaneSystem<N, 1> for OneLane<S> {
+    #[inline(always)]
+    fn rhs_lanes(&mut self, t: &[f64; 1], y: &[[f64; 1]; N]) -> [[f64; 1]; N] {
+        let mut v = [0.0; N];
+        for i in 0..N {
+            v[i] = y[i][0];
+        }
+        let d = self.0.rhs(t[0], &v);
+        let mut out = [[0.0; 1]; N];
+        for i in 0..N {
+            out[i][0] = d[i];
+        }
+        out
+    }
+
+    fn check_lane(&self, _lane: usize, t: f64, y: &[f64; N]) -> Result<(), OdeError> {
+        self.0.check(t, y)
+    }
+
+    fn switching_lane(&self, _lane: usize) -> Option<([f64; N], f64)> {
+        self.0.switching()
     }
 }
 
@@ -207,6 +255,7 @@ const E7: f64 = -1.0 / 40.0;
 
 /// Where in a step (θ ∈ (0, 1)) the affine function `w·y + c` crosses zero, on the cubic Hermite
 /// interpolant of the step; `None` if it does not change sign.
+#[inline]
 fn crossing<const N: usize>(
     w: &[f64; N],
     c: f64,
@@ -216,23 +265,58 @@ fn crossing<const N: usize>(
     f1: &[f64; N],
     h: f64,
 ) -> Option<f64> {
-    let dot = |a: &[f64; N]| a.iter().zip(w).map(|(x, k)| x * k).sum::<f64>();
+    let dot = |a: &[f64; N]| {
+        let mut acc = 0.0;
+        for i in 0..N {
+            acc += a[i] * w[i];
+        }
+        acc
+    };
     let (g0, g1) = (dot(y0) + c, dot(y1) + c);
     if !(g0.is_finite() && g1.is_finite()) || g0 == 0.0 || g0.signum() == g1.signum() {
         return None;
     }
-    let (d0, d1) = (h * dot(f0), h * dot(f1));
-    let (mut lo, mut hi) = (0.0, 1.0);
-    for _ in 0..40 {
-        let mid = 0.5 * (lo + hi);
-        let g = hermite_value(g0, g1, d0, d1, mid);
-        if g.signum() == g0.signum() {
-            lo = mid;
+    crossing_root(g0, g1, h * dot(f0), h * dot(f1))
+}
+
+/// Bisection for the sign change of the Hermite cubic through `(g0, d0)`, `(g1, d1)`: rare
+/// (twice a cycle), so kept out of line.
+#[cold]
+#[inline(never)]
+fn crossing_root(g0: f64, g1: f64, d0: f64, d1: f64) -> Option<f64> {
+    // Illinois (modified regula falsi): bracketing like bisection, superlinear like the secant
+    // method. θ to 1e-9 is far finer than the 1e-3 margin the caller adds.
+    let (mut a, mut b) = (0.0_f64, 1.0_f64);
+    let (mut ga, mut gb) = (g0, g1);
+    let mut side = 0i8;
+    for _ in 0..60 {
+        let m = (a * gb - b * ga) / (gb - ga);
+        let m = if m.is_finite() && m > a && m < b {
+            m
         } else {
-            hi = mid;
+            0.5 * (a + b)
+        };
+        let gm = hermite_value(g0, g1, d0, d1, m);
+        if gm.signum() == ga.signum() {
+            a = m;
+            ga = gm;
+            if side == -1 {
+                gb *= 0.5;
+            }
+            side = -1;
+        } else {
+            b = m;
+            gb = gm;
+            if side == 1 {
+                ga *= 0.5;
+            }
+            side = 1;
+        }
+        if b - a < 1e-9 || gm == 0.0 {
+            break;
         }
     }
-    Some(hi)
+    Some(b)
 }
 
 /// Natural log for the step-size controller, where 1e-6 relative accuracy is plenty: a few
@@ -254,6 +338,44 @@ fn ctrl_ln(x: f64) -> f64 {
     let z2 = z * z;
     let ln_m = 2.0 * z * (1.0 + z2 * (1.0 / 3.0 + z2 * (1.0 / 5.0 + z2 * (1.0 / 7.0 + z2 / 9.0))));
     ln_m + exp as f64 * std::f64::consts::LN_2
+}
+
+/// `e^x` for the step-size controller (1e-7 relative is plenty): range reduction by ln 2 and a
+/// degree-7 Taylor polynomial; outside ±700 (meaningless for a step ratio) saturates.
+#[inline]
+fn ctrl_exp(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let x = x.clamp(-700.0, 700.0);
+    // Round to nearest through an integer conversion: `f64::round` is a library call on
+    // baseline x86-64.
+    let kf = x * std::f64::consts::LOG2_E;
+    let k = (if kf >= 0.0 { kf + 0.5 } else { kf - 0.5 }) as i64 as f64;
+    let r = x - k * std::f64::consts::LN_2;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r / 5040.0))))));
+    p * f64::from_bits(((k as i64 + 1023) as u64) << 52)
+}
+
+/// Divisor of the step size after an accepted step with error norm `err`: Hairer's PI
+/// controller, `err^EXPO1 / err_old^BETA / SAFETY` (one `exp`), bounded to [0.1, 5].
+#[inline]
+fn growth_divisor(err: f64, ln_err_old: f64) -> f64 {
+    (ctrl_exp(EXPO1 * ctrl_ln(err) - BETA * ln_err_old) / SAFETY).clamp(FAC_MIN_DIV, FAC_MAX_DIV)
+}
+
+/// Divisor of the step size after a rejected step.
+#[inline]
+fn shrink_factor(err: f64) -> f64 {
+    if err.is_finite() {
+        (ctrl_exp(EXPO1 * ctrl_ln(err)) / SAFETY).min(FAC_MAX_DIV)
+    } else {
+        FAC_MAX_DIV
+    }
 }
 
 /// PI controller constants (Hairer's DOPRI5 defaults).
@@ -364,6 +486,12 @@ impl<const N: usize> Dopri5<N> {
         S: OdeSystem<N>,
         O: FnMut(&Step<'_, N>),
     {
+        let [r] = advance_lanes([self], &mut OneLane(sys), [t_end], [&mut observer]);
+        r
+    }
+
+    /// Validates a request; `Ok(false)` when already at `t_end`.
+    fn check_request(&self, t_end: f64) -> Result<bool, OdeError> {
         if !t_end.is_finite() {
             return Err(OdeError::NonFinite { t: t_end });
         }
@@ -373,166 +501,149 @@ impl<const N: usize> Dopri5<N> {
                 to: t_end,
             });
         }
-        if t_end == self.t {
-            return Ok(());
+        Ok(t_end > self.t)
+    }
+
+    /// The next trial: its size, whether it lands on `t_end`, whether it is a kink retry.
+    #[inline]
+    fn plan(&self, run: &Run<N>) -> (f64, bool, bool) {
+        if let Some(h_kink) = run.forced {
+            return (h_kink, false, true);
         }
-        let mut f0 = sys.rhs(self.t, &self.y);
-        self.stats.rhs_evals += 1;
-        let mut h = match self.h_next {
-            Some(h) => h,
-            None => self.initial_step(sys, &f0),
-        };
-        let switching = sys.switching();
-        let mut rejected_last = false;
-        loop {
-            h = h.min(self.cfg.max_step);
-            let remaining = t_end - self.t;
-            // Stretch the last step slightly rather than leave a sliver of a step behind.
-            let mut last = h >= remaining * (1.0 - 1e-9);
-            let mut h_try = if last { remaining } else { h };
-            let (mut y1, mut f1, mut err) = self.try_step(sys, &f0, h_try);
-            // A step across the kink has an unreliable error estimate either way: end it at
-            // the crossing instead (accepted or not), so no step straddles the kink.
-            if !rejected_last || err > 1.0 {
-                if let Some((w, c)) = switching {
-                    if let Some(th) = crossing(&w, c, &self.y, &y1, &f0, &f1, h_try) {
-                        // End just past the kink: what is left of it inside the step is tiny.
-                        let h_kink = (th + 1e-3).min(1.0) * h_try;
-                        if h_kink > 10.0 * self.cfg.min_step && h_kink < h_try {
-                            if err > 1.0 {
-                                self.stats.rejected += 1;
-                            }
-                            h_try = h_kink;
-                            last = false;
-                            (y1, f1, err) = self.try_step(sys, &f0, h_try);
-                        }
+        let h = run.h.min(self.cfg.max_step);
+        let remaining = run.t_end - self.t;
+        // Stretch the last step slightly rather than leave a sliver of a step behind.
+        let last = h >= remaining * (1.0 - 1e-9);
+        (if last { remaining } else { h }, last, false)
+    }
+
+    /// Accepts or rejects a trial and chooses the next step size.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn conclude<S, O, const L: usize>(
+        &mut self,
+        sys: &S,
+        lane: usize,
+        run: &mut Run<N>,
+        h_try: f64,
+        last: bool,
+        forced: bool,
+        (y1, f1, err): ([f64; N], [f64; N], f64),
+        observer: &mut O,
+    ) -> Result<(), OdeError>
+    where
+        S: LaneSystem<N, L>,
+        O: FnMut(&Step<'_, N>) + ?Sized,
+    {
+        self.stats.rhs_evals += 6;
+        run.h = run.h.min(self.cfg.max_step);
+        run.forced = None;
+        // A step across the kink has an unreliable error estimate either way: end it at the
+        // crossing instead (accepted or not), so no step straddles the kink.
+        if !forced && (!run.rejected_last || err > 1.0) {
+            if let Some((w, c)) = sys.switching_lane(lane) {
+                if let Some(th) = crossing(&w, c, &self.y, &y1, &run.f0, &f1, h_try) {
+                    // End just past the kink: what is left of it inside the step is tiny.
+                    let h_kink = (th + 1e-3).min(1.0) * h_try;
+                    if h_kink > 10.0 * self.cfg.min_step && h_kink < h_try {
+                        // What the controller would have chosen without the kink: the step
+                        // after the kink starts from it rather than from the short kink step.
+                        run.h = if err > 1.0 {
+                            self.stats.rejected += 1;
+                            h_try / shrink_factor(err)
+                        } else {
+                            h_try / growth_divisor(err, self.ln_err_old)
+                        };
+                        run.forced = Some(h_kink);
+                        return Ok(());
                     }
                 }
             }
-            if err <= 1.0 && y1.iter().all(|v| v.is_finite()) {
-                let t1 = if last { t_end } else { self.t + h_try };
-                sys.check(t1, &y1)?;
-                self.stats.accepted += 1;
-                observer(&Step {
-                    t0: self.t,
-                    t1,
-                    y0: &self.y,
-                    y1: &y1,
-                    f0: &f0,
-                    f1: &f1,
-                });
-                // err^EXPO1 / err_old^BETA / SAFETY with a single exp.
-                let ln_err = ctrl_ln(err);
-                let fac = ((EXPO1 * ln_err - BETA * self.ln_err_old).exp() / SAFETY)
-                    .clamp(FAC_MIN_DIV, FAC_MAX_DIV);
-                let mut h_new = h_try / fac;
-                if rejected_last {
-                    // Hairer's rule: no growth right after a rejection.
-                    h_new = h_new.min(h_try);
-                }
-                rejected_last = false;
-                self.ln_err_old = ln_err.max(-9.210_340_371_976_184); // ln 1e-4
-                self.t = t1;
-                self.y = y1;
-                f0 = f1;
-                if last {
-                    // A step cut short to land on t_end says nothing about the step size the
-                    // dynamics allow: remember the larger of the two.
-                    self.h_next = Some(h_new.max(h).min(self.cfg.max_step));
-                    return Ok(());
-                }
-                h = h_new;
-            } else {
-                self.stats.rejected += 1;
-                rejected_last = true;
-                let shrink = if err.is_finite() {
-                    ((EXPO1 * ctrl_ln(err)).exp() / SAFETY).min(FAC_MAX_DIV)
-                } else {
-                    FAC_MAX_DIV
-                };
-                h = h_try / shrink;
-                if h < self.cfg.min_step {
-                    return Err(if y1.iter().all(|v| v.is_finite()) {
-                        OdeError::StepTooSmall {
-                            t: self.t,
-                            h,
-                            min: self.cfg.min_step,
-                        }
-                    } else {
-                        OdeError::NonFinite { t: self.t }
-                    });
-                }
+        }
+        if err <= 1.0 && all_finite(&y1) {
+            let t1 = if last { run.t_end } else { self.t + h_try };
+            sys.check_lane(lane, t1, &y1)?;
+            self.stats.accepted += 1;
+            observer(&Step {
+                t0: self.t,
+                t1,
+                y0: &self.y,
+                y1: &y1,
+                f0: &run.f0,
+                f1: &f1,
+            });
+            let ln_err = ctrl_ln(err);
+            let mut h_new = h_try / growth_divisor(err, self.ln_err_old);
+            if run.rejected_last {
+                // Hairer's rule: no growth right after a rejection.
+                h_new = h_new.min(h_try);
             }
+            if forced {
+                // A step cut short at a kink says nothing about the step size the dynamics
+                // allow beyond it.
+                h_new = h_new.max(run.h);
+            }
+            run.rejected_last = false;
+            self.ln_err_old = ln_err.max(-9.210_340_371_976_184); // ln 1e-4
+            self.t = t1;
+            self.y = y1;
+            run.f0 = f1;
+            if last {
+                // A step cut short to land on t_end says nothing about the step size the
+                // dynamics allow: remember the larger of the two.
+                self.h_next = Some(h_new.max(run.h).min(self.cfg.max_step));
+                run.done = true;
+            } else {
+                run.h = h_new;
+            }
+            Ok(())
+        } else {
+            self.stats.rejected += 1;
+            run.rejected_last = true;
+            run.h = h_try / shrink_factor(err);
+            if run.h < self.cfg.min_step {
+                return Err(if all_finite(&y1) {
+                    OdeError::StepTooSmall {
+                        t: self.t,
+                        h: run.h,
+                        min: self.cfg.min_step,
+                    }
+                } else {
+                    OdeError::NonFinite { t: self.t }
+                });
+            }
+            Ok(())
         }
     }
 
-    /// One Dormand–Prince step of size `h` from the current state: the 5th-order solution, its
-    /// derivative (FSAL) and the scaled error norm.
-    #[inline]
-    fn try_step<S: OdeSystem<N>>(
-        &mut self,
-        sys: &mut S,
-        k1: &[f64; N],
-        h: f64,
-    ) -> ([f64; N], [f64; N], f64) {
-        let t = self.t;
-        let y = self.y;
-        let mut s = [0.0; N];
+    /// Hairer's starting step heuristic (HNW I, §II.4), first half: a trial `h0` from the
+    /// state and its derivative. Returns `(h0, d1)`.
+    fn initial_h0(&self, f0: &[f64; N]) -> (f64, f64) {
+        let mut d0 = 0.0;
+        let mut d1 = 0.0;
         for i in 0..N {
-            s[i] = y[i] + h * (A21 * k1[i]);
+            let sc = self.cfg.atol + self.cfg.rtol * self.y[i].abs();
+            d0 += (self.y[i] / sc) * (self.y[i] / sc);
+            d1 += (f0[i] / sc) * (f0[i] / sc);
         }
-        let k2 = sys.rhs(t + C2 * h, &s);
-        for i in 0..N {
-            s[i] = y[i] + h * (A31 * k1[i] + A32 * k2[i]);
-        }
-        let k3 = sys.rhs(t + C3 * h, &s);
-        for i in 0..N {
-            s[i] = y[i] + h * (A41 * k1[i] + A42 * k2[i] + A43 * k3[i]);
-        }
-        let k4 = sys.rhs(t + C4 * h, &s);
-        for i in 0..N {
-            s[i] = y[i] + h * (A51 * k1[i] + A52 * k2[i] + A53 * k3[i] + A54 * k4[i]);
-        }
-        let k5 = sys.rhs(t + C5 * h, &s);
-        for i in 0..N {
-            s[i] = y[i] + h * (A61 * k1[i] + A62 * k2[i] + A63 * k3[i] + A64 * k4[i] + A65 * k5[i]);
-        }
-        let k6 = sys.rhs(t + h, &s);
-        let mut y1 = [0.0; N];
-        for i in 0..N {
-            y1[i] =
-                y[i] + h * (A71 * k1[i] + A73 * k3[i] + A74 * k4[i] + A75 * k5[i] + A76 * k6[i]);
-        }
-        let k7 = sys.rhs(t + h, &y1);
-        self.stats.rhs_evals += 6;
-        let mut acc = 0.0;
-        for i in 0..N {
-            let e =
-                h * (E1 * k1[i] + E3 * k3[i] + E4 * k4[i] + E5 * k5[i] + E6 * k6[i] + E7 * k7[i]);
-            let sc = self.cfg.atol + self.cfg.rtol * y[i].abs().max(y1[i].abs());
-            acc += (e / sc) * (e / sc);
-        }
-        (y1, k7, (acc / N as f64).sqrt())
-    }
-
-    /// Hairer's starting step heuristic (HNW I, §II.4).
-    fn initial_step<S: OdeSystem<N>>(&mut self, sys: &mut S, f0: &[f64; N]) -> f64 {
-        let sc: [f64; N] = std::array::from_fn(|i| self.cfg.atol + self.cfg.rtol * self.y[i].abs());
-        let norm = |v: &dyn Fn(usize) -> f64| {
-            (0..N).map(|i| (v(i) / sc[i]).powi(2)).sum::<f64>().sqrt() / (N as f64).sqrt()
-        };
-        let d0 = norm(&|i| self.y[i]);
-        let d1 = norm(&|i| f0[i]);
-        let mut h0 = if d0 < 1e-10 || d1 < 1e-10 {
+        let (d0, d1) = ((d0 / N as f64).sqrt(), (d1 / N as f64).sqrt());
+        let h0 = if d0 < 1e-10 || d1 < 1e-10 {
             1e-6
         } else {
             0.01 * d0 / d1
         };
-        h0 = h0.min(self.cfg.max_step);
-        let y1: [f64; N] = std::array::from_fn(|i| self.y[i] + h0 * f0[i]);
-        let f1 = sys.rhs(self.t + h0, &y1);
+        (h0.min(self.cfg.max_step), d1)
+    }
+
+    /// Second half: the step from the derivative `f1` after an Euler step of `h0`.
+    fn initial_h(&mut self, h0: f64, d1: f64, f0: &[f64; N], f1: &[f64; N]) -> f64 {
         self.stats.rhs_evals += 1;
-        let d2 = norm(&|i| f1[i] - f0[i]) / h0;
+        let mut d2 = 0.0;
+        for i in 0..N {
+            let sc = self.cfg.atol + self.cfg.rtol * self.y[i].abs();
+            d2 += ((f1[i] - f0[i]) / sc) * ((f1[i] - f0[i]) / sc);
+        }
+        let d2 = (d2 / N as f64).sqrt() / h0;
         let dm = d1.max(d2);
         let h1 = if dm <= 1e-15 {
             (h0 * 1e-3).max(1e-6)
@@ -543,6 +654,320 @@ impl<const N: usize> Dopri5<N> {
             .min(h1)
             .min(self.cfg.max_step)
             .max(self.cfg.min_step)
+    }
+}
+
+#[inline(always)]
+fn all_finite<const N: usize>(y: &[f64; N]) -> bool {
+    let mut ok = true;
+    for v in y {
+        ok &= v.is_finite();
+    }
+    ok
+}
+
+/// Stepping state of one lane during an `advance_lanes` call.
+#[derive(Clone, Copy, Debug)]
+struct Run<const N: usize> {
+    t_end: f64,
+    f0: [f64; N],
+    /// Proposed step size (before clipping to `t_end`).
+    h: f64,
+    rejected_last: bool,
+    /// A retry ending at a kink crossing, with this step size.
+    forced: Option<f64>,
+    done: bool,
+}
+
+/// Dormand–Prince trials for `L` independent problems at once, component-major: the 5th-order
+/// solutions, their derivatives (FSAL) and the scaled error norms.
+///
+/// One problem's stages form a dependency chain whose latency, not arithmetic, bounds a
+/// 3-equation system; laying `L` problems side by side lets their arithmetic share vector
+/// instructions and overlap. Each lane's arithmetic is exactly the one-problem sequence, so a
+/// problem gives bit-identical results alone or in a batch.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn trial_steps<const N: usize, const L: usize, S: LaneSystem<N, L>>(
+    sys: &mut S,
+    t: &[f64; L],
+    y: &[[f64; L]; N],
+    k1: &[[f64; L]; N],
+    h: &[f64; L],
+    atol: &[f64; L],
+    rtol: &[f64; L],
+) -> ([[f64; L]; N], [[f64; L]; N], [f64; L]) {
+    let at = |c: f64| -> [f64; L] {
+        let mut v = [0.0; L];
+        for l in 0..L {
+            v[l] = t[l] + c * h[l];
+        }
+        v
+    };
+    let mut s = [[0.0; L]; N];
+    for i in 0..N {
+        for l in 0..L {
+            s[i][l] = y[i][l] + h[l] * (A21 * k1[i][l]);
+        }
+    }
+    let k2 = sys.rhs_lanes(&at(C2), &s);
+    for i in 0..N {
+        for l in 0..L {
+            s[i][l] = y[i][l] + h[l] * (A31 * k1[i][l] + A32 * k2[i][l]);
+        }
+    }
+    let k3 = sys.rhs_lanes(&at(C3), &s);
+    for i in 0..N {
+        for l in 0..L {
+            s[i][l] = y[i][l] + h[l] * (A41 * k1[i][l] + A42 * k2[i][l] + A43 * k3[i][l]);
+        }
+    }
+    let k4 = sys.rhs_lanes(&at(C4), &s);
+    for i in 0..N {
+        for l in 0..L {
+            s[i][l] = y[i][l]
+                + h[l] * (A51 * k1[i][l] + A52 * k2[i][l] + A53 * k3[i][l] + A54 * k4[i][l]);
+        }
+    }
+    let k5 = sys.rhs_lanes(&at(C5), &s);
+    for i in 0..N {
+        for l in 0..L {
+            s[i][l] = y[i][l]
+                + h[l]
+                    * (A61 * k1[i][l]
+                        + A62 * k2[i][l]
+                        + A63 * k3[i][l]
+                        + A64 * k4[i][l]
+                        + A65 * k5[i][l]);
+        }
+    }
+    let k6 = sys.rhs_lanes(&at(1.0), &s);
+    let mut y1 = [[0.0; L]; N];
+    for i in 0..N {
+        for l in 0..L {
+            y1[i][l] = y[i][l]
+                + h[l]
+                    * (A71 * k1[i][l]
+                        + A73 * k3[i][l]
+                        + A74 * k4[i][l]
+                        + A75 * k5[i][l]
+                        + A76 * k6[i][l]);
+        }
+    }
+    let k7 = sys.rhs_lanes(&at(1.0), &y1);
+    let mut acc = [0.0; L];
+    for i in 0..N {
+        for l in 0..L {
+            let e = h[l]
+                * (E1 * k1[i][l]
+                    + E3 * k3[i][l]
+                    + E4 * k4[i][l]
+                    + E5 * k5[i][l]
+                    + E6 * k6[i][l]
+                    + E7 * k7[i][l]);
+            let sc = atol[l] + rtol[l] * y[i][l].abs().max(y1[i][l].abs());
+            acc[l] += (e / sc) * (e / sc);
+        }
+    }
+    let mut err = [0.0; L];
+    for l in 0..L {
+        err[l] = (acc[l] / N as f64).sqrt();
+    }
+    (y1, k7, err)
+}
+
+/// How many problems a batch interleaves (four doubles fill one AVX register).
+pub const LANES: usize = 4;
+
+#[inline(always)]
+fn lane<const N: usize, const L: usize>(v: &[[f64; L]; N], l: usize) -> [f64; N] {
+    let mut out = [0.0; N];
+    for i in 0..N {
+        out[i] = v[i][l];
+    }
+    out
+}
+
+/// Advances `L` independent integrations, each to its own `t_end`, side by side (see
+/// `trial_steps`). Every lane gets exactly the result [`Dopri5::advance_to`] would give it
+/// alone; one lane's failure does not stop the others. Lanes that finish early ride along with
+/// zero-length trials whose results are discarded.
+///
+/// On x86-64 CPUs with AVX2 the same code is compiled a second time with AVX2 enabled and picked
+/// at run time; without fused multiply-add (Rust never contracts `a * b + c`) both builds round
+/// identically, so the choice never changes a result.
+pub fn advance_lanes<const N: usize, const L: usize, S, O>(
+    igs: [&mut Dopri5<N>; L],
+    sys: &mut S,
+    t_end: [f64; L],
+    observers: [&mut O; L],
+) -> [Result<(), OdeError>; L]
+where
+    S: LaneSystem<N, L>,
+    O: FnMut(&Step<'_, N>) + ?Sized,
+{
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: `advance_lanes_avx2` only requires the CPU to support AVX2, checked just
+            // above.
+            return unsafe { advance_lanes_avx2(igs, sys, t_end, observers) };
+        }
+    }
+    advance_lanes_portable(igs, sys, t_end, observers)
+}
+
+/// [`advance_lanes`] compiled with AVX2: four lanes of `f64` per instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn advance_lanes_avx2<const N: usize, const L: usize, S, O>(
+    igs: [&mut Dopri5<N>; L],
+    sys: &mut S,
+    t_end: [f64; L],
+    observers: [&mut O; L],
+) -> [Result<(), OdeError>; L]
+where
+    S: LaneSystem<N, L>,
+    O: FnMut(&Step<'_, N>) + ?Sized,
+{
+    advance_lanes_portable(igs, sys, t_end, observers)
+}
+
+/// The engine behind [`advance_lanes`], for any instruction set.
+#[inline(always)]
+fn advance_lanes_portable<const N: usize, const L: usize, S, O>(
+    igs: [&mut Dopri5<N>; L],
+    sys: &mut S,
+    t_end: [f64; L],
+    observers: [&mut O; L],
+) -> [Result<(), OdeError>; L]
+where
+    S: LaneSystem<N, L>,
+    O: FnMut(&Step<'_, N>) + ?Sized,
+{
+    let mut results: [Result<(), OdeError>; L] = std::array::from_fn(|_| Ok(()));
+    let mut active = [false; L];
+    for l in 0..L {
+        match igs[l].check_request(t_end[l]) {
+            Ok(work) => active[l] = work,
+            Err(e) => results[l] = Err(e),
+        }
+    }
+    if !active.iter().any(|a| *a) {
+        return results;
+    }
+    let mut t = [0.0; L];
+    let mut y = [[0.0; L]; N];
+    let mut atol = [0.0; L];
+    let mut rtol = [0.0; L];
+    for l in 0..L {
+        t[l] = igs[l].t;
+        atol[l] = igs[l].cfg.atol;
+        rtol[l] = igs[l].cfg.rtol;
+        for i in 0..N {
+            y[i][l] = igs[l].y[i];
+        }
+    }
+    // Derivatives at the start, and Hairer's initial step where a lane has no step memory.
+    let f0 = sys.rhs_lanes(&t, &y);
+    let mut runs: [Option<Run<N>>; L] = [None; L];
+    let mut h0 = [0.0; L];
+    let mut d1 = [0.0; L];
+    let mut fresh = [false; L];
+    for l in 0..L {
+        if !active[l] {
+            continue;
+        }
+        igs[l].stats.rhs_evals += 1;
+        let f0l = lane(&f0, l);
+        fresh[l] = igs[l].h_next.is_none();
+        if fresh[l] {
+            (h0[l], d1[l]) = igs[l].initial_h0(&f0l);
+        }
+        runs[l] = Some(Run {
+            t_end: t_end[l],
+            f0: f0l,
+            h: igs[l].h_next.unwrap_or(0.0),
+            rejected_last: false,
+            forced: None,
+            done: false,
+        });
+    }
+    if fresh.iter().any(|f| *f) {
+        let mut te = t;
+        let mut ye = y;
+        for l in 0..L {
+            if fresh[l] {
+                te[l] = t[l] + h0[l];
+                for i in 0..N {
+                    ye[i][l] = y[i][l] + h0[l] * f0[i][l];
+                }
+            }
+        }
+        let f1 = sys.rhs_lanes(&te, &ye);
+        for l in 0..L {
+            if fresh[l] {
+                let run = runs[l].as_mut().expect("fresh lanes are active");
+                run.h = igs[l].initial_h(h0[l], d1[l], &run.f0, &lane(&f1, l));
+            }
+        }
+    }
+    while runs.iter().any(Option::is_some) {
+        let mut h = [0.0; L];
+        let mut plans = [(0.0, false, false); L];
+        let mut k1 = [[0.0; L]; N];
+        for l in 0..L {
+            t[l] = igs[l].t;
+            for i in 0..N {
+                y[i][l] = igs[l].y[i];
+            }
+            if let Some(run) = &runs[l] {
+                plans[l] = igs[l].plan(run);
+                h[l] = plans[l].0;
+                for i in 0..N {
+                    k1[i][l] = run.f0[i];
+                }
+            }
+        }
+        let (y1, f1, err) = trial_steps(sys, &t, &y, &k1, &h, &atol, &rtol);
+        for l in 0..L {
+            let Some(run) = runs[l].as_mut() else {
+                continue;
+            };
+            let (h_try, last, forced) = plans[l];
+            let trial = (lane(&y1, l), lane(&f1, l), err[l]);
+            match igs[l].conclude::<S, O, L>(
+                sys,
+                l,
+                run,
+                h_try,
+                last,
+                forced,
+                trial,
+                &mut *observers[l],
+            ) {
+                Err(e) => {
+                    results[l] = Err(e);
+                    runs[l] = None;
+                }
+                Ok(()) if run.done => runs[l] = None,
+                Ok(()) => {}
+            }
+        }
+    }
+    results
+}
+
+impl<T: OdeSystem<N> + ?Sized, const N: usize> OdeSystem<N> for &mut T {
+    #[inline(always)]
+    fn rhs(&mut self, t: f64, y: &[f64; N]) -> [f64; N] {
+        (**self).rhs(t, y)
+    }
+    fn check(&self, t: f64, y: &[f64; N]) -> Result<(), OdeError> {
+        (**self).check(t, y)
+    }
+    fn switching(&self) -> Option<([f64; N], f64)> {
+        (**self).switching()
     }
 }
 
@@ -636,6 +1061,35 @@ mod tests {
     }
 
     #[test]
+    fn vector_and_portable_builds_give_identical_bits() {
+        use crate::system::KaiLanes;
+        use crate::temperature::Segment;
+        use crate::{Etf, KaiParams};
+        let (p, e) = (KaiParams::default(), Etf::default());
+        let run = |vector: bool| {
+            let mut igs = [
+                [0.7, 1.3, 0.3],
+                [0.2, 0.1, 0.6],
+                [1.0, 0.5, 0.4],
+                [0.9, 0.4, 0.5],
+            ]
+            .map(|y| Dopri5::new(0.0, y, IntegratorConfig::default()).unwrap());
+            let segs = [290.0, 300.0, 310.0, 320.0].map(|k| Segment::new(0.0, 303.0, 30.0, k));
+            let mut sys = KaiLanes::new([&p; 4], [&e; 4], segs);
+            let mut obs = [|_: &Step<'_, 3>| {}; 4];
+            let ends = [30.0, 12.5, 29.0, 3.0];
+            let r = if vector {
+                advance_lanes(igs.each_mut(), &mut sys, ends, obs.each_mut())
+            } else {
+                advance_lanes_portable(igs.each_mut(), &mut sys, ends, obs.each_mut())
+            };
+            r.iter().for_each(|x| assert!(x.is_ok()));
+            igs.map(|ig| (ig.y().map(f64::to_bits), ig.stats()))
+        };
+        assert_eq!(run(true), run(false));
+    }
+
+    #[test]
     fn controller_log_is_accurate_enough() {
         for &x in &[1e-12, 3e-5, 0.01, 0.37, 1.0, 1.9, 42.0, 1e8, 1e300] {
             let (a, b) = (ctrl_ln(x), x.ln());
@@ -645,6 +1099,11 @@ mod tests {
             );
         }
         assert_eq!(ctrl_ln(0.0), f64::NEG_INFINITY);
+        for &x in &[-700.0, -30.0, -2.3, -0.1, 0.0, 0.04, 1.7, 25.0, 700.0] {
+            let (a, b) = (ctrl_exp(x), x.exp());
+            assert!((a / b - 1.0).abs() < 1e-7, "exp {x}: {a} vs {b}");
+        }
+        assert_eq!(ctrl_exp(f64::NEG_INFINITY), ctrl_exp(-700.0));
     }
 
     #[test]
