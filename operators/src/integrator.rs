@@ -285,7 +285,7 @@ fn crossing<const N: usize>(
 #[inline(never)]
 fn crossing_root(g0: f64, g1: f64, d0: f64, d1: f64) -> Option<f64> {
     // Illinois (modified regula falsi): bracketing like bisection, superlinear like the secant
-    // method. θ to 1e-9 is far finer than the 1e-3 margin the caller adds.
+    // method. θ to 1e-7 is far finer than the 1e-3 margin the caller adds.
     let (mut a, mut b) = (0.0_f64, 1.0_f64);
     let (mut ga, mut gb) = (g0, g1);
     let mut side = 0i8;
@@ -312,7 +312,7 @@ fn crossing_root(g0: f64, g1: f64, d0: f64, d1: f64) -> Option<f64> {
             }
             side = 1;
         }
-        if b - a < 1e-9 || gm == 0.0 {
+        if b - a < 1e-7 || gm == 0.0 {
             break;
         }
     }

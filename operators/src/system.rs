@@ -66,6 +66,8 @@ pub struct KaiLanes<T, const L: usize> {
     etf: [Etf; L],
     temperature: [T; L],
     cache: [FactorCache; L],
+    /// Rate factors of every lane, when all lanes run at constant temperatures.
+    fixed: Option<([f64; L], [f64; L])>,
 }
 
 impl<T: TemperatureSource, const L: usize> KaiLanes<T, L> {
@@ -79,6 +81,13 @@ impl<T: TemperatureSource, const L: usize> KaiLanes<T, L> {
                 ka[i][l] = params[l].rates.ka[i];
             }
         }
+        let mut fixed = Some(([0.0; L], [0.0; L]));
+        for l in 0..L {
+            match (temperature[l].constant(), fixed.as_mut()) {
+                (Some(k), Some((g0, ga))) => (g0[l], ga[l]) = etf[l].factors(k),
+                _ => fixed = None,
+            }
+        }
         Self {
             k0,
             ka,
@@ -88,6 +97,7 @@ impl<T: TemperatureSource, const L: usize> KaiLanes<T, L> {
             etf: etf.map(|e| *e),
             temperature,
             cache: [FactorCache::new(); L],
+            fixed,
         }
     }
 }
@@ -97,12 +107,18 @@ impl<T: TemperatureSource, const L: usize> LaneSystem<3, L> for KaiLanes<T, L> {
     #[inline(always)]
     fn rhs_lanes(&mut self, t: &[f64; L], y: &[[f64; L]; 3]) -> [[f64; L]; 3] {
         use crate::model::transition::*;
-        let mut g0 = [0.0; L];
-        let mut ga = [0.0; L];
-        for l in 0..L {
-            let k = self.temperature[l].kelvin_at(t[l]);
-            (g0[l], ga[l]) = self.cache[l].get(&self.etf[l], k);
-        }
+        let (g0, ga) = match self.fixed {
+            Some(f) => f,
+            None => {
+                let mut g0 = [0.0; L];
+                let mut ga = [0.0; L];
+                for l in 0..L {
+                    let k = self.temperature[l].kelvin_at(t[l]);
+                    (g0[l], ga[l]) = self.cache[l].get(&self.etf[l], k);
+                }
+                (g0, ga)
+            }
+        };
         let (k0, ka) = (&self.k0, &self.ka);
         let mut out = [[0.0; L]; 3];
         for l in 0..L {
@@ -127,7 +143,19 @@ impl<T: TemperatureSource, const L: usize> LaneSystem<3, L> for KaiLanes<T, L> {
     }
 }
 
+#[inline]
 fn check_state(c_total: f64, t: f64, y: &[f64; 3]) -> Result<(), OdeError> {
+    let u = c_total - y[0] - y[1] - y[2];
+    // Fast path: every value finite and above the tolerance (a NaN fails the comparison).
+    let lowest = y[0].min(y[1]).min(y[2]).min(u);
+    if lowest >= -NEGATIVE_TOLERANCE_UM && (y[0] + y[1] + y[2] + u).is_finite() {
+        return Ok(());
+    }
+    check_state_slow(c_total, t, y)
+}
+
+#[cold]
+fn check_state_slow(c_total: f64, t: f64, y: &[f64; 3]) -> Result<(), OdeError> {
     let u = c_total - y[0] - y[1] - y[2];
     for (what, value) in [("C_T", y[0]), ("C_ST", y[1]), ("C_S", y[2]), ("C_U", u)] {
         if !value.is_finite() {

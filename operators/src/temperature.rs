@@ -10,6 +10,12 @@ use crate::error::ModelError;
 pub trait TemperatureSource {
     /// The temperature at `t_hours`.
     fn kelvin_at(&mut self, t_hours: f64) -> f64;
+
+    /// `Some(k)` if the temperature is `k` at all times, so the rate factors can be computed
+    /// once instead of per evaluation.
+    fn constant(&self) -> Option<f64> {
+        None
+    }
 }
 
 impl<F: FnMut(f64) -> f64> TemperatureSource for F {
@@ -27,6 +33,10 @@ impl TemperatureSource for Constant {
     #[inline]
     fn kelvin_at(&mut self, _t: f64) -> f64 {
         self.0
+    }
+
+    fn constant(&self) -> Option<f64> {
+        Some(self.0)
     }
 }
 
@@ -56,6 +66,10 @@ impl Segment {
 }
 
 impl TemperatureSource for Segment {
+    fn constant(&self) -> Option<f64> {
+        (self.k0 == self.k1).then_some(self.k0)
+    }
+
     #[inline]
     fn kelvin_at(&mut self, t: f64) -> f64 {
         if t <= self.t0 {
