@@ -267,6 +267,17 @@ def bench_ours(quick, ls_rows):
         "args": {"rtol": 1e-6, "atol": 1e-9, "max_step_hours": 0.5},
         **run_ours(["ode", "--rtol", "1e-6", "--atol", "1e-9", "--max-step-hours", "0.5",
                     "--days", "1", "--reps", reps_ode])}
+    # A worker serving many nodes advances them side by side (operators' advance_lanes):
+    # per-node-day cost of 64 nodes from evenly spread phases.
+    for key, flags in (("scipy_tolerances", ["--rtol", "1e-5", "--atol", "1e-6", "--max-step-hours", "inf"]),
+                       ("defaults", ["--rtol", "1e-6", "--atol", "1e-9", "--max-step-hours", "0.5"])):
+        res["ode"][key + "_batch64"] = run_ours(["ode", *flags, "--days", "1", "--nodes", 64,
+                                                 "--reps", max(5, reps_ode // 4)])
+    # The same 64 nodes shared by two worker threads (this machine's two cores); SciPy's figure
+    # is one core, so this row is throughput per machine, not per core.
+    res["ode"]["scipy_tolerances_batch64_2threads"] = run_ours(
+        ["ode", "--rtol", "1e-5", "--atol", "1e-6", "--max-step-hours", "inf", "--days", "1",
+         "--nodes", 64, "--threads", 2, "--reps", max(5, reps_ode // 4)])
     with tempfile.TemporaryDirectory(prefix="kaiabc-bench-") as tmp:
         for n, row in ls_rows.items():
             path = os.path.join(tmp, f"ls_{n}.csv")
@@ -279,6 +290,8 @@ def bench_ours(quick, ls_rows):
                     r["powers"] = load_powers(r["powers_file"])
                 except Exception as e:  # noqa: BLE001 - report, don't crash the table
                     r["powers_error"] = str(e)
+                finally:
+                    Path(r["powers_file"]).unlink(missing_ok=True)
             res["lomb_scargle"][n] = r
     return res
 
@@ -349,6 +362,16 @@ def main():
                   f"{'1.0x' if key == 'scipy_tolerances' else '':>18s} "
                   f"{'1.0x' if key == 'defaults' else '':>17s}")
             print(f"{'':44s} accepted {r.get('accepted')} rejected {r.get('rejected')}")
+    if ours:
+        print("\n## ODE, many nodes: 64 nodes advanced side by side (per node-day)")
+        for key, label in (("scipy_tolerances_batch64", "ours x64 rtol 1e-5 atol 1e-6 no max step"),
+                           ("defaults_batch64", "ours x64 rtol 1e-6 atol 1e-9 max step 0.5 h"),
+                           ("scipy_tolerances_batch64_2threads", "ours x64 rtol 1e-5, 2 threads (2 cores)")):
+            r = ours["ode"][key]
+            vs = "  ".join(f"scipy {m} / ours = {ratio(x['median_us_per_node_day'], r['median_us_per_node_day'])}"
+                           for m, x in sp.items())
+            print(f"{label:44s} {fmt_us(r['median_us_per_node_day']):>16s} "
+                  f"{r.get('rhs_evals', -1):>10d}   {vs}")
     for m, r in sp.items():
         a, b = r["iqr_us"]
         print(f"  scipy {m}: interquartile range {fmt_us(a)} .. {fmt_us(b)}, "

@@ -4,10 +4,10 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use kaiabc_operators::clock::{Clock, ClockConfig, InitialCondition};
-use kaiabc_operators::integrator::{Dopri5, IntegratorConfig};
+use kaiabc_operators::integrator::{advance_lanes, Dopri5, IntegratorConfig, Step, LANES};
 use kaiabc_operators::model::KaiParams;
 use kaiabc_operators::prc::{phase_response_curve, PrcConfig};
-use kaiabc_operators::system::KaiSystem;
+use kaiabc_operators::system::{KaiLanes, KaiSystem};
 use kaiabc_operators::temperature::Constant;
 use kaiabc_operators::Etf;
 use ode_solvers::dopri5::Dopri5 as OsDopri5;
@@ -76,6 +76,51 @@ fn node_day(c: &mut Criterion) {
             })
         });
     }
+    // Many nodes: 64 clocks from evenly spread phases, LANES side by side (per node-day).
+    let starts: Vec<[f64; 3]> = {
+        let lc = clock.limit_cycle().unwrap();
+        (0..64)
+            .map(|i| lc.state_at_ct(24.0 * i as f64 / 64.0).to_array())
+            .collect()
+    };
+    g.throughput(Throughput::Elements(64));
+    for (name, cfg) in [
+        ("default_rtol1e-6_max0.5h", IntegratorConfig::default()),
+        (
+            "scipy_tol_rtol1e-5_atol1e-6",
+            IntegratorConfig {
+                rtol: 1e-5,
+                atol: 1e-6,
+                max_step: 1e9,
+                ..Default::default()
+            },
+        ),
+    ] {
+        g.bench_function(format!("ours_64_nodes_batched/{name}"), |b| {
+            b.iter(|| {
+                let mut igs: Vec<Dopri5<3>> = starts
+                    .iter()
+                    .map(|y| Dopri5::new(0.0, *y, cfg).unwrap())
+                    .collect();
+                for chunk in igs.chunks_mut(LANES) {
+                    let lanes: &mut [Dopri5<3>; LANES] = chunk.try_into().unwrap();
+                    let mut sys = KaiLanes::new(
+                        [&clock.params; LANES],
+                        [&clock.etf; LANES],
+                        [Constant(303.15); LANES],
+                    );
+                    let mut obs = [|_: &Step<'_, 3>| {}; LANES];
+                    for r in
+                        advance_lanes(lanes.each_mut(), &mut sys, [24.0; LANES], obs.each_mut())
+                    {
+                        r.unwrap();
+                    }
+                }
+                igs
+            })
+        });
+    }
+    g.throughput(Throughput::Elements(1));
     // The live pattern: the clock advanced reading by reading, one reading a minute, with
     // outputs (peak tracking, CT, KOA) maintained.
     g.bench_function("clock/1_reading_per_minute", |b| {
@@ -89,6 +134,37 @@ fn node_day(c: &mut Criterion) {
                 c.snapshot()
             },
             BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+    // The live pattern for many nodes: 64 clocks, one reading a minute each, advanced together.
+    let reference = std::sync::Arc::new(clock.limit_cycle().unwrap());
+    let mut g = c.benchmark_group("node_day_live");
+    g.throughput(Throughput::Elements(64));
+    g.sample_size(10);
+    g.bench_function("clock_batch_64_nodes_1_reading_per_minute", |b| {
+        b.iter_batched(
+            || {
+                (0..64)
+                    .map(|i| {
+                        let ct = InitialCondition::CircadianTime(i as f64 * 0.375);
+                        Clock::with_reference(clock, Some(reference.clone()), 0.0, 303.15, ct)
+                            .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            },
+            |mut clocks| {
+                for i in 1..=1440 {
+                    let reads: Vec<(f64, f64)> = (0..64)
+                        .map(|n| (i as f64 / 60.0, 303.15 + 0.5 * (((i + n) % 7) as f64)))
+                        .collect();
+                    for r in Clock::advance_batch(&mut clocks, &reads) {
+                        r.unwrap();
+                    }
+                }
+                clocks
+            },
+            BatchSize::LargeInput,
         )
     });
     g.finish();

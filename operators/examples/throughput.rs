@@ -1,7 +1,7 @@
 //! Prints throughput figures as JSON for `scripts/bench_vs_python.py`, which times SciPy and
 //! astropy on the same work in the same run and prints the ratios.
 //!
-//! `throughput ode --rtol R --atol A --max-step-hours H|inf --days D --reps N`
+//! `throughput ode --rtol R --atol A --max-step-hours H|inf --days D --reps N [--nodes M [--threads T]]`
 //! `throughput lomb-scargle --input FILE.csv --fmin F --fmax F --nfreq N --reps R`
 
 use std::collections::HashMap;
@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use kaiabc_operators::clock::ClockConfig;
 use kaiabc_operators::integrator::{advance_lanes, Dopri5, IntegratorConfig, Step, LANES};
+use kaiabc_operators::{Etf, KaiParams};
 
 const W: usize = LANES;
 use kaiabc_operators::rhythm::lomb_scargle::{FrequencyGrid, LombScargle};
@@ -22,6 +23,27 @@ fn median(mut v: Vec<f64>) -> f64 {
         v[n / 2]
     } else {
         0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Advances every integrator to `t_end`, `W` at a time side by side.
+fn run_nodes(igs: &mut [Dopri5<3>], p: &KaiParams, e: &Etf, k: f64, t_end: f64) {
+    for chunk in igs.chunks_mut(W) {
+        let noop = |_: &Step<'_, 3>| {};
+        match <&mut [Dopri5<3>; W]>::try_from(&mut *chunk) {
+            Ok(lanes) => {
+                let mut sys = KaiLanes::new([p; W], [e; W], [Constant(k); W]);
+                let mut obs = [noop; W];
+                let r = advance_lanes(lanes.each_mut(), &mut sys, [t_end; W], obs.each_mut());
+                r.into_iter().for_each(|x| x.unwrap());
+            }
+            Err(_) => {
+                for ig in chunk {
+                    let mut sys = KaiSystem::new(p, e, Constant(k));
+                    ig.advance_to(&mut sys, t_end, noop).unwrap();
+                }
+            }
+        }
     }
 }
 
@@ -77,6 +99,7 @@ fn main() {
                     .map(|i| lc.state_at_ct(24.0 * i as f64 / nodes as f64).to_array())
                     .collect();
                 let (p, e, k) = (&clock.params, &clock.etf, clock.reference_temperature_k);
+                let threads = (num("threads", 1.0) as usize).max(1);
                 let mut times = Vec::with_capacity(reps);
                 let mut evals = 0;
                 for _ in 0..reps {
@@ -85,28 +108,14 @@ fn main() {
                         .iter()
                         .map(|y| Dopri5::new(0.0, *y, cfg).unwrap())
                         .collect();
-                    for chunk in igs.chunks_mut(W) {
-                        let noop = |_: &Step<'_, 3>| {};
-                        match <&mut [Dopri5<3>; W]>::try_from(&mut *chunk) {
-                            Ok(lanes) => {
-                                let mut sys = KaiLanes::new([p; W], [e; W], [Constant(k); W]);
-                                let mut obs = [noop; W];
-                                let r = advance_lanes(
-                                    lanes.each_mut(),
-                                    &mut sys,
-                                    [24.0 * days; W],
-                                    obs.each_mut(),
-                                );
-                                r.into_iter().for_each(|x| x.unwrap());
-                            }
-                            Err(_) => {
-                                for ig in chunk {
-                                    let mut sys = KaiSystem::new(p, e, Constant(k));
-                                    ig.advance_to(&mut sys, 24.0 * days, noop).unwrap();
-                                }
-                            }
+                    // Split the nodes between worker threads the way the dataflow's workers
+                    // split them (one share each, no sharing of state).
+                    let share = igs.len().div_ceil(threads);
+                    std::thread::scope(|scope| {
+                        for part in igs.chunks_mut(share) {
+                            scope.spawn(move || run_nodes(part, p, e, k, 24.0 * days));
                         }
-                    }
+                    });
                     times.push(start.elapsed().as_secs_f64() * 1e6 / days / nodes as f64);
                     evals = igs.iter().map(|i| i.stats().rhs_evals).sum::<u64>() / nodes as u64;
                 }
@@ -116,6 +125,7 @@ fn main() {
                         "median_us_per_node_day": median(times),
                         "nodes": nodes,
                         "lanes": LANES,
+                        "threads": threads,
                         "rhs_evals": evals,
                     })
                 );
