@@ -281,3 +281,112 @@ fn prc_json_is_flat_for_the_uncompensated_clock() {
     let e = fails(&["analyze", "prc", "--duration-minutes", "0"]);
     assert!(e.contains("duration_minutes"), "{e}");
 }
+
+#[test]
+fn model_constants_are_flags_and_a_damped_clock_needs_an_explicit_start() {
+    // Rust et al. 2007: excess KaiA (2 µM) stops the oscillation; there is no cycle to place a
+    // circadian time on, so the command says how to start instead.
+    let e = fails(&[
+        "simulate",
+        "--hours",
+        "48",
+        "--temperature-c",
+        "30",
+        "--a-total",
+        "2",
+    ]);
+    assert!(
+        e.contains("no oscillation") && e.contains("explicit state"),
+        "{e}"
+    );
+    let out = ok(&[
+        "simulate",
+        "--hours",
+        "96",
+        "--temperature-c",
+        "30",
+        "--a-total",
+        "2",
+        "--initial-state",
+        "0.68,1.36,0.34",
+        "--step-minutes",
+        "1440",
+    ]);
+    let last: Vec<f64> = out
+        .lines()
+        .last()
+        .unwrap()
+        .split(',')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    // Settles on the fixed point SciPy LSODA finds (operators/tests/data/model_reference.json):
+    // T, ST, S = 1.00010, 1.41839, 0.30795 µM.
+    assert!(
+        (last[3] - 1.00010).abs() < 1e-3
+            && (last[4] - 1.41839).abs() < 1e-3
+            && (last[2] - 0.30795).abs() < 1e-3
+    );
+    assert!(
+        (last[5] + last[6] - 2.0).abs() < 1e-9,
+        "A_free + CABC = A_tot = 2"
+    );
+    let e = fails(&[
+        "simulate",
+        "--hours",
+        "4",
+        "--temperature-c",
+        "30",
+        "--initial-state",
+        "1,2",
+    ]);
+    assert!(e.contains("--initial-state"), "{e}");
+    // A faster clock: rate_scale 1.1 shortens the free-running period to 20.71/1.1 h.
+    let prc = ok(&[
+        "analyze",
+        "prc",
+        "--rate-scale",
+        "1.1",
+        "--resolution",
+        "2",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&prc).unwrap();
+    assert!((v["period_hours"].as_f64().unwrap() - 20.7133 / 1.1).abs() < 0.01);
+}
+
+#[test]
+fn a_real_july_temperature_record_entrains_the_clock_to_24_hours() {
+    // The README's example: outdoor July temperatures (TMY3 Greensboro NC, 19–33 °C daily cycle)
+    // are a temperature cycle of several kelvin, which entrains the compensated clock to the day
+    // (Yoshida et al. 2009 PNAS: temperature cycles entrain KaiABC in vitro).
+    let dir = tempfile::tempdir().unwrap();
+    let data = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../datasets/greensboro-july-temperature.csv"
+    );
+    let sim = ok(&[
+        "simulate",
+        "--hours",
+        "744",
+        "--temperature-csv",
+        data,
+        "--step-minutes",
+        "30",
+    ]);
+    let f = write(dir.path(), "july.csv", &sim);
+    let out = ok(&[
+        "analyze",
+        "periodogram",
+        "--input",
+        &f,
+        "--value-column",
+        "koa",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let p = v["period_hours"].as_f64().unwrap();
+    assert!(
+        (p - 24.0).abs() < 0.15,
+        "entrained period {p} h, free-running would be ~21 h"
+    );
+}

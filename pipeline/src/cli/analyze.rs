@@ -4,7 +4,6 @@ use anyhow::{Context, Result};
 use kaiabc_operators::clock::ClockConfig;
 use kaiabc_operators::prc::{phase_response_curve, PrcConfig};
 use kaiabc_operators::rhythm::{cosinor as fit_cosinor, LombScargle, PeakSearch};
-use kaiabc_operators::Etf;
 
 use super::{CosinorArgs, PeriodogramArgs, PrcArgs, SeriesArgs};
 use crate::table::read_columns;
@@ -84,9 +83,8 @@ pub fn cosinor(a: &CosinorArgs) -> Result<()> {
 
 pub fn prc(a: &PrcArgs) -> Result<()> {
     let cfg = ClockConfig {
-        etf: Etf::preset(a.etf.into()),
         reference_temperature_k: a.temperature_c + 273.15,
-        ..Default::default()
+        ..a.model.config(a.etf)
     };
     let prc = phase_response_curve(
         &cfg,

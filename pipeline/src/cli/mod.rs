@@ -75,8 +75,14 @@ pub struct SimulateArgs {
     #[arg(long, value_enum, default_value = "csv")]
     format: Format,
     /// Circadian time to start at (on the 30 °C limit cycle).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, conflicts_with = "initial_state")]
     initial_ct: f64,
+    /// Start from an explicit state instead: `T,ST,S` in µM (T432-, doubly and S431-phosphorylated
+    /// KaiC). Needed when the parameters do not oscillate (e.g. `--a-total 2`).
+    #[arg(long, value_name = "T,ST,S")]
+    initial_state: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Relative tolerance of the integrator.
     #[arg(long, default_value_t = 1e-6)]
     rtol: f64,
@@ -86,6 +92,41 @@ pub struct SimulateArgs {
     /// Write to this file instead of standard output.
     #[arg(long, short)]
     output: Option<PathBuf>,
+}
+
+/// Model constants a lab may change (defaults: Rust et al. 2007).
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Total KaiC (µM).
+    #[arg(long, default_value_t = 3.4)]
+    c_total: f64,
+    /// Total KaiA (µM); 2.0 damps the oscillation out.
+    #[arg(long, default_value_t = 1.3)]
+    a_total: f64,
+    /// KaiA half-saturation constant K½ (µM).
+    #[arg(long, default_value_t = 0.43)]
+    k_half: f64,
+    /// Multiplies every rate (the period scales as 1/rate_scale).
+    #[arg(long, default_value_t = 1.0)]
+    rate_scale: f64,
+}
+
+impl ModelArgs {
+    /// The clock configuration these flags describe.
+    pub fn config(&self, etf: EtfArg) -> kaiabc_operators::ClockConfig {
+        let mut etf = kaiabc_operators::Etf::preset(etf.into());
+        etf.rate_scale = self.rate_scale;
+        kaiabc_operators::ClockConfig {
+            params: kaiabc_operators::KaiParams {
+                c_total: self.c_total,
+                a_total: self.a_total,
+                k_half: self.k_half,
+                ..Default::default()
+            },
+            etf,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +197,8 @@ pub struct PrcArgs {
     /// Base temperature in °C.
     #[arg(long, default_value_t = 30.0, allow_negative_numbers = true)]
     temperature_c: f64,
+    #[command(flatten)]
+    model: ModelArgs,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,

@@ -5,7 +5,7 @@ use std::io::{BufWriter, Write};
 use anyhow::{bail, Context, Result};
 use kaiabc_operators::clock::{Clock, ClockConfig, InitialCondition};
 use kaiabc_operators::temperature::{PiecewiseLinear, TemperatureSource};
-use kaiabc_operators::{Etf, IntegratorConfig};
+use kaiabc_operators::{IntegratorConfig, KaiState};
 use serde::Serialize;
 
 use super::{Format, SimulateArgs};
@@ -95,22 +95,19 @@ pub fn run(a: &SimulateArgs) -> Result<()> {
         _ => unreachable!("clap enforces exactly one temperature source"),
     };
     let cfg = ClockConfig {
-        etf: Etf::preset(a.etf.into()),
         integrator: IntegratorConfig {
             rtol: a.rtol,
             atol: a.atol,
             ..Default::default()
         },
-        ..Default::default()
+        ..a.model.config(a.etf)
+    };
+    let initial = match &a.initial_state {
+        Some(text) => InitialCondition::State(parse_state(text)?),
+        None => InitialCondition::CircadianTime(a.initial_ct),
     };
     let t0_temp = input.kelvin_at(0.0);
-    let mut clock = Clock::new(
-        cfg,
-        0.0,
-        t0_temp,
-        InitialCondition::CircadianTime(a.initial_ct),
-    )
-    .context("cannot start the clock")?;
+    let mut clock = Clock::new(cfg, 0.0, t0_temp, initial).context("cannot start the clock")?;
 
     // Stops: every output time, plus every reading time (the temperature has a kink there).
     let n_out = (a.hours / dt + 1e-9).floor() as u64;
@@ -238,4 +235,22 @@ fn read_profile(path: &std::path::Path) -> Result<PiecewiseLinear> {
         tracing::warn!(file = %shown, skipped, "rows with an empty time or temperature were skipped");
     }
     Ok(PiecewiseLinear::new(points)?)
+}
+
+/// Parses `T,ST,S` (µM).
+fn parse_state(text: &str) -> Result<KaiState> {
+    let v: Vec<f64> = text
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            anyhow::anyhow!("--initial-state `{text}`: expected three numbers T,ST,S in µM")
+        })?;
+    match v[..] {
+        [t, d, s] => Ok(KaiState { t, d, s }),
+        _ => bail!(
+            "--initial-state `{text}`: expected three numbers T,ST,S in µM, got {}",
+            v.len()
+        ),
+    }
 }
