@@ -19,6 +19,9 @@ step "cargo test (all crates, all targets incl. benches once, doc tests)"
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 
+step "cargo doc (no broken links)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
 step "Python reference values are reproducible (SciPy LSODA, astropy)"
 py="$(./scripts/pyenv.sh)"
 "$py" scripts/check_references.py

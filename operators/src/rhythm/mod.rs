@@ -1,7 +1,7 @@
 //! Rhythm analysis of unevenly sampled series: Lomb–Scargle periodogram and cosinor fits.
 //!
 //! [`lomb_scargle`] finds *which* period a series has (and how likely the peak is to be
-//! noise); [`cosinor`] then describes the rhythm at a known period (MESOR, amplitude,
+//! noise); [`cosinor()`] then describes the rhythm at a known period (MESOR, amplitude,
 //! acrophase, with confidence intervals). Both take plain `t`/`y` slices, time in hours for our
 //! use though the arithmetic is unit-agnostic, and skip rows where either value is NaN or
 //! infinite, reporting how many they skipped: gaps in sensor data are normal, not errors.
