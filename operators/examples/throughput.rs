@@ -110,12 +110,16 @@ fn main() {
                         .collect();
                     // Split the nodes between worker threads the way the dataflow's workers
                     // split them (one share each, no sharing of state).
-                    let share = igs.len().div_ceil(threads);
-                    std::thread::scope(|scope| {
-                        for part in igs.chunks_mut(share) {
-                            scope.spawn(move || run_nodes(part, p, e, k, 24.0 * days));
-                        }
-                    });
+                    if threads == 1 {
+                        run_nodes(&mut igs, p, e, k, 24.0 * days);
+                    } else {
+                        let share = igs.len().div_ceil(threads);
+                        std::thread::scope(|scope| {
+                            for part in igs.chunks_mut(share) {
+                                scope.spawn(move || run_nodes(part, p, e, k, 24.0 * days));
+                            }
+                        });
+                    }
                     times.push(start.elapsed().as_secs_f64() * 1e6 / days / nodes as f64);
                     evals = igs.iter().map(|i| i.stats().rhs_evals).sum::<u64>() / nodes as u64;
                 }
