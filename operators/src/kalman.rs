@@ -319,12 +319,17 @@ pub struct UpdateOutcome {
 /// Read-only snapshot of a filter, as served by the `/filter/state` endpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FilterStateView {
-    /// Posterior estimate at `last_update_seconds`, public units (K, %, Pa).
+    /// Posterior estimate at `last_update_seconds`, public units (K, %, Pa). Serialised as the
+    /// API's `state_estimate`.
+    #[serde(rename = "state_estimate")]
     pub estimate: Values,
     /// Posterior covariance, row-major, **filter units** (K, %, hPa; state order temperature,
     /// humidity, pressure). Rows and columns of variables not yet initialised are zero.
+    /// Serialised as the API's `covariance_matrix`.
+    #[serde(rename = "covariance_matrix")]
     pub covariance: [[f64; 3]; 3],
-    /// Innovation of the last reading, public units.
+    /// Innovation of the last reading, public units. Serialised as the API's `innovation`.
+    #[serde(rename = "innovation")]
     pub last_innovation: Values,
     /// Normalised innovation squared of the last reading, if it had anything to gate.
     pub last_nis: Option<f64>,

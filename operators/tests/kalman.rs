@@ -733,8 +733,10 @@ fn serialises_params_quality_view_and_checkpoints() {
         f.update(60.0 * f64::from(k), &reading(&mut rng)).unwrap();
     }
     let view: serde_json::Value = serde_json::to_value(f.view()).unwrap();
-    assert!(view["estimate"]["pressure_pa"].as_f64().unwrap() > 99_000.0);
-    assert_eq!(view["covariance"].as_array().unwrap().len(), 3);
+    // The API spec's field names for GET /filter/state.
+    assert!(view["state_estimate"]["pressure_pa"].as_f64().unwrap() > 99_000.0);
+    assert_eq!(view["covariance_matrix"].as_array().unwrap().len(), 3);
+    assert!(view["innovation"]["temperature_kelvin"].as_f64().is_some());
     assert_eq!(view["measurement_count"], 20);
     let _: FilterStateView = serde_json::from_value(view).unwrap();
 
