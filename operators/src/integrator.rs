@@ -51,6 +51,28 @@ pub trait LaneSystem<const N: usize, const L: usize> {
     fn switching_lane(&self, _lane: usize) -> Option<([f64; N], f64)> {
         None
     }
+
+    /// All lanes' switching functions, component-major: weights `w[i][l]` and offsets `c[l]`.
+    /// The default gathers [`LaneSystem::switching_lane`]; `None` if any lane has none.
+    fn switching_lanes(&self) -> Option<([[f64; L]; N], [f64; L])> {
+        let mut w = [[0.0; L]; N];
+        let mut c = [0.0; L];
+        for l in 0..L {
+            let (wl, cl) = self.switching_lane(l)?;
+            for i in 0..N {
+                w[i][l] = wl[i];
+            }
+            c[l] = cl;
+        }
+        Some((w, c))
+    }
+
+    /// A quick check of all lanes' accepted states: `true` where the state certainly passes
+    /// [`LaneSystem::check_lane`]. `false` only sends that lane through `check_lane` for the
+    /// verdict, so an implementation may be conservative. The default asks `check_lane`.
+    fn check_lanes(&self, y: &[[f64; L]; N]) -> [bool; L] {
+        std::array::from_fn(|l| self.check_lane(l, 0.0, &lane(y, l)).is_ok())
+    }
 }
 
 /// Any scalar system is a one-lane system.
@@ -361,11 +383,11 @@ fn ctrl_exp(x: f64) -> f64 {
     p * f64::from_bits(((k as i64 + 1023) as u64) << 52)
 }
 
-/// Divisor of the step size after an accepted step with error norm `err`: Hairer's PI
+/// Divisor of the step size after an accepted step with error norm `e^ln_err`: Hairer's PI
 /// controller, `err^EXPO1 / err_old^BETA / SAFETY` (one `exp`), bounded to [0.1, 5].
-#[inline]
-fn growth_divisor(err: f64, ln_err_old: f64) -> f64 {
-    (ctrl_exp(EXPO1 * ctrl_ln(err) - BETA * ln_err_old) / SAFETY).clamp(FAC_MIN_DIV, FAC_MAX_DIV)
+#[inline(always)]
+fn growth_divisor(ln_err: f64, ln_err_old: f64) -> f64 {
+    (ctrl_exp(EXPO1 * ln_err - BETA * ln_err_old) / SAFETY).clamp(FAC_MIN_DIV, FAC_MAX_DIV)
 }
 
 /// Divisor of the step size after a rejected step.
@@ -504,118 +526,6 @@ impl<const N: usize> Dopri5<N> {
         Ok(t_end > self.t)
     }
 
-    /// The next trial: its size, whether it lands on `t_end`, whether it is a kink retry.
-    #[inline]
-    fn plan(&self, run: &Run<N>) -> (f64, bool, bool) {
-        if let Some(h_kink) = run.forced {
-            return (h_kink, false, true);
-        }
-        let h = run.h.min(self.cfg.max_step);
-        let remaining = run.t_end - self.t;
-        // Stretch the last step slightly rather than leave a sliver of a step behind.
-        let last = h >= remaining * (1.0 - 1e-9);
-        (if last { remaining } else { h }, last, false)
-    }
-
-    /// Accepts or rejects a trial and chooses the next step size.
-    #[allow(clippy::too_many_arguments)]
-    #[inline]
-    fn conclude<S, O, const L: usize>(
-        &mut self,
-        sys: &S,
-        lane: usize,
-        run: &mut Run<N>,
-        h_try: f64,
-        last: bool,
-        forced: bool,
-        (y1, f1, err): ([f64; N], [f64; N], f64),
-        observer: &mut O,
-    ) -> Result<(), OdeError>
-    where
-        S: LaneSystem<N, L>,
-        O: FnMut(&Step<'_, N>) + ?Sized,
-    {
-        self.stats.rhs_evals += 6;
-        run.h = run.h.min(self.cfg.max_step);
-        run.forced = None;
-        // A step across the kink has an unreliable error estimate either way: end it at the
-        // crossing instead (accepted or not), so no step straddles the kink.
-        if !forced && (!run.rejected_last || err > 1.0) {
-            if let Some((w, c)) = sys.switching_lane(lane) {
-                if let Some(th) = crossing(&w, c, &self.y, &y1, &run.f0, &f1, h_try) {
-                    // End just past the kink: what is left of it inside the step is tiny.
-                    let h_kink = (th + 1e-3).min(1.0) * h_try;
-                    if h_kink > 10.0 * self.cfg.min_step && h_kink < h_try {
-                        // What the controller would have chosen without the kink: the step
-                        // after the kink starts from it rather than from the short kink step.
-                        run.h = if err > 1.0 {
-                            self.stats.rejected += 1;
-                            h_try / shrink_factor(err)
-                        } else {
-                            h_try / growth_divisor(err, self.ln_err_old)
-                        };
-                        run.forced = Some(h_kink);
-                        return Ok(());
-                    }
-                }
-            }
-        }
-        if err <= 1.0 && all_finite(&y1) {
-            let t1 = if last { run.t_end } else { self.t + h_try };
-            sys.check_lane(lane, t1, &y1)?;
-            self.stats.accepted += 1;
-            observer(&Step {
-                t0: self.t,
-                t1,
-                y0: &self.y,
-                y1: &y1,
-                f0: &run.f0,
-                f1: &f1,
-            });
-            let ln_err = ctrl_ln(err);
-            let mut h_new = h_try / growth_divisor(err, self.ln_err_old);
-            if run.rejected_last {
-                // Hairer's rule: no growth right after a rejection.
-                h_new = h_new.min(h_try);
-            }
-            if forced {
-                // A step cut short at a kink says nothing about the step size the dynamics
-                // allow beyond it.
-                h_new = h_new.max(run.h);
-            }
-            run.rejected_last = false;
-            self.ln_err_old = ln_err.max(-9.210_340_371_976_184); // ln 1e-4
-            self.t = t1;
-            self.y = y1;
-            run.f0 = f1;
-            if last {
-                // A step cut short to land on t_end says nothing about the step size the
-                // dynamics allow: remember the larger of the two.
-                self.h_next = Some(h_new.max(run.h).min(self.cfg.max_step));
-                run.done = true;
-            } else {
-                run.h = h_new;
-            }
-            Ok(())
-        } else {
-            self.stats.rejected += 1;
-            run.rejected_last = true;
-            run.h = h_try / shrink_factor(err);
-            if run.h < self.cfg.min_step {
-                return Err(if all_finite(&y1) {
-                    OdeError::StepTooSmall {
-                        t: self.t,
-                        h: run.h,
-                        min: self.cfg.min_step,
-                    }
-                } else {
-                    OdeError::NonFinite { t: self.t }
-                });
-            }
-            Ok(())
-        }
-    }
-
     /// Hairer's starting step heuristic (HNW I, §II.4), first half: a trial `h0` from the
     /// state and its derivative. Returns `(h0, d1)`.
     fn initial_h0(&self, f0: &[f64; N]) -> (f64, f64) {
@@ -655,28 +565,6 @@ impl<const N: usize> Dopri5<N> {
             .min(self.cfg.max_step)
             .max(self.cfg.min_step)
     }
-}
-
-#[inline(always)]
-fn all_finite<const N: usize>(y: &[f64; N]) -> bool {
-    let mut ok = true;
-    for v in y {
-        ok &= v.is_finite();
-    }
-    ok
-}
-
-/// Stepping state of one lane during an `advance_lanes` call.
-#[derive(Clone, Copy, Debug)]
-struct Run<const N: usize> {
-    t_end: f64,
-    f0: [f64; N],
-    /// Proposed step size (before clipping to `t_end`).
-    h: f64,
-    rejected_last: bool,
-    /// A retry ending at a kink crossing, with this step size.
-    forced: Option<f64>,
-    done: bool,
 }
 
 /// Dormand–Prince trials for `L` independent problems at once, component-major: the 5th-order
@@ -856,21 +744,32 @@ where
     if !active.iter().any(|a| *a) {
         return results;
     }
+    // The whole call works on component-major copies of the lanes' state, so that the step
+    // control, like the stages, is computed for all lanes at once; it is written back at the end.
     let mut t = [0.0; L];
     let mut y = [[0.0; L]; N];
     let mut atol = [0.0; L];
     let mut rtol = [0.0; L];
+    let mut min_step = [0.0; L];
+    let mut max_step = [0.0; L];
+    let mut ln_err_old = [0.0; L];
     for l in 0..L {
         t[l] = igs[l].t;
         atol[l] = igs[l].cfg.atol;
         rtol[l] = igs[l].cfg.rtol;
+        min_step[l] = igs[l].cfg.min_step;
+        max_step[l] = igs[l].cfg.max_step;
+        ln_err_old[l] = igs[l].ln_err_old;
         for i in 0..N {
             y[i][l] = igs[l].y[i];
         }
     }
+    let mut accepted = [0u64; L];
+    let mut rejected = [0u64; L];
+    let mut evals = [0u64; L];
     // Derivatives at the start, and Hairer's initial step where a lane has no step memory.
-    let f0 = sys.rhs_lanes(&t, &y);
-    let mut runs: [Option<Run<N>>; L] = [None; L];
+    let mut f0 = sys.rhs_lanes(&t, &y);
+    let mut h = [0.0; L];
     let mut h0 = [0.0; L];
     let mut d1 = [0.0; L];
     let mut fresh = [false; L];
@@ -878,20 +777,14 @@ where
         if !active[l] {
             continue;
         }
-        igs[l].stats.rhs_evals += 1;
-        let f0l = lane(&f0, l);
-        fresh[l] = igs[l].h_next.is_none();
-        if fresh[l] {
-            (h0[l], d1[l]) = igs[l].initial_h0(&f0l);
+        evals[l] += 1;
+        match igs[l].h_next {
+            Some(hn) => h[l] = hn,
+            None => {
+                fresh[l] = true;
+                (h0[l], d1[l]) = igs[l].initial_h0(&lane(&f0, l));
+            }
         }
-        runs[l] = Some(Run {
-            t_end: t_end[l],
-            f0: f0l,
-            h: igs[l].h_next.unwrap_or(0.0),
-            rejected_last: false,
-            forced: None,
-            done: false,
-        });
     }
     if fresh.iter().any(|f| *f) {
         let mut te = t;
@@ -907,53 +800,169 @@ where
         let f1 = sys.rhs_lanes(&te, &ye);
         for l in 0..L {
             if fresh[l] {
-                let run = runs[l].as_mut().expect("fresh lanes are active");
-                run.h = igs[l].initial_h(h0[l], d1[l], &run.f0, &lane(&f1, l));
+                h[l] = igs[l].initial_h(h0[l], d1[l], &lane(&f0, l), &lane(&f1, l));
             }
         }
     }
-    while runs.iter().any(Option::is_some) {
-        let mut h = [0.0; L];
-        let mut plans = [(0.0, false, false); L];
-        let mut k1 = [[0.0; L]; N];
+    let switching = sys.switching_lanes();
+    let mut rejected_last = [false; L];
+    let mut forced = [false; L];
+    let mut h_kink = [0.0; L];
+    let mut h_next: [Option<f64>; L] = [None; L];
+    while active.iter().any(|a| *a) {
+        // Plan every lane's trial (finished lanes ride along with a zero-length one).
+        let mut h_try = [0.0; L];
+        let mut last = [false; L];
+        let was_forced = forced;
         for l in 0..L {
-            t[l] = igs[l].t;
-            for i in 0..N {
-                y[i][l] = igs[l].y[i];
-            }
-            if let Some(run) = &runs[l] {
-                plans[l] = igs[l].plan(run);
-                h[l] = plans[l].0;
-                for i in 0..N {
-                    k1[i][l] = run.f0[i];
-                }
-            }
-        }
-        let (y1, f1, err) = trial_steps(sys, &t, &y, &k1, &h, &atol, &rtol);
-        for l in 0..L {
-            let Some(run) = runs[l].as_mut() else {
+            if !active[l] {
                 continue;
-            };
-            let (h_try, last, forced) = plans[l];
-            let trial = (lane(&y1, l), lane(&f1, l), err[l]);
-            match igs[l].conclude::<S, O, L>(
-                sys,
-                l,
-                run,
-                h_try,
-                last,
-                forced,
-                trial,
-                &mut *observers[l],
-            ) {
-                Err(e) => {
-                    results[l] = Err(e);
-                    runs[l] = None;
-                }
-                Ok(()) if run.done => runs[l] = None,
-                Ok(()) => {}
+            }
+            if forced[l] {
+                h_try[l] = h_kink[l];
+            } else {
+                let hc = h[l].min(max_step[l]);
+                let remaining = t_end[l] - t[l];
+                // Stretch the last step slightly rather than leave a sliver of a step behind.
+                last[l] = hc >= remaining * (1.0 - 1e-9);
+                h_try[l] = if last[l] { remaining } else { hc };
             }
         }
+        let (y1, f1, err) = trial_steps(sys, &t, &y, &f0, &h_try, &atol, &rtol);
+        // Step control for all lanes at once; the rare lanes that need more (a kink, a failed
+        // state check) take the scalar paths below.
+        let mut ln_err = [0.0; L];
+        let mut grow = [0.0; L];
+        let mut finite = [true; L];
+        let mut kink = [false; L];
+        for l in 0..L {
+            h[l] = h[l].min(max_step[l]);
+            ln_err[l] = ctrl_ln(err[l]);
+            grow[l] = growth_divisor(ln_err[l], ln_err_old[l]);
+            for i in 0..N {
+                finite[l] &= y1[i][l].is_finite();
+            }
+        }
+        if let Some((w, c)) = &switching {
+            for l in 0..L {
+                // Summed in the same order as `crossing`, which has the last word.
+                let (mut g0, mut g1) = (0.0, 0.0);
+                for i in 0..N {
+                    g0 += y[i][l] * w[i][l];
+                    g1 += y1[i][l] * w[i][l];
+                }
+                let (g0, g1) = (g0 + c[l], g1 + c[l]);
+                let crosses =
+                    g0.is_finite() && g1.is_finite() && g0 != 0.0 && g0.signum() != g1.signum();
+                kink[l] = crosses && !was_forced[l] && (!rejected_last[l] || err[l] > 1.0);
+            }
+        }
+        let state_ok = sys.check_lanes(&y1);
+        for l in 0..L {
+            if !active[l] {
+                continue;
+            }
+            evals[l] += 6;
+            forced[l] = false;
+            let (ht, e) = (h_try[l], err[l]);
+            if kink[l] {
+                // A step across the kink has an unreliable error estimate either way: end it
+                // at the crossing instead (accepted or not), so no step straddles the kink.
+                let (w, c) = sys
+                    .switching_lane(l)
+                    .expect("kink lanes have a switching function");
+                let (yl, y1l, f0l, f1l) = (lane(&y, l), lane(&y1, l), lane(&f0, l), lane(&f1, l));
+                if let Some(th) = crossing(&w, c, &yl, &y1l, &f0l, &f1l, ht) {
+                    // End just past the kink: what is left of it inside the step is tiny.
+                    let hk = (th + 1e-3).min(1.0) * ht;
+                    if hk > 10.0 * min_step[l] && hk < ht {
+                        // What the controller would have chosen without the kink: the step
+                        // after the kink starts from it rather than from the short kink step.
+                        h[l] = if e > 1.0 {
+                            rejected[l] += 1;
+                            ht / shrink_factor(e)
+                        } else {
+                            ht / grow[l]
+                        };
+                        forced[l] = true;
+                        h_kink[l] = hk;
+                        continue;
+                    }
+                }
+            }
+            if e <= 1.0 && finite[l] {
+                let t1 = if last[l] { t_end[l] } else { t[l] + ht };
+                let y1l = lane(&y1, l);
+                if !state_ok[l] {
+                    if let Err(err) = sys.check_lane(l, t1, &y1l) {
+                        results[l] = Err(err);
+                        active[l] = false;
+                        continue;
+                    }
+                }
+                accepted[l] += 1;
+                (observers[l])(&Step {
+                    t0: t[l],
+                    t1,
+                    y0: &lane(&y, l),
+                    y1: &y1l,
+                    f0: &lane(&f0, l),
+                    f1: &lane(&f1, l),
+                });
+                let mut h_new = ht / grow[l];
+                if rejected_last[l] {
+                    // Hairer's rule: no growth right after a rejection.
+                    h_new = h_new.min(ht);
+                }
+                if was_forced[l] {
+                    // A step cut short at a kink says nothing about the step size the
+                    // dynamics allow beyond it.
+                    h_new = h_new.max(h[l]);
+                }
+                rejected_last[l] = false;
+                ln_err_old[l] = ln_err[l].max(-9.210_340_371_976_184); // ln 1e-4
+                t[l] = t1;
+                for i in 0..N {
+                    y[i][l] = y1[i][l];
+                    f0[i][l] = f1[i][l];
+                }
+                if last[l] {
+                    // A step cut short to land on t_end says nothing about the step size the
+                    // dynamics allow: remember the larger of the two.
+                    h_next[l] = Some(h_new.max(h[l]).min(max_step[l]));
+                    active[l] = false;
+                } else {
+                    h[l] = h_new;
+                }
+            } else {
+                rejected[l] += 1;
+                rejected_last[l] = true;
+                h[l] = ht / shrink_factor(e);
+                if h[l] < min_step[l] {
+                    results[l] = Err(if finite[l] {
+                        OdeError::StepTooSmall {
+                            t: t[l],
+                            h: h[l],
+                            min: min_step[l],
+                        }
+                    } else {
+                        OdeError::NonFinite { t: t[l] }
+                    });
+                    active[l] = false;
+                }
+            }
+        }
+    }
+    for (l, ig) in igs.into_iter().enumerate() {
+        ig.t = t[l];
+        ig.y = lane(&y, l);
+        ig.ln_err_old = ln_err_old[l];
+        if let Some(hn) = h_next[l] {
+            ig.h_next = Some(hn);
+        }
+        ig.stats.accepted += accepted[l];
+        ig.stats.rejected += rejected[l];
+        ig.stats.rhs_evals += evals[l];
     }
     results
 }

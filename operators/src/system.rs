@@ -141,6 +141,23 @@ impl<T: TemperatureSource, const L: usize> LaneSystem<3, L> for KaiLanes<T, L> {
     fn switching_lane(&self, lane: usize) -> Option<([f64; 3], f64)> {
         Some(([0.0, 0.0, -2.0], self.a_total[lane]))
     }
+
+    fn switching_lanes(&self) -> Option<([[f64; L]; 3], [f64; L])> {
+        Some(([[0.0; L], [0.0; L], [-2.0; L]], self.a_total))
+    }
+
+    #[inline(always)]
+    fn check_lanes(&self, y: &[[f64; L]; 3]) -> [bool; L] {
+        // The fast path of `check_state`, for all lanes at once.
+        let mut ok = [false; L];
+        for l in 0..L {
+            let (ct, cd, cs) = (y[0][l], y[1][l], y[2][l]);
+            let u = self.c_total[l] - ct - cd - cs;
+            let lowest = ct.min(cd).min(cs).min(u);
+            ok[l] = lowest >= -NEGATIVE_TOLERANCE_UM && (ct + cd + cs + u).is_finite();
+        }
+        ok
+    }
 }
 
 #[inline]
