@@ -67,6 +67,13 @@ pub trait LaneSystem<const N: usize, const L: usize> {
         Some((w, c))
     }
 
+    /// The switching functions' values `w·y + c` of all lanes, if the system can compute them
+    /// more cheaply than the generic weighted sum (it must give the same values for finite
+    /// states). Used only to decide which lanes need the exact crossing search.
+    fn switching_values(&self, _y: &[[f64; L]; N]) -> Option<[f64; L]> {
+        None
+    }
+
     /// A quick check of all lanes' accepted states: `true` where the state certainly passes
     /// [`LaneSystem::check_lane`]. `false` only sends that lane through `check_lane` for the
     /// verdict, so an implementation may be conservative. The default asks `check_lane`.
@@ -845,16 +852,25 @@ where
             }
         }
         if let Some((w, c)) = &switching {
+            let values = |v: &[[f64; L]; N]| {
+                sys.switching_values(v).unwrap_or_else(|| {
+                    // Summed in the same order as `crossing`, which has the last word.
+                    let mut g = [0.0; L];
+                    for l in 0..L {
+                        for i in 0..N {
+                            g[l] += v[i][l] * w[i][l];
+                        }
+                        g[l] += c[l];
+                    }
+                    g
+                })
+            };
+            let (g0, g1) = (values(&y), values(&y1));
             for l in 0..L {
-                // Summed in the same order as `crossing`, which has the last word.
-                let (mut g0, mut g1) = (0.0, 0.0);
-                for i in 0..N {
-                    g0 += y[i][l] * w[i][l];
-                    g1 += y1[i][l] * w[i][l];
-                }
-                let (g0, g1) = (g0 + c[l], g1 + c[l]);
-                let crosses =
-                    g0.is_finite() && g1.is_finite() && g0 != 0.0 && g0.signum() != g1.signum();
+                let crosses = g0[l].is_finite()
+                    && g1[l].is_finite()
+                    && g0[l] != 0.0
+                    && g0[l].signum() != g1[l].signum();
                 kink[l] = crosses && !was_forced[l] && (!rejected_last[l] || err[l] > 1.0);
             }
         }

@@ -142,6 +142,16 @@ impl<T: TemperatureSource, const L: usize> LaneSystem<3, L> for KaiLanes<T, L> {
         Some(([0.0, 0.0, -2.0], self.a_total[lane]))
     }
 
+    #[inline(always)]
+    fn switching_values(&self, y: &[[f64; L]; 3]) -> Option<[f64; L]> {
+        // Free KaiA before clamping, A_tot − 2S: equal to the weighted sum for finite states.
+        let mut g = [0.0; L];
+        for l in 0..L {
+            g[l] = self.a_total[l] - 2.0 * y[2][l];
+        }
+        Some(g)
+    }
+
     fn switching_lanes(&self) -> Option<([[f64; L]; 3], [f64; L])> {
         Some(([[0.0; L], [0.0; L], [-2.0; L]], self.a_total))
     }
