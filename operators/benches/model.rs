@@ -9,7 +9,6 @@ use kaiabc_operators::model::KaiParams;
 use kaiabc_operators::prc::{phase_response_curve, PrcConfig};
 use kaiabc_operators::system::{KaiLanes, KaiSystem};
 use kaiabc_operators::temperature::Constant;
-use kaiabc_operators::Etf;
 use ode_solvers::dopri5::Dopri5 as OsDopri5;
 use ode_solvers::{OutputType, SVector, System};
 
@@ -26,12 +25,9 @@ impl System<f64, SVector<f64, 3>> for OsKai {
     }
 }
 
-fn node_day(c: &mut Criterion) {
-    let clock = ClockConfig::default();
-    let y0 = clock.limit_cycle().unwrap().state_at_ct(0.0).to_array();
-    let mut g = c.benchmark_group("node_day");
-    g.throughput(Throughput::Elements(1));
-    for (name, cfg) in [
+/// The two tolerance settings every node-day figure is quoted at.
+fn tolerances() -> [(&'static str, IntegratorConfig); 2] {
+    [
         ("default_rtol1e-6_max0.5h", IntegratorConfig::default()),
         (
             "scipy_tol_rtol1e-5_atol1e-6",
@@ -42,60 +38,63 @@ fn node_day(c: &mut Criterion) {
                 ..Default::default()
             },
         ),
-    ] {
+    ]
+}
+
+/// One node-day with our integrator from `y0` at 30 °C.
+fn ours_node_day(clock: &ClockConfig, y0: [f64; 3], cfg: IntegratorConfig) -> Dopri5<3> {
+    let mut ig = Dopri5::new(0.0, y0, cfg).unwrap();
+    let mut sys = KaiSystem::new(&clock.params, &clock.etf, Constant(303.15));
+    ig.advance_to(&mut sys, 24.0, |_| {}).unwrap();
+    ig
+}
+
+/// One node-day with `ode_solvers`' Dopri5 (Hairer's defaults) at the same tolerances: the end
+/// state and the number of right-hand-side evaluations.
+fn ode_solvers_node_day(p: KaiParams, y0: [f64; 3], cfg: IntegratorConfig) -> ([f64; 3], u32) {
+    let mut s = OsDopri5::from_param(
+        OsKai { p },
+        0.0,
+        24.0,
+        24.0,
+        SVector::<f64, 3>::from(y0),
+        cfg.rtol,
+        cfg.atol,
+        0.9,
+        0.04,
+        0.2,
+        10.0,
+        cfg.max_step.min(24.0),
+        0.0,
+        100_000,
+        1000,
+        OutputType::Sparse,
+    );
+    let st = s.integrate().unwrap();
+    let y = *s.y_out().last().unwrap();
+    ([y[0], y[1], y[2]], st.num_eval)
+}
+
+fn node_day(c: &mut Criterion) {
+    let clock = ClockConfig::default();
+    let reference = std::sync::Arc::new(clock.limit_cycle().unwrap());
+    let y0 = reference.state_at_ct(0.0).to_array();
+    let mut g = c.benchmark_group("node_day");
+    g.throughput(Throughput::Elements(1));
+    for (name, cfg) in tolerances() {
         g.bench_function(format!("ours/{name}"), |b| {
-            b.iter(|| {
-                let mut ig = Dopri5::new(0.0, y0, cfg).unwrap();
-                let mut sys = KaiSystem::new(&clock.params, &clock.etf, Constant(303.15));
-                ig.advance_to(&mut sys, 24.0, |_| {}).unwrap();
-                *ig.y()
-            })
+            b.iter(|| *ours_node_day(&clock, y0, cfg).y())
         });
         g.bench_function(format!("ode_solvers/{name}"), |b| {
-            b.iter(|| {
-                let mut s = OsDopri5::from_param(
-                    OsKai { p: clock.params },
-                    0.0,
-                    24.0,
-                    24.0,
-                    SVector::<f64, 3>::from(y0),
-                    cfg.rtol,
-                    cfg.atol,
-                    0.9,
-                    0.04,
-                    0.2,
-                    10.0,
-                    cfg.max_step.min(24.0),
-                    0.0,
-                    100_000,
-                    1000,
-                    OutputType::Sparse,
-                );
-                s.integrate().unwrap();
-                s.y_out().last().copied()
-            })
+            b.iter(|| ode_solvers_node_day(clock.params, y0, cfg))
         });
     }
     // Many nodes: 64 clocks from evenly spread phases, LANES side by side (per node-day).
-    let starts: Vec<[f64; 3]> = {
-        let lc = clock.limit_cycle().unwrap();
-        (0..64)
-            .map(|i| lc.state_at_ct(24.0 * i as f64 / 64.0).to_array())
-            .collect()
-    };
+    let starts: Vec<[f64; 3]> = (0..64)
+        .map(|i| reference.state_at_ct(24.0 * i as f64 / 64.0).to_array())
+        .collect();
     g.throughput(Throughput::Elements(64));
-    for (name, cfg) in [
-        ("default_rtol1e-6_max0.5h", IntegratorConfig::default()),
-        (
-            "scipy_tol_rtol1e-5_atol1e-6",
-            IntegratorConfig {
-                rtol: 1e-5,
-                atol: 1e-6,
-                max_step: 1e9,
-                ..Default::default()
-            },
-        ),
-    ] {
+    for (name, cfg) in tolerances() {
         g.bench_function(format!("ours_64_nodes_batched/{name}"), |b| {
             b.iter(|| {
                 let mut igs: Vec<Dopri5<3>> = starts
@@ -125,7 +124,10 @@ fn node_day(c: &mut Criterion) {
     // outputs (peak tracking, CT, KOA) maintained.
     g.bench_function("clock/1_reading_per_minute", |b| {
         b.iter_batched(
-            || Clock::new(clock, 0.0, 303.15, InitialCondition::CircadianTime(0.0)).unwrap(),
+            || {
+                let ct0 = InitialCondition::CircadianTime(0.0);
+                Clock::with_reference(clock, Some(reference.clone()), 0.0, 303.15, ct0).unwrap()
+            },
             |mut c| {
                 for i in 1..=1440 {
                     c.advance_to(i as f64 / 60.0, 303.15 + 0.5 * ((i % 7) as f64))
@@ -138,7 +140,6 @@ fn node_day(c: &mut Criterion) {
     });
     g.finish();
     // The live pattern for many nodes: 64 clocks, one reading a minute each, advanced together.
-    let reference = std::sync::Arc::new(clock.limit_cycle().unwrap());
     let mut g = c.benchmark_group("node_day_live");
     g.throughput(Throughput::Elements(64));
     g.sample_size(10);
@@ -179,49 +180,17 @@ fn accuracy_report() {
         atol: 1e-14,
         ..Default::default()
     };
-    let mut r = Dopri5::new(0.0, y0, tight).unwrap();
-    r.advance_to(
-        &mut KaiSystem::new(&clock.params, &Etf::default(), Constant(303.15)),
-        24.0,
-        |_| {},
-    )
-    .unwrap();
-    let cfg = IntegratorConfig::default();
-    let mut ours = Dopri5::new(0.0, y0, cfg).unwrap();
-    ours.advance_to(
-        &mut KaiSystem::new(&clock.params, &Etf::default(), Constant(303.15)),
-        24.0,
-        |_| {},
-    )
-    .unwrap();
-    let mut os = OsDopri5::from_param(
-        OsKai { p: clock.params },
-        0.0,
-        24.0,
-        24.0,
-        SVector::<f64, 3>::from(y0),
-        cfg.rtol,
-        cfg.atol,
-        0.9,
-        0.04,
-        0.2,
-        10.0,
-        cfg.max_step,
-        0.0,
-        100_000,
-        1000,
-        OutputType::Sparse,
-    );
-    let st = os.integrate().unwrap();
-    let yo = *os.y_out().last().unwrap();
-    let err = |y: &[f64]| (0..3).map(|i| (y[i] - r.y()[i]).abs()).fold(0.0, f64::max);
+    let r = ours_node_day(&clock, y0, tight);
+    let ours = ours_node_day(&clock, y0, IntegratorConfig::default());
+    let (yo, os_evals) = ode_solvers_node_day(clock.params, y0, IntegratorConfig::default());
+    let err = |y: &[f64; 3]| (0..3).map(|i| (y[i] - r.y()[i]).abs()).fold(0.0, f64::max);
     eprintln!(
         "accuracy after one node-day at rtol 1e-6: ours max err {:.2e} µM ({} RHS evals), \
          ode_solvers {:.2e} µM ({} RHS evals)",
         err(ours.y()),
         ours.stats().rhs_evals,
-        err(yo.as_slice()),
-        st.num_eval
+        err(&yo),
+        os_evals
     );
 }
 

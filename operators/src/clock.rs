@@ -14,7 +14,7 @@ use crate::limit_cycle::LimitCycle;
 use crate::model::{Concentrations, KaiParams, KaiState};
 use crate::outputs::CycleTracker;
 use crate::system::KaiLanes;
-use crate::temperature::{Segment, TemperatureSource};
+use crate::temperature::{check_kelvin, Segment, TemperatureSource};
 
 /// Everything that defines a clock's dynamics.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,13 +46,7 @@ impl ClockConfig {
         self.params.validate()?;
         self.etf.validate()?;
         self.integrator.validate()?;
-        if !(150.0..=400.0).contains(&self.reference_temperature_k) {
-            return Err(ModelError::InvalidParameter {
-                name: "reference_temperature_k".into(),
-                reason: format!("{} K is outside 150–400 K", self.reference_temperature_k),
-            }
-            .into());
-        }
+        check_kelvin("reference_temperature_k", self.reference_temperature_k)?;
         Ok(())
     }
 
@@ -339,15 +333,7 @@ impl Clock {
 }
 
 fn check_temperature(k: f64) -> Result<(), ClockError> {
-    if k.is_finite() && (150.0..=400.0).contains(&k) {
-        Ok(())
-    } else {
-        Err(ModelError::InvalidParameter {
-            name: "temperature_kelvin".into(),
-            reason: format!("{k} K is outside 150–400 K"),
-        }
-        .into())
-    }
+    Ok(check_kelvin("temperature_kelvin", k)?)
 }
 
 fn resolve_initial(

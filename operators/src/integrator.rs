@@ -222,13 +222,21 @@ pub fn hermite_value(p0: f64, p1: f64, d0: f64, d1: f64, th: f64) -> f64 {
         + (th3 - th2) * d1
 }
 
+/// Coefficients `(a, b, c)` of the cubic Hermite interpolant's derivative in `θ`,
+/// `P'(θ) = a θ² + b θ + c`, from endpoint values and scaled derivatives (`h·f`).
+#[inline]
+pub fn hermite_slope(p0: f64, p1: f64, d0: f64, d1: f64) -> (f64, f64, f64) {
+    (
+        6.0 * p0 + 3.0 * d0 - 6.0 * p1 + 3.0 * d1,
+        -6.0 * p0 - 4.0 * d0 + 6.0 * p1 - 2.0 * d1,
+        d0,
+    )
+}
+
 /// Roots in (0, 1] of the derivative of the cubic Hermite interpolant: where the interpolated
 /// signal has a local extremum inside the step.
 pub fn hermite_extrema(p0: f64, p1: f64, d0: f64, d1: f64) -> impl Iterator<Item = f64> {
-    // P'(θ) = a θ² + b θ + c with
-    let a = 6.0 * p0 + 3.0 * d0 - 6.0 * p1 + 3.0 * d1;
-    let b = -6.0 * p0 - 4.0 * d0 + 6.0 * p1 - 2.0 * d1;
-    let c = d0;
+    let (a, b, c) = hermite_slope(p0, p1, d0, d1);
     let mut roots = [f64::NAN; 2];
     if a.abs() < 1e-300 || (a.abs() * 1e12 < b.abs()) {
         if b != 0.0 {
@@ -308,19 +316,15 @@ fn crossing<const N: usize>(
     crossing_root(g0, g1, h * dot(f0), h * dot(f1))
 }
 
-/// Bisection for the sign change of the Hermite cubic through `(g0, d0)`, `(g1, d1)`: rare
-/// (twice a cycle), so kept out of line.
+/// The sign change of the Hermite cubic through `(g0, d0)`, `(g1, d1)`: rare (twice a cycle),
+/// so kept out of line.
 #[cold]
 #[inline(never)]
 fn crossing_root(g0: f64, g1: f64, d0: f64, d1: f64) -> Option<f64> {
     // Newton on the cubic from the linear guess, kept inside a bracket that shrinks with every
     // evaluation (bisection when Newton leaves it): a handful of iterations to 1e-9 in θ, far
     // finer than the 1e-3 margin the caller adds.
-    let (qa, qb, qc) = (
-        6.0 * g0 + 3.0 * d0 - 6.0 * g1 + 3.0 * d1,
-        -6.0 * g0 - 4.0 * d0 + 6.0 * g1 - 2.0 * d1,
-        d0,
-    );
+    let (qa, qb, qc) = hermite_slope(g0, g1, d0, d1);
     let (mut lo, mut hi) = (0.0_f64, 1.0_f64);
     let mut th = (g0 / (g0 - g1)).clamp(0.0, 1.0);
     for _ in 0..30 {

@@ -76,7 +76,7 @@ impl LimitCycle {
                 (a - b).abs() < 1e-9 * a && (b - c).abs() < 1e-9 * a
             }
         };
-        // Rates set the time scale: allow ~80 cycles of the slowest rate factor before giving up.
+        // Rates set the time scale: allow ~150 cycles of the slowest rate factor before giving up.
         let (g0, ga) = etf.factors(temperature_k);
         let horizon = 150.0 * 24.0 / g0.min(ga).min(1.0);
         while !settled(&peaks) && peaks.len() < 120 && t < horizon {

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
-use crate::integrator::{hermite_extrema, hermite_value, Step};
+use crate::integrator::{hermite_extrema, hermite_slope, hermite_value, Step};
 use crate::model::KaiParams;
 
 /// A local extremum of a scalar signal found inside one integration step.
@@ -27,8 +27,7 @@ pub fn extrema_in_step(step: &Step<'_, 3>, w: &[f64; 3]) -> impl Iterator<Item =
     let (t0, h) = (step.t0, step.t1 - step.t0);
     hermite_extrema(p0, p1, d0, d1).map(move |th| {
         // Second derivative of the cubic decides the kind.
-        let a = 6.0 * p0 + 3.0 * d0 - 6.0 * p1 + 3.0 * d1;
-        let b = -6.0 * p0 - 4.0 * d0 + 6.0 * p1 - 2.0 * d1;
+        let (a, b, _) = hermite_slope(p0, p1, d0, d1);
         Extremum {
             t: t0 + th * h,
             value: hermite_value(p0, p1, d0, d1, th),

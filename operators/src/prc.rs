@@ -14,7 +14,7 @@ use crate::integrator::Dopri5;
 use crate::limit_cycle::LimitCycle;
 use crate::outputs::CycleTracker;
 use crate::system::KaiSystem;
-use crate::temperature::Constant;
+use crate::temperature::{Constant, VALID_KELVIN};
 
 /// What to perturb and how finely.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -107,7 +107,7 @@ pub fn phase_response_curve(cfg: &ClockConfig, prc: &PrcConfig) -> Result<Prc, C
     }
     let base = cfg.reference_temperature_k;
     let pulse = base + prc.delta_k;
-    if !(150.0..=400.0).contains(&pulse) {
+    if !VALID_KELVIN.contains(&pulse) {
         return Err(invalid(
             "delta_k",
             format!("pulse temperature {pulse} K is outside 150–400 K"),

@@ -161,10 +161,7 @@ impl<T: TemperatureSource, const L: usize> LaneSystem<3, L> for KaiLanes<T, L> {
         // The fast path of `check_state`, for all lanes at once.
         let mut ok = [false; L];
         for l in 0..L {
-            let (ct, cd, cs) = (y[0][l], y[1][l], y[2][l]);
-            let u = self.c_total[l] - ct - cd - cs;
-            let lowest = ct.min(cd).min(cs).min(u);
-            ok[l] = lowest >= -NEGATIVE_TOLERANCE_UM && (ct + cd + cs + u).is_finite();
+            ok[l] = clearly_physical(self.c_total[l], &[y[0][l], y[1][l], y[2][l]]);
         }
         ok
     }
@@ -172,13 +169,20 @@ impl<T: TemperatureSource, const L: usize> LaneSystem<3, L> for KaiLanes<T, L> {
 
 #[inline]
 fn check_state(c_total: f64, t: f64, y: &[f64; 3]) -> Result<(), OdeError> {
-    let u = c_total - y[0] - y[1] - y[2];
-    // Fast path: every value finite and above the tolerance (a NaN fails the comparison).
-    let lowest = y[0].min(y[1]).min(y[2]).min(u);
-    if lowest >= -NEGATIVE_TOLERANCE_UM && (y[0] + y[1] + y[2] + u).is_finite() {
+    if clearly_physical(c_total, y) {
         return Ok(());
     }
     check_state_slow(c_total, t, y)
+}
+
+/// The fast path of the state check: every concentration (U included) finite and above the
+/// negative tolerance. `false` sends the state to the slow path for the verdict.
+#[inline(always)]
+fn clearly_physical(c_total: f64, y: &[f64; 3]) -> bool {
+    let u = c_total - y[0] - y[1] - y[2];
+    // `min` ignores a NaN, so finiteness is checked on the sum.
+    let lowest = y[0].min(y[1]).min(y[2]).min(u);
+    lowest >= -NEGATIVE_TOLERANCE_UM && (y[0] + y[1] + y[2] + u).is_finite()
 }
 
 #[cold]

@@ -4,7 +4,44 @@
 //! continuous input and keeps the right-hand side continuous inside every integration step when
 //! steps stop exactly at readings.
 
+use std::ops::RangeInclusive;
+
 use crate::error::ModelError;
+
+/// Temperatures the model accepts (K). Anything outside is a unit mistake (°C given as K) or a
+/// broken sensor, not weather.
+pub const VALID_KELVIN: RangeInclusive<f64> = 150.0..=400.0;
+
+/// Checks a temperature (K) against [`VALID_KELVIN`]; `name` is the field the error names.
+pub fn check_kelvin(name: &str, k: f64) -> Result<(), ModelError> {
+    if k.is_finite() && VALID_KELVIN.contains(&k) {
+        Ok(())
+    } else {
+        Err(ModelError::InvalidParameter {
+            name: name.into(),
+            reason: format!("{k} K is outside 150–400 K (°C given as kelvin?)"),
+        })
+    }
+}
+
+/// Checks one reading `(t, k)` of a temperature history that follows a reading at `prev_t`:
+/// a finite time after the previous one, a temperature in [`VALID_KELVIN`]. The error names
+/// the offending field (`t_hours` or `temperature_kelvin`).
+pub fn check_reading(prev_t: Option<f64>, t: f64, k: f64) -> Result<(), ModelError> {
+    let time = |reason: String| ModelError::InvalidParameter {
+        name: "t_hours".into(),
+        reason,
+    };
+    if !t.is_finite() {
+        return Err(time("not a finite time".into()));
+    }
+    if let Some(prev) = prev_t.filter(|&prev| t <= prev) {
+        return Err(time(format!(
+            "{t} is not after the previous reading's {prev}"
+        )));
+    }
+    check_kelvin("temperature_kelvin", k)
+}
 
 /// A temperature (K) as a function of model time (h).
 pub trait TemperatureSource {
@@ -104,21 +141,14 @@ impl PiecewiseLinear {
             });
         }
         for i in 0..t.len() {
-            if !t[i].is_finite() || (i > 0 && t[i] <= t[i - 1]) {
-                return Err(ModelError::InvalidParameter {
-                    name: "t_hours".into(),
-                    reason: format!(
-                        "point {}: times must be finite and strictly increasing",
-                        i + 1
-                    ),
-                });
-            }
-            if !(k[i].is_finite() && (150.0..=400.0).contains(&k[i])) {
-                return Err(ModelError::InvalidParameter {
-                    name: "temperature_kelvin".into(),
-                    reason: format!("point {}: {} K is outside 150–400 K", i + 1, k[i]),
-                });
-            }
+            let prev = i.checked_sub(1).map(|j| t[j]);
+            check_reading(prev, t[i], k[i]).map_err(|e| match e {
+                ModelError::InvalidParameter { name, reason } => ModelError::InvalidParameter {
+                    name,
+                    reason: format!("point {}: {reason}", i + 1),
+                },
+                other => other,
+            })?;
         }
         Ok(Self { t, k, cursor: 0 })
     }

@@ -12,11 +12,23 @@
 use kaiabc_operators::clock::{Clock, ClockConfig, InitialCondition};
 use kaiabc_operators::etf::{Etf, EtfPreset};
 use kaiabc_operators::integrator::IntegratorConfig;
+use kaiabc_operators::limit_cycle::SEED_STATE;
 use kaiabc_operators::model::{Concentrations, KaiParams, KaiState};
 use kaiabc_operators::prc::{phase_response_curve, PrcConfig};
 use kaiabc_operators::ModelError;
 
 const T30: f64 = 303.15;
+
+/// A default clock at 30 °C, started at `t0` on the limit cycle at circadian time `ct`.
+fn default_clock(t0: f64, ct: f64) -> Clock {
+    Clock::new(
+        ClockConfig::default(),
+        t0,
+        T30,
+        InitialCondition::CircadianTime(ct),
+    )
+    .unwrap()
+}
 
 fn cfg(preset: EtfPreset) -> ClockConfig {
     ClockConfig {
@@ -127,11 +139,7 @@ fn high_kaia_damps_out() {
         c,
         0.0,
         T30,
-        InitialCondition::State(KaiState {
-            t: 0.68,
-            d: 1.36,
-            s: 0.34,
-        }),
+        InitialCondition::State(KaiState::from_array(SEED_STATE)),
     )
     .unwrap();
     let mut amp = |from: f64, to: f64| {
@@ -307,13 +315,7 @@ fn compensated_prc_depends_on_phase_with_advances_and_delays() {
 
 #[test]
 fn circadian_time_is_12_at_the_phosphorylation_peak_and_advances_at_24_over_period() {
-    let mut c = Clock::new(
-        ClockConfig::default(),
-        0.0,
-        T30,
-        InitialCondition::CircadianTime(3.0),
-    )
-    .unwrap();
+    let mut c = default_clock(0.0, 3.0);
     assert!((c.snapshot().circadian_time - 3.0).abs() < 1e-9);
     let mut peak = None;
     let mut t = 0.0;
@@ -326,13 +328,7 @@ fn circadian_time_is_12_at_the_phosphorylation_peak_and_advances_at_24_over_peri
     }
     let p = peak.unwrap();
     // Land exactly on the last peak time: CT must read 12 there.
-    let mut c2 = Clock::new(
-        ClockConfig::default(),
-        0.0,
-        T30,
-        InitialCondition::CircadianTime(3.0),
-    )
-    .unwrap();
+    let mut c2 = default_clock(0.0, 3.0);
     let mut t = 0.0;
     while t + 0.25 < p {
         t += 0.25;
@@ -360,13 +356,7 @@ fn circadian_time_is_12_at_the_phosphorylation_peak_and_advances_at_24_over_peri
 #[test]
 fn koa_spans_zero_to_one_over_a_cycle_and_follows_s431() {
     let p = KaiParams::default();
-    let mut c = Clock::new(
-        ClockConfig::default(),
-        0.0,
-        T30,
-        InitialCondition::CircadianTime(0.0),
-    )
-    .unwrap();
+    let mut c = default_clock(0.0, 0.0);
     let (mut lo, mut hi) = (f64::MAX, f64::MIN);
     for i in 1..=(4 * 24 * 3) {
         c.advance_to(i as f64 * 0.25, T30).unwrap();
@@ -387,13 +377,7 @@ fn koa_spans_zero_to_one_over_a_cycle_and_follows_s431() {
 
 #[test]
 fn reset_places_the_clock_on_the_cycle_and_the_spec_example_is_refused() {
-    let mut c = Clock::new(
-        ClockConfig::default(),
-        5.0,
-        T30,
-        InitialCondition::CircadianTime(0.0),
-    )
-    .unwrap();
+    let mut c = default_clock(5.0, 0.0);
     c.advance_to(17.0, T30).unwrap();
     c.reset(InitialCondition::CircadianTime(6.0)).unwrap();
     assert!((c.snapshot().circadian_time - 6.0).abs() < 1e-9);
@@ -434,11 +418,7 @@ fn an_impossible_step_bound_is_ode_instability_not_a_panic() {
         c,
         0.0,
         T30,
-        InitialCondition::State(KaiState {
-            t: 0.68,
-            d: 1.36,
-            s: 0.34,
-        }),
+        InitialCondition::State(KaiState::from_array(SEED_STATE)),
     );
     let err = match clock.as_mut() {
         Ok(clock) => clock.advance_to(48.0, T30).unwrap_err(),
@@ -449,13 +429,7 @@ fn an_impossible_step_bound_is_ode_instability_not_a_panic() {
 
 #[test]
 fn temperatures_outside_the_physical_range_are_refused() {
-    let mut c = Clock::new(
-        ClockConfig::default(),
-        0.0,
-        T30,
-        InitialCondition::CircadianTime(0.0),
-    )
-    .unwrap();
+    let mut c = default_clock(0.0, 0.0);
     assert_eq!(
         c.advance_to(1.0, f64::NAN).unwrap_err().code(),
         "INVALID_PARAMETER"

@@ -26,6 +26,20 @@ fn fails(args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
+/// `kaiabc analyze periodogram` of a `simulate` CSV's `koa` column, as JSON.
+fn koa_periodogram(csv: &str) -> serde_json::Value {
+    let out = ok(&[
+        "analyze",
+        "periodogram",
+        "--input",
+        csv,
+        "--value-column",
+        "koa",
+        "--json",
+    ]);
+    serde_json::from_str(&out).unwrap()
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -186,16 +200,7 @@ fn periodogram_of_a_simulated_clock_finds_the_published_period() {
         "30",
     ]);
     let f = write(dir.path(), "sim.csv", &sim);
-    let out = ok(&[
-        "analyze",
-        "periodogram",
-        "--input",
-        &f,
-        "--value-column",
-        "koa",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = koa_periodogram(&f);
     let p = v["period_hours"].as_f64().unwrap();
     // Rust et al. 2007 model at 30 °C: 20.71 h.
     assert!((p - 20.71).abs() < 0.1, "period {p}");
@@ -374,16 +379,7 @@ fn a_real_july_temperature_record_entrains_the_clock_to_24_hours() {
         "30",
     ]);
     let f = write(dir.path(), "july.csv", &sim);
-    let out = ok(&[
-        "analyze",
-        "periodogram",
-        "--input",
-        &f,
-        "--value-column",
-        "koa",
-        "--json",
-    ]);
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let v = koa_periodogram(&f);
     let p = v["period_hours"].as_f64().unwrap();
     assert!(
         (p - 24.0).abs() < 0.15,

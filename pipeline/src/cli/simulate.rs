@@ -4,8 +4,10 @@ use std::io::{BufWriter, Write};
 
 use anyhow::{bail, Context, Result};
 use kaiabc_operators::clock::{Clock, ClockConfig, InitialCondition};
-use kaiabc_operators::temperature::{PiecewiseLinear, TemperatureSource};
-use kaiabc_operators::{IntegratorConfig, KaiState};
+use kaiabc_operators::temperature::{
+    check_reading, PiecewiseLinear, TemperatureSource, VALID_KELVIN,
+};
+use kaiabc_operators::{IntegratorConfig, KaiState, ModelError};
 use serde::Serialize;
 
 use super::{Format, SimulateArgs};
@@ -86,7 +88,7 @@ pub fn run(a: &SimulateArgs) -> Result<()> {
     let mut input = match (&a.temperature_c, &a.temperature_csv) {
         (Some(c), None) => {
             let k = c + 273.15;
-            if !(c.is_finite() && (150.0..=400.0).contains(&k)) {
+            if !(c.is_finite() && VALID_KELVIN.contains(&k)) {
                 bail!("--temperature-c {c} is outside the model's range (−123 to 126 °C)");
             }
             Input::Constant(k)
@@ -211,20 +213,13 @@ fn read_profile(path: &std::path::Path) -> Result<PiecewiseLinear> {
             skipped += 1;
             continue;
         }
-        if !t[i].is_finite() {
-            bail!("{shown}: row {row}, column `t_hours`: not a finite time");
-        }
-        if !(150.0..=400.0).contains(&k[i]) {
-            bail!(
-                "{shown}: row {row}, column `temperature_kelvin`: {} K is outside 150–400 K \
-                 (°C given as kelvin?)",
-                k[i]
-            );
-        }
-        if let Some(&(prev, _)) = points.last() {
-            if t[i] <= prev {
-                bail!("{shown}: row {row}, column `t_hours`: {} is not after the previous row's {prev}", t[i]);
+        let prev = points.last().map(|&(t, _)| t);
+        match check_reading(prev, t[i], k[i]) {
+            Ok(()) => {}
+            Err(ModelError::InvalidParameter { name, reason }) => {
+                bail!("{shown}: row {row}, column `{name}`: {reason}")
             }
+            Err(other) => bail!("{shown}: row {row}: {other}"),
         }
         points.push((t[i], k[i]));
     }
