@@ -194,7 +194,7 @@ impl Clock {
             let lanes: Result<&mut [Clock; LANES], _> = chunk.try_into();
             let bad = reads.iter().any(|&(_, k)| check_temperature(k).is_err());
             match lanes {
-                Ok(lanes) if !bad => out.extend(Self::advance_four(lanes, reads)),
+                Ok(lanes) if !bad => out.extend(Self::advance_group(lanes, reads)),
                 _ => {
                     for (c, &(t, k)) in chunk.iter_mut().zip(reads) {
                         out.push(c.advance_to(t, k));
@@ -205,45 +205,40 @@ impl Clock {
         out
     }
 
-    fn advance_four(
+    fn advance_group(
         clocks: &mut [Clock; LANES],
         reads: &[(f64, f64)],
     ) -> Vec<Result<Vec<f64>, ClockError>> {
-        let [a, b, c, d] = clocks;
         let segs: [Segment; LANES] = std::array::from_fn(|l| {
-            let clock = [&*a, &*b, &*c, &*d][l];
-            Segment::new(clock.ig.t(), clock.temperature_k, reads[l].0, reads[l].1)
+            let c = &clocks[l];
+            Segment::new(c.ig.t(), c.temperature_k, reads[l].0, reads[l].1)
         });
-        let mut sys = KaiLanes::new(
-            [&a.cfg.params, &b.cfg.params, &c.cfg.params, &d.cfg.params],
-            [&a.cfg.etf, &b.cfg.etf, &c.cfg.etf, &d.cfg.etf],
-            segs,
-        );
+        let params: [KaiParams; LANES] = std::array::from_fn(|l| clocks[l].cfg.params);
+        let etfs: [Etf; LANES] = std::array::from_fn(|l| clocks[l].cfg.etf);
+        let mut sys = KaiLanes::new(params.each_ref(), etfs.each_ref(), segs);
         let mut peaks: [Vec<f64>; LANES] = Default::default();
-        let [pa, pb, pc, pd] = &mut peaks;
-        let (ta, tb, tc, td) = (
-            &mut a.tracker,
-            &mut b.tracker,
-            &mut c.tracker,
-            &mut d.tracker,
-        );
-        let mut oa = |s: &Step<'_, 3>| pa.extend(ta.observe(s));
-        let mut ob = |s: &Step<'_, 3>| pb.extend(tb.observe(s));
-        let mut oc = |s: &Step<'_, 3>| pc.extend(tc.observe(s));
-        let mut od = |s: &Step<'_, 3>| pd.extend(td.observe(s));
-        let results = advance_lanes(
-            [&mut a.ig, &mut b.ig, &mut c.ig, &mut d.ig],
-            &mut sys,
-            [reads[0].0, reads[1].0, reads[2].0, reads[3].0],
-            [
-                &mut oa as &mut dyn FnMut(&Step<'_, 3>),
-                &mut ob,
-                &mut oc,
-                &mut od,
-            ],
-        );
+        let results = {
+            // Split each clock into its integrator and its cycle tracker (as an observer).
+            let mut igs = Vec::with_capacity(LANES);
+            let mut observers = Vec::with_capacity(LANES);
+            for (c, p) in clocks.iter_mut().zip(peaks.iter_mut()) {
+                igs.push(&mut c.ig);
+                let tracker = &mut c.tracker;
+                observers.push(move |s: &Step<'_, 3>| p.extend(tracker.observe(s)));
+            }
+            let igs: [&mut Dopri5<3>; LANES] = igs.try_into().unwrap_or_else(|_| unreachable!());
+            let Ok(mut observers): Result<[_; LANES], _> = observers.try_into() else {
+                unreachable!()
+            };
+            advance_lanes(
+                igs,
+                &mut sys,
+                std::array::from_fn(|l| reads[l].0),
+                observers.each_mut(),
+            )
+        };
         let mut out = Vec::with_capacity(LANES);
-        for (l, ((clock, r), p)) in [a, b, c, d].into_iter().zip(results).zip(peaks).enumerate() {
+        for (l, ((clock, r), p)) in clocks.iter_mut().zip(results).zip(peaks).enumerate() {
             out.push(
                 r.map(|()| {
                     clock.temperature_k = reads[l].1;
