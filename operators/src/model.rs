@@ -127,7 +127,9 @@ impl KaiParams {
         let stim = ga * a / (self.k_half + a);
         let mut k = [0.0; 8];
         for (i, ki) in k.iter_mut().enumerate() {
-            *ki = (self.rates.k0[i] * g0 + self.rates.ka[i] * stim).max(0.0);
+            *ki = self.rates.ka[i]
+                .mul_add(stim, self.rates.k0[i] * g0)
+                .max(0.0);
         }
         k
     }
@@ -139,10 +141,12 @@ impl KaiParams {
         let [t, d, s] = *y;
         let u = self.c_total - t - d - s;
         let k = self.rates_at(s, g0, ga);
+        // Gain minus loss per species, with fused multiply-adds (one rounding each; the
+        // batched model in `system` performs exactly these operations).
         [
-            k[UT] * u + k[DT] * d - (k[TU] + k[TD]) * t,
-            k[TD] * t + k[SD] * s - (k[DT] + k[DS]) * d,
-            k[US] * u + k[DS] * d - (k[SU] + k[SD]) * s,
+            (-(k[TU] + k[TD])).mul_add(t, k[DT].mul_add(d, k[UT] * u)),
+            (-(k[DT] + k[DS])).mul_add(d, k[SD].mul_add(s, k[TD] * t)),
+            (-(k[SU] + k[SD])).mul_add(s, k[DS].mul_add(d, k[US] * u)),
         ]
     }
 }

@@ -126,10 +126,10 @@ impl<T: TemperatureSource, const L: usize> LaneSystem<3, L> for KaiLanes<T, L> {
             let u = self.c_total[l] - ct - cd - cs;
             let a = (self.a_total[l] - 2.0 * cs).max(0.0);
             let stim = ga[l] * a / (self.k_half[l] + a);
-            let k = |i: usize| (k0[i][l] * g0[l] + ka[i][l] * stim).max(0.0);
-            out[0][l] = k(UT) * u + k(DT) * cd - (k(TU) + k(TD)) * ct;
-            out[1][l] = k(TD) * ct + k(SD) * cs - (k(DT) + k(DS)) * cd;
-            out[2][l] = k(US) * u + k(DS) * cd - (k(SU) + k(SD)) * cs;
+            let k = |i: usize| ka[i][l].mul_add(stim, k0[i][l] * g0[l]).max(0.0);
+            out[0][l] = (-(k(TU) + k(TD))).mul_add(ct, k(DT).mul_add(cd, k(UT) * u));
+            out[1][l] = (-(k(DT) + k(DS))).mul_add(cd, k(SD).mul_add(cs, k(TD) * ct));
+            out[2][l] = (-(k(SU) + k(SD))).mul_add(cs, k(DS).mul_add(cd, k(US) * u));
         }
         out
     }
