@@ -645,9 +645,9 @@ fn lane<const N: usize, const L: usize>(v: &[[f64; L]; N], l: usize) -> [f64; N]
 /// alone; one lane's failure does not stop the others. Lanes that finish early ride along with
 /// zero-length trials whose results are discarded.
 ///
-/// On x86-64 CPUs with AVX2 the same code is compiled a second time with AVX2 enabled and picked
-/// at run time; without fused multiply-add (Rust never contracts `a * b + c`) both builds round
-/// identically, so the choice never changes a result.
+/// On x86-64 CPUs with AVX2 and FMA the same code is compiled a second time with those enabled
+/// and picked at run time. Every multiply-add is an explicit, exactly rounded `mul_add`, so the
+/// choice never changes a result.
 pub fn advance_lanes<const N: usize, const L: usize, S, O>(
     igs: [&mut Dopri5<N>; L],
     sys: &mut S,
