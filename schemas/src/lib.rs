@@ -1,1 +1,20 @@
-//! Event, state and storage types shared by every crate of KaiABC Stream.
+//! Event, state and storage types shared by every crate of KaiABC Stream: serde JSON in the API
+//! specification's field names, validation with reason codes, the lake's Arrow schemas and the
+//! JSON Schemas of the event types.
+
+pub mod dead_letter;
+pub mod json_schema;
+pub mod lake;
+pub mod reading;
+pub mod rhythm;
+pub mod state;
+pub mod validate;
+
+pub use dead_letter::DeadLetter;
+pub use lake::Table;
+pub use reading::{
+    format_timestamp, parse_timestamp, Quality, RawReading, RawValues, SensorReading,
+};
+pub use rhythm::{Metric, RhythmWindow};
+pub use state::{OscillatorState, StateVariables};
+pub use validate::{Reason, Rejection};

@@ -1,0 +1,301 @@
+//! The sensor reading a node sends (the API's `SensorReading`), and its lenient wire form.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{check_reading, Reason, Rejection};
+
+/// A node's own verdict on a reading (the API's `quality`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    /// Normal reading.
+    #[default]
+    Good,
+    /// Usable, e.g. the sensor is still settling.
+    Fair,
+    /// Usable with care.
+    Poor,
+    /// The node itself says the value is wrong: never applied to a clock.
+    Invalid,
+}
+
+impl Quality {
+    /// The lowercase name used in JSON, CSV and the lake.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Quality::Good => "good",
+            Quality::Fair => "fair",
+            Quality::Poor => "poor",
+            Quality::Invalid => "invalid",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "good" => Some(Quality::Good),
+            "fair" => Some(Quality::Fair),
+            "poor" => Some(Quality::Poor),
+            "invalid" => Some(Quality::Invalid),
+            _ => None,
+        }
+    }
+}
+
+/// The sensor's values before conversion, in the sensor's own units (BME280: °C, %RH, hPa).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RawValues {
+    /// Temperature, °C.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Relative humidity, %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub humidity: Option<f64>,
+    /// Pressure, hPa.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure: Option<f64>,
+}
+
+/// A validated sensor reading. Build one from the wire with [`RawReading::validate`].
+///
+/// `temperature_kelvin` is required here (the API marks it optional): a reading without a
+/// temperature cannot drive a clock, so it is rejected with `MISSING_FIELD`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SensorReading {
+    /// The node, `^[A-Za-z0-9_-]{1,64}$`.
+    pub node_id: String,
+    /// The node's sequence number for this reading (increments per reading sent); with the
+    /// timestamp, the key that makes a retransmitted reading a duplicate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    /// When the node took the reading (RFC 3339, UTC).
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "String", extend("format" = "date-time"))]
+    pub timestamp: DateTime<Utc>,
+    /// Air temperature, K (273.15–323.15).
+    pub temperature_kelvin: f64,
+    /// Relative humidity, % (0–100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub humidity_percent: Option<f64>,
+    /// Station pressure, Pa (30 000–110 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure_pa: Option<f64>,
+    /// Illuminance, lx (≥ 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub light_lux: Option<f64>,
+    /// The sensor, e.g. `BME280`.
+    pub sensor_type: String,
+    /// The node's verdict on the reading.
+    pub quality: Quality,
+    /// The sensor's values before conversion, when the node sends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_values: Option<RawValues>,
+}
+
+/// A reading as it arrives (JSON or CSV): every field optional and the timestamp still text, so
+/// that each problem can be named by [`RawReading::validate`] instead of failing the parse.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RawReading {
+    /// See [`SensorReading::node_id`].
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// See [`SensorReading::seq`].
+    #[serde(default)]
+    pub seq: Option<i64>,
+    /// RFC 3339 text.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// See [`SensorReading::temperature_kelvin`].
+    #[serde(default)]
+    pub temperature_kelvin: Option<f64>,
+    /// See [`SensorReading::humidity_percent`].
+    #[serde(default)]
+    pub humidity_percent: Option<f64>,
+    /// See [`SensorReading::pressure_pa`].
+    #[serde(default)]
+    pub pressure_pa: Option<f64>,
+    /// See [`SensorReading::light_lux`].
+    #[serde(default)]
+    pub light_lux: Option<f64>,
+    /// Defaults to `unknown` when absent.
+    #[serde(default)]
+    pub sensor_type: Option<String>,
+    /// Defaults to `good` when absent.
+    #[serde(default)]
+    pub quality: Option<String>,
+    /// See [`SensorReading::raw_values`].
+    #[serde(default)]
+    pub raw_values: Option<RawValues>,
+}
+
+impl RawReading {
+    /// Parses one JSON object; a syntax or type error is a `PARSE_ERROR` rejection.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, Rejection> {
+        serde_json::from_slice(bytes).map_err(|e| Rejection::new(Reason::ParseError, e.to_string()))
+    }
+
+    /// Checks every field against the rules of [`crate::validate`] (timestamps more than five
+    /// minutes after `now` are rejected) and returns the typed reading.
+    pub fn validate(self, now: DateTime<Utc>) -> Result<SensorReading, Rejection> {
+        let node_id = self.node_id.filter(|s| !s.is_empty());
+        let Some(node_id) = node_id else {
+            return Err(Rejection::new(Reason::MissingField, "node_id is missing"));
+        };
+        let with_node = |r: Rejection| r.for_node(&node_id);
+        let Some(ts) = self.timestamp.as_deref().filter(|s| !s.trim().is_empty()) else {
+            return Err(with_node(Rejection::new(
+                Reason::MissingField,
+                "timestamp is missing",
+            )));
+        };
+        let timestamp = parse_timestamp(ts).map_err(with_node)?;
+        let Some(temperature_kelvin) = self.temperature_kelvin else {
+            return Err(with_node(Rejection::new(
+                Reason::MissingField,
+                "temperature_kelvin is missing",
+            )));
+        };
+        let quality = match self.quality.as_deref().map(str::trim) {
+            None | Some("") => Quality::Good,
+            Some(q) => Quality::parse(q).ok_or_else(|| {
+                with_node(Rejection::new(
+                    Reason::ParseError,
+                    format!("quality {q:?} is not one of good, fair, poor, invalid"),
+                ))
+            })?,
+        };
+        let reading = SensorReading {
+            node_id,
+            seq: self.seq,
+            timestamp,
+            temperature_kelvin,
+            humidity_percent: self.humidity_percent,
+            pressure_pa: self.pressure_pa,
+            light_lux: self.light_lux,
+            sensor_type: self
+                .sensor_type
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "unknown".to_string()),
+            quality,
+            raw_values: self.raw_values,
+        };
+        check_reading(&reading, now).map_err(|r| r.for_node(&reading.node_id))?;
+        Ok(reading)
+    }
+}
+
+/// Parses an RFC 3339 timestamp with an explicit zone (`Z` or an offset) into UTC. Text without
+/// a zone is ambiguous and rejected with `INVALID_TIMESTAMP`.
+pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, Rejection> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            Rejection::new(
+                Reason::InvalidTimestamp,
+                format!("timestamp {s:?} is not RFC 3339 with a zone: {e}"),
+            )
+        })
+}
+
+/// Formats a timestamp as RFC 3339 UTC with microseconds, e.g. `2025-07-01T05:00:00.000000Z`.
+pub fn format_timestamp(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// serde for timestamps as RFC 3339 UTC text.
+pub mod rfc3339 {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes [`super::format_timestamp`].
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_timestamp(t))
+    }
+
+    /// Reads RFC 3339 with a zone.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_timestamp(&s).map_err(|r| serde::de::Error::custom(r.message))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        parse_timestamp("2025-07-02T00:00:00Z").unwrap()
+    }
+
+    #[test]
+    fn the_api_example_parses_and_round_trips() {
+        // The body of POST /v1/sensors/temperature in the API specification, plus seq.
+        let json = br#"{"node_id":"pico_001","seq":7,"timestamp":"2025-07-01T12:00:00.123Z",
+            "temperature_kelvin":298.65,"sensor_type":"BME280","quality":"good",
+            "raw_values":{"temperature":25.5}}"#;
+        let r = RawReading::from_json(json)
+            .unwrap()
+            .validate(now())
+            .unwrap();
+        assert_eq!(r.node_id, "pico_001");
+        assert_eq!(r.seq, Some(7));
+        assert_eq!(r.timestamp.timestamp_millis() % 1000, 123);
+        assert_eq!(r.raw_values.as_ref().unwrap().temperature, Some(25.5));
+        let back: SensorReading =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn offsets_are_converted_to_utc_and_naive_times_rejected() {
+        let t = parse_timestamp("2025-07-01T07:00:00+02:00").unwrap();
+        assert_eq!(format_timestamp(&t), "2025-07-01T05:00:00.000000Z");
+        let e = parse_timestamp("2025-07-10 12:00").unwrap_err();
+        assert_eq!(e.reason, Reason::InvalidTimestamp);
+    }
+
+    #[test]
+    fn each_missing_field_is_named() {
+        for (json, what) in [
+            (
+                &br#"{"timestamp":"2025-07-01T00:00:00Z","temperature_kelvin":300}"#[..],
+                "node_id",
+            ),
+            (br#"{"node_id":"a","temperature_kelvin":300}"#, "timestamp"),
+            (
+                br#"{"node_id":"a","timestamp":"2025-07-01T00:00:00Z"}"#,
+                "temperature_kelvin",
+            ),
+        ] {
+            let e = RawReading::from_json(json)
+                .unwrap()
+                .validate(now())
+                .unwrap_err();
+            assert_eq!(e.reason, Reason::MissingField);
+            assert!(e.message.contains(what), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn wrong_types_are_parse_errors() {
+        let e =
+            RawReading::from_json(br#"{"node_id":"a","temperature_kelvin":"warm"}"#).unwrap_err();
+        assert_eq!(e.reason, Reason::ParseError);
+        assert!(RawReading::from_json(b"{\"node_id\":").is_err());
+    }
+}
