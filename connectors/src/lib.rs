@@ -1,1 +1,9 @@
-//! Sources and sinks (MQTT, Kafka, Parquet, files, HTTP) of KaiABC Stream.
+//! Sources and sinks of KaiABC Stream: sensor-log files (CSV, JSONL, Parquet), the Parquet lake
+//! with atomic commits, and SQL over the lake through DataFusion. MQTT, Kafka and HTTP join in
+//! issue 4.
+
+pub mod file;
+pub mod lake;
+pub mod sink;
+
+pub use sink::Sink;

@@ -22,12 +22,14 @@
 //! ```
 
 pub mod clock;
+pub mod dataflow;
 pub mod error;
 pub mod etf;
 pub mod integrator;
 pub mod kalman;
 pub mod limit_cycle;
 pub mod model;
+pub mod node;
 pub mod outputs;
 pub mod prc;
 pub mod rhythm;

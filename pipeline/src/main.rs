@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cli;
+mod dataflow;
 mod table;
 
 fn main() -> ExitCode {

@@ -5,6 +5,38 @@
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+
+use crate::reading::SensorReading;
+use crate::{DeadLetter, OscillatorState, RhythmWindow};
+
+/// Any lake row, for streams that carry several tables.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LakeRow {
+    /// A `readings` row.
+    Reading(ReadingRow),
+    /// A `states` row.
+    State(OscillatorState),
+    /// A `rhythms` row.
+    Rhythm(RhythmWindow),
+    /// A `dead_letters` row.
+    DeadLetter(DeadLetter),
+}
+
+/// A row of `readings`: an accepted reading and what the node's Kalman filter made of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReadingRow {
+    /// The reading.
+    #[serde(flatten)]
+    pub reading: SensorReading,
+    /// The filtered temperature after this reading, K; `None` for a late reading, which is
+    /// kept but applied neither to the filter nor to the clock.
+    pub filtered_temperature_kelvin: Option<f64>,
+    /// Its variance, K².
+    pub kalman_variance: Option<f64>,
+    /// Whether it arrived after a newer reading of its node had been applied.
+    pub late: bool,
+}
 
 /// The lake's tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -47,11 +47,15 @@ pub enum Reason {
     /// The (node_id, seq) or (node_id, timestamp) was already seen: dropped, never
     /// dead-lettered, so replaying a log twice changes nothing.
     Duplicate,
+    /// The clock's integration failed on this reading (the API's error code).
+    OdeInstability,
+    /// The Kalman filter could not take this reading (the API's error code).
+    FilterDivergence,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 13] = [
         Reason::ParseError,
         Reason::MissingField,
         Reason::InvalidNodeId,
@@ -63,6 +67,8 @@ impl Reason {
         Reason::LightOutOfRange,
         Reason::SensorInvalid,
         Reason::Duplicate,
+        Reason::OdeInstability,
+        Reason::FilterDivergence,
     ];
 
     /// The stable code, e.g. `TEMPERATURE_OUT_OF_RANGE`.
@@ -79,6 +85,8 @@ impl Reason {
             Reason::LightOutOfRange => "LIGHT_OUT_OF_RANGE",
             Reason::SensorInvalid => "SENSOR_INVALID",
             Reason::Duplicate => "DUPLICATE",
+            Reason::OdeInstability => "ODE_INSTABILITY",
+            Reason::FilterDivergence => "FILTER_DIVERGENCE",
         }
     }
 

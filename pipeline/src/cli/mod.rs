@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod analyze;
+mod lake;
 mod simulate;
 
 /// KaiABC Stream: cyanobacterial circadian clocks entrained by live sensor temperature.
@@ -23,6 +24,10 @@ enum Command {
     /// Rhythm analysis of a CSV time series, or the model's phase response curve.
     #[command(subcommand)]
     Analyze(AnalyzeCommand),
+    /// Replay sensor logs through the dataflow into the Parquet lake.
+    Replay(lake::ReplayArgs),
+    /// Run SQL over the lake (tables readings, states, rhythms, dead_letters).
+    Query(lake::QueryArgs),
 }
 
 /// ETF presets as the CLI spells them.
@@ -211,5 +216,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Analyze(AnalyzeCommand::Periodogram(a)) => analyze::periodogram(&a),
         Command::Analyze(AnalyzeCommand::Cosinor(a)) => analyze::cosinor(&a),
         Command::Analyze(AnalyzeCommand::Prc(a)) => analyze::prc(&a),
+        Command::Replay(a) => lake::replay(&a),
+        Command::Query(a) => lake::query(&a),
     }
 }

@@ -1,0 +1,210 @@
+//! Per-node processing as a timely operator: readings exchanged by node, put in event-time
+//! order, and applied to each node's filter and clock.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kaiabc_schemas::{DeadLetter, LakeRow, Reason, Rejection, SensorReading};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+
+use super::node_hash;
+use crate::node::{Disposition, NodeConfig, NodeError, NodeState};
+
+/// A reading with its position in the input (ties between equal keys break by it).
+pub type Routed = (u64, SensorReading);
+
+/// When a reading is applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ordering {
+    /// Hold readings until the input frontier passes their timestamp, then apply them in
+    /// event-time order per node (replay: readings out of order within the allowed lateness
+    /// are put back in order).
+    Frontier,
+    /// Apply each reading as soon as it arrives (live: a state is never held back). A reading
+    /// older than the node's last applied one is kept, marked late.
+    Immediate,
+}
+
+/// What one worker's operator did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Readings applied to a clock.
+    pub applied: u64,
+    /// Readings kept but marked late.
+    pub late: u64,
+    /// Readings dropped as duplicates (within the run, or already in the lake).
+    pub duplicates: u64,
+    /// Readings whose processing failed (dead-lettered).
+    pub failed: u64,
+    /// Rhythm-window rows emitted.
+    pub rhythm_rows: u64,
+    /// Nodes this worker owns.
+    pub nodes: u64,
+}
+
+/// Extension trait: per-node clocks over a stream of readings.
+pub trait NodeClocks<'scope> {
+    /// Exchanges readings by node, orders them (see [`Ordering`]) and applies each to its
+    /// node's state, producing `readings`, `states`, `rhythms` and (for readings whose
+    /// processing failed) `dead_letters` rows. `seen_before` says whether a reading is already
+    /// in the lake (a duplicate from an earlier run).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::{cell::RefCell, rc::Rc, sync::Arc};
+    /// use kaiabc_operators::clock::ClockConfig;
+    /// use kaiabc_operators::dataflow::{NodeClocks, Ordering};
+    /// use kaiabc_operators::node::NodeConfig;
+    /// use kaiabc_schemas::{parse_timestamp, LakeRow, Quality, SensorReading};
+    /// use timely::dataflow::operators::{Capture, ToStream};
+    /// use timely::dataflow::operators::capture::Extract;
+    ///
+    /// let cfg = Arc::new(NodeConfig::new(ClockConfig::default()).unwrap());
+    /// let readings: Vec<_> = (0..3u64)
+    ///     .map(|i| {
+    ///         let ts = format!("2025-07-01T00:0{i}:00Z");
+    ///         (i, SensorReading {
+    ///             node_id: "pico_001".into(), seq: Some(i as i64),
+    ///             timestamp: parse_timestamp(&ts).unwrap(), temperature_kelvin: 303.15,
+    ///             humidity_percent: None, pressure_pa: None, light_lux: None,
+    ///             sensor_type: "BME280".into(), quality: Quality::Good, raw_values: None,
+    ///         })
+    ///     })
+    ///     .collect();
+    /// let rows = timely::example(move |scope| {
+    ///     let stats = Rc::new(RefCell::new(Default::default()));
+    ///     readings
+    ///         .to_stream(scope)
+    ///         .node_clocks(cfg, Ordering::Frontier, Rc::new(|_| false), stats)
+    ///         .capture()
+    /// });
+    /// let rows: Vec<LakeRow> = rows.extract().into_iter().flat_map(|(_, r)| r).collect();
+    /// let states = rows.iter().filter(|r| matches!(r, LakeRow::State(_))).count();
+    /// assert_eq!(states, 3);
+    /// ```
+    fn node_clocks(
+        self,
+        cfg: Arc<NodeConfig>,
+        ordering: Ordering,
+        seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
+        stats: Rc<RefCell<NodeStats>>,
+    ) -> Stream<'scope, u64, Vec<LakeRow>>;
+}
+
+impl<'scope> NodeClocks<'scope> for Stream<'scope, u64, Vec<Routed>> {
+    fn node_clocks(
+        self,
+        cfg: Arc<NodeConfig>,
+        ordering: Ordering,
+        seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
+        stats: Rc<RefCell<NodeStats>>,
+    ) -> Stream<'scope, u64, Vec<LakeRow>> {
+        let pact = Exchange::new(|(_, r): &Routed| node_hash(&r.node_id));
+        self.unary_frontier(pact, "NodeClocks", move |_cap, _info| {
+            let mut nodes: HashMap<String, NodeState> = HashMap::new();
+            let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Routed>)> = BTreeMap::new();
+            let mut out: Vec<LakeRow> = Vec::new();
+            let mut apply = move |batch: &mut Vec<Routed>, out: &mut Vec<LakeRow>| {
+                let mut st = stats.borrow_mut();
+                for (_, reading) in batch.drain(..) {
+                    if seen_before(&reading) {
+                        st.duplicates += 1;
+                        continue;
+                    }
+                    let node = match nodes.get_mut(reading.node_id.as_str()) {
+                        Some(n) => n,
+                        None => {
+                            let n = match NodeState::new(&cfg) {
+                                Ok(n) => n,
+                                Err(e) => {
+                                    st.failed += 1;
+                                    out.push(failure(&reading, &e));
+                                    continue;
+                                }
+                            };
+                            st.nodes += 1;
+                            nodes.entry(reading.node_id.clone()).or_insert(n)
+                        }
+                    };
+                    let copy = reading.clone();
+                    let before = out.len();
+                    match node.apply(&cfg, reading, out) {
+                        Ok(Disposition::Applied) => st.applied += 1,
+                        Ok(Disposition::Late) => st.late += 1,
+                        Ok(Disposition::Duplicate) => st.duplicates += 1,
+                        Err(e) => {
+                            st.failed += 1;
+                            out.push(failure(&copy, &e));
+                        }
+                    }
+                    st.rhythm_rows += out[before..]
+                        .iter()
+                        .filter(|r| matches!(r, LakeRow::Rhythm(_)))
+                        .count() as u64;
+                }
+            };
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    // Messages sent under no capability make no progress claims; an input
+                    // handle never sends them.
+                    let Some(owned) = cap.retain_least(0) else {
+                        return;
+                    };
+                    let time = *owned.time();
+                    match ordering {
+                        Ordering::Immediate => {
+                            let mut batch: Vec<Routed> = data.flat_map(std::mem::take).collect();
+                            apply(&mut batch, &mut out);
+                            output.session(&cap).give_iterator(out.drain(..));
+                        }
+                        Ordering::Frontier => {
+                            let entry = stash
+                                .entry(time)
+                                .or_insert_with(|| (owned, Vec::new()));
+                            for d in data {
+                                entry.1.append(d);
+                            }
+                        }
+                    }
+                });
+                // Times the frontier has passed are complete: apply them in order.
+                while let Some((&time, _)) = stash.first_key_value() {
+                    if frontier.less_equal(&time) {
+                        break;
+                    }
+                    let (cap, mut batch) = stash.remove(&time).expect("present");
+                    batch.sort_by(|(oa, a), (ob, b)| {
+                        (&a.node_id, a.timestamp, a.seq, oa).cmp(&(
+                            &b.node_id,
+                            b.timestamp,
+                            b.seq,
+                            ob,
+                        ))
+                    });
+                    apply(&mut batch, &mut out);
+                    output.session(&cap).give_iterator(out.drain(..));
+                }
+            }
+        })
+    }
+}
+
+/// A dead letter for a reading whose processing failed.
+fn failure(reading: &SensorReading, e: &NodeError) -> LakeRow {
+    let reason = match e {
+        NodeError::Clock(_) => Reason::OdeInstability,
+        NodeError::Kalman(_) => Reason::FilterDivergence,
+    };
+    let payload = serde_json::to_vec(reading).unwrap_or_default();
+    LakeRow::DeadLetter(DeadLetter::new(
+        reading.timestamp,
+        format!("node:{}", reading.node_id),
+        &payload,
+        Rejection::new(reason, e.to_string()).for_node(&reading.node_id),
+    ))
+}

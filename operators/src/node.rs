@@ -1,0 +1,398 @@
+//! One node's processing, reading by reading: duplicate and lateness checks, the Kalman filter,
+//! the clock stepped to the reading with the filtered temperature, its outputs, and the hourly
+//! rhythm windows. Pure and deterministic; the timely operator around it only routes and
+//! orders readings.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use kaiabc_schemas::{
+    LakeRow, Metric, OscillatorState, ReadingRow, RhythmWindow, SensorReading, StateVariables,
+};
+
+use crate::clock::{Clock, ClockConfig, InitialCondition};
+use crate::error::ClockError;
+use crate::kalman::{KalmanFilter, KalmanParams, Measurement};
+use crate::limit_cycle::LimitCycle;
+use crate::outputs::OutputMapping;
+use crate::rhythm::cosinor::cosinor;
+use crate::rhythm::lomb_scargle::{LombScargle, PeakSearch};
+use crate::temperature::VALID_KELVIN;
+
+/// How rhythm windows are computed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WindowConfig {
+    /// Window length, h (default 72: three days).
+    pub length_hours: f64,
+    /// Samples are averaged into bins of this many minutes (default 10), which bounds a node's
+    /// memory to `length / bin` bins whatever its reading rate.
+    pub bin_minutes: u32,
+    /// A window closes every this many hours of event time (default 1).
+    pub every_hours: u32,
+    /// Lomb–Scargle search range, h.
+    pub min_period_hours: f64,
+    /// Lomb–Scargle search range, h.
+    pub max_period_hours: f64,
+    /// Fewest binned samples for statistics (below it the window's statistics are absent).
+    pub min_samples: usize,
+    /// The KOA period feeds `period_hours` in the state only if its false-alarm probability is
+    /// at most this.
+    pub max_fap_for_period: f64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        Self {
+            length_hours: 72.0,
+            bin_minutes: 10,
+            every_hours: 1,
+            min_period_hours: 16.0,
+            max_period_hours: 32.0,
+            min_samples: 36,
+            max_fap_for_period: 0.01,
+        }
+    }
+}
+
+/// Everything that defines how a node's readings are processed.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The clock's dynamics.
+    pub clock: ClockConfig,
+    /// The reference limit cycle of `clock` (shared by all nodes).
+    pub reference: Option<Arc<LimitCycle>>,
+    /// The Kalman filter.
+    pub kalman: KalmanParams,
+    /// KOA → PWM.
+    pub mapping: OutputMapping,
+    /// A new node's clock starts at this circadian time at its first reading.
+    pub initial_ct: f64,
+    /// Across a gap longer than this (h) the clock runs free at the last temperature and the
+    /// next state says `entrainment_active = false`.
+    pub max_gap_hours: f64,
+    /// Rhythm windows.
+    pub window: WindowConfig,
+    /// Recent (timestamp, seq) keys remembered per node to recognise duplicates among late
+    /// readings.
+    pub recent_keys: usize,
+}
+
+impl NodeConfig {
+    /// The defaults around a clock configuration (computes its reference limit cycle).
+    pub fn new(clock: ClockConfig) -> Result<Self, ClockError> {
+        let reference = Some(Arc::new(clock.limit_cycle()?));
+        Ok(Self {
+            clock,
+            reference,
+            kalman: KalmanParams::default(),
+            mapping: OutputMapping::default(),
+            initial_ct: 0.0,
+            max_gap_hours: 1.0,
+            window: WindowConfig::default(),
+            recent_keys: 64,
+        })
+    }
+}
+
+/// What processing a reading produces: its `readings` row, the `states` row after it, and the
+/// `rhythms` rows of windows that closed before it.
+pub type NodeOutput = LakeRow;
+
+/// How a reading was handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposition {
+    /// Applied to the filter and the clock.
+    Applied,
+    /// Older than the node's last applied reading: kept in `readings`, marked late.
+    Late,
+    /// Its (seq) or (timestamp) was seen before: dropped.
+    Duplicate,
+}
+
+/// Errors of a node's processing (the reading is then dead-lettered).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The clock failed (e.g. `ODE_INSTABILITY`).
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+    /// The filter failed.
+    #[error(transparent)]
+    Kalman(#[from] crate::kalman::KalmanError),
+}
+
+/// Time bins of a node's KOA and temperature, for rhythm windows; bounded by the window length.
+#[derive(Clone, Debug, Default)]
+struct Bins {
+    bins: VecDeque<Bin>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bin {
+    index: i64,
+    koa: f64,
+    kelvin: f64,
+    n: u32,
+}
+
+impl Bins {
+    fn add(&mut self, index: i64, koa: f64, kelvin: f64, keep: i64) {
+        match self.bins.back_mut() {
+            Some(b) if b.index == index => {
+                b.koa += koa;
+                b.kelvin += kelvin;
+                b.n += 1;
+            }
+            _ => self.bins.push_back(Bin {
+                index,
+                koa,
+                kelvin,
+                n: 1,
+            }),
+        }
+        while self.bins.front().is_some_and(|b| b.index < index - keep) {
+            self.bins.pop_front();
+        }
+    }
+}
+
+/// One node's state. About 1.3 kB plus its bins (at most `length / bin` of 32 B each).
+#[derive(Clone, Debug)]
+pub struct NodeState {
+    clock: Option<Clock>,
+    filter: KalmanFilter,
+    last_micros: Option<i64>,
+    last_kelvin: f64,
+    recent: VecDeque<(i64, Option<i64>)>,
+    bins: Bins,
+    next_window_end: Option<i64>,
+    window_period: Option<f64>,
+}
+
+const MICROS_PER_HOUR: f64 = 3.6e9;
+
+/// Model time of a timestamp: hours since the Unix epoch.
+pub fn hours_since_epoch(micros: i64) -> f64 {
+    micros as f64 / MICROS_PER_HOUR
+}
+
+impl NodeState {
+    /// A node that has seen nothing yet.
+    pub fn new(cfg: &NodeConfig) -> Result<Self, NodeError> {
+        Ok(Self {
+            clock: None,
+            filter: KalmanFilter::new(cfg.kalman)?,
+            last_micros: None,
+            last_kelvin: f64::NAN,
+            recent: VecDeque::with_capacity(cfg.recent_keys),
+            bins: Bins::default(),
+            next_window_end: None,
+            window_period: None,
+        })
+    }
+
+    /// Whether the node saw this key before (within the remembered recent keys).
+    pub fn is_duplicate(&self, micros: i64, seq: Option<i64>) -> bool {
+        self.last_micros == Some(micros)
+            || self
+                .recent
+                .iter()
+                .any(|&(m, s)| m == micros || (seq.is_some() && s == seq))
+    }
+
+    fn remember(&mut self, cfg: &NodeConfig, micros: i64, seq: Option<i64>) {
+        if self.recent.len() >= cfg.recent_keys.max(1) {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((micros, seq));
+    }
+
+    /// Processes one validated reading of this node, appending what it produced to `out`.
+    pub fn apply(
+        &mut self,
+        cfg: &NodeConfig,
+        reading: SensorReading,
+        out: &mut Vec<NodeOutput>,
+    ) -> Result<Disposition, NodeError> {
+        let micros = reading.timestamp.timestamp_micros();
+        if self.is_duplicate(micros, reading.seq) {
+            return Ok(Disposition::Duplicate);
+        }
+        if self.last_micros.is_some_and(|last| micros < last) {
+            self.remember(cfg, micros, reading.seq);
+            out.push(NodeOutput::Reading(ReadingRow {
+                reading,
+                filtered_temperature_kelvin: None,
+                kalman_variance: None,
+                late: true,
+            }));
+            return Ok(Disposition::Late);
+        }
+        self.close_windows(cfg, micros, &reading.node_id, out);
+        let t_seconds = micros as f64 / 1e6;
+        self.filter.update(
+            t_seconds,
+            &Measurement {
+                temperature_kelvin: Some(reading.temperature_kelvin),
+                humidity_percent: reading.humidity_percent,
+                pressure_pa: reading.pressure_pa,
+            },
+        )?;
+        let (kelvin, variance) = self
+            .filter
+            .estimate_temperature()
+            .unwrap_or((reading.temperature_kelvin, f64::NAN));
+        // The clock's temperature domain is the validation range; a filtered value a hair
+        // outside it (noise at the edge) is held at the edge.
+        let drive = kelvin.clamp(*VALID_KELVIN.start(), *VALID_KELVIN.end());
+        let t = hours_since_epoch(micros);
+        let mut entrained = true;
+        match &mut self.clock {
+            None => {
+                self.clock = Some(Clock::with_reference(
+                    cfg.clock,
+                    cfg.reference.clone(),
+                    t,
+                    drive,
+                    InitialCondition::CircadianTime(cfg.initial_ct),
+                )?);
+            }
+            Some(clock) => {
+                let gap = t - clock.t_hours();
+                if gap > cfg.max_gap_hours {
+                    // No information across the gap: run free at the last temperature.
+                    clock.advance_to(t, self.last_kelvin)?;
+                    entrained = false;
+                }
+                clock.advance_to(t, drive)?;
+            }
+        }
+        let clock = self.clock.as_ref().expect("set above");
+        let snap = clock.snapshot();
+        let period = self.window_period.unwrap_or(snap.period_hours);
+        let c = snap.state_variables;
+        let state = OscillatorState {
+            node_id: reading.node_id.clone(),
+            timestamp: reading.timestamp,
+            seq: reading.seq,
+            circadian_time: snap.circadian_time,
+            phase: snap.phase,
+            period_hours: period,
+            state_variables: StateVariables {
+                C_U: c.c_u,
+                C_S: c.c_s,
+                C_T: c.c_t,
+                C_ST: c.c_st,
+                A_free: c.a_free,
+                CABC_complex: c.cabc_complex,
+            },
+            koa_metric: snap.koa_metric,
+            output_pwm: i32::from(cfg.mapping.pwm(snap.koa_metric)),
+            entrainment_active: entrained,
+            temperature_kelvin: drive,
+            raw_temperature_kelvin: reading.temperature_kelvin,
+            kalman_variance: variance,
+        };
+        let bin_us = i64::from(cfg.window.bin_minutes.max(1)) * 60_000_000;
+        let keep = (cfg.window.length_hours * MICROS_PER_HOUR / bin_us as f64).ceil() as i64;
+        self.bins
+            .add(micros.div_euclid(bin_us), snap.koa_metric, drive, keep);
+        self.last_micros = Some(micros);
+        self.last_kelvin = drive;
+        self.remember(cfg, micros, reading.seq);
+        out.push(NodeOutput::Reading(ReadingRow {
+            reading,
+            filtered_temperature_kelvin: Some(kelvin),
+            kalman_variance: Some(variance),
+            late: false,
+        }));
+        out.push(NodeOutput::State(state));
+        Ok(Disposition::Applied)
+    }
+
+    /// Closes every window whose end is at or before `micros` (the node's event time passing
+    /// the hour: identical in replay and live for in-order input).
+    fn close_windows(
+        &mut self,
+        cfg: &NodeConfig,
+        micros: i64,
+        node: &str,
+        out: &mut Vec<NodeOutput>,
+    ) {
+        let every = i64::from(cfg.window.every_hours.max(1)) * 3_600_000_000;
+        let Some(mut end) = self.next_window_end else {
+            // The first window closes at the first full hour after the first reading.
+            self.next_window_end = Some((micros.div_euclid(every) + 1) * every);
+            return;
+        };
+        while end <= micros {
+            self.emit_window(cfg, end, node, out);
+            end += every;
+        }
+        self.next_window_end = Some(end);
+    }
+
+    fn emit_window(&mut self, cfg: &NodeConfig, end: i64, node: &str, out: &mut Vec<NodeOutput>) {
+        let w = &cfg.window;
+        let length_us = (w.length_hours * MICROS_PER_HOUR) as i64;
+        let start = end - length_us;
+        let bin_us = i64::from(w.bin_minutes.max(1)) * 60_000_000;
+        // Times in hours since midnight UTC of the window's start: the cosinor's acrophase is
+        // then referenced to midnight UTC.
+        let day0 = start.div_euclid(86_400_000_000) * 86_400_000_000;
+        let mut t = Vec::with_capacity(self.bins.bins.len());
+        let mut koa = Vec::with_capacity(t.capacity());
+        let mut kelvin = Vec::with_capacity(t.capacity());
+        for b in &self.bins.bins {
+            let centre = b.index * bin_us + bin_us / 2;
+            if centre < start || centre >= end {
+                continue;
+            }
+            t.push((centre - day0) as f64 / MICROS_PER_HOUR);
+            koa.push(b.koa / f64::from(b.n));
+            kelvin.push(b.kelvin / f64::from(b.n));
+        }
+        let to_time = |us: i64| DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default();
+        for (metric, y) in [(Metric::Koa, &koa), (Metric::TemperatureKelvin, &kelvin)] {
+            let mut row = RhythmWindow {
+                node_id: node.to_string(),
+                window_start: to_time(start),
+                window_end: to_time(end),
+                metric,
+                n_samples: t.len() as i32,
+                period_hours: None,
+                power: None,
+                false_alarm_probability: None,
+                mesor: None,
+                amplitude: None,
+                acrophase_rad: None,
+                p_value: None,
+            };
+            if t.len() >= w.min_samples {
+                let search = PeakSearch::new(w.min_period_hours, w.max_period_hours);
+                if let Ok(peak) = LombScargle::new(&t, y).and_then(|ls| ls.peak(&search)) {
+                    row.period_hours = Some(peak.period_hours);
+                    row.power = Some(peak.power);
+                    row.false_alarm_probability = Some(peak.false_alarm_probability);
+                    if metric == Metric::Koa {
+                        self.window_period = (peak.false_alarm_probability <= w.max_fap_for_period)
+                            .then_some(peak.period_hours)
+                            .or(self.window_period);
+                    }
+                }
+                if let Ok(fit) = cosinor(&t, y, 24.0) {
+                    row.mesor = Some(fit.mesor);
+                    row.amplitude = Some(fit.amplitude);
+                    row.acrophase_rad = Some(fit.acrophase_rad);
+                    row.p_value = Some(fit.p_value);
+                }
+            }
+            out.push(NodeOutput::Rhythm(row));
+        }
+    }
+
+    /// The node's clock, once it has seen a reading.
+    pub fn clock(&self) -> Option<&Clock> {
+        self.clock.as_ref()
+    }
+}

@@ -1,0 +1,336 @@
+//! Batch replay of sensor logs through the dataflow into the lake.
+//!
+//! Worker 0 reads the files in the order given and assigns every record a timely time: the
+//! watermark `max event time read so far − allowed lateness`, in whole minutes. Within a time,
+//! the per-node operator sorts readings by event time, so readings out of order by less than
+//! the lateness are applied in order and later ones are kept as late. Because that assignment
+//! depends only on the order of the input, the lake's rows are the same for any number of
+//! workers and any split of the input into files.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use chrono::{DateTime, Utc};
+use kaiabc_connectors::file::{read_log, Format};
+use kaiabc_connectors::lake::{existing_keys, LakeConfig, LakeWriter};
+use kaiabc_operators::dataflow::{NodeClocks, NodeStats, Ordering, Routed};
+use kaiabc_operators::node::NodeConfig;
+use kaiabc_schemas::{DeadLetter, LakeRow, Reason};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::{Concat, Probe};
+use timely::dataflow::{InputHandle, ProbeHandle};
+
+use super::lake_sink::{LakeSink, SinkReport};
+use super::tick_of;
+
+/// How fast to replay.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Speed {
+    /// As fast as possible.
+    Max,
+    /// Event time advances this many times faster than the wall clock (1 = real time).
+    Factor(f64),
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "max" => Ok(Speed::Max),
+            "realtime" => Ok(Speed::Factor(1.0)),
+            _ => s
+                .strip_prefix('x')
+                .and_then(|f| f.parse::<f64>().ok())
+                .filter(|f| f.is_finite() && *f > 0.0)
+                .map(Speed::Factor)
+                .ok_or_else(|| format!("speed {s:?}: expected max, realtime or xN (e.g. x60)")),
+        }
+    }
+}
+
+/// What to replay and where.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    /// Files with their formats, read in this order.
+    pub files: Vec<(PathBuf, Format)>,
+    /// Timely worker threads.
+    pub workers: usize,
+    /// The lake.
+    pub lake: LakeConfig,
+    /// Pace.
+    pub speed: Speed,
+    /// Allowed lateness of event time.
+    pub lateness: Duration,
+    /// The time of receipt for the future-timestamp check.
+    pub now: DateTime<Utc>,
+    /// Print progress to stderr.
+    pub progress: bool,
+}
+
+/// What a replay did.
+#[derive(Clone, Debug, Default)]
+pub struct ReplaySummary {
+    /// Records read (lines, excluding CSV headers and blank lines).
+    pub events_in: u64,
+    /// Readings applied to a clock.
+    pub applied: u64,
+    /// Readings kept as late.
+    pub late: u64,
+    /// Rejected records by reason (duplicates included, though they are not dead-lettered).
+    pub rejected: BTreeMap<Reason, u64>,
+    /// States written.
+    pub states: u64,
+    /// Rhythm-window rows written.
+    pub rhythm_rows: u64,
+    /// Nodes seen.
+    pub nodes: u64,
+    /// Lake files and rows committed.
+    pub files_committed: usize,
+    /// Rows committed.
+    pub rows_committed: usize,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl ReplaySummary {
+    /// Records per second of wall time.
+    pub fn events_per_second(&self) -> f64 {
+        self.events_in as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Records accepted into `readings` (applied or late).
+    pub fn accepted(&self) -> u64 {
+        self.applied + self.late
+    }
+
+    /// The summary as a JSON object (for `--json` and tests).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "events_in": self.events_in,
+            "accepted": self.accepted(),
+            "applied": self.applied,
+            "late": self.late,
+            "rejected": self.rejected.iter().map(|(r, n)| (r.code().to_string(), *n)).collect::<BTreeMap<_, _>>(),
+            "states": self.states,
+            "rhythm_rows": self.rhythm_rows,
+            "nodes": self.nodes,
+            "files_committed": self.files_committed,
+            "rows_committed": self.rows_committed,
+            "elapsed_seconds": self.elapsed.as_secs_f64(),
+            "events_per_second": self.events_per_second(),
+        })
+    }
+}
+
+/// Per-worker results, summed after the run.
+#[derive(Default)]
+struct WorkerResult {
+    events_in: u64,
+    rejected: BTreeMap<Reason, u64>,
+    nodes: NodeStats,
+    sink: SinkReport,
+}
+
+/// Replays the files through the dataflow into the lake.
+pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary> {
+    anyhow::ensure!(opts.workers >= 1, "--workers must be at least 1");
+    let started = Instant::now();
+    let keys = Arc::new(
+        existing_keys(&opts.lake.root)
+            .with_context(|| format!("reading what {} already holds", opts.lake.root.display()))?,
+    );
+    let node_cfg = Arc::new(node_cfg);
+    let opts = Arc::new(opts);
+    let config = timely::Config::process(opts.workers);
+    let guards = timely::execute(config, {
+        let opts = Arc::clone(&opts);
+        move |worker| -> Result<WorkerResult, String> {
+            run_worker(worker, &opts, &node_cfg, &keys)
+        }
+    })
+    .map_err(|e| anyhow!("starting the workers: {e}"))?;
+    let mut summary = ReplaySummary::default();
+    for r in guards.join() {
+        let r = r
+            .map_err(|e| anyhow!("a worker failed: {e}"))?
+            .map_err(|e| anyhow!(e))?;
+        if let Some(e) = r.sink.error {
+            return Err(anyhow!(e).context("writing the lake"));
+        }
+        summary.events_in += r.events_in;
+        for (k, v) in r.rejected {
+            *summary.rejected.entry(k).or_default() += v;
+        }
+        summary.applied += r.nodes.applied;
+        summary.late += r.nodes.late;
+        summary.nodes += r.nodes.nodes;
+        summary.rhythm_rows += r.nodes.rhythm_rows;
+        if r.nodes.duplicates > 0 {
+            *summary.rejected.entry(Reason::Duplicate).or_default() += r.nodes.duplicates;
+        }
+        summary.states += r.sink.rows[1];
+        let dead_from_nodes = r.nodes.failed;
+        if dead_from_nodes > 0 {
+            tracing::warn!(
+                count = dead_from_nodes,
+                "readings failed in the clock or filter"
+            );
+        }
+        summary.files_committed += r.sink.committed.files;
+        summary.rows_committed += r.sink.committed.rows;
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    opts: &ReplayOptions,
+    node_cfg: &Arc<NodeConfig>,
+    keys: &Arc<kaiabc_connectors::lake::ExistingKeys>,
+) -> Result<WorkerResult, String> {
+    let index = worker.index();
+    let stats = Rc::new(RefCell::new(NodeStats::default()));
+    let report = Rc::new(RefCell::new(SinkReport::default()));
+    let writer = LakeWriter::new(opts.lake.clone(), index).map_err(|e| e.to_string())?;
+    let mut readings_in: InputHandle<u64, CapacityContainerBuilder<Vec<Routed>>> = InputHandle::new();
+    let mut dead_in: InputHandle<u64, CapacityContainerBuilder<Vec<LakeRow>>> = InputHandle::new();
+    let probe = ProbeHandle::new();
+    worker.dataflow::<u64, _, _>(|scope| {
+        let seen = {
+            let keys = Arc::clone(keys);
+            Rc::new(move |r: &kaiabc_schemas::SensorReading| {
+                keys.has_reading(&r.node_id, r.seq, r.timestamp.timestamp_micros())
+            })
+        };
+        let rows = readings_in.to_stream(scope).node_clocks(
+            Arc::clone(node_cfg),
+            Ordering::Frontier,
+            seen,
+            Rc::clone(&stats),
+        );
+        rows.concat(dead_in.to_stream(scope))
+            .probe_with(&probe)
+            .lake_sink(writer, Rc::clone(&report));
+    });
+
+    let mut result = WorkerResult::default();
+    if index == 0 {
+        read_all(
+            worker,
+            opts,
+            keys,
+            &mut readings_in,
+            &mut dead_in,
+            &probe,
+            &mut result,
+        )?;
+    }
+    readings_in.close();
+    dead_in.close();
+    while worker.step() {}
+    result.nodes = *stats.borrow();
+    result.sink = std::mem::take(&mut *report.borrow_mut());
+    Ok(result)
+}
+
+/// Worker 0's source: reads every file, validates, and feeds the two inputs.
+fn read_all(
+    worker: &mut timely::worker::Worker,
+    opts: &ReplayOptions,
+    keys: &kaiabc_connectors::lake::ExistingKeys,
+    readings_in: &mut InputHandle<u64, CapacityContainerBuilder<Vec<Routed>>>,
+    dead_in: &mut InputHandle<u64, CapacityContainerBuilder<Vec<LakeRow>>>,
+    probe: &ProbeHandle<u64>,
+    result: &mut WorkerResult,
+) -> Result<(), String> {
+    let lateness = opts.lateness.as_micros() as i64;
+    let mut max_seen: Option<i64> = None;
+    let mut ordinal = 0u64;
+    let mut pace: Option<(Instant, i64)> = None;
+    let mut last_report = Instant::now();
+    let progress = opts.progress;
+    for (path, format) in &opts.files {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        // Dead letters before the first valid reading are stamped with the file's mtime.
+        let mtime: DateTime<Utc> = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map(DateTime::<Utc>::from)
+            .unwrap_or_default();
+        let mut pending = 0usize;
+        let read = read_log(path, *format, |rec| {
+            result.events_in += 1;
+            ordinal += 1;
+            match rec.parsed.and_then(|raw| raw.validate(opts.now)) {
+                Ok(reading) => {
+                    let t = reading.timestamp.timestamp_micros();
+                    if let Speed::Factor(f) = opts.speed {
+                        let (wall0, ev0) = *pace.get_or_insert((Instant::now(), t));
+                        let due =
+                            wall0 + Duration::from_secs_f64(((t - ev0).max(0) as f64 / 1e6) / f);
+                        while Instant::now() < due {
+                            worker.step();
+                            std::thread::sleep(
+                                (due - Instant::now()).min(Duration::from_millis(5)),
+                            );
+                        }
+                    }
+                    max_seen = Some(max_seen.map_or(t, |m| m.max(t)));
+                    readings_in.send((ordinal, reading));
+                }
+                Err(rejection) => {
+                    *result.rejected.entry(rejection.reason).or_default() += 1;
+                    let source = format!("file:{name}:{}", rec.line);
+                    let payload = String::from_utf8_lossy(rec.payload);
+                    if keys.has_dead_letter(&source, &payload) {
+                        return;
+                    }
+                    let at = max_seen
+                        .and_then(DateTime::<Utc>::from_timestamp_micros)
+                        .unwrap_or(mtime);
+                    dead_in.send(LakeRow::DeadLetter(DeadLetter::new(
+                        at,
+                        source,
+                        rec.payload,
+                        rejection,
+                    )));
+                }
+            }
+            // Advance the watermark; let the dataflow work every few thousand records, and
+            // keep it from falling far behind (bounded memory).
+            if let Some(m) = max_seen {
+                let tick = tick_of(m - lateness);
+                if tick > *readings_in.time() {
+                    readings_in.advance_to(tick);
+                    dead_in.advance_to(tick);
+                }
+            }
+            pending += 1;
+            if pending >= 4096 {
+                pending = 0;
+                worker.step();
+                let behind = readings_in.time().saturating_sub(60 * 24);
+                while probe.less_than(&behind) {
+                    worker.step();
+                }
+                if progress && last_report.elapsed() > Duration::from_millis(500) {
+                    last_report = Instant::now();
+                    eprint!("\r{}: {} events read", name, result.events_in);
+                }
+            }
+        });
+        read.map_err(|e| e.to_string())?;
+    }
+    if progress {
+        eprintln!("\rread {} events{:20}", result.events_in, "");
+    }
+    Ok(())
+}
