@@ -121,6 +121,15 @@ pub enum NodeError {
     Kalman(#[from] crate::kalman::KalmanError),
 }
 
+/// A reading whose processing failed, handed back with the error (for its dead letter).
+#[derive(Debug)]
+pub struct NodeFailure {
+    /// What failed.
+    pub error: NodeError,
+    /// The reading.
+    pub reading: SensorReading,
+}
+
 /// Time bins of a node's KOA and temperature, for rhythm windows; bounded by the window length.
 #[derive(Clone, Debug, Default)]
 struct Bins {
@@ -213,7 +222,7 @@ impl NodeState {
         cfg: &NodeConfig,
         reading: SensorReading,
         out: &mut Vec<NodeOutput>,
-    ) -> Result<Disposition, NodeError> {
+    ) -> Result<Disposition, Box<NodeFailure>> {
         let micros = reading.timestamp.timestamp_micros();
         if self.is_duplicate(micros, reading.seq) {
             return Ok(Disposition::Duplicate);
@@ -229,44 +238,10 @@ impl NodeState {
             return Ok(Disposition::Late);
         }
         self.close_windows(cfg, micros, &reading.node_id, out);
-        let t_seconds = micros as f64 / 1e6;
-        self.filter.update(
-            t_seconds,
-            &Measurement {
-                temperature_kelvin: Some(reading.temperature_kelvin),
-                humidity_percent: reading.humidity_percent,
-                pressure_pa: reading.pressure_pa,
-            },
-        )?;
-        let (kelvin, variance) = self
-            .filter
-            .estimate_temperature()
-            .unwrap_or((reading.temperature_kelvin, f64::NAN));
-        // The clock's temperature domain is the validation range; a filtered value a hair
-        // outside it (noise at the edge) is held at the edge.
-        let drive = kelvin.clamp(*VALID_KELVIN.start(), *VALID_KELVIN.end());
-        let t = hours_since_epoch(micros);
-        let mut entrained = true;
-        match &mut self.clock {
-            None => {
-                self.clock = Some(Clock::with_reference(
-                    cfg.clock,
-                    cfg.reference.clone(),
-                    t,
-                    drive,
-                    InitialCondition::CircadianTime(cfg.initial_ct),
-                )?);
-            }
-            Some(clock) => {
-                let gap = t - clock.t_hours();
-                if gap > cfg.max_gap_hours {
-                    // No information across the gap: run free at the last temperature.
-                    clock.advance_to(t, self.last_kelvin)?;
-                    entrained = false;
-                }
-                clock.advance_to(t, drive)?;
-            }
-        }
+        let (kelvin, variance, drive, entrained) = match self.step(cfg, &reading, micros) {
+            Ok(v) => v,
+            Err(error) => return Err(Box::new(NodeFailure { error, reading })),
+        };
         let clock = self.clock.as_ref().expect("set above");
         let snap = clock.snapshot();
         let period = self.window_period.unwrap_or(snap.period_hours);
@@ -308,6 +283,56 @@ impl NodeState {
         }));
         out.push(NodeOutput::State(state));
         Ok(Disposition::Applied)
+    }
+
+    /// The fallible part of applying a reading: the filter, then the clock. Returns the filtered
+    /// temperature, its variance, the temperature driving the clock and whether the clock was
+    /// entrained up to the reading.
+    fn step(
+        &mut self,
+        cfg: &NodeConfig,
+        reading: &SensorReading,
+        micros: i64,
+    ) -> Result<(f64, f64, f64, bool), NodeError> {
+        let t_seconds = micros as f64 / 1e6;
+        self.filter.update(
+            t_seconds,
+            &Measurement {
+                temperature_kelvin: Some(reading.temperature_kelvin),
+                humidity_percent: reading.humidity_percent,
+                pressure_pa: reading.pressure_pa,
+            },
+        )?;
+        let (kelvin, variance) = self
+            .filter
+            .estimate_temperature()
+            .unwrap_or((reading.temperature_kelvin, f64::NAN));
+        // The clock's temperature domain is the validation range; a filtered value a hair
+        // outside it (noise at the edge) is held at the edge.
+        let drive = kelvin.clamp(*VALID_KELVIN.start(), *VALID_KELVIN.end());
+        let t = hours_since_epoch(micros);
+        let mut entrained = true;
+        match &mut self.clock {
+            None => {
+                self.clock = Some(Clock::with_reference(
+                    cfg.clock,
+                    cfg.reference.clone(),
+                    t,
+                    drive,
+                    InitialCondition::CircadianTime(cfg.initial_ct),
+                )?);
+            }
+            Some(clock) => {
+                let gap = t - clock.t_hours();
+                if gap > cfg.max_gap_hours {
+                    // No information across the gap: run free at the last temperature.
+                    clock.advance_to(t, self.last_kelvin)?;
+                    entrained = false;
+                }
+                clock.advance_to(t, drive)?;
+            }
+        }
+        Ok((kelvin, variance, drive, entrained))
     }
 
     /// Closes every window whose end is at or before `micros` (the node's event time passing
@@ -394,5 +419,12 @@ impl NodeState {
     /// The node's clock, once it has seen a reading.
     pub fn clock(&self) -> Option<&Clock> {
         self.clock.as_ref()
+    }
+
+    /// Bytes this node's state occupies, heap included (for the bytes-per-node figure).
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.recent.capacity() * std::mem::size_of::<(i64, Option<i64>)>()
+            + self.bins.bins.capacity() * std::mem::size_of::<Bin>()
     }
 }

@@ -9,8 +9,9 @@ use crate::validate::{Reason, Rejection};
 /// A rejected event.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DeadLetter {
-    /// When it was received. In a replay this is the latest event time the source had read
-    /// before the line (deterministic, so replays give identical rows), not the wall clock.
+    /// When it was received. In a replay this is the newest event time read from the same file
+    /// before the line (the file's modification time before any), not the wall clock, so
+    /// replays give identical rows.
     #[serde(with = "crate::reading::rfc3339")]
     #[schemars(with = "String", extend("format" = "date-time"))]
     pub received_at: DateTime<Utc>,

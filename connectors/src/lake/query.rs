@@ -92,7 +92,9 @@ mod tests {
         let b = query(dir.path(), "SELECT count(*) AS n FROM readings")
             .await
             .unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&b).unwrap().to_string();
+        let text = arrow::util::pretty::pretty_format_batches(&b)
+            .unwrap()
+            .to_string();
         assert!(text.contains("| 0 |"), "{text}");
         let mut w = LakeWriter::new(LakeConfig::at(dir.path()), 0).unwrap();
         let at = parse_timestamp("2025-07-01T10:00:00Z").unwrap();

@@ -45,6 +45,10 @@ pub struct NodeStats {
     pub rhythm_rows: u64,
     /// Nodes this worker owns.
     pub nodes: u64,
+    /// Bytes of per-node state at the end of the input (state, heap and map entry).
+    pub state_bytes: u64,
+    /// Time spent applying readings.
+    pub busy: std::time::Duration,
 }
 
 /// Extension trait: per-node clocks over a stream of readings.
@@ -62,7 +66,7 @@ pub trait NodeClocks<'scope> {
     /// use kaiabc_operators::node::NodeConfig;
     /// use kaiabc_schemas::{parse_timestamp, LakeRow, Quality, SensorReading};
     /// use timely::dataflow::operators::{Capture, ToStream};
-    /// use timely::dataflow::operators::capture::Extract;
+    /// use timely::dataflow::operators::capture::Event;
     ///
     /// let cfg = Arc::new(NodeConfig::new(ClockConfig::default()).unwrap());
     /// let readings: Vec<_> = (0..3u64)
@@ -83,7 +87,13 @@ pub trait NodeClocks<'scope> {
     ///         .node_clocks(cfg, Ordering::Frontier, Rc::new(|_| false), stats)
     ///         .capture()
     /// });
-    /// let rows: Vec<LakeRow> = rows.extract().into_iter().flat_map(|(_, r)| r).collect();
+    /// let rows: Vec<LakeRow> = rows
+    ///     .iter()
+    ///     .flat_map(|e| match e {
+    ///         Event::Messages(_, r) => r,
+    ///         Event::Progress(_) => Vec::new(),
+    ///     })
+    ///     .collect();
     /// let states = rows.iter().filter(|r| matches!(r, LakeRow::State(_))).count();
     /// assert_eq!(states, 3);
     /// ```
@@ -109,45 +119,7 @@ impl<'scope> NodeClocks<'scope> for Stream<'scope, u64, Vec<Routed>> {
             let mut nodes: HashMap<String, NodeState> = HashMap::new();
             let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Routed>)> = BTreeMap::new();
             let mut out: Vec<LakeRow> = Vec::new();
-            let mut apply = move |batch: &mut Vec<Routed>, out: &mut Vec<LakeRow>| {
-                let mut st = stats.borrow_mut();
-                for (_, reading) in batch.drain(..) {
-                    if seen_before(&reading) {
-                        st.duplicates += 1;
-                        continue;
-                    }
-                    let node = match nodes.get_mut(reading.node_id.as_str()) {
-                        Some(n) => n,
-                        None => {
-                            let n = match NodeState::new(&cfg) {
-                                Ok(n) => n,
-                                Err(e) => {
-                                    st.failed += 1;
-                                    out.push(failure(&reading, &e));
-                                    continue;
-                                }
-                            };
-                            st.nodes += 1;
-                            nodes.entry(reading.node_id.clone()).or_insert(n)
-                        }
-                    };
-                    let copy = reading.clone();
-                    let before = out.len();
-                    match node.apply(&cfg, reading, out) {
-                        Ok(Disposition::Applied) => st.applied += 1,
-                        Ok(Disposition::Late) => st.late += 1,
-                        Ok(Disposition::Duplicate) => st.duplicates += 1,
-                        Err(e) => {
-                            st.failed += 1;
-                            out.push(failure(&copy, &e));
-                        }
-                    }
-                    st.rhythm_rows += out[before..]
-                        .iter()
-                        .filter(|r| matches!(r, LakeRow::Rhythm(_)))
-                        .count() as u64;
-                }
-            };
+            let mut reported = false;
             move |(input, frontier), output| {
                 input.for_each_stamp(|cap, data| {
                     // Messages sent under no capability make no progress claims; an input
@@ -159,13 +131,19 @@ impl<'scope> NodeClocks<'scope> for Stream<'scope, u64, Vec<Routed>> {
                     match ordering {
                         Ordering::Immediate => {
                             let mut batch: Vec<Routed> = data.flat_map(std::mem::take).collect();
-                            apply(&mut batch, &mut out);
-                            output.session(&cap).give_iterator(out.drain(..));
+                            let mut st = stats.borrow_mut();
+                            apply(
+                                &mut nodes,
+                                &cfg,
+                                &*seen_before,
+                                &mut st,
+                                &mut batch,
+                                &mut out,
+                            );
+                            output.session(&owned).give_iterator(out.drain(..));
                         }
                         Ordering::Frontier => {
-                            let entry = stash
-                                .entry(time)
-                                .or_insert_with(|| (owned, Vec::new()));
+                            let entry = stash.entry(time).or_insert_with(|| (owned, Vec::new()));
                             for d in data {
                                 entry.1.append(d);
                             }
@@ -186,12 +164,76 @@ impl<'scope> NodeClocks<'scope> for Stream<'scope, u64, Vec<Routed>> {
                             ob,
                         ))
                     });
-                    apply(&mut batch, &mut out);
+                    let mut st = stats.borrow_mut();
+                    apply(
+                        &mut nodes,
+                        &cfg,
+                        &*seen_before,
+                        &mut st,
+                        &mut batch,
+                        &mut out,
+                    );
                     output.session(&cap).give_iterator(out.drain(..));
+                }
+                if frontier.is_empty() && !reported {
+                    reported = true;
+                    let entry = std::mem::size_of::<(String, NodeState)>();
+                    stats.borrow_mut().state_bytes = nodes
+                        .iter()
+                        .map(|(k, n)| (entry + k.capacity() + n.approx_bytes()) as u64)
+                        .sum();
                 }
             }
         })
     }
+}
+
+/// Applies a batch of readings (already in order) to their nodes.
+fn apply(
+    nodes: &mut HashMap<String, NodeState>,
+    cfg: &NodeConfig,
+    seen_before: &dyn Fn(&SensorReading) -> bool,
+    st: &mut NodeStats,
+    batch: &mut Vec<Routed>,
+    out: &mut Vec<LakeRow>,
+) {
+    let started = std::time::Instant::now();
+    for (_, reading) in batch.drain(..) {
+        if seen_before(&reading) {
+            st.duplicates += 1;
+            continue;
+        }
+        let node = match nodes.get_mut(reading.node_id.as_str()) {
+            Some(n) => n,
+            None => {
+                let n = match NodeState::new(cfg) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        st.failed += 1;
+                        out.push(failure(&reading, &e));
+                        continue;
+                    }
+                };
+                st.nodes += 1;
+                nodes.entry(reading.node_id.clone()).or_insert(n)
+            }
+        };
+        let before = out.len();
+        match node.apply(cfg, reading, out) {
+            Ok(Disposition::Applied) => st.applied += 1,
+            Ok(Disposition::Late) => st.late += 1,
+            Ok(Disposition::Duplicate) => st.duplicates += 1,
+            Err(f) => {
+                st.failed += 1;
+                out.push(failure(&f.reading, &f.error));
+            }
+        }
+        st.rhythm_rows += out[before..]
+            .iter()
+            .filter(|r| matches!(r, LakeRow::Rhythm(_)))
+            .count() as u64;
+    }
+    st.busy += started.elapsed();
 }
 
 /// A dead letter for a reading whose processing failed.

@@ -119,7 +119,7 @@ pub fn replay(a: &ReplayArgs) -> Result<()> {
     let rejected: u64 = s.rejected.values().sum();
     writeln!(out, "rejected         {rejected}")?;
     for (reason, n) in &s.rejected {
-        writeln!(out, "  {:<24}{n}", reason.code())?;
+        writeln!(out, "  {:<26}{n}", reason.code())?;
     }
     writeln!(out, "nodes            {}", s.nodes)?;
     writeln!(out, "states out       {}", s.states)?;
@@ -137,6 +137,14 @@ pub fn replay(a: &ReplayArgs) -> Result<()> {
         s.elapsed.as_secs_f64(),
         s.events_per_second()
     )?;
+    writeln!(
+        out,
+        "stages           read+parse+validate {:.2} s, nodes {:.2} s, lake {:.2} s (summed over workers)",
+        s.stage_busy[0].as_secs_f64(),
+        s.stage_busy[1].as_secs_f64(),
+        s.stage_busy[2].as_secs_f64()
+    )?;
+    writeln!(out, "state per node   {:.0} bytes", s.state_bytes_per_node)?;
     Ok(())
 }
 

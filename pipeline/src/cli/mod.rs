@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod analyze;
+mod datasets;
 mod lake;
 mod simulate;
 
@@ -28,6 +29,9 @@ enum Command {
     Replay(lake::ReplayArgs),
     /// Run SQL over the lake (tables readings, states, rhythms, dead_letters).
     Query(lake::QueryArgs),
+    /// Synthetic sensor logs.
+    #[command(subcommand)]
+    Datasets(datasets::DatasetsCommand),
 }
 
 /// ETF presets as the CLI spells them.
@@ -218,5 +222,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Analyze(AnalyzeCommand::Prc(a)) => analyze::prc(&a),
         Command::Replay(a) => lake::replay(&a),
         Command::Query(a) => lake::query(&a),
+        Command::Datasets(datasets::DatasetsCommand::Generate(a)) => datasets::generate(&a),
     }
 }

@@ -22,6 +22,8 @@ pub struct SinkReport {
     pub rows: [u64; 4],
     /// The first error (the sink stops writing after it).
     pub error: Option<LakeError>,
+    /// Time spent in the writer (buffering, encoding, writing, committing).
+    pub busy: std::time::Duration,
 }
 
 /// Extension trait: write a stream of lake rows into the lake.
@@ -35,6 +37,7 @@ impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
         let mut finished = false;
         let mut last_tick = 0u64;
         self.sink(Pipeline, "LakeSink", move |(input, frontier)| {
+            let started = std::time::Instant::now();
             let mut rep = report.borrow_mut();
             input.for_each(|_, data| {
                 for r in data.iter() {
@@ -73,6 +76,7 @@ impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
                     }
                 }
             }
+            rep.busy += started.elapsed();
         });
     }
 }

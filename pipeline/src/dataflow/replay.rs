@@ -1,11 +1,12 @@
 //! Batch replay of sensor logs through the dataflow into the lake.
 //!
-//! Worker 0 reads the files in the order given and assigns every record a timely time: the
-//! watermark `max event time read so far − allowed lateness`, in whole minutes. Within a time,
-//! the per-node operator sorts readings by event time, so readings out of order by less than
-//! the lateness are applied in order and later ones are kept as late. Because that assignment
-//! depends only on the order of the input, the lake's rows are the same for any number of
-//! workers and any split of the input into files.
+//! Worker 0 reads the files in the order given and sends every record at a timely time (whole
+//! minutes of event time): its own event time's minute, or, when it is older than the
+//! watermark `max event time read so far − allowed lateness`, the watermark. The per-node
+//! operator applies each minute's readings in event-time order once the frontier passes it, so
+//! readings out of order by less than the lateness are applied in order and later ones are
+//! kept as late. That assignment depends only on the order of the input, so the lake's rows are
+//! the same for any number of workers and any split of the input into files.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -22,8 +23,10 @@ use kaiabc_operators::dataflow::{NodeClocks, NodeStats, Ordering, Routed};
 use kaiabc_operators::node::NodeConfig;
 use kaiabc_schemas::{DeadLetter, LakeRow, Reason};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::{Concat, Probe};
-use timely::dataflow::{InputHandle, ProbeHandle};
+use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
+use timely::dataflow::operators::core::UnorderedInput;
+use timely::dataflow::operators::{ActivateCapability, Concat, Probe};
+use timely::dataflow::ProbeHandle;
 
 use super::lake_sink::{LakeSink, SinkReport};
 use super::tick_of;
@@ -95,6 +98,11 @@ pub struct ReplaySummary {
     pub rows_committed: usize,
     /// Wall time.
     pub elapsed: Duration,
+    /// Bytes of per-node state at the end, per node.
+    pub state_bytes_per_node: f64,
+    /// Time in each stage, summed over workers: reading, parsing and validating; per-node
+    /// processing (filter, clock, windows); the lake (encoding and writing Parquet).
+    pub stage_busy: [Duration; 3],
 }
 
 impl ReplaySummary {
@@ -123,6 +131,12 @@ impl ReplaySummary {
             "rows_committed": self.rows_committed,
             "elapsed_seconds": self.elapsed.as_secs_f64(),
             "events_per_second": self.events_per_second(),
+            "state_bytes_per_node": self.state_bytes_per_node,
+            "stage_seconds": {
+                "read_parse_validate": self.stage_busy[0].as_secs_f64(),
+                "nodes": self.stage_busy[1].as_secs_f64(),
+                "lake": self.stage_busy[2].as_secs_f64(),
+            },
         })
     }
 }
@@ -131,6 +145,7 @@ impl ReplaySummary {
 #[derive(Default)]
 struct WorkerResult {
     events_in: u64,
+    source_busy: Duration,
     rejected: BTreeMap<Reason, u64>,
     nodes: NodeStats,
     sink: SinkReport,
@@ -155,6 +170,7 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
     })
     .map_err(|e| anyhow!("starting the workers: {e}"))?;
     let mut summary = ReplaySummary::default();
+    let mut state_bytes = 0u64;
     for r in guards.join() {
         let r = r
             .map_err(|e| anyhow!("a worker failed: {e}"))?
@@ -181,10 +197,15 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
                 "readings failed in the clock or filter"
             );
         }
+        state_bytes += r.nodes.state_bytes;
+        summary.stage_busy[0] += r.source_busy;
+        summary.stage_busy[1] += r.nodes.busy;
+        summary.stage_busy[2] += r.sink.busy;
         summary.files_committed += r.sink.committed.files;
         summary.rows_committed += r.sink.committed.rows;
     }
     summary.elapsed = started.elapsed();
+    summary.state_bytes_per_node = state_bytes as f64 / summary.nodes.max(1) as f64;
     Ok(summary)
 }
 
@@ -198,45 +219,95 @@ fn run_worker(
     let stats = Rc::new(RefCell::new(NodeStats::default()));
     let report = Rc::new(RefCell::new(SinkReport::default()));
     let writer = LakeWriter::new(opts.lake.clone(), index).map_err(|e| e.to_string())?;
-    let mut readings_in: InputHandle<u64, CapacityContainerBuilder<Vec<Routed>>> = InputHandle::new();
-    let mut dead_in: InputHandle<u64, CapacityContainerBuilder<Vec<LakeRow>>> = InputHandle::new();
     let probe = ProbeHandle::new();
-    worker.dataflow::<u64, _, _>(|scope| {
+    let (inputs, caps) = worker.dataflow::<u64, _, _>(|scope| {
         let seen = {
             let keys = Arc::clone(keys);
             Rc::new(move |r: &kaiabc_schemas::SensorReading| {
                 keys.has_reading(&r.node_id, r.seq, r.timestamp.timestamp_micros())
             })
         };
-        let rows = readings_in.to_stream(scope).node_clocks(
-            Arc::clone(node_cfg),
-            Ordering::Frontier,
-            seen,
-            Rc::clone(&stats),
-        );
-        rows.concat(dead_in.to_stream(scope))
+        let ((readings_in, readings_cap), readings) =
+            scope.new_unordered_input::<CapacityContainerBuilder<Vec<Routed>>>();
+        let ((dead_in, dead_cap), dead) =
+            scope.new_unordered_input::<CapacityContainerBuilder<Vec<LakeRow>>>();
+        readings
+            .node_clocks(
+                Arc::clone(node_cfg),
+                Ordering::Frontier,
+                seen,
+                Rc::clone(&stats),
+            )
+            .concat(dead)
             .probe_with(&probe)
             .lake_sink(writer, Rc::clone(&report));
+        ((readings_in, dead_in), (readings_cap, dead_cap))
     });
 
     let mut result = WorkerResult::default();
     if index == 0 {
-        read_all(
-            worker,
-            opts,
-            keys,
-            &mut readings_in,
-            &mut dead_in,
-            &probe,
-            &mut result,
-        )?;
+        let mut source = Source {
+            readings_in: inputs.0,
+            dead_in: inputs.1,
+            readings_cap: caps.0,
+            dead_cap: caps.1,
+            readings: BTreeMap::new(),
+            dead: BTreeMap::new(),
+            watermark: 0,
+        };
+        let started = Instant::now();
+        let stepping = read_all(worker, opts, keys, &mut source, &probe, &mut result)?;
+        source.flush();
+        result.source_busy = started.elapsed().saturating_sub(stepping);
+        // Dropping the source's handles and capabilities closes the inputs.
+    } else {
+        drop(caps);
+        drop(inputs);
     }
-    readings_in.close();
-    dead_in.close();
     while worker.step() {}
     result.nodes = *stats.borrow();
     result.sink = std::mem::take(&mut *report.borrow_mut());
     Ok(result)
+}
+
+type ReadingsIn = UnorderedHandle<u64, CapacityContainerBuilder<Vec<Routed>>>;
+type DeadIn = UnorderedHandle<u64, CapacityContainerBuilder<Vec<LakeRow>>>;
+
+/// Worker 0's two inputs, with records buffered by the timely time they are sent at.
+struct Source {
+    readings_in: ReadingsIn,
+    dead_in: DeadIn,
+    readings_cap: ActivateCapability<u64>,
+    dead_cap: ActivateCapability<u64>,
+    readings: BTreeMap<u64, Vec<Routed>>,
+    dead: BTreeMap<u64, Vec<LakeRow>>,
+    /// `max event time read so far − lateness`, in ticks: a record is sent at its own event
+    /// time's tick, or at the watermark if it is older (then it may be late).
+    watermark: u64,
+}
+
+impl Source {
+    /// Sends what is buffered and moves the inputs' capabilities up to the watermark.
+    fn flush(&mut self) {
+        for (t, mut batch) in std::mem::take(&mut self.readings) {
+            let cap = self.readings_cap.delayed(&t);
+            self.readings_in
+                .activate()
+                .session(&cap)
+                .give_container(&mut batch);
+        }
+        for (t, mut batch) in std::mem::take(&mut self.dead) {
+            let cap = self.dead_cap.delayed(&t);
+            self.dead_in
+                .activate()
+                .session(&cap)
+                .give_container(&mut batch);
+        }
+        if self.watermark > *self.readings_cap.time() {
+            self.readings_cap = self.readings_cap.delayed(&self.watermark);
+            self.dead_cap = self.dead_cap.delayed(&self.watermark);
+        }
+    }
 }
 
 /// Worker 0's source: reads every file, validates, and feeds the two inputs.
@@ -244,28 +315,32 @@ fn read_all(
     worker: &mut timely::worker::Worker,
     opts: &ReplayOptions,
     keys: &kaiabc_connectors::lake::ExistingKeys,
-    readings_in: &mut InputHandle<u64, CapacityContainerBuilder<Vec<Routed>>>,
-    dead_in: &mut InputHandle<u64, CapacityContainerBuilder<Vec<LakeRow>>>,
+    src: &mut Source,
     probe: &ProbeHandle<u64>,
     result: &mut WorkerResult,
-) -> Result<(), String> {
+) -> Result<Duration, String> {
+    // Time spent running the dataflow from inside the source loop, so the caller can tell
+    // reading from processing.
+    let mut stepping = Duration::ZERO;
     let lateness = opts.lateness.as_micros() as i64;
     let mut max_seen: Option<i64> = None;
     let mut ordinal = 0u64;
     let mut pace: Option<(Instant, i64)> = None;
     let mut last_report = Instant::now();
     let progress = opts.progress;
+    let mut pending = 0usize;
     for (path, format) in &opts.files {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        // Dead letters before the first valid reading are stamped with the file's mtime.
+        // A dead letter is stamped with the newest event time read so far from its file (the
+        // file's mtime before the first valid reading): deterministic, and in the file's era.
+        let mut file_max: Option<i64> = None;
         let mtime: DateTime<Utc> = std::fs::metadata(path)
             .and_then(|m| m.modified())
             .map(DateTime::<Utc>::from)
             .unwrap_or_default();
-        let mut pending = 0usize;
         let read = read_log(path, *format, |rec| {
             result.events_in += 1;
             ordinal += 1;
@@ -276,15 +351,23 @@ fn read_all(
                         let (wall0, ev0) = *pace.get_or_insert((Instant::now(), t));
                         let due =
                             wall0 + Duration::from_secs_f64(((t - ev0).max(0) as f64 / 1e6) / f);
-                        while Instant::now() < due {
-                            worker.step();
-                            std::thread::sleep(
-                                (due - Instant::now()).min(Duration::from_millis(5)),
-                            );
+                        if due > Instant::now() {
+                            src.flush();
+                            while Instant::now() < due {
+                                worker.step();
+                                std::thread::sleep(
+                                    (due - Instant::now()).min(Duration::from_millis(5)),
+                                );
+                            }
                         }
                     }
+                    let tick = tick_of(t).max(src.watermark);
+                    src.readings
+                        .entry(tick)
+                        .or_default()
+                        .push((ordinal, reading));
                     max_seen = Some(max_seen.map_or(t, |m| m.max(t)));
-                    readings_in.send((ordinal, reading));
+                    file_max = Some(file_max.map_or(t, |m| m.max(t)));
                 }
                 Err(rejection) => {
                     *result.rejected.entry(rejection.reason).or_default() += 1;
@@ -293,34 +376,36 @@ fn read_all(
                     if keys.has_dead_letter(&source, &payload) {
                         return;
                     }
-                    let at = max_seen
+                    let at = file_max
                         .and_then(DateTime::<Utc>::from_timestamp_micros)
                         .unwrap_or(mtime);
-                    dead_in.send(LakeRow::DeadLetter(DeadLetter::new(
-                        at,
-                        source,
-                        rec.payload,
-                        rejection,
-                    )));
+                    src.dead
+                        .entry(src.watermark)
+                        .or_default()
+                        .push(LakeRow::DeadLetter(DeadLetter::new(
+                            at,
+                            source,
+                            rec.payload,
+                            rejection,
+                        )));
                 }
             }
-            // Advance the watermark; let the dataflow work every few thousand records, and
-            // keep it from falling far behind (bounded memory).
             if let Some(m) = max_seen {
-                let tick = tick_of(m - lateness);
-                if tick > *readings_in.time() {
-                    readings_in.advance_to(tick);
-                    dead_in.advance_to(tick);
-                }
+                src.watermark = src.watermark.max(tick_of(m - lateness));
             }
+            // Let the dataflow work every few thousand records, and keep it from falling far
+            // behind the source (bounded memory).
             pending += 1;
             if pending >= 4096 {
                 pending = 0;
+                src.flush();
+                let t = Instant::now();
                 worker.step();
-                let behind = readings_in.time().saturating_sub(60 * 24);
+                let behind = src.readings_cap.time().saturating_sub(60 * 24);
                 while probe.less_than(&behind) {
                     worker.step();
                 }
+                stepping += t.elapsed();
                 if progress && last_report.elapsed() > Duration::from_millis(500) {
                     last_report = Instant::now();
                     eprint!("\r{}: {} events read", name, result.events_in);
@@ -332,5 +417,5 @@ fn read_all(
     if progress {
         eprintln!("\rread {} events{:20}", result.events_in, "");
     }
-    Ok(())
+    Ok(stepping)
 }
