@@ -21,7 +21,7 @@ pub trait LakeRecord: Sized {
     /// The time that decides its `date=` partition, µs since the Unix epoch.
     fn time_micros(&self) -> i64;
     /// Builds the table's record batch (rows in the given order).
-    fn to_batch(rows: &[Self]) -> Result<RecordBatch, ArrowError>;
+    fn to_batch(rows: &[&Self]) -> Result<RecordBatch, ArrowError>;
 }
 
 /// µs since the Unix epoch.
@@ -63,8 +63,8 @@ impl LakeRecord for ReadingRow {
         micros(&self.reading.timestamp)
     }
 
-    fn to_batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
-        let r = |f: fn(&ReadingRow) -> Option<f64>| opt_f64s(rows.iter().map(f));
+    fn to_batch(rows: &[&Self]) -> Result<RecordBatch, ArrowError> {
+        let r = |f: fn(&ReadingRow) -> Option<f64>| opt_f64s(rows.iter().copied().map(f));
         let raw = |f: fn(&kaiabc_schemas::RawValues) -> Option<f64>| {
             opt_f64s(
                 rows.iter()
@@ -74,18 +74,26 @@ impl LakeRecord for ReadingRow {
         RecordBatch::try_new(
             Table::Readings.schema(),
             vec![
-                strs(rows.iter().map(|x| x.reading.node_id.as_str())),
-                Arc::new(Int64Array::from_iter(rows.iter().map(|x| x.reading.seq))),
-                ts(rows.iter().map(|x| micros(&x.reading.timestamp)).collect()),
-                f64s(rows.iter().map(|x| x.reading.temperature_kelvin)),
+                strs(rows.iter().copied().map(|x| x.reading.node_id.as_str())),
+                Arc::new(Int64Array::from_iter(
+                    rows.iter().copied().map(|x| x.reading.seq),
+                )),
+                ts(rows
+                    .iter()
+                    .copied()
+                    .map(|x| micros(&x.reading.timestamp))
+                    .collect()),
+                f64s(rows.iter().copied().map(|x| x.reading.temperature_kelvin)),
                 r(|x| x.reading.humidity_percent),
                 r(|x| x.reading.pressure_pa),
                 r(|x| x.reading.light_lux),
-                strs(rows.iter().map(|x| x.reading.sensor_type.as_str())),
-                strs(rows.iter().map(|x| x.reading.quality.as_str())),
+                strs(rows.iter().copied().map(|x| x.reading.sensor_type.as_str())),
+                strs(rows.iter().copied().map(|x| x.reading.quality.as_str())),
                 r(|x| x.filtered_temperature_kelvin),
                 r(|x| x.kalman_variance),
-                Arc::new(BooleanArray::from_iter(rows.iter().map(|x| Some(x.late)))),
+                Arc::new(BooleanArray::from_iter(
+                    rows.iter().copied().map(|x| Some(x.late)),
+                )),
                 raw(|v| v.temperature),
                 raw(|v| v.humidity),
                 raw(|v| v.pressure),
@@ -105,14 +113,14 @@ impl LakeRecord for OscillatorState {
         micros(&self.timestamp)
     }
 
-    fn to_batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
-        let f = |g: fn(&OscillatorState) -> f64| f64s(rows.iter().map(g));
+    fn to_batch(rows: &[&Self]) -> Result<RecordBatch, ArrowError> {
+        let f = |g: fn(&OscillatorState) -> f64| f64s(rows.iter().copied().map(g));
         RecordBatch::try_new(
             Table::States.schema(),
             vec![
-                strs(rows.iter().map(|x| x.node_id.as_str())),
-                ts(rows.iter().map(|x| micros(&x.timestamp)).collect()),
-                Arc::new(Int64Array::from_iter(rows.iter().map(|x| x.seq))),
+                strs(rows.iter().copied().map(|x| x.node_id.as_str())),
+                ts(rows.iter().copied().map(|x| micros(&x.timestamp)).collect()),
+                Arc::new(Int64Array::from_iter(rows.iter().copied().map(|x| x.seq))),
                 f(|x| x.circadian_time),
                 f(|x| x.phase),
                 f(|x| x.period_hours),
@@ -124,10 +132,10 @@ impl LakeRecord for OscillatorState {
                 f(|x| x.state_variables.CABC_complex),
                 f(|x| x.koa_metric),
                 Arc::new(Int32Array::from_iter_values(
-                    rows.iter().map(|x| x.output_pwm),
+                    rows.iter().copied().map(|x| x.output_pwm),
                 )),
                 Arc::new(BooleanArray::from_iter(
-                    rows.iter().map(|x| Some(x.entrainment_active)),
+                    rows.iter().copied().map(|x| Some(x.entrainment_active)),
                 )),
                 f(|x| x.temperature_kelvin),
                 f(|x| x.raw_temperature_kelvin),
@@ -152,17 +160,25 @@ impl LakeRecord for RhythmWindow {
         micros(&self.window_end)
     }
 
-    fn to_batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
-        let o = |g: fn(&RhythmWindow) -> Option<f64>| opt_f64s(rows.iter().map(g));
+    fn to_batch(rows: &[&Self]) -> Result<RecordBatch, ArrowError> {
+        let o = |g: fn(&RhythmWindow) -> Option<f64>| opt_f64s(rows.iter().copied().map(g));
         RecordBatch::try_new(
             Table::Rhythms.schema(),
             vec![
-                strs(rows.iter().map(|x| x.node_id.as_str())),
-                ts(rows.iter().map(|x| micros(&x.window_start)).collect()),
-                ts(rows.iter().map(|x| micros(&x.window_end)).collect()),
-                strs(rows.iter().map(|x| x.metric.as_str())),
+                strs(rows.iter().copied().map(|x| x.node_id.as_str())),
+                ts(rows
+                    .iter()
+                    .copied()
+                    .map(|x| micros(&x.window_start))
+                    .collect()),
+                ts(rows
+                    .iter()
+                    .copied()
+                    .map(|x| micros(&x.window_end))
+                    .collect()),
+                strs(rows.iter().copied().map(|x| x.metric.as_str())),
                 Arc::new(Int32Array::from_iter_values(
-                    rows.iter().map(|x| x.n_samples),
+                    rows.iter().copied().map(|x| x.n_samples),
                 )),
                 o(|x| x.period_hours),
                 o(|x| x.power),
@@ -187,17 +203,21 @@ impl LakeRecord for DeadLetter {
         micros(&self.received_at)
     }
 
-    fn to_batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
+    fn to_batch(rows: &[&Self]) -> Result<RecordBatch, ArrowError> {
         RecordBatch::try_new(
             Table::DeadLetters.schema(),
             vec![
-                ts(rows.iter().map(|x| micros(&x.received_at)).collect()),
-                strs(rows.iter().map(|x| x.source.as_str())),
-                strs(rows.iter().map(|x| x.reason.code())),
-                strs(rows.iter().map(|x| x.message.as_str())),
-                strs(rows.iter().map(|x| x.payload.as_str())),
+                ts(rows
+                    .iter()
+                    .copied()
+                    .map(|x| micros(&x.received_at))
+                    .collect()),
+                strs(rows.iter().copied().map(|x| x.source.as_str())),
+                strs(rows.iter().copied().map(|x| x.reason.code())),
+                strs(rows.iter().copied().map(|x| x.message.as_str())),
+                strs(rows.iter().copied().map(|x| x.payload.as_str())),
                 Arc::new(StringArray::from_iter(
-                    rows.iter().map(|x| x.node_id.as_deref()),
+                    rows.iter().copied().map(|x| x.node_id.as_deref()),
                 )),
             ],
         )

@@ -1,7 +1,7 @@
 //! The lake's writer: buffers rows per table and day, stages sorted zstd Parquet files under
 //! `_staging/` (fsynced) and commits them by renaming them into their partitions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -10,6 +10,7 @@ use kaiabc_schemas::{DeadLetter, OscillatorState, ReadingRow, RhythmWindow};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
 
 use super::record::{date_of, LakeRecord, LakeRow};
 use super::{ensure_layout, staging_dir, table_dir, LakeError};
@@ -96,12 +97,25 @@ impl LakeWriter {
         let level = ZstdLevel::try_new(cfg.zstd_level)
             .map_err(|e| LakeError::Config(format!("zstd level {}: {e}", cfg.zstd_level)))?;
         ensure_layout(&cfg.root)?;
-        let props = WriterProperties::builder()
+        // Dictionary encoding only where values repeat (ids, enums); for measurements it costs
+        // a hash lookup per value and then falls back to plain anyway.
+        let mut props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
             .set_writer_version(WriterVersion::PARQUET_2_0)
             .set_max_row_group_row_count(Some(cfg.row_group_rows))
-            .set_created_by(format!("kaiabc-stream {}", env!("CARGO_PKG_VERSION")))
-            .build();
+            .set_dictionary_enabled(false)
+            .set_created_by(format!("kaiabc-stream {}", env!("CARGO_PKG_VERSION")));
+        for column in [
+            "node_id",
+            "sensor_type",
+            "quality",
+            "metric",
+            "reason",
+            "source",
+        ] {
+            props = props.set_column_dictionary_enabled(ColumnPath::from(column), true);
+        }
+        let props = props.build();
         // Unique across runs and processes, so files of different runs never collide.
         let run_id = format!(
             "{}-{}",
@@ -190,9 +204,8 @@ impl LakeWriter {
     }
 
     /// Sorts `rows`, writes them as one zstd Parquet file under `_staging/` and fsyncs it.
-    fn stage<R: LakeRecord>(&mut self, date: NaiveDate, mut rows: Vec<R>) -> Result<(), LakeError> {
-        rows.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
-        let batch = R::to_batch(&rows)?;
+    fn stage<R: LakeRecord>(&mut self, date: NaiveDate, rows: Vec<R>) -> Result<(), LakeError> {
+        let batch = R::to_batch(&sorted(&rows))?;
         self.file_seq += 1;
         let name = format!(
             "part-{}-w{:02}-{:05}.parquet",
@@ -220,6 +233,32 @@ impl LakeWriter {
         });
         Ok(())
     }
+}
+
+/// The rows in sort-key order, without moving them: the key's strings are replaced by their
+/// ranks among the distinct strings, so the sort compares integers.
+fn sorted<R: LakeRecord>(rows: &[R]) -> Vec<&R> {
+    fn ranks<'a>(strings: impl Iterator<Item = &'a str>) -> HashMap<&'a str, u32> {
+        let mut distinct: Vec<&str> = strings.collect::<HashSet<_>>().into_iter().collect();
+        distinct.sort_unstable();
+        distinct
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, i as u32))
+            .collect()
+    }
+    let first = ranks(rows.iter().map(|r| r.sort_key().0));
+    let third = ranks(rows.iter().map(|r| r.sort_key().2));
+    let mut keys: Vec<(u32, i64, u32, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (a, t, c) = r.sort_key();
+            (first[a], t, third[c], i as u32)
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.into_iter().map(|k| &rows[k.3 as usize]).collect()
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LakeError> {
