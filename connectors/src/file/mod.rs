@@ -365,6 +365,82 @@ mod tests {
     }
 
     #[test]
+    fn parquet_logs_are_read_by_column_name_with_timestamp_or_text_times() {
+        use arrow::array::{Float64Array, Int64Array, StringArray, TimestampMillisecondArray};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, batch: RecordBatch| {
+            let p = dir.path().join(name);
+            let f = File::create(&p).unwrap();
+            let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+            p
+        };
+        // Times as a millisecond timestamp column (converted), and a null temperature.
+        let typed = RecordBatch::try_from_iter(vec![
+            ("node_id", Arc::new(StringArray::from(vec!["a", "b"])) as _),
+            ("seq", Arc::new(Int64Array::from(vec![Some(1), None])) as _),
+            (
+                "timestamp",
+                Arc::new(
+                    TimestampMillisecondArray::from(vec![1_751_328_000_123, 1_751_328_060_000])
+                        .with_timezone("UTC"),
+                ) as _,
+            ),
+            (
+                "temperature_kelvin",
+                Arc::new(Float64Array::from(vec![Some(300.5), None])) as _,
+            ),
+        ])
+        .unwrap();
+        let mut rows = Vec::new();
+        read_log(&write("typed.parquet", typed), Format::Parquet, |r| {
+            rows.push((
+                r.line,
+                r.parsed.unwrap(),
+                String::from_utf8_lossy(r.payload).into_owned(),
+            ))
+        })
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0, 1);
+        assert_eq!(
+            rows[0].1.timestamp.as_deref(),
+            Some("2025-07-01T00:00:00.123000Z")
+        );
+        assert_eq!(rows[0].1.seq, Some(1));
+        assert_eq!(rows[1].1.temperature_kelvin, None);
+        assert!(
+            rows[1].2.contains("\"node_id\":\"b\""),
+            "payload is the row as JSON"
+        );
+        let missing = rows[1].1.clone().validate(chrono::Utc::now()).unwrap_err();
+        assert_eq!(missing.reason, Reason::MissingField);
+        // Times as text are passed through for validation.
+        let text = RecordBatch::try_from_iter(vec![
+            ("node_id", Arc::new(StringArray::from(vec!["c"])) as _),
+            (
+                "timestamp",
+                Arc::new(StringArray::from(vec!["2025-07-01T00:00:00Z"])) as _,
+            ),
+            (
+                "temperature_kelvin",
+                Arc::new(Float64Array::from(vec![301.0])) as _,
+            ),
+        ])
+        .unwrap();
+        let mut got = None;
+        read_log(&write("text.parquet", text), Format::Parquet, |r| {
+            got = Some(r.parsed.unwrap())
+        })
+        .unwrap();
+        let r = got.unwrap().validate(chrono::Utc::now()).unwrap();
+        assert_eq!(r.node_id, "c");
+        assert_eq!(r.temperature_kelvin, 301.0);
+    }
+
+    #[test]
     fn formats_are_inferred_from_extensions() {
         assert_eq!(Format::infer(Path::new("a/b.csv")), Some(Format::Csv));
         assert_eq!(Format::infer(Path::new("b.jsonl")), Some(Format::Jsonl));
