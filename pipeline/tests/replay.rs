@@ -396,3 +396,21 @@ fn generated_logs_are_deterministic_per_seed_and_replay_cleanly() {
     let states = |l: &Path| query_csv(l, "SELECT * FROM states ORDER BY node_id, timestamp");
     assert_eq!(states(&lake), states(&lake2));
 }
+
+#[test]
+fn speed_paces_event_time_against_the_wall_clock() {
+    // chamber-cycle.csv spans 12 days less 10 minutes of event time (1 036 200 s); at a million
+    // times real time the replay cannot take less than about 1.04 s of wall time.
+    let lake = tempfile::tempdir().unwrap();
+    let s = replay(
+        lake.path(),
+        &[dataset("chamber-cycle.csv")],
+        &["--speed", "x1000000"],
+    );
+    assert_eq!(s["applied"], 3456);
+    let elapsed = s["elapsed_seconds"].as_f64().unwrap();
+    assert!(elapsed >= 1.03, "paced replay took only {elapsed} s");
+    let out = kaiabc(&["replay", "--speed", "fast", &dataset("chamber-cycle.csv")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("max, realtime or xN"));
+}
