@@ -1,24 +1,9 @@
 //! End-to-end tests of the `kaiabc` command: real process, real files, real exit codes.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn kaiabc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kaiabc"))
-        .args(args)
-        .output()
-        .expect("run kaiabc")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = kaiabc(args);
-    assert!(
-        out.status.success(),
-        "kaiabc {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+mod common;
+use common::{kaiabc, ok};
 
 fn fails(args: &[&str]) -> String {
     let out = kaiabc(args);

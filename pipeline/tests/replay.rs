@@ -3,7 +3,7 @@
 //! (`scripts/check_lake.py`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,22 +16,8 @@ fn dataset(name: &str) -> String {
     root().join("datasets").join(name).display().to_string()
 }
 
-fn kaiabc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kaiabc"))
-        .args(args)
-        .output()
-        .expect("run kaiabc")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = kaiabc(args);
-    assert!(
-        out.status.success(),
-        "kaiabc {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+mod common;
+use common::{kaiabc, ok};
 
 fn replay(lake: &Path, files: &[String], extra: &[&str]) -> serde_json::Value {
     let mut args = vec!["replay", "--json", "--lake", lake.to_str().unwrap()];

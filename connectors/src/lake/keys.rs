@@ -1,7 +1,7 @@
 //! What the lake already holds, so that replaying a log again adds nothing: the keys of the
 //! committed readings and dead letters.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::Path;
 
@@ -12,36 +12,35 @@ use parquet::arrow::ProjectionMask;
 
 use super::{table_files, LakeError};
 
-/// Keys of committed rows.
+/// Keys of committed rows, per node, so a lookup from the replay's hot path allocates nothing.
 #[derive(Clone, Debug, Default)]
 pub struct ExistingKeys {
-    /// (node_id, seq) of every committed reading with a seq.
-    pub reading_seqs: HashSet<(String, i64)>,
-    /// (node_id, timestamp µs) of every committed reading.
-    pub reading_times: HashSet<(String, i64)>,
-    /// (source, payload) of every committed dead letter.
-    pub dead_letters: HashSet<(String, String)>,
+    /// Seqs of every committed reading with a seq, per node.
+    pub reading_seqs: HashMap<String, HashSet<i64>>,
+    /// Timestamps (µs) of every committed reading, per node.
+    pub reading_times: HashMap<String, HashSet<i64>>,
+    /// Payloads of every committed dead letter, per source.
+    pub dead_letters: HashMap<String, HashSet<String>>,
 }
 
 impl ExistingKeys {
     /// Whether a reading with this key is already in the lake.
     pub fn has_reading(&self, node_id: &str, seq: Option<i64>, micros: i64) -> bool {
-        // Allocation-free lookups are not possible with tuple keys of String; the sets are
-        // only consulted when the lake held data before the run.
-        if self.reading_times.is_empty() {
-            return false;
-        }
-        let node = node_id.to_string();
-        seq.is_some_and(|s| self.reading_seqs.contains(&(node.clone(), s)))
-            || self.reading_times.contains(&(node, micros))
+        seq.is_some_and(|s| {
+            self.reading_seqs
+                .get(node_id)
+                .is_some_and(|k| k.contains(&s))
+        }) || self
+            .reading_times
+            .get(node_id)
+            .is_some_and(|k| k.contains(&micros))
     }
 
     /// Whether this dead letter is already in the lake.
     pub fn has_dead_letter(&self, source: &str, payload: &str) -> bool {
-        !self.dead_letters.is_empty()
-            && self
-                .dead_letters
-                .contains(&(source.to_string(), payload.to_string()))
+        self.dead_letters
+            .get(source)
+            .is_some_and(|p| p.contains(payload))
     }
 }
 
@@ -73,6 +72,14 @@ fn col<'a, T: 'static>(
         })
 }
 
+/// The set under `key`, created on first use (the key is only copied then).
+fn entry<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
+}
+
 /// Reads the keys of everything committed under `root`.
 pub fn existing_keys(root: &Path) -> Result<ExistingKeys, LakeError> {
     let mut keys = ExistingKeys::default();
@@ -83,11 +90,11 @@ pub fn existing_keys(root: &Path) -> Result<ExistingKeys, LakeError> {
             let seq = col::<Int64Array>(&batch, "seq")?;
             let ts = col::<TimestampMicrosecondArray>(&batch, "timestamp")?;
             for i in 0..batch.num_rows() {
-                let n = node.value(i).to_string();
+                let n = node.value(i);
                 if !seq.is_null(i) {
-                    keys.reading_seqs.insert((n.clone(), seq.value(i)));
+                    entry(&mut keys.reading_seqs, n).insert(seq.value(i));
                 }
-                keys.reading_times.insert((n, ts.value(i)));
+                entry(&mut keys.reading_times, n).insert(ts.value(i));
             }
         }
     }
@@ -97,8 +104,7 @@ pub fn existing_keys(root: &Path) -> Result<ExistingKeys, LakeError> {
             let source = col::<StringArray>(&batch, "source")?;
             let payload = col::<StringArray>(&batch, "payload")?;
             for i in 0..batch.num_rows() {
-                keys.dead_letters
-                    .insert((source.value(i).to_string(), payload.value(i).to_string()));
+                entry(&mut keys.dead_letters, source.value(i)).insert(payload.value(i).to_string());
             }
         }
     }

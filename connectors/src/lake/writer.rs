@@ -177,10 +177,15 @@ impl LakeWriter {
 
     /// Stages every partition of every table whose date is before `date` (complete days).
     pub fn roll_before(&mut self, date: NaiveDate) -> Result<(), LakeError> {
-        self.roll_table(Some(date), |w| &mut w.readings)?;
-        self.roll_table(Some(date), |w| &mut w.states)?;
-        self.roll_table(Some(date), |w| &mut w.rhythms)?;
-        self.roll_table(Some(date), |w| &mut w.dead_letters)
+        self.roll(Some(date))
+    }
+
+    /// Stages every partition of every table before `before`, or all of them.
+    fn roll(&mut self, before: Option<NaiveDate>) -> Result<(), LakeError> {
+        self.roll_table(before, |w| &mut w.readings)?;
+        self.roll_table(before, |w| &mut w.states)?;
+        self.roll_table(before, |w| &mut w.rhythms)?;
+        self.roll_table(before, |w| &mut w.dead_letters)
     }
 
     fn roll_table<R: LakeRecord>(
@@ -282,10 +287,7 @@ impl Sink<LakeRow> for LakeWriter {
     }
 
     fn checkpoint(&mut self) -> Result<(), LakeError> {
-        self.roll_table(None, |w| &mut w.readings)?;
-        self.roll_table(None, |w| &mut w.states)?;
-        self.roll_table(None, |w| &mut w.rhythms)?;
-        self.roll_table(None, |w| &mut w.dead_letters)?;
+        self.roll(None)?;
         sync_dir(&staging_dir(&self.cfg.root))
     }
 
