@@ -8,6 +8,12 @@ mod cli;
 mod dataflow;
 mod table;
 
+/// mimalloc: the dataflow allocates and frees many short-lived rows and large column buffers;
+/// glibc's malloc returned the buffers to the kernel and faulted them back in on every file
+/// (see DEVELOPERS.md, "Replay throughput").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -17,7 +17,7 @@ use kaiabc_schemas::Table;
 
 pub use keys::{existing_keys, ExistingKeys};
 pub use query::{query, session, write_batches, OutputFormat};
-pub use record::{LakeRecord, LakeRow};
+pub use record::{Columns, LakeRecord, LakeRow};
 pub use writer::{LakeConfig, LakeWriter};
 
 /// Errors of the lake.

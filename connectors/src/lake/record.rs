@@ -1,11 +1,13 @@
-//! How each kind of row becomes an Arrow record batch of its table, and how it is ordered.
+//! How each kind of row is buffered column by column as Arrow arrays of its table, and how it is
+//! ordered.
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    TimestampMicrosecondArray,
+use arrow::array::builder::{
+    BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::error::ArrowError;
 use chrono::{DateTime, NaiveDate, Utc};
 pub use kaiabc_schemas::LakeRow;
@@ -15,13 +17,25 @@ use kaiabc_schemas::{DeadLetter, OscillatorState, ReadingRow, RhythmWindow, Tabl
 pub trait LakeRecord: Sized {
     /// Its table.
     const TABLE: Table;
+    /// The table's columns being built; rows are appended as they come and sorted when the
+    /// file is written, so a buffered row costs its values, not a struct with heap strings.
+    type Columns: Columns<Self>;
     /// Its sort key inside a file: (node_id, time, tie-break). Dead letters sort by
     /// (received_at, source) and use an empty first part.
     fn sort_key(&self) -> (&str, i64, &str);
     /// The time that decides its `date=` partition, µs since the Unix epoch.
     fn time_micros(&self) -> i64;
-    /// Builds the table's record batch (rows in the given order).
-    fn to_batch(rows: &[&Self]) -> Result<RecordBatch, ArrowError>;
+}
+
+/// A table's columns under construction.
+pub trait Columns<R>: Default {
+    /// Empty columns with room for `rows` rows, so a large file's buffers are not regrown
+    /// (and copied) a dozen times.
+    fn with_capacity(rows: usize) -> Self;
+    /// Appends one row.
+    fn push(&mut self, row: &R);
+    /// The batch of every row appended so far, in append order; the builders start empty again.
+    fn finish(&mut self) -> Result<RecordBatch, ArrowError>;
 }
 
 /// µs since the Unix epoch.
@@ -36,24 +50,101 @@ pub fn date_of(micros: i64) -> NaiveDate {
         .unwrap_or_default()
 }
 
-fn ts(values: Vec<i64>) -> ArrayRef {
-    Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC"))
+fn utc_micros(rows: usize) -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC")
 }
 
-fn f64s(values: impl IntoIterator<Item = f64>) -> ArrayRef {
-    Arc::new(Float64Array::from_iter_values(values))
+fn strings(rows: usize) -> StringBuilder {
+    // Node ids and enum names are short; longer text (dead letters) grows as needed.
+    StringBuilder::with_capacity(rows, rows * 8)
 }
 
-fn opt_f64s(values: impl IntoIterator<Item = Option<f64>>) -> ArrayRef {
-    Arc::new(Float64Array::from_iter(values))
+fn floats(rows: usize) -> Float64Builder {
+    Float64Builder::with_capacity(rows)
 }
 
-fn strs<'a>(values: impl IntoIterator<Item = &'a str>) -> ArrayRef {
-    Arc::new(StringArray::from_iter_values(values))
+fn ints64(rows: usize) -> Int64Builder {
+    Int64Builder::with_capacity(rows)
 }
+
+fn ints32(rows: usize) -> Int32Builder {
+    Int32Builder::with_capacity(rows)
+}
+
+fn bools(rows: usize) -> BooleanBuilder {
+    BooleanBuilder::with_capacity(rows)
+}
+
+/// Declares a table's column builders, in the table schema's order: each column names its
+/// builder, the function that makes it with a capacity, and how a row's value is appended.
+macro_rules! columns {
+    ($name:ident for $row:ty, $table:expr, {
+        $($col:ident: $builder:ty = $init:ident => |$r:ident| $append:ident($value:expr),)+
+    }) => {
+        #[doc = concat!("Column builders of `", stringify!($row), "` rows.")]
+        pub struct $name {
+            $($col: $builder,)+
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::with_capacity(0)
+            }
+        }
+
+        impl Columns<$row> for $name {
+            fn with_capacity(rows: usize) -> Self {
+                Self { $($col: $init(rows),)+ }
+            }
+
+            fn push(&mut self, row: &$row) {
+                $(
+                    let $r = row;
+                    self.$col.$append($value);
+                )+
+            }
+
+            fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
+                RecordBatch::try_new(
+                    $table.schema(),
+                    vec![$(Arc::new(self.$col.finish()) as ArrayRef,)+],
+                )
+            }
+        }
+    };
+}
+
+columns!(ReadingColumns for ReadingRow, Table::Readings, {
+    node_id: StringBuilder = strings => |x| append_value(&x.reading.node_id),
+    seq: Int64Builder = ints64 => |x| append_option(x.reading.seq),
+    timestamp: TimestampMicrosecondBuilder = utc_micros
+        => |x| append_value(micros(&x.reading.timestamp)),
+    temperature_kelvin: Float64Builder = floats
+        => |x| append_value(x.reading.temperature_kelvin),
+    humidity_percent: Float64Builder = floats
+        => |x| append_option(x.reading.humidity_percent),
+    pressure_pa: Float64Builder = floats
+        => |x| append_option(x.reading.pressure_pa),
+    light_lux: Float64Builder = floats => |x| append_option(x.reading.light_lux),
+    sensor_type: StringBuilder = strings
+        => |x| append_value(&x.reading.sensor_type),
+    quality: StringBuilder = strings => |x| append_value(x.reading.quality.as_str()),
+    filtered_temperature_kelvin: Float64Builder = floats
+        => |x| append_option(x.filtered_temperature_kelvin),
+    kalman_variance: Float64Builder = floats
+        => |x| append_option(x.kalman_variance),
+    late: BooleanBuilder = bools => |x| append_value(x.late),
+    raw_temperature: Float64Builder = floats
+        => |x| append_option(x.reading.raw_values.as_ref().and_then(|v| v.temperature)),
+    raw_humidity: Float64Builder = floats
+        => |x| append_option(x.reading.raw_values.as_ref().and_then(|v| v.humidity)),
+    raw_pressure: Float64Builder = floats
+        => |x| append_option(x.reading.raw_values.as_ref().and_then(|v| v.pressure)),
+});
 
 impl LakeRecord for ReadingRow {
     const TABLE: Table = Table::Readings;
+    type Columns = ReadingColumns;
 
     fn sort_key(&self) -> (&str, i64, &str) {
         (&self.reading.node_id, micros(&self.reading.timestamp), "")
@@ -62,48 +153,37 @@ impl LakeRecord for ReadingRow {
     fn time_micros(&self) -> i64 {
         micros(&self.reading.timestamp)
     }
-
-    fn to_batch(rows: &[&Self]) -> Result<RecordBatch, ArrowError> {
-        let r = |f: fn(&ReadingRow) -> Option<f64>| opt_f64s(rows.iter().copied().map(f));
-        let raw = |f: fn(&kaiabc_schemas::RawValues) -> Option<f64>| {
-            opt_f64s(
-                rows.iter()
-                    .map(|x| x.reading.raw_values.as_ref().and_then(f)),
-            )
-        };
-        RecordBatch::try_new(
-            Table::Readings.schema(),
-            vec![
-                strs(rows.iter().copied().map(|x| x.reading.node_id.as_str())),
-                Arc::new(Int64Array::from_iter(
-                    rows.iter().copied().map(|x| x.reading.seq),
-                )),
-                ts(rows
-                    .iter()
-                    .copied()
-                    .map(|x| micros(&x.reading.timestamp))
-                    .collect()),
-                f64s(rows.iter().copied().map(|x| x.reading.temperature_kelvin)),
-                r(|x| x.reading.humidity_percent),
-                r(|x| x.reading.pressure_pa),
-                r(|x| x.reading.light_lux),
-                strs(rows.iter().copied().map(|x| x.reading.sensor_type.as_str())),
-                strs(rows.iter().copied().map(|x| x.reading.quality.as_str())),
-                r(|x| x.filtered_temperature_kelvin),
-                r(|x| x.kalman_variance),
-                Arc::new(BooleanArray::from_iter(
-                    rows.iter().copied().map(|x| Some(x.late)),
-                )),
-                raw(|v| v.temperature),
-                raw(|v| v.humidity),
-                raw(|v| v.pressure),
-            ],
-        )
-    }
 }
+
+columns!(StateColumns for OscillatorState, Table::States, {
+    node_id: StringBuilder = strings => |x| append_value(&x.node_id),
+    timestamp: TimestampMicrosecondBuilder = utc_micros
+        => |x| append_value(micros(&x.timestamp)),
+    seq: Int64Builder = ints64 => |x| append_option(x.seq),
+    circadian_time: Float64Builder = floats => |x| append_value(x.circadian_time),
+    phase: Float64Builder = floats => |x| append_value(x.phase),
+    period_hours: Float64Builder = floats => |x| append_value(x.period_hours),
+    c_u: Float64Builder = floats => |x| append_value(x.state_variables.C_U),
+    c_s: Float64Builder = floats => |x| append_value(x.state_variables.C_S),
+    c_t: Float64Builder = floats => |x| append_value(x.state_variables.C_T),
+    c_st: Float64Builder = floats => |x| append_value(x.state_variables.C_ST),
+    a_free: Float64Builder = floats => |x| append_value(x.state_variables.A_free),
+    cabc_complex: Float64Builder = floats
+        => |x| append_value(x.state_variables.CABC_complex),
+    koa_metric: Float64Builder = floats => |x| append_value(x.koa_metric),
+    output_pwm: Int32Builder = ints32 => |x| append_value(x.output_pwm),
+    entrainment_active: BooleanBuilder = bools
+        => |x| append_value(x.entrainment_active),
+    temperature_kelvin: Float64Builder = floats
+        => |x| append_value(x.temperature_kelvin),
+    raw_temperature_kelvin: Float64Builder = floats
+        => |x| append_value(x.raw_temperature_kelvin),
+    kalman_variance: Float64Builder = floats => |x| append_value(x.kalman_variance),
+});
 
 impl LakeRecord for OscillatorState {
     const TABLE: Table = Table::States;
+    type Columns = StateColumns;
 
     fn sort_key(&self) -> (&str, i64, &str) {
         (&self.node_id, micros(&self.timestamp), "")
@@ -112,41 +192,29 @@ impl LakeRecord for OscillatorState {
     fn time_micros(&self) -> i64 {
         micros(&self.timestamp)
     }
-
-    fn to_batch(rows: &[&Self]) -> Result<RecordBatch, ArrowError> {
-        let f = |g: fn(&OscillatorState) -> f64| f64s(rows.iter().copied().map(g));
-        RecordBatch::try_new(
-            Table::States.schema(),
-            vec![
-                strs(rows.iter().copied().map(|x| x.node_id.as_str())),
-                ts(rows.iter().copied().map(|x| micros(&x.timestamp)).collect()),
-                Arc::new(Int64Array::from_iter(rows.iter().copied().map(|x| x.seq))),
-                f(|x| x.circadian_time),
-                f(|x| x.phase),
-                f(|x| x.period_hours),
-                f(|x| x.state_variables.C_U),
-                f(|x| x.state_variables.C_S),
-                f(|x| x.state_variables.C_T),
-                f(|x| x.state_variables.C_ST),
-                f(|x| x.state_variables.A_free),
-                f(|x| x.state_variables.CABC_complex),
-                f(|x| x.koa_metric),
-                Arc::new(Int32Array::from_iter_values(
-                    rows.iter().copied().map(|x| x.output_pwm),
-                )),
-                Arc::new(BooleanArray::from_iter(
-                    rows.iter().copied().map(|x| Some(x.entrainment_active)),
-                )),
-                f(|x| x.temperature_kelvin),
-                f(|x| x.raw_temperature_kelvin),
-                f(|x| x.kalman_variance),
-            ],
-        )
-    }
 }
+
+columns!(RhythmColumns for RhythmWindow, Table::Rhythms, {
+    node_id: StringBuilder = strings => |x| append_value(&x.node_id),
+    window_start: TimestampMicrosecondBuilder = utc_micros
+        => |x| append_value(micros(&x.window_start)),
+    window_end: TimestampMicrosecondBuilder = utc_micros
+        => |x| append_value(micros(&x.window_end)),
+    metric: StringBuilder = strings => |x| append_value(x.metric.as_str()),
+    n_samples: Int32Builder = ints32 => |x| append_value(x.n_samples),
+    period_hours: Float64Builder = floats => |x| append_option(x.period_hours),
+    power: Float64Builder = floats => |x| append_option(x.power),
+    false_alarm_probability: Float64Builder = floats
+        => |x| append_option(x.false_alarm_probability),
+    mesor: Float64Builder = floats => |x| append_option(x.mesor),
+    amplitude: Float64Builder = floats => |x| append_option(x.amplitude),
+    acrophase_rad: Float64Builder = floats => |x| append_option(x.acrophase_rad),
+    p_value: Float64Builder = floats => |x| append_option(x.p_value),
+});
 
 impl LakeRecord for RhythmWindow {
     const TABLE: Table = Table::Rhythms;
+    type Columns = RhythmColumns;
 
     fn sort_key(&self) -> (&str, i64, &str) {
         (
@@ -159,41 +227,21 @@ impl LakeRecord for RhythmWindow {
     fn time_micros(&self) -> i64 {
         micros(&self.window_end)
     }
-
-    fn to_batch(rows: &[&Self]) -> Result<RecordBatch, ArrowError> {
-        let o = |g: fn(&RhythmWindow) -> Option<f64>| opt_f64s(rows.iter().copied().map(g));
-        RecordBatch::try_new(
-            Table::Rhythms.schema(),
-            vec![
-                strs(rows.iter().copied().map(|x| x.node_id.as_str())),
-                ts(rows
-                    .iter()
-                    .copied()
-                    .map(|x| micros(&x.window_start))
-                    .collect()),
-                ts(rows
-                    .iter()
-                    .copied()
-                    .map(|x| micros(&x.window_end))
-                    .collect()),
-                strs(rows.iter().copied().map(|x| x.metric.as_str())),
-                Arc::new(Int32Array::from_iter_values(
-                    rows.iter().copied().map(|x| x.n_samples),
-                )),
-                o(|x| x.period_hours),
-                o(|x| x.power),
-                o(|x| x.false_alarm_probability),
-                o(|x| x.mesor),
-                o(|x| x.amplitude),
-                o(|x| x.acrophase_rad),
-                o(|x| x.p_value),
-            ],
-        )
-    }
 }
+
+columns!(DeadLetterColumns for DeadLetter, Table::DeadLetters, {
+    received_at: TimestampMicrosecondBuilder = utc_micros
+        => |x| append_value(micros(&x.received_at)),
+    source: StringBuilder = strings => |x| append_value(&x.source),
+    reason: StringBuilder = strings => |x| append_value(x.reason.code()),
+    message: StringBuilder = strings => |x| append_value(&x.message),
+    payload: StringBuilder = strings => |x| append_value(&x.payload),
+    node_id: StringBuilder = strings => |x| append_option(x.node_id.as_deref()),
+});
 
 impl LakeRecord for DeadLetter {
     const TABLE: Table = Table::DeadLetters;
+    type Columns = DeadLetterColumns;
 
     fn sort_key(&self) -> (&str, i64, &str) {
         ("", micros(&self.received_at), &self.source)
@@ -201,25 +249,5 @@ impl LakeRecord for DeadLetter {
 
     fn time_micros(&self) -> i64 {
         micros(&self.received_at)
-    }
-
-    fn to_batch(rows: &[&Self]) -> Result<RecordBatch, ArrowError> {
-        RecordBatch::try_new(
-            Table::DeadLetters.schema(),
-            vec![
-                ts(rows
-                    .iter()
-                    .copied()
-                    .map(|x| micros(&x.received_at))
-                    .collect()),
-                strs(rows.iter().copied().map(|x| x.source.as_str())),
-                strs(rows.iter().copied().map(|x| x.reason.code())),
-                strs(rows.iter().copied().map(|x| x.message.as_str())),
-                strs(rows.iter().copied().map(|x| x.payload.as_str())),
-                Arc::new(StringArray::from_iter(
-                    rows.iter().copied().map(|x| x.node_id.as_deref()),
-                )),
-            ],
-        )
     }
 }

@@ -2,10 +2,11 @@
 //! order, and applied to each node's filter and clock.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use kaiabc_schemas::{DeadLetter, LakeRow, Reason, Rejection, SensorReading};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -116,7 +117,7 @@ impl<'scope> NodeClocks<'scope> for Stream<'scope, u64, Vec<Routed>> {
     ) -> Stream<'scope, u64, Vec<LakeRow>> {
         let pact = Exchange::new(|(_, r): &Routed| node_hash(&r.node_id));
         self.unary_frontier(pact, "NodeClocks", move |_cap, _info| {
-            let mut nodes: HashMap<String, NodeState> = HashMap::new();
+            let mut nodes: HashMap<String, NodeState> = HashMap::default();
             let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Routed>)> = BTreeMap::new();
             let mut out: Vec<LakeRow> = Vec::new();
             let mut reported = false;

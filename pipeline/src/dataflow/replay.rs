@@ -71,7 +71,7 @@ pub struct ReplayOptions {
     pub lateness: Duration,
     /// The time of receipt for the future-timestamp check.
     pub now: DateTime<Utc>,
-    /// Print progress to stderr.
+    /// Draw a progress bar on stderr (for a terminal).
     pub progress: bool,
 }
 
@@ -310,6 +310,28 @@ impl Source {
     }
 }
 
+/// A bar over the logs' bytes, drawn only when `opts.progress` (stderr is a terminal).
+fn progress_bar(opts: &ReplayOptions) -> indicatif::ProgressBar {
+    if !opts.progress {
+        return indicatif::ProgressBar::hidden();
+    }
+    let total: u64 = opts
+        .files
+        .iter()
+        .map(|(p, _)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec}, ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
 /// Worker 0's source: reads every file, validates, and feeds the two inputs.
 fn read_all(
     worker: &mut timely::worker::Worker,
@@ -326,10 +348,12 @@ fn read_all(
     let mut max_seen: Option<i64> = None;
     let mut ordinal = 0u64;
     let mut pace: Option<(Instant, i64)> = None;
-    let mut last_report = Instant::now();
-    let progress = opts.progress;
     let mut pending = 0usize;
+    let bar = progress_bar(opts);
+    let mut bytes_before = 0u64;
     for (path, format) in &opts.files {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let mut bytes = 0u64;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -341,9 +365,14 @@ fn read_all(
             .and_then(|m| m.modified())
             .map(DateTime::<Utc>::from)
             .unwrap_or_default();
+        bar.set_message(name.clone());
         let read = read_log(path, *format, |rec| {
             result.events_in += 1;
             ordinal += 1;
+            // Text logs advance by their bytes; a Parquet log jumps when it is done.
+            if *format != Format::Parquet {
+                bytes += rec.payload.len() as u64 + 1;
+            }
             match rec.parsed.and_then(|raw| raw.validate(opts.now)) {
                 Ok(reading) => {
                     let t = reading.timestamp.timestamp_micros();
@@ -406,16 +435,13 @@ fn read_all(
                     worker.step();
                 }
                 stepping += t.elapsed();
-                if progress && last_report.elapsed() > Duration::from_millis(500) {
-                    last_report = Instant::now();
-                    eprint!("\r{}: {} events read", name, result.events_in);
-                }
+                bar.set_position(bytes_before + bytes.min(size));
             }
         });
         read.map_err(|e| e.to_string())?;
+        bytes_before += size;
+        bar.set_position(bytes_before);
     }
-    if progress {
-        eprintln!("\rread {} events{:20}", result.events_in, "");
-    }
+    bar.finish_and_clear();
     Ok(stepping)
 }
