@@ -24,10 +24,10 @@ pub fn check_kelvin(name: &str, k: f64) -> Result<(), ModelError> {
     }
 }
 
-/// Checks one reading `(t, k)` of a temperature history that follows a reading at `prev_t`:
+/// Checks one point `(t, k)` of a temperature history that follows a reading at `prev_t`:
 /// a finite time after the previous one, a temperature in [`VALID_KELVIN`]. The error names
 /// the offending field (`t_hours` or `temperature_kelvin`).
-pub fn check_reading(prev_t: Option<f64>, t: f64, k: f64) -> Result<(), ModelError> {
+pub fn check_history_point(prev_t: Option<f64>, t: f64, k: f64) -> Result<(), ModelError> {
     let time = |reason: String| ModelError::InvalidParameter {
         name: "t_hours".into(),
         reason,
@@ -142,7 +142,7 @@ impl PiecewiseLinear {
         }
         for i in 0..t.len() {
             let prev = i.checked_sub(1).map(|j| t[j]);
-            check_reading(prev, t[i], k[i]).map_err(|e| match e {
+            check_history_point(prev, t[i], k[i]).map_err(|e| match e {
                 ModelError::InvalidParameter { name, reason } => ModelError::InvalidParameter {
                     name,
                     reason: format!("point {}: {reason}", i + 1),

@@ -103,7 +103,7 @@ impl std::fmt::Display for Reason {
 }
 
 /// A rejected event: the reason code, a message for people, and the node when it is known.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
 #[error("{reason}: {message}")]
 pub struct Rejection {
     /// The reason code.

@@ -1,6 +1,10 @@
 //! One CSV line of a sensor log into a raw reading, by the header's column names.
 
+use std::borrow::Cow;
+
 use kaiabc_schemas::{RawReading, RawValues, Reason, Rejection};
+
+use super::Peek;
 
 /// Where each known field sits in the header.
 #[derive(Clone, Debug)]
@@ -46,11 +50,69 @@ impl CsvColumns {
         })
     }
 
+    /// Columns of a file with no header (an empty file): every line has the wrong width.
+    pub(crate) fn empty() -> Self {
+        Self {
+            len: usize::MAX,
+            node_id: 0,
+            timestamp: 0,
+            temperature_kelvin: 0,
+            seq: None,
+            humidity_percent: None,
+            pressure_pa: None,
+            light_lux: None,
+            sensor_type: None,
+            quality: None,
+            raw: [None; 3],
+        }
+    }
+
+    /// The node id and timestamp fields of a line (trimmed, as [`CsvColumns::parse`] reads
+    /// them), splitting only as far as needed when nothing is quoted.
+    pub fn peek<'a>(&self, line: &'a [u8]) -> Peek<'a> {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return Peek::default();
+        };
+        let pick = |s: &'a str| Some(s.trim_ascii()).filter(|s| !s.is_empty());
+        if memchr::memchr(b'"', line).is_none() {
+            let last = self.node_id.max(self.timestamp);
+            let mut peek = Peek::default();
+            let mut start = 0;
+            let ends = memchr::memchr_iter(b',', line).chain(std::iter::once(line.len()));
+            for (i, end) in ends.enumerate().take(last + 1) {
+                // Commas are ASCII, so these are char boundaries of the valid UTF-8 text.
+                let field = &text[start..end];
+                if i == self.node_id {
+                    peek.node_id = pick(field).map(Cow::Borrowed);
+                }
+                if i == self.timestamp {
+                    peek.timestamp = pick(field).map(Cow::Borrowed);
+                }
+                start = end + 1;
+            }
+            return peek;
+        }
+        let Some(fields) = split(text, self.len) else {
+            return Peek::default();
+        };
+        let owned = |i: usize| {
+            fields
+                .get(i)
+                .map(|f| f.trim_ascii())
+                .filter(|s| !s.is_empty())
+                .map(|s| Cow::Owned(s.to_string()))
+        };
+        Peek {
+            node_id: owned(self.node_id),
+            timestamp: owned(self.timestamp),
+        }
+    }
+
     /// Parses one data line.
     pub fn parse(&self, line: &[u8]) -> Result<RawReading, Rejection> {
         let text = std::str::from_utf8(line)
             .map_err(|_| Rejection::new(Reason::ParseError, "line is not valid UTF-8"))?;
-        let fields = split(text, self.len)
+        let fields = split(text, self.len.min(64))
             .ok_or_else(|| Rejection::new(Reason::ParseError, "unbalanced quotes in CSV line"))?;
         if fields.len() != self.len {
             return Err(Rejection::new(
@@ -59,7 +121,7 @@ impl CsvColumns {
             ));
         }
         let get = |i: Option<usize>| -> Option<&str> {
-            i.map(|i| fields[i].trim()).filter(|s| !s.is_empty())
+            i.map(|i| fields[i].trim_ascii()).filter(|s| !s.is_empty())
         };
         let float = |i: Option<usize>, name: &str| -> Result<Option<f64>, Rejection> {
             get(i)
@@ -106,8 +168,14 @@ impl CsvColumns {
 /// vector is sized for the `expected` field count once (growing it was 8 % of a replay).
 fn split(line: &str, expected: usize) -> Option<Vec<std::borrow::Cow<'_, str>>> {
     let mut out = Vec::with_capacity(expected);
-    if !line.contains('"') {
-        out.extend(line.split(',').map(std::borrow::Cow::Borrowed));
+    if memchr::memchr(b'"', line.as_bytes()).is_none() {
+        let mut start = 0;
+        for end in memchr::memchr_iter(b',', line.as_bytes()) {
+            // Commas are ASCII: `end` is a char boundary.
+            out.push(std::borrow::Cow::Borrowed(&line[start..end]));
+            start = end + 1;
+        }
+        out.push(std::borrow::Cow::Borrowed(&line[start..]));
         return Some(out);
     }
     let mut chars = line.char_indices().peekable();

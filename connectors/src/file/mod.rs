@@ -94,57 +94,172 @@ pub fn read_log(
     format: Format,
     mut f: impl FnMut(LogRecord<'_>),
 ) -> Result<u64, FileError> {
+    let parser = LineParser::open(path, format)?;
+    read_records(path, format, |rec| {
+        let parsed = match (rec.parsed, &parser) {
+            (Some(parsed), _) => parsed,
+            (None, Some(p)) => p.parse(rec.payload),
+            (None, None) => unreachable!("text logs have a line parser"),
+        };
+        f(LogRecord {
+            line: rec.line,
+            payload: rec.payload,
+            parsed,
+        })
+    })
+}
+
+/// One record as read, before a text line is parsed: parsing can then happen elsewhere (on the
+/// worker that owns the record's node) with the file's [`LineParser`].
+pub struct RawRecord<'a> {
+    /// Line number (1-based; see [`LogRecord::line`]).
+    pub line: u64,
+    /// The record's bytes (for Parquet, the row rendered as JSON).
+    pub payload: &'a [u8],
+    /// Parquet rows come parsed; text lines do not.
+    pub parsed: Option<Result<RawReading, Rejection>>,
+}
+
+/// How a text log's lines become raw readings: the CSV header's column positions, or JSON.
+#[derive(Clone, Debug)]
+pub enum LineParser {
+    /// CSV with these columns.
+    Csv(CsvColumns),
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// The node id and timestamp text of a line, found without parsing the rest.
+#[derive(Debug, Default, PartialEq)]
+pub struct Peek<'a> {
+    /// The node id as the full parse will see it, if present.
+    pub node_id: Option<std::borrow::Cow<'a, str>>,
+    /// The timestamp text, if present.
+    pub timestamp: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl LineParser {
+    /// The parser for a log: reads a CSV file's header (an error names a missing required
+    /// column); `None` for Parquet, whose rows come parsed.
+    pub fn open(path: &Path, format: Format) -> Result<Option<Self>, FileError> {
+        match format {
+            Format::Parquet => Ok(None),
+            Format::Jsonl => Ok(Some(LineParser::Jsonl)),
+            Format::Csv => {
+                let io = |source| FileError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                let mut r = BufReader::new(File::open(path).map_err(io)?);
+                let mut buf = Vec::new();
+                loop {
+                    buf.clear();
+                    if r.read_until(b'\n', &mut buf).map_err(io)? == 0 {
+                        // An empty file has no records; any header will do.
+                        return Ok(Some(LineParser::Csv(CsvColumns::empty())));
+                    }
+                    let bytes = trim_eol(&buf);
+                    if bytes.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    return CsvColumns::from_header(bytes)
+                        .map(|c| Some(LineParser::Csv(c)))
+                        .map_err(|missing| FileError::Header {
+                            path: path.to_path_buf(),
+                            header: String::from_utf8_lossy(bytes).into_owned(),
+                            missing,
+                        });
+                }
+            }
+        }
+    }
+
+    /// Parses one line.
+    pub fn parse(&self, bytes: &[u8]) -> Result<RawReading, Rejection> {
+        match self {
+            LineParser::Csv(c) => c.parse(bytes),
+            LineParser::Jsonl => RawReading::from_json(bytes),
+        }
+    }
+
+    /// The line's node id and timestamp text, at a fraction of a full parse's cost.
+    pub fn peek<'a>(&self, bytes: &'a [u8]) -> Peek<'a> {
+        match self {
+            LineParser::Csv(c) => c.peek(bytes),
+            LineParser::Jsonl => {
+                #[derive(serde::Deserialize)]
+                struct Fields<'a> {
+                    #[serde(borrow, default)]
+                    node_id: Option<std::borrow::Cow<'a, str>>,
+                    #[serde(borrow, default)]
+                    timestamp: Option<std::borrow::Cow<'a, str>>,
+                }
+                serde_json::from_slice::<Fields<'_>>(bytes)
+                    .map(|f| Peek {
+                        node_id: f.node_id,
+                        timestamp: f.timestamp,
+                    })
+                    .unwrap_or_default()
+            }
+        }
+    }
+}
+
+fn trim_eol(mut bytes: &[u8]) -> &[u8] {
+    while let Some((last, rest)) = bytes.split_last() {
+        if *last == b'\n' || *last == b'\r' {
+            bytes = rest;
+        } else {
+            break;
+        }
+    }
+    bytes
+}
+
+/// Reads every record of `path` in order, leaving text lines unparsed. Blank lines and the
+/// CSV header are skipped.
+pub fn read_records(
+    path: &Path,
+    format: Format,
+    mut f: impl FnMut(RawRecord<'_>),
+) -> Result<u64, FileError> {
     let io = |source| FileError::Io {
         path: path.to_path_buf(),
         source,
     };
     match format {
-        Format::Parquet => read_parquet(path, f),
+        Format::Parquet => read_parquet(path, |rec| {
+            f(RawRecord {
+                line: rec.line,
+                payload: rec.payload,
+                parsed: Some(rec.parsed),
+            })
+        }),
         Format::Csv | Format::Jsonl => {
             let file = File::open(path).map_err(io)?;
             let mut r = BufReader::with_capacity(1 << 20, file);
             let mut buf = Vec::with_capacity(256);
             let mut line = 0u64;
             let mut records = 0u64;
-            let mut columns: Option<CsvColumns> = None;
+            let mut header = format == Format::Csv;
             loop {
                 buf.clear();
                 if r.read_until(b'\n', &mut buf).map_err(io)? == 0 {
                     break;
                 }
                 line += 1;
-                let mut bytes = buf.as_slice();
-                while let Some((last, rest)) = bytes.split_last() {
-                    if *last == b'\n' || *last == b'\r' {
-                        bytes = rest;
-                    } else {
-                        break;
-                    }
-                }
+                let bytes = trim_eol(&buf);
                 if bytes.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let parsed = match format {
-                    Format::Jsonl => RawReading::from_json(bytes),
-                    _ => match &columns {
-                        None => {
-                            columns = Some(CsvColumns::from_header(bytes).map_err(|missing| {
-                                FileError::Header {
-                                    path: path.to_path_buf(),
-                                    header: String::from_utf8_lossy(bytes).into_owned(),
-                                    missing,
-                                }
-                            })?);
-                            continue;
-                        }
-                        Some(c) => c.parse(bytes),
-                    },
-                };
+                if std::mem::take(&mut header) {
+                    continue;
+                }
                 records += 1;
-                f(LogRecord {
+                f(RawRecord {
                     line,
                     payload: bytes,
-                    parsed,
+                    parsed: None,
                 });
             }
             Ok(records)

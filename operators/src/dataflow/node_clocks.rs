@@ -40,8 +40,10 @@ pub struct NodeStats {
     pub late: u64,
     /// Readings dropped as duplicates (within the run, or already in the lake).
     pub duplicates: u64,
-    /// Readings whose processing failed (dead-lettered).
-    pub failed: u64,
+    /// Readings whose clock failed to step (dead-lettered as `ODE_INSTABILITY`).
+    pub clock_failures: u64,
+    /// Readings the filter could not take (dead-lettered as `FILTER_DIVERGENCE`).
+    pub filter_failures: u64,
     /// Rhythm-window rows emitted.
     pub rhythm_rows: u64,
     /// Nodes this worker owns.
@@ -50,6 +52,15 @@ pub struct NodeStats {
     pub state_bytes: u64,
     /// Time spent applying readings.
     pub busy: std::time::Duration,
+}
+
+impl NodeStats {
+    fn count_failure(&mut self, e: &NodeError) {
+        match e {
+            NodeError::Clock(_) => self.clock_failures += 1,
+            NodeError::Kalman(_) => self.filter_failures += 1,
+        }
+    }
 }
 
 /// Extension trait: per-node clocks over a stream of readings.
@@ -210,7 +221,7 @@ fn apply(
                 let n = match NodeState::new(cfg) {
                     Ok(n) => n,
                     Err(e) => {
-                        st.failed += 1;
+                        st.count_failure(&e);
                         out.push(failure(&reading, &e));
                         continue;
                     }
@@ -225,7 +236,7 @@ fn apply(
             Ok(Disposition::Late) => st.late += 1,
             Ok(Disposition::Duplicate) => st.duplicates += 1,
             Err(f) => {
-                st.failed += 1;
+                st.count_failure(&f.error);
                 out.push(failure(&f.reading, &f.error));
             }
         }

@@ -5,7 +5,7 @@ use std::io::{BufWriter, Write};
 use anyhow::{bail, Context, Result};
 use kaiabc_operators::clock::{Clock, ClockConfig, InitialCondition};
 use kaiabc_operators::temperature::{
-    check_reading, PiecewiseLinear, TemperatureSource, VALID_KELVIN,
+    check_history_point, PiecewiseLinear, TemperatureSource, VALID_KELVIN,
 };
 use kaiabc_operators::{IntegratorConfig, KaiState, ModelError};
 use serde::Serialize;
@@ -214,7 +214,7 @@ fn read_profile(path: &std::path::Path) -> Result<PiecewiseLinear> {
             continue;
         }
         let prev = points.last().map(|&(t, _)| t);
-        match check_reading(prev, t[i], k[i]) {
+        match check_history_point(prev, t[i], k[i]) {
             Ok(()) => {}
             Err(ModelError::InvalidParameter { name, reason }) => {
                 bail!("{shown}: row {row}, column `{name}`: {reason}")

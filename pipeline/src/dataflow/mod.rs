@@ -2,6 +2,7 @@
 //! `replay` drives it from sensor-log files; the live server (issue 4) drives the same graph.
 
 pub mod lake_sink;
+pub mod parse;
 pub mod replay;
 
 /// Timely timestamps are whole minutes of event time since the Unix epoch: coarse enough that

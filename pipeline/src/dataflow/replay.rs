@@ -1,8 +1,11 @@
 //! Batch replay of sensor logs through the dataflow into the lake.
 //!
-//! Worker 0 reads the files in the order given and sends every record at a timely time (whole
-//! minutes of event time): its own event time's minute, or, when it is older than the
-//! watermark `max event time read so far − allowed lateness`, the watermark. The per-node
+//! Worker 0 reads the files in the order given, finds each line's node id and timestamp without
+//! parsing the rest, and sends the line to the worker that owns its node, which parses and
+//! validates it. A record travels at a timely time (whole minutes of event time): its own event
+//! time's minute, or, when it is older than the watermark `max event time read so far − allowed
+//! lateness`, the watermark. (Every record with a readable timestamp that is not in the future
+//! moves the watermark, valid or not: the source cannot tell, and need not.) The per-node
 //! operator applies each minute's readings in event-time order once the frontier passes it, so
 //! readings out of order by less than the lateness are applied in order and later ones are
 //! kept as late. That assignment depends only on the order of the input, so the lake's rows are
@@ -17,18 +20,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
-use kaiabc_connectors::file::{read_log, Format};
+use kaiabc_connectors::file::{read_records, Format, LineParser};
 use kaiabc_connectors::lake::{existing_keys, LakeConfig, LakeWriter};
-use kaiabc_operators::dataflow::{NodeClocks, NodeStats, Ordering, Routed};
+use kaiabc_operators::dataflow::{node_hash, NodeClocks, NodeStats, Ordering, Routed};
 use kaiabc_operators::node::NodeConfig;
-use kaiabc_schemas::{DeadLetter, LakeRow, Reason};
+use kaiabc_schemas::validate::MAX_FUTURE;
+use kaiabc_schemas::{parse_timestamp, LakeRow, Reason};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
-use timely::dataflow::operators::core::UnorderedInput;
+use timely::dataflow::operators::core::{OkErr, UnorderedInput};
 use timely::dataflow::operators::{ActivateCapability, Concat, Probe};
-use timely::dataflow::ProbeHandle;
+use timely::dataflow::{ProbeHandle, Stream};
 
 use super::lake_sink::{LakeSink, SinkReport};
+use super::parse::{Incoming, LogFile, ParseStats, ParseValidate, Parsed};
 use super::tick_of;
 
 /// How fast to replay.
@@ -84,7 +89,8 @@ pub struct ReplaySummary {
     pub applied: u64,
     /// Readings kept as late.
     pub late: u64,
-    /// Rejected records by reason (duplicates included, though they are not dead-lettered).
+    /// Rejected records by reason: invalid input, duplicates (dropped, not dead-lettered) and
+    /// readings whose filter or clock failed (dead-lettered).
     pub rejected: BTreeMap<Reason, u64>,
     /// States written.
     pub states: u64,
@@ -146,7 +152,7 @@ impl ReplaySummary {
 struct WorkerResult {
     events_in: u64,
     source_busy: Duration,
-    rejected: BTreeMap<Reason, u64>,
+    parse: ParseStats,
     nodes: NodeStats,
     sink: SinkReport,
 }
@@ -159,13 +165,14 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
         existing_keys(&opts.lake.root)
             .with_context(|| format!("reading what {} already holds", opts.lake.root.display()))?,
     );
+    let files = Arc::new(log_files(&opts.files)?);
     let node_cfg = Arc::new(node_cfg);
     let opts = Arc::new(opts);
     let config = timely::Config::process(opts.workers);
     let guards = timely::execute(config, {
         let opts = Arc::clone(&opts);
         move |worker| -> Result<WorkerResult, String> {
-            run_worker(worker, &opts, &node_cfg, &keys)
+            run_worker(worker, &opts, &files, &node_cfg, &keys)
         }
     })
     .map_err(|e| anyhow!("starting the workers: {e}"))?;
@@ -179,7 +186,7 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
             return Err(anyhow!(e).context("writing the lake"));
         }
         summary.events_in += r.events_in;
-        for (k, v) in r.rejected {
+        for (k, v) in r.parse.rejected {
             *summary.rejected.entry(k).or_default() += v;
         }
         summary.applied += r.nodes.applied;
@@ -190,15 +197,21 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
             *summary.rejected.entry(Reason::Duplicate).or_default() += r.nodes.duplicates;
         }
         summary.states += r.sink.rows[1];
-        let dead_from_nodes = r.nodes.failed;
-        if dead_from_nodes > 0 {
-            tracing::warn!(
-                count = dead_from_nodes,
-                "readings failed in the clock or filter"
-            );
+        for (reason, n) in [
+            (Reason::OdeInstability, r.nodes.clock_failures),
+            (Reason::FilterDivergence, r.nodes.filter_failures),
+        ] {
+            if n > 0 {
+                tracing::warn!(
+                    count = n,
+                    reason = reason.code(),
+                    "readings failed in processing"
+                );
+                *summary.rejected.entry(reason).or_default() += n;
+            }
         }
         state_bytes += r.nodes.state_bytes;
-        summary.stage_busy[0] += r.source_busy;
+        summary.stage_busy[0] += r.source_busy + r.parse.busy;
         summary.stage_busy[1] += r.nodes.busy;
         summary.stage_busy[2] += r.sink.busy;
         summary.files_committed += r.sink.committed.files;
@@ -209,28 +222,61 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
     Ok(summary)
 }
 
+/// Each file's name and line parser (reading CSV headers now, so every worker has them and a
+/// bad header fails before anything is written).
+fn log_files(files: &[(PathBuf, Format)]) -> Result<Vec<LogFile>> {
+    files
+        .iter()
+        .map(|(path, format)| {
+            Ok(LogFile {
+                name: path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| path.display().to_string()),
+                parser: LineParser::open(path, *format)?,
+            })
+        })
+        .collect()
+}
+
 fn run_worker(
     worker: &mut timely::worker::Worker,
     opts: &ReplayOptions,
+    files: &Arc<Vec<LogFile>>,
     node_cfg: &Arc<NodeConfig>,
     keys: &Arc<kaiabc_connectors::lake::ExistingKeys>,
 ) -> Result<WorkerResult, String> {
     let index = worker.index();
     let stats = Rc::new(RefCell::new(NodeStats::default()));
+    let parse_stats = Rc::new(RefCell::new(ParseStats::default()));
     let report = Rc::new(RefCell::new(SinkReport::default()));
     let writer = LakeWriter::new(opts.lake.clone(), index).map_err(|e| e.to_string())?;
     let probe = ProbeHandle::new();
-    let (inputs, caps) = worker.dataflow::<u64, _, _>(|scope| {
+    let (input, cap) = worker.dataflow::<u64, _, _>(|scope| {
         let seen = {
             let keys = Arc::clone(keys);
             Rc::new(move |r: &kaiabc_schemas::SensorReading| {
                 keys.has_reading(&r.node_id, r.seq, r.timestamp.timestamp_micros())
             })
         };
-        let ((readings_in, readings_cap), readings) =
-            scope.new_unordered_input::<CapacityContainerBuilder<Vec<Routed>>>();
-        let ((dead_in, dead_cap), dead) =
-            scope.new_unordered_input::<CapacityContainerBuilder<Vec<LakeRow>>>();
+        let ((records_in, records_cap), records) =
+            scope.new_unordered_input::<CapacityContainerBuilder<Vec<Incoming>>>();
+        // timely's `ok_err` splits by `Result`; the row moves straight into its output.
+        #[allow(clippy::result_large_err)]
+        let (readings, dead): (
+            Stream<'_, u64, Vec<Routed>>,
+            Stream<'_, u64, Vec<LakeRow>>,
+        ) = records
+            .parse_validate(
+                Arc::clone(files),
+                opts.now,
+                Arc::clone(keys),
+                Rc::clone(&parse_stats),
+            )
+            .ok_err(|p| match p {
+                Parsed::Reading(r) => Ok(r),
+                Parsed::Dead(d) => Err(d),
+            });
         readings
             .node_clocks(
                 Arc::clone(node_cfg),
@@ -241,71 +287,57 @@ fn run_worker(
             .concat(dead)
             .probe_with(&probe)
             .lake_sink(writer, Rc::clone(&report));
-        ((readings_in, dead_in), (readings_cap, dead_cap))
+        (records_in, records_cap)
     });
 
     let mut result = WorkerResult::default();
     if index == 0 {
         let mut source = Source {
-            readings_in: inputs.0,
-            dead_in: inputs.1,
-            readings_cap: caps.0,
-            dead_cap: caps.1,
-            readings: BTreeMap::new(),
-            dead: BTreeMap::new(),
+            input,
+            cap,
+            records: BTreeMap::new(),
             watermark: 0,
         };
         let started = Instant::now();
-        let stepping = read_all(worker, opts, keys, &mut source, &probe, &mut result)?;
+        let stepping = read_all(worker, opts, files, &mut source, &probe, &mut result)?;
         source.flush();
         result.source_busy = started.elapsed().saturating_sub(stepping);
-        // Dropping the source's handles and capabilities closes the inputs.
+        // Dropping the source's handle and capability closes the input.
     } else {
-        drop(caps);
-        drop(inputs);
+        drop(cap);
+        drop(input);
     }
     while worker.step() {}
     result.nodes = *stats.borrow();
+    result.parse = std::mem::take(&mut *parse_stats.borrow_mut());
     result.sink = std::mem::take(&mut *report.borrow_mut());
     Ok(result)
 }
 
-type ReadingsIn = UnorderedHandle<u64, CapacityContainerBuilder<Vec<Routed>>>;
-type DeadIn = UnorderedHandle<u64, CapacityContainerBuilder<Vec<LakeRow>>>;
+type RecordsIn = UnorderedHandle<u64, CapacityContainerBuilder<Vec<Incoming>>>;
 
-/// Worker 0's two inputs, with records buffered by the timely time they are sent at.
+/// Worker 0's input, with records buffered by the timely time they are sent at.
 struct Source {
-    readings_in: ReadingsIn,
-    dead_in: DeadIn,
-    readings_cap: ActivateCapability<u64>,
-    dead_cap: ActivateCapability<u64>,
-    readings: BTreeMap<u64, Vec<Routed>>,
-    dead: BTreeMap<u64, Vec<LakeRow>>,
+    input: RecordsIn,
+    cap: ActivateCapability<u64>,
+    records: BTreeMap<u64, Vec<Incoming>>,
     /// `max event time read so far − lateness`, in ticks: a record is sent at its own event
     /// time's tick, or at the watermark if it is older (then it may be late).
     watermark: u64,
 }
 
 impl Source {
-    /// Sends what is buffered and moves the inputs' capabilities up to the watermark.
+    /// Sends what is buffered and moves the input's capability up to the watermark.
     fn flush(&mut self) {
-        for (t, mut batch) in std::mem::take(&mut self.readings) {
-            let cap = self.readings_cap.delayed(&t);
-            self.readings_in
+        for (t, mut batch) in std::mem::take(&mut self.records) {
+            let cap = self.cap.delayed(&t);
+            self.input
                 .activate()
                 .session(&cap)
                 .give_container(&mut batch);
         }
-        for (t, mut batch) in std::mem::take(&mut self.dead) {
-            let cap = self.dead_cap.delayed(&t);
-            self.dead_in
-                .activate()
-                .session(&cap)
-                .give_container(&mut batch);
-        }
-        if self.watermark > *self.readings_cap.time() {
-            self.readings_cap = self.readings_cap.delayed(&self.watermark);
-            self.dead_cap = self.dead_cap.delayed(&self.watermark);
+        if self.watermark > *self.cap.time() {
+            self.cap = self.cap.delayed(&self.watermark);
         }
     }
 }
@@ -332,11 +364,11 @@ fn progress_bar(opts: &ReplayOptions) -> indicatif::ProgressBar {
     bar
 }
 
-/// Worker 0's source: reads every file, validates, and feeds the two inputs.
+/// Worker 0's source: reads every file and sends each record, unparsed, to its node's worker.
 fn read_all(
     worker: &mut timely::worker::Worker,
     opts: &ReplayOptions,
-    keys: &kaiabc_connectors::lake::ExistingKeys,
+    files: &[LogFile],
     src: &mut Source,
     probe: &ProbeHandle<u64>,
     result: &mut WorkerResult,
@@ -345,37 +377,50 @@ fn read_all(
     // reading from processing.
     let mut stepping = Duration::ZERO;
     let lateness = opts.lateness.as_micros() as i64;
+    // A timestamp after this is rejected by validation: it must not move the watermark.
+    let latest = (opts.now + MAX_FUTURE).timestamp_micros();
     let mut max_seen: Option<i64> = None;
     let mut ordinal = 0u64;
     let mut pace: Option<(Instant, i64)> = None;
     let mut pending = 0usize;
     let bar = progress_bar(opts);
     let mut bytes_before = 0u64;
-    for (path, format) in &opts.files {
+    for (index, ((path, format), file)) in opts.files.iter().zip(files).enumerate() {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         let mut bytes = 0u64;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
         // A dead letter is stamped with the newest event time read so far from its file (the
-        // file's mtime before the first valid reading): deterministic, and in the file's era.
+        // file's mtime before the first readable one): deterministic, and in the file's era.
         let mut file_max: Option<i64> = None;
         let mtime: DateTime<Utc> = std::fs::metadata(path)
             .and_then(|m| m.modified())
             .map(DateTime::<Utc>::from)
             .unwrap_or_default();
-        bar.set_message(name.clone());
-        let read = read_log(path, *format, |rec| {
+        bar.set_message(file.name.clone());
+        let read = read_records(path, *format, |rec| {
             result.events_in += 1;
             ordinal += 1;
             // Text logs advance by their bytes; a Parquet log jumps when it is done.
             if *format != Format::Parquet {
                 bytes += rec.payload.len() as u64 + 1;
             }
-            match rec.parsed.and_then(|raw| raw.validate(opts.now)) {
-                Ok(reading) => {
-                    let t = reading.timestamp.timestamp_micros();
+            let peek = match (&rec.parsed, &file.parser) {
+                (Some(Ok(raw)), _) => kaiabc_connectors::file::Peek {
+                    node_id: raw.node_id.as_deref().map(Into::into),
+                    timestamp: raw.timestamp.as_deref().map(Into::into),
+                },
+                (None, Some(parser)) => parser.peek(rec.payload),
+                _ => Default::default(),
+            };
+            let t = peek
+                .timestamp
+                .and_then(|s| parse_timestamp(&s).ok())
+                .map(|t| t.timestamp_micros())
+                .filter(|&t| t <= latest);
+            let received_at = file_max
+                .and_then(DateTime::<Utc>::from_timestamp_micros)
+                .unwrap_or(mtime);
+            let tick = match t {
+                Some(t) => {
                     if let Speed::Factor(f) = opts.speed {
                         let (wall0, ev0) = *pace.get_or_insert((Instant::now(), t));
                         let due =
@@ -390,35 +435,26 @@ fn read_all(
                             }
                         }
                     }
-                    let tick = tick_of(t).max(src.watermark);
-                    src.readings
-                        .entry(tick)
-                        .or_default()
-                        .push((ordinal, reading));
                     max_seen = Some(max_seen.map_or(t, |m| m.max(t)));
                     file_max = Some(file_max.map_or(t, |m| m.max(t)));
+                    tick_of(t).max(src.watermark)
                 }
-                Err(rejection) => {
-                    *result.rejected.entry(rejection.reason).or_default() += 1;
-                    let source = format!("file:{name}:{}", rec.line);
-                    let payload = String::from_utf8_lossy(rec.payload);
-                    if keys.has_dead_letter(&source, &payload) {
-                        return;
-                    }
-                    let at = file_max
-                        .and_then(DateTime::<Utc>::from_timestamp_micros)
-                        .unwrap_or(mtime);
-                    src.dead
-                        .entry(src.watermark)
-                        .or_default()
-                        .push(LakeRow::DeadLetter(DeadLetter::new(
-                            at,
-                            source,
-                            rec.payload,
-                            rejection,
-                        )));
-                }
-            }
+                None => src.watermark,
+            };
+            let route = match &peek.node_id {
+                Some(node) => node_hash(node),
+                // No node: any worker will do; spread by position.
+                None => ordinal.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            };
+            src.records.entry(tick).or_default().push(Incoming {
+                route,
+                ordinal,
+                file: index as u32,
+                line: rec.line,
+                received_at,
+                payload: rec.payload.to_vec(),
+                parsed: rec.parsed.map(Box::new),
+            });
             if let Some(m) = max_seen {
                 src.watermark = src.watermark.max(tick_of(m - lateness));
             }
@@ -430,7 +466,7 @@ fn read_all(
                 src.flush();
                 let t = Instant::now();
                 worker.step();
-                let behind = src.readings_cap.time().saturating_sub(60 * 24);
+                let behind = src.cap.time().saturating_sub(60 * 24);
                 while probe.less_than(&behind) {
                     worker.step();
                 }

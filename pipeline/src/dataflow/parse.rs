@@ -1,0 +1,145 @@
+//! Parsing and validating log records on the worker that owns their node, so that the source
+//! only reads lines and every worker shares the parsing.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kaiabc_connectors::file::LineParser;
+use kaiabc_connectors::lake::ExistingKeys;
+use kaiabc_operators::dataflow::Routed;
+use kaiabc_schemas::{DeadLetter, LakeRow, RawReading, Reason, Rejection};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::operator::Operator;
+use timely::dataflow::Stream;
+
+/// A log file as every worker sees it.
+#[derive(Clone, Debug)]
+pub struct LogFile {
+    /// Its name in dead letters' `source` (`file:NAME:LINE`).
+    pub name: String,
+    /// How its lines parse (`None` for Parquet: rows come parsed).
+    pub parser: Option<LineParser>,
+}
+
+/// One record on its way from the source to the worker that parses it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Incoming {
+    /// Which worker parses it: the hash of its node id (so the reading needs no further
+    /// exchange), or of its position when it has none.
+    pub route: u64,
+    /// Its position in the input (ties in event time keep input order).
+    pub ordinal: u64,
+    /// Index into the replay's files.
+    pub file: u32,
+    /// Line (or row) number.
+    pub line: u64,
+    /// `received_at` for a dead letter: the newest event time read before it from its file.
+    pub received_at: DateTime<Utc>,
+    /// The record's bytes.
+    pub payload: Vec<u8>,
+    /// A Parquet row arrives parsed (boxed: records are moved several times on their way).
+    pub parsed: Option<Box<Result<RawReading, Rejection>>>,
+}
+
+/// What one worker's parser did.
+#[derive(Debug, Default)]
+pub struct ParseStats {
+    /// Rejections by reason.
+    pub rejected: BTreeMap<Reason, u64>,
+    /// Time spent parsing and validating.
+    pub busy: Duration,
+}
+
+/// What parsing a record gives.
+#[derive(Clone, Debug)]
+pub enum Parsed {
+    /// A valid reading, for the per-node operator.
+    Reading(Routed),
+    /// A dead letter, for the lake.
+    Dead(LakeRow),
+}
+
+/// Extension trait: parse and validate records on the worker that owns their node.
+pub trait ParseValidate<'scope> {
+    /// Parses each record with its file's parser and validates it against `now`; rejected
+    /// records become dead letters (unless `keys` says the lake already holds them).
+    fn parse_validate(
+        self,
+        files: Arc<Vec<LogFile>>,
+        now: DateTime<Utc>,
+        keys: Arc<ExistingKeys>,
+        stats: Rc<RefCell<ParseStats>>,
+    ) -> Stream<'scope, u64, Vec<Parsed>>;
+}
+
+impl<'scope> ParseValidate<'scope> for Stream<'scope, u64, Vec<Incoming>> {
+    fn parse_validate(
+        self,
+        files: Arc<Vec<LogFile>>,
+        now: DateTime<Utc>,
+        keys: Arc<ExistingKeys>,
+        stats: Rc<RefCell<ParseStats>>,
+    ) -> Stream<'scope, u64, Vec<Parsed>> {
+        self.unary(
+            Exchange::new(|r: &Incoming| r.route),
+            "ParseValidate",
+            move |_, _| {
+                let mut out: Vec<Parsed> = Vec::new();
+                move |input, output| {
+                    let started = std::time::Instant::now();
+                    let mut st = stats.borrow_mut();
+                    input.for_each_stamp(|time, data| {
+                        for batch in data {
+                            for r in batch.drain(..) {
+                                if let Some(p) = parse_one(&files, now, &keys, &mut st, r) {
+                                    out.push(p);
+                                }
+                            }
+                        }
+                        output.session(&time).give_iterator(out.drain(..));
+                    });
+                    st.busy += started.elapsed();
+                }
+            },
+        )
+    }
+}
+
+fn parse_one(
+    files: &[LogFile],
+    now: DateTime<Utc>,
+    keys: &ExistingKeys,
+    st: &mut ParseStats,
+    r: Incoming,
+) -> Option<Parsed> {
+    let file = &files[r.file as usize];
+    let parsed = match (r.parsed, &file.parser) {
+        (Some(parsed), _) => *parsed,
+        (None, Some(p)) => p.parse(&r.payload),
+        (None, None) => Err(Rejection::new(
+            Reason::ParseError,
+            "no parser for this file",
+        )),
+    };
+    match parsed.and_then(|raw| raw.validate(now)) {
+        Ok(reading) => Some(Parsed::Reading((r.ordinal, reading))),
+        Err(rejection) => {
+            *st.rejected.entry(rejection.reason).or_default() += 1;
+            let source = format!("file:{}:{}", file.name, r.line);
+            let payload = String::from_utf8_lossy(&r.payload);
+            if keys.has_dead_letter(&source, &payload) {
+                return None;
+            }
+            Some(Parsed::Dead(LakeRow::DeadLetter(DeadLetter::new(
+                r.received_at,
+                source,
+                &r.payload,
+                rejection,
+            ))))
+        }
+    }
+}
