@@ -4,6 +4,7 @@
 
 pub mod file;
 pub mod lake;
+pub mod mqtt;
 pub mod sink;
 
 pub use sink::Sink;

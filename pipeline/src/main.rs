@@ -6,6 +6,7 @@ use clap::Parser;
 
 mod cli;
 mod dataflow;
+mod server;
 mod table;
 
 /// mimalloc: the dataflow allocates and frees many short-lived rows and large column buffers;

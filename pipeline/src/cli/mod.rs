@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod analyze;
 mod datasets;
 mod lake;
+mod run;
 mod simulate;
 
 /// KaiABC Stream: cyanobacterial circadian clocks entrained by live sensor temperature.
@@ -29,6 +30,8 @@ enum Command {
     Replay(lake::ReplayArgs),
     /// Run SQL over the lake (tables readings, states, rhythms, dead_letters).
     Query(lake::QueryArgs),
+    /// Run the live pipeline: embedded MQTT broker, dataflow, HTTP API, lake.
+    Run(run::RunArgs),
     /// Synthetic sensor logs.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
@@ -222,6 +225,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Analyze(AnalyzeCommand::Prc(a)) => analyze::prc(&a),
         Command::Replay(a) => lake::replay(&a),
         Command::Query(a) => lake::query(&a),
+        Command::Run(a) => run::run(&a),
         Command::Datasets(datasets::DatasetsCommand::Generate(a)) => datasets::generate(&a),
     }
 }

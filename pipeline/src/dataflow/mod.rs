@@ -2,6 +2,7 @@
 //! `replay` drives it from sensor-log files; the live server (issue 4) drives the same graph.
 
 pub mod lake_sink;
+pub mod live;
 pub mod parse;
 pub mod replay;
 

@@ -37,8 +37,11 @@ pub struct Incoming {
     pub file: u32,
     /// Line (or row) number.
     pub line: u64,
-    /// `received_at` for a dead letter: the newest event time read before it from its file.
+    /// `received_at` for a dead letter: in a replay, the newest event time read before it from
+    /// its file; live, the time it arrived.
     pub received_at: DateTime<Utc>,
+    /// A live record's source (`mqtt:TOPIC`); replayed records name their file and line.
+    pub source: Option<String>,
     /// The record's bytes.
     pub payload: Vec<u8>,
     /// A Parquet row arrives parsed (boxed: records are moved several times on their way).
@@ -65,12 +68,13 @@ pub enum Parsed {
 
 /// Extension trait: parse and validate records on the worker that owns their node.
 pub trait ParseValidate<'scope> {
-    /// Parses each record with its file's parser and validates it against `now`; rejected
-    /// records become dead letters (unless `keys` says the lake already holds them).
+    /// Parses each record with its file's parser and validates it against `now` (or, when
+    /// `None`, live, against the record's own arrival time); rejected records become dead
+    /// letters (unless `keys` says the lake already holds them).
     fn parse_validate(
         self,
         files: Arc<Vec<LogFile>>,
-        now: DateTime<Utc>,
+        now: Option<DateTime<Utc>>,
         keys: Arc<ExistingKeys>,
         stats: Rc<RefCell<ParseStats>>,
     ) -> Stream<'scope, u64, Vec<Parsed>>;
@@ -80,7 +84,7 @@ impl<'scope> ParseValidate<'scope> for Stream<'scope, u64, Vec<Incoming>> {
     fn parse_validate(
         self,
         files: Arc<Vec<LogFile>>,
-        now: DateTime<Utc>,
+        now: Option<DateTime<Utc>>,
         keys: Arc<ExistingKeys>,
         stats: Rc<RefCell<ParseStats>>,
     ) -> Stream<'scope, u64, Vec<Parsed>> {
@@ -111,7 +115,7 @@ impl<'scope> ParseValidate<'scope> for Stream<'scope, u64, Vec<Incoming>> {
 
 fn parse_one(
     files: &[LogFile],
-    now: DateTime<Utc>,
+    now: Option<DateTime<Utc>>,
     keys: &ExistingKeys,
     st: &mut ParseStats,
     r: Incoming,
@@ -125,11 +129,13 @@ fn parse_one(
             "no parser for this file",
         )),
     };
-    match parsed.and_then(|raw| raw.validate(now)) {
+    match parsed.and_then(|raw| raw.validate(now.unwrap_or(r.received_at))) {
         Ok(reading) => Some(Parsed::Reading((r.ordinal, reading))),
         Err(rejection) => {
             *st.rejected.entry(rejection.reason).or_default() += 1;
-            let source = format!("file:{}:{}", file.name, r.line);
+            let source = r
+                .source
+                .unwrap_or_else(|| format!("file:{}:{}", file.name, r.line));
             let payload = String::from_utf8_lossy(&r.payload);
             if keys.has_dead_letter(&source, &payload) {
                 return None;

@@ -269,7 +269,7 @@ fn run_worker(
         ) = records
             .parse_validate(
                 Arc::clone(files),
-                opts.now,
+                Some(opts.now),
                 Arc::clone(keys),
                 Rc::clone(&parse_stats),
             )
@@ -286,7 +286,7 @@ fn run_worker(
             )
             .concat(dead)
             .probe_with(&probe)
-            .lake_sink(writer, Rc::clone(&report));
+            .lake_sink(writer, Rc::clone(&report), None);
         (records_in, records_cap)
     });
 
@@ -452,6 +452,7 @@ fn read_all(
                 file: index as u32,
                 line: rec.line,
                 received_at,
+                source: None,
                 payload: rec.payload.to_vec(),
                 parsed: rec.parsed.map(Box::new),
             });

@@ -1,0 +1,158 @@
+//! MQTT: the embedded broker (rumqttd) that nodes publish to, and the server's link into it.
+//!
+//! Nodes publish readings to `kaiabc/sensors/{node_id}`; every publish is handed on as a
+//! [`MqttMessage`] through a bounded channel, so a slow dataflow slows the broker's link rather
+//! than growing memory without bound.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::mpsc::SyncSender;
+
+use chrono::{DateTime, Utc};
+use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
+
+/// The topic filter nodes publish readings under.
+pub const SENSOR_TOPICS: &str = "kaiabc/sensors/+";
+
+/// Errors starting the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// The listen address is taken or cannot be bound.
+    #[error("cannot listen for MQTT on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The broker refused the server's own link.
+    #[error("the embedded broker's link: {0}")]
+    Link(String),
+}
+
+/// One publish received by the broker.
+#[derive(Clone, Debug)]
+pub struct MqttMessage {
+    /// The topic it was published to.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// When the server received it.
+    pub received_at: DateTime<Utc>,
+}
+
+impl MqttMessage {
+    /// The node a sensor topic names (`kaiabc/sensors/{node_id}`).
+    pub fn topic_node(&self) -> Option<&str> {
+        self.topic
+            .strip_prefix("kaiabc/sensors/")
+            .filter(|n| !n.is_empty() && !n.contains('/'))
+    }
+}
+
+/// Starts rumqttd on `listen` and forwards every publish under [`SENSOR_TOPICS`] to `tx`.
+///
+/// rumqttd has no shutdown: its threads end with the process. The address is bound and released
+/// once first, so a taken port is a clear error instead of a silent broker thread failure.
+pub fn start_embedded_broker(
+    listen: SocketAddr,
+    tx: SyncSender<MqttMessage>,
+) -> Result<SocketAddr, MqttError> {
+    let probe = std::net::TcpListener::bind(listen).map_err(|source| MqttError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let bound = probe.local_addr().map_err(|source| MqttError::Bind {
+        addr: listen,
+        source,
+    })?;
+    drop(probe);
+    let server = ServerSettings {
+        name: "v4".into(),
+        listen: bound,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: 256 * 1024,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    let config = Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 10_000,
+            max_outgoing_packet_count: 200,
+            max_segment_size: 100 * 1024 * 1024,
+            max_segment_count: 10,
+            ..Default::default()
+        },
+        v4: Some(HashMap::from([("1".to_string(), server)])),
+        ..Default::default()
+    };
+    let mut broker = Broker::new(config);
+    let (mut link_tx, mut link_rx) = broker
+        .link("kaiabc-server")
+        .map_err(|e| MqttError::Link(e.to_string()))?;
+    link_tx
+        .subscribe(SENSOR_TOPICS)
+        .map_err(|e| MqttError::Link(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "the embedded MQTT broker stopped");
+            }
+        })
+        .map_err(|e| MqttError::Link(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("mqtt-link".into())
+        .spawn(move || {
+            // Keep the sender alive as long as we read: dropping it would unsubscribe.
+            let _link_tx = link_tx;
+            loop {
+                match link_rx.recv() {
+                    Ok(Some(Notification::Forward(f))) => {
+                        let msg = MqttMessage {
+                            topic: String::from_utf8_lossy(&f.publish.topic).into_owned(),
+                            payload: f.publish.payload.to_vec(),
+                            received_at: Utc::now(),
+                        };
+                        if tx.send(msg).is_err() {
+                            return; // the pipeline is shutting down
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "the MQTT link closed");
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(|e| MqttError::Link(e.to_string()))?;
+    tracing::info!(%bound, "embedded MQTT broker listening");
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sensor_topics_name_their_node() {
+        let m = |topic: &str| MqttMessage {
+            topic: topic.into(),
+            payload: vec![],
+            received_at: Utc::now(),
+        };
+        assert_eq!(m("kaiabc/sensors/pico_001").topic_node(), Some("pico_001"));
+        assert_eq!(m("kaiabc/sensors/").topic_node(), None);
+        assert_eq!(m("kaiabc/sensors/a/b").topic_node(), None);
+        assert_eq!(m("other/pico_001").topic_node(), None);
+    }
+}

@@ -1,0 +1,281 @@
+//! The live dataflow: readings from MQTT through the same operators as a replay, each node's
+//! state emitted as soon as its reading is applied, the lake committed every few seconds.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use chrono::{DateTime, Utc};
+use kaiabc_connectors::file::LineParser;
+use kaiabc_connectors::lake::{existing_keys, LakeConfig, LakeWriter};
+use kaiabc_connectors::mqtt::MqttMessage;
+use kaiabc_operators::dataflow::{node_hash, NodeClocks, NodeStats, Ordering, Routed};
+use kaiabc_operators::node::NodeConfig;
+use kaiabc_schemas::{parse_timestamp, LakeRow, OscillatorState, Reason, Rejection};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::core::{OkErr, UnorderedInput};
+use timely::dataflow::operators::{Concat, Inspect};
+use timely::dataflow::Stream;
+
+use super::lake_sink::{LakeSink, SinkReport};
+use super::parse::{Incoming, LogFile, ParseStats, ParseValidate, Parsed};
+use super::tick_of;
+
+/// How the live dataflow runs.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Timely worker threads.
+    pub workers: usize,
+    /// The lake.
+    pub lake: LakeConfig,
+    /// Allowed lateness of event time (for day rolls of the lake).
+    pub lateness: Duration,
+    /// Wall time between lake commits.
+    pub commit_every: Duration,
+}
+
+/// What the live dataflow shares with the HTTP server.
+#[derive(Debug, Default)]
+pub struct LiveShared {
+    /// Each node's latest state.
+    pub states: Mutex<HashMap<String, OscillatorState>>,
+    /// Set to stop: sources stop, in-flight events are processed, the lake is committed.
+    pub stop: AtomicBool,
+    /// Events received.
+    pub events_in: AtomicU64,
+}
+
+/// What a live run did, when it stopped.
+#[derive(Debug, Default)]
+pub struct LiveSummary {
+    /// Events received.
+    pub events_in: u64,
+    /// Readings applied to a clock.
+    pub applied: u64,
+    /// Rejections by reason.
+    pub rejected: BTreeMap<Reason, u64>,
+    /// Lake files and rows committed.
+    pub files_committed: usize,
+    /// Rows committed.
+    pub rows_committed: usize,
+}
+
+#[derive(Default)]
+struct WorkerResult {
+    nodes: NodeStats,
+    parse: ParseStats,
+    sink: SinkReport,
+}
+
+/// Runs the live dataflow on messages from `rx` until `shared.stop` is set (or every sender is
+/// gone), then drains it and commits the lake.
+pub fn run_live(
+    opts: LiveOptions,
+    node_cfg: NodeConfig,
+    rx: Receiver<MqttMessage>,
+    shared: Arc<LiveShared>,
+) -> Result<LiveSummary> {
+    anyhow::ensure!(opts.workers >= 1, "--workers must be at least 1");
+    let keys = Arc::new(existing_keys(&opts.lake.root)?);
+    let files = Arc::new(vec![LogFile {
+        name: "mqtt".into(),
+        parser: Some(LineParser::Jsonl),
+    }]);
+    let node_cfg = Arc::new(node_cfg);
+    let rx = Arc::new(Mutex::new(Some(rx)));
+    let guards = timely::execute(timely::Config::process(opts.workers), {
+        let shared = Arc::clone(&shared);
+        move |worker| -> Result<WorkerResult, String> {
+            let index = worker.index();
+            let stats = Rc::new(RefCell::new(NodeStats::default()));
+            let parse_stats = Rc::new(RefCell::new(ParseStats::default()));
+            let report = Rc::new(RefCell::new(SinkReport::default()));
+            let writer = LakeWriter::new(opts.lake.clone(), index).map_err(|e| e.to_string())?;
+            let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
+                let seen = {
+                    let keys = Arc::clone(&keys);
+                    Rc::new(move |r: &kaiabc_schemas::SensorReading| {
+                        keys.has_reading(&r.node_id, r.seq, r.timestamp.timestamp_micros())
+                    })
+                };
+                let ((records_in, records_cap), records) =
+                    scope.new_unordered_input::<CapacityContainerBuilder<Vec<Incoming>>>();
+                // timely's `ok_err` splits by `Result`; the row moves straight into its output.
+                #[allow(clippy::result_large_err)]
+                let (readings, dead): (
+                    Stream<'_, u64, Vec<Routed>>,
+                    Stream<'_, u64, Vec<LakeRow>>,
+                ) = records
+                    .parse_validate(
+                        Arc::clone(&files),
+                        None,
+                        Arc::clone(&keys),
+                        Rc::clone(&parse_stats),
+                    )
+                    .ok_err(|p| match p {
+                        Parsed::Reading(r) => Ok(r),
+                        Parsed::Dead(d) => Err(d),
+                    });
+                let latest = Arc::clone(&shared);
+                readings
+                    .node_clocks(
+                        Arc::clone(&node_cfg),
+                        Ordering::Immediate,
+                        seen,
+                        Rc::clone(&stats),
+                    )
+                    .inspect(move |row| {
+                        if let LakeRow::State(s) = row {
+                            if let Ok(mut m) = latest.states.lock() {
+                                m.insert(s.node_id.clone(), s.clone());
+                            }
+                        }
+                    })
+                    .concat(dead)
+                    .lake_sink(writer, Rc::clone(&report), Some(opts.commit_every));
+                (records_in, records_cap)
+            });
+            if index == 0 {
+                let rx = rx
+                    .lock()
+                    .map_err(|_| "the MQTT channel's lock is poisoned".to_string())?
+                    .take()
+                    .ok_or("worker 0 started twice")?;
+                let lateness = opts.lateness.as_micros() as i64;
+                let mut max_seen: Option<i64> = None;
+                let mut watermark = 0u64;
+                let mut ordinal = 0u64;
+                let mut pending: BTreeMap<u64, Vec<Incoming>> = BTreeMap::new();
+                while !shared.stop.load(AtomicOrdering::SeqCst) {
+                    let first = match rx.recv_timeout(Duration::from_millis(20)) {
+                        Ok(m) => Some(m),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    for msg in first
+                        .into_iter()
+                        .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+                        .take(4096)
+                    {
+                        shared.events_in.fetch_add(1, AtomicOrdering::Relaxed);
+                        for record in records_of(&msg) {
+                            ordinal += 1;
+                            let (route, t, parsed) = route_and_time(&msg, &record);
+                            let tick = match t {
+                                Some(t) => {
+                                    max_seen = Some(max_seen.map_or(t, |m| m.max(t)));
+                                    tick_of(t).max(watermark)
+                                }
+                                None => watermark,
+                            };
+                            pending.entry(tick).or_default().push(Incoming {
+                                route: route.unwrap_or(ordinal),
+                                ordinal,
+                                file: 0,
+                                line: 0,
+                                received_at: msg.received_at,
+                                source: Some(format!("mqtt:{}", msg.topic)),
+                                payload: record,
+                                parsed: parsed.map(|r| Box::new(Err(r))),
+                            });
+                        }
+                    }
+                    if let Some(m) = max_seen {
+                        watermark = watermark.max(tick_of(m - lateness));
+                    }
+                    for (t, mut batch) in std::mem::take(&mut pending) {
+                        let at = cap.delayed(&t);
+                        input.activate().session(&at).give_container(&mut batch);
+                    }
+                    if watermark > *cap.time() {
+                        cap = cap.delayed(&watermark);
+                    }
+                    worker.step();
+                }
+                drop(cap);
+                drop(input);
+            } else {
+                drop(cap);
+                drop(input);
+            }
+            while worker.step_or_park(Some(Duration::from_millis(20))) {}
+            let result = WorkerResult {
+                nodes: *stats.borrow(),
+                parse: std::mem::take(&mut *parse_stats.borrow_mut()),
+                sink: std::mem::take(&mut *report.borrow_mut()),
+            };
+            Ok(result)
+        }
+    })
+    .map_err(|e| anyhow!("starting the workers: {e}"))?;
+    let mut summary = LiveSummary {
+        events_in: shared.events_in.load(AtomicOrdering::Relaxed),
+        ..LiveSummary::default()
+    };
+    for r in guards.join() {
+        let r = r
+            .map_err(|e| anyhow!("a worker failed: {e}"))?
+            .map_err(|e| anyhow!(e))?;
+        if let Some(e) = r.sink.error {
+            return Err(anyhow!(e).context("writing the lake"));
+        }
+        summary.applied += r.nodes.applied;
+        for (k, v) in r.parse.rejected {
+            *summary.rejected.entry(k).or_default() += v;
+        }
+        if r.nodes.duplicates > 0 {
+            *summary.rejected.entry(Reason::Duplicate).or_default() += r.nodes.duplicates;
+        }
+        summary.files_committed += r.sink.committed.files;
+        summary.rows_committed += r.sink.committed.rows;
+    }
+    Ok(summary)
+}
+
+/// The readings of a message: one JSON object, or an array of them.
+fn records_of(msg: &MqttMessage) -> Vec<Vec<u8>> {
+    let trimmed = msg.payload.trim_ascii_start();
+    if trimmed.first() == Some(&b'[') {
+        if let Ok(items) = serde_json::from_slice::<Vec<serde_json::Value>>(trimmed) {
+            return items
+                .iter()
+                .map(|v| serde_json::to_vec(v).unwrap_or_default())
+                .collect();
+        }
+    }
+    vec![msg.payload.clone()]
+}
+
+/// The record's route (its node's hash), its event time if readable and not in the future,
+/// and a rejection when the payload's node is not the topic's.
+fn route_and_time(
+    msg: &MqttMessage,
+    record: &[u8],
+) -> (Option<u64>, Option<i64>, Option<Rejection>) {
+    let peek = LineParser::Jsonl.peek(record);
+    let latest: DateTime<Utc> = msg.received_at + kaiabc_schemas::validate::MAX_FUTURE;
+    let t = peek
+        .timestamp
+        .as_deref()
+        .and_then(|s| parse_timestamp(s).ok())
+        .filter(|t| *t <= latest)
+        .map(|t| t.timestamp_micros());
+    let node = peek.node_id.as_deref();
+    let mismatch = match (msg.topic_node(), node) {
+        (Some(topic), Some(node)) if topic != node => Some(Rejection::new(
+            Reason::InvalidNodeId,
+            format!("payload node_id {node:?} is not the topic's node {topic:?}"),
+        )),
+        (None, _) => Some(Rejection::new(
+            Reason::InvalidNodeId,
+            format!("topic {:?} is not kaiabc/sensors/{{node_id}}", msg.topic),
+        )),
+        _ => None,
+    };
+    (node.map(node_hash), t, mismatch)
+}
