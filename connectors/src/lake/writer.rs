@@ -154,27 +154,16 @@ impl<R: LakeRecord> Part<R> {
 struct Interner {
     ids: foldhash::HashMap<Box<str>, u32>,
     names: Vec<Box<str>>,
-    /// The last string's id: rows come in runs of one node.
-    last: Option<u32>,
 }
 
 impl Interner {
     fn id(&mut self, s: &str) -> u32 {
-        if let Some(i) = self.last {
-            if &*self.names[i as usize] == s {
-                return i;
-            }
+        if let Some(&i) = self.ids.get(s) {
+            return i;
         }
-        let i = match self.ids.get(s) {
-            Some(&i) => i,
-            None => {
-                let i = self.names.len() as u32;
-                self.names.push(s.into());
-                self.ids.insert(s.into(), i);
-                i
-            }
-        };
-        self.last = Some(i);
+        let i = self.names.len() as u32;
+        self.names.push(s.into());
+        self.ids.insert(s.into(), i);
         i
     }
 

@@ -14,17 +14,16 @@ use chrono::{DateTime, Utc};
 use kaiabc_connectors::file::LineParser;
 use kaiabc_connectors::lake::{existing_keys, LakeConfig, LakeWriter};
 use kaiabc_connectors::mqtt::MqttMessage;
-use kaiabc_operators::dataflow::{node_hash, NodeClocks, NodeStats, Ordering, Routed};
+use kaiabc_operators::dataflow::{node_hash, NodeStats, Ordering};
 use kaiabc_operators::node::NodeConfig;
 use kaiabc_schemas::{parse_timestamp, LakeRow, OscillatorState, Reason, Rejection};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::core::{OkErr, UnorderedInput};
-use timely::dataflow::operators::{Concat, Inspect};
-use timely::dataflow::Stream;
+use timely::dataflow::operators::core::UnorderedInput;
+use timely::dataflow::operators::Inspect;
 
 use super::lake_sink::{LakeSink, SinkReport};
-use super::parse::{Incoming, LogFile, ParseStats, ParseValidate, Parsed};
-use super::tick_of;
+use super::parse::{Incoming, LogFile, ParseStats};
+use super::{lake_rows, tick_of};
 
 /// How the live dataflow runs.
 #[derive(Clone, Debug)]
@@ -97,47 +96,27 @@ pub fn run_live(
             let report = Rc::new(RefCell::new(SinkReport::default()));
             let writer = LakeWriter::new(opts.lake.clone(), index).map_err(|e| e.to_string())?;
             let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
-                let seen = {
-                    let keys = Arc::clone(&keys);
-                    Rc::new(move |r: &kaiabc_schemas::SensorReading| {
-                        keys.has_reading(&r.node_id, r.seq, r.timestamp.timestamp_micros())
-                    })
-                };
                 let ((records_in, records_cap), records) =
                     scope.new_unordered_input::<CapacityContainerBuilder<Vec<Incoming>>>();
-                // timely's `ok_err` splits by `Result`; the row moves straight into its output.
-                #[allow(clippy::result_large_err)]
-                let (readings, dead): (
-                    Stream<'_, u64, Vec<Routed>>,
-                    Stream<'_, u64, Vec<LakeRow>>,
-                ) = records
-                    .parse_validate(
-                        Arc::clone(&files),
-                        None,
-                        Arc::clone(&keys),
-                        Rc::clone(&parse_stats),
-                    )
-                    .ok_err(|p| match p {
-                        Parsed::Reading(r) => Ok(r),
-                        Parsed::Dead(d) => Err(d),
-                    });
                 let latest = Arc::clone(&shared);
-                readings
-                    .node_clocks(
-                        Arc::clone(&node_cfg),
-                        Ordering::Immediate,
-                        seen,
-                        Rc::clone(&stats),
-                    )
-                    .inspect(move |row| {
-                        if let LakeRow::State(s) = row {
-                            if let Ok(mut m) = latest.states.lock() {
-                                m.insert(s.node_id.clone(), s.clone());
-                            }
+                lake_rows(
+                    records,
+                    &files,
+                    None,
+                    &keys,
+                    &node_cfg,
+                    Ordering::Immediate,
+                    &parse_stats,
+                    &stats,
+                )
+                .inspect(move |row| {
+                    if let LakeRow::State(s) = row {
+                        if let Ok(mut m) = latest.states.lock() {
+                            m.insert(s.node_id.clone(), s.clone());
                         }
-                    })
-                    .concat(dead)
-                    .lake_sink(writer, Rc::clone(&report), Some(opts.commit_every));
+                    }
+                })
+                .lake_sink(writer, Rc::clone(&report), Some(opts.commit_every));
                 (records_in, records_cap)
             });
             if index == 0 {
@@ -197,12 +176,10 @@ pub fn run_live(
                     }
                     worker.step();
                 }
-                drop(cap);
-                drop(input);
-            } else {
-                drop(cap);
-                drop(input);
             }
+            // Dropping the input and its capability closes the input.
+            drop(cap);
+            drop(input);
             while worker.step_or_park(Some(Duration::from_millis(20))) {}
             let result = WorkerResult {
                 nodes: *stats.borrow(),

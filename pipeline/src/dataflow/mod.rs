@@ -14,3 +14,59 @@ pub const MICROS_PER_TICK: i64 = 60_000_000;
 pub fn tick_of(micros: i64) -> u64 {
     micros.max(0).div_euclid(MICROS_PER_TICK) as u64
 }
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use kaiabc_connectors::lake::ExistingKeys;
+use kaiabc_operators::dataflow::{NodeClocks, NodeStats, Ordering, Routed};
+use kaiabc_operators::node::NodeConfig;
+use kaiabc_schemas::LakeRow;
+use timely::dataflow::operators::core::OkErr;
+use timely::dataflow::operators::Concat;
+use timely::dataflow::Stream;
+
+use parse::{Incoming, LogFile, ParseStats, ParseValidate, Parsed};
+
+/// The graph replay and live share: records are parsed and validated on their node's worker,
+/// readings go through the per-node clocks, and the lake rows (with dead letters) come out.
+/// `now` is the receipt time for the future-timestamp check (`None`: each record's own).
+#[allow(clippy::too_many_arguments)]
+pub fn lake_rows<'scope>(
+    records: Stream<'scope, u64, Vec<Incoming>>,
+    files: &Arc<Vec<LogFile>>,
+    now: Option<DateTime<Utc>>,
+    keys: &Arc<ExistingKeys>,
+    node_cfg: &Arc<NodeConfig>,
+    ordering: Ordering,
+    parse_stats: &Rc<RefCell<ParseStats>>,
+    stats: &Rc<RefCell<NodeStats>>,
+) -> Stream<'scope, u64, Vec<LakeRow>> {
+    let seen = {
+        let keys = Arc::clone(keys);
+        Rc::new(move |r: &kaiabc_schemas::SensorReading| {
+            keys.has_reading(&r.node_id, r.seq, r.timestamp.timestamp_micros())
+        })
+    };
+    // timely's `ok_err` splits by `Result`; the row moves straight into its output.
+    #[allow(clippy::result_large_err)]
+    let (readings, dead): (
+        Stream<'scope, u64, Vec<Routed>>,
+        Stream<'scope, u64, Vec<LakeRow>>,
+    ) = records
+        .parse_validate(
+            Arc::clone(files),
+            now,
+            Arc::clone(keys),
+            Rc::clone(parse_stats),
+        )
+        .ok_err(|p| match p {
+            Parsed::Reading(r) => Ok(r),
+            Parsed::Dead(d) => Err(d),
+        });
+    readings
+        .node_clocks(Arc::clone(node_cfg), ordering, seen, Rc::clone(stats))
+        .concat(dead)
+}

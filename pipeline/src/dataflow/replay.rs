@@ -22,19 +22,19 @@ use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
 use kaiabc_connectors::file::{read_records, Format, LineParser};
 use kaiabc_connectors::lake::{existing_keys, LakeConfig, LakeWriter};
-use kaiabc_operators::dataflow::{node_hash, NodeClocks, NodeStats, Ordering, Routed};
+use kaiabc_operators::dataflow::{node_hash, NodeStats, Ordering};
 use kaiabc_operators::node::NodeConfig;
 use kaiabc_schemas::validate::MAX_FUTURE;
-use kaiabc_schemas::{parse_timestamp, LakeRow, Reason};
+use kaiabc_schemas::{parse_timestamp, Reason};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
-use timely::dataflow::operators::core::{OkErr, UnorderedInput};
-use timely::dataflow::operators::{ActivateCapability, Concat, Probe};
-use timely::dataflow::{ProbeHandle, Stream};
+use timely::dataflow::operators::core::UnorderedInput;
+use timely::dataflow::operators::{ActivateCapability, Probe};
+use timely::dataflow::ProbeHandle;
 
 use super::lake_sink::{LakeSink, SinkReport};
-use super::parse::{Incoming, LogFile, ParseStats, ParseValidate, Parsed};
-use super::tick_of;
+use super::parse::{Incoming, LogFile, ParseStats};
+use super::{lake_rows, tick_of};
 
 /// How fast to replay.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -253,40 +253,20 @@ fn run_worker(
     let writer = LakeWriter::new(opts.lake.clone(), index).map_err(|e| e.to_string())?;
     let probe = ProbeHandle::new();
     let (input, cap) = worker.dataflow::<u64, _, _>(|scope| {
-        let seen = {
-            let keys = Arc::clone(keys);
-            Rc::new(move |r: &kaiabc_schemas::SensorReading| {
-                keys.has_reading(&r.node_id, r.seq, r.timestamp.timestamp_micros())
-            })
-        };
         let ((records_in, records_cap), records) =
             scope.new_unordered_input::<CapacityContainerBuilder<Vec<Incoming>>>();
-        // timely's `ok_err` splits by `Result`; the row moves straight into its output.
-        #[allow(clippy::result_large_err)]
-        let (readings, dead): (
-            Stream<'_, u64, Vec<Routed>>,
-            Stream<'_, u64, Vec<LakeRow>>,
-        ) = records
-            .parse_validate(
-                Arc::clone(files),
-                Some(opts.now),
-                Arc::clone(keys),
-                Rc::clone(&parse_stats),
-            )
-            .ok_err(|p| match p {
-                Parsed::Reading(r) => Ok(r),
-                Parsed::Dead(d) => Err(d),
-            });
-        readings
-            .node_clocks(
-                Arc::clone(node_cfg),
-                Ordering::Frontier,
-                seen,
-                Rc::clone(&stats),
-            )
-            .concat(dead)
-            .probe_with(&probe)
-            .lake_sink(writer, Rc::clone(&report), None);
+        lake_rows(
+            records,
+            files,
+            Some(opts.now),
+            keys,
+            node_cfg,
+            Ordering::Frontier,
+            &parse_stats,
+            &stats,
+        )
+        .probe_with(&probe)
+        .lake_sink(writer, Rc::clone(&report), None);
         (records_in, records_cap)
     });
 
@@ -386,13 +366,14 @@ fn read_all(
     let bar = progress_bar(opts);
     let mut bytes_before = 0u64;
     for (index, ((path, format), file)) in opts.files.iter().zip(files).enumerate() {
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let meta = std::fs::metadata(path).ok();
+        let size = meta.as_ref().map_or(0, |m| m.len());
         let mut bytes = 0u64;
         // A dead letter is stamped with the newest event time read so far from its file (the
         // file's mtime before the first readable one): deterministic, and in the file's era.
         let mut file_max: Option<i64> = None;
-        let mtime: DateTime<Utc> = std::fs::metadata(path)
-            .and_then(|m| m.modified())
+        let mtime: DateTime<Utc> = meta
+            .and_then(|m| m.modified().ok())
             .map(DateTime::<Utc>::from)
             .unwrap_or_default();
         bar.set_message(file.name.clone());
