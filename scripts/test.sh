@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "servers and tools the tests use (Mosquitto, promtool)"
+./scripts/services.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -106,6 +106,16 @@ pub struct Clock {
     tracker: CycleTracker,
 }
 
+/// What a [`Clock`] needs to resume where it stopped: the integrator and the cycle tracker.
+/// The configuration and reference limit cycle are not in it; they come from the running
+/// configuration, so a checkpoint stays small.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClockCheckpoint {
+    ig: Dopri5<3>,
+    temperature_k: f64,
+    tracker: CycleTracker,
+}
+
 impl Clock {
     /// Creates a clock at time `t0_hours` and temperature `temperature_k`, computing the
     /// reference limit cycle. Parameters that do not oscillate are allowed: CT then advances at
@@ -146,6 +156,33 @@ impl Clock {
             ig,
             temperature_k,
             tracker,
+        })
+    }
+
+    /// The state needed to resume this clock later ([`Clock::resume`]).
+    pub fn checkpoint(&self) -> ClockCheckpoint {
+        ClockCheckpoint {
+            ig: self.ig,
+            temperature_k: self.temperature_k,
+            tracker: self.tracker,
+        }
+    }
+
+    /// A clock continuing from `cp` under `cfg` (a restart resumes the clock instead of
+    /// starting it again at its initial condition).
+    pub fn resume(
+        cfg: ClockConfig,
+        reference: Option<Arc<LimitCycle>>,
+        cp: ClockCheckpoint,
+    ) -> Result<Self, ClockError> {
+        cfg.validate()?;
+        check_temperature(cp.temperature_k)?;
+        Ok(Self {
+            cfg,
+            reference,
+            ig: cp.ig,
+            temperature_k: cp.temperature_k,
+            tracker: cp.tracker,
         })
     }
 

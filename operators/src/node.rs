@@ -11,7 +11,7 @@ use kaiabc_schemas::{
     LakeRow, Metric, OscillatorState, ReadingRow, RhythmWindow, SensorReading, StateVariables,
 };
 
-use crate::clock::{Clock, ClockConfig, InitialCondition};
+use crate::clock::{Clock, ClockCheckpoint, ClockConfig, InitialCondition};
 use crate::error::ClockError;
 use crate::kalman::{KalmanFilter, KalmanParams, Measurement};
 use crate::limit_cycle::LimitCycle;
@@ -19,6 +19,7 @@ use crate::outputs::OutputMapping;
 use crate::rhythm::cosinor::cosinor;
 use crate::rhythm::lomb_scargle::{LombScargle, PeakSearch};
 use crate::temperature::VALID_KELVIN;
+use serde::{Deserialize, Serialize};
 
 /// How rhythm windows are computed.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -131,12 +132,12 @@ pub struct NodeFailure {
 }
 
 /// Time bins of a node's KOA and temperature, for rhythm windows; bounded by the window length.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Bins {
     bins: VecDeque<Bin>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 struct Bin {
     index: i64,
     koa: f64,
@@ -180,6 +181,66 @@ pub struct NodeState {
 
 const MICROS_PER_HOUR: f64 = 3.6e9;
 
+/// A node's state as a restart needs it: the clock, the filter, the duplicate keys and the
+/// rhythm bins. Encoded with [`NodeCheckpoint::to_bytes`] (postcard, versioned).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeCheckpoint {
+    clock: Option<ClockCheckpoint>,
+    filter: KalmanFilter,
+    last_micros: Option<i64>,
+    last_kelvin: f64,
+    recent: VecDeque<(i64, Option<i64>)>,
+    bins: Bins,
+    next_window_end: Option<i64>,
+    window_period: Option<f64>,
+}
+
+/// Why a checkpoint could not be read or resumed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// Written by a version of the format this build does not read.
+    #[error("checkpoint format version {0} (this build reads version {CHECKPOINT_VERSION})")]
+    Version(u8),
+    /// Not a checkpoint, or a truncated one.
+    #[error("undecodable checkpoint: {0}")]
+    Decode(#[from] postcard::Error),
+    /// Empty input.
+    #[error("empty checkpoint")]
+    Empty,
+    /// The clock rejected the state under the running configuration.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+    /// The filter's parameters are invalid.
+    #[error(transparent)]
+    Kalman(#[from] crate::kalman::KalmanError),
+}
+
+/// The checkpoint encoding's version, its first byte; bumped when [`NodeCheckpoint`] changes.
+pub const CHECKPOINT_VERSION: u8 = 1;
+
+impl NodeCheckpoint {
+    /// The checkpoint as bytes: the version, then the postcard encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let out = vec![CHECKPOINT_VERSION];
+        // postcard cannot fail on this type (no maps with non-string keys, no unsized data).
+        postcard::to_extend(self, out).expect("a node checkpoint always encodes")
+    }
+
+    /// Reads bytes written by [`NodeCheckpoint::to_bytes`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CheckpointError> {
+        match bytes.split_first() {
+            None => Err(CheckpointError::Empty),
+            Some((&CHECKPOINT_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+            Some((&v, _)) => Err(CheckpointError::Version(v)),
+        }
+    }
+
+    /// Event time (µs) of the last reading applied.
+    pub fn last_micros(&self) -> Option<i64> {
+        self.last_micros
+    }
+}
+
 /// Model time of a timestamp: hours since the Unix epoch.
 pub fn hours_since_epoch(micros: i64) -> f64 {
     micros as f64 / MICROS_PER_HOUR
@@ -197,6 +258,39 @@ impl NodeState {
             bins: Bins::default(),
             next_window_end: None,
             window_period: None,
+        })
+    }
+
+    /// What a restart needs to resume this node ([`NodeState::resume`]).
+    pub fn checkpoint(&self) -> NodeCheckpoint {
+        NodeCheckpoint {
+            clock: self.clock.as_ref().map(Clock::checkpoint),
+            filter: self.filter.clone(),
+            last_micros: self.last_micros,
+            last_kelvin: self.last_kelvin,
+            recent: self.recent.clone(),
+            bins: self.bins.clone(),
+            next_window_end: self.next_window_end,
+            window_period: self.window_period,
+        }
+    }
+
+    /// A node continuing from a checkpoint under the running configuration: its clock goes on
+    /// from where it stopped instead of restarting at the initial condition.
+    pub fn resume(cfg: &NodeConfig, cp: NodeCheckpoint) -> Result<Self, CheckpointError> {
+        let clock = match cp.clock {
+            Some(c) => Some(Clock::resume(cfg.clock, cfg.reference.clone(), c)?),
+            None => None,
+        };
+        Ok(Self {
+            clock,
+            filter: cp.filter,
+            last_micros: cp.last_micros,
+            last_kelvin: cp.last_kelvin,
+            recent: cp.recent,
+            bins: cp.bins,
+            next_window_end: cp.next_window_end,
+            window_period: cp.window_period,
         })
     }
 

@@ -6,8 +6,10 @@ use clap::Parser;
 
 mod cli;
 mod dataflow;
+mod metrics;
 mod server;
 mod table;
+mod ws;
 
 /// mimalloc: the dataflow allocates and frees many short-lived rows and large column buffers;
 /// glibc's malloc returned the buffers to the kernel and faulted them back in on every file

@@ -1,5 +1,5 @@
-//! The HTTP API (warp, under `/v1`): health and the latest oscillator state of each node, with
-//! the API specification's error body on every failure.
+//! The HTTP API (warp, under `/v1`): health, the latest oscillator state of each node and the
+//! WebSocket, with the API specification's error body on every failure.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -42,7 +42,8 @@ pub fn routes(
     let health = {
         let shared = Arc::clone(&shared);
         warp::path!("v1" / "health").and(warp::get()).map(move || {
-            let nodes = shared.states.lock().map(|m| m.len()).unwrap_or(0);
+            let nodes = shared.hub.nodes().len();
+            let connected = shared.metrics.connected_nodes();
             warp::reply::json(&serde_json::json!({
                 "status": "healthy",
                 "version": env!("CARGO_PKG_VERSION"),
@@ -51,35 +52,55 @@ pub fn routes(
                 "components": {
                     "ode_solver": "operational",
                     "database": "operational",
-                    "sensor_nodes": { "connected": nodes, "total": nodes },
+                    "sensor_nodes": { "connected": connected, "total": nodes },
                 },
             }))
             .into_response()
         })
     };
-    let state = warp::path!("v1" / "oscillator" / "state")
-        .and(warp::get())
-        .and(warp::query::<StateQuery>())
-        .map(move |q: StateQuery| latest_state(&shared, q.node_id.as_deref()));
+    let state = {
+        let shared = Arc::clone(&shared);
+        warp::path!("v1" / "oscillator" / "state")
+            .and(warp::get())
+            .and(warp::query::<StateQuery>())
+            .map(move |q: StateQuery| latest_state(&shared, q.node_id.as_deref()))
+    };
+    let metrics = {
+        let shared = Arc::clone(&shared);
+        warp::path!("metrics").and(warp::get()).map(move || {
+            let hub = &shared.hub;
+            let text = shared.metrics.render(
+                hub.clients.load(std::sync::atomic::Ordering::Relaxed),
+                hub.resyncs.load(std::sync::atomic::Ordering::Relaxed),
+            );
+            warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
+                .into_response()
+        })
+    };
+    let ws = warp::path!("v1" / "ws")
+        .and(warp::ws())
+        .map(move |ws: warp::ws::Ws| {
+            let hub = Arc::clone(&shared.hub);
+            ws.on_upgrade(move |socket| crate::ws::serve_client(socket, hub))
+                .into_response()
+        });
     health
         .or(state)
+        .unify()
+        .or(ws)
+        .unify()
+        .or(metrics)
         .unify()
         .recover(|r: Rejection| async move { Ok::<_, Infallible>(rejection(r)) })
         .unify()
 }
 
 fn latest_state(shared: &LiveShared, node: Option<&str>) -> warp::reply::Response {
-    let Ok(states) = shared.states.lock() else {
-        return error_body(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "state lock poisoned",
-        );
-    };
+    let nodes = shared.hub.nodes();
     let found = match node {
-        Some(n) => states.get(n),
-        None if states.len() == 1 => states.values().next(),
-        None if states.is_empty() => None,
+        Some(n) => shared.hub.state(n),
+        None if nodes.len() == 1 => shared.hub.state(&nodes[0]),
+        None if nodes.is_empty() => None,
         None => {
             return error_body(
                 StatusCode::BAD_REQUEST,
@@ -89,7 +110,7 @@ fn latest_state(shared: &LiveShared, node: Option<&str>) -> warp::reply::Respons
         }
     };
     match found {
-        Some(s) => warp::reply::json(s).into_response(),
+        Some(s) => warp::reply::json(&s).into_response(),
         None => error_body(
             StatusCode::NOT_FOUND,
             "NODE_NOT_FOUND",

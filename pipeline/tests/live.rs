@@ -37,6 +37,47 @@ fn get(addr: SocketAddr, path: &str) -> Option<(u16, serde_json::Value)> {
     Some((status, serde_json::from_str(json).ok()?))
 }
 
+/// GET `path` from `addr`: (status, headers and body as text).
+fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, text)
+}
+
+/// Runs `promtool check metrics` (Debian's `prometheus` package, installed by the test
+/// command) on an exposition text.
+fn promtool_check(text: &str) {
+    let promtool = std::env::var("KAIABC_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{promtool}: {e} (scripts/services.sh installs it)"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 struct Server(Child);
 
 impl Drop for Server {
@@ -116,10 +157,8 @@ fn publish(port: u16, messages: &[(String, String)]) {
     });
 }
 
-#[test]
-fn mqtt_readings_reach_the_http_state_and_the_lake_and_sigterm_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
+/// Starts `kaiabc run` on free ports over `lake` and waits until it is healthy.
+fn start(lake: &std::path::Path) -> (Server, SocketAddr, u16) {
     let (http_port, mqtt_port) = (free_port(), free_port());
     let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
@@ -138,11 +177,45 @@ fn mqtt_readings_reach_the_http_state_and_the_lake_and_sigterm_commits() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut server = Server(child);
+    let server = Server(child);
     let health = wait_until("the health endpoint", || {
         get(http, "/v1/health").filter(|(s, _)| *s == 200)
     });
     assert_eq!(health.1["status"], "healthy");
+    (server, http, mqtt_port)
+}
+
+/// SIGTERM, then the exit status must be 0; returns stderr.
+fn stop(mut server: Server) -> String {
+    sigterm(&server.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kaiabc run did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    stderr
+}
+
+#[test]
+fn mqtt_readings_reach_the_http_state_and_the_lake_and_sigterm_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let (server, http, mqtt_port) = start(&lake);
 
     // Nothing yet: the specification's error body.
     let (status, body) = get(http, "/v1/oscillator/state?node_id=n1").unwrap();
@@ -186,28 +259,29 @@ fn mqtt_readings_reach_the_http_state_and_the_lake_and_sigterm_commits() {
     }
     assert!(state["state_variables"]["C_ST"].is_number());
 
+    // Metrics: the readings by node, the dead letters by reason, valid for promtool.
+    let (status, text) = get_text(http, "/metrics");
+    assert_eq!(status, 200);
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let header = &text[..text.find("\r\n\r\n").unwrap()].to_ascii_lowercase();
+    assert!(
+        header.contains("content-type: text/plain; version=0.0.4"),
+        "{header}"
+    );
+    for line in [
+        "kaiabc_sensor_readings_total{node_id=\"n1\",sensor_type=\"BME280\"} 3",
+        "kaiabc_dead_letters_total{reason=\"INVALID_NODE_ID\"} 1",
+        "kaiabc_dead_letters_total{reason=\"PARSE_ERROR\"} 1",
+        "kaiabc_ode_solver_seconds_count 3",
+        "kaiabc_connected_nodes 1",
+        "kaiabc_events_received_total 4",
+    ] {
+        assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
+    }
+    promtool_check(body);
+
     // SIGTERM: drain, commit, exit 0.
-    sigterm(&server.0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = server.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "kaiabc run did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut stderr = String::new();
-    server
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(status.success(), "exit {status}: {stderr}");
+    stop(server);
 
     let lake = lake.to_str().unwrap();
     let rows = ok(&[
@@ -240,6 +314,236 @@ fn mqtt_readings_reach_the_http_state_and_the_lake_and_sigterm_commits() {
         dead,
         "reason,source\nINVALID_NODE_ID,mqtt:kaiabc/sensors/n1\nPARSE_ERROR,mqtt:kaiabc/sensors/n1\n"
     );
+}
+
+fn csv(lake: &std::path::Path, sql: &str) -> String {
+    ok(&[
+        "query",
+        sql,
+        "--lake",
+        lake.to_str().unwrap(),
+        "--format",
+        "csv",
+    ])
+}
+
+fn readings_of(node: &str, seqs: std::ops::RangeInclusive<i64>) -> Vec<(String, String)> {
+    seqs.map(|k| {
+        let kelvin = 300.0 + 0.7 * k as f64;
+        (
+            format!("kaiabc/sensors/{node}"),
+            reading(node, k, 10 * k as u32, kelvin),
+        )
+    })
+    .collect()
+}
+
+const STATES: &str = "SELECT * EXCLUDE (date) FROM states ORDER BY node_id, seq";
+
+/// The reference: one uninterrupted run over readings 1..=5 of two nodes.
+fn uninterrupted(dir: &std::path::Path) -> String {
+    let lake = dir.join("reference");
+    let (server, _, mqtt) = start(&lake);
+    let mut all = readings_of("a", 1..=5);
+    all.extend(readings_of("b", 1..=5));
+    publish(mqtt, &all);
+    stop(server);
+    csv(&lake, STATES)
+}
+
+#[test]
+fn a_restart_after_sigterm_resumes_every_clock_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = uninterrupted(dir.path());
+    assert_eq!(expected.lines().count(), 11, "{expected}");
+
+    let lake = dir.path().join("lake");
+    let (server, _, mqtt) = start(&lake);
+    let mut first = readings_of("a", 1..=3);
+    first.extend(readings_of("b", 1..=2));
+    publish(mqtt, &first);
+    stop(server);
+
+    let (server, http, mqtt) = start(&lake);
+    // Served from the checkpoint before any new reading.
+    let (status, state) = get(http, "/v1/oscillator/state?node_id=a").unwrap();
+    assert_eq!((status, state["seq"].as_i64()), (200, Some(3)), "{state}");
+    // A reading from before the restart is a duplicate; the rest continue the clocks.
+    let mut second = readings_of("a", 3..=5);
+    second.extend(readings_of("b", 3..=5));
+    publish(mqtt, &second);
+    let stderr = stop(server);
+    assert!(stderr.contains("2 nodes resumed"), "{stderr}");
+
+    assert_eq!(csv(&lake, STATES), expected);
+    assert_eq!(
+        csv(&lake, "SELECT node_id, count(*) AS n, count(DISTINCT seq) AS d FROM readings GROUP BY node_id ORDER BY node_id"),
+        "node_id,n,d\na,5,5\nb,5,5\n"
+    );
+}
+
+#[test]
+fn a_restart_after_a_kill_resumes_from_the_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let expected = uninterrupted(dir.path());
+
+    let lake = dir.path().join("lake");
+    let (mut server, _, mqtt) = start(&lake);
+    let mut first = readings_of("a", 1..=3);
+    first.extend(readings_of("b", 1..=2));
+    publish(mqtt, &first);
+    // Wait for the commit that holds them (the lake and the checkpoints), then SIGKILL.
+    wait_until("the first commit", || {
+        let n = csv(&lake, "SELECT count(*) AS n FROM readings");
+        let saved = std::fs::read_dir(lake.join("_checkpoints"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        (n == "n\n5\n" && saved > 0).then_some(())
+    });
+    // The checkpoints are saved right after the rows commit: give that write time to finish.
+    std::thread::sleep(Duration::from_millis(500));
+    server.0.kill().unwrap();
+    server.0.wait().unwrap();
+
+    let (server, _, mqtt) = start(&lake);
+    let mut second = readings_of("a", 4..=5);
+    second.extend(readings_of("b", 3..=5));
+    publish(mqtt, &second);
+    stop(server);
+    assert_eq!(csv(&lake, STATES), expected);
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text message as JSON (pings are skipped); `None` when the server closed.
+async fn next_json(ws: &mut Ws) -> Option<serde_json::Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("no WebSocket message within 20 s")?
+            .ok()?;
+        match m {
+            Message::Text(t) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+async fn send(ws: &mut Ws, v: serde_json::Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(v.to_string()))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn websocket_subscribers_get_a_snapshot_then_every_state_as_it_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, http, mqtt) = start(&dir.path().join("lake"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = format!("ws://{http}/v1/ws");
+    let stderr = rt.block_on(async {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        send(
+            &mut ws,
+            serde_json::json!({"type": "subscribe", "streams": ["nonsense"]}),
+        )
+        .await;
+        let err = next_json(&mut ws).await.unwrap();
+        assert_eq!(err["error"]["code"], "INVALID_STREAM", "{err}");
+        send(
+            &mut ws,
+            serde_json::json!({"type": "subscribe",
+                "streams": ["oscillator.state.w1", "output.pwm.*"]}),
+        )
+        .await;
+        let ack = next_json(&mut ws).await.unwrap();
+        assert_eq!(ack["type"], "ack", "{ack}");
+        assert_eq!(ack["snapshot"], serde_json::json!([]));
+
+        let published = Instant::now();
+        let publisher = std::thread::spawn(move || {
+            let mut msgs = readings_of("w1", 1..=2);
+            msgs.extend(readings_of("other", 1..=1));
+            publish(mqtt, &msgs)
+        });
+        let mut got = Vec::new();
+        let mut first_state = None;
+        while got.len() < 5 {
+            let e = next_json(&mut ws).await.expect("an event");
+            assert_eq!(e["type"], "event", "{e}");
+            let stream = e["stream"].as_str().unwrap().to_string();
+            if stream == "oscillator.state.w1" && first_state.is_none() {
+                first_state = Some(published.elapsed());
+                assert_eq!(e["data"]["node_id"], "w1");
+                assert!(e["data"]["circadian_time"].is_number(), "{e}");
+            }
+            got.push((stream, e["seq"].as_u64().unwrap()));
+        }
+        publisher.join().unwrap();
+        // The bound: the state reaches a subscriber within 1 s of the publish.
+        let first_state = first_state.expect("a state event");
+        assert!(first_state < Duration::from_secs(1), "{first_state:?}");
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("oscillator.state.w1".to_string(), 1),
+                ("oscillator.state.w1".to_string(), 2),
+                ("output.pwm.other".to_string(), 1),
+                ("output.pwm.w1".to_string(), 1),
+                ("output.pwm.w1".to_string(), 2),
+            ]
+        );
+
+        // A later subscriber starts from a snapshot.
+        let (mut late, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .unwrap();
+        send(
+            &mut late,
+            serde_json::json!({"type": "subscribe", "streams": ["*.w1"]}),
+        )
+        .await;
+        let ack = next_json(&mut late).await.unwrap();
+        let snap: Vec<(String, u64)> = ack["snapshot"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                (
+                    i["stream"].as_str().unwrap().to_string(),
+                    i["seq"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            snap,
+            vec![
+                ("oscillator.state.w1".to_string(), 2),
+                ("output.pwm.w1".to_string(), 2),
+                ("sensors.reading.w1".to_string(), 2),
+            ]
+        );
+        send(&mut late, serde_json::json!({"type": "ping"})).await;
+        assert_eq!(next_json(&mut late).await.unwrap()["type"], "pong");
+
+        // Stopping the server closes the sockets.
+        let stopper = tokio::task::spawn_blocking(move || stop(server));
+        assert!(next_json(&mut ws).await.is_none(), "expected a close");
+        stopper.await.unwrap()
+    });
+    assert!(stderr.contains("3 applied"), "{stderr}");
 }
 
 #[test]

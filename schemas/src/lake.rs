@@ -21,6 +21,29 @@ pub enum LakeRow {
     Rhythm(RhythmWindow),
     /// A `dead_letters` row.
     DeadLetter(DeadLetter),
+    /// Not a table row: a barrier in one worker's row stream carrying the checkpoints of the
+    /// nodes that changed since the previous one. The lake sink commits every row before it,
+    /// then saves the checkpoints, so saved node state always matches committed rows.
+    Checkpoint(Checkpoint),
+}
+
+/// The per-node checkpoints of a [`LakeRow::Checkpoint`] barrier.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checkpoint {
+    /// The nodes that changed since the previous barrier.
+    pub nodes: Vec<NodeCheckpointEntry>,
+}
+
+/// One node's checkpoint: its processing state (opaque bytes owned by the operators crate) and
+/// its latest oscillator state (served by the API right after a restart).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeCheckpointEntry {
+    /// The node.
+    pub node_id: String,
+    /// The encoded per-node state.
+    pub state: Vec<u8>,
+    /// The state after the node's last applied reading.
+    pub latest: Option<OscillatorState>,
 }
 
 /// A row of `readings`: an accepted reading and what the node's Kalman filter made of it.

@@ -11,7 +11,7 @@ pub mod state;
 pub mod validate;
 
 pub use dead_letter::DeadLetter;
-pub use lake::{LakeRow, ReadingRow, Table};
+pub use lake::{Checkpoint, LakeRow, NodeCheckpointEntry, ReadingRow, Table};
 pub use reading::{
     format_timestamp, parse_timestamp, Quality, RawReading, RawValues, SensorReading,
 };

@@ -4,8 +4,10 @@
 //! Layout under the root (`--lake`, default `./data/lake`):
 //! `readings/`, `states/`, `rhythms/`, `dead_letters/` (each `date=…/part-….parquet`) and
 //! `_staging/`, where files are written and fsynced before they are renamed into a table. No
-//! reader ever looks into `_staging/`, so no reader ever sees a partial file.
+//! reader ever looks into `_staging/`, so no reader ever sees a partial file. The live pipeline
+//! also keeps per-node checkpoints in `_checkpoints/` (see [`open_checkpoints`]).
 
+mod checkpoint;
 mod keys;
 mod query;
 mod record;
@@ -15,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use kaiabc_schemas::Table;
 
+pub use checkpoint::{checkpoint_dir, open_checkpoints, CheckpointWriter, Restored};
 pub use keys::{existing_keys, ExistingKeys};
 pub use query::{query, session, write_batches, OutputFormat};
 pub use record::{Columns, LakeRecord, LakeRow};
@@ -52,6 +55,14 @@ pub enum LakeError {
     /// A configuration value is unusable.
     #[error("invalid lake configuration: {0}")]
     Config(String),
+    /// A checkpoint file is unreadable.
+    #[error("checkpoint {path}: {why}")]
+    Checkpoint {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 impl LakeError {

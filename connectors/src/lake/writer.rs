@@ -271,6 +271,8 @@ impl LakeWriter {
             LakeRow::State(r) => self.push_into(r, |w| &mut w.states),
             LakeRow::Rhythm(r) => self.push_into(r, |w| &mut w.rhythms),
             LakeRow::DeadLetter(r) => self.push_into(r, |w| &mut w.dead_letters),
+            // A barrier, not a row: the lake sink commits at it and saves its checkpoints.
+            LakeRow::Checkpoint(_) => Ok(()),
         }
     }
 

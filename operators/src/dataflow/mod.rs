@@ -3,7 +3,9 @@
 
 pub mod node_clocks;
 
-pub use node_clocks::{NodeClocks, NodeStats, Ordering, Routed};
+pub use node_clocks::{
+    Checkpointing, Histogram, NodeClocks, NodeStats, Ordering, Routed, APPLY_SECONDS_BOUNDS,
+};
 
 /// A stable hash of a node id, for exchanging a node's readings to one worker. Stable across
 /// processes and runs (FNV-1a), so the worker that owns a node does not depend on the run.

@@ -6,15 +6,20 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use std::time::{Duration, Instant};
+
 use foldhash::HashMap;
-use kaiabc_schemas::{DeadLetter, LakeRow, Reason, Rejection, SensorReading};
+use kaiabc_schemas::{
+    Checkpoint, DeadLetter, LakeRow, NodeCheckpointEntry, OscillatorState, Reason, Rejection,
+    SensorReading,
+};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use super::node_hash;
-use crate::node::{Disposition, NodeConfig, NodeError, NodeState};
+use crate::node::{Disposition, NodeCheckpoint, NodeConfig, NodeError, NodeState};
 
 /// A reading with its position in the input (ties between equal keys break by it).
 pub type Routed = (u64, SensorReading);
@@ -32,7 +37,7 @@ pub enum Ordering {
 }
 
 /// What one worker's operator did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct NodeStats {
     /// Readings applied to a clock.
     pub applied: u64,
@@ -52,6 +57,58 @@ pub struct NodeStats {
     pub state_bytes: u64,
     /// Time spent applying readings.
     pub busy: std::time::Duration,
+    /// Nodes resumed from a checkpoint.
+    pub restored: u64,
+    /// Nodes whose checkpoint could not be resumed (they started afresh).
+    pub restore_failures: u64,
+    /// Time to apply each reading (filter and clock), for the metrics.
+    pub apply_seconds: Histogram,
+}
+
+/// Upper bounds (s) of the [`Histogram`] buckets: 10 µs to 1 s, about three per decade.
+pub const APPLY_SECONDS_BOUNDS: [f64; 16] = [
+    1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 0.1, 0.2, 0.5, 1.0,
+];
+
+/// A fixed-bucket histogram of durations (Copy, so stats stay plain values).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Histogram {
+    /// Counts per bucket of [`APPLY_SECONDS_BOUNDS`], the last one above them all.
+    pub counts: [u64; APPLY_SECONDS_BOUNDS.len() + 1],
+    /// The sum of the observed values, s.
+    pub sum_seconds: f64,
+}
+
+impl Histogram {
+    /// Adds one observation.
+    pub fn observe(&mut self, seconds: f64) {
+        let i = APPLY_SECONDS_BOUNDS.partition_point(|&b| b < seconds);
+        self.counts[i] += 1;
+        self.sum_seconds += seconds;
+    }
+
+    /// Adds another histogram's observations.
+    pub fn merge(&mut self, o: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(o.counts) {
+            *a += b;
+        }
+        self.sum_seconds += o.sum_seconds;
+    }
+
+    /// Observations.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Checkpointing of per-node state, for a pipeline that restarts (live mode).
+#[derive(Clone, Debug)]
+pub struct Checkpointing {
+    /// Wall time between checkpoint barriers (each one is also a lake commit).
+    pub every: Duration,
+    /// Encoded states ([`NodeCheckpoint::to_bytes`]) to resume nodes from when this worker
+    /// first sees them.
+    pub restore: Arc<std::collections::HashMap<String, Vec<u8>>>,
 }
 
 impl NodeStats {
@@ -116,6 +173,19 @@ pub trait NodeClocks<'scope> {
         seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
         stats: Rc<RefCell<NodeStats>>,
     ) -> Stream<'scope, u64, Vec<LakeRow>>;
+
+    /// [`NodeClocks::node_clocks`] with checkpoints: nodes resume from `ckpt.restore` when
+    /// first seen, and every `ckpt.every` (and when the input ends) a [`LakeRow::Checkpoint`]
+    /// barrier carries the checkpoints of the nodes that changed since the previous one, after
+    /// every row those changes produced.
+    fn node_clocks_checkpointed(
+        self,
+        cfg: Arc<NodeConfig>,
+        ordering: Ordering,
+        seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
+        stats: Rc<RefCell<NodeStats>>,
+        ckpt: Checkpointing,
+    ) -> Stream<'scope, u64, Vec<LakeRow>>;
 }
 
 impl<'scope> NodeClocks<'scope> for Stream<'scope, u64, Vec<Routed>> {
@@ -126,85 +196,188 @@ impl<'scope> NodeClocks<'scope> for Stream<'scope, u64, Vec<Routed>> {
         seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
         stats: Rc<RefCell<NodeStats>>,
     ) -> Stream<'scope, u64, Vec<LakeRow>> {
-        let pact = Exchange::new(|(_, r): &Routed| node_hash(&r.node_id));
-        self.unary_frontier(pact, "NodeClocks", move |_cap, _info| {
-            let mut nodes: HashMap<String, NodeState> = HashMap::default();
-            let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Routed>)> = BTreeMap::new();
-            let mut out: Vec<LakeRow> = Vec::new();
-            let mut reported = false;
-            move |(input, frontier), output| {
-                input.for_each_stamp(|cap, data| {
-                    // Messages sent under no capability make no progress claims; an input
-                    // handle never sends them.
-                    let Some(owned) = cap.retain_least(0) else {
-                        return;
-                    };
-                    let time = *owned.time();
-                    match ordering {
-                        Ordering::Immediate => {
-                            let mut batch: Vec<Routed> = data.flat_map(std::mem::take).collect();
-                            let mut st = stats.borrow_mut();
-                            apply(
-                                &mut nodes,
-                                &cfg,
-                                &*seen_before,
-                                &mut st,
-                                &mut batch,
-                                &mut out,
-                            );
-                            output.session(&owned).give_iterator(out.drain(..));
-                        }
-                        Ordering::Frontier => {
-                            let entry = stash.entry(time).or_insert_with(|| (owned, Vec::new()));
-                            for d in data {
-                                entry.1.append(d);
-                            }
-                        }
-                    }
-                });
-                // Times the frontier has passed are complete: apply them in order.
-                while let Some((&time, _)) = stash.first_key_value() {
-                    if frontier.less_equal(&time) {
-                        break;
-                    }
-                    let (cap, mut batch) = stash.remove(&time).expect("present");
-                    batch.sort_by(|(oa, a), (ob, b)| {
-                        (&a.node_id, a.timestamp, a.seq, oa).cmp(&(
-                            &b.node_id,
-                            b.timestamp,
-                            b.seq,
-                            ob,
-                        ))
-                    });
-                    let mut st = stats.borrow_mut();
-                    apply(
-                        &mut nodes,
-                        &cfg,
-                        &*seen_before,
-                        &mut st,
-                        &mut batch,
-                        &mut out,
-                    );
-                    output.session(&cap).give_iterator(out.drain(..));
-                }
-                if frontier.is_empty() && !reported {
-                    reported = true;
-                    let entry = std::mem::size_of::<(String, NodeState)>();
-                    stats.borrow_mut().state_bytes = nodes
-                        .iter()
-                        .map(|(k, n)| (entry + k.capacity() + n.approx_bytes()) as u64)
-                        .sum();
-                }
-            }
-        })
+        build(self, cfg, ordering, seen_before, stats, None)
+    }
+
+    fn node_clocks_checkpointed(
+        self,
+        cfg: Arc<NodeConfig>,
+        ordering: Ordering,
+        seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
+        stats: Rc<RefCell<NodeStats>>,
+        ckpt: Checkpointing,
+    ) -> Stream<'scope, u64, Vec<LakeRow>> {
+        build(self, cfg, ordering, seen_before, stats, Some(ckpt))
     }
 }
 
+fn build<'scope>(
+    stream: Stream<'scope, u64, Vec<Routed>>,
+    cfg: Arc<NodeConfig>,
+    ordering: Ordering,
+    seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
+    stats: Rc<RefCell<NodeStats>>,
+    ckpt: Option<Checkpointing>,
+) -> Stream<'scope, u64, Vec<LakeRow>> {
+    let pact = Exchange::new(|(_, r): &Routed| node_hash(&r.node_id));
+    let scope = stream.scope();
+    stream.unary_frontier(pact, "NodeClocks", move |cap, info| {
+        let mut nodes: HashMap<String, NodeState> = HashMap::default();
+        let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Routed>)> = BTreeMap::new();
+        let mut out: Vec<LakeRow> = Vec::new();
+        let mut reported = false;
+        // Checkpointing holds a capability at the input frontier, to send barriers while no
+        // reading arrives, and re-activates itself for the next barrier.
+        let activator = scope.activator_for(info.address);
+        let mut retained = ckpt.as_ref().map(|c| {
+            activator.activate_after(c.every);
+            cap
+        });
+        let restore = ckpt.as_ref().map(|c| Arc::clone(&c.restore));
+        let mut dirty: HashMap<String, Option<OscillatorState>> = HashMap::default();
+        let mut last_barrier = Instant::now();
+        move |(input, frontier), output| {
+            input.for_each_stamp(|cap, data| {
+                // Messages sent under no capability make no progress claims; an input
+                // handle never sends them.
+                let Some(owned) = cap.retain_least(0) else {
+                    return;
+                };
+                let time = *owned.time();
+                match ordering {
+                    Ordering::Immediate => {
+                        let mut batch: Vec<Routed> = data.flat_map(std::mem::take).collect();
+                        let mut st = stats.borrow_mut();
+                        apply(
+                            &mut nodes,
+                            &cfg,
+                            &*seen_before,
+                            restore.as_deref(),
+                            &mut st,
+                            &mut batch,
+                            &mut out,
+                        );
+                        if retained.is_some() {
+                            mark_dirty(&mut dirty, &out);
+                        }
+                        output.session(&owned).give_iterator(out.drain(..));
+                    }
+                    Ordering::Frontier => {
+                        let entry = stash.entry(time).or_insert_with(|| (owned, Vec::new()));
+                        for d in data {
+                            entry.1.append(d);
+                        }
+                    }
+                }
+            });
+            // Times the frontier has passed are complete: apply them in order.
+            while let Some((&time, _)) = stash.first_key_value() {
+                if frontier.less_equal(&time) {
+                    break;
+                }
+                let (cap, mut batch) = stash.remove(&time).expect("present");
+                batch.sort_by(|(oa, a), (ob, b)| {
+                    (&a.node_id, a.timestamp, a.seq, oa).cmp(&(&b.node_id, b.timestamp, b.seq, ob))
+                });
+                let mut st = stats.borrow_mut();
+                apply(
+                    &mut nodes,
+                    &cfg,
+                    &*seen_before,
+                    restore.as_deref(),
+                    &mut st,
+                    &mut batch,
+                    &mut out,
+                );
+                if retained.is_some() {
+                    mark_dirty(&mut dirty, &out);
+                }
+                output.session(&cap).give_iterator(out.drain(..));
+            }
+            if let (Some(c), Some(held)) = (&ckpt, retained.as_mut()) {
+                let done = frontier.is_empty();
+                if done || last_barrier.elapsed() >= c.every {
+                    let mut entries: Vec<NodeCheckpointEntry> = dirty
+                        .drain()
+                        .filter_map(|(node_id, latest)| {
+                            let state = nodes.get(&node_id)?.checkpoint().to_bytes();
+                            Some(NodeCheckpointEntry {
+                                node_id,
+                                state,
+                                latest,
+                            })
+                        })
+                        .collect();
+                    entries.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+                    output
+                        .session(&*held)
+                        .give(LakeRow::Checkpoint(Checkpoint { nodes: entries }));
+                    last_barrier = Instant::now();
+                }
+                match frontier.frontier().first() {
+                    None => retained = None,
+                    Some(&t) => {
+                        if *held.time() < t {
+                            held.downgrade(&t);
+                        }
+                        activator.activate_after(c.every.saturating_sub(last_barrier.elapsed()));
+                    }
+                }
+            }
+            if frontier.is_empty() && !reported {
+                reported = true;
+                let entry = std::mem::size_of::<(String, NodeState)>();
+                stats.borrow_mut().state_bytes = nodes
+                    .iter()
+                    .map(|(k, n)| (entry + k.capacity() + n.approx_bytes()) as u64)
+                    .sum();
+            }
+        }
+    })
+}
+
+/// Records which nodes the rows changed, with the latest state of each (a late reading changes
+/// only the node's duplicate keys: `None` keeps the previous checkpoint's latest state).
+fn mark_dirty(dirty: &mut HashMap<String, Option<OscillatorState>>, rows: &[LakeRow]) {
+    for row in rows {
+        match row {
+            LakeRow::State(s) => {
+                dirty.insert(s.node_id.clone(), Some(s.clone()));
+            }
+            LakeRow::Reading(r) if !dirty.contains_key(&r.reading.node_id) => {
+                dirty.insert(r.reading.node_id.clone(), None);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A node's state when this worker first sees it: resumed from its checkpoint if there is one.
+fn first_sight(
+    cfg: &NodeConfig,
+    node_id: &str,
+    restore: Option<&std::collections::HashMap<String, Vec<u8>>>,
+    st: &mut NodeStats,
+) -> Result<NodeState, NodeError> {
+    if let Some(bytes) = restore.and_then(|r| r.get(node_id)) {
+        match NodeCheckpoint::from_bytes(bytes).and_then(|cp| NodeState::resume(cfg, cp)) {
+            Ok(n) => {
+                st.restored += 1;
+                return Ok(n);
+            }
+            Err(_) => st.restore_failures += 1,
+        }
+    }
+    NodeState::new(cfg)
+}
+
 /// Applies a batch of readings (already in order) to their nodes.
+#[allow(clippy::too_many_arguments)]
 fn apply(
     nodes: &mut HashMap<String, NodeState>,
     cfg: &NodeConfig,
     seen_before: &dyn Fn(&SensorReading) -> bool,
+    restore: Option<&std::collections::HashMap<String, Vec<u8>>>,
     st: &mut NodeStats,
     batch: &mut Vec<Routed>,
     out: &mut Vec<LakeRow>,
@@ -218,7 +391,7 @@ fn apply(
         let node = match nodes.get_mut(reading.node_id.as_str()) {
             Some(n) => n,
             None => {
-                let n = match NodeState::new(cfg) {
+                let n = match first_sight(cfg, &reading.node_id, restore, st) {
                     Ok(n) => n,
                     Err(e) => {
                         st.count_failure(&e);
@@ -231,7 +404,10 @@ fn apply(
             }
         };
         let before = out.len();
-        match node.apply(cfg, reading, out) {
+        let t = std::time::Instant::now();
+        let result = node.apply(cfg, reading, out);
+        st.apply_seconds.observe(t.elapsed().as_secs_f64());
+        match result {
             Ok(Disposition::Applied) => st.applied += 1,
             Ok(Disposition::Late) => st.late += 1,
             Ok(Disposition::Duplicate) => st.duplicates += 1,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use kaiabc_connectors::lake::LakeConfig;
+use kaiabc_connectors::lake::{open_checkpoints, LakeConfig};
 use kaiabc_connectors::mqtt::start_embedded_broker;
 use kaiabc_operators::clock::ClockConfig;
 use kaiabc_operators::node::NodeConfig;
@@ -46,7 +46,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
     );
     let node_cfg =
         NodeConfig::new(ClockConfig::default()).context("building the clock configuration")?;
+    let restored = open_checkpoints(&a.lake)
+        .with_context(|| format!("reading the checkpoints of the lake {}", a.lake.display()))?;
     let shared = Arc::new(LiveShared::default());
+    shared.seed(&restored);
     let (tx, rx) = std::sync::mpsc::sync_channel(64 * 1024);
     let mqtt = start_embedded_broker(a.mqtt_listen, tx)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -71,8 +74,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
         }
     });
     eprintln!(
-        "kaiabc run: MQTT on {mqtt}, HTTP on http://{http}/v1, lake in {}",
-        a.lake.display()
+        "kaiabc run: MQTT on {mqtt}, HTTP on http://{http}/v1, lake in {} ({} nodes to resume)",
+        a.lake.display(),
+        restored.nodes.len()
     );
     let summary = run_live(
         LiveOptions {
@@ -84,17 +88,23 @@ pub fn run(a: &RunArgs) -> Result<()> {
         node_cfg,
         rx,
         Arc::clone(&shared),
+        &restored,
     )?;
+    // WebSocket clients are not closed by the HTTP server's graceful shutdown: tell them.
+    shared.hub.close_all();
     let _ = stop_http.send(());
     let _ = runtime.block_on(server);
     let rejected: u64 = summary.rejected.values().sum();
     eprintln!(
-        "kaiabc run: stopped; {} events in, {} applied, {} rejected, {} rows in {} lake files",
+        "kaiabc run: stopped; {} events in, {} applied, {} rejected, {} rows in {} lake files, \
+         {} nodes resumed, {} node checkpoints saved",
         summary.events_in,
         summary.applied,
         rejected,
         summary.rows_committed,
-        summary.files_committed
+        summary.files_committed,
+        summary.nodes_restored,
+        summary.checkpoints_saved
     );
     Ok(())
 }

@@ -2,28 +2,34 @@
 //! state emitted as soon as its reading is applied, the lake committed every few seconds.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
 use kaiabc_connectors::file::LineParser;
-use kaiabc_connectors::lake::{existing_keys, LakeConfig, LakeWriter};
+use kaiabc_connectors::lake::{existing_keys, CheckpointWriter, LakeConfig, LakeWriter, Restored};
 use kaiabc_connectors::mqtt::MqttMessage;
-use kaiabc_operators::dataflow::{node_hash, NodeStats, Ordering};
+use kaiabc_operators::dataflow::{node_hash, Checkpointing, NodeStats, Ordering};
 use kaiabc_operators::node::NodeConfig;
-use kaiabc_schemas::{parse_timestamp, LakeRow, OscillatorState, Reason, Rejection};
+use kaiabc_schemas::{parse_timestamp, Reason, Rejection};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::UnorderedInput;
 use timely::dataflow::operators::Inspect;
 
-use super::lake_sink::{LakeSink, SinkReport};
+use crate::metrics::{Metrics, WorkerFigures};
+use crate::ws::Hub;
+
+use super::lake_sink::{LakeSink, SinkOptions, SinkReport};
 use super::parse::{Incoming, LogFile, ParseStats};
 use super::{lake_rows, tick_of};
+
+/// On stop, the source is drained until it has delivered nothing for this long.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(300);
 
 /// How the live dataflow runs.
 #[derive(Clone, Debug)]
@@ -34,19 +40,28 @@ pub struct LiveOptions {
     pub lake: LakeConfig,
     /// Allowed lateness of event time (for day rolls of the lake).
     pub lateness: Duration,
-    /// Wall time between lake commits.
+    /// Wall time between lake commits (each one also saves the changed nodes' checkpoints).
     pub commit_every: Duration,
+}
+
+impl LiveShared {
+    /// Serves the restored nodes' latest states until their next readings arrive.
+    pub fn seed(&self, restored: &Restored) {
+        for s in restored.latest() {
+            self.hub.seed(s);
+        }
+    }
 }
 
 /// What the live dataflow shares with the HTTP server.
 #[derive(Debug, Default)]
 pub struct LiveShared {
-    /// Each node's latest state.
-    pub states: Mutex<HashMap<String, OscillatorState>>,
+    /// Each node's latest values, and the WebSocket fan-out.
+    pub hub: Arc<Hub>,
     /// Set to stop: sources stop, in-flight events are processed, the lake is committed.
     pub stop: AtomicBool,
-    /// Events received.
-    pub events_in: AtomicU64,
+    /// The metrics served at `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What a live run did, when it stopped.
@@ -62,6 +77,10 @@ pub struct LiveSummary {
     pub files_committed: usize,
     /// Rows committed.
     pub rows_committed: usize,
+    /// Nodes resumed from their checkpoints.
+    pub nodes_restored: u64,
+    /// Node checkpoints saved.
+    pub checkpoints_saved: u64,
 }
 
 #[derive(Default)]
@@ -72,13 +91,17 @@ struct WorkerResult {
 }
 
 /// Runs the live dataflow on messages from `rx` until `shared.stop` is set (or every sender is
-/// gone), then drains it and commits the lake.
+/// gone), then drains it and commits the lake. Nodes resume from `restored` (opened from the
+/// lake's checkpoints), and every commit saves the checkpoints of the nodes that changed.
 pub fn run_live(
     opts: LiveOptions,
     node_cfg: NodeConfig,
     rx: Receiver<MqttMessage>,
     shared: Arc<LiveShared>,
+    restored: &Restored,
 ) -> Result<LiveSummary> {
+    let run = restored.run;
+    let restore = Arc::new(restored.states());
     anyhow::ensure!(opts.workers >= 1, "--workers must be at least 1");
     let keys = Arc::new(existing_keys(&opts.lake.root)?);
     let files = Arc::new(vec![LogFile {
@@ -108,15 +131,24 @@ pub fn run_live(
                     Ordering::Immediate,
                     &parse_stats,
                     &stats,
+                    Some(Checkpointing {
+                        every: opts.commit_every,
+                        restore: Arc::clone(&restore),
+                    }),
                 )
                 .inspect(move |row| {
-                    if let LakeRow::State(s) = row {
-                        if let Ok(mut m) = latest.states.lock() {
-                            m.insert(s.node_id.clone(), s.clone());
-                        }
-                    }
+                    latest.hub.publish(row);
+                    latest.metrics.observe(row);
                 })
-                .lake_sink(writer, Rc::clone(&report), Some(opts.commit_every));
+                .lake_sink(
+                    writer,
+                    Rc::clone(&report),
+                    SinkOptions {
+                        // The checkpoint barriers pace the commits.
+                        commit_every: None,
+                        checkpoints: Some(CheckpointWriter::new(&opts.lake.root, run, index)),
+                    },
+                );
                 (records_in, records_cap)
             });
             if index == 0 {
@@ -130,18 +162,34 @@ pub fn run_live(
                 let mut watermark = 0u64;
                 let mut ordinal = 0u64;
                 let mut pending: BTreeMap<u64, Vec<Incoming>> = BTreeMap::new();
-                while !shared.stop.load(AtomicOrdering::SeqCst) {
+                // After the stop signal, messages the broker already acknowledged are still on
+                // their way through it: keep reading until the source has been quiet a while.
+                let mut quiet_since: Option<Instant> = None;
+                loop {
+                    let stopping = shared.stop.load(AtomicOrdering::SeqCst);
                     let first = match rx.recv_timeout(Duration::from_millis(20)) {
                         Ok(m) => Some(m),
                         Err(RecvTimeoutError::Timeout) => None,
                         Err(RecvTimeoutError::Disconnected) => break,
                     };
+                    if stopping {
+                        if first.is_some() {
+                            quiet_since = None;
+                        } else if quiet_since.get_or_insert_with(Instant::now).elapsed()
+                            >= DRAIN_QUIET
+                        {
+                            break;
+                        }
+                    }
                     for msg in first
                         .into_iter()
                         .chain(std::iter::from_fn(|| rx.try_recv().ok()))
                         .take(4096)
                     {
-                        shared.events_in.fetch_add(1, AtomicOrdering::Relaxed);
+                        shared
+                            .metrics
+                            .events_in
+                            .fetch_add(1, AtomicOrdering::Relaxed);
                         for record in records_of(&msg) {
                             ordinal += 1;
                             let (route, t, parsed) = route_and_time(&msg, &record);
@@ -175,12 +223,17 @@ pub fn run_live(
                         cap = cap.delayed(&watermark);
                     }
                     worker.step();
+                    let figures = WorkerFigures::of(&stats.borrow(), &report.borrow());
+                    shared.metrics.set_worker(index, figures);
                 }
             }
             // Dropping the input and its capability closes the input.
             drop(cap);
             drop(input);
-            while worker.step_or_park(Some(Duration::from_millis(20))) {}
+            while worker.step_or_park(Some(Duration::from_millis(20))) {
+                let figures = WorkerFigures::of(&stats.borrow(), &report.borrow());
+                shared.metrics.set_worker(index, figures);
+            }
             let result = WorkerResult {
                 nodes: *stats.borrow(),
                 parse: std::mem::take(&mut *parse_stats.borrow_mut()),
@@ -191,7 +244,7 @@ pub fn run_live(
     })
     .map_err(|e| anyhow!("starting the workers: {e}"))?;
     let mut summary = LiveSummary {
-        events_in: shared.events_in.load(AtomicOrdering::Relaxed),
+        events_in: shared.metrics.events_in.load(AtomicOrdering::Relaxed),
         ..LiveSummary::default()
     };
     for r in guards.join() {
@@ -202,6 +255,8 @@ pub fn run_live(
             return Err(anyhow!(e).context("writing the lake"));
         }
         summary.applied += r.nodes.applied;
+        summary.nodes_restored += r.nodes.restored;
+        summary.checkpoints_saved += r.sink.checkpoints.1;
         for (k, v) in r.parse.rejected {
             *summary.rejected.entry(k).or_default() += v;
         }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use kaiabc_connectors::lake::ExistingKeys;
-use kaiabc_operators::dataflow::{NodeClocks, NodeStats, Ordering, Routed};
+use kaiabc_operators::dataflow::{Checkpointing, NodeClocks, NodeStats, Ordering, Routed};
 use kaiabc_operators::node::NodeConfig;
 use kaiabc_schemas::LakeRow;
 use timely::dataflow::operators::core::OkErr;
@@ -33,6 +33,7 @@ use parse::{Incoming, LogFile, ParseStats, ParseValidate, Parsed};
 /// The graph replay and live share: records are parsed and validated on their node's worker,
 /// readings go through the per-node clocks, and the lake rows (with dead letters) come out.
 /// `now` is the receipt time for the future-timestamp check (`None`: each record's own).
+/// With `ckpt`, nodes resume from checkpoints and checkpoint barriers flow to the sink.
 #[allow(clippy::too_many_arguments)]
 pub fn lake_rows<'scope>(
     records: Stream<'scope, u64, Vec<Incoming>>,
@@ -43,6 +44,7 @@ pub fn lake_rows<'scope>(
     ordering: Ordering,
     parse_stats: &Rc<RefCell<ParseStats>>,
     stats: &Rc<RefCell<NodeStats>>,
+    ckpt: Option<Checkpointing>,
 ) -> Stream<'scope, u64, Vec<LakeRow>> {
     let seen = {
         let keys = Arc::clone(keys);
@@ -66,7 +68,10 @@ pub fn lake_rows<'scope>(
             Parsed::Reading(r) => Ok(r),
             Parsed::Dead(d) => Err(d),
         });
-    readings
-        .node_clocks(Arc::clone(node_cfg), ordering, seen, Rc::clone(stats))
-        .concat(dead)
+    let cfg = Arc::clone(node_cfg);
+    let clocks = match ckpt {
+        Some(c) => readings.node_clocks_checkpointed(cfg, ordering, seen, Rc::clone(stats), c),
+        None => readings.node_clocks(cfg, ordering, seen, Rc::clone(stats)),
+    };
+    clocks.concat(dead)
 }

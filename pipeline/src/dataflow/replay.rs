@@ -32,7 +32,7 @@ use timely::dataflow::operators::core::UnorderedInput;
 use timely::dataflow::operators::{ActivateCapability, Probe};
 use timely::dataflow::ProbeHandle;
 
-use super::lake_sink::{LakeSink, SinkReport};
+use super::lake_sink::{LakeSink, SinkOptions, SinkReport};
 use super::parse::{Incoming, LogFile, ParseStats};
 use super::{lake_rows, tick_of};
 
@@ -264,9 +264,10 @@ fn run_worker(
             Ordering::Frontier,
             &parse_stats,
             &stats,
+            None,
         )
         .probe_with(&probe)
-        .lake_sink(writer, Rc::clone(&report), None);
+        .lake_sink(writer, Rc::clone(&report), SinkOptions::default());
         (records_in, records_cap)
     });
 

@@ -1,0 +1,325 @@
+//! Prometheus metrics of the live pipeline, rendered in the text exposition format (0.0.4) at
+//! `/metrics`: readings by node and sensor type, per-reading processing time, connected nodes,
+//! dead letters by reason, WebSocket clients, lake commits and checkpoints.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kaiabc_operators::dataflow::{NodeStats, APPLY_SECONDS_BOUNDS};
+use kaiabc_schemas::LakeRow;
+
+use crate::dataflow::lake_sink::SinkReport;
+
+/// A node counts as connected while its last reading is younger than this (wall time).
+pub const CONNECTED_WITHIN: Duration = Duration::from_secs(300);
+
+/// What one timely worker reports, copied out of the worker every few milliseconds.
+#[derive(Clone, Debug, Default)]
+pub struct WorkerFigures {
+    /// The per-node operator's counters and processing-time histogram.
+    pub nodes: NodeStats,
+    /// Lake commits, checkpoints and barriers.
+    pub commits: u64,
+    /// Files and rows committed.
+    pub files: u64,
+    /// Rows committed.
+    pub rows: u64,
+    /// Node checkpoints saved.
+    pub checkpoints: u64,
+}
+
+impl WorkerFigures {
+    /// The figures of a worker's operator and sink.
+    pub fn of(nodes: &NodeStats, sink: &SinkReport) -> Self {
+        Self {
+            nodes: *nodes,
+            commits: sink.commits,
+            files: sink.committed.files as u64,
+            rows: sink.committed.rows as u64,
+            checkpoints: sink.checkpoints.1,
+        }
+    }
+}
+
+/// The pipeline's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    readings: Mutex<BTreeMap<(String, String), u64>>,
+    last_seen: Mutex<BTreeMap<String, Instant>>,
+    dead_letters: Mutex<BTreeMap<String, u64>>,
+    /// Events received from sources (MQTT messages, HTTP requests).
+    pub events_in: AtomicU64,
+    workers: Mutex<Vec<WorkerFigures>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            readings: Mutex::default(),
+            last_seen: Mutex::default(),
+            dead_letters: Mutex::default(),
+            events_in: AtomicU64::new(0),
+            workers: Mutex::default(),
+        }
+    }
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+impl Metrics {
+    /// Counts what a lake row says: an accepted reading, or a dead letter.
+    pub fn observe(&self, row: &LakeRow) {
+        match row {
+            LakeRow::Reading(r) => {
+                let key = (r.reading.node_id.clone(), r.reading.sensor_type.clone());
+                if let Ok(mut m) = self.readings.lock() {
+                    *m.entry(key).or_default() += 1;
+                }
+                if let Ok(mut m) = self.last_seen.lock() {
+                    m.insert(r.reading.node_id.clone(), Instant::now());
+                }
+            }
+            LakeRow::DeadLetter(d) => {
+                if let Ok(mut m) = self.dead_letters.lock() {
+                    *m.entry(d.reason.code().to_string()).or_default() += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Stores worker `index`'s latest figures.
+    pub fn set_worker(&self, index: usize, figures: WorkerFigures) {
+        if let Ok(mut w) = self.workers.lock() {
+            if w.len() <= index {
+                w.resize(index + 1, WorkerFigures::default());
+            }
+            w[index] = figures;
+        }
+    }
+
+    /// Nodes with a reading within [`CONNECTED_WITHIN`].
+    pub fn connected_nodes(&self) -> usize {
+        self.last_seen
+            .lock()
+            .map(|m| {
+                m.values()
+                    .filter(|t| t.elapsed() < CONNECTED_WITHIN)
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// The sum of every worker's figures.
+    pub fn totals(&self) -> WorkerFigures {
+        let mut t = WorkerFigures::default();
+        if let Ok(w) = self.workers.lock() {
+            for f in w.iter() {
+                t.nodes.applied += f.nodes.applied;
+                t.nodes.late += f.nodes.late;
+                t.nodes.duplicates += f.nodes.duplicates;
+                t.nodes.nodes += f.nodes.nodes;
+                t.nodes.restored += f.nodes.restored;
+                t.nodes.apply_seconds.merge(&f.nodes.apply_seconds);
+                t.commits += f.commits;
+                t.files += f.files;
+                t.rows += f.rows;
+                t.checkpoints += f.checkpoints;
+            }
+        }
+        t
+    }
+
+    /// Seconds since the pipeline started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The exposition text. `ws_clients` and `ws_resyncs` come from the WebSocket hub.
+    pub fn render(&self, ws_clients: u64, ws_resyncs: u64) -> String {
+        let mut out = String::with_capacity(4096);
+        let t = self.totals();
+        header(
+            &mut out,
+            "kaiabc_sensor_readings_total",
+            "counter",
+            "Readings accepted into the dataflow, by node and sensor type.",
+        );
+        if let Ok(m) = self.readings.lock() {
+            for ((node, sensor), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "kaiabc_sensor_readings_total{{node_id=\"{}\",sensor_type=\"{}\"}} {n}",
+                    label(node),
+                    label(sensor)
+                );
+            }
+        }
+        header(
+            &mut out,
+            "kaiabc_ode_solver_seconds",
+            "histogram",
+            "Time to apply one reading to its node: Kalman filter and ODE step.",
+        );
+        let h = &t.nodes.apply_seconds;
+        let mut cumulative = 0u64;
+        for (i, bound) in APPLY_SECONDS_BOUNDS.iter().enumerate() {
+            cumulative += h.counts[i];
+            let _ = writeln!(
+                out,
+                "kaiabc_ode_solver_seconds_bucket{{le=\"{bound:e}\"}} {cumulative}"
+            );
+        }
+        cumulative += h.counts[APPLY_SECONDS_BOUNDS.len()];
+        let _ = writeln!(
+            out,
+            "kaiabc_ode_solver_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(out, "kaiabc_ode_solver_seconds_sum {}", h.sum_seconds);
+        let _ = writeln!(out, "kaiabc_ode_solver_seconds_count {cumulative}");
+        header(
+            &mut out,
+            "kaiabc_connected_nodes",
+            "gauge",
+            "Nodes with a reading in the last 5 minutes.",
+        );
+        let _ = writeln!(out, "kaiabc_connected_nodes {}", self.connected_nodes());
+        header(
+            &mut out,
+            "kaiabc_dead_letters_total",
+            "counter",
+            "Events rejected into the dead letters, by reason.",
+        );
+        if let Ok(m) = self.dead_letters.lock() {
+            for (reason, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "kaiabc_dead_letters_total{{reason=\"{}\"}} {n}",
+                    label(reason)
+                );
+            }
+        }
+        let simple: [(&str, &str, &str, u64); 9] = [
+            (
+                "kaiabc_events_received_total",
+                "counter",
+                "Messages received from the sources (one may hold several readings).",
+                self.events_in.load(Ordering::Relaxed),
+            ),
+            (
+                "kaiabc_readings_applied_total",
+                "counter",
+                "Readings applied to a clock.",
+                t.nodes.applied,
+            ),
+            (
+                "kaiabc_readings_late_total",
+                "counter",
+                "Readings kept but older than their node's last one (not applied).",
+                t.nodes.late,
+            ),
+            (
+                "kaiabc_websocket_clients",
+                "gauge",
+                "Connected WebSocket clients.",
+                ws_clients,
+            ),
+            (
+                "kaiabc_websocket_resyncs_total",
+                "counter",
+                "Snapshots sent to WebSocket clients that fell behind.",
+                ws_resyncs,
+            ),
+            (
+                "kaiabc_parquet_commits_total",
+                "counter",
+                "Lake commits (every worker's).",
+                t.commits,
+            ),
+            (
+                "kaiabc_parquet_files_committed_total",
+                "counter",
+                "Parquet files committed to the lake.",
+                t.files,
+            ),
+            (
+                "kaiabc_parquet_rows_committed_total",
+                "counter",
+                "Rows committed to the lake.",
+                t.rows,
+            ),
+            (
+                "kaiabc_node_checkpoints_saved_total",
+                "counter",
+                "Per-node checkpoints saved beside the lake.",
+                t.checkpoints,
+            ),
+        ];
+        for (name, kind, help, v) in simple {
+            header(&mut out, name, kind, help);
+            let _ = writeln!(out, "{name} {v}");
+        }
+        header(
+            &mut out,
+            "kaiabc_uptime_seconds",
+            "gauge",
+            "Seconds since the pipeline started.",
+        );
+        let _ = writeln!(out, "kaiabc_uptime_seconds {}", self.uptime().as_secs_f64());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_end_at_the_count() {
+        let m = Metrics::default();
+        let mut nodes = NodeStats::default();
+        for s in [2e-6, 5e-5, 5e-5, 0.2, 30.0] {
+            nodes.apply_seconds.observe(s);
+        }
+        m.set_worker(
+            1,
+            WorkerFigures {
+                nodes,
+                ..WorkerFigures::default()
+            },
+        );
+        let text = m.render(0, 0);
+        let buckets: Vec<u64> = text
+            .lines()
+            .filter(|l| l.starts_with("kaiabc_ode_solver_seconds_bucket"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+            .collect();
+        assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+        assert_eq!(*buckets.last().unwrap(), 5);
+        assert!(
+            text.contains("kaiabc_ode_solver_seconds_count 5\n"),
+            "{text}"
+        );
+        assert_eq!(buckets[0], 1, "2 µs is in the first bucket: {text}");
+    }
+}

@@ -1,0 +1,558 @@
+//! WebSocket `/v1/ws`: clients subscribe to streams (with `*` wildcards), get an ack with a
+//! snapshot of the current values, then events with per-stream sequence numbers. A client that
+//! falls behind never slows the pipeline: it gets a resync notice and a fresh snapshot.
+//!
+//! Client → server: `{"type":"subscribe","streams":[…]}`, `{"type":"unsubscribe","streams":[…]}`,
+//! `{"type":"ping"}`. Server → client: `ack` (with `snapshot`), `event`, `resync`, `pong`,
+//! `error`. Streams: `oscillator.state.{node}`, `sensors.reading.{node}`, `output.pwm.{node}`,
+//! `alert`, `phase_shift.complete`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use kaiabc_schemas::{LakeRow, OscillatorState, SensorReading};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch};
+use warp::ws::{Message, WebSocket};
+
+/// Events buffered per client before it counts as lagging.
+pub const CLIENT_BUFFER: usize = 4096;
+
+/// The stream families a client may subscribe to (a node id follows the first three).
+const FAMILIES: [&str; 5] = [
+    "oscillator.state.",
+    "sensors.reading.",
+    "output.pwm.",
+    "alert",
+    "phase_shift.complete",
+];
+
+/// One published event, serialised once for every subscriber.
+#[derive(Debug)]
+pub struct Published {
+    /// Its stream.
+    pub stream: String,
+    /// Its sequence number in the stream.
+    pub seq: u64,
+    /// The whole `event` message as JSON text.
+    pub text: String,
+}
+
+/// The latest values of one node, with the sequence numbers of their streams.
+#[derive(Debug, Default, Clone)]
+pub struct NodeLatest {
+    /// The state after the node's last applied reading, and its sequence number (also that of
+    /// its `output.pwm` event).
+    pub state: Option<(u64, OscillatorState)>,
+    /// The node's last reading, and its sequence number.
+    pub reading: Option<(u64, SensorReading)>,
+}
+
+/// The fan-out point between the dataflow and WebSocket clients.
+#[derive(Debug)]
+pub struct Hub {
+    latest: Mutex<HashMap<String, NodeLatest>>,
+    alerts: AtomicU64,
+    tx: broadcast::Sender<Arc<Published>>,
+    shutdown: watch::Sender<bool>,
+    /// Connected clients.
+    pub clients: AtomicU64,
+    /// Resyncs sent to lagging clients.
+    pub resyncs: AtomicU64,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            latest: Mutex::default(),
+            alerts: AtomicU64::new(0),
+            tx: broadcast::channel(CLIENT_BUFFER).0,
+            shutdown: watch::channel(false).0,
+            clients: AtomicU64::new(0),
+            resyncs: AtomicU64::new(0),
+        }
+    }
+}
+
+fn event_text(stream: &str, seq: u64, data: &Value) -> String {
+    json!({"type": "event", "stream": stream, "seq": seq, "data": data}).to_string()
+}
+
+/// The `output.pwm` event of a state.
+fn pwm_of(s: &OscillatorState) -> Value {
+    json!({
+        "node_id": s.node_id,
+        "timestamp": kaiabc_schemas::format_timestamp(&s.timestamp),
+        "pwm_duty": s.output_pwm,
+        "koa_metric": s.koa_metric,
+        "circadian_time": s.circadian_time,
+    })
+}
+
+impl Hub {
+    /// Each node's latest state.
+    pub fn state(&self, node: &str) -> Option<OscillatorState> {
+        let m = self.latest.lock().ok()?;
+        m.get(node)?.state.as_ref().map(|(_, s)| s.clone())
+    }
+
+    /// The ids of the nodes with a state.
+    pub fn nodes(&self) -> Vec<String> {
+        let Ok(m) = self.latest.lock() else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = m
+            .iter()
+            .filter(|(_, l)| l.state.is_some())
+            .map(|(k, _)| k.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Sets a node's state without publishing it (restored from a checkpoint).
+    pub fn seed(&self, s: &OscillatorState) {
+        if let Ok(mut m) = self.latest.lock() {
+            m.entry(s.node_id.clone()).or_default().state = Some((0, s.clone()));
+        }
+    }
+
+    /// Publishes what a lake row means to subscribers: a state (and its PWM output), a
+    /// reading, or an alert for a dead letter. Never blocks.
+    pub fn publish(&self, row: &LakeRow) {
+        let mut out: Vec<Published> = Vec::new();
+        {
+            let Ok(mut m) = self.latest.lock() else {
+                return;
+            };
+            match row {
+                LakeRow::State(s) => {
+                    let l = m.entry(s.node_id.clone()).or_default();
+                    let seq = l.state.as_ref().map_or(0, |(q, _)| *q) + 1;
+                    l.state = Some((seq, s.clone()));
+                    let data = serde_json::to_value(s).unwrap_or(Value::Null);
+                    for (stream, data) in [
+                        (format!("oscillator.state.{}", s.node_id), data),
+                        (format!("output.pwm.{}", s.node_id), pwm_of(s)),
+                    ] {
+                        out.push(Published {
+                            text: event_text(&stream, seq, &data),
+                            stream,
+                            seq,
+                        });
+                    }
+                }
+                LakeRow::Reading(r) => {
+                    let node = &r.reading.node_id;
+                    let l = m.entry(node.clone()).or_default();
+                    let seq = l.reading.as_ref().map_or(0, |(q, _)| *q) + 1;
+                    l.reading = Some((seq, r.reading.clone()));
+                    let stream = format!("sensors.reading.{node}");
+                    let data = serde_json::to_value(r).unwrap_or(Value::Null);
+                    out.push(Published {
+                        text: event_text(&stream, seq, &data),
+                        stream,
+                        seq,
+                    });
+                }
+                LakeRow::DeadLetter(d) => {
+                    let seq = self.alerts.fetch_add(1, Ordering::Relaxed) + 1;
+                    let data = json!({
+                        "severity": "warning",
+                        "code": d.reason,
+                        "node_id": d.node_id,
+                        "source": d.source,
+                        "message": d.message,
+                        "timestamp": kaiabc_schemas::format_timestamp(&d.received_at),
+                    });
+                    out.push(Published {
+                        text: event_text("alert", seq, &data),
+                        stream: "alert".into(),
+                        seq,
+                    });
+                }
+                LakeRow::Rhythm(_) | LakeRow::Checkpoint(_) => {}
+            }
+        }
+        for p in out {
+            // No subscriber is not an error.
+            let _ = self.tx.send(Arc::new(p));
+        }
+    }
+
+    /// The current value of every stream matching `patterns`: `(stream, seq, data)`.
+    fn snapshot(&self, patterns: &[String]) -> Vec<(String, u64, Value)> {
+        let Ok(m) = self.latest.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut nodes: Vec<&String> = m.keys().collect();
+        nodes.sort();
+        for node in nodes {
+            let l = &m[node];
+            if let Some((seq, s)) = &l.state {
+                let st = format!("oscillator.state.{node}");
+                if matches_any(patterns, &st) {
+                    out.push((st, *seq, serde_json::to_value(s).unwrap_or(Value::Null)));
+                }
+                let pw = format!("output.pwm.{node}");
+                if matches_any(patterns, &pw) {
+                    out.push((pw, *seq, pwm_of(s)));
+                }
+            }
+            if let Some((seq, r)) = &l.reading {
+                let st = format!("sensors.reading.{node}");
+                if matches_any(patterns, &st) {
+                    out.push((st, *seq, serde_json::to_value(r).unwrap_or(Value::Null)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Tells every client to close (the server is stopping).
+    pub fn close_all(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Glob matching where `*` matches any run of characters (`oscillator.state.*`, `*`).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+fn matches_any(patterns: &[String], stream: &str) -> bool {
+    patterns.iter().any(|p| glob(p, stream))
+}
+
+/// Whether a pattern can match any stream of a known family.
+fn valid_pattern(p: &str) -> bool {
+    if p.is_empty() || p.len() > 256 {
+        return false;
+    }
+    if let Some(star) = p.find('*') {
+        // A wildcard pattern is valid if what precedes its first `*` could begin a stream.
+        let head = &p[..star];
+        return FAMILIES
+            .iter()
+            .any(|f| f.starts_with(head) || head.starts_with(f));
+    }
+    FAMILIES.iter().any(|f| {
+        if f.ends_with('.') {
+            p.strip_prefix(f).is_some_and(|node| !node.is_empty())
+        } else {
+            p == *f
+        }
+    })
+}
+
+#[derive(Deserialize)]
+struct ClientMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    streams: Vec<String>,
+}
+
+fn error_text(code: &str, message: &str) -> String {
+    json!({"type": "error", "error": {"code": code, "message": message,
+        "timestamp": kaiabc_schemas::format_timestamp(&chrono::Utc::now())}})
+    .to_string()
+}
+
+/// One client's subscriptions and the last sequence number it was sent per stream.
+#[derive(Default)]
+struct Client {
+    patterns: Vec<String>,
+    last: HashMap<String, u64>,
+}
+
+impl Client {
+    fn snapshot_message(&mut self, hub: &Hub, kind: &str, extra: Value) -> String {
+        let snap = hub.snapshot(&self.patterns);
+        let items: Vec<Value> = snap
+            .into_iter()
+            .map(|(stream, seq, data)| {
+                self.last.insert(stream.clone(), seq);
+                json!({"stream": stream, "seq": seq, "data": data})
+            })
+            .collect();
+        let mut msg = json!({"type": kind, "snapshot": items});
+        if let (Value::Object(m), Value::Object(e)) = (&mut msg, extra) {
+            m.extend(e);
+        }
+        msg.to_string()
+    }
+
+    /// Handles a text message from the client; returns the replies.
+    fn handle(&mut self, hub: &Hub, text: &str) -> String {
+        let msg: ClientMessage = match serde_json::from_str(text) {
+            Ok(m) => m,
+            Err(e) => return error_text("INVALID_MESSAGE", &e.to_string()),
+        };
+        match msg.kind.as_str() {
+            "ping" => json!({"type": "pong"}).to_string(),
+            "subscribe" | "unsubscribe" if msg.streams.is_empty() => {
+                error_text("INVALID_MESSAGE", "streams must list at least one stream")
+            }
+            "subscribe" => {
+                if let Some(bad) = msg.streams.iter().find(|s| !valid_pattern(s)) {
+                    return error_text(
+                        "INVALID_STREAM",
+                        &format!("unknown stream {bad:?}; streams are oscillator.state.{{node}}, sensors.reading.{{node}}, output.pwm.{{node}}, alert, phase_shift.complete, with * wildcards"),
+                    );
+                }
+                let new: Vec<String> = msg
+                    .streams
+                    .iter()
+                    .filter(|s| !self.patterns.contains(s))
+                    .cloned()
+                    .collect();
+                self.patterns.extend(new.iter().cloned());
+                // The snapshot covers the new patterns only; it also sets the sequence numbers
+                // below which buffered events are skipped.
+                let mut only_new = Client {
+                    patterns: new,
+                    last: HashMap::new(),
+                };
+                let reply = only_new.snapshot_message(
+                    hub,
+                    "ack",
+                    json!({"action": "subscribe", "streams": msg.streams}),
+                );
+                for (k, v) in only_new.last {
+                    let e = self.last.entry(k).or_insert(v);
+                    *e = (*e).max(v);
+                }
+                reply
+            }
+            "unsubscribe" => {
+                let gone: HashSet<&String> = msg.streams.iter().collect();
+                self.patterns.retain(|p| !gone.contains(p));
+                json!({"type": "ack", "action": "unsubscribe", "streams": msg.streams,
+                    "subscriptions": self.patterns})
+                .to_string()
+            }
+            other => error_text(
+                "INVALID_MESSAGE",
+                &format!("unknown message type {other:?} (subscribe, unsubscribe, ping)"),
+            ),
+        }
+    }
+
+    /// Whether to send `p`: subscribed, and newer than what the client has.
+    fn wants(&mut self, p: &Published) -> bool {
+        if !matches_any(&self.patterns, &p.stream) {
+            return false;
+        }
+        let last = self.last.entry(p.stream.clone()).or_insert(0);
+        if p.seq <= *last {
+            return false;
+        }
+        *last = p.seq;
+        true
+    }
+}
+
+/// Serves one WebSocket client until it leaves or the server stops.
+pub async fn serve_client(socket: WebSocket, hub: Arc<Hub>) {
+    hub.clients.fetch_add(1, Ordering::Relaxed);
+    let (mut tx, mut rx) = socket.split();
+    // Subscribed before any snapshot is taken: events racing a snapshot are in the buffer and
+    // are skipped by sequence number, none is lost.
+    let mut events = hub.tx.subscribe();
+    let mut shutdown = hub.shutdown.subscribe();
+    let mut client = Client::default();
+    let mut ping = tokio::time::interval(Duration::from_secs(20));
+    ping.tick().await;
+    loop {
+        let reply: Option<Message> = tokio::select! {
+            msg = rx.next() => match msg {
+                None | Some(Err(_)) => break,
+                Some(Ok(m)) if m.is_close() => break,
+                Some(Ok(m)) => match m.to_str() {
+                    Ok(text) => Some(Message::text(client.handle(&hub, text))),
+                    // Pongs and binary frames need no answer.
+                    Err(()) => None,
+                },
+            },
+            ev = events.recv() => match ev {
+                Ok(p) => client.wants(&p).then(|| Message::text(p.text.clone())),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    hub.resyncs.fetch_add(1, Ordering::Relaxed);
+                    Some(Message::text(client.snapshot_message(
+                        &hub,
+                        "resync",
+                        json!({"missed": missed}),
+                    )))
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = ping.tick() => Some(Message::ping(Vec::<u8>::new())),
+            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
+                let _ = tx.send(Message::close_with(1001u16, "server stopping")).await;
+                break;
+            }
+        };
+        if let Some(m) = reply {
+            if tx.send(m).await.is_err() {
+                break;
+            }
+        }
+    }
+    hub.clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("*", "oscillator.state.n1"));
+        assert!(glob("oscillator.state.*", "oscillator.state.n1"));
+        assert!(!glob("oscillator.state.*", "output.pwm.n1"));
+        assert!(glob("*.n1", "output.pwm.n1"));
+        assert!(!glob("*.n1", "output.pwm.n10"));
+        assert!(glob("a*b*c", "aXXbYYc"));
+        assert!(!glob("a*b*c", "aXXbYY"));
+        assert!(glob("alert", "alert"));
+    }
+
+    #[test]
+    fn patterns_must_name_a_stream_family() {
+        for ok in [
+            "oscillator.state.pico_001",
+            "oscillator.state.*",
+            "*",
+            "alert",
+            "phase_shift.complete",
+            "*.pico_001",
+            "output.pwm.*",
+        ] {
+            assert!(valid_pattern(ok), "{ok}");
+        }
+        for bad in ["", "oscillator.state.", "temperature", "temp*", "alerts"] {
+            assert!(!valid_pattern(bad), "{bad}");
+        }
+    }
+
+    fn state(node: &str, seq: i64) -> LakeRow {
+        let mut s: OscillatorState = serde_json::from_value(json!({
+            "node_id": node, "timestamp": "2026-01-05T10:00:00Z", "seq": seq,
+            "circadian_time": 1.0, "phase": 0.04, "period_hours": 24.0,
+            "state_variables": {"C_U": 1.0, "C_S": 0.0, "C_T": 0.0, "C_ST": 0.0,
+                "A_free": 0.5, "CABC_complex": 0.0},
+            "koa_metric": 0.5, "output_pwm": 128, "entrainment_active": true,
+            "temperature_kelvin": 300.0, "raw_temperature_kelvin": 300.0,
+            "kalman_variance": 0.01
+        }))
+        .unwrap();
+        s.seq = Some(seq);
+        LakeRow::State(s)
+    }
+
+    #[test]
+    fn a_lagging_client_is_resynced_with_a_snapshot_and_skips_what_it_covers() {
+        let hub = Hub::default();
+        let mut rx = hub.tx.subscribe();
+        let mut c = Client::default();
+        let ack: Value = serde_json::from_str(&c.handle(
+            &hub,
+            r#"{"type":"subscribe","streams":["oscillator.state.*"]}"#,
+        ))
+        .unwrap();
+        assert_eq!(ack["type"], "ack");
+        assert_eq!(ack["snapshot"], json!([]));
+        // Two events per state (state and PWM): the buffer overflows.
+        let n = CLIENT_BUFFER as i64;
+        for k in 1..=n {
+            hub.publish(&state("a", k));
+        }
+        let missed = match rx.try_recv() {
+            Err(broadcast::error::TryRecvError::Lagged(m)) => m,
+            other => panic!("expected a lag, got {other:?}"),
+        };
+        assert_eq!(missed, n as u64);
+        let resync: Value =
+            serde_json::from_str(&c.snapshot_message(&hub, "resync", json!({"missed": missed})))
+                .unwrap();
+        assert_eq!(resync["type"], "resync");
+        assert_eq!(resync["snapshot"][0]["stream"], "oscillator.state.a");
+        assert_eq!(resync["snapshot"][0]["seq"], n);
+        assert_eq!(resync["snapshot"][0]["data"]["seq"], n);
+        // What is still buffered is older than the snapshot and skipped; newer events go out.
+        let mut sent = Vec::new();
+        hub.publish(&state("a", n + 1));
+        loop {
+            match rx.try_recv() {
+                Ok(p) if c.wants(&p) => sent.push((p.stream.clone(), p.seq)),
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+        assert_eq!(sent, vec![("oscillator.state.a".to_string(), n as u64 + 1)]);
+    }
+
+    #[test]
+    fn bad_messages_get_error_replies() {
+        let hub = Hub::default();
+        let mut c = Client::default();
+        for (msg, code) in [
+            ("not json", "INVALID_MESSAGE"),
+            (r#"{"type":"subscribe","streams":[]}"#, "INVALID_MESSAGE"),
+            (
+                r#"{"type":"subscribe","streams":["temperature.x"]}"#,
+                "INVALID_STREAM",
+            ),
+            (r#"{"type":"dance"}"#, "INVALID_MESSAGE"),
+        ] {
+            let v: Value = serde_json::from_str(&c.handle(&hub, msg)).unwrap();
+            assert_eq!(v["type"], "error", "{msg}");
+            assert_eq!(v["error"]["code"], code, "{msg}");
+        }
+        let v: Value = serde_json::from_str(&c.handle(&hub, r#"{"type":"ping"}"#)).unwrap();
+        assert_eq!(v["type"], "pong");
+        assert!(c.patterns.is_empty());
+    }
+
+    #[test]
+    fn a_client_gets_newer_events_once_and_only_for_its_streams() {
+        let mut c = Client {
+            patterns: vec!["oscillator.state.*".into()],
+            last: HashMap::from([("oscillator.state.a".to_string(), 4)]),
+        };
+        let p = |stream: &str, seq| Published {
+            stream: stream.into(),
+            seq,
+            text: String::new(),
+        };
+        assert!(!c.wants(&p("oscillator.state.a", 4)), "covered by snapshot");
+        assert!(c.wants(&p("oscillator.state.a", 5)));
+        assert!(!c.wants(&p("oscillator.state.a", 5)), "twice");
+        assert!(c.wants(&p("oscillator.state.b", 1)));
+        assert!(!c.wants(&p("output.pwm.a", 9)), "not subscribed");
+    }
+}

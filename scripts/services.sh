@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs (once) the servers and tools the tests run for real, from Debian's packages:
+# Mosquitto and its clients (the external MQTT broker and a real node) and Prometheus's
+# promtool (checks /metrics). Quiet when everything is there already.
+set -euo pipefail
+need=()
+command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+if ((${#need[@]})); then
+  echo "installing ${need[*]} (Debian packages)" >&2
+  sudo_() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+  sudo_ apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+fi
