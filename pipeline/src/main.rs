@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod auth;
 mod cli;
 mod dataflow;
 mod metrics;

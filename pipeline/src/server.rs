@@ -1,5 +1,6 @@
-//! The HTTP API (warp, under `/v1`): health, the latest oscillator state of each node and the
-//! WebSocket, with the API specification's error body on every failure.
+//! The HTTP API (warp, under `/v1`): health, the latest oscillator state of each node, the
+//! WebSocket, node registration and HTTP ingestion, with roles enforced per endpoint and the API
+//! specification's error body on every failure.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,7 +12,10 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::dataflow::live::LiveShared;
+use std::sync::mpsc::SyncSender;
+
+use crate::auth::{AuthError, Claims, Jwt, Principal, Registration, Registry, Role};
+use crate::dataflow::live::{Inbound, LiveShared};
 
 /// The specification's error body: `{"error": {"code", "message", "timestamp"}}`.
 pub fn error_body(
@@ -34,56 +38,273 @@ struct StateQuery {
     node_id: Option<String>,
 }
 
-/// All `/v1` routes.
+/// Who may call an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (health checks, Prometheus scrapes).
+    Public,
+    /// A person whose token's role is at least this one.
+    AtLeast(Role),
+    /// A sensor node with its API key (`X-API-Key`).
+    Node,
+}
+
+/// The endpoint × role table the server enforces (and the tests walk exhaustively).
+pub const ENDPOINTS: &[(&str, &str, Access)] = &[
+    ("GET", "/v1/health", Access::Public),
+    ("GET", "/metrics", Access::Public),
+    (
+        "GET",
+        "/v1/oscillator/state",
+        Access::AtLeast(Role::Observer),
+    ),
+    ("GET", "/v1/ws", Access::AtLeast(Role::Observer)),
+    ("GET", "/v1/sensors/nodes", Access::AtLeast(Role::Observer)),
+    ("POST", "/v1/sensors/nodes", Access::AtLeast(Role::Admin)),
+    ("POST", "/v1/sensors/temperature", Access::Node),
+    ("POST", "/v1/sensors/batch", Access::Node),
+];
+
+/// The access rule of an endpoint in [`ENDPOINTS`].
+fn access(method: &str, path: &str) -> Access {
+    ENDPOINTS
+        .iter()
+        .find(|(m, p, _)| *m == method && *p == path)
+        .map(|(_, _, a)| *a)
+        .unwrap_or_else(|| panic!("{method} {path} is not in ENDPOINTS"))
+}
+
+fn rank(r: Role) -> u8 {
+    match r {
+        Role::Admin => 3,
+        Role::Researcher => 2,
+        Role::Observer => 1,
+    }
+}
+
+/// What the API serves from and writes to.
+#[derive(Debug)]
+pub struct Api {
+    /// The live dataflow's shared state.
+    pub shared: Arc<LiveShared>,
+    /// Token keys.
+    pub jwt: Jwt,
+    /// Registered nodes.
+    pub registry: Arc<Registry>,
+    /// Into the dataflow (HTTP readings join MQTT's).
+    pub ingest: SyncSender<Inbound>,
+    /// When the server started.
+    pub started: Instant,
+}
+
+/// A refusal that becomes the specification's error body.
+#[derive(Debug)]
+struct Refused(StatusCode, &'static str, String);
+
+impl warp::reject::Reject for Refused {}
+
+fn refuse(status: StatusCode, code: &'static str, msg: impl Into<String>) -> Rejection {
+    warp::reject::custom(Refused(status, code, msg.into()))
+}
+
+/// Checks the caller against `need`: a bearer token (or `?token=`, for browsers' WebSockets)
+/// or an `X-API-Key`.
+fn authorise(
+    api: Arc<Api>,
+    need: Access,
+) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(warp::header::optional::<String>("x-api-key"))
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and_then(
+            move |bearer: Option<String>, key: Option<String>, query: String| {
+                let api = Arc::clone(&api);
+                async move {
+                    match need {
+                        Access::Public => Ok(Principal::User(Claims {
+                            sub: "anonymous".into(),
+                            role: Role::Observer,
+                            iat: 0,
+                            exp: 0,
+                        })),
+                        Access::Node => {
+                            let key = key.ok_or_else(|| {
+                                refuse(
+                                    StatusCode::UNAUTHORIZED,
+                                    "UNAUTHORIZED",
+                                    "X-API-Key is required",
+                                )
+                            })?;
+                            // argon2 is slow by design: off the async threads.
+                            let reg = Arc::clone(&api.registry);
+                            let node = tokio::task::spawn_blocking(move || reg.authenticate(&key))
+                                .await
+                                .map_err(|e| {
+                                    refuse(
+                                        StatusCode::INTERNAL_SERVER_ERROR,
+                                        "INTERNAL",
+                                        e.to_string(),
+                                    )
+                                })?
+                                .map_err(|e| {
+                                    refuse(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
+                                })?;
+                            Ok(Principal::Node(node))
+                        }
+                        Access::AtLeast(role) => {
+                            let from_query = serde_urlencoded_token(&query);
+                            let token = bearer
+                                .as_deref()
+                                .and_then(|b| b.strip_prefix("Bearer "))
+                                .map(str::to_string)
+                                .or(from_query)
+                                .ok_or_else(|| {
+                                    refuse(
+                                        StatusCode::UNAUTHORIZED,
+                                        "UNAUTHORIZED",
+                                        "a bearer token is required (Authorization: Bearer …)",
+                                    )
+                                })?;
+                            let claims = api.jwt.verify(&token).map_err(|e| {
+                                refuse(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
+                            })?;
+                            if rank(claims.role) < rank(role) {
+                                return Err(refuse(
+                                    StatusCode::FORBIDDEN,
+                                    "FORBIDDEN",
+                                    format!(
+                                        "role {:?} may not do this (needs {role:?})",
+                                        claims.role
+                                    ),
+                                ));
+                            }
+                            Ok(Principal::User(claims))
+                        }
+                    }
+                }
+            },
+        )
+}
+
+/// The `token` parameter of a raw query string (JWTs need no percent-decoding).
+fn serde_urlencoded_token(query: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+}
+
+/// All routes.
 pub fn routes(
-    shared: Arc<LiveShared>,
-    started: Instant,
+    api: Arc<Api>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
+    let shared = Arc::clone(&api.shared);
+    let started = api.started;
     let health = {
         let shared = Arc::clone(&shared);
-        warp::path!("v1" / "health").and(warp::get()).map(move || {
-            let nodes = shared.hub.nodes().len();
-            let connected = shared.metrics.connected_nodes();
-            warp::reply::json(&serde_json::json!({
-                "status": "healthy",
-                "version": env!("CARGO_PKG_VERSION"),
-                "uptime_seconds": started.elapsed().as_secs(),
-                "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
-                "components": {
-                    "ode_solver": "operational",
-                    "database": "operational",
-                    "sensor_nodes": { "connected": connected, "total": nodes },
-                },
-            }))
-            .into_response()
-        })
+        warp::path!("v1" / "health")
+            .and(warp::get())
+            .and(authorise(Arc::clone(&api), access("GET", "/v1/health")))
+            .map(move |_: Principal| {
+                let nodes = shared.hub.nodes().len();
+                let connected = shared.metrics.connected_nodes();
+                warp::reply::json(&serde_json::json!({
+                    "status": "healthy",
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "uptime_seconds": started.elapsed().as_secs(),
+                    "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
+                    "components": {
+                        "ode_solver": "operational",
+                        "database": "operational",
+                        "sensor_nodes": { "connected": connected, "total": nodes },
+                    },
+                }))
+                .into_response()
+            })
     };
     let state = {
         let shared = Arc::clone(&shared);
         warp::path!("v1" / "oscillator" / "state")
             .and(warp::get())
+            .and(authorise(
+                Arc::clone(&api),
+                access("GET", "/v1/oscillator/state"),
+            ))
             .and(warp::query::<StateQuery>())
-            .map(move |q: StateQuery| latest_state(&shared, q.node_id.as_deref()))
+            .map(move |_: Principal, q: StateQuery| latest_state(&shared, q.node_id.as_deref()))
     };
     let metrics = {
         let shared = Arc::clone(&shared);
-        warp::path!("metrics").and(warp::get()).map(move || {
-            let hub = &shared.hub;
-            let text = shared.metrics.render(
-                hub.clients.load(std::sync::atomic::Ordering::Relaxed),
-                hub.resyncs.load(std::sync::atomic::Ordering::Relaxed),
-            );
-            warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
-                .into_response()
-        })
+        warp::path!("metrics")
+            .and(warp::get())
+            .and(authorise(Arc::clone(&api), access("GET", "/metrics")))
+            .map(move |_: Principal| {
+                let hub = &shared.hub;
+                let text = shared.metrics.render(
+                    hub.clients.load(std::sync::atomic::Ordering::Relaxed),
+                    hub.resyncs.load(std::sync::atomic::Ordering::Relaxed),
+                );
+                warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
+                    .into_response()
+            })
     };
-    let ws = warp::path!("v1" / "ws")
-        .and(warp::ws())
-        .map(move |ws: warp::ws::Ws| {
-            let hub = Arc::clone(&shared.hub);
-            ws.on_upgrade(move |socket| crate::ws::serve_client(socket, hub))
-                .into_response()
-        });
+    let ws = {
+        let shared = Arc::clone(&shared);
+        warp::path!("v1" / "ws")
+            .and(authorise(Arc::clone(&api), access("GET", "/v1/ws")))
+            .and(warp::ws())
+            .map(move |_: Principal, ws: warp::ws::Ws| {
+                let hub = Arc::clone(&shared.hub);
+                ws.on_upgrade(move |socket| crate::ws::serve_client(socket, hub))
+                    .into_response()
+            })
+    };
+    let list_nodes = {
+        let api2 = Arc::clone(&api);
+        warp::path!("v1" / "sensors" / "nodes")
+            .and(warp::get())
+            .and(authorise(
+                Arc::clone(&api),
+                access("GET", "/v1/sensors/nodes"),
+            ))
+            .map(move |_: Principal| list_nodes(&api2))
+    };
+    let register = {
+        let api2 = Arc::clone(&api);
+        warp::path!("v1" / "sensors" / "nodes")
+            .and(warp::post())
+            .and(authorise(
+                Arc::clone(&api),
+                access("POST", "/v1/sensors/nodes"),
+            ))
+            .and(warp::body::content_length_limit(16 * 1024))
+            .and(warp::body::bytes())
+            .and_then(move |_: Principal, body: bytes::Bytes| {
+                let api = Arc::clone(&api2);
+                async move { Ok::<_, Rejection>(register(api, body).await) }
+            })
+    };
+    let ingest = {
+        let api2 = Arc::clone(&api);
+        let temperature = warp::path!("v1" / "sensors" / "temperature").map(|| "temperature");
+        let batch = warp::path!("v1" / "sensors" / "batch").map(|| "batch");
+        temperature
+            .or(batch)
+            .unify()
+            .and(warp::post())
+            .and(authorise(
+                Arc::clone(&api),
+                access("POST", "/v1/sensors/batch"),
+            ))
+            .and(warp::body::content_length_limit(1024 * 1024))
+            .and(warp::body::bytes())
+            .map(
+                move |kind: &'static str, who: Principal, body: bytes::Bytes| {
+                    ingest(&api2, kind, who, &body)
+                },
+            )
+    };
     health
         .or(state)
         .unify()
@@ -91,8 +312,181 @@ pub fn routes(
         .unify()
         .or(metrics)
         .unify()
+        .or(list_nodes)
+        .unify()
+        .or(register)
+        .unify()
+        .or(ingest)
+        .unify()
         .recover(|r: Rejection| async move { Ok::<_, Infallible>(rejection(r)) })
         .unify()
+}
+
+fn list_nodes(api: &Api) -> warp::reply::Response {
+    let nodes: Vec<serde_json::Value> = api
+        .registry
+        .list()
+        .into_iter()
+        .map(|r| {
+            let last = api.shared.hub.state(&r.node_id);
+            serde_json::json!({
+                "node_id": r.node_id,
+                "name": r.name,
+                "location": r.location,
+                "sensor_type": r.sensor_type,
+                "registered_at": r.registered_at,
+                "mqtt_topic": format!("kaiabc/sensors/{}", r.node_id),
+                "last_seen": last.as_ref().map(|s| kaiabc_schemas::format_timestamp(&s.timestamp)),
+            })
+        })
+        .collect();
+    warp::reply::json(&serde_json::json!({ "nodes": nodes, "count": nodes.len() })).into_response()
+}
+
+async fn register(api: Arc<Api>, body: bytes::Bytes) -> warp::reply::Response {
+    let req: Registration = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", e.to_string()),
+    };
+    let reg = Arc::clone(&api.registry);
+    let done = tokio::task::spawn_blocking(move || reg.register(req)).await;
+    match done {
+        Ok(Ok((rec, key))) => warp::reply::with_status(
+            warp::reply::json(&serde_json::json!({
+                "node_id": rec.node_id,
+                "name": rec.name,
+                "location": rec.location,
+                "sensor_type": rec.sensor_type,
+                "registered_at": rec.registered_at,
+                "api_key": key,
+                "mqtt": {
+                    "topic": format!("kaiabc/sensors/{}", rec.node_id),
+                    "output_topic": format!("kaiabc/nodes/{}/output", rec.node_id),
+                    "username": rec.node_id,
+                    "password": "the api_key",
+                },
+            })),
+            StatusCode::CREATED,
+        )
+        .into_response(),
+        Ok(Err(AuthError::Exists(n))) => error_body(
+            StatusCode::CONFLICT,
+            "NODE_EXISTS",
+            format!("node {n:?} is already registered"),
+        ),
+        Ok(Err(AuthError::Invalid(m))) => {
+            error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m)
+        }
+        Ok(Err(e)) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()),
+        Err(e) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()),
+    }
+}
+
+/// Readings over HTTP: checked here for the answer, and sent into the dataflow either way, where
+/// the bad ones become dead letters exactly as over MQTT.
+fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::reply::Response {
+    let Principal::Node(node) = who else {
+        return error_body(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            "a node API key is required",
+        );
+    };
+    let now = Utc::now();
+    let items: Vec<serde_json::Value> = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Array(v)) if kind == "batch" => v,
+        Ok(serde_json::Value::Object(o)) if kind == "batch" => match o.get("readings") {
+            Some(serde_json::Value::Array(v)) => v.clone(),
+            _ => vec![serde_json::Value::Object(o)],
+        },
+        Ok(v @ serde_json::Value::Object(_)) => vec![v],
+        Ok(_) => {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                "INVALID_PAYLOAD",
+                "expected a reading object (or, for /batch, an array of them)",
+            )
+        }
+        Err(e) => {
+            let _ = api.ingest.try_send(Inbound {
+                source: format!("http:/v1/sensors/{kind}"),
+                node: Ok(node),
+                payload: body.to_vec(),
+                received_at: now,
+            });
+            return error_body(StatusCode::BAD_REQUEST, "PARSE_ERROR", e.to_string());
+        }
+    };
+    let mut rejected = Vec::new();
+    let mut foreign = 0;
+    for (i, item) in items.iter().enumerate() {
+        let bytes = item.to_string().into_bytes();
+        let verdict = kaiabc_schemas::RawReading::from_json(&bytes).and_then(|r| r.validate(now));
+        match verdict {
+            Ok(r) if r.node_id != node => {
+                foreign += 1;
+                rejected.push(serde_json::json!({"index": i, "code": "INVALID_NODE_ID",
+                    "message": format!("this key is for node {node:?}, not {:?}", r.node_id)}));
+            }
+            Ok(_) => {}
+            Err(rej) => rejected.push(serde_json::json!({"index": i,
+                "code": rej.reason.code(), "message": rej.message})),
+        }
+    }
+    // Readings of another node make the whole request a forbidden one: all of it goes to the
+    // dead letters, none of it to a clock.
+    let vouched = if foreign > 0 {
+        Err(format!(
+            "the API key of node {node:?} cannot submit readings of other nodes"
+        ))
+    } else {
+        Ok(node.clone())
+    };
+    let sent = api.ingest.try_send(Inbound {
+        source: format!("http:/v1/sensors/{kind}"),
+        node: vouched,
+        payload: if items.len() == 1 && kind == "temperature" {
+            body.to_vec()
+        } else {
+            serde_json::to_vec(&items).unwrap_or_default()
+        },
+        received_at: now,
+    });
+    if sent.is_err() {
+        return error_body(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "OVERLOADED",
+            "the pipeline is not keeping up (or stopping); retry later",
+        );
+    }
+    if foreign > 0 {
+        return error_body(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN",
+            format!("this API key is for node {node:?} only; nothing was accepted"),
+        );
+    }
+    if kind == "temperature" && !rejected.is_empty() {
+        let r = &rejected[0];
+        return error_body(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_ERROR",
+            format!(
+                "{}: {}",
+                r["code"].as_str().unwrap_or(""),
+                r["message"].as_str().unwrap_or("")
+            ),
+        );
+    }
+    warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({
+            "accepted": items.len() - rejected.len(),
+            "rejected": rejected,
+            "node_id": node,
+        })),
+        StatusCode::ACCEPTED,
+    )
+    .into_response()
 }
 
 fn latest_state(shared: &LiveShared, node: Option<&str>) -> warp::reply::Response {
@@ -123,7 +517,9 @@ fn latest_state(shared: &LiveShared, node: Option<&str>) -> warp::reply::Respons
 }
 
 fn rejection(r: Rejection) -> warp::reply::Response {
-    if r.is_not_found() {
+    if let Some(Refused(status, code, msg)) = r.find::<Refused>() {
+        error_body(*status, code, msg.clone())
+    } else if r.is_not_found() {
         error_body(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
     } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
         error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", e.to_string())
@@ -145,12 +541,12 @@ fn rejection(r: Rejection) -> warp::reply::Response {
 /// Serves the API on `listener` until `stop` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    shared: Arc<LiveShared>,
+    api: Arc<Api>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "HTTP API listening");
-    warp::serve(routes(shared, Instant::now()))
+    warp::serve(routes(api))
         .incoming(listener)
         .graceful(stop)
         .run()

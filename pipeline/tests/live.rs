@@ -19,13 +19,73 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// GET `path` from `addr`: (status, body).
+/// The JWT secret the tests give the server (and `kaiabc token`).
+const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// A token for `role`, minted by `kaiabc token`.
+fn token(role: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
+        .args([
+            "token",
+            "--role",
+            role,
+            "--subject",
+            "tester",
+            "--ttl",
+            "10m",
+        ])
+        .env("KAIABC_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Sends a request with extra header lines: (status, body as JSON, or Null).
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    write!(s, "{head}\r\n{body}").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let rest = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json = match (rest.find('{'), rest.rfind('}')) {
+        (Some(a), Some(b)) if a < b => serde_json::from_str(&rest[a..=b]).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    (status, json)
+}
+
+/// GET `path` from `addr` as an observer: (status, body).
 fn get(addr: SocketAddr, path: &str) -> Option<(u16, serde_json::Value)> {
+    static OBSERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let t = OBSERVER.get_or_init(|| token("observer"));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {t}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut text = String::new();
@@ -120,6 +180,15 @@ fn reading(node: &str, seq: i64, minute: u32, kelvin: f64) -> String {
 
 /// Publishes each payload to its topic with QoS 1 and waits for the broker's acks.
 fn publish(port: u16, messages: &[(String, String)]) {
+    publish_as(port, None, messages).unwrap()
+}
+
+/// Publishes as a logged-in client (`(username, password)`); `Err` if the broker refuses it.
+fn publish_as(
+    port: u16,
+    login: Option<(&str, &str)>,
+    messages: &[(String, String)],
+) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -127,6 +196,9 @@ fn publish(port: u16, messages: &[(String, String)]) {
     rt.block_on(async {
         let mut o = MqttOptions::new("test-node", "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(5));
+        if let Some((u, p)) = login {
+            o.set_credentials(u, p);
+        }
         let (client, mut events) = AsyncClient::new(o, 100);
         for (topic, payload) in messages {
             client
@@ -140,25 +212,45 @@ fn publish(port: u16, messages: &[(String, String)]) {
                 .unwrap();
         }
         let mut acked = 0;
+        let mut failures = 0;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while acked < messages.len() {
             match tokio::time::timeout_at(deadline, events.poll()).await {
                 Ok(Ok(Event::Incoming(Incoming::PubAck(_)))) => acked += 1,
+                Ok(Ok(Event::Incoming(Incoming::ConnAck(c))))
+                    if c.code != rumqttc::ConnectReturnCode::Success =>
+                {
+                    return Err(format!("refused: {:?}", c.code));
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
+                    let text = e.to_string();
+                    failures += 1;
+                    if login.is_some() && failures >= 5 {
+                        return Err(text);
+                    }
                     // The broker may still be starting: retry the connection.
                     eprintln!("mqtt: {e}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) if login.is_some() && acked == 0 => {
+                    return Err("no PUBACK: the broker did not accept the client".into())
                 }
                 Err(_) => panic!("no PUBACK for every publish ({acked}/{})", messages.len()),
             }
         }
         client.disconnect().await.ok();
-    });
+        Ok(())
+    })
 }
 
-/// Starts `kaiabc run` on free ports over `lake` and waits until it is healthy.
+/// Starts `kaiabc run` on free ports over `lake` (MQTT without credentials) and waits until it
+/// is healthy.
 fn start(lake: &std::path::Path) -> (Server, SocketAddr, u16) {
+    start_with(lake, &["--mqtt-anonymous"])
+}
+
+fn start_with(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, u16) {
     let (http_port, mqtt_port) = (free_port(), free_port());
     let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
@@ -172,7 +264,11 @@ fn start(lake: &std::path::Path) -> (Server, SocketAddr, u16) {
             lake.to_str().unwrap(),
             "--commit-interval-seconds",
             "1",
+            "--state-dir",
+            lake.with_extension("state").to_str().unwrap(),
         ])
+        .args(extra)
+        .env("KAIABC_JWT_SECRET", SECRET)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -449,7 +545,7 @@ fn websocket_subscribers_get_a_snapshot_then_every_state_as_it_is_applied() {
         .enable_all()
         .build()
         .unwrap();
-    let url = format!("ws://{http}/v1/ws");
+    let url = format!("ws://{http}/v1/ws?token={}", token("observer"));
     let stderr = rt.block_on(async {
         let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
             .await
@@ -544,6 +640,205 @@ fn websocket_subscribers_get_a_snapshot_then_every_state_as_it_is_applied() {
         stopper.await.unwrap()
     });
     assert!(stderr.contains("3 applied"), "{stderr}");
+}
+
+/// The endpoint × role table the server must enforce: for each endpoint, the lowest role allowed
+/// ("public", "observer", "researcher", "admin") or "node" for API keys.
+const MATRIX: &[(&str, &str, &str)] = &[
+    ("GET", "/v1/health", "public"),
+    ("GET", "/metrics", "public"),
+    ("GET", "/v1/oscillator/state?node_id=z", "observer"),
+    ("GET", "/v1/sensors/nodes", "observer"),
+    ("POST", "/v1/sensors/nodes", "admin"),
+    ("POST", "/v1/sensors/temperature", "node"),
+    ("POST", "/v1/sensors/batch", "node"),
+];
+
+#[test]
+fn roles_api_keys_and_mqtt_credentials_are_enforced() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let (server, http, mqtt) = start_with(&lake, &[]);
+    let admin = token("admin");
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    // An admin registers two nodes; each gets its API key once.
+    let mut keys = std::collections::HashMap::new();
+    for node in ["p1", "p2"] {
+        let (status, body) = request(
+            http,
+            "POST",
+            "/v1/sensors/nodes",
+            &[("Authorization", &bearer(&admin))],
+            &format!(r#"{{"node_id":"{node}","name":"roof {node}"}}"#),
+        );
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["mqtt"]["topic"], format!("kaiabc/sensors/{node}"));
+        keys.insert(node, body["api_key"].as_str().unwrap().to_string());
+    }
+    let (status, body) = request(
+        http,
+        "POST",
+        "/v1/sensors/nodes",
+        &[("Authorization", &bearer(&admin))],
+        r#"{"node_id":"p1"}"#,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("NODE_EXISTS"))
+    );
+
+    // Every endpoint × every kind of caller.
+    let tokens: Vec<(&str, String)> = ["observer", "researcher", "admin"]
+        .iter()
+        .map(|r| (*r, token(r)))
+        .collect();
+    let rank = |r: &str| match r {
+        "observer" => 1,
+        "researcher" => 2,
+        "admin" => 3,
+        _ => 0,
+    };
+    let reading_body = reading("p1", 1, 0, 300.0);
+    for (method, path, need) in MATRIX {
+        let body = match *path {
+            "/v1/sensors/nodes" => r#"{"node_id":"m_NODE"}"#.to_string(),
+            _ => reading_body.clone(),
+        };
+        let body = body.replace("NODE", &format!("{}", rand_suffix()));
+        let call = |headers: &[(&str, &str)]| request(http, method, path, headers, &body).0;
+        // Nobody.
+        let anon = call(&[]);
+        if *need == "public" {
+            assert_eq!(anon, 200, "{method} {path} anonymous");
+            continue;
+        }
+        assert_eq!(anon, 401, "{method} {path} anonymous");
+        assert_eq!(
+            call(&[("Authorization", "Bearer not.a.jwt")]),
+            401,
+            "{method} {path} forged token"
+        );
+        for (role, t) in &tokens {
+            let status = call(&[("Authorization", &bearer(t))]);
+            let allowed = *need != "node" && rank(role) >= rank(need);
+            if allowed {
+                assert!(
+                    (200..300).contains(&status) || status == 404,
+                    "{method} {path} as {role}: {status}"
+                );
+            } else if *need == "node" {
+                assert_eq!(
+                    status, 401,
+                    "{method} {path} as {role}: a node key is required"
+                );
+            } else {
+                assert_eq!(status, 403, "{method} {path} as {role}");
+            }
+        }
+        let with_key = call(&[("X-API-Key", &keys["p1"])]);
+        if *need == "node" {
+            assert_eq!(with_key, 202, "{method} {path} with p1's key");
+            // Another node's key cannot submit p1's reading.
+            assert_eq!(call(&[("X-API-Key", &keys["p2"])]), 403, "{method} {path}");
+            assert_eq!(call(&[("X-API-Key", "kab_00000000_nope")]), 401);
+        } else {
+            assert_eq!(with_key, 401, "{method} {path}: a key is not a token");
+        }
+    }
+
+    // HTTP ingestion answers per reading and dead-letters the bad ones.
+    let key1: &str = &keys["p1"];
+    let (status, body) = request(
+        http,
+        "POST",
+        "/v1/sensors/batch",
+        &[("X-API-Key", key1)],
+        &format!(
+            "[{},{},{}]",
+            reading("p1", 2, 1, 300.1),
+            reading("p1", 3, 2, 900.0),
+            reading("p1", 4, 3, 300.3)
+        ),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 2);
+    assert_eq!(body["rejected"][0]["index"], 1);
+    assert_eq!(body["rejected"][0]["code"], "TEMPERATURE_OUT_OF_RANGE");
+    let (status, body) = request(
+        http,
+        "POST",
+        "/v1/sensors/temperature",
+        &[("X-API-Key", key1)],
+        "{oops",
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("PARSE_ERROR"))
+    );
+
+    // MQTT: the node logs in with its id and key; a wrong key or no login is refused.
+    publish_as(
+        mqtt,
+        Some(("p2", &keys["p2"])),
+        &[("kaiabc/sensors/p2".into(), reading("p2", 1, 5, 301.0))],
+    )
+    .expect("p2 publishes with its key");
+    assert!(publish_as(
+        mqtt,
+        Some(("p2", &keys["p1"])),
+        &[("kaiabc/sensors/p2".into(), reading("p2", 2, 6, 301.0))]
+    )
+    .is_err());
+    assert!(publish_as(
+        mqtt,
+        Some(("p2", "")),
+        &[("kaiabc/sensors/p2".into(), reading("p2", 3, 7, 301.0))]
+    )
+    .is_err());
+    wait_until("p2's state", || {
+        get(http, "/v1/oscillator/state?node_id=p2").filter(|(s, _)| *s == 200)
+    });
+    let (status, list) = request(
+        http,
+        "GET",
+        "/v1/sensors/nodes",
+        &[("Authorization", &bearer(&tokens[0].1))],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(list["count"].as_u64().unwrap() >= 2);
+    assert!(list.to_string().contains("\"p2\""));
+    assert!(
+        !list.to_string().contains("argon2"),
+        "hashes are never served"
+    );
+    stop(server);
+
+    let dead = csv(
+        &lake,
+        "SELECT reason, source FROM dead_letters ORDER BY reason, source",
+    );
+    assert!(
+        dead.contains("TEMPERATURE_OUT_OF_RANGE,http:/v1/sensors/batch"),
+        "{dead}"
+    );
+    assert!(
+        dead.contains("PARSE_ERROR,http:/v1/sensors/temperature"),
+        "{dead}"
+    );
+    assert!(dead.contains("INVALID_NODE_ID,http:/v1/sensors/"), "{dead}");
+    let seqs = csv(
+        &lake,
+        "SELECT node_id, seq FROM readings ORDER BY node_id, seq",
+    );
+    assert_eq!(seqs, "node_id,seq\np1,1\np1,2\np1,4\np2,1\n");
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
 }
 
 #[test]

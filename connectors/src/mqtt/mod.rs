@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
@@ -51,13 +52,18 @@ impl MqttMessage {
     }
 }
 
-/// Starts rumqttd on `listen` and forwards every publish under [`SENSOR_TOPICS`] to `tx`.
+/// Checks a client's MQTT username and password.
+pub type Authenticator = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+/// Starts rumqttd on `listen` and forwards every publish under [`SENSOR_TOPICS`] to `tx`. With
+/// `auth`, every client must log in with a username and password it accepts.
 ///
 /// rumqttd has no shutdown: its threads end with the process. The address is bound and released
 /// once first, so a taken port is a clear error instead of a silent broker thread failure.
-pub fn start_embedded_broker(
+pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
     listen: SocketAddr,
-    tx: SyncSender<MqttMessage>,
+    tx: SyncSender<T>,
+    auth: Option<Authenticator>,
 ) -> Result<SocketAddr, MqttError> {
     let probe = std::net::TcpListener::bind(listen).map_err(|source| MqttError::Bind {
         addr: listen,
@@ -68,19 +74,27 @@ pub fn start_embedded_broker(
         source,
     })?;
     drop(probe);
+    let mut connections = ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: 256 * 1024,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        dynamic_filters: true,
+    };
+    if let Some(check) = auth {
+        // A refused client is disconnected by the broker (CONNACK "not authorized").
+        connections.set_auth_handler(move |_client_id: String, user: String, pass: String| {
+            let check = Arc::clone(&check);
+            async move { check(&user, &pass) }
+        });
+    }
     let server = ServerSettings {
         name: "v4".into(),
         listen: bound,
         tls: None,
         next_connection_delay_ms: 1,
-        connections: ConnectionSettings {
-            connection_timeout_ms: 60_000,
-            max_payload_size: 256 * 1024,
-            max_inflight_count: 100,
-            auth: None,
-            external_auth: None,
-            dynamic_filters: true,
-        },
+        connections,
     };
     let config = Config {
         id: 0,
@@ -122,7 +136,7 @@ pub fn start_embedded_broker(
                             payload: f.publish.payload.to_vec(),
                             received_at: Utc::now(),
                         };
-                        if tx.send(msg).is_err() {
+                        if tx.send(T::from(msg)).is_err() {
                             return; // the pipeline is shutting down
                         }
                     }

@@ -32,6 +32,8 @@ enum Command {
     Query(lake::QueryArgs),
     /// Run the live pipeline: embedded MQTT broker, dataflow, HTTP API, lake.
     Run(run::RunArgs),
+    /// Mint a JWT for the API with the configured secret (bootstraps the first admin).
+    Token(run::TokenArgs),
     /// Synthetic sensor logs.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
@@ -226,6 +228,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Replay(a) => lake::replay(&a),
         Command::Query(a) => lake::query(&a),
         Command::Run(a) => run::run(&a),
+        Command::Token(a) => run::token(&a),
         Command::Datasets(datasets::DatasetsCommand::Generate(a)) => datasets::generate(&a),
     }
 }

@@ -9,11 +9,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use kaiabc_connectors::lake::{open_checkpoints, LakeConfig};
-use kaiabc_connectors::mqtt::start_embedded_broker;
+use kaiabc_connectors::mqtt::{start_embedded_broker, Authenticator};
 use kaiabc_operators::clock::ClockConfig;
 use kaiabc_operators::node::NodeConfig;
 
-use crate::dataflow::live::{run_live, LiveOptions, LiveShared};
+use crate::auth::{load_secret, Jwt, Registry, Role};
+use crate::dataflow::live::{run_live, Inbound, LiveOptions, LiveShared};
+use crate::server::Api;
 
 /// Arguments of `kaiabc run`.
 #[derive(Debug, Args)]
@@ -36,6 +38,60 @@ pub struct RunArgs {
     /// Seconds between lake commits (how fresh SQL over the lake is).
     #[arg(long, default_value_t = 10)]
     commit_interval_seconds: u64,
+    /// Where the node registry and the generated JWT secret live.
+    #[arg(long, default_value = "data/state", env = "KAIABC_STATE_DIR")]
+    state_dir: PathBuf,
+    /// Let MQTT clients publish without credentials (by default a node logs in with its node
+    /// id as username and its API key as password).
+    #[arg(long)]
+    mqtt_anonymous: bool,
+}
+
+/// Arguments of `kaiabc token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The role: admin, researcher or observer.
+    #[arg(long)]
+    role: String,
+    /// Who the token is for.
+    #[arg(long, default_value = "operator")]
+    subject: String,
+    /// How long it is valid: 90s, 30m, 12h or 7d.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// The state directory of the server (holds the generated secret unless
+    /// KAIABC_JWT_SECRET is set).
+    #[arg(long, default_value = "data/state", env = "KAIABC_STATE_DIR")]
+    state_dir: PathBuf,
+}
+
+fn parse_ttl(s: &str) -> Result<Duration> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .with_context(|| format!("--ttl {s:?}: expected a number and s, m, h or d"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("--ttl {s:?}: the unit must be s, m, h or d"),
+    };
+    anyhow::ensure!(secs > 0, "--ttl must be positive");
+    Ok(Duration::from_secs(secs))
+}
+
+fn jwt_for(state_dir: &std::path::Path) -> Result<Jwt> {
+    let secret = load_secret(&state_dir.join("jwt-secret"))?;
+    Ok(Jwt::new(&secret)?)
+}
+
+/// Prints a token.
+pub fn token(a: &TokenArgs) -> Result<()> {
+    let role: Role = a.role.parse()?;
+    let jwt = jwt_for(&a.state_dir)?;
+    println!("{}", jwt.mint(&a.subject, role, parse_ttl(&a.ttl)?)?);
+    Ok(())
 }
 
 /// Runs until SIGTERM or Ctrl-C, then drains the dataflow, commits the lake and exits.
@@ -50,8 +106,19 @@ pub fn run(a: &RunArgs) -> Result<()> {
         .with_context(|| format!("reading the checkpoints of the lake {}", a.lake.display()))?;
     let shared = Arc::new(LiveShared::default());
     shared.seed(&restored);
-    let (tx, rx) = std::sync::mpsc::sync_channel(64 * 1024);
-    let mqtt = start_embedded_broker(a.mqtt_listen, tx)?;
+    let jwt = jwt_for(&a.state_dir)?;
+    let registry = Arc::new(Registry::open(a.state_dir.join("nodes.json"))?);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Inbound>(64 * 1024);
+    let auth: Option<Authenticator> = if a.mqtt_anonymous {
+        tracing::warn!("MQTT clients may publish without credentials (--mqtt-anonymous)");
+        None
+    } else {
+        let reg = Arc::clone(&registry);
+        Some(Arc::new(move |user: &str, pass: &str| {
+            reg.check_node(user, pass)
+        }))
+    };
+    let mqtt = start_embedded_broker(a.mqtt_listen, tx.clone(), auth)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -62,7 +129,14 @@ pub fn run(a: &RunArgs) -> Result<()> {
         .with_context(|| format!("cannot listen for HTTP on {}", a.http))?;
     let http = listener.local_addr()?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(crate::server::serve(listener, Arc::clone(&shared), async {
+    let api = Arc::new(Api {
+        shared: Arc::clone(&shared),
+        jwt,
+        registry,
+        ingest: tx,
+        started: std::time::Instant::now(),
+    });
+    let server = runtime.spawn(crate::server::serve(listener, api, async {
         let _ = http_stopped.await;
     }));
     runtime.spawn({

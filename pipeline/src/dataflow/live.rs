@@ -28,6 +28,35 @@ use super::lake_sink::{LakeSink, SinkOptions, SinkReport};
 use super::parse::{Incoming, LogFile, ParseStats};
 use super::{lake_rows, tick_of};
 
+/// An event for the live dataflow, from MQTT or HTTP.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    /// Where it came from (`mqtt:TOPIC`, `http:PATH`), for dead letters.
+    pub source: String,
+    /// The node the transport vouches for (the topic's node, the API key's node); `Err` with
+    /// the reason when the transport names none.
+    pub node: Result<String, String>,
+    /// The payload: one reading, or a JSON array of them.
+    pub payload: Vec<u8>,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+}
+
+impl From<MqttMessage> for Inbound {
+    fn from(m: MqttMessage) -> Self {
+        let node = m
+            .topic_node()
+            .map(str::to_string)
+            .ok_or_else(|| format!("topic {:?} is not kaiabc/sensors/{{node_id}}", m.topic));
+        Self {
+            source: format!("mqtt:{}", m.topic),
+            node,
+            payload: m.payload,
+            received_at: m.received_at,
+        }
+    }
+}
+
 /// On stop, the source is drained until it has delivered nothing for this long.
 pub const DRAIN_QUIET: Duration = Duration::from_millis(300);
 
@@ -96,7 +125,7 @@ struct WorkerResult {
 pub fn run_live(
     opts: LiveOptions,
     node_cfg: NodeConfig,
-    rx: Receiver<MqttMessage>,
+    rx: Receiver<Inbound>,
     shared: Arc<LiveShared>,
     restored: &Restored,
 ) -> Result<LiveSummary> {
@@ -206,7 +235,7 @@ pub fn run_live(
                                 file: 0,
                                 line: 0,
                                 received_at: msg.received_at,
-                                source: Some(format!("mqtt:{}", msg.topic)),
+                                source: Some(msg.source.clone()),
                                 payload: record,
                                 parsed: parsed.map(|r| Box::new(Err(r))),
                             });
@@ -270,7 +299,7 @@ pub fn run_live(
 }
 
 /// The readings of a message: one JSON object, or an array of them.
-fn records_of(msg: &MqttMessage) -> Vec<Vec<u8>> {
+fn records_of(msg: &Inbound) -> Vec<Vec<u8>> {
     let trimmed = msg.payload.trim_ascii_start();
     if trimmed.first() == Some(&b'[') {
         if let Ok(items) = serde_json::from_slice::<Vec<serde_json::Value>>(trimmed) {
@@ -285,10 +314,7 @@ fn records_of(msg: &MqttMessage) -> Vec<Vec<u8>> {
 
 /// The record's route (its node's hash), its event time if readable and not in the future,
 /// and a rejection when the payload's node is not the topic's.
-fn route_and_time(
-    msg: &MqttMessage,
-    record: &[u8],
-) -> (Option<u64>, Option<i64>, Option<Rejection>) {
+fn route_and_time(msg: &Inbound, record: &[u8]) -> (Option<u64>, Option<i64>, Option<Rejection>) {
     let peek = LineParser::Jsonl.peek(record);
     let latest: DateTime<Utc> = msg.received_at + kaiabc_schemas::validate::MAX_FUTURE;
     let t = peek
@@ -298,15 +324,12 @@ fn route_and_time(
         .filter(|t| *t <= latest)
         .map(|t| t.timestamp_micros());
     let node = peek.node_id.as_deref();
-    let mismatch = match (msg.topic_node(), node) {
-        (Some(topic), Some(node)) if topic != node => Some(Rejection::new(
+    let mismatch = match (&msg.node, node) {
+        (Ok(vouched), Some(node)) if vouched != node => Some(Rejection::new(
             Reason::InvalidNodeId,
-            format!("payload node_id {node:?} is not the topic's node {topic:?}"),
+            format!("payload node_id {node:?} is not the sender's node {vouched:?}"),
         )),
-        (None, _) => Some(Rejection::new(
-            Reason::InvalidNodeId,
-            format!("topic {:?} is not kaiabc/sensors/{{node_id}}", msg.topic),
-        )),
+        (Err(why), _) => Some(Rejection::new(Reason::InvalidNodeId, why.clone())),
         _ => None,
     };
     (node.map(node_hash), t, mismatch)

@@ -1,0 +1,429 @@
+//! Who may do what: JWT bearer tokens (HS256) with roles for people, and per-node API keys
+//! (argon2-hashed in a registry file) for sensor nodes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, RwLock};
+use std::time::Duration;
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+/// Errors of authentication and the node registry.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No credentials, or unreadable ones.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The node is registered already.
+    #[error("node {0:?} is already registered")]
+    Exists(String),
+    /// A bad request (node id, role, secret).
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading or writing the registry or the secret.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuthError + '_ {
+    move |source| AuthError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The roles of people, most powerful first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Registers nodes, changes configuration, controls clocks.
+    Admin,
+    /// Reads everything, runs analyses and exports, controls simulations.
+    Researcher,
+    /// Reads states and health.
+    Observer,
+}
+
+impl std::str::FromStr for Role {
+    type Err = AuthError;
+    fn from_str(s: &str) -> Result<Self, AuthError> {
+        match s {
+            "admin" => Ok(Role::Admin),
+            "researcher" => Ok(Role::Researcher),
+            "observer" => Ok(Role::Observer),
+            _ => Err(AuthError::Invalid(format!(
+                "unknown role {s:?} (admin, researcher, observer)"
+            ))),
+        }
+    }
+}
+
+/// A token's claims.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Who.
+    pub sub: String,
+    /// Their role.
+    pub role: Role,
+    /// Issued at (Unix s).
+    pub iat: i64,
+    /// Expires at (Unix s).
+    pub exp: i64,
+}
+
+/// The minimum secret length: HS256 wants at least its output size.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Mints and checks tokens with one secret.
+pub struct Jwt {
+    enc: jsonwebtoken::EncodingKey,
+    dec: jsonwebtoken::DecodingKey,
+}
+
+impl std::fmt::Debug for Jwt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Jwt(..)")
+    }
+}
+
+impl Jwt {
+    /// Keys from a secret of at least [`MIN_SECRET_BYTES`].
+    pub fn new(secret: &[u8]) -> Result<Self, AuthError> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(AuthError::Invalid(format!(
+                "the JWT secret must be at least {MIN_SECRET_BYTES} bytes, not {}",
+                secret.len()
+            )));
+        }
+        Ok(Self {
+            enc: jsonwebtoken::EncodingKey::from_secret(secret),
+            dec: jsonwebtoken::DecodingKey::from_secret(secret),
+        })
+    }
+
+    /// A token for `subject` with `role`, valid for `ttl`.
+    pub fn mint(&self, subject: &str, role: Role, ttl: Duration) -> Result<String, AuthError> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: subject.to_string(),
+            role,
+            iat: now,
+            exp: now + ttl.as_secs() as i64,
+        };
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &self.enc)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+
+    /// The claims of a valid, unexpired HS256 token.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        v.leeway = 5;
+        v.set_required_spec_claims(&["exp", "sub"]);
+        jsonwebtoken::decode::<Claims>(token, &self.dec, &v)
+            .map(|d| d.claims)
+            .map_err(|e| AuthError::Unauthorized(format!("invalid token: {e}")))
+    }
+}
+
+/// The JWT secret: `KAIABC_JWT_SECRET` if set, else the file at `path`, created with a random
+/// secret (mode 0600) on first use so `kaiabc run` and `kaiabc token` agree with no set-up.
+pub fn load_secret(path: &Path) -> Result<Vec<u8>, AuthError> {
+    if let Ok(s) = std::env::var("KAIABC_JWT_SECRET") {
+        return Ok(s.into_bytes());
+    }
+    match std::fs::read(path) {
+        Ok(b) => return Ok(b.trim_ascii().to_vec()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(path)(e)),
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let secret = random_hex(32);
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(secret.as_bytes()).map_err(io(path))?;
+    f.sync_all().map_err(io(path))?;
+    Ok(secret.into_bytes())
+}
+
+/// `n` random bytes as hex.
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A registered node, as stored (the key only as its argon2 hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node.
+    pub node_id: String,
+    /// A human name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Its sensor.
+    pub sensor_type: String,
+    /// When it was registered (RFC 3339).
+    pub registered_at: String,
+    /// The public part of its API key (finds the record without trying every hash).
+    pub key_id: String,
+    /// The argon2id PHC string of its whole API key.
+    pub key_hash: String,
+}
+
+/// What registering a node takes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// The node id (`[A-Za-z0-9_-]{1,64}`).
+    pub node_id: String,
+    /// A human name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where it is.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Its sensor (default BME280).
+    #[serde(default)]
+    pub sensor_type: Option<String>,
+}
+
+/// The registered nodes, persisted as JSON (written atomically), with a cache of verified keys
+/// so argon2 (tens of milliseconds by design) runs once per key, not once per request.
+#[derive(Debug)]
+pub struct Registry {
+    path: PathBuf,
+    nodes: RwLock<BTreeMap<String, NodeRecord>>,
+    verified: Mutex<HashMap<String, String>>,
+}
+
+/// Whether a node id is acceptable (the validation rule of readings).
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl Registry {
+    /// Opens (or starts) the registry at `path`.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, AuthError> {
+        let path = path.into();
+        let nodes = match std::fs::read(&path) {
+            Ok(b) => {
+                let list: Vec<NodeRecord> = serde_json::from_slice(&b).map_err(|e| {
+                    AuthError::Invalid(format!("{}: not a node registry: {e}", path.display()))
+                })?;
+                list.into_iter().map(|r| (r.node_id.clone(), r)).collect()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        Ok(Self {
+            path,
+            nodes: RwLock::new(nodes),
+            verified: Mutex::default(),
+        })
+    }
+
+    fn save(&self, nodes: &BTreeMap<String, NodeRecord>) -> Result<(), AuthError> {
+        let list: Vec<&NodeRecord> = nodes.values().collect();
+        let text = serde_json::to_vec_pretty(&list).expect("records serialise");
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io(dir))?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, text).map_err(io(&tmp))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))
+    }
+
+    /// Registers a node and returns its record and its API key (shown this once).
+    pub fn register(&self, r: Registration) -> Result<(NodeRecord, String), AuthError> {
+        if !valid_node_id(&r.node_id) {
+            return Err(AuthError::Invalid(format!(
+                "node_id {:?} must be 1-64 characters of A-Z a-z 0-9 _ -",
+                r.node_id
+            )));
+        }
+        let key_id = random_hex(4);
+        let key = format!("kab_{key_id}_{}", random_hex(24));
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        let key_hash = Argon2::default()
+            .hash_password(key.as_bytes(), &salt)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?
+            .to_string();
+        let record = NodeRecord {
+            node_id: r.node_id.clone(),
+            name: r.name,
+            location: r.location,
+            sensor_type: r.sensor_type.unwrap_or_else(|| "BME280".into()),
+            registered_at: kaiabc_schemas::format_timestamp(&Utc::now()),
+            key_id,
+            key_hash,
+        };
+        let mut nodes = self
+            .nodes
+            .write()
+            .map_err(|_| AuthError::Invalid("registry lock poisoned".into()))?;
+        if nodes.contains_key(&r.node_id) {
+            return Err(AuthError::Exists(r.node_id));
+        }
+        nodes.insert(r.node_id.clone(), record.clone());
+        if let Err(e) = self.save(&nodes) {
+            nodes.remove(&r.node_id);
+            return Err(e);
+        }
+        Ok((record, key))
+    }
+
+    /// Every registered node.
+    pub fn list(&self) -> Vec<NodeRecord> {
+        self.nodes
+            .read()
+            .map(|n| n.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The node an API key belongs to.
+    pub fn authenticate(&self, key: &str) -> Result<String, AuthError> {
+        if let Some(node) = self.verified.lock().ok().and_then(|c| c.get(key).cloned()) {
+            return Ok(node);
+        }
+        let refuse = || AuthError::Unauthorized("invalid API key".into());
+        let key_id = key
+            .strip_prefix("kab_")
+            .and_then(|k| k.split('_').next())
+            .ok_or_else(refuse)?;
+        let record = self
+            .nodes
+            .read()
+            .ok()
+            .and_then(|n| n.values().find(|r| r.key_id == key_id).cloned())
+            .ok_or_else(refuse)?;
+        let hash = PasswordHash::new(&record.key_hash).map_err(|_| refuse())?;
+        Argon2::default()
+            .verify_password(key.as_bytes(), &hash)
+            .map_err(|_| refuse())?;
+        if let Ok(mut c) = self.verified.lock() {
+            c.insert(key.to_string(), record.node_id.clone());
+        }
+        Ok(record.node_id)
+    }
+
+    /// Whether `key` is `node`'s API key (MQTT: username = node id, password = key).
+    pub fn check_node(&self, node: &str, key: &str) -> bool {
+        self.authenticate(key).is_ok_and(|n| n == node)
+    }
+}
+
+/// Who made a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    /// A person with a token.
+    User(Claims),
+    /// A node with its API key.
+    Node(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_carry_their_role_and_are_refused_when_forged_or_expired() {
+        let jwt = Jwt::new(&[7u8; 32]).unwrap();
+        let t = jwt
+            .mint("ada", Role::Researcher, Duration::from_secs(60))
+            .unwrap();
+        let c = jwt.verify(&t).unwrap();
+        assert_eq!((c.sub.as_str(), c.role), ("ada", Role::Researcher));
+        let other = Jwt::new(&[8u8; 32]).unwrap();
+        assert!(matches!(other.verify(&t), Err(AuthError::Unauthorized(_))));
+        // Expired beyond the leeway.
+        let old = jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &Claims {
+                sub: "ada".into(),
+                role: Role::Admin,
+                iat: 0,
+                exp: Utc::now().timestamp() - 60,
+            },
+            &jsonwebtoken::EncodingKey::from_secret(&[7u8; 32]),
+        )
+        .unwrap();
+        assert!(jwt.verify(&old).is_err());
+        assert!(jwt.verify("not.a.token").is_err());
+        assert!(Jwt::new(b"short").is_err());
+    }
+
+    #[test]
+    fn node_keys_are_hashed_persisted_and_scoped_to_their_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nodes.json");
+        let reg = Registry::open(&path).unwrap();
+        let (rec, key) = reg
+            .register(Registration {
+                node_id: "pico_001".into(),
+                name: Some("roof".into()),
+                location: None,
+                sensor_type: None,
+            })
+            .unwrap();
+        assert!(key.starts_with(&format!("kab_{}_", rec.key_id)));
+        let stored = std::fs::read_to_string(&path).unwrap();
+        assert!(!stored.contains(&key), "the key itself is never stored");
+        assert!(stored.contains("$argon2id$"));
+        assert!(matches!(
+            reg.register(Registration {
+                node_id: "pico_001".into(),
+                name: None,
+                location: None,
+                sensor_type: None
+            }),
+            Err(AuthError::Exists(_))
+        ));
+        assert!(matches!(
+            reg.register(Registration {
+                node_id: "bad id".into(),
+                name: None,
+                location: None,
+                sensor_type: None
+            }),
+            Err(AuthError::Invalid(_))
+        ));
+        // A fresh registry reads it back; the key works, a changed key does not.
+        let again = Registry::open(&path).unwrap();
+        assert_eq!(again.authenticate(&key).unwrap(), "pico_001");
+        assert!(again.check_node("pico_001", &key));
+        assert!(!again.check_node("pico_002", &key));
+        let mut wrong = key.clone();
+        wrong.pop();
+        wrong.push(if key.ends_with('0') { '1' } else { '0' });
+        assert!(again.authenticate(&wrong).is_err());
+        assert!(again.authenticate("kab_nothing").is_err());
+        assert!(again.authenticate("").is_err());
+    }
+}
