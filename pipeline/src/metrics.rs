@@ -50,6 +50,7 @@ pub struct Metrics {
     started: Instant,
     readings: Mutex<BTreeMap<(String, String), u64>>,
     last_seen: Mutex<BTreeMap<String, Instant>>,
+    status: Mutex<BTreeMap<String, bool>>,
     dead_letters: Mutex<BTreeMap<String, u64>>,
     /// Events received from sources (MQTT messages, HTTP requests).
     pub events_in: AtomicU64,
@@ -62,6 +63,7 @@ impl Default for Metrics {
             started: Instant::now(),
             readings: Mutex::default(),
             last_seen: Mutex::default(),
+            status: Mutex::default(),
             dead_letters: Mutex::default(),
             events_in: AtomicU64::new(0),
             workers: Mutex::default(),
@@ -113,16 +115,36 @@ impl Metrics {
         }
     }
 
-    /// Nodes with a reading within [`CONNECTED_WITHIN`].
+    /// Records a node's MQTT status message (`online`, or its Last Will `offline`).
+    pub fn set_status(&self, node: &str, payload: &[u8]) {
+        let online = payload.trim_ascii().eq_ignore_ascii_case(b"online");
+        if let Ok(mut m) = self.status.lock() {
+            m.insert(node.to_string(), online);
+        }
+    }
+
+    /// A node's status: its last status message, else whether it sent a reading within
+    /// [`CONNECTED_WITHIN`]; `None` if it never reported.
+    pub fn node_online(&self, node: &str) -> Option<bool> {
+        if let Some(&s) = self.status.lock().ok()?.get(node) {
+            return Some(s);
+        }
+        let seen = self.last_seen.lock().ok()?;
+        seen.get(node).map(|t| t.elapsed() < CONNECTED_WITHIN)
+    }
+
+    /// Nodes online: by their status messages, or (for nodes that send none) a reading within
+    /// [`CONNECTED_WITHIN`].
     pub fn connected_nodes(&self) -> usize {
-        self.last_seen
-            .lock()
-            .map(|m| {
-                m.values()
-                    .filter(|t| t.elapsed() < CONNECTED_WITHIN)
-                    .count()
-            })
-            .unwrap_or(0)
+        let (Ok(status), Ok(seen)) = (self.status.lock(), self.last_seen.lock()) else {
+            return 0;
+        };
+        let by_status = status.values().filter(|&&on| on).count();
+        let by_readings = seen
+            .iter()
+            .filter(|(n, t)| !status.contains_key(*n) && t.elapsed() < CONNECTED_WITHIN)
+            .count();
+        by_status + by_readings
     }
 
     /// The sum of every worker's figures.
@@ -196,7 +218,7 @@ impl Metrics {
             &mut out,
             "kaiabc_connected_nodes",
             "gauge",
-            "Nodes with a reading in the last 5 minutes.",
+            "Nodes online: by their MQTT status (Last Will), else a reading in the last 5 minutes.",
         );
         let _ = writeln!(out, "kaiabc_connected_nodes {}", self.connected_nodes());
         header(

@@ -337,6 +337,11 @@ fn list_nodes(api: &Api) -> warp::reply::Response {
                 "registered_at": r.registered_at,
                 "mqtt_topic": format!("kaiabc/sensors/{}", r.node_id),
                 "last_seen": last.as_ref().map(|s| kaiabc_schemas::format_timestamp(&s.timestamp)),
+                "status": match api.shared.metrics.node_online(&r.node_id) {
+                    Some(true) => "online",
+                    Some(false) => "offline",
+                    None => "unknown",
+                },
             })
         })
         .collect();

@@ -82,14 +82,18 @@ fn event_text(stream: &str, seq: u64, data: &Value) -> String {
     json!({"type": "event", "stream": stream, "seq": seq, "data": data}).to_string()
 }
 
-/// The `output.pwm` event of a state.
-fn pwm_of(s: &OscillatorState) -> Value {
+/// A node's output: the `output.pwm` event, and the retained MQTT message the node applies
+/// (with the period and phase it needs to keep the output going while offline).
+pub fn pwm_of(s: &OscillatorState) -> Value {
     json!({
         "node_id": s.node_id,
         "timestamp": kaiabc_schemas::format_timestamp(&s.timestamp),
+        "seq": s.seq,
         "pwm_duty": s.output_pwm,
         "koa_metric": s.koa_metric,
         "circadian_time": s.circadian_time,
+        "phase": s.phase,
+        "period_hours": s.period_hours,
     })
 }
 

@@ -841,6 +841,98 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Subscribes to `topic` and returns the first message's payload (a retained one arrives at
+/// once).
+fn first_message(port: u16, topic: &str) -> serde_json::Value {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut o = MqttOptions::new("test-output", "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5));
+        let (client, mut events) = AsyncClient::new(o, 10);
+        client.subscribe(topic, QoS::AtLeastOnce).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match tokio::time::timeout_at(deadline, events.poll()).await {
+                Ok(Ok(Event::Incoming(Incoming::Publish(p)))) => {
+                    assert!(p.retain, "the output is retained");
+                    return serde_json::from_slice(&p.payload).unwrap();
+                }
+                Ok(_) => {}
+                Err(_) => panic!("nothing on {topic}"),
+            }
+        }
+    })
+}
+
+fn connected_nodes(http: SocketAddr) -> u64 {
+    let (_, text) = get_text(http, "/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("kaiabc_connected_nodes "))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn each_output_is_published_retained_and_a_last_will_marks_a_node_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, http, mqtt) = start(&dir.path().join("lake"));
+    publish(mqtt, &readings_of("o1", 1..=2));
+    let (_, state) = wait_until("o1's state", || {
+        get(http, "/v1/oscillator/state?node_id=o1").filter(|(s, b)| *s == 200 && b["seq"] == 2)
+    });
+    // A node that connects after the fact gets its latest output at once.
+    let out = first_message(mqtt, "kaiabc/nodes/o1/output");
+    assert_eq!(out["seq"], 2, "{out}");
+    assert_eq!(out["pwm_duty"], state["output_pwm"]);
+    assert_eq!(out["circadian_time"], state["circadian_time"]);
+    assert!(out["period_hours"].as_f64().unwrap() > 0.0);
+
+    // A node announces itself online with a Last Will of offline, then vanishes uncleanly.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut o = MqttOptions::new("w-node", "127.0.0.1", mqtt);
+        o.set_keep_alive(Duration::from_secs(5));
+        o.set_last_will(rumqttc::LastWill::new(
+            "kaiabc/nodes/w1/status",
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
+        let (client, mut events) = AsyncClient::new(o, 10);
+        client
+            .publish("kaiabc/nodes/w1/status", QoS::AtLeastOnce, true, "online")
+            .await
+            .unwrap();
+        loop {
+            if let Ok(Event::Incoming(Incoming::PubAck(_))) = events.poll().await {
+                break;
+            }
+        }
+        // o1 (recent readings) and w1 (online).
+        let t0 = Instant::now();
+        while connected_nodes(http) != 2 {
+            assert!(t0.elapsed() < Duration::from_secs(10), "w1 never online");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Dropped without DISCONNECT: the broker sends the will.
+        drop(events);
+        drop(client);
+    });
+    let t0 = Instant::now();
+    while connected_nodes(http) != 1 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "w1 never offline");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop(server);
+}
+
 #[test]
 fn a_taken_mqtt_port_is_a_clear_error() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -1,19 +1,87 @@
-//! MQTT: the embedded broker (rumqttd) that nodes publish to, and the server's link into it.
+//! MQTT: the embedded broker (rumqttd) that nodes publish to, and the server's links into it.
 //!
 //! Nodes publish readings to `kaiabc/sensors/{node_id}`; every publish is handed on as a
 //! [`MqttMessage`] through a bounded channel, so a slow dataflow slows the broker's link rather
-//! than growing memory without bound.
+//! than growing memory without bound. Nodes' `kaiabc/nodes/{node_id}/status` messages (their
+//! Last Will `offline`) go to a status hook. The server publishes each node's output, retained,
+//! to `kaiabc/nodes/{node_id}/output` through [`MqttOutput`].
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::mpsc::SyncSender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use chrono::{DateTime, Utc};
+use rumqttd::local::LinkTx;
+use rumqttd::protocol::{Packet, Publish};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 
 /// The topic filter nodes publish readings under.
 pub const SENSOR_TOPICS: &str = "kaiabc/sensors/+";
+
+/// The topic filter of nodes' online/offline status (their Last Will).
+pub const STATUS_TOPICS: &str = "kaiabc/nodes/+/status";
+
+/// Receives `(node_id, payload)` of each status message.
+pub type StatusHook = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
+
+/// Publishes the server's messages into the embedded broker.
+pub struct MqttOutput {
+    link: Mutex<LinkTx>,
+}
+
+impl std::fmt::Debug for MqttOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MqttOutput")
+    }
+}
+
+impl MqttOutput {
+    /// Publishes `payload` to `topic`, retained (a node that connects later gets the latest).
+    /// Never blocks on subscribers: the router queues it.
+    pub fn publish_retained(&self, topic: &str, payload: Vec<u8>) -> Result<(), MqttError> {
+        let packet = Packet::Publish(Publish::new(topic.as_bytes().to_vec(), payload, true), None);
+        let mut link = self
+            .link
+            .lock()
+            .map_err(|_| MqttError::Link("output link lock poisoned".into()))?;
+        // `LinkTx::send` is async in signature only: it queues and notifies without awaiting,
+        // so one poll completes it.
+        let mut fut = std::pin::pin!(link.send(packet));
+        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(r) => r.map(|_| ()).map_err(|e| MqttError::Link(e.to_string())),
+            Poll::Pending => Err(MqttError::Link("the output link would block".into())),
+        }
+    }
+}
+
+/// The node id of a `kaiabc/nodes/{node_id}/status` topic.
+pub fn status_node(topic: &str) -> Option<&str> {
+    topic
+        .strip_prefix("kaiabc/nodes/")?
+        .strip_suffix("/status")
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+}
+
+/// How to start the embedded broker.
+#[derive(Default)]
+pub struct BrokerOptions {
+    /// Checks logins; `None` lets anyone connect.
+    pub auth: Option<Authenticator>,
+    /// Receives nodes' status messages.
+    pub on_status: Option<StatusHook>,
+}
+
+/// A running embedded broker.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// The server's publishing link.
+    pub output: Arc<MqttOutput>,
+}
 
 /// Errors starting the broker.
 #[derive(Debug, thiserror::Error)]
@@ -63,8 +131,9 @@ pub type Authenticator = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
     listen: SocketAddr,
     tx: SyncSender<T>,
-    auth: Option<Authenticator>,
-) -> Result<SocketAddr, MqttError> {
+    opts: BrokerOptions,
+) -> Result<EmbeddedBroker, MqttError> {
+    let BrokerOptions { auth, on_status } = opts;
     let probe = std::net::TcpListener::bind(listen).map_err(|source| MqttError::Bind {
         addr: listen,
         source,
@@ -115,6 +184,14 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
     link_tx
         .subscribe(SENSOR_TOPICS)
         .map_err(|e| MqttError::Link(e.to_string()))?;
+    if on_status.is_some() {
+        link_tx
+            .subscribe(STATUS_TOPICS)
+            .map_err(|e| MqttError::Link(e.to_string()))?;
+    }
+    let (out_tx, out_rx) = broker
+        .link("kaiabc-output")
+        .map_err(|e| MqttError::Link(e.to_string()))?;
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
@@ -128,11 +205,19 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
         .spawn(move || {
             // Keep the sender alive as long as we read: dropping it would unsubscribe.
             let _link_tx = link_tx;
+            // The output link subscribes to nothing, so its receiver never fills; kept alive
+            // with it.
+            let _out_rx = out_rx;
             loop {
                 match link_rx.recv() {
                     Ok(Some(Notification::Forward(f))) => {
+                        let topic = String::from_utf8_lossy(&f.publish.topic);
+                        if let (Some(node), Some(hook)) = (status_node(&topic), &on_status) {
+                            hook(node, &f.publish.payload);
+                            continue;
+                        }
                         let msg = MqttMessage {
-                            topic: String::from_utf8_lossy(&f.publish.topic).into_owned(),
+                            topic: topic.into_owned(),
                             payload: f.publish.payload.to_vec(),
                             received_at: Utc::now(),
                         };
@@ -150,7 +235,12 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
         })
         .map_err(|e| MqttError::Link(e.to_string()))?;
     tracing::info!(%bound, "embedded MQTT broker listening");
-    Ok(bound)
+    Ok(EmbeddedBroker {
+        addr: bound,
+        output: Arc::new(MqttOutput {
+            link: Mutex::new(out_tx),
+        }),
+    })
 }
 
 #[cfg(test)]
@@ -168,5 +258,8 @@ mod tests {
         assert_eq!(m("kaiabc/sensors/").topic_node(), None);
         assert_eq!(m("kaiabc/sensors/a/b").topic_node(), None);
         assert_eq!(m("other/pico_001").topic_node(), None);
+        assert_eq!(status_node("kaiabc/nodes/p1/status"), Some("p1"));
+        assert_eq!(status_node("kaiabc/nodes//status"), None);
+        assert_eq!(status_node("kaiabc/nodes/p1/output"), None);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use kaiabc_connectors::lake::{open_checkpoints, LakeConfig};
-use kaiabc_connectors::mqtt::{start_embedded_broker, Authenticator};
+use kaiabc_connectors::mqtt::{start_embedded_broker, Authenticator, BrokerOptions, StatusHook};
 use kaiabc_operators::clock::ClockConfig;
 use kaiabc_operators::node::NodeConfig;
 
@@ -118,7 +118,20 @@ pub fn run(a: &RunArgs) -> Result<()> {
             reg.check_node(user, pass)
         }))
     };
-    let mqtt = start_embedded_broker(a.mqtt_listen, tx.clone(), auth)?;
+    let on_status: StatusHook = {
+        let metrics = Arc::clone(&shared.metrics);
+        Arc::new(move |node: &str, payload: &[u8]| metrics.set_status(node, payload))
+    };
+    let broker = start_embedded_broker(
+        a.mqtt_listen,
+        tx.clone(),
+        BrokerOptions {
+            auth,
+            on_status: Some(on_status),
+        },
+    )?;
+    let mqtt = broker.addr;
+    let _ = shared.output.set(Arc::clone(&broker.output));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -13,7 +13,7 @@ use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
 use kaiabc_connectors::file::LineParser;
 use kaiabc_connectors::lake::{existing_keys, CheckpointWriter, LakeConfig, LakeWriter, Restored};
-use kaiabc_connectors::mqtt::MqttMessage;
+use kaiabc_connectors::mqtt::{MqttMessage, MqttOutput};
 use kaiabc_operators::dataflow::{node_hash, Checkpointing, NodeStats, Ordering};
 use kaiabc_operators::node::NodeConfig;
 use kaiabc_schemas::{parse_timestamp, Reason, Rejection};
@@ -91,6 +91,8 @@ pub struct LiveShared {
     pub stop: AtomicBool,
     /// The metrics served at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Where each node's output is published (retained), once the broker runs.
+    pub output: std::sync::OnceLock<Arc<MqttOutput>>,
 }
 
 /// What a live run did, when it stopped.
@@ -168,6 +170,15 @@ pub fn run_live(
                 .inspect(move |row| {
                     latest.hub.publish(row);
                     latest.metrics.observe(row);
+                    if let (kaiabc_schemas::LakeRow::State(s), Some(out)) =
+                        (row, latest.output.get())
+                    {
+                        let topic = format!("kaiabc/nodes/{}/output", s.node_id);
+                        let payload = crate::ws::pwm_of(s).to_string().into_bytes();
+                        if let Err(e) = out.publish_retained(&topic, payload) {
+                            tracing::warn!(error = %e, node = %s.node_id, "MQTT output");
+                        }
+                    }
                 })
                 .lake_sink(
                     writer,
