@@ -468,6 +468,64 @@ fn a_restart_after_sigterm_resumes_every_clock_where_it_stopped() {
     let mut second = readings_of("a", 3..=5);
     second.extend(readings_of("b", 3..=5));
     publish(mqtt, &second);
+
+    // History reads the committed lake: raw pages with a cursor, and hourly buckets.
+    let range = "node_id=a&start=2026-01-05T00:00:00Z&end=2026-01-06T00:00:00Z";
+    let (_, page) = wait_until("a's five committed states", || {
+        get(http, &format!("/v1/oscillator/history?{range}"))
+            .filter(|(s, b)| *s == 200 && b["count"] == 5)
+    });
+    assert_eq!(
+        page["points"][0]["timestamp"], "2026-01-05T10:10:00Z",
+        "{page}"
+    );
+    assert!(page["next_cursor"].is_null());
+    let mut seqs = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, page) = get(
+            http,
+            &format!("/v1/oscillator/history?{range}&limit=2{cursor}"),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{page}");
+        seqs.extend(
+            page["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["seq"].as_i64().unwrap()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    let (_, hourly) = get(
+        http,
+        &format!("/v1/oscillator/history?{range}&resolution=1h"),
+    )
+    .unwrap();
+    assert_eq!(hourly["count"], 1, "{hourly}");
+    assert_eq!(hourly["points"][0]["timestamp"], "2026-01-05T10:00:00Z");
+    assert_eq!(hourly["points"][0]["samples"], 5);
+    for bad in [
+        "node_id=a&resolution=2h",
+        "node_id=a&limit=0",
+        "node_id=a'--",
+        "node_id=a&start=yesterday",
+        "node_id=a&start=2026-01-06T00:00:00Z&end=2026-01-05T00:00:00Z",
+        "node_id=a&cursor=abc",
+    ] {
+        let (status, body) = get(http, &format!("/v1/oscillator/history?{bad}")).unwrap();
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("INVALID_PARAMETER")),
+            "{bad}: {body}"
+        );
+    }
+
     let stderr = stop(server);
     assert!(stderr.contains("2 nodes resumed"), "{stderr}");
 
@@ -648,6 +706,7 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("GET", "/v1/health", "public"),
     ("GET", "/metrics", "public"),
     ("GET", "/v1/oscillator/state?node_id=z", "observer"),
+    ("GET", "/v1/oscillator/history?node_id=z", "observer"),
     ("GET", "/v1/sensors/nodes", "observer"),
     ("POST", "/v1/sensors/nodes", "admin"),
     ("POST", "/v1/sensors/temperature", "node"),

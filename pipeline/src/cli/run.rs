@@ -137,9 +137,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind(a.http))
-        .with_context(|| format!("cannot listen for HTTP on {}", a.http))?;
+    let listener = {
+        let _guard = runtime.enter();
+        http_listener(a.http).with_context(|| format!("cannot listen for HTTP on {}", a.http))?
+    };
     let http = listener.local_addr()?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let api = Arc::new(Api {
@@ -148,6 +149,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         registry,
         ingest: tx,
         started: std::time::Instant::now(),
+        lake: a.lake.clone(),
     });
     let server = runtime.spawn(crate::server::serve(listener, api, async {
         let _ = http_stopped.await;
@@ -194,6 +196,20 @@ pub fn run(a: &RunArgs) -> Result<()> {
         summary.checkpoints_saved
     );
     Ok(())
+}
+
+/// The HTTP listener, with TCP_NODELAY (Linux hands it on to accepted sockets): WebSocket
+/// events are small writes, and Nagle's algorithm with delayed ACKs would hold them ~40 ms.
+fn http_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
 
 async fn wait_for_signal() {

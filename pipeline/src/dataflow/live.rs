@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +56,10 @@ impl From<MqttMessage> for Inbound {
         }
     }
 }
+
+/// How long the source's worker parks when neither the source nor the dataflow has work: the
+/// most a newly arrived message waits before it enters the dataflow.
+pub const IDLE_PARK: Duration = Duration::from_millis(1);
 
 /// On stop, the source is drained until it has delivered nothing for this long.
 pub const DRAIN_QUIET: Duration = Duration::from_millis(300);
@@ -205,15 +209,26 @@ pub fn run_live(
                 // After the stop signal, messages the broker already acknowledged are still on
                 // their way through it: keep reading until the source has been quiet a while.
                 let mut quiet_since: Option<Instant> = None;
+                let mut disconnected = false;
                 loop {
                     let stopping = shared.stop.load(AtomicOrdering::SeqCst);
-                    let first = match rx.recv_timeout(Duration::from_millis(20)) {
-                        Ok(m) => Some(m),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    };
+                    let mut batch: Vec<Inbound> = Vec::new();
+                    while batch.len() < 4096 {
+                        match rx.try_recv() {
+                            Ok(m) => batch.push(m),
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected) => {
+                                disconnected = true;
+                                break;
+                            }
+                        }
+                    }
+                    let idle = batch.is_empty();
+                    if disconnected && idle {
+                        break;
+                    }
                     if stopping {
-                        if first.is_some() {
+                        if !idle {
                             quiet_since = None;
                         } else if quiet_since.get_or_insert_with(Instant::now).elapsed()
                             >= DRAIN_QUIET
@@ -221,11 +236,7 @@ pub fn run_live(
                             break;
                         }
                     }
-                    for msg in first
-                        .into_iter()
-                        .chain(std::iter::from_fn(|| rx.try_recv().ok()))
-                        .take(4096)
-                    {
+                    for msg in batch {
                         shared
                             .metrics
                             .events_in
@@ -262,7 +273,9 @@ pub fn run_live(
                     if watermark > *cap.time() {
                         cap = cap.delayed(&watermark);
                     }
-                    worker.step();
+                    // Run the dataflow while it has work; when it has none and nothing came
+                    // in, park briefly: a new message waits at most IDLE_PARK.
+                    worker.step_or_park(Some(if idle { IDLE_PARK } else { Duration::ZERO }));
                     let figures = WorkerFigures::of(&stats.borrow(), &report.borrow());
                     shared.metrics.set_worker(index, figures);
                 }
