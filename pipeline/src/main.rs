@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod dataflow;
 mod metrics;
+mod ratelimit;
 mod server;
 mod table;
 mod ws;

@@ -16,6 +16,7 @@ use std::sync::mpsc::SyncSender;
 
 use crate::auth::{AuthError, Claims, Jwt, Principal, Registration, Registry, Role};
 use crate::dataflow::live::{Inbound, LiveShared};
+use crate::ratelimit::{Kind, RateLimiter, Verdict};
 
 /// The specification's error body: `{"error": {"code", "message", "timestamp"}}`.
 pub fn error_body(
@@ -102,6 +103,8 @@ pub struct Api {
     pub started: Instant,
     /// The lake (history and exports read it).
     pub lake: std::path::PathBuf,
+    /// Requests per credential.
+    pub limiter: RateLimiter,
 }
 
 #[derive(Debug, Deserialize)]
@@ -493,7 +496,7 @@ pub fn routes(
                 },
             )
     };
-    health
+    let all = health
         .or(state)
         .unify()
         .or(history)
@@ -507,9 +510,63 @@ pub fn routes(
         .or(register)
         .unify()
         .or(ingest)
-        .unify()
+        .unify();
+    rate_limit(Arc::clone(&api))
+        .and(all)
+        .map(|v: Option<Verdict>, mut resp: warp::reply::Response| {
+            if let Some(v) = v {
+                rate_headers(resp.headers_mut(), &v);
+            }
+            resp
+        })
         .recover(|r: Rejection| async move { Ok::<_, Infallible>(rejection(r)) })
         .unify()
+}
+
+/// Takes a request from its credential's bucket (requests without one are not limited: they
+/// can only reach the public endpoints).
+fn rate_limit(
+    api: Arc<Api>,
+) -> impl Filter<Extract = (Option<Verdict>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and(warp::header::optional::<String>("x-api-key"))
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and_then(
+            move |bearer: Option<String>, key: Option<String>, query: String| {
+                let api = Arc::clone(&api);
+                async move {
+                    let (kind, cred) = match (key, bearer, serde_urlencoded_token(&query)) {
+                        (Some(k), _, _) => (Kind::Node, k),
+                        (None, Some(b), _) => (Kind::User, b),
+                        (None, None, Some(t)) => (Kind::User, t),
+                        (None, None, None) => return Ok(None),
+                    };
+                    let v = api.limiter.check(kind, &cred, Instant::now());
+                    if v.allowed {
+                        Ok(Some(v))
+                    } else {
+                        Err(warp::reject::custom(Limited(v)))
+                    }
+                }
+            },
+        )
+}
+
+/// A request over its rate limit.
+#[derive(Debug)]
+struct Limited(Verdict);
+
+impl warp::reject::Reject for Limited {}
+
+fn rate_headers(h: &mut warp::http::HeaderMap, v: &Verdict) {
+    let mut set = |name: &'static str, value: u64| {
+        if let Ok(v) = warp::http::HeaderValue::from_str(&value.to_string()) {
+            h.insert(name, v);
+        }
+    };
+    set("x-ratelimit-limit", u64::from(v.limit));
+    set("x-ratelimit-remaining", u64::from(v.remaining));
+    set("x-ratelimit-reset", v.reset_seconds);
 }
 
 fn list_nodes(api: &Api) -> warp::reply::Response {
@@ -712,7 +769,21 @@ fn latest_state(shared: &LiveShared, node: Option<&str>) -> warp::reply::Respons
 }
 
 fn rejection(r: Rejection) -> warp::reply::Response {
-    if let Some(Refused(status, code, msg)) = r.find::<Refused>() {
+    if let Some(Limited(v)) = r.find::<Limited>() {
+        let mut resp = error_body(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!(
+                "more than {} requests a minute; retry in {} s",
+                v.limit, v.retry_after
+            ),
+        );
+        rate_headers(resp.headers_mut(), v);
+        if let Ok(h) = warp::http::HeaderValue::from_str(&v.retry_after.to_string()) {
+            resp.headers_mut().insert("retry-after", h);
+        }
+        resp
+    } else if let Some(Refused(status, code, msg)) = r.find::<Refused>() {
         error_body(*status, code, msg.clone())
     } else if r.is_not_found() {
         error_body(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
@@ -765,6 +836,7 @@ mod tests {
             ingest: tx,
             started: Instant::now(),
             lake: dir.path().join("lake"),
+            limiter: RateLimiter::new(crate::ratelimit::Limits::default()),
         });
         let _ = routes(api);
         for (m, p, _) in ENDPOINTS {

@@ -45,6 +45,20 @@ fn token(role: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+thread_local! {
+    /// The status line and headers of this thread's last `request`, lower-cased.
+    static LAST_HEAD: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// A header of this thread's last `request`.
+fn last_header(name: &str) -> Option<String> {
+    LAST_HEAD.with(|h| {
+        h.borrow()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+    })
+}
+
 /// Sends a request with extra header lines: (status, body as JSON, or Null).
 fn request(
     addr: SocketAddr,
@@ -68,6 +82,13 @@ fn request(
     write!(s, "{head}\r\n{body}").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
+    LAST_HEAD.with(|h| {
+        *h.borrow_mut() = text
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    });
     let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
     let rest = text.split("\r\n\r\n").nth(1).unwrap_or("");
     let json = match (rest.find('{'), rest.rfind('}')) {
@@ -892,6 +913,59 @@ fn roles_api_keys_and_mqtt_credentials_are_enforced() {
         "SELECT node_id, seq FROM readings ORDER BY node_id, seq",
     );
     assert_eq!(seqs, "node_id,seq\np1,1\np1,2\np1,4\np2,1\n");
+}
+
+#[test]
+fn rate_limits_answer_429_with_retry_after_and_count_down_in_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let (server, http, _) = start_with(&lake, &["--mqtt-anonymous", "--rate-limit-node", "3"]);
+    let admin = format!("Bearer {}", token("admin"));
+    let (status, body) = request(
+        http,
+        "POST",
+        "/v1/sensors/nodes",
+        &[("Authorization", &admin)],
+        r#"{"node_id":"rl1"}"#,
+    );
+    assert_eq!(status, 201);
+    assert_eq!(last_header("x-ratelimit-limit").as_deref(), Some("600"));
+    let key = body["api_key"].as_str().unwrap().to_string();
+    for (k, left) in [(1, "2"), (2, "1"), (3, "0")] {
+        let (status, _) = request(
+            http,
+            "POST",
+            "/v1/sensors/temperature",
+            &[("X-API-Key", &key)],
+            &reading("rl1", k, k as u32, 300.0),
+        );
+        assert_eq!(status, 202);
+        assert_eq!(last_header("x-ratelimit-remaining").as_deref(), Some(left));
+        assert_eq!(last_header("x-ratelimit-limit").as_deref(), Some("3"));
+    }
+    let (status, body) = request(
+        http,
+        "POST",
+        "/v1/sensors/temperature",
+        &[("X-API-Key", &key)],
+        &reading("rl1", 4, 4, 300.0),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("RATE_LIMITED"))
+    );
+    assert_eq!(last_header("retry-after").as_deref(), Some("20"));
+    assert_eq!(last_header("x-ratelimit-remaining").as_deref(), Some("0"));
+    // The admin's own bucket is separate.
+    let (status, _) = request(
+        http,
+        "GET",
+        "/v1/sensors/nodes",
+        &[("Authorization", &admin)],
+        "",
+    );
+    assert_eq!(status, 200);
+    stop(server);
 }
 
 fn rand_suffix() -> u64 {

@@ -15,6 +15,7 @@ use kaiabc_operators::node::NodeConfig;
 
 use crate::auth::{load_secret, Jwt, Registry, Role};
 use crate::dataflow::live::{run_live, Inbound, LiveOptions, LiveShared};
+use crate::ratelimit::{Limits, RateLimiter};
 use crate::server::Api;
 
 /// Arguments of `kaiabc run`.
@@ -41,6 +42,12 @@ pub struct RunArgs {
     /// Where the node registry and the generated JWT secret live.
     #[arg(long, default_value = "data/state", env = "KAIABC_STATE_DIR")]
     state_dir: PathBuf,
+    /// HTTP requests a minute per node API key (429 beyond).
+    #[arg(long, default_value_t = 120)]
+    rate_limit_node: u32,
+    /// HTTP requests a minute per bearer token (429 beyond).
+    #[arg(long, default_value_t = 600)]
+    rate_limit_user: u32,
     /// Let MQTT clients publish without credentials (by default a node logs in with its node
     /// id as username and its API key as password).
     #[arg(long)]
@@ -150,6 +157,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
         ingest: tx,
         started: std::time::Instant::now(),
         lake: a.lake.clone(),
+        limiter: RateLimiter::new(Limits {
+            node_per_minute: a.rate_limit_node,
+            user_per_minute: a.rate_limit_user,
+        }),
     });
     let server = runtime.spawn(crate::server::serve(listener, api, async {
         let _ = http_stopped.await;
