@@ -65,6 +65,11 @@ pub const ENDPOINTS: &[(&str, &str, Access)] = &[
         Access::AtLeast(Role::Observer),
     ),
     ("GET", "/v1/ws", Access::AtLeast(Role::Observer)),
+    (
+        "GET",
+        "/v1/diagnostics/performance",
+        Access::AtLeast(Role::Researcher),
+    ),
     ("GET", "/v1/sensors/nodes", Access::AtLeast(Role::Observer)),
     ("POST", "/v1/sensors/nodes", Access::AtLeast(Role::Admin)),
     ("POST", "/v1/sensors/temperature", Access::Node),
@@ -425,6 +430,16 @@ pub fn routes(
             .and(warp::query::<HistoryQuery>())
             .then(move |_: Principal, q: HistoryQuery| history(Arc::clone(&api2), q))
     };
+    let performance = {
+        let shared = Arc::clone(&shared);
+        warp::path!("v1" / "diagnostics" / "performance")
+            .and(warp::get())
+            .and(authorise(
+                Arc::clone(&api),
+                access("GET", "/v1/diagnostics/performance"),
+            ))
+            .map(move |_: Principal| performance(&shared))
+    };
     let metrics = {
         let shared = Arc::clone(&shared);
         warp::path!("metrics")
@@ -499,6 +514,8 @@ pub fn routes(
     let all = health
         .or(state)
         .unify()
+        .or(performance)
+        .unify()
         .or(history)
         .unify()
         .or(ws)
@@ -567,6 +584,55 @@ fn rate_headers(h: &mut warp::http::HeaderMap, v: &Verdict) {
     set("x-ratelimit-limit", u64::from(v.limit));
     set("x-ratelimit-remaining", u64::from(v.remaining));
     set("x-ratelimit-reset", v.reset_seconds);
+}
+
+/// `GET /v1/diagnostics/performance`: what the pipeline has done and how long a reading takes,
+/// from the same counters as `/metrics`.
+fn performance(shared: &LiveShared) -> warp::reply::Response {
+    use kaiabc_operators::dataflow::APPLY_SECONDS_BOUNDS;
+    let m = &shared.metrics;
+    let t = m.totals();
+    let h = &t.nodes.apply_seconds;
+    let n = h.count();
+    // A quantile from the histogram: the upper bound of the bucket that holds it.
+    let quantile = |q: f64| -> Option<f64> {
+        if n == 0 {
+            return None;
+        }
+        let want = (q * n as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in h.counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return APPLY_SECONDS_BOUNDS.get(i).map(|b| b * 1e3);
+            }
+        }
+        None
+    };
+    let uptime = m.uptime().as_secs_f64();
+    warp::reply::json(&serde_json::json!({
+        "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
+        "uptime_seconds": uptime,
+        "events_received": m.events_in.load(std::sync::atomic::Ordering::Relaxed),
+        "readings_applied": t.nodes.applied,
+        "readings_late": t.nodes.late,
+        "duplicates": t.nodes.duplicates,
+        "readings_per_second": if uptime > 0.0 { t.nodes.applied as f64 / uptime } else { 0.0 },
+        "apply_ms": {
+            "mean": (n > 0).then(|| h.sum_seconds / n as f64 * 1e3),
+            "p50_at_most": quantile(0.5),
+            "p99_at_most": quantile(0.99),
+        },
+        "nodes": { "active": t.nodes.nodes, "restored": t.nodes.restored,
+            "connected": m.connected_nodes() },
+        "lake": { "commits": t.commits, "files": t.files, "rows": t.rows,
+            "node_checkpoints": t.checkpoints },
+        "websocket": {
+            "clients": shared.hub.clients.load(std::sync::atomic::Ordering::Relaxed),
+            "resyncs": shared.hub.resyncs.load(std::sync::atomic::Ordering::Relaxed),
+        },
+    }))
+    .into_response()
 }
 
 fn list_nodes(api: &Api) -> warp::reply::Response {

@@ -396,6 +396,21 @@ fn mqtt_readings_reach_the_http_state_and_the_lake_and_sigterm_commits() {
         assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
     }
     promtool_check(body);
+    let (status, perf) = request(
+        http,
+        "GET",
+        "/v1/diagnostics/performance",
+        &[("Authorization", &format!("Bearer {}", token("researcher")))],
+        "",
+    );
+    assert_eq!(status, 200, "{perf}");
+    assert_eq!(perf["readings_applied"], 3, "{perf}");
+    assert_eq!(perf["nodes"]["active"], 1);
+    assert!(perf["apply_ms"]["mean"].as_f64().unwrap() > 0.0, "{perf}");
+    assert!(
+        perf["apply_ms"]["p99_at_most"].as_f64().unwrap() > 0.0,
+        "{perf}"
+    );
 
     // SIGTERM: drain, commit, exit 0.
     stop(server);
@@ -728,6 +743,7 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("GET", "/metrics", "public"),
     ("GET", "/v1/oscillator/state?node_id=z", "observer"),
     ("GET", "/v1/oscillator/history?node_id=z", "observer"),
+    ("GET", "/v1/diagnostics/performance", "researcher"),
     ("GET", "/v1/sensors/nodes", "observer"),
     ("POST", "/v1/sensors/nodes", "admin"),
     ("POST", "/v1/sensors/temperature", "node"),
