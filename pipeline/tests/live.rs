@@ -412,8 +412,12 @@ fn mqtt_readings_reach_the_http_state_and_the_lake_and_sigterm_commits() {
         "{perf}"
     );
 
-    // SIGTERM: drain, commit, exit 0.
-    stop(server);
+    // SIGTERM: drain, commit, exit 0; the summary counts the four messages.
+    let stderr = stop(server);
+    assert!(
+        stderr.contains("4 events in, 3 applied, 2 rejected"),
+        "{stderr}"
+    );
 
     let lake = lake.to_str().unwrap();
     let rows = ok(&[

@@ -296,10 +296,7 @@ pub fn run_live(
         }
     })
     .map_err(|e| anyhow!("starting the workers: {e}"))?;
-    let mut summary = LiveSummary {
-        events_in: shared.metrics.events_in.load(AtomicOrdering::Relaxed),
-        ..LiveSummary::default()
-    };
+    let mut summary = LiveSummary::default();
     for r in guards.join() {
         let r = r
             .map_err(|e| anyhow!("a worker failed: {e}"))?
@@ -319,6 +316,8 @@ pub fn run_live(
         summary.files_committed += r.sink.committed.files;
         summary.rows_committed += r.sink.committed.rows;
     }
+    // Read once every worker has finished (the source counts as it reads).
+    summary.events_in = shared.metrics.events_in.load(AtomicOrdering::Relaxed);
     Ok(summary)
 }
 
