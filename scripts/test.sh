@@ -10,6 +10,10 @@ step() { printf '\n==> %s\n' "$*"; }
 step "servers and tools the tests use (Mosquitto, promtool)"
 ./scripts/services.sh
 
+step "the Kafka-protocol broker the Kafka tests use (tansu, built once and cached)"
+KAIABC_TANSU="$(./scripts/tansu.sh)"
+export KAIABC_TANSU
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

@@ -3,6 +3,7 @@
 //! issue 4.
 
 pub mod file;
+pub mod kafka;
 pub mod lake;
 pub mod mqtt;
 pub mod sink;

@@ -141,6 +141,7 @@ fn run_operator(
                     Checkpointing {
                         every: std::time::Duration::from_secs(3600),
                         restore: Arc::clone(&restore),
+                        request: None,
                     },
                 )
                 .capture_into(tx);
@@ -200,4 +201,81 @@ fn the_operator_ends_with_a_barrier_after_its_rows_and_resumes_from_it() {
         HashMap::from([("n".to_string(), vec![1, 0xff])]),
     );
     assert_eq!((s3.restored, s3.restore_failures), (0, 1));
+}
+
+/// A source that asks for a checkpoint (as the Kafka source does before committing offsets)
+/// gets a barrier stamped with its request, after the rows of everything it sent before asking,
+/// without waiting for the operator's own timer.
+#[test]
+fn a_requested_barrier_follows_everything_sent_before_the_request() {
+    use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+    let rs = readings("n");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let request = Arc::new(AtomicU64::new(0));
+    let req = Arc::clone(&request);
+    // `execute_directly` wants a `Sync` closure.
+    let rx = std::sync::Mutex::new(rx);
+    let barrier = timely::execute_directly(move |worker| {
+        let cfg = Arc::new(NodeConfig::new(ClockConfig::default()).unwrap());
+        let mut input: InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Routed>>> =
+            InputHandle::new();
+        let stats = Rc::new(RefCell::new(NodeStats::default()));
+        worker.dataflow::<u64, _, _>(|scope| {
+            input
+                .to_stream(scope)
+                .node_clocks_checkpointed(
+                    cfg,
+                    Ordering::Immediate,
+                    Rc::new(|_| false),
+                    Rc::clone(&stats),
+                    Checkpointing {
+                        // The timer never fires within the test.
+                        every: std::time::Duration::from_secs(3600),
+                        restore: Arc::new(HashMap::new()),
+                        request: Some(Arc::clone(&req)),
+                    },
+                )
+                .capture_into(tx);
+        });
+        for (i, r) in rs[..10].iter().enumerate() {
+            input.send((i as u64, r.clone()));
+        }
+        input.flush();
+        for _ in 0..5 {
+            worker.step();
+        }
+        assert_eq!(stats.borrow().received, 10);
+        let rx = rx.lock().unwrap();
+        let before: Vec<LakeRow> = rx
+            .try_iter()
+            .flat_map(|e| match e {
+                Event::Messages(_, rows) => rows,
+                Event::Progress(_) => Vec::new(),
+            })
+            .collect();
+        assert!(
+            !before.iter().any(|r| matches!(r, LakeRow::Checkpoint(_))),
+            "a barrier before any request or timer"
+        );
+        req.store(1, AtomicOrdering::Release);
+        let started = std::time::Instant::now();
+        while started.elapsed() < std::time::Duration::from_secs(10) {
+            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
+            for e in rx.try_iter() {
+                if let Event::Messages(_, rows) = e {
+                    for r in rows {
+                        if let LakeRow::Checkpoint(c) = r {
+                            return c;
+                        }
+                    }
+                }
+            }
+        }
+        panic!("no barrier within 10 s of the request");
+    });
+    assert_eq!(barrier.epoch, 1);
+    assert_eq!(barrier.nodes.len(), 1);
+    let latest = barrier.nodes[0].latest.as_ref().expect("latest state");
+    assert_eq!(latest.seq, Some(9));
+    assert_eq!(request.load(std::sync::atomic::Ordering::Relaxed), 1);
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod auth;
+mod bridge;
 mod cli;
 mod dataflow;
 mod metrics;

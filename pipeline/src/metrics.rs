@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kaiabc_operators::dataflow::{NodeStats, APPLY_SECONDS_BOUNDS};
 use kaiabc_schemas::LakeRow;
 
 use crate::dataflow::lake_sink::SinkReport;
+use crate::dataflow::parse::ParseStats;
 
 /// A node counts as connected while its last reading is younger than this (wall time).
 pub const CONNECTED_WITHIN: Duration = Duration::from_secs(300);
@@ -29,12 +30,15 @@ pub struct WorkerFigures {
     pub rows: u64,
     /// Node checkpoints saved.
     pub checkpoints: u64,
+    /// Records the parser took, and how many became readings.
+    pub parsed: (u64, u64),
 }
 
 impl WorkerFigures {
     /// The figures of a worker's operator and sink.
-    pub fn of(nodes: &NodeStats, sink: &SinkReport) -> Self {
+    pub fn of(nodes: &NodeStats, parse: &ParseStats, sink: &SinkReport) -> Self {
         Self {
+            parsed: (parse.records, parse.readings),
             nodes: *nodes,
             commits: sink.commits,
             files: sink.committed.files as u64,
@@ -55,6 +59,18 @@ pub struct Metrics {
     /// Events received from sources (MQTT messages, HTTP requests).
     pub events_in: AtomicU64,
     workers: Mutex<Vec<WorkerFigures>>,
+    kafka: Mutex<KafkaFigures>,
+    /// librdkafka's per-partition consumer lag, once the Kafka source runs.
+    pub kafka_lag: std::sync::OnceLock<Arc<Mutex<BTreeMap<i32, i64>>>>,
+    /// The Kafka producer, for its delivery counts.
+    pub kafka_producer: std::sync::OnceLock<kaiabc_connectors::kafka::KafkaProducer>,
+}
+
+/// Offsets the pipeline committed to its consumer group.
+#[derive(Debug, Default)]
+struct KafkaFigures {
+    commits: u64,
+    offsets: BTreeMap<i32, i64>,
 }
 
 impl Default for Metrics {
@@ -67,6 +83,9 @@ impl Default for Metrics {
             dead_letters: Mutex::default(),
             events_in: AtomicU64::new(0),
             workers: Mutex::default(),
+            kafka: Mutex::default(),
+            kafka_lag: std::sync::OnceLock::new(),
+            kafka_producer: std::sync::OnceLock::new(),
         }
     }
 }
@@ -112,6 +131,82 @@ impl Metrics {
                 w.resize(index + 1, WorkerFigures::default());
             }
             w[index] = figures;
+        }
+    }
+
+    /// Whether the workers have handled `sent` records: each was parsed, and each reading
+    /// among them reached its node's clock. Only meaningful while no more are being sent.
+    pub fn handled(&self, sent: u64) -> bool {
+        let Ok(w) = self.workers.lock() else {
+            return false;
+        };
+        let (records, readings, received) = w.iter().fold((0, 0, 0), |a, f| {
+            (a.0 + f.parsed.0, a.1 + f.parsed.1, a.2 + f.nodes.received)
+        });
+        records == sent && readings == received
+    }
+
+    /// Records an offset commit of the Kafka source.
+    pub fn kafka_committed(&self, offsets: &BTreeMap<i32, i64>) {
+        if let Ok(mut k) = self.kafka.lock() {
+            k.commits += 1;
+            k.offsets.extend(offsets);
+        }
+    }
+
+    fn render_kafka(&self, out: &mut String) {
+        if let Some(lag) = self.kafka_lag.get() {
+            header(
+                out,
+                "kaiabc_kafka_consumer_lag",
+                "gauge",
+                "Records of kaiabc.readings not yet consumed, by partition (librdkafka's \
+                 statistics, refreshed every second).",
+            );
+            if let Ok(l) = lag.lock() {
+                for (p, n) in l.iter() {
+                    let _ = writeln!(out, "kaiabc_kafka_consumer_lag{{partition=\"{p}\"}} {n}");
+                }
+            }
+            if let Ok(k) = self.kafka.lock() {
+                header(
+                    out,
+                    "kaiabc_kafka_offset_commits_total",
+                    "counter",
+                    "Offset commits of the pipeline's consumer group (each after a checkpoint).",
+                );
+                let _ = writeln!(out, "kaiabc_kafka_offset_commits_total {}", k.commits);
+                header(
+                    out,
+                    "kaiabc_kafka_committed_offset",
+                    "gauge",
+                    "The committed offset of kaiabc.readings, by partition.",
+                );
+                for (p, o) in &k.offsets {
+                    let _ = writeln!(
+                        out,
+                        "kaiabc_kafka_committed_offset{{partition=\"{p}\"}} {o}"
+                    );
+                }
+            }
+        }
+        if let Some(p) = self.kafka_producer.get() {
+            header(
+                out,
+                "kaiabc_kafka_produced_total",
+                "counter",
+                "Records the Kafka producer delivered (outcome=ok) or gave up on (outcome=failed).",
+            );
+            let _ = writeln!(
+                out,
+                "kaiabc_kafka_produced_total{{outcome=\"ok\"}} {}",
+                p.delivered()
+            );
+            let _ = writeln!(
+                out,
+                "kaiabc_kafka_produced_total{{outcome=\"failed\"}} {}",
+                p.failed()
+            );
         }
     }
 
@@ -303,6 +398,7 @@ impl Metrics {
             "Seconds since the pipeline started.",
         );
         let _ = writeln!(out, "kaiabc_uptime_seconds {}", self.uptime().as_secs_f64());
+        self.render_kafka(&mut out);
         out
     }
 }

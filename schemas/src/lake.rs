@@ -32,6 +32,10 @@ pub enum LakeRow {
 pub struct Checkpoint {
     /// The nodes that changed since the previous barrier.
     pub nodes: Vec<NodeCheckpointEntry>,
+    /// The checkpoint request this barrier answers (0 for barriers on the operator's own
+    /// timer): a source that asked for checkpoint `n` knows, once every worker's sink has
+    /// saved a barrier with `epoch >= n`, that everything it sent before asking is durable.
+    pub epoch: u64,
 }
 
 /// One node's checkpoint: its processing state (opaque bytes owned by the operators crate) and

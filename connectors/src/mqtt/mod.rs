@@ -1,4 +1,5 @@
-//! MQTT: the embedded broker (rumqttd) that nodes publish to, and the server's links into it.
+//! MQTT: the embedded broker (rumqttd) that nodes publish to, the server's links into it, and
+//! the client of an external broker.
 //!
 //! Nodes publish readings to `kaiabc/sensors/{node_id}`; every publish is handed on as a
 //! [`MqttMessage`] through a bounded channel, so a slow dataflow slows the broker's link rather
@@ -27,9 +28,19 @@ pub const STATUS_TOPICS: &str = "kaiabc/nodes/+/status";
 /// Receives `(node_id, payload)` of each status message.
 pub type StatusHook = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
 
-/// Publishes the server's messages into the embedded broker.
+mod client;
+
+pub use client::{parse_url, start_client, Ack, BrokerUrl, ClientOptions, MessageHandler};
+
+/// Publishes the server's messages: into the embedded broker, or through the client of an
+/// external one.
 pub struct MqttOutput {
-    link: Mutex<LinkTx>,
+    link: OutputLink,
+}
+
+enum OutputLink {
+    Embedded(Mutex<LinkTx>),
+    Client(rumqttc::Client),
 }
 
 impl std::fmt::Debug for MqttOutput {
@@ -42,9 +53,16 @@ impl MqttOutput {
     /// Publishes `payload` to `topic`, retained (a node that connects later gets the latest).
     /// Never blocks on subscribers: the router queues it.
     pub fn publish_retained(&self, topic: &str, payload: Vec<u8>) -> Result<(), MqttError> {
+        let link = match &self.link {
+            OutputLink::Embedded(link) => link,
+            OutputLink::Client(c) => {
+                return c
+                    .try_publish(topic, rumqttc::QoS::AtMostOnce, true, payload)
+                    .map_err(|e| MqttError::Link(e.to_string()))
+            }
+        };
         let packet = Packet::Publish(Publish::new(topic.as_bytes().to_vec(), payload, true), None);
-        let mut link = self
-            .link
+        let mut link = link
             .lock()
             .map_err(|_| MqttError::Link("output link lock poisoned".into()))?;
         // `LinkTx::send` is async in signature only: it queues and notifies without awaiting,
@@ -53,6 +71,14 @@ impl MqttOutput {
         match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(r) => r.map(|_| ()).map_err(|e| MqttError::Link(e.to_string())),
             Poll::Pending => Err(MqttError::Link("the output link would block".into())),
+        }
+    }
+}
+
+impl MqttOutput {
+    fn client(c: rumqttc::Client) -> Self {
+        Self {
+            link: OutputLink::Client(c),
         }
     }
 }
@@ -95,6 +121,9 @@ pub enum MqttError {
         #[source]
         source: std::io::Error,
     },
+    /// An external broker's URL is not usable.
+    #[error("bad MQTT URL {0}")]
+    Url(String),
     /// The broker refused the server's own link.
     #[error("the embedded broker's link: {0}")]
     Link(String),
@@ -238,7 +267,7 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
     Ok(EmbeddedBroker {
         addr: bound,
         output: Arc::new(MqttOutput {
-            link: Mutex::new(out_tx),
+            link: OutputLink::Embedded(Mutex::new(out_tx)),
         }),
     })
 }

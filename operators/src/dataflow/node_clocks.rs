@@ -63,6 +63,9 @@ pub struct NodeStats {
     pub restore_failures: u64,
     /// Time to apply each reading (filter and clock), for the metrics.
     pub apply_seconds: Histogram,
+    /// Readings taken from the input, whatever became of them: a source that knows how many
+    /// it sent can tell when all of them have been handled.
+    pub received: u64,
 }
 
 /// Upper bounds (s) of the [`Histogram`] buckets: 10 µs to 1 s, about three per decade.
@@ -109,7 +112,14 @@ pub struct Checkpointing {
     /// Encoded states ([`NodeCheckpoint::to_bytes`]) to resume nodes from when this worker
     /// first sees them.
     pub restore: Arc<std::collections::HashMap<String, Vec<u8>>>,
+    /// Checkpoint requests: when the value grows, the operator sends a barrier at once (polled
+    /// every [`REQUEST_POLL`]), stamped with the value as its `epoch`. A source uses this to
+    /// align its own commits (Kafka offsets) with the saved state.
+    pub request: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
+
+/// How often a checkpointing operator with a request counter checks it.
+pub const REQUEST_POLL: Duration = Duration::from_millis(2);
 
 impl NodeStats {
     fn count_failure(&mut self, e: &NodeError) {
@@ -236,6 +246,7 @@ fn build<'scope>(
         let restore = ckpt.as_ref().map(|c| Arc::clone(&c.restore));
         let mut dirty: HashMap<String, Option<OscillatorState>> = HashMap::default();
         let mut last_barrier = Instant::now();
+        let mut answered = 0u64;
         move |(input, frontier), output| {
             input.for_each_stamp(|cap, data| {
                 // Messages sent under no capability make no progress claims; an input
@@ -296,7 +307,12 @@ fn build<'scope>(
             }
             if let (Some(c), Some(held)) = (&ckpt, retained.as_mut()) {
                 let done = frontier.is_empty();
-                if done || last_barrier.elapsed() >= c.every {
+                let requested = c
+                    .request
+                    .as_ref()
+                    .map_or(0, |r| r.load(std::sync::atomic::Ordering::Acquire));
+                if done || last_barrier.elapsed() >= c.every || requested > answered {
+                    answered = requested;
                     let mut entries: Vec<NodeCheckpointEntry> = dirty
                         .drain()
                         .filter_map(|(node_id, latest)| {
@@ -309,9 +325,10 @@ fn build<'scope>(
                         })
                         .collect();
                     entries.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-                    output
-                        .session(&*held)
-                        .give(LakeRow::Checkpoint(Checkpoint { nodes: entries }));
+                    output.session(&*held).give(LakeRow::Checkpoint(Checkpoint {
+                        nodes: entries,
+                        epoch: answered,
+                    }));
                     last_barrier = Instant::now();
                 }
                 match frontier.frontier().first() {
@@ -320,7 +337,11 @@ fn build<'scope>(
                         if *held.time() < t {
                             held.downgrade(&t);
                         }
-                        activator.activate_after(c.every.saturating_sub(last_barrier.elapsed()));
+                        let next = c.every.saturating_sub(last_barrier.elapsed());
+                        activator.activate_after(match c.request {
+                            Some(_) => next.min(REQUEST_POLL),
+                            None => next,
+                        });
                     }
                 }
             }
@@ -383,6 +404,7 @@ fn apply(
     out: &mut Vec<LakeRow>,
 ) {
     let started = std::time::Instant::now();
+    st.received += batch.len() as u64;
     for (_, reading) in batch.drain(..) {
         if seen_before(&reading) {
             st.duplicates += 1;

@@ -30,8 +30,11 @@ enum Command {
     Replay(lake::ReplayArgs),
     /// Run SQL over the lake (tables readings, states, rhythms, dead_letters).
     Query(lake::QueryArgs),
-    /// Run the live pipeline: embedded MQTT broker, dataflow, HTTP API, lake.
+    /// Run the live pipeline: MQTT (embedded or external), optionally Kafka, dataflow, HTTP
+    /// API, lake.
     Run(run::RunArgs),
+    /// Run the MQTT → Kafka bridge alone (at-least-once: acks after Kafka has the message).
+    Bridge(run::BridgeArgs),
     /// Mint a JWT for the API with the configured secret (bootstraps the first admin).
     Token(run::TokenArgs),
     /// Synthetic sensor logs.
@@ -229,6 +232,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Query(a) => lake::query(&a),
         Command::Run(a) => run::run(&a),
         Command::Token(a) => run::token(&a),
+        Command::Bridge(a) => run::bridge(&a),
         Command::Datasets(datasets::DatasetsCommand::Generate(a)) => datasets::generate(&a),
     }
 }

@@ -1,4 +1,5 @@
-//! `kaiabc run`: the live pipeline with an embedded MQTT broker, the HTTP API and the lake.
+//! `kaiabc run`: the live pipeline (an embedded or external MQTT broker, optionally Kafka, the
+//! HTTP API and the lake), and `kaiabc bridge`, the MQTT → Kafka bridge alone.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,13 +9,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use kaiabc_connectors::kafka::{ensure_topics, KafkaConfig, KafkaProducer, KafkaSource};
 use kaiabc_connectors::lake::{open_checkpoints, LakeConfig};
-use kaiabc_connectors::mqtt::{start_embedded_broker, Authenticator, BrokerOptions, StatusHook};
+use kaiabc_connectors::mqtt::{
+    start_client, start_embedded_broker, Authenticator, BrokerOptions, ClientOptions, StatusHook,
+};
 use kaiabc_operators::clock::ClockConfig;
 use kaiabc_operators::node::NodeConfig;
 
 use crate::auth::{load_secret, Jwt, Registry, Role};
-use crate::dataflow::live::{run_live, Inbound, LiveOptions, LiveShared};
+use crate::bridge;
+use crate::dataflow::live::{run_live, Inbound, LiveOptions, LiveShared, LiveSource};
 use crate::ratelimit::{Limits, RateLimiter};
 use crate::server::Api;
 
@@ -52,6 +57,62 @@ pub struct RunArgs {
     /// id as username and its API key as password).
     #[arg(long)]
     mqtt_anonymous: bool,
+    /// Use this external broker (mqtt://[user:password@]host[:port]) instead of the embedded
+    /// one; node credentials are then the broker's business (its password file and ACLs).
+    #[arg(long, env = "KAIABC_MQTT_URL")]
+    mqtt_url: Option<String>,
+    /// Client id at the external broker (a persistent session is kept under it).
+    #[arg(long, default_value = "kaiabc-pipeline", env = "KAIABC_MQTT_CLIENT_ID")]
+    mqtt_client_id: String,
+    /// With --kafka-brokers and --mqtt-url: leave MQTT → Kafka to a separate `kaiabc bridge`,
+    /// and use the broker only for the nodes' outputs and status.
+    #[arg(long)]
+    no_bridge: bool,
+    #[command(flatten)]
+    kafka: KafkaArgs,
+}
+
+/// Kafka options shared by `run` and `bridge`.
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (host:port,...): turns on the Kafka path. Readings go through
+    /// topic kaiabc.readings; states and dead letters are published to kaiabc.states and
+    /// kaiabc.dead-letters.
+    #[arg(long, env = "KAIABC_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Partitions of the topics the pipeline creates.
+    #[arg(long, default_value_t = 4)]
+    kafka_partitions: i32,
+    /// The consumer group's session timeout, milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    kafka_session_timeout_ms: u64,
+    /// The pipeline's consumer group. Run one pipeline process per group: node state lives in
+    /// the process that owns the node's partition.
+    #[arg(long, default_value = "kaiabc-pipeline")]
+    kafka_group: String,
+}
+
+impl KafkaArgs {
+    fn config(&self) -> Option<KafkaConfig> {
+        let mut c = KafkaConfig::new(self.kafka_brokers.clone()?);
+        c.partitions = self.kafka_partitions;
+        c.session_timeout = Duration::from_millis(self.kafka_session_timeout_ms);
+        c.group = self.kafka_group.clone();
+        Some(c)
+    }
+}
+
+/// Arguments of `kaiabc bridge`.
+#[derive(Debug, Args)]
+pub struct BridgeArgs {
+    /// The MQTT broker nodes publish to (mqtt://[user:password@]host[:port]).
+    #[arg(long, env = "KAIABC_MQTT_URL")]
+    mqtt_url: String,
+    /// Client id at the broker: the persistent session that holds unacknowledged messages.
+    #[arg(long, default_value = "kaiabc-bridge")]
+    client_id: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
 }
 
 /// Arguments of `kaiabc token`.
@@ -129,21 +190,66 @@ pub fn run(a: &RunArgs) -> Result<()> {
         let metrics = Arc::clone(&shared.metrics);
         Arc::new(move |node: &str, payload: &[u8]| metrics.set_status(node, payload))
     };
-    let broker = start_embedded_broker(
-        a.mqtt_listen,
-        tx.clone(),
-        BrokerOptions {
-            auth,
-            on_status: Some(on_status),
-        },
-    )?;
-    let mqtt = broker.addr;
-    let _ = shared.output.set(Arc::clone(&broker.output));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // With Kafka, every message goes MQTT/HTTP → kaiabc.readings → the dataflow.
+    let kafka = a.kafka.config();
+    anyhow::ensure!(
+        !a.no_bridge || (kafka.is_some() && a.mqtt_url.is_some()),
+        "--no-bridge needs --kafka-brokers and --mqtt-url"
+    );
+    let (source, producer, forwarder) = match &kafka {
+        Some(cfg) => {
+            prepare_topics(&runtime, cfg)?;
+            let producer = KafkaProducer::new(cfg)?;
+            let consumer = KafkaSource::new(cfg)?;
+            let _ = shared.metrics.kafka_lag.set(consumer.lag());
+            let _ = shared.metrics.kafka_producer.set(producer.clone());
+            let _ = shared.kafka.set(producer.clone());
+            let forwarder = bridge::forward(rx, producer.clone(), Arc::clone(&shared));
+            (
+                LiveSource::Kafka(Box::new(consumer)),
+                Some(producer),
+                Some(forwarder),
+            )
+        }
+        None => (LiveSource::Channel(rx), None, None),
+    };
+    let mqtt = match &a.mqtt_url {
+        Some(url) => {
+            let handler = match (&producer, a.no_bridge) {
+                (Some(_), true) => None,
+                (Some(p), false) => Some(bridge::to_kafka(p.clone())),
+                (None, _) => Some(bridge::to_channel(tx.clone())),
+            };
+            let output = start_client(
+                ClientOptions {
+                    url: url.clone(),
+                    client_id: a.mqtt_client_id.clone(),
+                    persistent: true,
+                },
+                handler,
+                Some(on_status),
+            )?;
+            let _ = shared.output.set(output);
+            redact(url)
+        }
+        None => {
+            let broker = start_embedded_broker(
+                a.mqtt_listen,
+                tx.clone(),
+                BrokerOptions {
+                    auth,
+                    on_status: Some(on_status),
+                },
+            )?;
+            let _ = shared.output.set(Arc::clone(&broker.output));
+            broker.addr.to_string()
+        }
+    };
     let listener = {
         let _guard = runtime.enter();
         http_listener(a.http).with_context(|| format!("cannot listen for HTTP on {}", a.http))?
@@ -174,9 +280,13 @@ pub fn run(a: &RunArgs) -> Result<()> {
         }
     });
     eprintln!(
-        "kaiabc run: MQTT on {mqtt}, HTTP on http://{http}/v1, lake in {} ({} nodes to resume)",
+        "kaiabc run: MQTT on {mqtt}, HTTP on http://{http}/v1, lake in {} ({} nodes to resume){}",
         a.lake.display(),
-        restored.nodes.len()
+        restored.nodes.len(),
+        kafka
+            .as_ref()
+            .map(|k| format!(", Kafka at {}", k.brokers))
+            .unwrap_or_default()
     );
     let summary = run_live(
         LiveOptions {
@@ -186,10 +296,18 @@ pub fn run(a: &RunArgs) -> Result<()> {
             commit_every: Duration::from_secs(a.commit_interval_seconds),
         },
         node_cfg,
-        rx,
+        source,
         Arc::clone(&shared),
         &restored,
     )?;
+    if let Some(f) = forwarder {
+        let _ = f.join();
+    }
+    if let Some(p) = &producer {
+        if let Err(e) = p.flush(Duration::from_secs(30)) {
+            tracing::error!(error = %e, "flushing states to Kafka");
+        }
+    }
     // WebSocket clients are not closed by the HTTP server's graceful shutdown: tell them.
     shared.hub.close_all();
     let _ = stop_http.send(());
@@ -207,6 +325,67 @@ pub fn run(a: &RunArgs) -> Result<()> {
         summary.checkpoints_saved
     );
     Ok(())
+}
+
+/// Runs the MQTT → Kafka bridge until SIGTERM or Ctrl-C.
+pub fn bridge(a: &BridgeArgs) -> Result<()> {
+    let cfg = a
+        .kafka
+        .config()
+        .context("--kafka-brokers is required for the bridge")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    prepare_topics(&runtime, &cfg)?;
+    let producer = KafkaProducer::new(&cfg)?;
+    start_client(
+        ClientOptions {
+            url: a.mqtt_url.clone(),
+            client_id: a.client_id.clone(),
+            persistent: true,
+        },
+        Some(bridge::to_kafka(producer.clone())),
+        None,
+    )?;
+    eprintln!(
+        "kaiabc bridge: {} → Kafka {} (topic {})",
+        redact(&a.mqtt_url),
+        cfg.brokers,
+        kaiabc_connectors::kafka::READINGS_TOPIC
+    );
+    runtime.block_on(wait_for_signal());
+    producer.flush(Duration::from_secs(30))?;
+    // The acks of the last deliveries go out on the client's thread.
+    std::thread::sleep(Duration::from_millis(200));
+    eprintln!(
+        "kaiabc bridge: stopped; {} messages written to Kafka, {} failed",
+        producer.delivered(),
+        producer.failed()
+    );
+    Ok(())
+}
+
+/// Creates the topics, or fails clearly when Kafka cannot be reached.
+fn prepare_topics(runtime: &tokio::runtime::Runtime, cfg: &KafkaConfig) -> Result<()> {
+    let wait = Duration::from_secs(30);
+    runtime
+        .block_on(async { tokio::time::timeout(wait, ensure_topics(cfg)).await })
+        .map_err(|_| anyhow::anyhow!("no answer within {wait:?}"))
+        .and_then(|r| r.map_err(anyhow::Error::from))
+        .with_context(|| format!("preparing the Kafka topics at {}", cfg.brokers))
+}
+
+/// The broker URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
 }
 
 /// The HTTP listener, with TCP_NODELAY (Linux hands it on to accepted sockets): WebSocket

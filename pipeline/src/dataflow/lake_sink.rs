@@ -34,13 +34,29 @@ pub struct SinkReport {
     pub commits: u64,
 }
 
+/// Hears the `epoch` of each checkpoint barrier once its rows are committed and its
+/// checkpoints saved.
+pub type CheckpointHook = Box<dyn Fn(u64)>;
+
 /// When the sink commits, besides at the end of the input.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct SinkOptions {
     /// Also commit at this interval of wall time (even while no rows arrive).
     pub commit_every: Option<Duration>,
     /// Save the node checkpoints of each barrier here (a barrier always commits).
     pub checkpoints: Option<CheckpointWriter>,
+    /// Told of every barrier saved (see [`CheckpointHook`]).
+    pub on_checkpoint: Option<CheckpointHook>,
+}
+
+impl std::fmt::Debug for SinkOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SinkOptions")
+            .field("commit_every", &self.commit_every)
+            .field("checkpoints", &self.checkpoints)
+            .field("on_checkpoint", &self.on_checkpoint.is_some())
+            .finish()
+    }
 }
 
 /// Commits everything buffered, then saves `nodes`, so saved checkpoints never run ahead of
@@ -84,6 +100,7 @@ impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
         let SinkOptions {
             commit_every,
             checkpoints: mut ckpt,
+            on_checkpoint,
         } = opts;
         let mut chunk: Vec<LakeRow> = Vec::new();
         let mut finished = false;
@@ -139,6 +156,9 @@ impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
                                     if rep.error.is_none() {
                                         rep.checkpoints.0 += 1;
                                         commit(&mut writer, ckpt.as_mut(), &c.nodes, &mut rep);
+                                    }
+                                    if let (None, Some(hook)) = (&rep.error, &on_checkpoint) {
+                                        hook(c.epoch);
                                     }
                                 }
                                 other => chunk.push(other),

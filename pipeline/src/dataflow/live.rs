@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,11 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use chrono::{DateTime, Utc};
 use kaiabc_connectors::file::LineParser;
+use kaiabc_connectors::kafka::{
+    KafkaProducer, KafkaSource, Offsets, DEAD_LETTERS_TOPIC, STATES_TOPIC,
+};
 use kaiabc_connectors::lake::{existing_keys, CheckpointWriter, LakeConfig, LakeWriter, Restored};
 use kaiabc_connectors::mqtt::{MqttMessage, MqttOutput};
 use kaiabc_operators::dataflow::{node_hash, Checkpointing, NodeStats, Ordering};
 use kaiabc_operators::node::NodeConfig;
-use kaiabc_schemas::{parse_timestamp, Reason, Rejection};
+use kaiabc_schemas::{parse_timestamp, LakeRow, Reason, Rejection};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::UnorderedInput;
 use timely::dataflow::operators::Inspect;
@@ -64,6 +67,19 @@ pub const IDLE_PARK: Duration = Duration::from_millis(1);
 /// On stop, the source is drained until it has delivered nothing for this long.
 pub const DRAIN_QUIET: Duration = Duration::from_millis(300);
 
+/// How long a Kafka checkpoint round may take (the dataflow draining what was sent, then every
+/// worker saving its checkpoint) before it is abandoned; offsets are then not committed, which
+/// is always safe.
+pub const ALIGN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the live dataflow's events come from.
+pub enum LiveSource {
+    /// Straight from the embedded broker, the MQTT client and HTTP ingest.
+    Channel(Receiver<Inbound>),
+    /// From `kaiabc.readings`, offsets committed at aligned checkpoints.
+    Kafka(Box<KafkaSource>),
+}
+
 /// How the live dataflow runs.
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
@@ -97,6 +113,48 @@ pub struct LiveShared {
     pub metrics: Arc<Metrics>,
     /// Where each node's output is published (retained), once the broker runs.
     pub output: std::sync::OnceLock<Arc<MqttOutput>>,
+    /// Where states and dead letters are published in Kafka mode.
+    pub kafka: std::sync::OnceLock<KafkaProducer>,
+}
+
+impl LiveShared {
+    /// Publishes a row to the WebSocket hub, the metrics, the MQTT output and Kafka.
+    fn publish(&self, row: &LakeRow) {
+        self.hub.publish(row);
+        self.metrics.observe(row);
+        match row {
+            LakeRow::State(s) => {
+                if let Some(out) = self.output.get() {
+                    let topic = format!("kaiabc/nodes/{}/output", s.node_id);
+                    let payload = crate::ws::pwm_of(s).to_string().into_bytes();
+                    if let Err(e) = out.publish_retained(&topic, payload) {
+                        tracing::warn!(error = %e, node = %s.node_id, "MQTT output");
+                    }
+                }
+                if let Some(k) = self.kafka.get() {
+                    match serde_json::to_vec(s) {
+                        Ok(json) => {
+                            if let Err(e) = k.send(STATES_TOPIC, Some(&s.node_id), &json, &[], None)
+                            {
+                                tracing::warn!(error = %e, node = %s.node_id, "Kafka states");
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "encoding a state"),
+                    }
+                }
+            }
+            LakeRow::DeadLetter(d) => {
+                if let (Some(k), Ok(json)) = (self.kafka.get(), serde_json::to_vec(d)) {
+                    if let Err(e) =
+                        k.send(DEAD_LETTERS_TOPIC, d.node_id.as_deref(), &json, &[], None)
+                    {
+                        tracing::warn!(error = %e, "Kafka dead letters");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// What a live run did, when it stopped.
@@ -131,10 +189,15 @@ struct WorkerResult {
 pub fn run_live(
     opts: LiveOptions,
     node_cfg: NodeConfig,
-    rx: Receiver<Inbound>,
+    source: LiveSource,
     shared: Arc<LiveShared>,
     restored: &Restored,
 ) -> Result<LiveSummary> {
+    let aligned = matches!(source, LiveSource::Kafka(_));
+    // Kafka mode: the source asks for each checkpoint, and every worker's sink reports it.
+    let request = Arc::new(AtomicU64::new(0));
+    let acks: Arc<Vec<AtomicU64>> =
+        Arc::new((0..opts.workers).map(|_| AtomicU64::new(0)).collect());
     let run = restored.run;
     let restore = Arc::new(restored.states());
     anyhow::ensure!(opts.workers >= 1, "--workers must be at least 1");
@@ -144,7 +207,7 @@ pub fn run_live(
         parser: Some(LineParser::Jsonl),
     }]);
     let node_cfg = Arc::new(node_cfg);
-    let rx = Arc::new(Mutex::new(Some(rx)));
+    let source = Arc::new(Mutex::new(Some(source)));
     let guards = timely::execute(timely::Config::process(opts.workers), {
         let shared = Arc::clone(&shared);
         move |worker| -> Result<WorkerResult, String> {
@@ -167,23 +230,17 @@ pub fn run_live(
                     &parse_stats,
                     &stats,
                     Some(Checkpointing {
-                        every: opts.commit_every,
+                        // With Kafka, the source's aligned rounds pace the barriers.
+                        every: if aligned {
+                            Duration::from_secs(3600)
+                        } else {
+                            opts.commit_every
+                        },
                         restore: Arc::clone(&restore),
+                        request: aligned.then(|| Arc::clone(&request)),
                     }),
                 )
-                .inspect(move |row| {
-                    latest.hub.publish(row);
-                    latest.metrics.observe(row);
-                    if let (kaiabc_schemas::LakeRow::State(s), Some(out)) =
-                        (row, latest.output.get())
-                    {
-                        let topic = format!("kaiabc/nodes/{}/output", s.node_id);
-                        let payload = crate::ws::pwm_of(s).to_string().into_bytes();
-                        if let Err(e) = out.publish_retained(&topic, payload) {
-                            tracing::warn!(error = %e, node = %s.node_id, "MQTT output");
-                        }
-                    }
-                })
+                .inspect(move |row| latest.publish(row))
                 .lake_sink(
                     writer,
                     Rc::clone(&report),
@@ -191,16 +248,30 @@ pub fn run_live(
                         // The checkpoint barriers pace the commits.
                         commit_every: None,
                         checkpoints: Some(CheckpointWriter::new(&opts.lake.root, run, index)),
+                        on_checkpoint: aligned.then(|| {
+                            let acks = Arc::clone(&acks);
+                            Box::new(move |epoch: u64| {
+                                acks[index].fetch_max(epoch, AtomicOrdering::AcqRel);
+                            }) as Box<dyn Fn(u64)>
+                        }),
                     },
                 );
                 (records_in, records_cap)
             });
             if index == 0 {
-                let rx = rx
+                let mut source = source
                     .lock()
-                    .map_err(|_| "the MQTT channel's lock is poisoned".to_string())?
+                    .map_err(|_| "the source's lock is poisoned".to_string())?
                     .take()
                     .ok_or("worker 0 started twice")?;
+                let mut aligner = match &mut source {
+                    LiveSource::Kafka(_) => Some(Aligner::new(
+                        Arc::clone(&request),
+                        Arc::clone(&acks),
+                        opts.commit_every,
+                    )),
+                    LiveSource::Channel(_) => None,
+                };
                 let lateness = opts.lateness.as_micros() as i64;
                 let mut max_seen: Option<i64> = None;
                 let mut watermark = 0u64;
@@ -213,21 +284,31 @@ pub fn run_live(
                 loop {
                     let stopping = shared.stop.load(AtomicOrdering::SeqCst);
                     let mut batch: Vec<Inbound> = Vec::new();
-                    while batch.len() < 4096 {
-                        match rx.try_recv() {
-                            Ok(m) => batch.push(m),
-                            Err(TryRecvError::Empty) => break,
-                            Err(TryRecvError::Disconnected) => {
-                                disconnected = true;
+                    match (&mut source, &mut aligner) {
+                        (LiveSource::Channel(rx), _) => {
+                            while batch.len() < 4096 {
+                                match rx.try_recv() {
+                                    Ok(m) => batch.push(m),
+                                    Err(TryRecvError::Empty) => break,
+                                    Err(TryRecvError::Disconnected) => {
+                                        disconnected = true;
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        (LiveSource::Kafka(k), Some(a)) => {
+                            if a.step(k, stopping, ordinal, &shared.metrics, &mut batch) {
                                 break;
                             }
                         }
+                        (LiveSource::Kafka(_), None) => unreachable!("Kafka without an aligner"),
                     }
                     let idle = batch.is_empty();
                     if disconnected && idle {
                         break;
                     }
-                    if stopping {
+                    if stopping && aligner.is_none() {
                         if !idle {
                             quiet_since = None;
                         } else if quiet_since.get_or_insert_with(Instant::now).elapsed()
@@ -276,7 +357,8 @@ pub fn run_live(
                     // Run the dataflow while it has work; when it has none and nothing came
                     // in, park briefly: a new message waits at most IDLE_PARK.
                     worker.step_or_park(Some(if idle { IDLE_PARK } else { Duration::ZERO }));
-                    let figures = WorkerFigures::of(&stats.borrow(), &report.borrow());
+                    let figures =
+                        WorkerFigures::of(&stats.borrow(), &parse_stats.borrow(), &report.borrow());
                     shared.metrics.set_worker(index, figures);
                 }
             }
@@ -284,7 +366,8 @@ pub fn run_live(
             drop(cap);
             drop(input);
             while worker.step_or_park(Some(Duration::from_millis(20))) {
-                let figures = WorkerFigures::of(&stats.borrow(), &report.borrow());
+                let figures =
+                    WorkerFigures::of(&stats.borrow(), &parse_stats.borrow(), &report.borrow());
                 shared.metrics.set_worker(index, figures);
             }
             let result = WorkerResult {
@@ -319,6 +402,131 @@ pub fn run_live(
     // Read once every worker has finished (the source counts as it reads).
     summary.events_in = shared.metrics.events_in.load(AtomicOrdering::Relaxed);
     Ok(summary)
+}
+
+/// Aligned checkpoints for the Kafka source, as Flink and Arroyo do them: every `every`, the
+/// source stops reading, waits until the dataflow has handled all it sent, asks every worker
+/// for a checkpoint barrier, and once every sink has committed its rows and saved its nodes,
+/// commits the offsets it had reached. Offsets therefore never run ahead of saved state, and
+/// a restart resumes exactly there. The pause lasts a few milliseconds.
+struct Aligner {
+    request: Arc<AtomicU64>,
+    acks: Arc<Vec<AtomicU64>>,
+    every: Duration,
+    epoch: u64,
+    last: bool,
+    phase: Phase,
+}
+
+enum Phase {
+    Reading {
+        since: Instant,
+    },
+    Draining {
+        since: Instant,
+        sent: u64,
+        offsets: Offsets,
+    },
+    Saving {
+        since: Instant,
+        offsets: Offsets,
+    },
+}
+
+impl Aligner {
+    fn new(request: Arc<AtomicU64>, acks: Arc<Vec<AtomicU64>>, every: Duration) -> Self {
+        Self {
+            request,
+            acks,
+            every,
+            epoch: 0,
+            last: false,
+            phase: Phase::Reading {
+                since: Instant::now(),
+            },
+        }
+    }
+
+    /// Reads into `batch`, or advances a checkpoint round; `sent` is how many records the
+    /// source has given the dataflow. True once the final round (after `stopping`) is over.
+    fn step(
+        &mut self,
+        source: &mut KafkaSource,
+        stopping: bool,
+        sent: u64,
+        metrics: &Metrics,
+        batch: &mut Vec<Inbound>,
+    ) -> bool {
+        let now = Instant::now();
+        match std::mem::replace(&mut self.phase, Phase::Reading { since: now }) {
+            Phase::Reading { since } => {
+                if stopping || since.elapsed() >= self.every {
+                    self.last = stopping;
+                    self.phase = Phase::Draining {
+                        since: now,
+                        sent,
+                        offsets: source.positions().clone(),
+                    };
+                    return false;
+                }
+                self.phase = Phase::Reading { since };
+                while batch.len() < 4096 {
+                    match source.poll(Duration::ZERO) {
+                        None => break,
+                        Some(Ok(r)) => batch.push(crate::bridge::inbound_of(r)),
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "reading Kafka");
+                            break;
+                        }
+                    }
+                }
+                false
+            }
+            Phase::Draining {
+                since,
+                sent,
+                offsets,
+            } => {
+                if metrics.handled(sent) {
+                    self.epoch += 1;
+                    self.request.store(self.epoch, AtomicOrdering::Release);
+                    self.phase = Phase::Saving {
+                        since: now,
+                        offsets,
+                    };
+                } else if since.elapsed() > ALIGN_TIMEOUT {
+                    tracing::warn!("the dataflow did not drain in time; offsets not committed");
+                    return self.last;
+                } else {
+                    self.phase = Phase::Draining {
+                        since,
+                        sent,
+                        offsets,
+                    };
+                }
+                false
+            }
+            Phase::Saving { since, offsets } => {
+                let saved = self
+                    .acks
+                    .iter()
+                    .all(|a| a.load(AtomicOrdering::Acquire) >= self.epoch);
+                if saved {
+                    match source.commit(&offsets) {
+                        Ok(()) => metrics.kafka_committed(&offsets),
+                        Err(e) => tracing::warn!(error = %e, "committing Kafka offsets"),
+                    }
+                    return self.last;
+                }
+                if since.elapsed() > ALIGN_TIMEOUT {
+                    tracing::warn!("a checkpoint was not saved in time; offsets not committed");
+                    return self.last;
+                }
+                self.phase = Phase::Saving { since, offsets };
+                false
+            }
+        }
+    }
 }
 
 /// The readings of a message: one JSON object, or an array of them.

@@ -55,6 +55,10 @@ pub struct ParseStats {
     pub rejected: BTreeMap<Reason, u64>,
     /// Time spent parsing and validating.
     pub busy: Duration,
+    /// Records taken from the input.
+    pub records: u64,
+    /// Records that became readings (the rest were rejected, or already dead-lettered).
+    pub readings: u64,
 }
 
 /// What parsing a record gives.
@@ -98,8 +102,12 @@ impl<'scope> ParseValidate<'scope> for Stream<'scope, u64, Vec<Incoming>> {
                     let mut st = stats.borrow_mut();
                     input.for_each_stamp(|time, data| {
                         for batch in data {
+                            st.records += batch.len() as u64;
                             for r in batch.drain(..) {
                                 if let Some(p) = parse_one(&files, now, &keys, &mut st, r) {
+                                    if matches!(p, Parsed::Reading(_)) {
+                                        st.readings += 1;
+                                    }
                                     out.push(p);
                                 }
                             }

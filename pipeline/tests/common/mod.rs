@@ -1,5 +1,7 @@
 //! Helpers shared by the `kaiabc` end-to-end tests: run the real binary, check its exit status.
 
+pub mod live;
+
 use std::process::{Command, Output};
 
 /// Runs `kaiabc` with `args`.

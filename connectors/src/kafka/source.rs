@@ -1,0 +1,184 @@
+//! The dataflow's consumer of `kaiabc.readings`: polled without blocking from the source
+//! worker's loop, with offsets committed only when the caller says the records up to them are
+//! safe (their rows committed to the lake and their nodes checkpointed).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::config::FromClientConfigAndContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::{Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::{
+    KafkaConfig, KafkaError, NODE_ERROR_HEADER, READINGS_TOPIC, RECEIVED_AT_HEADER, SOURCE_HEADER,
+};
+
+/// The next offset to read, per partition of `kaiabc.readings`.
+pub type Offsets = BTreeMap<i32, i64>;
+
+/// One record of `kaiabc.readings`.
+#[derive(Clone, Debug)]
+pub struct ReadingRecord {
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// The node the original transport vouched for.
+    pub key: Option<String>,
+    /// The message as the node sent it.
+    pub payload: Vec<u8>,
+    /// The original source (`mqtt:TOPIC`), from the `source` header.
+    pub source: Option<String>,
+    /// The original arrival time, from the `received_at` header.
+    pub received_at: Option<String>,
+    /// Why the transport vouched for no node, from the `node_error` header.
+    pub node_error: Option<String>,
+    /// The record's Kafka timestamp (milliseconds since the epoch).
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Keeps librdkafka's per-partition consumer lag from its statistics.
+#[derive(Default)]
+struct Context {
+    lag: Arc<Mutex<BTreeMap<i32, i64>>>,
+}
+
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(topic) = statistics.topics.get(READINGS_TOPIC) {
+            let lag: BTreeMap<i32, i64> = topic
+                .partitions
+                .iter()
+                .filter(|(p, s)| **p >= 0 && s.consumer_lag >= 0)
+                .map(|(p, s)| (*p, s.consumer_lag))
+                .collect();
+            if let Ok(mut l) = self.lag.lock() {
+                *l = lag;
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "Kafka partitions assigned")
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "Kafka partitions revoked")
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "Kafka rebalance"),
+        }
+    }
+}
+
+/// A consumer of `kaiabc.readings` in the configured group, committing by hand.
+pub struct KafkaSource {
+    consumer: BaseConsumer<Context>,
+    positions: Offsets,
+    lag: Arc<Mutex<BTreeMap<i32, i64>>>,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource")
+            .field("positions", &self.positions)
+            .finish()
+    }
+}
+
+fn header(m: &impl Message, name: &str) -> Option<String> {
+    let hs = m.headers()?;
+    hs.iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+impl KafkaSource {
+    /// Joins the group and subscribes to `kaiabc.readings`. A new group starts at the earliest
+    /// offsets: nothing produced before the pipeline's first start is skipped.
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaError> {
+        let mut c = cfg.client();
+        c.set("group.id", &cfg.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set(
+                "session.timeout.ms",
+                cfg.session_timeout.as_millis().to_string(),
+            )
+            .set(
+                "heartbeat.interval.ms",
+                (cfg.session_timeout.as_millis() / 4).max(100).to_string(),
+            )
+            .set("statistics.interval.ms", "1000")
+            // Low latency: answer fetches as soon as one record is there.
+            .set("fetch.wait.max.ms", "5");
+        let context = Context::default();
+        let lag = Arc::clone(&context.lag);
+        let consumer = BaseConsumer::from_config_and_context(&c, context)
+            .map_err(KafkaError::client("creating the consumer"))?;
+        consumer
+            .subscribe(&[READINGS_TOPIC])
+            .map_err(KafkaError::client("subscribing"))?;
+        Ok(Self {
+            consumer,
+            positions: Offsets::new(),
+            lag,
+        })
+    }
+
+    /// The next record, waiting at most `timeout` (zero: only what has been fetched).
+    pub fn poll(&mut self, timeout: Duration) -> Option<Result<ReadingRecord, KafkaError>> {
+        let m = match self.consumer.poll(timeout)? {
+            Ok(m) => m,
+            Err(source) => {
+                return Some(Err(KafkaError::Client {
+                    what: "consuming",
+                    source,
+                }))
+            }
+        };
+        self.positions.insert(m.partition(), m.offset() + 1);
+        Some(Ok(ReadingRecord {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+            payload: m.payload().unwrap_or_default().to_vec(),
+            source: header(&m, SOURCE_HEADER),
+            received_at: header(&m, RECEIVED_AT_HEADER),
+            node_error: header(&m, NODE_ERROR_HEADER),
+            timestamp_ms: m.timestamp().to_millis(),
+        }))
+    }
+
+    /// The offsets after the last record returned, per partition.
+    pub fn positions(&self) -> &Offsets {
+        &self.positions
+    }
+
+    /// Commits `offsets` for the group, synchronously: a restart resumes there.
+    pub fn commit(&self, offsets: &Offsets) -> Result<(), KafkaError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in offsets {
+            tpl.add_partition_offset(READINGS_TOPIC, *p, Offset::Offset(*o))
+                .map_err(KafkaError::client("building the offsets"))?;
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(KafkaError::client("committing offsets"))
+    }
+
+    /// Consumer lag per partition, from librdkafka's statistics (refreshed every second).
+    pub fn lag(&self) -> Arc<Mutex<BTreeMap<i32, i64>>> {
+        Arc::clone(&self.lag)
+    }
+}

@@ -1,0 +1,378 @@
+//! Helpers of the live end-to-end tests: run `kaiabc run` on free ports, talk HTTP and MQTT to
+//! it, stop it with SIGTERM.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+
+use super::ok;
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The JWT secret the tests give the server (and `kaiabc token`).
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// A token for `role`, minted by `kaiabc token`.
+pub fn token(role: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
+        .args([
+            "token",
+            "--role",
+            role,
+            "--subject",
+            "tester",
+            "--ttl",
+            "10m",
+        ])
+        .env("KAIABC_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+thread_local! {
+    /// The status line and headers of this thread's last `request`, lower-cased.
+    static LAST_HEAD: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// A header of this thread's last `request`.
+pub fn last_header(name: &str) -> Option<String> {
+    LAST_HEAD.with(|h| {
+        h.borrow()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+    })
+}
+
+/// Sends a request with extra header lines: (status, body as JSON, or Null).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    write!(s, "{head}\r\n{body}").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    LAST_HEAD.with(|h| {
+        *h.borrow_mut() = text
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    });
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let rest = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json = match (rest.find('{'), rest.rfind('}')) {
+        (Some(a), Some(b)) if a < b => serde_json::from_str(&rest[a..=b]).unwrap_or_default(),
+        _ => serde_json::Value::Null,
+    };
+    (status, json)
+}
+
+/// GET `path` from `addr` as an observer: (status, body).
+pub fn get(addr: SocketAddr, path: &str) -> Option<(u16, serde_json::Value)> {
+    static OBSERVER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let t = OBSERVER.get_or_init(|| token("observer"));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {t}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1)?;
+    // Bodies may be chunked: take the JSON object between the first '{' and the last '}'.
+    let json = &body[body.find('{')?..=body.rfind('}')?];
+    Some((status, serde_json::from_str(json).ok()?))
+}
+
+/// GET `path` from `addr`: (status, headers and body as text).
+pub fn get_text(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, text)
+}
+
+/// Runs `promtool check metrics` (Debian's `prometheus` package, installed by the test
+/// command) on an exposition text.
+pub fn promtool_check(text: &str) {
+    let promtool = std::env::var("KAIABC_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut child = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{promtool}: {e} (scripts/services.sh installs it)"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn reading(node: &str, seq: i64, minute: u32, kelvin: f64) -> String {
+    serde_json::json!({
+        "node_id": node,
+        "seq": seq,
+        "timestamp": format!("2026-01-05T10:{minute:02}:00Z"),
+        "temperature_kelvin": kelvin,
+        "humidity_percent": 40.0,
+        "pressure_pa": 101000.0,
+        "sensor_type": "BME280",
+    })
+    .to_string()
+}
+
+/// Publishes each payload to its topic with QoS 1 and waits for the broker's acks.
+pub fn publish(port: u16, messages: &[(String, String)]) {
+    publish_as(port, None, messages).unwrap()
+}
+
+/// Publishes as a logged-in client (`(username, password)`); `Err` if the broker refuses it.
+pub fn publish_as(
+    port: u16,
+    login: Option<(&str, &str)>,
+    messages: &[(String, String)],
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut o = MqttOptions::new("test-node", "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5));
+        if let Some((u, p)) = login {
+            o.set_credentials(u, p);
+        }
+        let (client, mut events) = AsyncClient::new(o, 100);
+        for (topic, payload) in messages {
+            client
+                .publish(
+                    topic.as_str(),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload.clone().into_bytes(),
+                )
+                .await
+                .unwrap();
+        }
+        let mut acked = 0;
+        let mut failures = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while acked < messages.len() {
+            match tokio::time::timeout_at(deadline, events.poll()).await {
+                Ok(Ok(Event::Incoming(Incoming::PubAck(_)))) => acked += 1,
+                Ok(Ok(Event::Incoming(Incoming::ConnAck(c))))
+                    if c.code != rumqttc::ConnectReturnCode::Success =>
+                {
+                    return Err(format!("refused: {:?}", c.code));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    let text = e.to_string();
+                    failures += 1;
+                    if login.is_some() && failures >= 5 {
+                        return Err(text);
+                    }
+                    // The broker may still be starting: retry the connection.
+                    eprintln!("mqtt: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) if login.is_some() && acked == 0 => {
+                    return Err("no PUBACK: the broker did not accept the client".into())
+                }
+                Err(_) => panic!("no PUBACK for every publish ({acked}/{})", messages.len()),
+            }
+        }
+        client.disconnect().await.ok();
+        Ok(())
+    })
+}
+
+/// Starts `kaiabc run` on free ports over `lake` (MQTT without credentials) and waits until it
+/// is healthy.
+pub fn start(lake: &std::path::Path) -> (Server, SocketAddr, u16) {
+    start_with(lake, &["--mqtt-anonymous"])
+}
+
+pub fn start_with(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, u16) {
+    let (http_port, mqtt_port) = (free_port(), free_port());
+    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
+        .args([
+            "run",
+            "--http",
+            &http.to_string(),
+            "--mqtt-listen",
+            &format!("127.0.0.1:{mqtt_port}"),
+            "--lake",
+            lake.to_str().unwrap(),
+            "--commit-interval-seconds",
+            "1",
+            "--state-dir",
+            lake.with_extension("state").to_str().unwrap(),
+        ])
+        .args(extra)
+        .env("KAIABC_JWT_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let health = wait_until("the health endpoint", || {
+        get(http, "/v1/health").filter(|(s, _)| *s == 200)
+    });
+    assert_eq!(health.1["status"], "healthy");
+    (server, http, mqtt_port)
+}
+
+/// SIGTERM, then the exit status must be 0; returns stderr.
+pub fn stop(mut server: Server) -> String {
+    sigterm(&server.0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = server.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kaiabc run did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    stderr
+}
+
+pub fn csv(lake: &std::path::Path, sql: &str) -> String {
+    ok(&[
+        "query",
+        sql,
+        "--lake",
+        lake.to_str().unwrap(),
+        "--format",
+        "csv",
+    ])
+}
+
+pub fn readings_of(node: &str, seqs: std::ops::RangeInclusive<i64>) -> Vec<(String, String)> {
+    seqs.map(|k| {
+        let kelvin = 300.0 + 0.7 * k as f64;
+        (
+            format!("kaiabc/sensors/{node}"),
+            reading(node, k, 10 * k as u32, kelvin),
+        )
+    })
+    .collect()
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text message as JSON (pings are skipped); `None` when the server closed.
+pub async fn next_json(ws: &mut Ws) -> Option<serde_json::Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("no WebSocket message within 20 s")?
+            .ok()?;
+        match m {
+            Message::Text(t) => return Some(serde_json::from_str(t.as_str()).unwrap()),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+pub async fn send(ws: &mut Ws, v: serde_json::Value) {
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(v.to_string()))
+        .await
+        .unwrap();
+}
