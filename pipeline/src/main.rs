@@ -1,4 +1,4 @@
-//! The `kaiabc` command: simulate a clock, analyse rhythms, and (later) run the live pipeline.
+//! The `kaiabc` command: simulate a clock, analyse rhythms, replay logs, run the live pipeline.
 
 use std::process::ExitCode;
 
@@ -7,6 +7,7 @@ use clap::Parser;
 mod auth;
 mod bridge;
 mod cli;
+mod config;
 mod dataflow;
 mod metrics;
 mod ratelimit;
@@ -28,6 +29,24 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The config file stands for environment variables that are not set: flags override both.
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(path) = config::path_from(&argv) {
+        match config::read(&path) {
+            Ok(env) => {
+                for (var, value) in env {
+                    if std::env::var_os(var).is_none() {
+                        // Single-threaded still: nothing else reads the environment yet.
+                        std::env::set_var(var, value);
+                    }
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

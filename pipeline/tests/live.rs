@@ -741,3 +741,57 @@ fn a_taken_mqtt_port_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot listen for MQTT"), "{err}");
 }
+
+#[test]
+fn a_config_file_sets_what_the_environment_and_flags_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = ok(&["config", "template"]);
+    assert!(
+        template.contains("# listen = \"127.0.0.1:1883\""),
+        "{template}"
+    );
+    let (file_http, flag_http) = (free_port(), free_port());
+    let (file_lake, env_lake) = (dir.path().join("file-lake"), dir.path().join("env-lake"));
+    let config = dir.path().join("kaiabc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhttp = \"127.0.0.1:{file_http}\"\nstate_dir = {:?}\n\
+             [mqtt]\nlisten = \"127.0.0.1:{}\"\nanonymous = true\n\
+             [lake]\nroot = {:?}\n[auth]\njwt_secret = {SECRET:?}\n",
+            dir.path().join("state"),
+            free_port(),
+            file_lake,
+        ),
+    )
+    .unwrap();
+    assert!(ok(&["config", "check", config.to_str().unwrap()]).contains("valid"));
+    let child = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .args(["--http", &format!("127.0.0.1:{flag_http}")])
+        .env("KAIABC_LAKE", &env_lake)
+        .env_remove("KAIABC_JWT_SECRET")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let http: SocketAddr = format!("127.0.0.1:{flag_http}").parse().unwrap();
+    // The flag beats the file's address; the file's JWT secret signs `token`'s tokens.
+    wait_until("the flag's HTTP address", || {
+        get(http, "/v1/health").filter(|(s, _)| *s == 200)
+    });
+    assert!(std::net::TcpStream::connect(("127.0.0.1", file_http)).is_err());
+    let (status, body) = get(http, "/v1/sensors/nodes").unwrap();
+    assert_eq!(status, 200, "{body}");
+    stop(server);
+    // The environment beats the file's lake.
+    assert!(env_lake.join("_checkpoints").is_dir());
+    assert!(!file_lake.exists());
+
+    std::fs::write(&config, "[mqtt]\nlisen = \"x\"\n").unwrap();
+    let out = common::kaiabc(&["run", "--config", config.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown key \"mqtt.lisen\""), "{err}");
+}

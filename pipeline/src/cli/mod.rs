@@ -33,6 +33,9 @@ enum Command {
     /// Run the live pipeline: MQTT (embedded or external), optionally Kafka, dataflow, HTTP
     /// API, lake.
     Run(run::RunArgs),
+    /// Config files: `kaiabc config template` prints one with every key.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run the MQTT → Kafka bridge alone (at-least-once: acks after Kafka has the message).
     Bridge(run::BridgeArgs),
     /// Mint a JWT for the API with the configured secret (bootstraps the first admin).
@@ -233,6 +236,41 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => run::run(&a),
         Command::Token(a) => run::token(&a),
         Command::Bridge(a) => run::bridge(&a),
+        Command::Config(ConfigCommand::Template) => {
+            use clap::CommandFactory;
+            let cli = Cli::command();
+            let run = cli.find_subcommand("run").expect("the run command");
+            print!(
+                "{}",
+                crate::config::template(|flag| {
+                    let long = flag.strip_prefix("--")?;
+                    let arg = run.get_arguments().find(|a| a.get_long() == Some(long))?;
+                    if !arg.get_action().takes_values() {
+                        return Some("false".into()); // a switch
+                    }
+                    let d = arg.get_default_values().first()?;
+                    Some(d.to_string_lossy().into_owned())
+                })
+            );
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let env = crate::config::read(&file)?;
+            println!("{}: {} keys, valid", file.display(), env.len());
+            Ok(())
+        }
         Command::Datasets(datasets::DatasetsCommand::Generate(a)) => datasets::generate(&a),
     }
+}
+
+/// `kaiabc config …`
+#[derive(Debug, clap::Subcommand)]
+pub enum ConfigCommand {
+    /// Print a commented config file with every key, its flag and its environment variable.
+    Template,
+    /// Check a config file: valid TOML, known keys, plain values.
+    Check {
+        /// The file.
+        file: std::path::PathBuf,
+    },
 }

@@ -26,6 +26,10 @@ use crate::server::Api;
 /// Arguments of `kaiabc run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// A TOML config file (`kaiabc config template` prints one with every key). Flags and
+    /// environment variables override it.
+    #[arg(long, env = "KAIABC_CONFIG")]
+    config: Option<PathBuf>,
     /// Address of the HTTP API (REST under /v1).
     #[arg(long, default_value = "127.0.0.1:8000", env = "KAIABC_HTTP")]
     http: SocketAddr,
@@ -36,26 +40,26 @@ pub struct RunArgs {
     #[arg(long, default_value = "data/lake", env = "KAIABC_LAKE")]
     lake: PathBuf,
     /// Timely worker threads.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, env = "KAIABC_WORKERS")]
     workers: usize,
     /// Allowed lateness of event time, seconds (when a lake day is complete).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, env = "KAIABC_LATENESS_SECONDS")]
     lateness_seconds: u64,
     /// Seconds between lake commits (how fresh SQL over the lake is).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, env = "KAIABC_COMMIT_INTERVAL_SECONDS")]
     commit_interval_seconds: u64,
     /// Where the node registry and the generated JWT secret live.
     #[arg(long, default_value = "data/state", env = "KAIABC_STATE_DIR")]
     state_dir: PathBuf,
     /// HTTP requests a minute per node API key (429 beyond).
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, env = "KAIABC_RATE_LIMIT_NODE")]
     rate_limit_node: u32,
     /// HTTP requests a minute per bearer token (429 beyond).
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, default_value_t = 600, env = "KAIABC_RATE_LIMIT_USER")]
     rate_limit_user: u32,
     /// Let MQTT clients publish without credentials (by default a node logs in with its node
     /// id as username and its API key as password).
-    #[arg(long)]
+    #[arg(long, env = "KAIABC_MQTT_ANONYMOUS")]
     mqtt_anonymous: bool,
     /// Use this external broker (mqtt://[user:password@]host[:port]) instead of the embedded
     /// one; node credentials are then the broker's business (its password file and ACLs).
@@ -66,7 +70,7 @@ pub struct RunArgs {
     mqtt_client_id: String,
     /// With --kafka-brokers and --mqtt-url: leave MQTT → Kafka to a separate `kaiabc bridge`,
     /// and use the broker only for the nodes' outputs and status.
-    #[arg(long)]
+    #[arg(long, env = "KAIABC_NO_BRIDGE")]
     no_bridge: bool,
     #[command(flatten)]
     kafka: KafkaArgs,
@@ -81,14 +85,18 @@ pub struct KafkaArgs {
     #[arg(long, env = "KAIABC_KAFKA_BROKERS")]
     kafka_brokers: Option<String>,
     /// Partitions of the topics the pipeline creates.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, env = "KAIABC_KAFKA_PARTITIONS")]
     kafka_partitions: i32,
     /// The consumer group's session timeout, milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        env = "KAIABC_KAFKA_SESSION_TIMEOUT_MS"
+    )]
     kafka_session_timeout_ms: u64,
     /// The pipeline's consumer group. Run one pipeline process per group: node state lives in
     /// the process that owns the node's partition.
-    #[arg(long, default_value = "kaiabc-pipeline")]
+    #[arg(long, default_value = "kaiabc-pipeline", env = "KAIABC_KAFKA_GROUP")]
     kafka_group: String,
 }
 
@@ -105,6 +113,10 @@ impl KafkaArgs {
 /// Arguments of `kaiabc bridge`.
 #[derive(Debug, Args)]
 pub struct BridgeArgs {
+    /// A TOML config file (`kaiabc config template` prints one with every key). Flags and
+    /// environment variables override it.
+    #[arg(long, env = "KAIABC_CONFIG")]
+    config: Option<PathBuf>,
     /// The MQTT broker nodes publish to (mqtt://[user:password@]host[:port]).
     #[arg(long, env = "KAIABC_MQTT_URL")]
     mqtt_url: String,
@@ -118,6 +130,10 @@ pub struct BridgeArgs {
 /// Arguments of `kaiabc token`.
 #[derive(Debug, Args)]
 pub struct TokenArgs {
+    /// A TOML config file (`kaiabc config template` prints one with every key). Flags and
+    /// environment variables override it.
+    #[arg(long, env = "KAIABC_CONFIG")]
+    config: Option<PathBuf>,
     /// The role: admin, researcher or observer.
     #[arg(long)]
     role: String,

@@ -1,0 +1,320 @@
+//! The config file of `kaiabc run`, `bridge` and `token`: TOML whose keys stand for the flags'
+//! environment variables, so that flags beat the environment, which beats the file, which beats
+//! the built-in defaults.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Every key a config file may hold: (`section.key`, environment variable, flag, what it is).
+pub const KEYS: &[(&str, &str, &str, &str)] = &[
+    (
+        "server.http",
+        "KAIABC_HTTP",
+        "--http",
+        "address of the HTTP API",
+    ),
+    (
+        "server.state_dir",
+        "KAIABC_STATE_DIR",
+        "--state-dir",
+        "node registry and generated JWT secret",
+    ),
+    (
+        "auth.jwt_secret",
+        "KAIABC_JWT_SECRET",
+        "",
+        "HS256 secret of the API's tokens (32 bytes or more)",
+    ),
+    (
+        "mqtt.listen",
+        "KAIABC_MQTT_LISTEN",
+        "--mqtt-listen",
+        "address of the embedded broker",
+    ),
+    (
+        "mqtt.url",
+        "KAIABC_MQTT_URL",
+        "--mqtt-url",
+        "external broker instead of the embedded one",
+    ),
+    (
+        "mqtt.client_id",
+        "KAIABC_MQTT_CLIENT_ID",
+        "--mqtt-client-id",
+        "client id at the external broker",
+    ),
+    (
+        "mqtt.anonymous",
+        "KAIABC_MQTT_ANONYMOUS",
+        "--mqtt-anonymous",
+        "let MQTT clients in without credentials",
+    ),
+    (
+        "mqtt.no_bridge",
+        "KAIABC_NO_BRIDGE",
+        "--no-bridge",
+        "leave MQTT → Kafka to `kaiabc bridge`",
+    ),
+    (
+        "kafka.brokers",
+        "KAIABC_KAFKA_BROKERS",
+        "--kafka-brokers",
+        "bootstrap servers: turns on the Kafka path",
+    ),
+    (
+        "kafka.partitions",
+        "KAIABC_KAFKA_PARTITIONS",
+        "--kafka-partitions",
+        "partitions of created topics",
+    ),
+    (
+        "kafka.session_timeout_ms",
+        "KAIABC_KAFKA_SESSION_TIMEOUT_MS",
+        "--kafka-session-timeout-ms",
+        "consumer group session timeout",
+    ),
+    (
+        "kafka.group",
+        "KAIABC_KAFKA_GROUP",
+        "--kafka-group",
+        "the pipeline's consumer group",
+    ),
+    ("lake.root", "KAIABC_LAKE", "--lake", "the lake's directory"),
+    (
+        "lake.commit_interval_seconds",
+        "KAIABC_COMMIT_INTERVAL_SECONDS",
+        "--commit-interval-seconds",
+        "seconds between lake commits",
+    ),
+    (
+        "lake.lateness_seconds",
+        "KAIABC_LATENESS_SECONDS",
+        "--lateness-seconds",
+        "allowed lateness of event time",
+    ),
+    (
+        "dataflow.workers",
+        "KAIABC_WORKERS",
+        "--workers",
+        "timely worker threads",
+    ),
+    (
+        "limits.node_per_minute",
+        "KAIABC_RATE_LIMIT_NODE",
+        "--rate-limit-node",
+        "HTTP requests a minute per API key",
+    ),
+    (
+        "limits.user_per_minute",
+        "KAIABC_RATE_LIMIT_USER",
+        "--rate-limit-user",
+        "HTTP requests a minute per bearer token",
+    ),
+];
+
+/// Errors reading a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("reading the config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It is not valid TOML.
+    #[error("the config file {path} is not valid TOML: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key nobody reads (a typo would otherwise be silently ignored).
+    #[error("the config file {path} has an unknown key {key:?}; known keys: {known}")]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+        /// The keys it may hold.
+        known: String,
+    },
+    /// A value of the wrong kind (a table, an array, a date).
+    #[error("the config file {path}: {key} must be a string, number or boolean")]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: String,
+    },
+}
+
+/// The environment variables a config file sets: `(variable, value)` for each key it holds.
+pub fn read(path: &Path) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+fn parse(path: &Path, text: &str) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let mut flat: Vec<(String, &toml::Value)> = Vec::new();
+    for (section, v) in &table {
+        match v {
+            toml::Value::Table(t) => {
+                flat.extend(t.iter().map(|(k, v)| (format!("{section}.{k}"), v)));
+            }
+            other => flat.push((section.clone(), other)),
+        }
+    }
+    let mut env = BTreeMap::new();
+    for (key, value) in flat {
+        let Some((_, var, _, _)) = KEYS.iter().find(|(k, ..)| *k == key) else {
+            return Err(ConfigError::UnknownKey {
+                path: path.to_path_buf(),
+                key,
+                known: KEYS.iter().map(|k| k.0).collect::<Vec<_>>().join(", "),
+            });
+        };
+        let text = match value {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(ConfigError::Value {
+                    path: path.to_path_buf(),
+                    key,
+                })
+            }
+        };
+        env.insert(*var, text);
+    }
+    Ok(env)
+}
+
+/// The config file named by `--config FILE` (or `--config=FILE`) in `args`, else by
+/// `KAIABC_CONFIG`.
+pub fn path_from(args: &[String]) -> Option<PathBuf> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    std::env::var_os("KAIABC_CONFIG").map(PathBuf::from)
+}
+
+/// A commented config file with every key (`kaiabc config template`); `default_of(flag)` gives
+/// a flag's built-in default (from the command's own definition, so they cannot drift).
+pub fn template(default_of: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::from(
+        "# kaiabc config file: `kaiabc run --config FILE` (or KAIABC_CONFIG=FILE).\n\
+         # Precedence: flags > environment variables > this file > built-in defaults.\n\
+         # Every key is optional; uncomment what you change.\n",
+    );
+    let mut section = "";
+    for (key, var, flag, what) in KEYS {
+        let (s, k) = key.split_once('.').expect("section.key");
+        if s != section {
+            section = s;
+            let _ = write!(out, "\n[{s}]\n");
+        }
+        let via = if flag.is_empty() {
+            var.to_string()
+        } else {
+            format!("{flag}, {var}")
+        };
+        let example = match default_of(flag) {
+            Some(d) if d.parse::<f64>().is_ok() || d == "true" || d == "false" => d,
+            Some(d) => format!("{d:?}"),
+            None => "\"\"".into(),
+        };
+        let _ = writeln!(out, "# {what} ({via})\n# {k} = {example}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+        parse(Path::new("kaiabc.toml"), text)
+    }
+
+    #[test]
+    fn keys_become_environment_variables() {
+        let env = p(
+            "[server]\nhttp = \"0.0.0.0:8080\"\n[dataflow]\nworkers = 4\n\
+                     [mqtt]\nanonymous = true\n[auth]\njwt_secret = \"s\"\n",
+        )
+        .unwrap();
+        assert_eq!(env["KAIABC_HTTP"], "0.0.0.0:8080");
+        assert_eq!(env["KAIABC_WORKERS"], "4");
+        assert_eq!(env["KAIABC_MQTT_ANONYMOUS"], "true");
+        assert_eq!(env["KAIABC_JWT_SECRET"], "s");
+        assert_eq!(env.len(), 4);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_errors() {
+        let e = p("[mqtt]\nlisen = \"x\"\n").unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::UnknownKey { key, .. } if key == "mqtt.lisen"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("mqtt.listen"), "{e}");
+        let e = p("[lake]\nroot = [1]\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Value { .. }), "{e}");
+        let e = p("[lake\nroot = 1\n").unwrap_err();
+        assert!(matches!(e, ConfigError::Syntax { .. }), "{e}");
+        assert!(
+            p("workers = 2\n").is_err(),
+            "keys outside a section are unknown"
+        );
+    }
+
+    #[test]
+    fn the_template_parses_back_once_uncommented() {
+        let t = template(|flag| (flag == "--workers").then(|| "1".to_string()));
+        assert!(t.contains("# workers = 1\n"), "{t}");
+        let uncommented: String = t
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(kv) if kv.contains(" = ") => format!("{kv}\n"),
+                _ if l.starts_with('#') => String::new(),
+                _ => format!("{l}\n"),
+            })
+            .collect();
+        let env = p(&uncommented).unwrap();
+        assert_eq!(env.len(), KEYS.len());
+    }
+
+    #[test]
+    fn the_config_path_comes_from_the_flag() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            path_from(&args(&["kaiabc", "run", "--config", "a.toml"])),
+            Some(PathBuf::from("a.toml"))
+        );
+        assert_eq!(
+            path_from(&args(&["kaiabc", "run", "--config=b.toml"])),
+            Some(PathBuf::from("b.toml"))
+        );
+    }
+}
