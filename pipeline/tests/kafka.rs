@@ -6,70 +6,16 @@
 mod common;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::kafka::{tansu, wait_for_port, Proc};
 use common::live::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
-
-/// A child process killed when the test ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_until(what, || {
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
-    });
-}
-
-/// tansu, installed by `scripts/tansu.sh` (the test command exports `KAIABC_TANSU`), with its
-/// SQLite storage in `dir`. Returns the process and its bootstrap address.
-fn tansu(dir: &Path) -> (Proc, String) {
-    let bin = std::env::var("KAIABC_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap())
-                .join(".cache/kaiabc/tools/tansu-0.6.0/bin/tansu")
-        });
-    assert!(
-        bin.exists(),
-        "{} is missing: run scripts/tansu.sh (the test command does)",
-        bin.display()
-    );
-    let port = free_port();
-    let url = format!("tcp://127.0.0.1:{port}");
-    let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            // Relative to the working directory: tansu joins the URL's path onto it.
-            "--storage-engine",
-            "sqlite://tansu.db",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    wait_for_port(port, "tansu");
-    (p, format!("127.0.0.1:{port}"))
-}
 
 /// Mosquitto (Debian's, installed by `scripts/services.sh`) on a free port, anonymous.
 fn mosquitto(dir: &Path) -> (Proc, u16) {
@@ -204,7 +150,7 @@ fn state_seq(http: SocketAddr, node: &str) -> Option<i64> {
 #[test]
 fn a_node_publish_goes_through_the_bridge_and_kafka_to_websocket_lake_and_topics() {
     let dir = tempfile::tempdir().unwrap();
-    let (_kafka_proc, kafka) = tansu(dir.path());
+    let (_kafka_proc, kafka) = tansu(dir.path(), "sqlite://tansu.db");
     let (_mosquitto, mqtt) = mosquitto(dir.path());
     let _bridge = bridge(mqtt, &kafka);
     let lake = dir.path().join("lake");
@@ -307,7 +253,7 @@ fn a_pipeline_killed_mid_stream_resumes_from_its_offsets_without_loss_or_duplica
     };
     assert_eq!(reference.lines().count() as i64, 1 + 2 * N);
 
-    let (_kafka_proc, kafka) = tansu(dir.path());
+    let (_kafka_proc, kafka) = tansu(dir.path(), "sqlite://tansu.db");
     let (_mosquitto, mqtt) = mosquitto(dir.path());
     let _bridge = bridge(mqtt, &kafka);
     let lake = dir.path().join("lake");

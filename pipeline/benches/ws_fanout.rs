@@ -1,0 +1,175 @@
+//! WebSocket fan-out: one node's states to many subscribers of `oscillator.state.{node}`,
+//! through a running `kaiabc run` (release build). Prints p50 / p99 / max latency from the
+//! MQTT publish to each subscriber's event, and how many of the events arrived, for 1
+//! subscriber (the baseline, same run) and for `KAIABC_BENCH_SUBSCRIBERS` (default 10 000).
+//!
+//! `cargo bench -p kaiabc-pipeline --bench ws_fanout`. Under `cargo test` it runs once with 20
+//! subscribers as a smoke test. Nothing is asserted about speed.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::live::{start, token};
+use futures_util::{SinkExt, StreamExt};
+use rumqttc::{AsyncClient, MqttOptions, QoS};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Readings published per round, 200 ms apart.
+const READINGS: i64 = 20;
+
+struct Figures {
+    subscribers: usize,
+    expected: usize,
+    received: usize,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+    connect: Duration,
+}
+
+fn reading(node: &str, seq: i64) -> String {
+    serde_json::json!({
+        "node_id": node,
+        "seq": seq,
+        "timestamp": format!("2026-01-05T{:02}:{:02}:00Z", seq / 60, seq % 60),
+        "temperature_kelvin": 300.0,
+        "sensor_type": "BME280",
+    })
+    .to_string()
+}
+
+async fn round(http: std::net::SocketAddr, mqtt: u16, node: &str, subscribers: usize) -> Figures {
+    let url = format!("ws://{http}/v1/ws?token={}", token("observer"));
+    let started = Instant::now();
+    // Connect in waves, so the listen backlog is never the thing measured.
+    let mut sockets = Vec::with_capacity(subscribers);
+    for wave in (0..subscribers).collect::<Vec<_>>().chunks(500) {
+        let conns = futures_util::future::join_all(wave.iter().map(|_| {
+            let url = url.clone();
+            let node = node.to_string();
+            async move {
+                let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+                    .await
+                    .unwrap();
+                let sub = serde_json::json!({"type": "subscribe",
+                    "streams": [format!("oscillator.state.{node}")]});
+                ws.send(Message::text(sub.to_string())).await.unwrap();
+                let _ack = ws.next().await;
+                ws
+            }
+        }))
+        .await;
+        sockets.extend(conns);
+    }
+    let connect = started.elapsed();
+    let sent_at: Arc<Mutex<Vec<Option<Instant>>>> =
+        Arc::new(Mutex::new(vec![None; READINGS as usize + 1]));
+    let readers: Vec<_> = sockets
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let mut got: Vec<(i64, Instant)> = Vec::new();
+                let deadline = tokio::time::Instant::now()
+                    + Duration::from_millis(200 * READINGS as u64 + 10_000);
+                while got.len() < READINGS as usize {
+                    let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await else {
+                        break;
+                    };
+                    let now = Instant::now();
+                    let Message::Text(t) = m else { continue };
+                    let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                    if v["type"] == "event" {
+                        got.push((v["data"]["seq"].as_i64().unwrap_or(0), now));
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let mut o = MqttOptions::new(format!("bench-{node}"), "127.0.0.1", mqtt);
+    o.set_keep_alive(Duration::from_secs(30));
+    let (client, mut events) = AsyncClient::new(o, 100);
+    let poller = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    for k in 1..=READINGS {
+        sent_at.lock().unwrap()[k as usize] = Some(Instant::now());
+        client
+            .publish(
+                format!("kaiabc/sensors/{node}"),
+                QoS::AtLeastOnce,
+                false,
+                reading(node, k),
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = client.disconnect().await;
+    poller.abort();
+    let mut lat = Vec::new();
+    for r in readers {
+        for (k, at) in r.await.unwrap() {
+            if let Some(t0) = sent_at.lock().unwrap().get(k as usize).copied().flatten() {
+                lat.push(at - t0);
+            }
+        }
+    }
+    lat.sort();
+    let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    Figures {
+        subscribers,
+        expected: subscribers * READINGS as usize,
+        received: lat.len(),
+        p50: q(0.5),
+        p99: q(0.99),
+        max: *lat.last().unwrap(),
+        connect,
+    }
+}
+
+fn main() {
+    let bench = std::env::args().any(|a| a == "--bench");
+    let many: usize = if bench {
+        std::env::var("KAIABC_BENCH_SUBSCRIBERS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10_000)
+    } else {
+        20
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, http, mqtt) = start(&dir.path().join("lake"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    println!(
+        "MQTT publish (QoS 1) -> WebSocket oscillator.state event to every subscriber of one \
+         node, {READINGS} readings 200 ms apart"
+    );
+    println!("| subscribers | events received | p50 | p99 | max | connect all |");
+    println!("|---|---|---|---|---|---|");
+    let mut rounds = Vec::new();
+    for (i, n) in [1, many].into_iter().enumerate() {
+        let f = rt.block_on(round(http, mqtt, &format!("fan{i}"), n));
+        println!(
+            "| {} | {} of {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} s |",
+            f.subscribers,
+            f.received,
+            f.expected,
+            f.p50.as_secs_f64() * 1e3,
+            f.p99.as_secs_f64() * 1e3,
+            f.max.as_secs_f64() * 1e3,
+            f.connect.as_secs_f64(),
+        );
+        rounds.push(f);
+    }
+    println!(
+        "p99 ratio, {} subscribers against 1: {:.1}",
+        many,
+        rounds[1].p99.as_secs_f64() / rounds[0].p99.as_secs_f64()
+    );
+}

@@ -1,0 +1,66 @@
+//! A real Kafka-protocol broker for the tests and benches: tansu, installed once by
+//! `scripts/tansu.sh`, started on a free loopback port.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::live::{free_port, wait_until};
+
+/// A child process killed when the test ends.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn wait_for_port(port: u16, what: &str) {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until(what, || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+    });
+}
+
+/// tansu, installed by `scripts/tansu.sh` (the test command exports `KAIABC_TANSU`), working in
+/// `dir` with `storage` (`sqlite://tansu.db`, relative to `dir`, or `memory://tansu/`). Returns
+/// the process and its bootstrap address.
+pub fn tansu(dir: &Path, storage: &str) -> (Proc, String) {
+    let bin = std::env::var("KAIABC_TANSU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap())
+                .join(".cache/kaiabc/tools/tansu-0.6.0/bin/tansu")
+        });
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/tansu.sh (the test command does)",
+        bin.display()
+    );
+    let port = free_port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("tansu.log")).unwrap();
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            // Relative to the working directory: tansu joins the URL's path onto it.
+            "--storage-engine",
+            storage,
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    wait_for_port(port, "tansu");
+    (p, format!("127.0.0.1:{port}"))
+}
