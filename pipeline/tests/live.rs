@@ -227,6 +227,48 @@ fn a_restart_after_sigterm_resumes_every_clock_where_it_stopped() {
         );
     }
 
+    // Exports: the same committed states as CSV, JSON and Parquet downloads.
+    let researcher = token("researcher");
+    let export = |q: &str| {
+        get_bytes(
+            http,
+            &format!("/v1/analytics/export?{range}{q}"),
+            &researcher,
+        )
+    };
+    let (status, head, body) = export("&format=csv");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(head.contains("content-type: text/csv"), "{head}");
+    assert!(
+        head.contains("attachment; filename=\"a-states-20260105t000000z.csv\""),
+        "{head}"
+    );
+    let text = String::from_utf8(body).unwrap();
+    assert!(text.starts_with("timestamp,seq,circadian_time"), "{text}");
+    assert_eq!(text.lines().count(), 6, "{text}");
+    let (_, _, body) = export("&format=json&resolution=1h");
+    let hourly: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(hourly[0]["samples"], 5, "{hourly}");
+    let (status, head, body) = export("&format=parquet&data=readings");
+    assert_eq!(status, 200);
+    assert!(head.contains("x-row-count: 5"), "{head}");
+    assert!(body.starts_with(b"PAR1") && body.ends_with(b"PAR1"));
+    // An empty range still names its columns.
+    let (_, _, body) = get_bytes(
+        http,
+        "/v1/analytics/export?node_id=nobody&data=rhythms",
+        &researcher,
+    );
+    assert!(String::from_utf8(body).unwrap().starts_with("node_id,"));
+    for bad in [
+        "&format=xml",
+        "&data=secrets",
+        "&data=readings&resolution=1h",
+    ] {
+        let (status, _, body) = export(bad);
+        assert_eq!(status, 400, "{bad}: {}", String::from_utf8_lossy(&body));
+    }
+
     let stderr = stop(server);
     assert!(stderr.contains("2 nodes resumed"), "{stderr}");
 
@@ -381,6 +423,7 @@ const MATRIX: &[(&str, &str, &str)] = &[
     ("GET", "/metrics", "public"),
     ("GET", "/v1/oscillator/state?node_id=z", "observer"),
     ("GET", "/v1/oscillator/history?node_id=z", "observer"),
+    ("GET", "/v1/analytics/export?node_id=z", "researcher"),
     ("GET", "/v1/diagnostics/performance", "researcher"),
     ("GET", "/v1/sensors/nodes", "observer"),
     ("POST", "/v1/sensors/nodes", "admin"),

@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 
 use kaiabc_schemas::Table;
 
+pub use arrow::array::RecordBatch;
 pub use checkpoint::{checkpoint_dir, open_checkpoints, CheckpointWriter, Restored};
 pub use keys::{existing_keys, ExistingKeys};
-pub use query::{query, session, write_batches, OutputFormat};
+pub use query::{parquet_bytes, query, session, write_batches, OutputFormat};
 pub use record::{Columns, LakeRecord, LakeRow};
 pub use writer::{LakeConfig, LakeWriter};
 

@@ -42,11 +42,39 @@ pub async fn session(root: &Path) -> Result<SessionContext, LakeError> {
     Ok(ctx)
 }
 
-/// Runs one SQL statement over the lake.
+/// Runs one SQL statement over the lake; the result has at least one (perhaps empty) batch.
 pub async fn query(root: &Path, sql: &str) -> Result<Vec<RecordBatch>, LakeError> {
     let ctx = session(root).await?;
     let df = ctx.sql(sql).await?;
-    Ok(df.collect().await?)
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let mut batches = df.collect().await?;
+    // An empty result still carries its columns (a CSV header, a Parquet schema).
+    if batches.is_empty() {
+        batches.push(RecordBatch::new_empty(schema));
+    }
+    Ok(batches)
+}
+
+/// Query results as one zstd-compressed Parquet file in memory (an export's download).
+pub fn parquet_bytes(batches: &[RecordBatch]) -> Result<Vec<u8>, LakeError> {
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let perr = |source| LakeError::Parquet {
+        path: "<export>".into(),
+        source,
+    };
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    let mut out = Vec::new();
+    let mut w = parquet::arrow::ArrowWriter::try_new(&mut out, first.schema(), Some(props))
+        .map_err(perr)?;
+    for b in batches {
+        w.write(b).map_err(perr)?;
+    }
+    w.close().map_err(perr)?;
+    Ok(out)
 }
 
 /// Writes query results in `format`.

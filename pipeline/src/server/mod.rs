@@ -18,6 +18,10 @@ use crate::auth::{AuthError, Claims, Jwt, Principal, Registration, Registry, Rol
 use crate::dataflow::live::{Inbound, LiveShared};
 use crate::ratelimit::{Kind, RateLimiter, Verdict};
 
+mod lake;
+
+use lake::{export, history, ExportQuery, HistoryQuery};
+
 /// The specification's error body: `{"error": {"code", "message", "timestamp"}}`.
 pub fn error_body(
     status: StatusCode,
@@ -67,6 +71,11 @@ pub const ENDPOINTS: &[(&str, &str, Access)] = &[
     ("GET", "/v1/ws", Access::AtLeast(Role::Observer)),
     (
         "GET",
+        "/v1/analytics/export",
+        Access::AtLeast(Role::Researcher),
+    ),
+    (
+        "GET",
         "/v1/diagnostics/performance",
         Access::AtLeast(Role::Researcher),
     ),
@@ -110,176 +119,6 @@ pub struct Api {
     pub lake: std::path::PathBuf,
     /// Requests per credential.
     pub limiter: RateLimiter,
-}
-
-#[derive(Debug, Deserialize)]
-struct HistoryQuery {
-    node_id: Option<String>,
-    start: Option<String>,
-    end: Option<String>,
-    resolution: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
-/// The time buckets `resolution` may name, as SQL intervals.
-const RESOLUTIONS: &[(&str, &str)] = &[
-    ("1m", "1 minute"),
-    ("5m", "5 minutes"),
-    ("15m", "15 minutes"),
-    ("1h", "1 hour"),
-    ("6h", "6 hours"),
-    ("1d", "1 day"),
-];
-
-/// The largest page of history.
-pub const MAX_HISTORY_LIMIT: usize = 10_000;
-
-fn bad(msg: impl Into<String>) -> warp::reply::Response {
-    error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", msg)
-}
-
-/// `GET /v1/oscillator/history`: a node's committed states from the lake, raw or averaged
-/// into time buckets, oldest first, a page at a time (`next_cursor`).
-async fn history(api: Arc<Api>, q: HistoryQuery) -> warp::reply::Response {
-    let Some(node) = q.node_id.filter(|n| crate::auth::valid_node_id(n)) else {
-        return bad("node_id is required (1-64 characters of A-Z a-z 0-9 _ -)");
-    };
-    let parse = |name: &str, v: &Option<String>| -> Result<Option<i64>, String> {
-        match v {
-            None => Ok(None),
-            Some(t) => kaiabc_schemas::parse_timestamp(t)
-                .map(|t| Some(t.timestamp_micros()))
-                .map_err(|e| format!("{name}: {e}")),
-        }
-    };
-    let end = match parse("end", &q.end) {
-        Ok(v) => v.unwrap_or_else(|| Utc::now().timestamp_micros()),
-        Err(m) => return bad(m),
-    };
-    let start = match parse("start", &q.start) {
-        Ok(v) => v.unwrap_or(end - 24 * 3_600_000_000),
-        Err(m) => return bad(m),
-    };
-    if start >= end {
-        return bad("start must be before end");
-    }
-    let limit = q.limit.unwrap_or(1000);
-    if limit == 0 || limit > MAX_HISTORY_LIMIT {
-        return bad(format!("limit must be 1-{MAX_HISTORY_LIMIT}"));
-    }
-    let after: Option<i64> = match q.cursor.as_deref().map(str::parse) {
-        None => None,
-        Some(Ok(c)) => Some(c),
-        Some(Err(_)) => return bad("cursor is not one this API issued"),
-    };
-    let resolution = q.resolution.unwrap_or_else(|| "raw".into());
-    let interval = match resolution.as_str() {
-        "raw" => None,
-        r => match RESOLUTIONS.iter().find(|(k, _)| *k == r) {
-            Some((_, i)) => Some(*i),
-            None => {
-                return bad(format!(
-                    "resolution {r:?}: raw, {}",
-                    RESOLUTIONS
-                        .iter()
-                        .map(|(k, _)| *k)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            }
-        },
-    };
-    let day = |us: i64| {
-        chrono::DateTime::from_timestamp_micros(us)
-            .map(|t| t.format("%Y-%m-%d").to_string())
-            .unwrap_or_else(|| "1970-01-01".into())
-    };
-    // Everything interpolated is checked above: the node id's charset, integers, a fixed list.
-    let filter = format!(
-        "node_id = '{node}' AND timestamp >= to_timestamp_micros({start}) \
-         AND timestamp < to_timestamp_micros({end}) \
-         AND date BETWEEN DATE '{}' AND DATE '{}'",
-        day(start),
-        day(end)
-    );
-    let cursor_cond = |col: &str| {
-        after
-            .map(|c| format!(" AND {col} > to_timestamp_micros({c})"))
-            .unwrap_or_default()
-    };
-    let sql = match interval {
-        None => format!(
-            "SELECT timestamp, seq, circadian_time, phase, period_hours, \"C_U\", \"C_S\", \
-             \"C_T\", \"C_ST\", \"A_free\", \"CABC_complex\", koa_metric, output_pwm, \
-             entrainment_active, temperature_kelvin, raw_temperature_kelvin \
-             FROM states WHERE {filter}{} ORDER BY timestamp, seq LIMIT {}",
-            cursor_cond("timestamp"),
-            limit + 1
-        ),
-        Some(i) => format!(
-            "SELECT * FROM (SELECT date_bin(INTERVAL '{i}', timestamp, \
-             TIMESTAMP '1970-01-01T00:00:00Z') AS timestamp, count(*) AS samples, \
-             last_value(circadian_time ORDER BY timestamp) AS circadian_time, \
-             last_value(phase ORDER BY timestamp) AS phase, avg(period_hours) AS period_hours, \
-             avg(\"C_U\") AS \"C_U\", avg(\"C_S\") AS \"C_S\", avg(\"C_T\") AS \"C_T\", \
-             avg(\"C_ST\") AS \"C_ST\", avg(\"A_free\") AS \"A_free\", \
-             avg(\"CABC_complex\") AS \"CABC_complex\", avg(koa_metric) AS koa_metric, \
-             avg(output_pwm) AS output_pwm, avg(temperature_kelvin) AS temperature_kelvin, \
-             avg(raw_temperature_kelvin) AS raw_temperature_kelvin \
-             FROM states WHERE {filter} GROUP BY 1) WHERE true{} ORDER BY timestamp LIMIT {}",
-            cursor_cond("timestamp"),
-            limit + 1
-        ),
-    };
-    let batches = match kaiabc_connectors::lake::query(&api.lake, &sql).await {
-        Ok(b) => b,
-        Err(e) => {
-            return error_body(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "QUERY_FAILED",
-                e.to_string(),
-            )
-        }
-    };
-    let mut json = Vec::new();
-    if let Err(e) = kaiabc_connectors::lake::write_batches(
-        &batches,
-        kaiabc_connectors::lake::OutputFormat::Json,
-        &mut json,
-    ) {
-        return error_body(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "QUERY_FAILED",
-            e.to_string(),
-        );
-    }
-    let mut points: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap_or_default();
-    let next_cursor = if points.len() > limit {
-        points.truncate(limit);
-        points
-            .last()
-            .and_then(|p| p["timestamp"].as_str())
-            .and_then(|t| kaiabc_schemas::parse_timestamp(t).ok())
-            .map(|t| t.timestamp_micros().to_string())
-    } else {
-        None
-    };
-    let ts = |us: i64| {
-        chrono::DateTime::from_timestamp_micros(us)
-            .map(|t| kaiabc_schemas::format_timestamp(&t))
-            .unwrap_or_default()
-    };
-    warp::reply::json(&serde_json::json!({
-        "node_id": node,
-        "resolution": resolution,
-        "start": ts(start),
-        "end": ts(end),
-        "count": points.len(),
-        "points": points,
-        "next_cursor": next_cursor,
-    }))
-    .into_response()
 }
 
 /// A refusal that becomes the specification's error body.
@@ -430,6 +269,17 @@ pub fn routes(
             .and(warp::query::<HistoryQuery>())
             .then(move |_: Principal, q: HistoryQuery| history(Arc::clone(&api2), q))
     };
+    let export = {
+        let api2 = Arc::clone(&api);
+        warp::path!("v1" / "analytics" / "export")
+            .and(warp::get())
+            .and(authorise(
+                Arc::clone(&api),
+                access("GET", "/v1/analytics/export"),
+            ))
+            .and(warp::query::<ExportQuery>())
+            .then(move |_: Principal, q: ExportQuery| export(Arc::clone(&api2), q))
+    };
     let performance = {
         let shared = Arc::clone(&shared);
         warp::path!("v1" / "diagnostics" / "performance")
@@ -517,6 +367,8 @@ pub fn routes(
         .or(performance)
         .unify()
         .or(history)
+        .unify()
+        .or(export)
         .unify()
         .or(ws)
         .unify()

@@ -1,0 +1,318 @@
+//! Reads of the lake over HTTP: a node's history (paged, optionally downsampled) and exports of
+//! a node's states, readings or rhythm windows as CSV, JSON or Parquet. Both run SQL through
+//! DataFusion over committed files only.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use kaiabc_connectors::lake::RecordBatch;
+use serde::Deserialize;
+use warp::http::StatusCode;
+use warp::Reply;
+
+use super::{error_body, Api};
+
+#[derive(Debug, Deserialize)]
+pub(super) struct HistoryQuery {
+    node_id: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    resolution: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ExportQuery {
+    node_id: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    resolution: Option<String>,
+    format: Option<String>,
+    data: Option<String>,
+}
+
+/// The time buckets `resolution` may name, as SQL intervals.
+const RESOLUTIONS: &[(&str, &str)] = &[
+    ("1m", "1 minute"),
+    ("5m", "5 minutes"),
+    ("15m", "15 minutes"),
+    ("1h", "1 hour"),
+    ("6h", "6 hours"),
+    ("1d", "1 day"),
+];
+
+/// The largest page of history.
+pub const MAX_HISTORY_LIMIT: usize = 10_000;
+
+/// The most rows one export returns (narrower ranges or coarser resolutions for more).
+pub const MAX_EXPORT_ROWS: usize = 1_000_000;
+
+type Response = warp::reply::Response;
+
+/// Why a lake read is refused: small, so results stay cheap to pass around.
+enum Refusal {
+    /// A parameter is wrong (400 `INVALID_PARAMETER`).
+    Bad(String),
+    /// The query failed (500 `QUERY_FAILED`).
+    Failed(String),
+}
+
+impl Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Bad(m) => error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m),
+            Self::Failed(m) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "QUERY_FAILED", m),
+        }
+    }
+}
+
+fn bad(msg: impl Into<String>) -> Refusal {
+    Refusal::Bad(msg.into())
+}
+
+fn failed(e: impl std::fmt::Display) -> Refusal {
+    Refusal::Failed(e.to_string())
+}
+
+/// A node and a time range `[start, end)` in microseconds, checked.
+struct Range {
+    node: String,
+    start: i64,
+    end: i64,
+}
+
+impl Range {
+    /// From the query: `end` defaults to now and `start` to a day before `end`.
+    fn parse(
+        node: Option<String>,
+        start: &Option<String>,
+        end: &Option<String>,
+    ) -> Result<Self, Refusal> {
+        let Some(node) = node.filter(|n| crate::auth::valid_node_id(n)) else {
+            return Err(bad(
+                "node_id is required (1-64 characters of A-Z a-z 0-9 _ -)",
+            ));
+        };
+        let parse = |name: &str, v: &Option<String>| -> Result<Option<i64>, Refusal> {
+            match v {
+                None => Ok(None),
+                Some(t) => kaiabc_schemas::parse_timestamp(t)
+                    .map(|t| Some(t.timestamp_micros()))
+                    .map_err(|e| bad(format!("{name}: {e}"))),
+            }
+        };
+        let end = parse("end", end)?.unwrap_or_else(|| Utc::now().timestamp_micros());
+        let start = parse("start", start)?.unwrap_or(end - 24 * 3_600_000_000);
+        if start >= end {
+            return Err(bad("start must be before end"));
+        }
+        Ok(Self { node, start, end })
+    }
+
+    /// The SQL condition on `time_column`, with the `date` partitions pruned. Everything
+    /// interpolated has been checked: the node id's charset, and integers.
+    fn filter(&self, time_column: &str) -> String {
+        let day = |us: i64| {
+            chrono::DateTime::from_timestamp_micros(us)
+                .map(|t| t.format("%Y-%m-%d").to_string())
+                .unwrap_or_else(|| "1970-01-01".into())
+        };
+        format!(
+            "node_id = '{}' AND {time_column} >= to_timestamp_micros({}) \
+             AND {time_column} < to_timestamp_micros({}) \
+             AND date BETWEEN DATE '{}' AND DATE '{}'",
+            self.node,
+            self.start,
+            self.end,
+            day(self.start),
+            day(self.end)
+        )
+    }
+}
+
+fn ts(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| kaiabc_schemas::format_timestamp(&t))
+        .unwrap_or_default()
+}
+
+/// The SQL interval of a `resolution` (`None` for raw).
+fn interval_of(resolution: &str) -> Result<Option<&'static str>, Refusal> {
+    if resolution == "raw" {
+        return Ok(None);
+    }
+    match RESOLUTIONS.iter().find(|(k, _)| *k == resolution) {
+        Some((_, i)) => Ok(Some(i)),
+        None => Err(bad(format!(
+            "resolution {resolution:?}: raw, {}",
+            RESOLUTIONS
+                .iter()
+                .map(|(k, _)| *k)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// A node's states in the range, raw or averaged into `interval` buckets (circadian time and
+/// phase take the bucket's last value), after `after` (µs), oldest first, at most `limit`.
+fn states_sql(r: &Range, interval: Option<&str>, after: Option<i64>, limit: usize) -> String {
+    let filter = r.filter("timestamp");
+    let cursor = after
+        .map(|c| format!(" AND timestamp > to_timestamp_micros({c})"))
+        .unwrap_or_default();
+    match interval {
+        None => format!(
+            "SELECT timestamp, seq, circadian_time, phase, period_hours, \"C_U\", \"C_S\", \
+             \"C_T\", \"C_ST\", \"A_free\", \"CABC_complex\", koa_metric, output_pwm, \
+             entrainment_active, temperature_kelvin, raw_temperature_kelvin \
+             FROM states WHERE {filter}{cursor} ORDER BY timestamp, seq LIMIT {limit}"
+        ),
+        Some(i) => format!(
+            "SELECT * FROM (SELECT date_bin(INTERVAL '{i}', timestamp, \
+             TIMESTAMP '1970-01-01T00:00:00Z') AS timestamp, count(*) AS samples, \
+             last_value(circadian_time ORDER BY timestamp) AS circadian_time, \
+             last_value(phase ORDER BY timestamp) AS phase, avg(period_hours) AS period_hours, \
+             avg(\"C_U\") AS \"C_U\", avg(\"C_S\") AS \"C_S\", avg(\"C_T\") AS \"C_T\", \
+             avg(\"C_ST\") AS \"C_ST\", avg(\"A_free\") AS \"A_free\", \
+             avg(\"CABC_complex\") AS \"CABC_complex\", avg(koa_metric) AS koa_metric, \
+             avg(output_pwm) AS output_pwm, avg(temperature_kelvin) AS temperature_kelvin, \
+             avg(raw_temperature_kelvin) AS raw_temperature_kelvin \
+             FROM states WHERE {filter} GROUP BY 1) WHERE true{cursor} ORDER BY timestamp \
+             LIMIT {limit}"
+        ),
+    }
+}
+
+async fn run(api: &Api, sql: &str) -> Result<Vec<RecordBatch>, Refusal> {
+    kaiabc_connectors::lake::query(&api.lake, sql)
+        .await
+        .map_err(failed)
+}
+
+fn encode(
+    batches: &[RecordBatch],
+    format: kaiabc_connectors::lake::OutputFormat,
+) -> Result<Vec<u8>, Refusal> {
+    let mut out = Vec::new();
+    kaiabc_connectors::lake::write_batches(batches, format, &mut out).map_err(failed)?;
+    Ok(out)
+}
+
+/// `GET /v1/oscillator/history`: a node's committed states from the lake, raw or averaged
+/// into time buckets, oldest first, a page at a time (`next_cursor`).
+pub(super) async fn history(api: Arc<Api>, q: HistoryQuery) -> Response {
+    history_page(api, q)
+        .await
+        .unwrap_or_else(Refusal::into_response)
+}
+
+async fn history_page(api: Arc<Api>, q: HistoryQuery) -> Result<Response, Refusal> {
+    let r = Range::parse(q.node_id, &q.start, &q.end)?;
+    let limit = q.limit.unwrap_or(1000);
+    if limit == 0 || limit > MAX_HISTORY_LIMIT {
+        return Err(bad(format!("limit must be 1-{MAX_HISTORY_LIMIT}")));
+    }
+    let after: Option<i64> = match q.cursor.as_deref().map(str::parse) {
+        None => None,
+        Some(Ok(c)) => Some(c),
+        Some(Err(_)) => return Err(bad("cursor is not one this API issued")),
+    };
+    let resolution = q.resolution.unwrap_or_else(|| "raw".into());
+    let interval = interval_of(&resolution)?;
+    let batches = run(&api, &states_sql(&r, interval, after, limit + 1)).await?;
+    let json = encode(&batches, kaiabc_connectors::lake::OutputFormat::Json)?;
+    let mut points: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap_or_default();
+    let next_cursor = if points.len() > limit {
+        points.truncate(limit);
+        points
+            .last()
+            .and_then(|p| p["timestamp"].as_str())
+            .and_then(|t| kaiabc_schemas::parse_timestamp(t).ok())
+            .map(|t| t.timestamp_micros().to_string())
+    } else {
+        None
+    };
+    Ok(warp::reply::json(&serde_json::json!({
+        "node_id": r.node,
+        "resolution": resolution,
+        "start": ts(r.start),
+        "end": ts(r.end),
+        "count": points.len(),
+        "points": points,
+        "next_cursor": next_cursor,
+    }))
+    .into_response())
+}
+
+/// `GET /v1/analytics/export`: a node's `data` (states, readings or rhythms) in the range as
+/// CSV, JSON or Parquet, as a download. States may be downsampled with `resolution`.
+pub(super) async fn export(api: Arc<Api>, q: ExportQuery) -> Response {
+    export_file(api, q)
+        .await
+        .unwrap_or_else(Refusal::into_response)
+}
+
+async fn export_file(api: Arc<Api>, q: ExportQuery) -> Result<Response, Refusal> {
+    use kaiabc_connectors::lake::OutputFormat;
+    let r = Range::parse(q.node_id, &q.start, &q.end)?;
+    let format = q.format.unwrap_or_else(|| "csv".into());
+    let (content_type, ext) = match format.as_str() {
+        "csv" => ("text/csv", "csv"),
+        "json" => ("application/json", "json"),
+        "parquet" => ("application/vnd.apache.parquet", "parquet"),
+        f => return Err(bad(format!("format {f:?}: csv, json or parquet"))),
+    };
+    let data = q.data.unwrap_or_else(|| "states".into());
+    let resolution = q.resolution.unwrap_or_else(|| "raw".into());
+    let interval = interval_of(&resolution)?;
+    let limit = MAX_EXPORT_ROWS + 1;
+    let sql = match (data.as_str(), interval) {
+        ("states", i) => states_sql(&r, i, None, limit),
+        ("readings", None) => format!(
+            "SELECT * EXCLUDE (date) FROM readings WHERE {} ORDER BY timestamp, seq LIMIT {limit}",
+            r.filter("timestamp")
+        ),
+        ("rhythms", None) => format!(
+            "SELECT * EXCLUDE (date) FROM rhythms WHERE {} ORDER BY window_end, metric LIMIT {limit}",
+            r.filter("window_end")
+        ),
+        ("readings" | "rhythms", Some(_)) => {
+            return Err(bad("resolution applies to data=states only"))
+        }
+        (d, _) => return Err(bad(format!("data {d:?}: states, readings or rhythms"))),
+    };
+    let batches = run(&api, &sql).await?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    if rows > MAX_EXPORT_ROWS {
+        return Err(bad(format!(
+            "more than {MAX_EXPORT_ROWS} rows: narrow the range or use a coarser resolution"
+        )));
+    }
+    let body = match format.as_str() {
+        "parquet" => kaiabc_connectors::lake::parquet_bytes(&batches).map_err(failed)?,
+        "json" => encode(&batches, OutputFormat::Json)?,
+        _ => encode(&batches, OutputFormat::Csv)?,
+    };
+    let name = format!(
+        "{}-{data}-{}.{ext}",
+        r.node,
+        chrono::DateTime::from_timestamp_micros(r.start)
+            .map(|t| t.format("%Y%m%dT%H%M%SZ").to_string())
+            .unwrap_or_default()
+    );
+    let mut resp = warp::reply::Response::new(body.into());
+    let h = resp.headers_mut();
+    h.insert(
+        "content-type",
+        content_type.parse().expect("a valid header"),
+    );
+    if let Ok(v) = format!("attachment; filename=\"{name}\"").parse() {
+        h.insert("content-disposition", v);
+    }
+    if let Ok(v) = rows.to_string().parse() {
+        h.insert("x-row-count", v);
+    }
+    Ok(resp)
+}
