@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use kaiabc_schemas::{
-    LakeRow, Metric, OscillatorState, ReadingRow, RhythmWindow, SensorReading, StateVariables,
+    ControlAction, ControlCommand, LakeRow, Metric, OscillatorState, ReadingRow, RhythmWindow,
+    SensorReading, StateVariables,
 };
 
 use crate::clock::{Clock, ClockCheckpoint, ClockConfig, InitialCondition};
@@ -109,6 +110,8 @@ pub enum Disposition {
     Late,
     /// Its (seq) or (timestamp) was seen before: dropped.
     Duplicate,
+    /// The node is paused: kept in `readings`, the clock not moved.
+    Paused,
 }
 
 /// Errors of a node's processing (the reading is then dead-lettered).
@@ -177,14 +180,23 @@ pub struct NodeState {
     bins: Bins,
     next_window_end: Option<i64>,
     window_period: Option<f64>,
+    control: NodeControl,
 }
 
 const MICROS_PER_HOUR: f64 = 3.6e9;
 
-/// A node's state as a restart needs it: the clock, the filter, the duplicate keys and the
-/// rhythm bins. Encoded with [`NodeCheckpoint::to_bytes`] (postcard, versioned).
+/// A node's state as a restart needs it: the clock, the filter, the duplicate keys, the rhythm
+/// bins and the control state. Encoded with [`NodeCheckpoint::to_bytes`] (postcard, versioned).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeCheckpoint {
+    /// Version 1's fields; postcard lays nested fields out in sequence, so version 2's bytes are
+    /// version 1's followed by the control state, and version 1 still decodes.
+    core: CheckpointCore,
+    control: NodeControl,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct CheckpointCore {
     clock: Option<ClockCheckpoint>,
     filter: KalmanFilter,
     last_micros: Option<i64>,
@@ -193,6 +205,15 @@ pub struct NodeCheckpoint {
     bins: Bins,
     next_window_end: Option<i64>,
     window_period: Option<f64>,
+}
+
+/// What control commands set on a node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeControl {
+    /// Paused since this event time (µs): readings are recorded but do not move the clock.
+    pub paused_since: Option<i64>,
+    /// The PWM duty held by a manual override.
+    pub override_pwm: Option<u8>,
 }
 
 /// Why a checkpoint could not be read or resumed.
@@ -216,7 +237,7 @@ pub enum CheckpointError {
 }
 
 /// The checkpoint encoding's version, its first byte; bumped when [`NodeCheckpoint`] changes.
-pub const CHECKPOINT_VERSION: u8 = 1;
+pub const CHECKPOINT_VERSION: u8 = 2;
 
 impl NodeCheckpoint {
     /// The checkpoint as bytes: the version, then the postcard encoding.
@@ -231,13 +252,23 @@ impl NodeCheckpoint {
         match bytes.split_first() {
             None => Err(CheckpointError::Empty),
             Some((&CHECKPOINT_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+            // Before control commands: no pause, no override.
+            Some((1, rest)) => Ok(Self {
+                core: postcard::from_bytes(rest)?,
+                control: NodeControl::default(),
+            }),
             Some((&v, _)) => Err(CheckpointError::Version(v)),
         }
     }
 
     /// Event time (µs) of the last reading applied.
     pub fn last_micros(&self) -> Option<i64> {
-        self.last_micros
+        self.core.last_micros
+    }
+
+    /// The control state (pause, override).
+    pub fn control(&self) -> NodeControl {
+        self.control
     }
 }
 
@@ -258,26 +289,31 @@ impl NodeState {
             bins: Bins::default(),
             next_window_end: None,
             window_period: None,
+            control: NodeControl::default(),
         })
     }
 
     /// What a restart needs to resume this node ([`NodeState::resume`]).
     pub fn checkpoint(&self) -> NodeCheckpoint {
         NodeCheckpoint {
-            clock: self.clock.as_ref().map(Clock::checkpoint),
-            filter: self.filter.clone(),
-            last_micros: self.last_micros,
-            last_kelvin: self.last_kelvin,
-            recent: self.recent.clone(),
-            bins: self.bins.clone(),
-            next_window_end: self.next_window_end,
-            window_period: self.window_period,
+            core: CheckpointCore {
+                clock: self.clock.as_ref().map(Clock::checkpoint),
+                filter: self.filter.clone(),
+                last_micros: self.last_micros,
+                last_kelvin: self.last_kelvin,
+                recent: self.recent.clone(),
+                bins: self.bins.clone(),
+                next_window_end: self.next_window_end,
+                window_period: self.window_period,
+            },
+            control: self.control,
         }
     }
 
     /// A node continuing from a checkpoint under the running configuration: its clock goes on
     /// from where it stopped instead of restarting at the initial condition.
     pub fn resume(cfg: &NodeConfig, cp: NodeCheckpoint) -> Result<Self, CheckpointError> {
+        let NodeCheckpoint { core: cp, control } = cp;
         let clock = match cp.clock {
             Some(c) => Some(Clock::resume(cfg.clock, cfg.reference.clone(), c)?),
             None => None,
@@ -291,7 +327,41 @@ impl NodeState {
             bins: cp.bins,
             next_window_end: cp.next_window_end,
             window_period: cp.window_period,
+            control,
         })
+    }
+
+    /// Applies a control command (see [`ControlAction`]).
+    pub fn control(&mut self, cfg: &NodeConfig, cmd: &ControlCommand) -> Result<(), NodeError> {
+        let micros = cmd.timestamp.timestamp_micros();
+        match cmd.action {
+            ControlAction::Reset => {
+                if let Some(clock) = &mut self.clock {
+                    clock.reset(InitialCondition::CircadianTime(cfg.initial_ct))?;
+                }
+                self.filter = KalmanFilter::new(cfg.kalman)?;
+            }
+            ControlAction::Pause => {
+                self.control.paused_since.get_or_insert(micros);
+            }
+            ControlAction::Resume => {
+                if let Some(since) = self.control.paused_since.take() {
+                    if let Some(clock) = &mut self.clock {
+                        // The clock skips the paused time: it goes on from where it stood,
+                        // shifted by the pause's length.
+                        let paused = hours_since_epoch(micros) - hours_since_epoch(since);
+                        clock.resume_at(clock.t_hours() + paused.max(0.0))?;
+                    }
+                }
+            }
+            ControlAction::ManualOverride { pwm } => self.control.override_pwm = pwm,
+        }
+        Ok(())
+    }
+
+    /// The control state (pause, override).
+    pub fn control_state(&self) -> NodeControl {
+        self.control
     }
 
     /// Whether the node saw this key before (within the remembered recent keys).
@@ -331,6 +401,17 @@ impl NodeState {
             }));
             return Ok(Disposition::Late);
         }
+        if self.control.paused_since.is_some() {
+            self.last_micros = Some(micros);
+            self.remember(cfg, micros, reading.seq);
+            out.push(NodeOutput::Reading(ReadingRow {
+                reading,
+                filtered_temperature_kelvin: None,
+                kalman_variance: None,
+                late: false,
+            }));
+            return Ok(Disposition::Paused);
+        }
         self.close_windows(cfg, micros, &reading.node_id, out);
         let (kelvin, variance, drive, entrained) = match self.step(cfg, &reading, micros) {
             Ok(v) => v,
@@ -356,7 +437,11 @@ impl NodeState {
                 CABC_complex: c.cabc_complex,
             },
             koa_metric: snap.koa_metric,
-            output_pwm: i32::from(cfg.mapping.pwm(snap.koa_metric)),
+            output_pwm: i32::from(
+                self.control
+                    .override_pwm
+                    .unwrap_or_else(|| cfg.mapping.pwm(snap.koa_metric)),
+            ),
             entrainment_active: entrained,
             temperature_kelvin: drive,
             raw_temperature_kelvin: reading.temperature_kelvin,

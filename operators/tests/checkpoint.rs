@@ -147,7 +147,7 @@ fn run_operator(
                 .capture_into(tx);
         });
         for (i, r) in rs.iter().enumerate() {
-            input.send((i as u64, r.clone()));
+            input.send((i as u64, r.clone().into()));
             input.advance_to(i as u64 + 1);
             worker.step();
         }
@@ -238,7 +238,7 @@ fn a_requested_barrier_follows_everything_sent_before_the_request() {
                 .capture_into(tx);
         });
         for (i, r) in rs[..10].iter().enumerate() {
-            input.send((i as u64, r.clone()));
+            input.send((i as u64, r.clone().into()));
         }
         input.flush();
         for _ in 0..5 {

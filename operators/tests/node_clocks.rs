@@ -66,7 +66,7 @@ fn run(ordering: Ordering, batch: usize) -> Vec<String> {
         });
         for (i, chunk) in data.chunks(batch).enumerate() {
             for (j, r) in chunk.iter().enumerate() {
-                input.send(((i * batch + j) as u64, r.clone()));
+                input.send(((i * batch + j) as u64, r.clone().into()));
             }
             input.advance_to(i as u64 + 1);
             worker.step();

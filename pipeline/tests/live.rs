@@ -838,3 +838,127 @@ fn a_config_file_sets_what_the_environment_and_flags_do_not() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown key \"mqtt.lisen\""), "{err}");
 }
+
+#[test]
+fn control_commands_reach_the_clock_in_order_with_readings_are_logged_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let (server, http, mqtt) = start(&lake);
+    let researcher = token("researcher");
+    let observer = token("observer");
+    let post = |path: &str, body: &str, t: &str| {
+        request(
+            http,
+            "POST",
+            path,
+            &[("Authorization", &format!("Bearer {t}"))],
+            body,
+        )
+    };
+    let state_of = |seq: i64| {
+        wait_until("the state", || {
+            get(http, "/v1/oscillator/state?node_id=c1")
+                .filter(|(s, b)| *s == 200 && b["seq"] == seq)
+                .map(|(_, b)| b)
+        })
+    };
+    publish(mqtt, &readings_of("c1", 1..=2));
+    let free = state_of(2)["output_pwm"].as_i64().unwrap();
+    let hold = if free == 77 { 78 } else { 77 };
+
+    let (status, body) = post(
+        "/v1/output/manual-override",
+        &format!(r#"{{"node_id":"c1","pwm":{hold}}}"#),
+        &researcher,
+    );
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["command"]["control"], "manual_override");
+    publish(mqtt, &readings_of("c1", 3..=3));
+    assert_eq!(state_of(3)["output_pwm"], hold);
+
+    // Paused: reading 4 is recorded but gives no state; after the resume, reading 5 does.
+    assert_eq!(
+        post("/v1/simulation/pause", r#"{"node_id":"c1"}"#, &researcher).0,
+        202
+    );
+    publish(mqtt, &readings_of("c1", 4..=4));
+    // The broker acknowledges before it forwards: wait until the pipeline has reading 4, so
+    // that the resume comes after it.
+    wait_until("reading 4 received", || {
+        let (_, text) = get_text(http, "/metrics");
+        text.contains("kaiabc_sensor_readings_total{node_id=\"c1\",sensor_type=\"BME280\"} 4")
+            .then_some(())
+    });
+    assert_eq!(
+        post("/v1/simulation/resume", r#"{"node_id":"c1"}"#, &researcher).0,
+        202
+    );
+    publish(mqtt, &readings_of("c1", 5..=5));
+    assert_eq!(state_of(5)["output_pwm"], hold);
+
+    // Observers may not; malformed bodies are refused.
+    assert_eq!(
+        post("/v1/oscillator/reset", r#"{"node_id":"c1"}"#, &observer).0,
+        403
+    );
+    for (path, body) in [
+        (
+            "/v1/output/manual-override",
+            r#"{"node_id":"c1","pwm":300}"#,
+        ),
+        ("/v1/oscillator/reset", r#"{"node":"c1"}"#),
+        ("/v1/simulation/pause", r#"{"node_id":"c 1"}"#),
+    ] {
+        let (status, b) = post(path, body, &researcher);
+        assert_eq!(
+            (status, b["error"]["code"].as_str()),
+            (400, Some("INVALID_PARAMETER")),
+            "{path} {body}: {b}"
+        );
+    }
+    // A node cannot send commands on its topic: a dead letter, not a reset.
+    publish(
+        mqtt,
+        &[(
+            "kaiabc/sensors/c1".to_string(),
+            r#"{"control":"reset","node_id":"c1","timestamp":"2026-01-05T11:00:00Z"}"#.to_string(),
+        )],
+    );
+    stop(server);
+
+    let log = std::fs::read_to_string(lake.join("_control/commands.jsonl")).unwrap();
+    let actions: Vec<String> = log
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["issued_by"], "tester", "{l}");
+            v["control"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(actions, ["manual_override", "pause", "resume"]);
+    assert_eq!(
+        csv(&lake, "SELECT seq FROM states ORDER BY seq"),
+        "seq\n1\n2\n3\n5\n"
+    );
+    assert_eq!(
+        csv(&lake, "SELECT seq FROM readings ORDER BY seq"),
+        "seq\n1\n2\n3\n4\n5\n"
+    );
+    let dead = csv(&lake, "SELECT reason, message FROM dead_letters");
+    assert!(
+        dead.contains("PARSE_ERROR,\"control commands come from the API, not from mqtt:"),
+        "{dead}"
+    );
+
+    // The override is part of the node's checkpoint.
+    let (server, http2, mqtt) = start(&lake);
+    publish(
+        mqtt,
+        &[("kaiabc/sensors/c1".to_string(), reading("c1", 6, 55, 300.0))],
+    );
+    let (_, s) = wait_until("the state after the restart", || {
+        get(http2, "/v1/oscillator/state?node_id=c1").filter(|(st, b)| *st == 200 && b["seq"] == 6)
+    });
+    assert_eq!(s["output_pwm"], hold);
+    stop(server);
+}

@@ -400,3 +400,65 @@ fn speed_paces_event_time_against_the_wall_clock() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("max, realtime or xN"));
 }
+
+/// The control log (`_control/commands.jsonl`) replayed with the sensor log (`--control`)
+/// reproduces the commands: they are merged into the readings by time.
+#[test]
+fn a_replayed_control_log_applies_its_commands_between_the_readings() {
+    let dir = tempfile::tempdir().unwrap();
+    let readings = dir.path().join("readings.jsonl");
+    let lines: Vec<String> = (1..=4)
+        .map(|k| {
+            serde_json::json!({
+                "node_id": "r1", "seq": k, "timestamp": format!("2026-01-05T10:{:02}:00Z", 10 * k),
+                "temperature_kelvin": 300.0, "sensor_type": "BME280",
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&readings, lines.join("\n") + "\n").unwrap();
+    let control = dir.path().join("commands.jsonl");
+    std::fs::write(
+        &control,
+        concat!(
+            r#"{"control":"manual_override","pwm":77,"node_id":"r1","timestamp":"2026-01-05T10:15:00Z"}"#,
+            "\n",
+            r#"{"control":"pause","node_id":"r1","timestamp":"2026-01-05T10:25:00Z"}"#,
+            "\n",
+            r#"{"control":"resume","node_id":"r1","timestamp":"2026-01-05T10:35:00Z"}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let files = [readings.display().to_string()];
+    replay(&lake, &files, &["--control", control.to_str().unwrap()]);
+    // Reading 1 follows the clock; 2 is overridden; 3 came while paused (no state); 4 is
+    // overridden still.
+    let states = query_csv(&lake, "SELECT seq, output_pwm FROM states ORDER BY seq");
+    let rows: Vec<&str> = states.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "{states}");
+    assert!(rows[0].starts_with("1,") && rows[0] != "1,77", "{states}");
+    assert_eq!(&rows[1..], ["2,77", "4,77"], "{states}");
+    assert_eq!(
+        query_csv(&lake, "SELECT count(*) AS n FROM readings"),
+        "n\n4\n"
+    );
+    assert_eq!(
+        query_csv(&lake, "SELECT count(*) AS n FROM dead_letters"),
+        "n\n0\n"
+    );
+    // A damaged log stops the replay: skipping a command would change every state after it.
+    std::fs::write(&control, "{\"control\":\"explode\"}\n").unwrap();
+    let out = kaiabc(&[
+        "replay",
+        "--lake",
+        dir.path().join("lake2").to_str().unwrap(),
+        "--control",
+        control.to_str().unwrap(),
+        &files[0],
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("commands.jsonl:1: not a control command"), "{err}");
+}

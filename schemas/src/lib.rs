@@ -2,6 +2,7 @@
 //! specification's field names, validation with reason codes, the lake's Arrow schemas and the
 //! JSON Schemas of the event types.
 
+pub mod control;
 pub mod dead_letter;
 pub mod json_schema;
 pub mod lake;
@@ -10,6 +11,7 @@ pub mod rhythm;
 pub mod state;
 pub mod validate;
 
+pub use control::{ControlAction, ControlCommand};
 pub use dead_letter::DeadLetter;
 pub use lake::{Checkpoint, LakeRow, NodeCheckpointEntry, ReadingRow, Table};
 pub use reading::{

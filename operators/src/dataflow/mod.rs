@@ -4,8 +4,8 @@
 pub mod node_clocks;
 
 pub use node_clocks::{
-    Checkpointing, Histogram, NodeClocks, NodeStats, Ordering, Routed, APPLY_SECONDS_BOUNDS,
-    REQUEST_POLL,
+    Checkpointing, Histogram, NodeClocks, NodeInput, NodeStats, Ordering, Routed,
+    APPLY_SECONDS_BOUNDS, REQUEST_POLL,
 };
 
 /// A stable hash of a node id, for exchanging a node's readings to one worker. Stable across

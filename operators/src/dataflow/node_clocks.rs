@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use foldhash::HashMap;
 use kaiabc_schemas::{
-    Checkpoint, DeadLetter, LakeRow, NodeCheckpointEntry, OscillatorState, Reason, Rejection,
-    SensorReading,
+    Checkpoint, ControlCommand, DeadLetter, LakeRow, NodeCheckpointEntry, OscillatorState, Reason,
+    Rejection, SensorReading,
 };
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
@@ -21,8 +22,50 @@ use timely::dataflow::Stream;
 use super::node_hash;
 use crate::node::{Disposition, NodeCheckpoint, NodeConfig, NodeError, NodeState};
 
-/// A reading with its position in the input (ties between equal keys break by it).
-pub type Routed = (u64, SensorReading);
+/// An input with its position in the input (ties between equal keys break by it).
+pub type Routed = (u64, NodeInput);
+
+/// What reaches a node: a reading, or a control command, in the node's input order.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum NodeInput {
+    /// A validated reading.
+    Reading(SensorReading),
+    /// A command for the node's clock.
+    Control(ControlCommand),
+}
+
+impl NodeInput {
+    /// The node it is for.
+    pub fn node_id(&self) -> &str {
+        match self {
+            Self::Reading(r) => &r.node_id,
+            Self::Control(c) => &c.node_id,
+        }
+    }
+
+    /// Its event time.
+    pub fn timestamp(&self) -> DateTime<Utc> {
+        match self {
+            Self::Reading(r) => r.timestamp,
+            Self::Control(c) => c.timestamp,
+        }
+    }
+
+    /// A reading's sequence number (commands have none, so they sort first among inputs
+    /// with the same time).
+    pub fn seq(&self) -> Option<i64> {
+        match self {
+            Self::Reading(r) => r.seq,
+            Self::Control(_) => None,
+        }
+    }
+}
+
+impl From<SensorReading> for NodeInput {
+    fn from(r: SensorReading) -> Self {
+        Self::Reading(r)
+    }
+}
 
 /// When a reading is applied.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +106,10 @@ pub struct NodeStats {
     pub restore_failures: u64,
     /// Time to apply each reading (filter and clock), for the metrics.
     pub apply_seconds: Histogram,
+    /// Readings kept while their node was paused.
+    pub paused: u64,
+    /// Control commands applied.
+    pub controls: u64,
     /// Readings taken from the input, whatever became of them: a source that knows how many
     /// it sent can tell when all of them have been handled.
     pub received: u64,
@@ -156,7 +203,7 @@ pub trait NodeClocks<'scope> {
     ///             timestamp: parse_timestamp(&ts).unwrap(), temperature_kelvin: 303.15,
     ///             humidity_percent: None, pressure_pa: None, light_lux: None,
     ///             sensor_type: "BME280".into(), quality: Quality::Good, raw_values: None,
-    ///         })
+    ///         }.into())
     ///     })
     ///     .collect();
     /// let rows = timely::example(move |scope| {
@@ -229,10 +276,9 @@ fn build<'scope>(
     stats: Rc<RefCell<NodeStats>>,
     ckpt: Option<Checkpointing>,
 ) -> Stream<'scope, u64, Vec<LakeRow>> {
-    let pact = Exchange::new(|(_, r): &Routed| node_hash(&r.node_id));
+    let pact = Exchange::new(|(_, r): &Routed| node_hash(r.node_id()));
     let scope = stream.scope();
     stream.unary_frontier(pact, "NodeClocks", move |cap, info| {
-        let mut nodes: HashMap<String, NodeState> = HashMap::default();
         let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Routed>)> = BTreeMap::new();
         let mut out: Vec<LakeRow> = Vec::new();
         let mut reported = false;
@@ -243,12 +289,20 @@ fn build<'scope>(
             activator.activate_after(c.every);
             cap
         });
-        let restore = ckpt.as_ref().map(|c| Arc::clone(&c.restore));
-        let mut dirty: HashMap<String, Option<OscillatorState>> = HashMap::default();
+        let mut worker = Worker {
+            nodes: HashMap::default(),
+            cfg: Arc::clone(&cfg),
+            seen_before: Rc::clone(&seen_before),
+            restore: ckpt.as_ref().map(|c| Arc::clone(&c.restore)),
+            dirty: ckpt.as_ref().map(|_| HashMap::default()),
+            touched: Vec::new(),
+        };
         let mut last_barrier = Instant::now();
         let mut answered = 0u64;
         move |(input, frontier), output| {
-            input.for_each_stamp(|cap, data| {
+            // In arrival order (`for_each_stamp` would sort by time): live, a command and the
+            // readings around it must reach the node in the order they came in.
+            input.for_each(|cap, data| {
                 // Messages sent under no capability make no progress claims; an input
                 // handle never sends them.
                 let Some(owned) = cap.retain_least(0) else {
@@ -257,27 +311,12 @@ fn build<'scope>(
                 let time = *owned.time();
                 match ordering {
                     Ordering::Immediate => {
-                        let mut batch: Vec<Routed> = data.flat_map(std::mem::take).collect();
-                        let mut st = stats.borrow_mut();
-                        apply(
-                            &mut nodes,
-                            &cfg,
-                            &*seen_before,
-                            restore.as_deref(),
-                            &mut st,
-                            &mut batch,
-                            &mut out,
-                        );
-                        if retained.is_some() {
-                            mark_dirty(&mut dirty, &out);
-                        }
+                        worker.apply(&mut stats.borrow_mut(), data, &mut out);
                         output.session(&owned).give_iterator(out.drain(..));
                     }
                     Ordering::Frontier => {
                         let entry = stash.entry(time).or_insert_with(|| (owned, Vec::new()));
-                        for d in data {
-                            entry.1.append(d);
-                        }
+                        entry.1.append(data);
                     }
                 }
             });
@@ -288,21 +327,14 @@ fn build<'scope>(
                 }
                 let (cap, mut batch) = stash.remove(&time).expect("present");
                 batch.sort_by(|(oa, a), (ob, b)| {
-                    (&a.node_id, a.timestamp, a.seq, oa).cmp(&(&b.node_id, b.timestamp, b.seq, ob))
+                    (a.node_id(), a.timestamp(), a.seq(), oa).cmp(&(
+                        b.node_id(),
+                        b.timestamp(),
+                        b.seq(),
+                        ob,
+                    ))
                 });
-                let mut st = stats.borrow_mut();
-                apply(
-                    &mut nodes,
-                    &cfg,
-                    &*seen_before,
-                    restore.as_deref(),
-                    &mut st,
-                    &mut batch,
-                    &mut out,
-                );
-                if retained.is_some() {
-                    mark_dirty(&mut dirty, &out);
-                }
+                worker.apply(&mut stats.borrow_mut(), &mut batch, &mut out);
                 output.session(&cap).give_iterator(out.drain(..));
             }
             if let (Some(c), Some(held)) = (&ckpt, retained.as_mut()) {
@@ -313,10 +345,11 @@ fn build<'scope>(
                     .map_or(0, |r| r.load(std::sync::atomic::Ordering::Acquire));
                 if done || last_barrier.elapsed() >= c.every || requested > answered {
                     answered = requested;
+                    let dirty = worker.dirty.as_mut().expect("checkpointing keeps it");
                     let mut entries: Vec<NodeCheckpointEntry> = dirty
                         .drain()
                         .filter_map(|(node_id, latest)| {
-                            let state = nodes.get(&node_id)?.checkpoint().to_bytes();
+                            let state = worker.nodes.get(&node_id)?.checkpoint().to_bytes();
                             Some(NodeCheckpointEntry {
                                 node_id,
                                 state,
@@ -348,7 +381,8 @@ fn build<'scope>(
             if frontier.is_empty() && !reported {
                 reported = true;
                 let entry = std::mem::size_of::<(String, NodeState)>();
-                stats.borrow_mut().state_bytes = nodes
+                stats.borrow_mut().state_bytes = worker
+                    .nodes
                     .iter()
                     .map(|(k, n)| (entry + k.capacity() + n.approx_bytes()) as u64)
                     .sum();
@@ -392,7 +426,43 @@ fn first_sight(
     NodeState::new(cfg)
 }
 
-/// Applies a batch of readings (already in order) to their nodes.
+/// One worker's nodes, and what applying inputs to them needs.
+struct Worker {
+    nodes: HashMap<String, NodeState>,
+    cfg: Arc<NodeConfig>,
+    seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
+    restore: Option<Arc<std::collections::HashMap<String, Vec<u8>>>>,
+    /// With checkpoints: the nodes changed since the last barrier, with their latest states.
+    dirty: Option<HashMap<String, Option<OscillatorState>>>,
+    /// Nodes a control command changed (they have no row to show it).
+    touched: Vec<String>,
+}
+
+impl Worker {
+    /// Applies a batch (already in order) and notes which nodes changed.
+    fn apply(&mut self, st: &mut NodeStats, batch: &mut Vec<Routed>, out: &mut Vec<LakeRow>) {
+        apply(
+            &mut self.nodes,
+            &self.cfg,
+            &*self.seen_before,
+            self.restore.as_deref(),
+            st,
+            batch,
+            out,
+            &mut self.touched,
+        );
+        if let Some(dirty) = &mut self.dirty {
+            mark_dirty(dirty, out);
+            for node in self.touched.drain(..) {
+                dirty.entry(node).or_insert(None);
+            }
+        }
+        self.touched.clear();
+    }
+}
+
+/// Applies a batch of inputs (already in order) to their nodes; `touched` gets the nodes that
+/// control commands changed.
 #[allow(clippy::too_many_arguments)]
 fn apply(
     nodes: &mut HashMap<String, NodeState>,
@@ -402,27 +472,41 @@ fn apply(
     st: &mut NodeStats,
     batch: &mut Vec<Routed>,
     out: &mut Vec<LakeRow>,
+    touched: &mut Vec<String>,
 ) {
     let started = std::time::Instant::now();
     st.received += batch.len() as u64;
-    for (_, reading) in batch.drain(..) {
+    for (_, input) in batch.drain(..) {
+        let reading = match input {
+            NodeInput::Reading(r) => r,
+            NodeInput::Control(cmd) => {
+                let node = match node_for(nodes, cfg, &cmd.node_id, restore, st) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        st.count_failure(&e);
+                        continue;
+                    }
+                };
+                match node.control(cfg, &cmd) {
+                    Ok(()) => {
+                        st.controls += 1;
+                        touched.push(cmd.node_id);
+                    }
+                    Err(e) => st.count_failure(&e),
+                }
+                continue;
+            }
+        };
         if seen_before(&reading) {
             st.duplicates += 1;
             continue;
         }
-        let node = match nodes.get_mut(reading.node_id.as_str()) {
-            Some(n) => n,
-            None => {
-                let n = match first_sight(cfg, &reading.node_id, restore, st) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        st.count_failure(&e);
-                        out.push(failure(&reading, &e));
-                        continue;
-                    }
-                };
-                st.nodes += 1;
-                nodes.entry(reading.node_id.clone()).or_insert(n)
+        let node = match node_for(nodes, cfg, &reading.node_id, restore, st) {
+            Ok(n) => n,
+            Err(e) => {
+                st.count_failure(&e);
+                out.push(failure(&reading, &e));
+                continue;
             }
         };
         let before = out.len();
@@ -433,6 +517,7 @@ fn apply(
             Ok(Disposition::Applied) => st.applied += 1,
             Ok(Disposition::Late) => st.late += 1,
             Ok(Disposition::Duplicate) => st.duplicates += 1,
+            Ok(Disposition::Paused) => st.paused += 1,
             Err(f) => {
                 st.count_failure(&f.error);
                 out.push(failure(&f.reading, &f.error));
@@ -444,6 +529,22 @@ fn apply(
             .count() as u64;
     }
     st.busy += started.elapsed();
+}
+
+/// The node's state, created (or resumed from its checkpoint) when first seen.
+fn node_for<'a>(
+    nodes: &'a mut HashMap<String, NodeState>,
+    cfg: &NodeConfig,
+    node_id: &str,
+    restore: Option<&std::collections::HashMap<String, Vec<u8>>>,
+    st: &mut NodeStats,
+) -> Result<&'a mut NodeState, NodeError> {
+    if !nodes.contains_key(node_id) {
+        let n = first_sight(cfg, node_id, restore, st)?;
+        st.nodes += 1;
+        nodes.insert(node_id.to_string(), n);
+    }
+    Ok(nodes.get_mut(node_id).expect("inserted above"))
 }
 
 /// A dead letter for a reading whose processing failed.

@@ -39,6 +39,10 @@ pub struct ReplayArgs {
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// A control log (`<lake>/_control/commands.jsonl` of a live run): its commands are merged
+    /// into the readings by time, so the replay reproduces them. May be given more than once.
+    #[arg(long)]
+    control: Vec<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -98,6 +102,7 @@ pub fn replay(a: &ReplayArgs) -> Result<()> {
         lateness: Duration::from_secs_f64(a.lateness_seconds),
         now: chrono::Utc::now(),
         progress: std::io::stderr().is_terminal() && !a.json,
+        control: crate::dataflow::replay::read_control_logs(&a.control)?,
     };
     let cfg =
         NodeConfig::new(ClockConfig::default()).context("building the clock configuration")?;

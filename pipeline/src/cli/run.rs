@@ -279,6 +279,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         ingest: tx,
         started: std::time::Instant::now(),
         lake: a.lake.clone(),
+        control_log: crate::server::ControlLog::at(&a.lake),
         limiter: RateLimiter::new(Limits {
             node_per_minute: a.rate_limit_node,
             user_per_minute: a.rate_limit_user,

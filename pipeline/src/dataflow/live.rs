@@ -276,7 +276,9 @@ pub fn run_live(
                 let mut max_seen: Option<i64> = None;
                 let mut watermark = 0u64;
                 let mut ordinal = 0u64;
-                let mut pending: BTreeMap<u64, Vec<Incoming>> = BTreeMap::new();
+                // In arrival order, in runs of one tick: a command and the readings around it
+                // must reach their node in the order they came in.
+                let mut pending: Vec<(u64, Vec<Incoming>)> = Vec::new();
                 // After the stop signal, messages the broker already acknowledged are still on
                 // their way through it: keep reading until the source has been quiet a while.
                 let mut quiet_since: Option<Instant> = None;
@@ -332,7 +334,11 @@ pub fn run_live(
                                 }
                                 None => watermark,
                             };
-                            pending.entry(tick).or_default().push(Incoming {
+                            if pending.last().is_none_or(|(t, _)| *t != tick) {
+                                pending.push((tick, Vec::new()));
+                            }
+                            let run = &mut pending.last_mut().expect("pushed above").1;
+                            run.push(Incoming {
                                 route: route.unwrap_or(ordinal),
                                 ordinal,
                                 file: 0,
@@ -347,7 +353,7 @@ pub fn run_live(
                     if let Some(m) = max_seen {
                         watermark = watermark.max(tick_of(m - lateness));
                     }
-                    for (t, mut batch) in std::mem::take(&mut pending) {
+                    for (t, mut batch) in pending.drain(..) {
                         let at = cap.delayed(&t);
                         input.activate().session(&at).give_container(&mut batch);
                     }
@@ -548,9 +554,11 @@ fn records_of(msg: &Inbound) -> Vec<Vec<u8>> {
 fn route_and_time(msg: &Inbound, record: &[u8]) -> (Option<u64>, Option<i64>, Option<Rejection>) {
     let peek = LineParser::Jsonl.peek(record);
     let latest: DateTime<Utc> = msg.received_at + kaiabc_schemas::validate::MAX_FUTURE;
+    // A command's time is when it was issued, not sensor time: it does not move the watermark.
     let t = peek
         .timestamp
         .as_deref()
+        .filter(|_| !kaiabc_schemas::ControlCommand::is_control(record))
         .and_then(|s| parse_timestamp(s).ok())
         .filter(|t| *t <= latest)
         .map(|t| t.timestamp_micros());

@@ -10,8 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use kaiabc_connectors::file::LineParser;
 use kaiabc_connectors::lake::ExistingKeys;
-use kaiabc_operators::dataflow::Routed;
-use kaiabc_schemas::{DeadLetter, LakeRow, RawReading, Reason, Rejection};
+use kaiabc_operators::dataflow::{NodeInput, Routed};
+use kaiabc_schemas::{ControlCommand, DeadLetter, LakeRow, RawReading, Reason, Rejection};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::Stream;
@@ -64,7 +64,7 @@ pub struct ParseStats {
 /// What parsing a record gives.
 #[derive(Clone, Debug)]
 pub enum Parsed {
-    /// A valid reading, for the per-node operator.
+    /// A valid reading or control command, for the per-node operator.
     Reading(Routed),
     /// A dead letter, for the lake.
     Dead(LakeRow),
@@ -100,16 +100,15 @@ impl<'scope> ParseValidate<'scope> for Stream<'scope, u64, Vec<Incoming>> {
                 move |input, output| {
                     let started = std::time::Instant::now();
                     let mut st = stats.borrow_mut();
-                    input.for_each_stamp(|time, data| {
-                        for batch in data {
-                            st.records += batch.len() as u64;
-                            for r in batch.drain(..) {
-                                if let Some(p) = parse_one(&files, now, &keys, &mut st, r) {
-                                    if matches!(p, Parsed::Reading(_)) {
-                                        st.readings += 1;
-                                    }
-                                    out.push(p);
+                    // In arrival order, which live commands rely on.
+                    input.for_each(|time, batch| {
+                        st.records += batch.len() as u64;
+                        for r in batch.drain(..) {
+                            if let Some(p) = parse_one(&files, now, &keys, &mut st, r) {
+                                if matches!(p, Parsed::Reading(_)) {
+                                    st.readings += 1;
                                 }
+                                out.push(p);
                             }
                         }
                         output.session(&time).give_iterator(out.drain(..));
@@ -126,10 +125,16 @@ fn parse_one(
     now: Option<DateTime<Utc>>,
     keys: &ExistingKeys,
     st: &mut ParseStats,
-    r: Incoming,
+    mut r: Incoming,
 ) -> Option<Parsed> {
     let file = &files[r.file as usize];
-    let parsed = match (r.parsed, &file.parser) {
+    if r.parsed.is_none() && ControlCommand::is_control(&r.payload) {
+        return match control_of(&r) {
+            Ok(cmd) => Some(Parsed::Reading((r.ordinal, NodeInput::Control(cmd)))),
+            Err(rejection) => dead(file, keys, st, r, rejection),
+        };
+    }
+    let parsed = match (r.parsed.take(), &file.parser) {
         (Some(parsed), _) => *parsed,
         (None, Some(p)) => p.parse(&r.payload),
         (None, None) => Err(Rejection::new(
@@ -138,22 +143,59 @@ fn parse_one(
         )),
     };
     match parsed.and_then(|raw| raw.validate(now.unwrap_or(r.received_at))) {
-        Ok(reading) => Some(Parsed::Reading((r.ordinal, reading))),
-        Err(rejection) => {
-            *st.rejected.entry(rejection.reason).or_default() += 1;
-            let source = r
-                .source
-                .unwrap_or_else(|| format!("file:{}:{}", file.name, r.line));
-            let payload = String::from_utf8_lossy(&r.payload);
-            if keys.has_dead_letter(&source, &payload) {
-                return None;
-            }
-            Some(Parsed::Dead(LakeRow::DeadLetter(DeadLetter::new(
-                r.received_at,
-                source,
-                &r.payload,
-                rejection,
-            ))))
-        }
+        Ok(reading) => Some(Parsed::Reading((r.ordinal, NodeInput::Reading(reading)))),
+        Err(rejection) => dead(file, keys, st, r, rejection),
     }
+}
+
+/// A rejected record's dead letter (unless the lake already holds it).
+fn dead(
+    file: &LogFile,
+    keys: &ExistingKeys,
+    st: &mut ParseStats,
+    r: Incoming,
+    rejection: Rejection,
+) -> Option<Parsed> {
+    *st.rejected.entry(rejection.reason).or_default() += 1;
+    let source = r
+        .source
+        .unwrap_or_else(|| format!("file:{}:{}", file.name, r.line));
+    let payload = String::from_utf8_lossy(&r.payload);
+    if keys.has_dead_letter(&source, &payload) {
+        return None;
+    }
+    Some(Parsed::Dead(LakeRow::DeadLetter(DeadLetter::new(
+        r.received_at,
+        source,
+        &r.payload,
+        rejection,
+    ))))
+}
+
+/// Where control commands may come from: the API (`control:…`, live or through Kafka) and
+/// replayed files (an operator's own log). A node's MQTT topic or HTTP ingest carries readings
+/// only: a node must not reset or override a clock.
+pub const CONTROL_SOURCE: &str = "control:";
+
+/// A record's control command, if its source may send one and it is well formed.
+fn control_of(r: &Incoming) -> Result<ControlCommand, Rejection> {
+    if let Some(source) = r
+        .source
+        .as_deref()
+        .filter(|s| !s.starts_with(CONTROL_SOURCE))
+    {
+        return Err(Rejection::new(
+            Reason::ParseError,
+            format!("control commands come from the API, not from {source}"),
+        ));
+    }
+    let cmd: ControlCommand = serde_json::from_slice(&r.payload)
+        .map_err(|e| Rejection::new(Reason::ParseError, format!("control command: {e}")))?;
+    if !kaiabc_schemas::validate::valid_node_id(&cmd.node_id) {
+        return Err(Rejection::new(
+            Reason::InvalidNodeId,
+            format!("node_id {:?}", cmd.node_id),
+        ));
+    }
+    Ok(cmd)
 }

@@ -78,6 +78,31 @@ pub struct ReplayOptions {
     pub now: DateTime<Utc>,
     /// Draw a progress bar on stderr (for a terminal).
     pub progress: bool,
+    /// Control commands, sorted by time, merged into the readings as event time passes them.
+    pub control: Vec<kaiabc_schemas::ControlCommand>,
+}
+
+/// Reads control logs (JSON lines of commands), sorted by time. A bad line is an error: the
+/// log is the operator's own record, and a replay that skipped a command would differ.
+pub fn read_control_logs(paths: &[PathBuf]) -> anyhow::Result<Vec<kaiabc_schemas::ControlCommand>> {
+    use anyhow::Context;
+    let mut all = Vec::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the control log {}", path.display()))?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let cmd: kaiabc_schemas::ControlCommand = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not a control command", path.display(), i + 1))?;
+            all.push(cmd);
+        }
+    }
+    // Stable: commands with the same time keep the log's order.
+    all.sort_by_key(|c| c.timestamp);
+    Ok(all)
 }
 
 /// What a replay did.
@@ -364,6 +389,7 @@ fn read_all(
     let mut ordinal = 0u64;
     let mut pace: Option<(Instant, i64)> = None;
     let mut pending = 0usize;
+    let mut commands = opts.control.iter().peekable();
     let bar = progress_bar(opts);
     let mut bytes_before = 0u64;
     for (index, ((path, format), file)) in opts.files.iter().zip(files).enumerate() {
@@ -423,6 +449,13 @@ fn read_all(
                 }
                 None => src.watermark,
             };
+            // Commands due by this record's time go in first.
+            if let Some(t) = t {
+                while let Some(cmd) = commands.next_if(|c| c.timestamp.timestamp_micros() <= t) {
+                    ordinal += 1;
+                    push_command(src, cmd, ordinal, index);
+                }
+            }
             let route = match &peek.node_id {
                 Some(node) => node_hash(node),
                 // No node: any worker will do; spread by position.
@@ -461,6 +494,29 @@ fn read_all(
         bytes_before += size;
         bar.set_position(bytes_before);
     }
+    // Commands after the last reading still apply (they set up the state a restart resumes).
+    for cmd in commands {
+        ordinal += 1;
+        push_command(src, cmd, ordinal, 0);
+    }
     bar.finish_and_clear();
     Ok(stepping)
+}
+
+/// Sends a command to its node's worker at its time (or the watermark, if that is later).
+fn push_command(src: &mut Source, cmd: &kaiabc_schemas::ControlCommand, ordinal: u64, file: usize) {
+    let t = cmd.timestamp.timestamp_micros();
+    src.records
+        .entry(tick_of(t).max(src.watermark))
+        .or_default()
+        .push(Incoming {
+            route: node_hash(&cmd.node_id),
+            ordinal,
+            file: file as u32,
+            line: 0,
+            received_at: cmd.timestamp,
+            source: None,
+            payload: serde_json::to_vec(cmd).expect("a command always encodes"),
+            parsed: None,
+        });
 }

@@ -18,7 +18,11 @@ use crate::auth::{AuthError, Claims, Jwt, Principal, Registration, Registry, Rol
 use crate::dataflow::live::{Inbound, LiveShared};
 use crate::ratelimit::{Kind, RateLimiter, Verdict};
 
+mod control;
 mod lake;
+
+pub use control::ControlLog;
+use control::Endpoint;
 
 use lake::{export, history, ExportQuery, HistoryQuery};
 
@@ -81,6 +85,26 @@ pub const ENDPOINTS: &[(&str, &str, Access)] = &[
     ),
     ("GET", "/v1/sensors/nodes", Access::AtLeast(Role::Observer)),
     ("POST", "/v1/sensors/nodes", Access::AtLeast(Role::Admin)),
+    (
+        "POST",
+        "/v1/oscillator/reset",
+        Access::AtLeast(Role::Researcher),
+    ),
+    (
+        "POST",
+        "/v1/simulation/pause",
+        Access::AtLeast(Role::Researcher),
+    ),
+    (
+        "POST",
+        "/v1/simulation/resume",
+        Access::AtLeast(Role::Researcher),
+    ),
+    (
+        "POST",
+        "/v1/output/manual-override",
+        Access::AtLeast(Role::Researcher),
+    ),
     ("POST", "/v1/sensors/temperature", Access::Node),
     ("POST", "/v1/sensors/batch", Access::Node),
 ];
@@ -119,6 +143,8 @@ pub struct Api {
     pub lake: std::path::PathBuf,
     /// Requests per credential.
     pub limiter: RateLimiter,
+    /// Where control commands are logged before they enter the dataflow.
+    pub control_log: ControlLog,
 }
 
 /// A refusal that becomes the specification's error body.
@@ -361,6 +387,37 @@ pub fn routes(
                 },
             )
     };
+    let control = {
+        let route = |path: &'static str, endpoint: Endpoint| {
+            let api2 = Arc::clone(&api);
+            warp::path::full()
+                .and_then(move |p: warp::path::FullPath| async move {
+                    if p.as_str() == path {
+                        Ok(())
+                    } else {
+                        Err(warp::reject::not_found())
+                    }
+                })
+                .untuple_one()
+                .and(warp::post())
+                .and(authorise(Arc::clone(&api), access("POST", path)))
+                .and(warp::body::content_length_limit(16 * 1024))
+                .and(warp::body::bytes())
+                .map(move |who: Principal, body: bytes::Bytes| {
+                    control::issue(&api2, endpoint, who, &body)
+                })
+        };
+        route("/v1/oscillator/reset", Endpoint::Reset)
+            .or(route("/v1/simulation/pause", Endpoint::Pause))
+            .unify()
+            .or(route("/v1/simulation/resume", Endpoint::Resume))
+            .unify()
+            .or(route(
+                "/v1/output/manual-override",
+                Endpoint::ManualOverride,
+            ))
+            .unify()
+    };
     let all = health
         .or(state)
         .unify()
@@ -379,6 +436,8 @@ pub fn routes(
         .or(register)
         .unify()
         .or(ingest)
+        .unify()
+        .or(control)
         .unify();
     rate_limit(Arc::clone(&api))
         .and(all)
@@ -755,6 +814,7 @@ mod tests {
             started: Instant::now(),
             lake: dir.path().join("lake"),
             limiter: RateLimiter::new(crate::ratelimit::Limits::default()),
+            control_log: ControlLog::at(&dir.path().join("lake")),
         });
         let _ = routes(api);
         for (m, p, _) in ENDPOINTS {
