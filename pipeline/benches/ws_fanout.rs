@@ -12,7 +12,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::live::{start, token};
+use common::live::{start_with, token};
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio_tungstenite::tungstenite::Message;
@@ -140,7 +140,11 @@ fn main() {
         20
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_server, http, mqtt) = start(&dir.path().join("lake"));
+    // Every subscriber shares one token: lift its rate limit (each upgrade is a request).
+    let (_server, http, mqtt) = start_with(
+        &dir.path().join("lake"),
+        &["--mqtt-anonymous", "--rate-limit-user", "100000000"],
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

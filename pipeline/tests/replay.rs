@@ -460,5 +460,8 @@ fn a_replayed_control_log_applies_its_commands_between_the_readings() {
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("commands.jsonl:1: not a control command"), "{err}");
+    assert!(
+        err.contains("commands.jsonl:1: not a control command"),
+        "{err}"
+    );
 }

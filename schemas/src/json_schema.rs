@@ -3,7 +3,7 @@
 
 use schemars::{schema_for, Schema};
 
-use crate::{DeadLetter, OscillatorState, RhythmWindow, SensorReading};
+use crate::{ControlCommand, DeadLetter, OscillatorState, RhythmWindow, SensorReading};
 
 /// `(file name, schema)` for every event type.
 pub fn documents() -> Vec<(&'static str, Schema)> {
@@ -12,6 +12,7 @@ pub fn documents() -> Vec<(&'static str, Schema)> {
         ("oscillator_state.schema.json", schema_for!(OscillatorState)),
         ("rhythm_window.schema.json", schema_for!(RhythmWindow)),
         ("dead_letter.schema.json", schema_for!(DeadLetter)),
+        ("control_command.schema.json", schema_for!(ControlCommand)),
     ]
 }
 
