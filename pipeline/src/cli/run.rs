@@ -61,7 +61,7 @@ pub struct RunArgs {
     /// id as username and its API key as password).
     #[arg(long, env = "KAIABC_MQTT_ANONYMOUS")]
     mqtt_anonymous: bool,
-    /// Use this external broker (mqtt://[user:password@]host[:port]) instead of the embedded
+    /// Use this external broker (`mqtt://[user:password@]host[:port]`) instead of the embedded
     /// one; node credentials are then the broker's business (its password file and ACLs).
     #[arg(long, env = "KAIABC_MQTT_URL")]
     mqtt_url: Option<String>,
@@ -117,7 +117,7 @@ pub struct BridgeArgs {
     /// environment variables override it.
     #[arg(long, env = "KAIABC_CONFIG")]
     config: Option<PathBuf>,
-    /// The MQTT broker nodes publish to (mqtt://[user:password@]host[:port]).
+    /// The MQTT broker nodes publish to (`mqtt://[user:password@]host[:port]`).
     #[arg(long, env = "KAIABC_MQTT_URL")]
     mqtt_url: String,
     /// Client id at the broker: the persistent session that holds unacknowledged messages.
