@@ -6,26 +6,20 @@
 //! nodes, default 1 000). Under `cargo test` it runs once at 200 readings/s for 1 s as a smoke
 //! test. Nothing is asserted about speed; the figures are printed.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::live::{free_port, token, SECRET};
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tokio_tungstenite::tungstenite::Message;
-
-const SECRET: &str = "bench-secret-bench-secret-bench-secret-01";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Server(Child);
 
@@ -36,15 +30,6 @@ impl Drop for Server {
             .status();
         let _ = self.0.wait();
     }
-}
-
-fn token() -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
-        .args(["token", "--role", "observer", "--ttl", "1h"])
-        .env("KAIABC_JWT_SECRET", SECRET)
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 fn start(dir: &std::path::Path) -> (Server, SocketAddr, u16) {
@@ -120,7 +105,7 @@ async fn run(
     seconds: u64,
     nodes: usize,
 ) -> Figures {
-    let url = format!("ws://{http}/v1/ws?token={}", token());
+    let url = format!("ws://{http}/v1/ws?token={}", token("observer"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
         .unwrap();

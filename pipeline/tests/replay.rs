@@ -17,6 +17,7 @@ fn dataset(name: &str) -> String {
 }
 
 mod common;
+use common::live::csv as query_csv;
 use common::{kaiabc, ok};
 
 fn replay(lake: &Path, files: &[String], extra: &[&str]) -> serde_json::Value {
@@ -24,17 +25,6 @@ fn replay(lake: &Path, files: &[String], extra: &[&str]) -> serde_json::Value {
     args.extend(extra);
     args.extend(files.iter().map(String::as_str));
     serde_json::from_str(&ok(&args)).unwrap()
-}
-
-fn query_csv(lake: &Path, sql: &str) -> String {
-    ok(&[
-        "query",
-        sql,
-        "--lake",
-        lake.to_str().unwrap(),
-        "--format",
-        "csv",
-    ])
 }
 
 fn manifest() -> serde_json::Value {
