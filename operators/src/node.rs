@@ -359,11 +359,6 @@ impl NodeState {
         Ok(())
     }
 
-    /// The control state (pause, override).
-    pub fn control_state(&self) -> NodeControl {
-        self.control
-    }
-
     /// Whether the node saw this key before (within the remembered recent keys).
     pub fn is_duplicate(&self, micros: i64, seq: Option<i64>) -> bool {
         self.last_micros == Some(micros)
