@@ -333,6 +333,27 @@ impl Clock {
         Ok(())
     }
 
+    /// Runs on under other temperature-dependence parameters (a node's entrainment settings
+    /// changed); the state is kept.
+    pub fn set_etf(&mut self, etf: crate::etf::Etf) -> Result<(), ClockError> {
+        etf.validate()?;
+        self.cfg.etf = etf;
+        Ok(())
+    }
+
+    /// Steps the temperature now (the next advance ramps from here): a planned temperature
+    /// step begins or ends between readings.
+    pub fn set_temperature(&mut self, temperature_k: f64) -> Result<(), ClockError> {
+        check_temperature(temperature_k)?;
+        self.temperature_k = temperature_k;
+        Ok(())
+    }
+
+    /// The temperature the clock stands at (K).
+    pub fn temperature_k(&self) -> f64 {
+        self.temperature_k
+    }
+
     /// Current model time (h).
     pub fn t_hours(&self) -> f64 {
         self.ig.t()

@@ -31,8 +31,10 @@ pub mod limit_cycle;
 pub mod model;
 pub mod node;
 pub mod outputs;
+pub mod phase_shift;
 pub mod prc;
 pub mod rhythm;
+pub mod settings;
 pub mod system;
 pub mod temperature;
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use kaiabc_schemas::{
-    ControlAction, ControlCommand, LakeRow, Metric, OscillatorState, ReadingRow, RhythmWindow,
-    SensorReading, StateVariables,
+    ControlAction, ControlCommand, LakeRow, Metric, OscillatorState, PhaseShiftOutcome, ReadingRow,
+    RhythmWindow, SensorReading, StateVariables,
 };
 
 use crate::clock::{Clock, ClockCheckpoint, ClockConfig, InitialCondition};
@@ -17,8 +17,10 @@ use crate::error::ClockError;
 use crate::kalman::{KalmanFilter, KalmanParams, Measurement};
 use crate::limit_cycle::LimitCycle;
 use crate::outputs::OutputMapping;
+use crate::phase_shift::{ShiftCheckpoint, ShiftRun};
 use crate::rhythm::cosinor::cosinor;
 use crate::rhythm::lomb_scargle::{LombScargle, PeakSearch};
+use crate::settings::{NodeSettings, SettingsError};
 use crate::temperature::VALID_KELVIN;
 use serde::{Deserialize, Serialize};
 
@@ -123,6 +125,9 @@ pub enum NodeError {
     /// The filter failed.
     #[error(transparent)]
     Kalman(#[from] crate::kalman::KalmanError),
+    /// A control command would leave the node with unusable settings.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
 }
 
 /// A reading whose processing failed, handed back with the error (for its dead letter).
@@ -181,6 +186,8 @@ pub struct NodeState {
     next_window_end: Option<i64>,
     window_period: Option<f64>,
     control: NodeControl,
+    settings: NodeSettings,
+    shift: Option<ShiftRun>,
 }
 
 const MICROS_PER_HOUR: f64 = 3.6e9;
@@ -189,10 +196,27 @@ const MICROS_PER_HOUR: f64 = 3.6e9;
 /// bins and the control state. Encoded with [`NodeCheckpoint::to_bytes`] (postcard, versioned).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeCheckpoint {
-    /// Version 1's fields; postcard lays nested fields out in sequence, so version 2's bytes are
-    /// version 1's followed by the control state, and version 1 still decodes.
+    /// Version 1's fields; postcard lays nested fields out in sequence, so each version's bytes
+    /// are the previous version's followed by what it added, and older versions still decode.
+    core: CheckpointCore,
+    /// Added in version 2.
+    control: NodeControl,
+    /// Added in version 3.
+    extra: CheckpointExtra,
+}
+
+/// Version 2's layout.
+#[derive(Deserialize)]
+struct CheckpointV2 {
     core: CheckpointCore,
     control: NodeControl,
+}
+
+/// What version 3 added: the node's own settings and a phase shift under way.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct CheckpointExtra {
+    settings: NodeSettings,
+    shift: Option<ShiftCheckpoint>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -237,7 +261,7 @@ pub enum CheckpointError {
 }
 
 /// The checkpoint encoding's version, its first byte; bumped when [`NodeCheckpoint`] changes.
-pub const CHECKPOINT_VERSION: u8 = 2;
+pub const CHECKPOINT_VERSION: u8 = 3;
 
 impl NodeCheckpoint {
     /// The checkpoint as bytes: the version, then the postcard encoding.
@@ -252,10 +276,20 @@ impl NodeCheckpoint {
         match bytes.split_first() {
             None => Err(CheckpointError::Empty),
             Some((&CHECKPOINT_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+            // Before parameter changes and phase shifts: the shared settings, no shift.
+            Some((2, rest)) => {
+                let v2: CheckpointV2 = postcard::from_bytes(rest)?;
+                Ok(Self {
+                    core: v2.core,
+                    control: v2.control,
+                    extra: CheckpointExtra::default(),
+                })
+            }
             // Before control commands: no pause, no override.
             Some((1, rest)) => Ok(Self {
                 core: postcard::from_bytes(rest)?,
                 control: NodeControl::default(),
+                extra: CheckpointExtra::default(),
             }),
             Some((&v, _)) => Err(CheckpointError::Version(v)),
         }
@@ -269,6 +303,11 @@ impl NodeCheckpoint {
     /// The control state (pause, override).
     pub fn control(&self) -> NodeControl {
         self.control
+    }
+
+    /// The node's own settings.
+    pub fn settings(&self) -> NodeSettings {
+        self.extra.settings
     }
 }
 
@@ -290,6 +329,8 @@ impl NodeState {
             next_window_end: None,
             window_period: None,
             control: NodeControl::default(),
+            settings: NodeSettings::default(),
+            shift: None,
         })
     }
 
@@ -307,15 +348,28 @@ impl NodeState {
                 window_period: self.window_period,
             },
             control: self.control,
+            extra: CheckpointExtra {
+                settings: self.settings,
+                shift: self.shift.as_ref().map(ShiftRun::checkpoint),
+            },
         }
     }
 
     /// A node continuing from a checkpoint under the running configuration: its clock goes on
     /// from where it stopped instead of restarting at the initial condition.
     pub fn resume(cfg: &NodeConfig, cp: NodeCheckpoint) -> Result<Self, CheckpointError> {
-        let NodeCheckpoint { core: cp, control } = cp;
+        let NodeCheckpoint {
+            core: cp,
+            control,
+            extra,
+        } = cp;
+        let clock_cfg = extra.settings.clock_config(cfg);
         let clock = match cp.clock {
-            Some(c) => Some(Clock::resume(cfg.clock, cfg.reference.clone(), c)?),
+            Some(c) => Some(Clock::resume(clock_cfg, cfg.reference.clone(), c)?),
+            None => None,
+        };
+        let shift = match extra.shift {
+            Some(s) => Some(ShiftRun::resume(s, clock_cfg, cfg.reference.clone())?),
             None => None,
         };
         Ok(Self {
@@ -328,20 +382,33 @@ impl NodeState {
             next_window_end: cp.next_window_end,
             window_period: cp.window_period,
             control,
+            settings: extra.settings,
+            shift,
         })
     }
 
-    /// Applies a control command (see [`ControlAction`]).
-    pub fn control(&mut self, cfg: &NodeConfig, cmd: &ControlCommand) -> Result<(), NodeError> {
+    /// Applies a control command (see [`ControlAction`]); a phase shift it ends reports into
+    /// `out`. A parameter change that fails [`NodeSettings::patched`] changes nothing.
+    pub fn control(
+        &mut self,
+        cfg: &NodeConfig,
+        cmd: &ControlCommand,
+        out: &mut Vec<NodeOutput>,
+    ) -> Result<(), NodeError> {
         let micros = cmd.timestamp.timestamp_micros();
-        match cmd.action {
+        let settings = self.settings.patched(cfg, &cmd.action)?;
+        let eff = settings.effective(cfg);
+        match &cmd.action {
             ControlAction::Reset => {
+                self.end_shift(cmd, PhaseShiftOutcome::Cancelled, out);
                 if let Some(clock) = &mut self.clock {
-                    clock.reset(InitialCondition::CircadianTime(cfg.initial_ct))?;
+                    clock.reset(InitialCondition::CircadianTime(eff.initial_ct))?;
                 }
-                self.filter = KalmanFilter::new(cfg.kalman)?;
+                self.filter = KalmanFilter::new(eff.kalman)?;
             }
             ControlAction::Pause => {
+                // The twin cannot pause with the clock: a shift under way is abandoned.
+                self.end_shift(cmd, PhaseShiftOutcome::Cancelled, out);
                 self.control.paused_since.get_or_insert(micros);
             }
             ControlAction::Resume => {
@@ -354,9 +421,75 @@ impl NodeState {
                     }
                 }
             }
-            ControlAction::ManualOverride { pwm } => self.control.override_pwm = pwm,
+            ControlAction::ManualOverride { pwm } => self.control.override_pwm = *pwm,
+            ControlAction::Entrainment(_) => {
+                if let Some(clock) = &mut self.clock {
+                    clock.set_etf(eff.etf)?;
+                }
+                if let Some(run) = &mut self.shift {
+                    run.set_etf(eff.etf)?;
+                }
+            }
+            ControlAction::Filter(_) => self.filter.set_params(eff.kalman)?,
+            ControlAction::FilterReset => self.filter.reset(),
+            ControlAction::OutputMapping(_) | ControlAction::Simulation(_) => {}
+            ControlAction::PhaseShift(plan) => {
+                self.end_shift(cmd, PhaseShiftOutcome::Superseded, out);
+                match &mut self.clock {
+                    Some(clock) if self.control.paused_since.is_none() => {
+                        self.shift = Some(ShiftRun::new(plan.clone(), clock)?);
+                    }
+                    _ => {
+                        // Nothing to shift (no reading applied yet, or paused): say so at once.
+                        let outcome = if self.clock.is_none() {
+                            PhaseShiftOutcome::NoClock
+                        } else {
+                            PhaseShiftOutcome::Cancelled
+                        };
+                        out.push(NodeOutput::PhaseShift(
+                            ShiftRun::unstarted(plan.clone()).report(
+                                &cmd.node_id,
+                                cmd.timestamp,
+                                outcome,
+                            ),
+                        ));
+                    }
+                }
+            }
         }
+        self.settings = settings;
         Ok(())
+    }
+
+    /// Reports a shift under way as ended by `cmd`.
+    fn end_shift(
+        &mut self,
+        cmd: &ControlCommand,
+        outcome: PhaseShiftOutcome,
+        out: &mut Vec<NodeOutput>,
+    ) {
+        if let Some(run) = self.shift.take() {
+            out.push(NodeOutput::PhaseShift(run.report(
+                &cmd.node_id,
+                cmd.timestamp,
+                outcome,
+            )));
+        }
+    }
+
+    /// The node's own settings (parameters changed by control commands).
+    pub fn settings(&self) -> NodeSettings {
+        self.settings
+    }
+
+    /// The phase shift under way, if any.
+    pub fn shift(&self) -> Option<&ShiftRun> {
+        self.shift.as_ref()
+    }
+
+    /// The Kalman filter.
+    pub fn filter(&self) -> &KalmanFilter {
+        &self.filter
     }
 
     /// Whether the node saw this key before (within the remembered recent keys).
@@ -435,7 +568,7 @@ impl NodeState {
             output_pwm: i32::from(
                 self.control
                     .override_pwm
-                    .unwrap_or_else(|| cfg.mapping.pwm(snap.koa_metric)),
+                    .unwrap_or_else(|| self.settings.effective(cfg).mapping.pwm(snap.koa_metric)),
             ),
             entrainment_active: entrained,
             temperature_kelvin: drive,
@@ -455,7 +588,19 @@ impl NodeState {
             kalman_variance: Some(variance),
             late: false,
         }));
+        let done = match &self.shift {
+            Some(run) if run.achieved().is_some() => Some(run.report(
+                &state.node_id,
+                state.timestamp,
+                PhaseShiftOutcome::Completed,
+            )),
+            _ => None,
+        };
         out.push(NodeOutput::State(state));
+        if let Some(report) = done {
+            self.shift = None;
+            out.push(NodeOutput::PhaseShift(report));
+        }
         Ok(Disposition::Applied)
     }
 
@@ -486,24 +631,31 @@ impl NodeState {
         let drive = kelvin.clamp(*VALID_KELVIN.start(), *VALID_KELVIN.end());
         let t = hours_since_epoch(micros);
         let mut entrained = true;
+        let eff = self.settings.effective(cfg);
         match &mut self.clock {
             None => {
                 self.clock = Some(Clock::with_reference(
-                    cfg.clock,
+                    self.settings.clock_config(cfg),
                     cfg.reference.clone(),
                     t,
                     drive,
-                    InitialCondition::CircadianTime(cfg.initial_ct),
+                    InitialCondition::CircadianTime(eff.initial_ct),
                 )?);
             }
             Some(clock) => {
                 let gap = t - clock.t_hours();
-                if gap > cfg.max_gap_hours {
+                let mut advance = |t: f64, k: f64| -> Result<(), ClockError> {
+                    match &mut self.shift {
+                        Some(run) => run.advance(clock, t, k),
+                        None => clock.advance_to(t, k).map(|_| ()),
+                    }
+                };
+                if gap > eff.max_gap_hours {
                     // No information across the gap: run free at the last temperature.
-                    clock.advance_to(t, self.last_kelvin)?;
+                    advance(t, self.last_kelvin)?;
                     entrained = false;
                 }
-                clock.advance_to(t, drive)?;
+                advance(t, drive)?;
             }
         }
         Ok((kelvin, variance, drive, entrained))

@@ -211,15 +211,8 @@ fn dot(w: &[f64; 3], y: &[f64; 3]) -> f64 {
     w[0] * y[0] + w[1] * y[1] + w[2] * y[2]
 }
 
-/// Shape of the KOA → PWM curve.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MappingFunction {
-    /// Straight line between the thresholds.
-    Linear,
-    /// Logistic curve between the thresholds, steeper in the middle.
-    Sigmoid,
-}
+/// Shape of the KOA → PWM curve (defined with the control commands that set it).
+pub use kaiabc_schemas::MappingFunction;
 
 /// The API's output mapping: KOA (0–1) to an 8-bit PWM duty.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -44,6 +44,7 @@ fn rows_json(rows: &[LakeRow]) -> Vec<String> {
             LakeRow::State(x) => serde_json::to_string(x).unwrap(),
             LakeRow::Rhythm(x) => serde_json::to_string(x).unwrap(),
             LakeRow::DeadLetter(x) => serde_json::to_string(x).unwrap(),
+            LakeRow::PhaseShift(x) => serde_json::to_string(x).unwrap(),
             LakeRow::Checkpoint(_) => "checkpoint".into(),
         })
         .collect()

@@ -52,6 +52,13 @@ fn state(
     (d, s)
 }
 
+/// Applies a command, returning what it reported.
+fn ctl(cfg: &NodeConfig, n: &mut NodeState, c: ControlCommand) -> Vec<LakeRow> {
+    let mut out = Vec::new();
+    n.control(cfg, &c, &mut out).unwrap();
+    out
+}
+
 /// Circadian-time distance on the 24 h circle.
 fn ct_gap(a: f64, b: f64) -> f64 {
     let d = (a - b).rem_euclid(24.0);
@@ -72,8 +79,11 @@ fn a_reset_returns_the_clock_to_its_initial_condition() {
         ct_gap(before.circadian_time, cfg.initial_ct) > 1.0,
         "{before:?}"
     );
-    a.control(&cfg, &command("a", 20 * 107 + 5, ControlAction::Reset))
-        .unwrap();
+    ctl(
+        &cfg,
+        &mut a,
+        command("a", 20 * 107 + 5, ControlAction::Reset),
+    );
     let (_, after) = state(&cfg, &mut a, reading("a", 108, 20 * 108));
     // A fresh node whose clock starts with the last reading before the reset, 20 minutes
     // earlier, is where the reset node must be.
@@ -100,8 +110,11 @@ fn a_paused_clock_holds_its_state_and_resumes_as_if_no_time_had_passed() {
         state(&cfg, &mut a, reading("a", k, 20 * k));
         state(&cfg, &mut reference, reading("r", k, 20 * k));
     }
-    a.control(&cfg, &command("a", 20 * 29 + 1, ControlAction::Pause))
-        .unwrap();
+    ctl(
+        &cfg,
+        &mut a,
+        command("a", 20 * 29 + 1, ControlAction::Pause),
+    );
     // Five hours paused: readings are kept, but give no state.
     for k in 30..45 {
         let (d, s) = state(&cfg, &mut a, reading("a", k, 20 * k));
@@ -109,8 +122,11 @@ fn a_paused_clock_holds_its_state_and_resumes_as_if_no_time_had_passed() {
         assert!(s.is_none());
     }
     let resumed_at = 20 * 44 + 10;
-    a.control(&cfg, &command("a", resumed_at, ControlAction::Resume))
-        .unwrap();
+    ctl(
+        &cfg,
+        &mut a,
+        command("a", resumed_at, ControlAction::Resume),
+    );
     let pause = resumed_at - (20 * 29 + 1);
     for k in 45..60 {
         let (_, got) = state(&cfg, &mut a, reading("a", k, 20 * k));
@@ -132,13 +148,12 @@ fn an_override_holds_the_output_until_cleared_and_survives_a_checkpoint() {
     let (_, s) = state(&cfg, &mut a, reading("a", 0, 0));
     let free = s.unwrap().output_pwm;
     let hold = if free == 77 { 78 } else { 77 };
-    a.control(
+    ctl(
         &cfg,
-        &command("a", 1, ControlAction::ManualOverride { pwm: Some(hold) }),
-    )
-    .unwrap();
-    a.control(&cfg, &command("a", 2, ControlAction::Pause))
-        .unwrap();
+        &mut a,
+        command("a", 1, ControlAction::ManualOverride { pwm: Some(hold) }),
+    );
+    ctl(&cfg, &mut a, command("a", 2, ControlAction::Pause));
     // Through a checkpoint, both the override and the pause are kept.
     let bytes = a.checkpoint().to_bytes();
     let cp = NodeCheckpoint::from_bytes(&bytes).unwrap();
@@ -149,31 +164,123 @@ fn an_override_holds_the_output_until_cleared_and_survives_a_checkpoint() {
         state(&cfg, &mut b, reading("a", 1, 20)).0,
         Disposition::Paused
     );
-    b.control(&cfg, &command("a", 21, ControlAction::Resume))
-        .unwrap();
+    ctl(&cfg, &mut b, command("a", 21, ControlAction::Resume));
     let (_, s) = state(&cfg, &mut b, reading("a", 2, 40));
     assert_eq!(s.unwrap().output_pwm, i32::from(hold));
-    b.control(
+    ctl(
         &cfg,
-        &command("a", 41, ControlAction::ManualOverride { pwm: None }),
-    )
-    .unwrap();
+        &mut b,
+        command("a", 41, ControlAction::ManualOverride { pwm: None }),
+    );
     let (_, s) = state(&cfg, &mut b, reading("a", 3, 60));
     let s = s.unwrap();
     assert_eq!(s.output_pwm, i32::from(cfg.mapping.pwm(s.koa_metric)));
 }
 
 #[test]
-fn version_1_checkpoints_still_resume_without_controls() {
+fn version_1_and_2_checkpoints_still_resume() {
     let cfg = NodeConfig::new(ClockConfig::default()).unwrap();
     let mut a = NodeState::new(&cfg).unwrap();
     state(&cfg, &mut a, reading("a", 0, 0));
-    let v2 = a.checkpoint().to_bytes();
-    // Version 2 is version 1's fields, then the control state (two `None`s: one byte each).
-    assert_eq!(&v2[v2.len() - 2..], &[0, 0]);
-    let mut v1 = v2[..v2.len() - 2].to_vec();
+    let v3 = a.checkpoint().to_bytes();
+    // Version 3 is version 2's fields, then the settings (five `None`s) and no phase shift
+    // (one `None`); version 2 is version 1's, then the control state (two `None`s). A `None`
+    // is one byte.
+    assert_eq!(&v3[v3.len() - 8..], &[0; 8]);
+    let mut v2 = v3[..v3.len() - 6].to_vec();
+    v2[0] = 2;
+    let mut v1 = v3[..v3.len() - 8].to_vec();
     v1[0] = 1;
-    let cp = NodeCheckpoint::from_bytes(&v1).unwrap();
-    assert_eq!(cp.control(), Default::default());
-    assert_eq!(cp.last_micros(), a.checkpoint().last_micros());
+    for old in [v1, v2] {
+        let cp = NodeCheckpoint::from_bytes(&old).unwrap();
+        assert_eq!(cp.control(), Default::default());
+        assert_eq!(cp.settings(), Default::default());
+        assert_eq!(cp.last_micros(), a.checkpoint().last_micros());
+        NodeState::resume(&cfg, cp).unwrap();
+    }
+}
+
+#[test]
+fn parameter_changes_act_like_a_node_configured_so_and_survive_a_checkpoint() {
+    use kaiabc_operators::settings::NodeSettings;
+    use kaiabc_schemas::{EntrainmentPatch, MappingFunction, MappingPatch};
+    let cfg = NodeConfig::new(ClockConfig::default()).unwrap();
+    // The node's own ETF from its first reading equals a shared configuration with that ETF
+    // (and the same reference cycle, which only places the initial phase).
+    let mut changed = NodeState::new(&cfg).unwrap();
+    ctl(
+        &cfg,
+        &mut changed,
+        command(
+            "a",
+            0,
+            ControlAction::Entrainment(EntrainmentPatch {
+                rate_scale: Some(1.1),
+                activation_energy_kaia_kj_mol: Some(50.0),
+                ..Default::default()
+            }),
+        ),
+    );
+    let mut other = cfg.clone();
+    other.clock.etf.rate_scale = 1.1;
+    other.clock.etf.activation_energy_kaia_kj_mol = 50.0;
+    let mut configured = NodeState::new(&other).unwrap();
+    let mut baseline = NodeState::new(&cfg).unwrap();
+    let (mut got, mut want, mut base) = (None, None, None);
+    for k in 0..72 {
+        got = state(&cfg, &mut changed, reading("a", k, 20 * k)).1;
+        want = state(&other, &mut configured, reading("a", k, 20 * k)).1;
+        base = state(&cfg, &mut baseline, reading("a", k, 20 * k)).1;
+    }
+    let (got, want, base) = (got.unwrap(), want.unwrap(), base.unwrap());
+    assert_eq!(got.state_variables, want.state_variables);
+    // ...and differs from the shared ETF (the change did something).
+    assert_ne!(got.state_variables, base.state_variables);
+
+    // An inverted sigmoid mapping drives the output from then on.
+    ctl(
+        &cfg,
+        &mut changed,
+        command(
+            "a",
+            20 * 72,
+            ControlAction::OutputMapping(MappingPatch {
+                mapping_function: Some(MappingFunction::Sigmoid),
+                invert: Some(true),
+                ..Default::default()
+            }),
+        ),
+    );
+    let mapping = changed.settings().effective(&cfg).mapping;
+    assert!(mapping.invert);
+    let s = state(&cfg, &mut changed, reading("a", 73, 20 * 73))
+        .1
+        .unwrap();
+    assert_eq!(s.output_pwm, i32::from(mapping.pwm(s.koa_metric)));
+
+    // A change that is invalid with the node's other settings is refused and changes nothing.
+    let before = changed.settings();
+    let bad = command(
+        "a",
+        20 * 73 + 1,
+        ControlAction::OutputMapping(MappingPatch {
+            koa_threshold_low: Some(0.95),
+            koa_threshold_high: Some(0.9),
+            ..Default::default()
+        }),
+    );
+    assert!(changed.control(&cfg, &bad, &mut Vec::new()).is_err());
+    assert_eq!(changed.settings(), before);
+
+    // Through a checkpoint the settings hold, and the clock runs on exactly as before.
+    let cp = NodeCheckpoint::from_bytes(&changed.checkpoint().to_bytes()).unwrap();
+    assert_ne!(cp.settings(), NodeSettings::default());
+    let mut resumed = NodeState::resume(&cfg, cp).unwrap();
+    let a = state(&cfg, &mut changed, reading("a", 74, 20 * 74))
+        .1
+        .unwrap();
+    let b = state(&cfg, &mut resumed, reading("a", 74, 20 * 74))
+        .1
+        .unwrap();
+    assert_eq!(a, b);
 }

@@ -28,8 +28,11 @@ const FAMILIES: [&str; 5] = [
     "sensors.reading.",
     "output.pwm.",
     "alert",
-    "phase_shift.complete",
+    PHASE_SHIFT_STREAM,
 ];
+
+/// The stream of finished phase shifts (every node's; the event names its node).
+pub const PHASE_SHIFT_STREAM: &str = "phase_shift.complete";
 
 /// One published event, serialised once for every subscriber.
 #[derive(Debug)]
@@ -57,6 +60,8 @@ pub struct NodeLatest {
 pub struct Hub {
     latest: Mutex<HashMap<String, NodeLatest>>,
     alerts: AtomicU64,
+    /// Sequence of `phase_shift.complete`.
+    shifts: AtomicU64,
     tx: broadcast::Sender<Arc<Published>>,
     shutdown: watch::Sender<bool>,
     /// Connected clients.
@@ -70,6 +75,7 @@ impl Default for Hub {
         Self {
             latest: Mutex::default(),
             alerts: AtomicU64::new(0),
+            shifts: AtomicU64::new(0),
             tx: broadcast::channel(CLIENT_BUFFER).0,
             shutdown: watch::channel(false).0,
             clients: AtomicU64::new(0),
@@ -176,6 +182,15 @@ impl Hub {
                     out.push(Published {
                         text: event_text("alert", seq, &data),
                         stream: "alert".into(),
+                        seq,
+                    });
+                }
+                LakeRow::PhaseShift(p) => {
+                    let seq = self.shifts.fetch_add(1, Ordering::Relaxed) + 1;
+                    let data = serde_json::to_value(p).unwrap_or(Value::Null);
+                    out.push(Published {
+                        text: event_text(PHASE_SHIFT_STREAM, seq, &data),
+                        stream: PHASE_SHIFT_STREAM.into(),
                         seq,
                     });
                 }

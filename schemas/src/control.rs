@@ -1,6 +1,6 @@
 //! Control commands: actions on a node's clock (reset, pause, resume, a manual output
-//! override) that travel in the node's input stream with its readings, so that a replay of the
-//! same stream reproduces them.
+//! override, parameter changes, a planned phase shift) that travel in the node's input stream
+//! with its readings, so that a replay of the same stream reproduces them.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -29,7 +29,7 @@ pub struct ControlCommand {
 }
 
 /// What a [`ControlCommand`] does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "control", rename_all = "snake_case")]
 pub enum ControlAction {
     /// The clock and the Kalman filter start again from the initial condition with the next
@@ -44,6 +44,135 @@ pub enum ControlAction {
         /// The duty to hold, or `None` to follow the clock again.
         pwm: Option<u8>,
     },
+    /// Changes some of the node's entrainment (temperature-dependence) parameters; the clock
+    /// keeps its state and runs on under the new rates.
+    Entrainment(EntrainmentPatch),
+    /// Changes some of the node's KOA → PWM mapping.
+    OutputMapping(MappingPatch),
+    /// Changes some of the node's Kalman filter tuning (the estimate is kept).
+    Filter(FilterPatch),
+    /// The Kalman filter starts again from the next reading (the clock is untouched).
+    FilterReset,
+    /// Changes some of the node's simulation settings.
+    Simulation(SimulationPatch),
+    /// A temperature step added to the node's clock drive for a while, planned from the phase
+    /// response curve; when the clock has settled the node reports the shift achieved.
+    PhaseShift(PhaseShiftPlan),
+}
+
+/// Entrainment parameters to change; absent fields keep their values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntrainmentPatch {
+    /// Temperature at which the rate table holds (K, 200–400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_temperature_k: Option<f64>,
+    /// Activation energy of the KaiA-stimulated terms (kJ/mol, 0–200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_energy_kaia_kj_mol: Option<f64>,
+    /// Activation energy of the basal terms (kJ/mol, 0–200).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_energy_basal_kj_mol: Option<f64>,
+    /// Multiplies every rate (the free-running period scales as 1 / rate_scale).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_scale: Option<f64>,
+}
+
+/// Shape of the KOA → PWM curve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MappingFunction {
+    /// Straight line between the thresholds.
+    Linear,
+    /// Logistic curve between the thresholds, steeper in the middle.
+    Sigmoid,
+}
+
+/// Output-mapping fields to change; absent fields keep their values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MappingPatch {
+    /// Curve shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mapping_function: Option<MappingFunction>,
+    /// Duty at or below the low threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pwm_min: Option<u8>,
+    /// Duty at or above the high threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pwm_max: Option<u8>,
+    /// KOA at and below which the output is `pwm_min`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub koa_threshold_low: Option<f64>,
+    /// KOA at and above which the output is `pwm_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub koa_threshold_high: Option<f64>,
+    /// High KOA → low duty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invert: Option<bool>,
+    /// Steepness of the sigmoid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigmoid_gain: Option<f64>,
+}
+
+/// Kalman tuning to change; absent fields keep their values. Noises are in the order
+/// temperature, humidity, pressure (K², %², hPa²; per minute for the process noise).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterPatch {
+    /// Random-walk variance per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_noise: Option<[f64; 3]>,
+    /// Sensor noise variance of one reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measurement_noise: Option<[f64; 3]>,
+    /// χ² probability up to which a reading is graded good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_good: Option<f64>,
+    /// χ² probability up to which a reading is graded fair.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_fair: Option<f64>,
+    /// χ² probability up to which a reading is graded poor (and still applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate_poor: Option<f64>,
+    /// Consecutive invalid readings after which the filter re-initialises.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reinit_after: Option<u32>,
+}
+
+/// Simulation settings to change; absent fields keep their values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimulationPatch {
+    /// Across a gap between readings longer than this (h) the clock runs free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_gap_hours: Option<f64>,
+    /// The circadian time a reset clock starts at (0–24).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_ct: Option<f64>,
+}
+
+/// A planned temperature step: `delta_k` added to the clock's drive from `start` for
+/// `duration_minutes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseShiftPlan {
+    /// Names the shift in its `phase_shift.complete` report.
+    pub shift_id: String,
+    /// The shift asked for (h, advance positive).
+    pub target_shift_hours: f64,
+    /// The shift the phase response curve predicts for this step (h).
+    pub predicted_shift_hours: f64,
+    /// When the step begins (event time).
+    #[serde(with = "rfc3339")]
+    #[schemars(with = "String")]
+    pub start: DateTime<Utc>,
+    /// The step's length (min).
+    pub duration_minutes: f64,
+    /// The step (K, positive = warmer).
+    pub delta_k: f64,
+    /// Cycles after the step before the achieved shift is read off.
+    pub settle_cycles: u32,
 }
 
 impl ControlCommand {
@@ -86,5 +215,60 @@ mod tests {
             r#"{"control":"manual_override","pwm":300,"node_id":"p1","timestamp":"2026-01-05T10:00:00Z"}"#
         )
         .is_err());
+    }
+
+    #[test]
+    fn parameter_patches_read_flat_and_refuse_unknown_fields() {
+        let json = r#"{"control":"entrainment","rate_scale":1.1,"node_id":"p1","timestamp":"2026-01-05T10:00:00Z"}"#;
+        let c: ControlCommand = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            c.action,
+            ControlAction::Entrainment(EntrainmentPatch {
+                rate_scale: Some(1.1),
+                ..Default::default()
+            })
+        );
+        let back: ControlCommand =
+            serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        // A misspelt field is an error, not a silent no-op.
+        assert!(serde_json::from_str::<ControlCommand>(
+            r#"{"control":"entrainment","rate_scal":1.1,"node_id":"p1","timestamp":"2026-01-05T10:00:00Z"}"#
+        )
+        .is_err());
+        let m: ControlCommand = serde_json::from_str(
+            r#"{"control":"output_mapping","mapping_function":"sigmoid","pwm_max":200,"node_id":"p1","timestamp":"2026-01-05T10:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.action,
+            ControlAction::OutputMapping(MappingPatch {
+                mapping_function: Some(MappingFunction::Sigmoid),
+                pwm_max: Some(200),
+                ..Default::default()
+            })
+        );
+        let reset: ControlCommand = serde_json::from_str(
+            r#"{"control":"filter_reset","node_id":"p1","timestamp":"2026-01-05T10:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(reset.action, ControlAction::FilterReset);
+        let plan = ControlCommand {
+            node_id: "p1".into(),
+            timestamp: "2026-01-05T10:00:00Z".parse().unwrap(),
+            issued_by: None,
+            action: ControlAction::PhaseShift(PhaseShiftPlan {
+                shift_id: "s1".into(),
+                target_shift_hours: 2.0,
+                predicted_shift_hours: 1.9,
+                start: "2026-01-05T12:00:00Z".parse().unwrap(),
+                duration_minutes: 120.0,
+                delta_k: 5.0,
+                settle_cycles: 3,
+            }),
+        };
+        let text = serde_json::to_string(&plan).unwrap();
+        assert!(text.contains(r#""control":"phase_shift""#), "{text}");
+        assert_eq!(serde_json::from_str::<ControlCommand>(&text).unwrap(), plan);
     }
 }

@@ -3,7 +3,9 @@
 
 use schemars::{schema_for, Schema};
 
-use crate::{ControlCommand, DeadLetter, OscillatorState, RhythmWindow, SensorReading};
+use crate::{
+    ControlCommand, DeadLetter, OscillatorState, PhaseShiftReport, RhythmWindow, SensorReading,
+};
 
 /// `(file name, schema)` for every event type.
 pub fn documents() -> Vec<(&'static str, Schema)> {
@@ -13,6 +15,10 @@ pub fn documents() -> Vec<(&'static str, Schema)> {
         ("rhythm_window.schema.json", schema_for!(RhythmWindow)),
         ("dead_letter.schema.json", schema_for!(DeadLetter)),
         ("control_command.schema.json", schema_for!(ControlCommand)),
+        (
+            "phase_shift_report.schema.json",
+            schema_for!(PhaseShiftReport),
+        ),
     ]
 }
 

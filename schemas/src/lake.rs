@@ -8,7 +8,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
 use crate::reading::SensorReading;
-use crate::{DeadLetter, OscillatorState, RhythmWindow};
+use crate::{DeadLetter, OscillatorState, PhaseShiftReport, RhythmWindow};
 
 /// Any lake row, for streams that carry several tables.
 #[derive(Clone, Debug, PartialEq)]
@@ -21,6 +21,8 @@ pub enum LakeRow {
     Rhythm(RhythmWindow),
     /// A `dead_letters` row.
     DeadLetter(DeadLetter),
+    /// A `phase_shifts` row.
+    PhaseShift(PhaseShiftReport),
     /// Not a table row: a barrier in one worker's row stream carrying the checkpoints of the
     /// nodes that changed since the previous one. The lake sink commits every row before it,
     /// then saves the checkpoints, so saved node state always matches committed rows.
@@ -76,15 +78,18 @@ pub enum Table {
     Rhythms,
     /// Rejected events with their reasons.
     DeadLetters,
+    /// Planned phase shifts and the shift each achieved.
+    PhaseShifts,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 4] = [
+    pub const ALL: [Table; 5] = [
         Table::Readings,
         Table::States,
         Table::Rhythms,
         Table::DeadLetters,
+        Table::PhaseShifts,
     ];
 
     /// The table's name: its directory under the lake root and its SQL name.
@@ -94,6 +99,7 @@ impl Table {
             Table::States => "states",
             Table::Rhythms => "rhythms",
             Table::DeadLetters => "dead_letters",
+            Table::PhaseShifts => "phase_shifts",
         }
     }
 
@@ -104,6 +110,7 @@ impl Table {
             Table::Readings | Table::States => "timestamp",
             Table::Rhythms => "window_end",
             Table::DeadLetters => "received_at",
+            Table::PhaseShifts => "completed_at",
         }
     }
 
@@ -114,6 +121,7 @@ impl Table {
             Table::States => states(),
             Table::Rhythms => rhythms(),
             Table::DeadLetters => dead_letters(),
+            Table::PhaseShifts => phase_shifts(),
         })
     }
 
@@ -202,6 +210,21 @@ fn dead_letters() -> Schema {
         Field::new("message", DataType::Utf8, false),
         Field::new("payload", DataType::Utf8, false),
         Field::new("node_id", DataType::Utf8, true),
+    ])
+}
+
+fn phase_shifts() -> Schema {
+    Schema::new(vec![
+        Field::new("node_id", DataType::Utf8, false),
+        Field::new("shift_id", DataType::Utf8, false),
+        Field::new("completed_at", timestamp_type(), false),
+        Field::new("step_start", timestamp_type(), false),
+        Field::new("step_end", timestamp_type(), false),
+        f64_col("delta_k", false),
+        f64_col("target_shift_hours", false),
+        f64_col("predicted_shift_hours", false),
+        f64_col("achieved_shift_hours", true),
+        Field::new("outcome", DataType::Utf8, false),
     ])
 }
 

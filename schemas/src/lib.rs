@@ -6,14 +6,19 @@ pub mod control;
 pub mod dead_letter;
 pub mod json_schema;
 pub mod lake;
+pub mod phase_shift;
 pub mod reading;
 pub mod rhythm;
 pub mod state;
 pub mod validate;
 
-pub use control::{ControlAction, ControlCommand};
+pub use control::{
+    ControlAction, ControlCommand, EntrainmentPatch, FilterPatch, MappingFunction, MappingPatch,
+    PhaseShiftPlan, SimulationPatch,
+};
 pub use dead_letter::DeadLetter;
 pub use lake::{Checkpoint, LakeRow, NodeCheckpointEntry, ReadingRow, Table};
+pub use phase_shift::{PhaseShiftOutcome, PhaseShiftReport};
 pub use reading::{
     format_timestamp, parse_timestamp, Quality, RawReading, RawValues, SensorReading,
 };

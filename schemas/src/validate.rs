@@ -51,11 +51,14 @@ pub enum Reason {
     OdeInstability,
     /// The Kalman filter could not take this reading (the API's error code).
     FilterDivergence,
+    /// A control command the node could not carry out (e.g. parameters that are invalid
+    /// together with the node's others).
+    InvalidCommand,
 }
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::ParseError,
         Reason::MissingField,
         Reason::InvalidNodeId,
@@ -69,6 +72,7 @@ impl Reason {
         Reason::Duplicate,
         Reason::OdeInstability,
         Reason::FilterDivergence,
+        Reason::InvalidCommand,
     ];
 
     /// The stable code, e.g. `TEMPERATURE_OUT_OF_RANGE`.
@@ -87,6 +91,7 @@ impl Reason {
             Reason::Duplicate => "DUPLICATE",
             Reason::OdeInstability => "ODE_INSTABILITY",
             Reason::FilterDivergence => "FILTER_DIVERGENCE",
+            Reason::InvalidCommand => "INVALID_COMMAND",
         }
     }
 

@@ -11,7 +11,9 @@ use arrow::array::{ArrayRef, RecordBatch};
 use arrow::error::ArrowError;
 use chrono::{DateTime, NaiveDate, Utc};
 pub use kaiabc_schemas::LakeRow;
-use kaiabc_schemas::{DeadLetter, OscillatorState, ReadingRow, RhythmWindow, Table};
+use kaiabc_schemas::{
+    DeadLetter, OscillatorState, PhaseShiftReport, ReadingRow, RhythmWindow, Table,
+};
 
 /// A row of one of the lake's tables.
 pub trait LakeRecord: Sized {
@@ -249,5 +251,36 @@ impl LakeRecord for DeadLetter {
 
     fn time_micros(&self) -> i64 {
         micros(&self.received_at)
+    }
+}
+
+columns!(PhaseShiftColumns for PhaseShiftReport, Table::PhaseShifts, {
+    node_id: StringBuilder = strings => |x| append_value(&x.node_id),
+    shift_id: StringBuilder = strings => |x| append_value(&x.shift_id),
+    completed_at: TimestampMicrosecondBuilder = utc_micros
+        => |x| append_value(micros(&x.completed_at)),
+    step_start: TimestampMicrosecondBuilder = utc_micros
+        => |x| append_value(micros(&x.step_start)),
+    step_end: TimestampMicrosecondBuilder = utc_micros
+        => |x| append_value(micros(&x.step_end)),
+    delta_k: Float64Builder = floats => |x| append_value(x.delta_k),
+    target_shift_hours: Float64Builder = floats => |x| append_value(x.target_shift_hours),
+    predicted_shift_hours: Float64Builder = floats
+        => |x| append_value(x.predicted_shift_hours),
+    achieved_shift_hours: Float64Builder = floats
+        => |x| append_option(x.achieved_shift_hours),
+    outcome: StringBuilder = strings => |x| append_value(x.outcome.as_str()),
+});
+
+impl LakeRecord for PhaseShiftReport {
+    const TABLE: Table = Table::PhaseShifts;
+    type Columns = PhaseShiftColumns;
+
+    fn sort_key(&self) -> (&str, i64, &str) {
+        (&self.node_id, micros(&self.completed_at), &self.shift_id)
+    }
+
+    fn time_micros(&self) -> i64 {
+        micros(&self.completed_at)
     }
 }

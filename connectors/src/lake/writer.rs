@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use chrono::{NaiveDate, Utc};
-use kaiabc_schemas::{DeadLetter, OscillatorState, ReadingRow, RhythmWindow};
+use kaiabc_schemas::{DeadLetter, OscillatorState, PhaseShiftReport, ReadingRow, RhythmWindow};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
@@ -187,7 +187,7 @@ struct Staged {
     rows: usize,
 }
 
-/// One worker's writer of all four tables.
+/// One worker's writer of every table.
 pub struct LakeWriter {
     cfg: LakeConfig,
     props: WriterProperties,
@@ -198,6 +198,7 @@ pub struct LakeWriter {
     states: Buffer<OscillatorState>,
     rhythms: Buffer<RhythmWindow>,
     dead_letters: Buffer<DeadLetter>,
+    phase_shifts: Buffer<PhaseShiftReport>,
     staged: Vec<Staged>,
 }
 
@@ -227,6 +228,7 @@ impl LakeWriter {
             "metric",
             "reason",
             "source",
+            "outcome",
         ] {
             props = props.set_column_dictionary_enabled(ColumnPath::from(column), true);
         }
@@ -247,6 +249,7 @@ impl LakeWriter {
             states: Buffer::default(),
             rhythms: Buffer::default(),
             dead_letters: Buffer::default(),
+            phase_shifts: Buffer::default(),
             staged: Vec::new(),
         })
     }
@@ -261,7 +264,11 @@ impl LakeWriter {
         fn n<R: LakeRecord>(b: &Buffer<R>) -> usize {
             b.parts.values().map(Part::len).sum()
         }
-        n(&self.readings) + n(&self.states) + n(&self.rhythms) + n(&self.dead_letters)
+        n(&self.readings)
+            + n(&self.states)
+            + n(&self.rhythms)
+            + n(&self.dead_letters)
+            + n(&self.phase_shifts)
     }
 
     /// Buffers one row (staging its partition if the buffer is full).
@@ -271,6 +278,7 @@ impl LakeWriter {
             LakeRow::State(r) => self.push_into(r, |w| &mut w.states),
             LakeRow::Rhythm(r) => self.push_into(r, |w| &mut w.rhythms),
             LakeRow::DeadLetter(r) => self.push_into(r, |w| &mut w.dead_letters),
+            LakeRow::PhaseShift(r) => self.push_into(r, |w| &mut w.phase_shifts),
             // A barrier, not a row: the lake sink commits at it and saves its checkpoints.
             LakeRow::Checkpoint(_) => Ok(()),
         }
@@ -311,7 +319,8 @@ impl LakeWriter {
         self.roll_table(before, |w| &mut w.readings)?;
         self.roll_table(before, |w| &mut w.states)?;
         self.roll_table(before, |w| &mut w.rhythms)?;
-        self.roll_table(before, |w| &mut w.dead_letters)
+        self.roll_table(before, |w| &mut w.dead_letters)?;
+        self.roll_table(before, |w| &mut w.phase_shifts)
     }
 
     fn roll_table<R: LakeRecord>(

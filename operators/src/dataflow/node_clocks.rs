@@ -90,6 +90,8 @@ pub struct NodeStats {
     pub duplicates: u64,
     /// Readings whose clock failed to step (dead-lettered as `ODE_INSTABILITY`).
     pub clock_failures: u64,
+    /// Control commands refused (dead-lettered as `INVALID_COMMAND`).
+    pub control_failures: u64,
     /// Readings the filter could not take (dead-lettered as `FILTER_DIVERGENCE`).
     pub filter_failures: u64,
     /// Rhythm-window rows emitted.
@@ -173,6 +175,7 @@ impl NodeStats {
         match e {
             NodeError::Clock(_) => self.clock_failures += 1,
             NodeError::Kalman(_) => self.filter_failures += 1,
+            NodeError::Settings(_) => self.control_failures += 1,
         }
     }
 }
@@ -487,12 +490,23 @@ fn apply(
                         continue;
                     }
                 };
-                match node.control(cfg, &cmd) {
+                match node.control(cfg, &cmd, out) {
                     Ok(()) => {
                         st.controls += 1;
                         touched.push(cmd.node_id);
                     }
-                    Err(e) => st.count_failure(&e),
+                    Err(e) => {
+                        // A refused command is kept, with why, like a refused reading.
+                        st.control_failures += 1;
+                        let payload = serde_json::to_vec(&cmd).unwrap_or_default();
+                        out.push(LakeRow::DeadLetter(DeadLetter::new(
+                            cmd.timestamp,
+                            format!("node:{}", cmd.node_id),
+                            &payload,
+                            Rejection::new(Reason::InvalidCommand, e.to_string())
+                                .for_node(&cmd.node_id),
+                        )));
+                    }
                 }
                 continue;
             }
@@ -552,6 +566,7 @@ fn failure(reading: &SensorReading, e: &NodeError) -> LakeRow {
     let reason = match e {
         NodeError::Clock(_) => Reason::OdeInstability,
         NodeError::Kalman(_) => Reason::FilterDivergence,
+        NodeError::Settings(_) => Reason::InvalidCommand,
     };
     let payload = serde_json::to_vec(reading).unwrap_or_default();
     LakeRow::DeadLetter(DeadLetter::new(

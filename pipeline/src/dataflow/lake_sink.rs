@@ -22,8 +22,8 @@ use super::MICROS_PER_TICK;
 pub struct SinkReport {
     /// Committed files and rows.
     pub committed: CommitSummary,
-    /// Rows per table received: readings, states, rhythms, dead letters.
-    pub rows: [u64; 4],
+    /// Rows per table received: readings, states, rhythms, dead letters, phase shifts.
+    pub rows: [u64; 5],
     /// The first error (the sink stops writing after it).
     pub error: Option<LakeError>,
     /// Time spent in the writer (buffering, encoding, writing, committing).
@@ -128,6 +128,7 @@ impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
                                 LakeRow::State(_) => 1,
                                 LakeRow::Rhythm(_) => 2,
                                 LakeRow::DeadLetter(_) => 3,
+                                LakeRow::PhaseShift(_) => 4,
                                 LakeRow::Checkpoint(_) => {
                                     barriers = true;
                                     continue;

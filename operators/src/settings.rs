@@ -1,0 +1,262 @@
+//! A node's own settings: the parameters its control commands changed, over the configuration
+//! every node shares.
+
+use kaiabc_schemas::{ControlAction, EntrainmentPatch, FilterPatch, MappingPatch, SimulationPatch};
+use serde::{Deserialize, Serialize};
+
+use crate::etf::Etf;
+use crate::kalman::KalmanParams;
+use crate::node::NodeConfig;
+use crate::outputs::OutputMapping;
+
+/// Parameters a node holds apart from the shared [`NodeConfig`]; `None` follows the shared value.
+/// Small and `Copy`: it travels in checkpoints and the API folds the control log into it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeSettings {
+    /// Temperature dependence of the clock.
+    pub etf: Option<Etf>,
+    /// KOA → PWM.
+    pub mapping: Option<OutputMapping>,
+    /// Kalman tuning.
+    pub kalman: Option<KalmanParams>,
+    /// Free-run threshold (h).
+    pub max_gap_hours: Option<f64>,
+    /// CT a reset starts at.
+    pub initial_ct: Option<f64>,
+}
+
+/// A parameter change that would leave a node with unusable settings.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid {what}: {reason}")]
+pub struct SettingsError {
+    /// Which group of settings.
+    pub what: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+/// The settings in effect, every one resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Effective {
+    /// Temperature dependence.
+    pub etf: Etf,
+    /// KOA → PWM.
+    pub mapping: OutputMapping,
+    /// Kalman tuning.
+    pub kalman: KalmanParams,
+    /// Free-run threshold (h).
+    pub max_gap_hours: f64,
+    /// CT a reset starts at.
+    pub initial_ct: f64,
+}
+
+impl NodeSettings {
+    /// Every setting resolved against the shared configuration.
+    pub fn effective(&self, cfg: &NodeConfig) -> Effective {
+        Effective {
+            etf: self.etf.unwrap_or(cfg.clock.etf),
+            mapping: self.mapping.unwrap_or(cfg.mapping),
+            kalman: self.kalman.unwrap_or(cfg.kalman),
+            max_gap_hours: self.max_gap_hours.unwrap_or(cfg.max_gap_hours),
+            initial_ct: self.initial_ct.unwrap_or(cfg.initial_ct),
+        }
+    }
+
+    /// The clock configuration of this node (the shared one under its ETF).
+    pub fn clock_config(&self, cfg: &NodeConfig) -> crate::clock::ClockConfig {
+        crate::clock::ClockConfig {
+            etf: self.etf.unwrap_or(cfg.clock.etf),
+            ..cfg.clock
+        }
+    }
+
+    /// The settings after `action` if it changes parameters (others leave them as they are),
+    /// checked as a whole: the API refuses a change this rejects, and the node applies exactly
+    /// what this returns.
+    pub fn patched(&self, cfg: &NodeConfig, action: &ControlAction) -> Result<Self, SettingsError> {
+        let now = self.effective(cfg);
+        let mut next = *self;
+        match action {
+            ControlAction::Entrainment(p) => {
+                let etf = patch_etf(now.etf, p);
+                etf.validate().map_err(|e| SettingsError {
+                    what: "entrainment parameters",
+                    reason: e.to_string(),
+                })?;
+                next.etf = Some(etf);
+            }
+            ControlAction::OutputMapping(p) => {
+                let m = patch_mapping(now.mapping, p);
+                m.validate().map_err(|e| SettingsError {
+                    what: "output mapping",
+                    reason: e.to_string(),
+                })?;
+                next.mapping = Some(m);
+            }
+            ControlAction::Filter(p) => {
+                let k = patch_kalman(now.kalman, p);
+                k.validate().map_err(|e| SettingsError {
+                    what: "filter parameters",
+                    reason: e.to_string(),
+                })?;
+                next.kalman = Some(k);
+            }
+            ControlAction::Simulation(SimulationPatch {
+                max_gap_hours,
+                initial_ct,
+            }) => {
+                if let Some(g) = max_gap_hours {
+                    if !(g.is_finite() && *g > 0.0 && *g <= 24.0 * 30.0) {
+                        return Err(SettingsError {
+                            what: "simulation settings",
+                            reason: format!("max_gap_hours must be in (0, 720], got {g}"),
+                        });
+                    }
+                    next.max_gap_hours = Some(*g);
+                }
+                if let Some(ct) = initial_ct {
+                    if !(ct.is_finite() && (0.0..24.0).contains(ct)) {
+                        return Err(SettingsError {
+                            what: "simulation settings",
+                            reason: format!("initial_ct must be in [0, 24), got {ct}"),
+                        });
+                    }
+                    next.initial_ct = Some(*ct);
+                }
+            }
+            _ => {}
+        }
+        Ok(next)
+    }
+}
+
+fn patch_etf(mut e: Etf, p: &EntrainmentPatch) -> Etf {
+    if let Some(v) = p.reference_temperature_k {
+        e.reference_temperature_k = v;
+    }
+    if let Some(v) = p.activation_energy_kaia_kj_mol {
+        e.activation_energy_kaia_kj_mol = v;
+    }
+    if let Some(v) = p.activation_energy_basal_kj_mol {
+        e.activation_energy_basal_kj_mol = v;
+    }
+    if let Some(v) = p.rate_scale {
+        e.rate_scale = v;
+    }
+    e
+}
+
+fn patch_mapping(mut m: OutputMapping, p: &MappingPatch) -> OutputMapping {
+    if let Some(v) = p.mapping_function {
+        m.mapping_function = v;
+    }
+    if let Some(v) = p.pwm_min {
+        m.pwm_min = v;
+    }
+    if let Some(v) = p.pwm_max {
+        m.pwm_max = v;
+    }
+    if let Some(v) = p.koa_threshold_low {
+        m.koa_threshold_low = v;
+    }
+    if let Some(v) = p.koa_threshold_high {
+        m.koa_threshold_high = v;
+    }
+    if let Some(v) = p.invert {
+        m.invert = v;
+    }
+    if let Some(v) = p.sigmoid_gain {
+        m.sigmoid_gain = v;
+    }
+    m
+}
+
+fn patch_kalman(mut k: KalmanParams, p: &FilterPatch) -> KalmanParams {
+    if let Some(v) = p.process_noise {
+        k.process_noise = v;
+    }
+    if let Some(v) = p.measurement_noise {
+        k.measurement_noise = v;
+    }
+    if let Some(v) = p.gate_good {
+        k.gate_good = v;
+    }
+    if let Some(v) = p.gate_fair {
+        k.gate_fair = v;
+    }
+    if let Some(v) = p.gate_poor {
+        k.gate_poor = v;
+    }
+    if let Some(v) = p.reinit_after {
+        k.reinit_after = v;
+    }
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ClockConfig;
+
+    fn cfg() -> NodeConfig {
+        NodeConfig {
+            reference: None,
+            ..NodeConfig::new(ClockConfig::default()).unwrap()
+        }
+    }
+
+    #[test]
+    fn patches_change_only_what_they_name_and_refuse_bad_values() {
+        let cfg = cfg();
+        let s = NodeSettings::default();
+        assert_eq!(s.effective(&cfg).etf, cfg.clock.etf);
+        let s = s
+            .patched(
+                &cfg,
+                &ControlAction::Entrainment(EntrainmentPatch {
+                    rate_scale: Some(1.2),
+                    ..Default::default()
+                }),
+            )
+            .unwrap();
+        let e = s.effective(&cfg);
+        assert_eq!(e.etf.rate_scale, 1.2);
+        assert_eq!(
+            e.etf.activation_energy_kaia_kj_mol,
+            cfg.clock.etf.activation_energy_kaia_kj_mol
+        );
+        // Thresholds in the wrong order: the mapping as a whole is invalid.
+        let err = s
+            .patched(
+                &cfg,
+                &ControlAction::OutputMapping(MappingPatch {
+                    koa_threshold_low: Some(0.9),
+                    koa_threshold_high: Some(0.2),
+                    ..Default::default()
+                }),
+            )
+            .unwrap_err();
+        assert_eq!(err.what, "output mapping");
+        let err = s
+            .patched(
+                &cfg,
+                &ControlAction::Filter(FilterPatch {
+                    gate_good: Some(0.999),
+                    ..Default::default()
+                }),
+            )
+            .unwrap_err();
+        assert!(err.reason.contains("gate"), "{err}");
+        assert!(s
+            .patched(
+                &cfg,
+                &ControlAction::Simulation(SimulationPatch {
+                    initial_ct: Some(24.0),
+                    ..Default::default()
+                })
+            )
+            .is_err());
+        // Other actions leave the settings alone.
+        assert_eq!(s.patched(&cfg, &ControlAction::Reset).unwrap(), s);
+    }
+}
