@@ -204,6 +204,18 @@ fn parse(path: &Path, text: &str) -> Result<BTreeMap<&'static str, String>, Conf
     Ok(env)
 }
 
+/// As [`read`], from the file's text (e.g. a request body).
+pub fn parse_text(text: &str) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+    parse(Path::new("<config>"), text)
+}
+
+/// The `kaiabc run` flag an environment variable stands for (`None` for variables only).
+pub fn flag_of(var: &str) -> Option<&'static str> {
+    KEYS.iter()
+        .find(|(_, v, f, _)| *v == var && !f.is_empty())
+        .map(|(_, _, f, _)| *f)
+}
+
 /// The config file named by `--config FILE` (or `--config=FILE`) in `args`, else by
 /// `KAIABC_CONFIG`.
 pub fn path_from(args: &[String]) -> Option<PathBuf> {

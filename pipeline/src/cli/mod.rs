@@ -237,30 +237,70 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Token(a) => run::token(&a),
         Command::Bridge(a) => run::bridge(&a),
         Command::Config(ConfigCommand::Template) => {
-            use clap::CommandFactory;
-            let cli = Cli::command();
-            let run = cli.find_subcommand("run").expect("the run command");
-            print!(
-                "{}",
-                crate::config::template(|flag| {
-                    let long = flag.strip_prefix("--")?;
-                    let arg = run.get_arguments().find(|a| a.get_long() == Some(long))?;
-                    if !arg.get_action().takes_values() {
-                        return Some("false".into()); // a switch
-                    }
-                    let d = arg.get_default_values().first()?;
-                    Some(d.to_string_lossy().into_owned())
-                })
-            );
+            print!("{}", config_template());
             Ok(())
         }
         Command::Config(ConfigCommand::Check { file }) => {
-            let env = crate::config::read(&file)?;
-            println!("{}: {} keys, valid", file.display(), env.len());
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+            let keys =
+                check_config_text(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            println!("{}: {keys} keys, valid", file.display());
             Ok(())
         }
         Command::Datasets(datasets::DatasetsCommand::Generate(a)) => datasets::generate(&a),
     }
+}
+
+/// The `run` command's definition, for its flags' defaults and value checks.
+fn run_command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command()
+        .find_subcommand("run")
+        .expect("the run command")
+        .clone()
+}
+
+/// A commented config file with every key and its built-in default (from the command's own
+/// definition, so they cannot drift).
+pub fn config_template() -> String {
+    let run = run_command();
+    crate::config::template(|flag| {
+        let long = flag.strip_prefix("--")?;
+        let arg = run.get_arguments().find(|a| a.get_long() == Some(long))?;
+        if !arg.get_action().takes_values() {
+            return Some("false".into()); // a switch
+        }
+        let d = arg.get_default_values().first()?;
+        Some(d.to_string_lossy().into_owned())
+    })
+}
+
+/// Checks a config file's text as `kaiabc run` would take it: TOML, known keys, and every value
+/// through its flag's own parser. Returns the number of keys.
+pub fn check_config_text(text: &str) -> Result<usize, String> {
+    let env = crate::config::parse_text(text).map_err(|e| e.to_string())?;
+    let run = run_command();
+    let mut argv = vec!["run".to_string()];
+    for (var, value) in &env {
+        let Some(flag) = crate::config::flag_of(var) else {
+            continue;
+        };
+        let long = flag.trim_start_matches('-');
+        let switch = run
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+            .is_some_and(|a| !a.get_action().takes_values());
+        match (switch, value.as_str()) {
+            (true, "true") => argv.push(flag.to_string()),
+            (true, "false") => {}
+            (true, v) => return Err(format!("{flag} is a switch: true or false, not {v:?}")),
+            (false, v) => argv.push(format!("{flag}={v}")),
+        }
+    }
+    run.try_get_matches_from(argv)
+        .map_err(|e| e.render().to_string().trim().to_string())?;
+    Ok(env.len())
 }
 
 /// `kaiabc config …`

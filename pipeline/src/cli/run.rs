@@ -186,6 +186,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     );
     let node_cfg =
         NodeConfig::new(ClockConfig::default()).context("building the clock configuration")?;
+    let api_cfg = Arc::new(node_cfg.clone());
     let restored = open_checkpoints(&a.lake)
         .with_context(|| format!("reading the checkpoints of the lake {}", a.lake.display()))?;
     let shared = Arc::new(LiveShared::default());
@@ -280,6 +281,14 @@ pub fn run(a: &RunArgs) -> Result<()> {
         started: std::time::Instant::now(),
         lake: a.lake.clone(),
         control_log: crate::server::ControlLog::at(&a.lake),
+        node_cfg: Arc::clone(&api_cfg),
+        book: crate::server::SettingsBook::load(
+            crate::server::ControlLog::at(&a.lake).path(),
+            &api_cfg,
+        )
+        .context("reading the control log")?,
+        prcs: Default::default(),
+        logs: crate::logs::ring(),
         limiter: RateLimiter::new(Limits {
             node_per_minute: a.rate_limit_node,
             user_per_minute: a.rate_limit_user,

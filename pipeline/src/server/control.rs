@@ -1,10 +1,15 @@
-//! Control endpoints: reset, pause, resume and manual override become commands in the node's
-//! input stream, written first to the lake's control log (`_control/commands.jsonl`, synced)
-//! so that they are durable and a replay of that log with the sensor logs reproduces them.
+//! Control endpoints: reset, pause, resume, manual override, filter reset and every parameter
+//! change become commands in the node's input stream, written first to the lake's control log
+//! (`_control/commands.jsonl`, synced) so that they are durable and a replay of that log with
+//! the sensor logs reproduces them.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use kaiabc_operators::node::NodeConfig;
+use kaiabc_operators::settings::NodeSettings;
 
 use chrono::Utc;
 use kaiabc_schemas::{ControlAction, ControlCommand};
@@ -31,6 +36,11 @@ impl ControlLog {
             path: lake.join("_control").join("commands.jsonl"),
             file: Mutex::new(None),
         }
+    }
+
+    /// The log's file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Appends one command as a JSON line and syncs it to disk.
@@ -79,6 +89,59 @@ pub(super) enum Endpoint {
     Pause,
     Resume,
     ManualOverride,
+    FilterReset,
+}
+
+/// Each node's own settings as the API has issued them: the control log folded through
+/// [`NodeSettings::patched`], the very function the nodes apply, so what a GET answers is what
+/// the node runs with.
+#[derive(Debug, Default)]
+pub struct SettingsBook {
+    nodes: Mutex<HashMap<String, NodeSettings>>,
+    serial: Mutex<()>,
+}
+
+impl SettingsBook {
+    /// The book of the commands in the control log at `log` (none if it does not exist yet).
+    pub fn load(log: &Path, cfg: &NodeConfig) -> anyhow::Result<Self> {
+        let book = Self::default();
+        if log.exists() {
+            let commands = crate::dataflow::replay::read_control_logs(&[log.to_path_buf()])?;
+            for c in commands {
+                // The node refused a command that does not patch cleanly: so does the book.
+                let _ = book.apply(cfg, &c.node_id, &c.action);
+            }
+        }
+        Ok(book)
+    }
+
+    /// A node's settings (the shared ones if it never changed any).
+    pub fn get(&self, node: &str) -> NodeSettings {
+        self.nodes
+            .lock()
+            .map(|m| m.get(node).copied().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// The settings after `action`, or why the node would refuse it; nothing is stored.
+    pub fn check(
+        &self,
+        cfg: &NodeConfig,
+        node: &str,
+        action: &ControlAction,
+    ) -> Result<NodeSettings, String> {
+        self.get(node)
+            .patched(cfg, action)
+            .map_err(|e| e.to_string())
+    }
+
+    fn apply(&self, cfg: &NodeConfig, node: &str, action: &ControlAction) -> Result<(), String> {
+        let next = self.check(cfg, node, action)?;
+        if let Ok(mut m) = self.nodes.lock() {
+            m.insert(node.to_string(), next);
+        }
+        Ok(())
+    }
 }
 
 /// Logs the command, then hands it to the dataflow, ordered with the node's readings; 202.
@@ -104,16 +167,52 @@ pub(super) fn issue(
                 match endpoint {
                     Endpoint::Reset => ControlAction::Reset,
                     Endpoint::Pause => ControlAction::Pause,
+                    Endpoint::FilterReset => ControlAction::FilterReset,
                     _ => ControlAction::Resume,
                 },
             ),
             Err(e) => return bad(format!("expected {{\"node_id\"}}: {e}")),
         },
     };
+    submit(api, who, node_id, action)
+}
+
+/// Checks a command against the node's settings, logs it, hands it to the dataflow and answers
+/// 202 with the command (or the error body).
+pub(super) fn submit(
+    api: &Api,
+    who: Principal,
+    node_id: String,
+    action: ControlAction,
+) -> warp::reply::Response {
+    match send(api, who, node_id, action) {
+        Ok(cmd) => warp::reply::with_status(
+            warp::reply::json(&serde_json::json!({"accepted": true, "command": cmd})),
+            StatusCode::ACCEPTED,
+        )
+        .into_response(),
+        Err(resp) => *resp,
+    }
+}
+
+/// [`submit`] without the answer: the command as sent.
+pub(super) fn send(
+    api: &Api,
+    who: Principal,
+    node_id: String,
+    action: ControlAction,
+) -> Result<ControlCommand, Box<warp::reply::Response>> {
+    let bad = |m: String| error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m);
     if !crate::auth::valid_node_id(&node_id) {
-        return bad(format!(
+        return Err(Box::new(bad(format!(
             "node_id {node_id:?}: 1-64 characters of A-Z a-z 0-9 _ -"
-        ));
+        ))));
+    }
+    // One command at a time, so two changes to one node cannot both pass the check against
+    // the same old settings.
+    let _serial = api.book.serial.lock();
+    if let Err(m) = api.book.check(&api.node_cfg, &node_id, &action) {
+        return Err(Box::new(bad(m)));
     }
     let issued_by = match who {
         Principal::User(c) => Some(c.sub),
@@ -127,12 +226,13 @@ pub(super) fn issue(
     };
     let line = serde_json::to_vec(&cmd).expect("a command always encodes");
     if let Err(e) = api.control_log.append(&line) {
-        return error_body(
+        return Err(Box::new(error_body(
             StatusCode::INTERNAL_SERVER_ERROR,
             "INTERNAL",
             format!("writing the control log: {e}"),
-        );
+        )));
     }
+    let _ = api.book.apply(&api.node_cfg, &cmd.node_id, &cmd.action);
     let inbound = Inbound {
         source: format!("{CONTROL_SOURCE}api"),
         node: Ok(node_id),
@@ -140,15 +240,11 @@ pub(super) fn issue(
         received_at: cmd.timestamp,
     };
     if api.ingest.send(inbound).is_err() {
-        return error_body(
+        return Err(Box::new(error_body(
             StatusCode::SERVICE_UNAVAILABLE,
             "SHUTTING_DOWN",
             "the pipeline is stopping",
-        );
+        )));
     }
-    warp::reply::with_status(
-        warp::reply::json(&serde_json::json!({"accepted": true, "command": cmd})),
-        StatusCode::ACCEPTED,
-    )
-    .into_response()
+    Ok(cmd)
 }

@@ -51,7 +51,7 @@ pub const MAX_EXPORT_ROWS: usize = 1_000_000;
 type Response = warp::reply::Response;
 
 /// Why a lake read is refused: small, so results stay cheap to pass around.
-enum Refusal {
+pub(super) enum Refusal {
     /// A parameter is wrong (400 `INVALID_PARAMETER`).
     Bad(String),
     /// The query failed (500 `QUERY_FAILED`).
@@ -59,7 +59,7 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn into_response(self) -> Response {
+    pub(super) fn into_response(self) -> Response {
         match self {
             Self::Bad(m) => error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m),
             Self::Failed(m) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "QUERY_FAILED", m),
@@ -67,27 +67,37 @@ impl Refusal {
     }
 }
 
-fn bad(msg: impl Into<String>) -> Refusal {
+pub(super) fn bad(msg: impl Into<String>) -> Refusal {
     Refusal::Bad(msg.into())
 }
 
-fn failed(e: impl std::fmt::Display) -> Refusal {
+pub(super) fn failed(e: impl std::fmt::Display) -> Refusal {
     Refusal::Failed(e.to_string())
 }
 
 /// A node and a time range `[start, end)` in microseconds, checked.
-struct Range {
-    node: String,
-    start: i64,
-    end: i64,
+pub(super) struct Range {
+    pub(super) node: String,
+    pub(super) start: i64,
+    pub(super) end: i64,
 }
 
 impl Range {
     /// From the query: `end` defaults to now and `start` to a day before `end`.
-    fn parse(
+    pub(super) fn parse(
         node: Option<String>,
         start: &Option<String>,
         end: &Option<String>,
+    ) -> Result<Self, Refusal> {
+        Self::parse_for(node, start, end, 24)
+    }
+
+    /// As [`Range::parse`], `start` defaulting to `default_hours` before `end`.
+    pub(super) fn parse_for(
+        node: Option<String>,
+        start: &Option<String>,
+        end: &Option<String>,
+        default_hours: i64,
     ) -> Result<Self, Refusal> {
         let Some(node) = node.filter(|n| crate::auth::valid_node_id(n)) else {
             return Err(bad(
@@ -103,7 +113,7 @@ impl Range {
             }
         };
         let end = parse("end", end)?.unwrap_or_else(|| Utc::now().timestamp_micros());
-        let start = parse("start", start)?.unwrap_or(end - 24 * 3_600_000_000);
+        let start = parse("start", start)?.unwrap_or(end - default_hours * 3_600_000_000);
         if start >= end {
             return Err(bad("start must be before end"));
         }
@@ -112,7 +122,7 @@ impl Range {
 
     /// The SQL condition on `time_column`, with the `date` partitions pruned. Everything
     /// interpolated has been checked: the node id's charset, and integers.
-    fn filter(&self, time_column: &str) -> String {
+    pub(super) fn filter(&self, time_column: &str) -> String {
         let day = |us: i64| {
             chrono::DateTime::from_timestamp_micros(us)
                 .map(|t| t.format("%Y-%m-%d").to_string())
@@ -131,7 +141,7 @@ impl Range {
     }
 }
 
-fn ts(us: i64) -> String {
+pub(super) fn ts(us: i64) -> String {
     chrono::DateTime::from_timestamp_micros(us)
         .map(|t| kaiabc_schemas::format_timestamp(&t))
         .unwrap_or_default()
@@ -185,13 +195,13 @@ fn states_sql(r: &Range, interval: Option<&str>, after: Option<i64>, limit: usiz
     }
 }
 
-async fn run(api: &Api, sql: &str) -> Result<Vec<RecordBatch>, Refusal> {
+pub(super) async fn run(api: &Api, sql: &str) -> Result<Vec<RecordBatch>, Refusal> {
     kaiabc_connectors::lake::query(&api.lake, sql)
         .await
         .map_err(failed)
 }
 
-fn encode(
+pub(super) fn encode(
     batches: &[RecordBatch],
     format: kaiabc_connectors::lake::OutputFormat,
 ) -> Result<Vec<u8>, Refusal> {

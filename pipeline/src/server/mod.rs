@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use serde::Deserialize;
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
@@ -18,11 +19,16 @@ use crate::auth::{AuthError, Claims, Jwt, Principal, Registration, Registry, Rol
 use crate::dataflow::live::{Inbound, LiveShared};
 use crate::ratelimit::{Kind, RateLimiter, Verdict};
 
+mod analytics;
 mod control;
+mod diagnostics;
 mod lake;
+mod settings;
+mod shift;
 
-pub use control::ControlLog;
 use control::Endpoint;
+pub use control::{ControlLog, SettingsBook};
+pub use shift::PrcCache;
 
 use lake::{export, history, ExportQuery, HistoryQuery};
 
@@ -107,7 +113,32 @@ pub const ENDPOINTS: &[(&str, &str, Access)] = &[
     ),
     ("POST", "/v1/sensors/temperature", Access::Node),
     ("POST", "/v1/sensors/batch", Access::Node),
+    ("GET", "/v1/entrainment/parameters", OBSERVER),
+    ("PUT", "/v1/entrainment/parameters", RESEARCHER),
+    ("GET", "/v1/entrainment/prc", OBSERVER),
+    ("POST", "/v1/entrainment/phase-shift", RESEARCHER),
+    ("GET", "/v1/simulation/config", OBSERVER),
+    ("PUT", "/v1/simulation/config", RESEARCHER),
+    ("GET", "/v1/output/koa", OBSERVER),
+    ("GET", "/v1/output/mapping", OBSERVER),
+    ("PUT", "/v1/output/mapping", RESEARCHER),
+    ("GET", "/v1/filter/state", OBSERVER),
+    ("GET", "/v1/filter/parameters", OBSERVER),
+    ("PUT", "/v1/filter/parameters", RESEARCHER),
+    ("POST", "/v1/filter/reset", RESEARCHER),
+    ("GET", "/v1/analytics/period-stability", OBSERVER),
+    ("GET", "/v1/analytics/entrainment-efficiency", OBSERVER),
+    ("POST", "/v1/bulk/sensor-readings", ADMIN),
+    ("GET", "/v1/bulk/oscillator-states", RESEARCHER),
+    ("GET", "/v1/diagnostics/logs", ADMIN),
+    ("GET", "/v1/diagnostics/health-check", RESEARCHER),
+    ("GET", "/v1/config/templates", OBSERVER),
+    ("POST", "/v1/config/validate", RESEARCHER),
 ];
+
+const OBSERVER: Access = Access::AtLeast(Role::Observer);
+const RESEARCHER: Access = Access::AtLeast(Role::Researcher);
+const ADMIN: Access = Access::AtLeast(Role::Admin);
 
 /// The access rule of an endpoint in [`ENDPOINTS`].
 fn access(method: &str, path: &str) -> Access {
@@ -145,6 +176,14 @@ pub struct Api {
     pub limiter: RateLimiter,
     /// Where control commands are logged before they enter the dataflow.
     pub control_log: ControlLog,
+    /// The configuration every node shares (each node's own settings go over it).
+    pub node_cfg: Arc<kaiabc_operators::node::NodeConfig>,
+    /// Each node's own settings, as its control commands left them.
+    pub book: SettingsBook,
+    /// Phase response curves computed for the API (they take seconds), by their inputs.
+    pub prcs: PrcCache,
+    /// Recent log lines for `/v1/diagnostics/logs`.
+    pub logs: Arc<crate::logs::LogRing>,
 }
 
 /// A refusal that becomes the specification's error body.
@@ -245,200 +284,187 @@ fn serde_urlencoded_token(query: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// One endpoint's filter chain, boxed so the routes can be listed and folded.
+type Route = BoxedFilter<(warp::reply::Response,)>;
+
+/// Matches one endpoint of [`ENDPOINTS`]: its exact path, its method and its access rule (the
+/// table is the only place a rule is written).
+fn at(api: &Arc<Api>, method: &'static str, path: &'static str) -> BoxedFilter<(Principal,)> {
+    let verb = match method {
+        "GET" => warp::get().boxed(),
+        "POST" => warp::post().boxed(),
+        "PUT" => warp::put().boxed(),
+        other => panic!("{other} {path}: no filter for this method"),
+    };
+    warp::path::full()
+        .and_then(move |p: warp::path::FullPath| async move {
+            if p.as_str() == path {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        })
+        .untuple_one()
+        .and(verb)
+        .and(authorise(Arc::clone(api), access(method, path)))
+        .boxed()
+}
+
+/// A JSON request body of at most `limit` bytes.
+fn body(limit: u64) -> BoxedFilter<(bytes::Bytes,)> {
+    warp::body::content_length_limit(limit)
+        .and(warp::body::bytes())
+        .boxed()
+}
+
 /// All routes.
 pub fn routes(
     api: Arc<Api>,
 ) -> impl Filter<Extract = (warp::reply::Response,), Error = Infallible> + Clone {
     let shared = Arc::clone(&api.shared);
     let started = api.started;
-    let health = {
+    let mut all: Vec<Route> = Vec::new();
+    {
         let shared = Arc::clone(&shared);
-        warp::path!("v1" / "health")
-            .and(warp::get())
-            .and(authorise(Arc::clone(&api), access("GET", "/v1/health")))
-            .map(move |_: Principal| {
-                let nodes = shared.hub.nodes().len();
-                let connected = shared.metrics.connected_nodes();
-                warp::reply::json(&serde_json::json!({
-                    "status": "healthy",
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "uptime_seconds": started.elapsed().as_secs(),
-                    "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
-                    "components": {
-                        "ode_solver": "operational",
-                        "database": "operational",
-                        "sensor_nodes": { "connected": connected, "total": nodes },
-                    },
-                }))
-                .into_response()
-            })
-    };
-    let state = {
-        let shared = Arc::clone(&shared);
-        warp::path!("v1" / "oscillator" / "state")
-            .and(warp::get())
-            .and(authorise(
-                Arc::clone(&api),
-                access("GET", "/v1/oscillator/state"),
-            ))
-            .and(warp::query::<StateQuery>())
-            .map(move |_: Principal, q: StateQuery| latest_state(&shared, q.node_id.as_deref()))
-    };
-    let history = {
-        let api2 = Arc::clone(&api);
-        warp::path!("v1" / "oscillator" / "history")
-            .and(warp::get())
-            .and(authorise(
-                Arc::clone(&api),
-                access("GET", "/v1/oscillator/history"),
-            ))
-            .and(warp::query::<HistoryQuery>())
-            .then(move |_: Principal, q: HistoryQuery| history(Arc::clone(&api2), q))
-    };
-    let export = {
-        let api2 = Arc::clone(&api);
-        warp::path!("v1" / "analytics" / "export")
-            .and(warp::get())
-            .and(authorise(
-                Arc::clone(&api),
-                access("GET", "/v1/analytics/export"),
-            ))
-            .and(warp::query::<ExportQuery>())
-            .then(move |_: Principal, q: ExportQuery| export(Arc::clone(&api2), q))
-    };
-    let performance = {
-        let shared = Arc::clone(&shared);
-        warp::path!("v1" / "diagnostics" / "performance")
-            .and(warp::get())
-            .and(authorise(
-                Arc::clone(&api),
-                access("GET", "/v1/diagnostics/performance"),
-            ))
-            .map(move |_: Principal| performance(&shared))
-    };
-    let metrics = {
-        let shared = Arc::clone(&shared);
-        warp::path!("metrics")
-            .and(warp::get())
-            .and(authorise(Arc::clone(&api), access("GET", "/metrics")))
-            .map(move |_: Principal| {
-                let hub = &shared.hub;
-                let text = shared.metrics.render(
-                    hub.clients.load(std::sync::atomic::Ordering::Relaxed),
-                    hub.resyncs.load(std::sync::atomic::Ordering::Relaxed),
-                );
-                warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
+        all.push(
+            at(&api, "GET", "/v1/health")
+                .map(move |_: Principal| {
+                    let nodes = shared.hub.nodes().len();
+                    let connected = shared.metrics.connected_nodes();
+                    warp::reply::json(&serde_json::json!({
+                        "status": "healthy",
+                        "version": env!("CARGO_PKG_VERSION"),
+                        "uptime_seconds": started.elapsed().as_secs(),
+                        "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
+                        "components": {
+                            "ode_solver": "operational",
+                            "database": "operational",
+                            "sensor_nodes": { "connected": connected, "total": nodes },
+                        },
+                    }))
                     .into_response()
-            })
-    };
-    let ws = {
-        let shared = Arc::clone(&shared);
-        warp::path!("v1" / "ws")
-            .and(authorise(Arc::clone(&api), access("GET", "/v1/ws")))
-            .and(warp::ws())
-            .map(move |_: Principal, ws: warp::ws::Ws| {
-                let hub = Arc::clone(&shared.hub);
-                ws.on_upgrade(move |socket| crate::ws::serve_client(socket, hub))
-                    .into_response()
-            })
-    };
-    let list_nodes = {
-        let api2 = Arc::clone(&api);
-        warp::path!("v1" / "sensors" / "nodes")
-            .and(warp::get())
-            .and(authorise(
-                Arc::clone(&api),
-                access("GET", "/v1/sensors/nodes"),
-            ))
-            .map(move |_: Principal| list_nodes(&api2))
-    };
-    let register = {
-        let api2 = Arc::clone(&api);
-        warp::path!("v1" / "sensors" / "nodes")
-            .and(warp::post())
-            .and(authorise(
-                Arc::clone(&api),
-                access("POST", "/v1/sensors/nodes"),
-            ))
-            .and(warp::body::content_length_limit(16 * 1024))
-            .and(warp::body::bytes())
-            .and_then(move |_: Principal, body: bytes::Bytes| {
-                let api = Arc::clone(&api2);
-                async move { Ok::<_, Rejection>(register(api, body).await) }
-            })
-    };
-    let ingest = {
-        let api2 = Arc::clone(&api);
-        let temperature = warp::path!("v1" / "sensors" / "temperature").map(|| "temperature");
-        let batch = warp::path!("v1" / "sensors" / "batch").map(|| "batch");
-        temperature
-            .or(batch)
-            .unify()
-            .and(warp::post())
-            .and(authorise(
-                Arc::clone(&api),
-                access("POST", "/v1/sensors/batch"),
-            ))
-            .and(warp::body::content_length_limit(1024 * 1024))
-            .and(warp::body::bytes())
-            .map(
-                move |kind: &'static str, who: Principal, body: bytes::Bytes| {
-                    ingest(&api2, kind, who, &body)
-                },
-            )
-    };
-    let control = {
-        let route = |path: &'static str, endpoint: Endpoint| {
-            let api2 = Arc::clone(&api);
-            warp::path::full()
-                .and_then(move |p: warp::path::FullPath| async move {
-                    if p.as_str() == path {
-                        Ok(())
-                    } else {
-                        Err(warp::reject::not_found())
-                    }
                 })
-                .untuple_one()
-                .and(warp::post())
-                .and(authorise(Arc::clone(&api), access("POST", path)))
-                .and(warp::body::content_length_limit(16 * 1024))
-                .and(warp::body::bytes())
+                .boxed(),
+        );
+    }
+    {
+        let shared = Arc::clone(&shared);
+        all.push(
+            at(&api, "GET", "/v1/oscillator/state")
+                .and(warp::query::<StateQuery>())
+                .map(move |_: Principal, q: StateQuery| latest_state(&shared, q.node_id.as_deref()))
+                .boxed(),
+        );
+    }
+    {
+        let api2 = Arc::clone(&api);
+        all.push(
+            at(&api, "GET", "/v1/oscillator/history")
+                .and(warp::query::<HistoryQuery>())
+                .then(move |_: Principal, q: HistoryQuery| history(Arc::clone(&api2), q))
+                .boxed(),
+        );
+    }
+    {
+        let api2 = Arc::clone(&api);
+        all.push(
+            at(&api, "GET", "/v1/analytics/export")
+                .and(warp::query::<ExportQuery>())
+                .then(move |_: Principal, q: ExportQuery| export(Arc::clone(&api2), q))
+                .boxed(),
+        );
+    }
+    {
+        let shared = Arc::clone(&shared);
+        all.push(
+            at(&api, "GET", "/v1/diagnostics/performance")
+                .map(move |_: Principal| performance(&shared))
+                .boxed(),
+        );
+    }
+    {
+        let shared = Arc::clone(&shared);
+        all.push(
+            at(&api, "GET", "/metrics")
+                .map(move |_: Principal| {
+                    let hub = &shared.hub;
+                    let text = shared.metrics.render(
+                        hub.clients.load(std::sync::atomic::Ordering::Relaxed),
+                        hub.resyncs.load(std::sync::atomic::Ordering::Relaxed),
+                    );
+                    warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
+                        .into_response()
+                })
+                .boxed(),
+        );
+    }
+    {
+        let shared = Arc::clone(&shared);
+        all.push(
+            at(&api, "GET", "/v1/ws")
+                .and(warp::ws())
+                .map(move |_: Principal, ws: warp::ws::Ws| {
+                    let hub = Arc::clone(&shared.hub);
+                    ws.on_upgrade(move |socket| crate::ws::serve_client(socket, hub))
+                        .into_response()
+                })
+                .boxed(),
+        );
+    }
+    {
+        let api2 = Arc::clone(&api);
+        all.push(
+            at(&api, "GET", "/v1/sensors/nodes")
+                .map(move |_: Principal| list_nodes(&api2))
+                .boxed(),
+        );
+    }
+    {
+        let api2 = Arc::clone(&api);
+        all.push(
+            at(&api, "POST", "/v1/sensors/nodes")
+                .and(body(16 * 1024))
+                .then(move |_: Principal, body: bytes::Bytes| register(Arc::clone(&api2), body))
+                .boxed(),
+        );
+    }
+    for (path, kind) in [
+        ("/v1/sensors/temperature", "temperature"),
+        ("/v1/sensors/batch", "batch"),
+    ] {
+        let api2 = Arc::clone(&api);
+        all.push(
+            at(&api, "POST", path)
+                .and(body(1024 * 1024))
+                .map(move |who: Principal, body: bytes::Bytes| ingest(&api2, kind, who, &body))
+                .boxed(),
+        );
+    }
+    for (path, endpoint) in [
+        ("/v1/oscillator/reset", Endpoint::Reset),
+        ("/v1/simulation/pause", Endpoint::Pause),
+        ("/v1/simulation/resume", Endpoint::Resume),
+        ("/v1/output/manual-override", Endpoint::ManualOverride),
+        ("/v1/filter/reset", Endpoint::FilterReset),
+    ] {
+        let api2 = Arc::clone(&api);
+        all.push(
+            at(&api, "POST", path)
+                .and(body(16 * 1024))
                 .map(move |who: Principal, body: bytes::Bytes| {
                     control::issue(&api2, endpoint, who, &body)
                 })
-        };
-        route("/v1/oscillator/reset", Endpoint::Reset)
-            .or(route("/v1/simulation/pause", Endpoint::Pause))
-            .unify()
-            .or(route("/v1/simulation/resume", Endpoint::Resume))
-            .unify()
-            .or(route(
-                "/v1/output/manual-override",
-                Endpoint::ManualOverride,
-            ))
-            .unify()
-    };
-    let all = health
-        .or(state)
-        .unify()
-        .or(performance)
-        .unify()
-        .or(history)
-        .unify()
-        .or(export)
-        .unify()
-        .or(ws)
-        .unify()
-        .or(metrics)
-        .unify()
-        .or(list_nodes)
-        .unify()
-        .or(register)
-        .unify()
-        .or(ingest)
-        .unify()
-        .or(control)
-        .unify();
+                .boxed(),
+        );
+    }
+    all.extend(settings::routes(&api));
+    all.extend(shift::routes(&api));
+    all.extend(analytics::routes(&api));
+    all.extend(diagnostics::routes(&api));
+    let all = all
+        .into_iter()
+        .reduce(|a, b| a.or(b).unify().boxed())
+        .expect("there are routes");
     rate_limit(Arc::clone(&api))
         .and(all)
         .map(|v: Option<Verdict>, mut resp: warp::reply::Response| {
@@ -719,30 +745,40 @@ fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::reply::Re
 }
 
 fn latest_state(shared: &LiveShared, node: Option<&str>) -> warp::reply::Response {
+    match node_state(shared, node) {
+        Ok(s) => warp::reply::json(&s).into_response(),
+        Err(resp) => *resp,
+    }
+}
+
+/// The latest state of `node`, or of the only node when none is named; else the error body.
+fn node_state(
+    shared: &LiveShared,
+    node: Option<&str>,
+) -> Result<kaiabc_schemas::OscillatorState, Box<warp::reply::Response>> {
     let nodes = shared.hub.nodes();
     let found = match node {
         Some(n) => shared.hub.state(n),
         None if nodes.len() == 1 => shared.hub.state(&nodes[0]),
         None if nodes.is_empty() => None,
         None => {
-            return error_body(
+            return Err(Box::new(error_body(
                 StatusCode::BAD_REQUEST,
                 "INVALID_PARAMETER",
                 "node_id is required when more than one node reports",
-            )
+            )))
         }
     };
-    match found {
-        Some(s) => warp::reply::json(&s).into_response(),
-        None => error_body(
+    found.ok_or_else(|| {
+        Box::new(error_body(
             StatusCode::NOT_FOUND,
             "NODE_NOT_FOUND",
             match node {
                 Some(n) => format!("no state for node {n:?} yet"),
                 None => "no node has reported yet".to_string(),
             },
-        ),
-    }
+        ))
+    })
 }
 
 fn rejection(r: Rejection) -> warp::reply::Response {
@@ -800,22 +836,95 @@ pub async fn serve(
 mod tests {
     use super::*;
 
+    fn test_cfg() -> kaiabc_operators::node::NodeConfig {
+        kaiabc_operators::node::NodeConfig::new(kaiabc_operators::ClockConfig::default()).unwrap()
+    }
+
+    fn test_api(dir: &std::path::Path) -> (Arc<Api>, std::sync::mpsc::Receiver<Inbound>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(100_000);
+        let api = Arc::new(Api {
+            shared: Arc::default(),
+            jwt: Jwt::new(&[1u8; 32]).unwrap(),
+            registry: Arc::new(Registry::open(dir.join("nodes.json")).unwrap()),
+            ingest: tx,
+            started: Instant::now(),
+            lake: dir.join("lake"),
+            limiter: RateLimiter::new(crate::ratelimit::Limits {
+                node_per_minute: 1_000_000,
+                user_per_minute: 1_000_000,
+            }),
+            control_log: ControlLog::at(&dir.join("lake")),
+            node_cfg: Arc::new(test_cfg()),
+            book: SettingsBook::default(),
+            prcs: Default::default(),
+            logs: Arc::default(),
+        });
+        (api, rx)
+    }
+
+    /// Every endpoint of [`ENDPOINTS`] × every kind of caller, in process: nobody gets 401 (or
+    /// the endpoint is public), a role below the rule 403, a role at or above it anything but
+    /// 401/403/405 or the no-route 404 (the route exists and let it through); a token never passes for a node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_role_table_is_enforced_on_every_route() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _rx) = test_api(dir.path());
+        let filter = routes(Arc::clone(&api));
+        let token = |role: Role| {
+            api.jwt
+                .mint("matrix", role, std::time::Duration::from_secs(600))
+                .unwrap()
+        };
+        let roles = [Role::Observer, Role::Researcher, Role::Admin];
+        for (method, path, rule) in ENDPOINTS {
+            let call = |auth: Option<String>| {
+                let mut r = warp::test::request()
+                    .method(method)
+                    .path(path)
+                    .body(r#"{"node_id":"zz"}"#);
+                if let Some(t) = auth {
+                    r = r.header("authorization", format!("Bearer {t}"));
+                }
+                let f = filter.clone();
+                async move {
+                    let resp = r.reply(&f).await;
+                    let body: serde_json::Value =
+                        serde_json::from_slice(resp.body()).unwrap_or_default();
+                    let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+                    (resp.status().as_u16(), code)
+                }
+            };
+            let (anon, _) = call(None).await;
+            match rule {
+                Access::Public => {
+                    assert_eq!(anon, 200, "{method} {path} anonymous");
+                    continue;
+                }
+                _ => assert_eq!(anon, 401, "{method} {path} anonymous"),
+            }
+            for role in roles {
+                let (got, code) = call(Some(token(role))).await;
+                match rule {
+                    // A 404 of the route's own (no such node yet) is fine; `NOT_FOUND` means no
+                    // route matched.
+                    Access::AtLeast(need) if rank(role) >= rank(*need) => assert!(
+                        ![401, 403, 405].contains(&got) && code != "NOT_FOUND",
+                        "{method} {path} as {role:?}: {got} {code}"
+                    ),
+                    Access::AtLeast(_) => assert_eq!(got, 403, "{method} {path} as {role:?}"),
+                    Access::Node => assert_eq!(got, 401, "{method} {path} as {role:?}"),
+                    Access::Public => unreachable!(),
+                }
+            }
+        }
+    }
+
     /// Building the routes looks up every endpoint's rule in [`ENDPOINTS`]; a route missing
     /// from the table would otherwise only fail when the server starts.
     #[test]
     fn every_route_has_an_access_rule() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
-        let api = Arc::new(Api {
-            shared: Arc::default(),
-            jwt: Jwt::new(&[1u8; 32]).unwrap(),
-            registry: Arc::new(Registry::open(dir.path().join("nodes.json")).unwrap()),
-            ingest: tx,
-            started: Instant::now(),
-            lake: dir.path().join("lake"),
-            limiter: RateLimiter::new(crate::ratelimit::Limits::default()),
-            control_log: ControlLog::at(&dir.path().join("lake")),
-        });
+        let (api, _rx) = test_api(dir.path());
         let _ = routes(api);
         for (m, p, _) in ENDPOINTS {
             assert!(p.starts_with("/v1/") || *p == "/metrics", "{m} {p}");

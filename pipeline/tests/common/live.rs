@@ -241,7 +241,8 @@ pub fn publish_as(
         if let Some((u, p)) = login {
             o.set_credentials(u, p);
         }
-        let (client, mut events) = AsyncClient::new(o, 100);
+        // Every publish is queued before the event loop runs: the queue must hold them all.
+        let (client, mut events) = AsyncClient::new(o, messages.len() + 10);
         for (topic, payload) in messages {
             client
                 .publish(

@@ -1,0 +1,420 @@
+//! Analytics over the lake's rhythm windows (period stability, entrainment efficiency) and the
+//! bulk endpoints: readings of many nodes in, states of many nodes out (cursor-paged).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use warp::http::StatusCode;
+use warp::{Filter, Reply};
+
+use super::lake::{bad, encode, run, ts, Range, Refusal};
+use super::{at, body, error_body, Api, Route};
+use crate::auth::Principal;
+use crate::dataflow::live::Inbound;
+
+type Response = warp::reply::Response;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeQuery {
+    node_id: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+}
+
+/// Analytics look back a week unless told otherwise.
+const ANALYTICS_DEFAULT_HOURS: i64 = 7 * 24;
+
+/// A KOA period counts only where its false-alarm probability is at most this (the state's
+/// own threshold).
+const MAX_FAP: f64 = 0.01;
+
+/// A cosinor fit counts only where its zero-amplitude test rejects at this level.
+const MAX_P: f64 = 0.05;
+
+/// Query rows as JSON objects.
+async fn rows(api: &Api, sql: &str) -> Result<Vec<Value>, Refusal> {
+    let batches = run(api, sql).await?;
+    let json = encode(&batches, kaiabc_connectors::lake::OutputFormat::Json)?;
+    Ok(serde_json::from_slice(&json).unwrap_or_default())
+}
+
+fn num(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+/// Mean, sample standard deviation, and least-squares slope of `y` against `x`.
+fn stats(x: &[f64], y: &[f64]) -> (f64, f64, Option<f64>) {
+    let n = y.len() as f64;
+    let mean = y.iter().sum::<f64>() / n;
+    let sd = if y.len() > 1 {
+        (y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    let mx = x.iter().sum::<f64>() / n;
+    let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
+    let slope = (sxx > 0.0).then(|| {
+        x.iter()
+            .zip(y)
+            .map(|(a, b)| (a - mx) * (b - mean))
+            .sum::<f64>()
+            / sxx
+    });
+    (mean, sd, slope)
+}
+
+/// `GET /v1/analytics/period-stability`: how steady the clock's period was over the range,
+/// from the hourly KOA rhythm windows whose Lomb–Scargle peak is significant.
+async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Response, Refusal> {
+    let r = Range::parse_for(q.node_id, &q.start, &q.end, ANALYTICS_DEFAULT_HOURS)?;
+    let sql = format!(
+        "SELECT window_end, metric, period_hours, false_alarm_probability, power FROM rhythms \
+         WHERE {} ORDER BY window_end, metric",
+        r.filter("window_end")
+    );
+    let all = rows(&api, &sql).await?;
+    let mut koa = Vec::new();
+    let mut zeitgeber = Vec::new();
+    for w in &all {
+        let (Some(p), Some(fap)) = (num(w, "period_hours"), num(w, "false_alarm_probability"))
+        else {
+            continue;
+        };
+        if fap > MAX_FAP {
+            continue;
+        }
+        let t = w["window_end"]
+            .as_str()
+            .and_then(|t| kaiabc_schemas::parse_timestamp(t).ok())
+            .map(|t| t.timestamp() as f64 / 86_400.0);
+        match (w["metric"].as_str(), t) {
+            (Some("koa"), Some(t)) => koa.push((t, p, w["window_end"].clone(), fap)),
+            (Some("temperature_kelvin"), Some(_)) => zeitgeber.push(p),
+            _ => {}
+        }
+    }
+    let windows = all.iter().filter(|w| w["metric"] == "koa").count();
+    let summary = if koa.is_empty() {
+        Value::Null
+    } else {
+        let x: Vec<f64> = koa.iter().map(|k| k.0).collect();
+        let y: Vec<f64> = koa.iter().map(|k| k.1).collect();
+        let (mean, sd, slope) = stats(&x, &y);
+        json!({
+            "mean_period_hours": mean,
+            "std_dev_hours": sd,
+            "coefficient_of_variation": if mean > 0.0 { sd / mean } else { f64::NAN },
+            "min_period_hours": y.iter().cloned().fold(f64::INFINITY, f64::min),
+            "max_period_hours": y.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            "drift_hours_per_day": slope,
+        })
+    };
+    let zg =
+        (!zeitgeber.is_empty()).then(|| zeitgeber.iter().sum::<f64>() / zeitgeber.len() as f64);
+    Ok(warp::reply::json(&json!({
+        "node_id": r.node,
+        "start": ts(r.start),
+        "end": ts(r.end),
+        "windows": windows,
+        "significant_windows": koa.len(),
+        "max_false_alarm_probability": MAX_FAP,
+        "period": summary,
+        "temperature_period_hours": zg,
+        "series": koa.iter().map(|k| json!({"window_end": k.2, "period_hours": k.1,
+            "false_alarm_probability": k.3})).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+/// `GET /v1/analytics/entrainment-efficiency`: how firmly the clock follows its temperature
+/// cycle: the phase angle of entrainment (KOA acrophase minus temperature acrophase, from the
+/// 24 h cosinor of each window) and its phase-locking value — the mean resultant length of
+/// those angles, 1 for a fixed phase relation, near 0 for none (Lachaux et al. 1999, Hum.
+/// Brain Mapp. 8:194) — with the share of windows whose KOA period matches the temperature's.
+async fn entrainment_efficiency(api: Arc<Api>, q: RangeQuery) -> Result<Response, Refusal> {
+    let r = Range::parse_for(q.node_id, &q.start, &q.end, ANALYTICS_DEFAULT_HOURS)?;
+    let sql = format!(
+        "SELECT window_end, metric, period_hours, false_alarm_probability, acrophase_rad, \
+         p_value FROM rhythms WHERE {} ORDER BY window_end, metric",
+        r.filter("window_end")
+    );
+    let all = rows(&api, &sql).await?;
+    let mut by_window: BTreeMap<String, (Option<Value>, Option<Value>)> = BTreeMap::new();
+    for w in all {
+        let end = w["window_end"].as_str().unwrap_or_default().to_string();
+        let e = by_window.entry(end).or_default();
+        match w["metric"].as_str() {
+            Some("koa") => e.0 = Some(w),
+            Some("temperature_kelvin") => e.1 = Some(w),
+            _ => {}
+        }
+    }
+    let mut angles = Vec::new();
+    let (mut period_windows, mut matched) = (0usize, 0usize);
+    for (k, t) in by_window
+        .values()
+        .filter_map(|(k, t)| Some((k.as_ref()?, t.as_ref()?)))
+    {
+        let sig = |w: &Value| num(w, "p_value").is_some_and(|p| p <= MAX_P);
+        if sig(k) && sig(t) {
+            if let (Some(a), Some(b)) = (num(k, "acrophase_rad"), num(t, "acrophase_rad")) {
+                angles.push(a - b);
+            }
+        }
+        let period = |w: &Value| {
+            num(w, "period_hours")
+                .filter(|_| num(w, "false_alarm_probability").is_some_and(|f| f <= MAX_FAP))
+        };
+        if let (Some(pk), Some(pt)) = (period(k), period(t)) {
+            period_windows += 1;
+            if (pk - pt).abs() <= 0.5 {
+                matched += 1;
+            }
+        }
+    }
+    let (plv, angle_hours) = if angles.is_empty() {
+        (None, None)
+    } else {
+        let n = angles.len() as f64;
+        let (s, c) = angles
+            .iter()
+            .fold((0.0, 0.0), |(s, c), a| (s + a.sin(), c + a.cos()));
+        let mean = (s / n).atan2(c / n);
+        // Radians of a 24 h cosinor to hours, wrapped into (−12, 12].
+        let mut h = mean * 24.0 / std::f64::consts::TAU;
+        if h <= -12.0 {
+            h += 24.0;
+        }
+        (Some(((s / n).powi(2) + (c / n).powi(2)).sqrt()), Some(h))
+    };
+    let state_sql = format!(
+        "SELECT count(*) AS n, sum(CASE WHEN entrainment_active THEN 1 ELSE 0 END) AS active \
+         FROM states WHERE {}",
+        r.filter("timestamp")
+    );
+    let st = rows(&api, &state_sql).await?;
+    let (n, active) = st
+        .first()
+        .map(|v| (num(v, "n").unwrap_or(0.0), num(v, "active").unwrap_or(0.0)))
+        .unwrap_or((0.0, 0.0));
+    Ok(warp::reply::json(&json!({
+        "node_id": r.node,
+        "start": ts(r.start),
+        "end": ts(r.end),
+        "windows": by_window.len(),
+        "entrainment_efficiency": plv,
+        "phase_locking": { "value": plv, "windows": angles.len(), "max_p_value": MAX_P },
+        "phase_angle_hours": angle_hours,
+        "period_match": {
+            "fraction": (period_windows > 0).then(|| matched as f64 / period_windows as f64),
+            "windows": period_windows,
+            "tolerance_hours": 0.5,
+        },
+        "entrained_state_fraction": (n > 0.0).then(|| active / n),
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkStatesQuery {
+    /// Comma-separated node ids (every node without it).
+    node_ids: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+    /// `true`: each node's latest state, from memory, instead of the lake.
+    latest: Option<bool>,
+}
+
+/// The largest page of bulk states.
+const MAX_BULK_LIMIT: usize = 10_000;
+
+/// The most readings one bulk upload may carry.
+pub const MAX_BULK_READINGS: usize = 10_000;
+
+/// `GET /v1/bulk/oscillator-states`: states of many nodes, in (timestamp, node_id) order, a
+/// page at a time; the cursor is the last row's key.
+async fn bulk_states(api: Arc<Api>, q: BulkStatesQuery) -> Result<Response, Refusal> {
+    let nodes: Vec<String> = match &q.node_ids {
+        None => Vec::new(),
+        Some(s) => s.split(',').map(|n| n.trim().to_string()).collect(),
+    };
+    if let Some(n) = nodes.iter().find(|n| !crate::auth::valid_node_id(n)) {
+        return Err(bad(format!("node_ids: {n:?} is not a node id")));
+    }
+    if q.latest == Some(true) {
+        let ids = if nodes.is_empty() {
+            api.shared.hub.nodes()
+        } else {
+            nodes
+        };
+        let states: Vec<_> = ids.iter().filter_map(|n| api.shared.hub.state(n)).collect();
+        return Ok(
+            warp::reply::json(&json!({"count": states.len(), "states": states})).into_response(),
+        );
+    }
+    let limit = q.limit.unwrap_or(1000);
+    if limit == 0 || limit > MAX_BULK_LIMIT {
+        return Err(bad(format!("limit must be 1-{MAX_BULK_LIMIT}")));
+    }
+    // The range check of one node applies to all (the id is only a placeholder here).
+    let r = Range::parse(Some("all".into()), &q.start, &q.end)?;
+    let mut filter = r
+        .filter("timestamp")
+        .replacen("node_id = 'all' AND ", "", 1);
+    if !nodes.is_empty() {
+        let list: Vec<String> = nodes.iter().map(|n| format!("'{n}'")).collect();
+        filter.push_str(&format!(" AND node_id IN ({})", list.join(", ")));
+    }
+    if let Some(c) = &q.cursor {
+        let Some((us, node)) = c
+            .split_once('_')
+            .and_then(|(a, b)| Some((a.parse::<i64>().ok()?, b)))
+            .filter(|(_, b)| crate::auth::valid_node_id(b))
+        else {
+            return Err(bad("cursor is not one this API issued"));
+        };
+        filter.push_str(&format!(
+            " AND (timestamp > to_timestamp_micros({us}) OR (timestamp = \
+             to_timestamp_micros({us}) AND node_id > '{node}'))"
+        ));
+    }
+    let sql = format!(
+        "SELECT * EXCLUDE (date) FROM states WHERE {filter} ORDER BY timestamp, node_id LIMIT {}",
+        limit + 1
+    );
+    let mut states = rows(&api, &sql).await?;
+    let next = if states.len() > limit {
+        states.truncate(limit);
+        states.last().and_then(|s| {
+            let t = kaiabc_schemas::parse_timestamp(s["timestamp"].as_str()?).ok()?;
+            Some(format!(
+                "{}_{}",
+                t.timestamp_micros(),
+                s["node_id"].as_str()?
+            ))
+        })
+    } else {
+        None
+    };
+    Ok(warp::reply::json(&json!({
+        "start": ts(r.start),
+        "end": ts(r.end),
+        "count": states.len(),
+        "states": states,
+        "next_cursor": next,
+    }))
+    .into_response())
+}
+
+/// `POST /v1/bulk/sensor-readings` (admin): readings of any nodes, e.g. a backlog imported
+/// from a node's SD card; each node's readings enter the dataflow as one batch, and invalid
+/// ones become dead letters there, exactly as on the node's own path.
+fn bulk_readings(api: &Api, body: &[u8]) -> Response {
+    let bad = |m: String| error_body(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", m);
+    let items: Vec<Value> = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Array(v)) => v,
+        Ok(Value::Object(mut o)) => match o.remove("readings") {
+            Some(Value::Array(v)) => v,
+            _ => return bad("expected an array of readings or {\"readings\": [...]}".into()),
+        },
+        Ok(_) => return bad("expected an array of readings or {\"readings\": [...]}".into()),
+        Err(e) => return error_body(StatusCode::BAD_REQUEST, "PARSE_ERROR", e.to_string()),
+    };
+    if items.len() > MAX_BULK_READINGS {
+        return error_body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TOO_MANY_READINGS",
+            format!("at most {MAX_BULK_READINGS} readings per request"),
+        );
+    }
+    let now = Utc::now();
+    let mut by_node: BTreeMap<Option<String>, Vec<Value>> = BTreeMap::new();
+    let mut rejected = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let bytes = item.to_string().into_bytes();
+        let node = match kaiabc_schemas::RawReading::from_json(&bytes).and_then(|r| r.validate(now))
+        {
+            Ok(r) => Some(r.node_id),
+            Err(rej) => {
+                rejected.push(json!({"index": i, "code": rej.reason.code(),
+                    "message": rej.message}));
+                rej.node_id.filter(|n| crate::auth::valid_node_id(n))
+            }
+        };
+        by_node.entry(node).or_default().push(item);
+    }
+    for (node, items) in by_node {
+        let inbound = Inbound {
+            source: "http:/v1/bulk/sensor-readings".into(),
+            node: node.ok_or_else(|| "no valid node_id in the reading".to_string()),
+            payload: serde_json::to_vec(&items).unwrap_or_default(),
+            received_at: now,
+        };
+        if api.ingest.send(inbound).is_err() {
+            return error_body(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SHUTTING_DOWN",
+                "the pipeline is stopping",
+            );
+        }
+    }
+    let total = rejected.len();
+    warp::reply::with_status(
+        warp::reply::json(&json!({"rejected": rejected, "rejected_count": total})),
+        StatusCode::ACCEPTED,
+    )
+    .into_response()
+}
+
+/// The routes of this module.
+pub(super) fn routes(api: &Arc<Api>) -> Vec<Route> {
+    let a = Arc::clone(api);
+    let stability = at(api, "GET", "/v1/analytics/period-stability")
+        .and(warp::query::<RangeQuery>())
+        .then(move |_: Principal, q: RangeQuery| {
+            let a = Arc::clone(&a);
+            async move {
+                period_stability(a, q)
+                    .await
+                    .unwrap_or_else(Refusal::into_response)
+            }
+        })
+        .boxed();
+    let a = Arc::clone(api);
+    let efficiency = at(api, "GET", "/v1/analytics/entrainment-efficiency")
+        .and(warp::query::<RangeQuery>())
+        .then(move |_: Principal, q: RangeQuery| {
+            let a = Arc::clone(&a);
+            async move {
+                entrainment_efficiency(a, q)
+                    .await
+                    .unwrap_or_else(Refusal::into_response)
+            }
+        })
+        .boxed();
+    let a = Arc::clone(api);
+    let states = at(api, "GET", "/v1/bulk/oscillator-states")
+        .and(warp::query::<BulkStatesQuery>())
+        .then(move |_: Principal, q: BulkStatesQuery| {
+            let a = Arc::clone(&a);
+            async move {
+                bulk_states(a, q)
+                    .await
+                    .unwrap_or_else(Refusal::into_response)
+            }
+        })
+        .boxed();
+    let a = Arc::clone(api);
+    let readings = at(api, "POST", "/v1/bulk/sensor-readings")
+        .and(body(16 * 1024 * 1024))
+        .map(move |_: Principal, b: bytes::Bytes| bulk_readings(&a, &b))
+        .boxed();
+    vec![stability, efficiency, states, readings]
+}

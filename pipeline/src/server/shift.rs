@@ -1,0 +1,270 @@
+//! The phase response curve of a node's clock and the phase-shift planner: the temperature
+//! step whose predicted shift is closest to the one asked for, sent as a control command; the
+//! node reports the shift achieved on `phase_shift.complete` and in the `phase_shifts` table.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use kaiabc_operators::phase_shift::choose;
+use kaiabc_operators::prc::{phase_response_curve, Prc, PrcConfig};
+use kaiabc_schemas::{ControlAction, PhaseShiftPlan};
+use serde::Deserialize;
+use serde_json::json;
+use warp::http::StatusCode;
+use warp::{Filter, Reply};
+
+use super::{at, body, control, error_body, Api, Route};
+use crate::auth::Principal;
+
+/// Curves already computed, by their inputs (a curve takes up to seconds; a dashboard asks
+/// again and again).
+#[derive(Debug, Default)]
+pub struct PrcCache {
+    curves: Mutex<HashMap<String, Arc<Prc>>>,
+}
+
+/// Curves kept at most; the cache is cleared when full (inputs rarely vary).
+const CACHE_CURVES: usize = 256;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrcQuery {
+    node_id: Option<String>,
+    delta_k: Option<f64>,
+    duration_minutes: Option<f64>,
+    resolution: Option<usize>,
+    settle_cycles: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShiftRequest {
+    node_id: String,
+    /// The shift wanted (h, advance positive), within ±12.
+    target_shift_hours: f64,
+    /// Size of the step (K); warm and cold steps are both considered unless `direction` says.
+    #[serde(default = "default_delta")]
+    delta_k: f64,
+    #[serde(default)]
+    direction: Direction,
+    #[serde(default = "default_duration")]
+    duration_minutes: f64,
+    #[serde(default = "default_settle")]
+    settle_cycles: u32,
+    /// Plan only: answer the plan without sending it.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+fn default_delta() -> f64 {
+    5.0
+}
+fn default_duration() -> f64 {
+    120.0
+}
+fn default_settle() -> u32 {
+    3
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+enum Direction {
+    Warm,
+    Cold,
+    #[default]
+    Either,
+}
+
+/// The node's curve for a step of `delta_k`, at the node's current temperature under its own
+/// ETF (the shared reference temperature for a node that has not reported).
+async fn curve(
+    api: &Api,
+    node: Option<&str>,
+    prc: PrcConfig,
+) -> Result<(Arc<Prc>, Option<kaiabc_schemas::OscillatorState>), Box<warp::reply::Response>> {
+    let state = node.and_then(|n| api.shared.hub.state(n));
+    let settings = node.map(|n| api.book.get(n)).unwrap_or_default();
+    let mut clock = settings.clock_config(&api.node_cfg);
+    if let Some(s) = &state {
+        // Curves at 0.1 K steps: close enough, and the cache hits.
+        clock.reference_temperature_k = (s.temperature_kelvin * 10.0).round() / 10.0;
+    }
+    let key = format!("{clock:?}|{prc:?}");
+    if let Some(c) = api
+        .prcs
+        .curves
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&key).cloned())
+    {
+        return Ok((c, state));
+    }
+    let computed = tokio::task::spawn_blocking(move || phase_response_curve(&clock, &prc))
+        .await
+        .map_err(|e| {
+            Box::new(error_body(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                e.to_string(),
+            ))
+        })?
+        .map_err(|e| {
+            Box::new(error_body(
+                StatusCode::BAD_REQUEST,
+                "INVALID_PARAMETER",
+                e.to_string(),
+            ))
+        })?;
+    let c = Arc::new(computed);
+    if let Ok(mut m) = api.prcs.curves.lock() {
+        if m.len() >= CACHE_CURVES {
+            m.clear();
+        }
+        m.insert(key, Arc::clone(&c));
+    }
+    Ok((c, state))
+}
+
+async fn get_prc(api: Arc<Api>, q: PrcQuery) -> warp::reply::Response {
+    let d = PrcConfig::default();
+    let cfg = PrcConfig {
+        delta_k: q.delta_k.unwrap_or(d.delta_k),
+        duration_minutes: q.duration_minutes.unwrap_or(d.duration_minutes),
+        resolution: q.resolution.unwrap_or(d.resolution),
+        settle_cycles: q.settle_cycles.unwrap_or(d.settle_cycles),
+    };
+    if let Some(n) = &q.node_id {
+        if !crate::auth::valid_node_id(n) {
+            return error_body(
+                StatusCode::BAD_REQUEST,
+                "INVALID_PARAMETER",
+                format!("node_id {n:?}: 1-64 characters of A-Z a-z 0-9 _ -"),
+            );
+        }
+    }
+    match curve(&api, q.node_id.as_deref(), cfg).await {
+        Ok((c, state)) => warp::reply::json(&json!({
+            "node_id": q.node_id,
+            "prc": &*c,
+            "node_circadian_time": state.as_ref().map(|s| s.circadian_time),
+        }))
+        .into_response(),
+        Err(r) => *r,
+    }
+}
+
+async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp::reply::Response {
+    let bad = |m: String| error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m);
+    let req: ShiftRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return bad(format!(
+                "expected {{\"node_id\", \"target_shift_hours\", …}}: {e}"
+            ))
+        }
+    };
+    if !(req.target_shift_hours.is_finite() && req.target_shift_hours.abs() <= 12.0) {
+        return bad("target_shift_hours must be within ±12".into());
+    }
+    if !(req.delta_k.is_finite() && req.delta_k > 0.0) {
+        return bad("delta_k is the step's size: a positive number of kelvin".into());
+    }
+    if !(1..=20).contains(&req.settle_cycles) {
+        return bad("settle_cycles must be 1–20".into());
+    }
+    if !crate::auth::valid_node_id(&req.node_id) {
+        return bad(format!(
+            "node_id {:?}: 1-64 characters of A-Z a-z 0-9 _ -",
+            req.node_id
+        ));
+    }
+    let Some(now) = api.shared.hub.state(&req.node_id) else {
+        return error_body(
+            StatusCode::NOT_FOUND,
+            "NODE_NOT_FOUND",
+            format!(
+                "node {:?} has no clock yet: a shift is planned from its current phase",
+                req.node_id
+            ),
+        );
+    };
+    let signs: &[f64] = match req.direction {
+        Direction::Warm => &[1.0],
+        Direction::Cold => &[-1.0],
+        Direction::Either => &[1.0, -1.0],
+    };
+    let mut curves = Vec::new();
+    for sign in signs {
+        let cfg = PrcConfig {
+            delta_k: sign * req.delta_k,
+            duration_minutes: req.duration_minutes,
+            resolution: 48,
+            settle_cycles: 4,
+        };
+        match curve(&api, Some(&req.node_id), cfg).await {
+            Ok((c, _)) => curves.push(c),
+            Err(r) => return *r,
+        }
+    }
+    let refs: Vec<&Prc> = curves.iter().map(|c| &**c).collect();
+    let Some(choice) = choose(
+        &refs,
+        now.circadian_time,
+        now.period_hours,
+        req.target_shift_hours,
+    ) else {
+        return bad("the curve has no points".into());
+    };
+    let start = now.timestamp + chrono::Duration::milliseconds((choice.wait_hours * 3.6e6) as i64);
+    let plan = PhaseShiftPlan {
+        shift_id: format!("ps_{}_{}", req.node_id, Utc::now().timestamp_micros()),
+        target_shift_hours: req.target_shift_hours,
+        predicted_shift_hours: choice.predicted_shift_hours,
+        start,
+        duration_minutes: req.duration_minutes,
+        delta_k: choice.delta_k,
+        settle_cycles: req.settle_cycles,
+    };
+    let miss = (choice.predicted_shift_hours - req.target_shift_hours).abs();
+    let mut answer = json!({
+        "node_id": req.node_id,
+        "shift_id": plan.shift_id,
+        "plan": plan,
+        "at_circadian_time": choice.circadian_time,
+        "wait_hours": choice.wait_hours,
+        "miss_hours": miss,
+        "clock": { "circadian_time": now.circadian_time, "period_hours": now.period_hours,
+            "temperature_kelvin": now.temperature_kelvin,
+            "timestamp": kaiabc_schemas::format_timestamp(&now.timestamp) },
+        "prc_base_temperature_k": curves[0].base_temperature_k,
+        "dry_run": req.dry_run,
+        "report": "phase_shift.complete",
+    });
+    if req.dry_run {
+        return warp::reply::json(&answer).into_response();
+    }
+    match control::send(&api, who, req.node_id, ControlAction::PhaseShift(plan)) {
+        Ok(cmd) => {
+            answer["command"] = serde_json::to_value(&cmd).unwrap_or_default();
+            warp::reply::with_status(warp::reply::json(&answer), StatusCode::ACCEPTED)
+                .into_response()
+        }
+        Err(r) => *r,
+    }
+}
+
+/// The routes of this module.
+pub(super) fn routes(api: &Arc<Api>) -> Vec<Route> {
+    let a = Arc::clone(api);
+    let prc = at(api, "GET", "/v1/entrainment/prc")
+        .and(warp::query::<PrcQuery>())
+        .then(move |_: Principal, q: PrcQuery| get_prc(Arc::clone(&a), q))
+        .boxed();
+    let a = Arc::clone(api);
+    let shift = at(api, "POST", "/v1/entrainment/phase-shift")
+        .and(body(16 * 1024))
+        .then(move |who: Principal, b: bytes::Bytes| phase_shift(Arc::clone(&a), who, b))
+        .boxed();
+    vec![prc, shift]
+}
