@@ -2,7 +2,8 @@
 //! `kaiabc run` (embedded broker, release build): p50 / p99 / max at fixed publish rates.
 //!
 //! `cargo bench -p kaiabc-pipeline --bench live_latency` runs 1 000 and 10 000 readings/s for
-//! 10 s each (`KAIABC_BENCH_RATES=1000,10000`, `KAIABC_BENCH_SECONDS=10`, `KAIABC_BENCH_NODES`
+//! 10 s each, first with the lake written inline on the dataflow worker (`--lake-inline`, the
+//! baseline), then with the writing thread (the default) (`KAIABC_BENCH_RATES=1000,10000`, `KAIABC_BENCH_SECONDS=10`, `KAIABC_BENCH_NODES`
 //! nodes, default 1 000). Under `cargo test` it runs once at 200 readings/s for 1 s as a smoke
 //! test. Nothing is asserted about speed; the figures are printed.
 
@@ -32,7 +33,7 @@ impl Drop for Server {
     }
 }
 
-fn start(dir: &std::path::Path) -> (Server, SocketAddr, u16) {
+fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, u16) {
     let (http_port, mqtt_port) = (free_port(), free_port());
     let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
@@ -48,6 +49,7 @@ fn start(dir: &std::path::Path) -> (Server, SocketAddr, u16) {
             dir.join("state").to_str().unwrap(),
             "--mqtt-anonymous",
         ])
+        .args(extra)
         .env("KAIABC_JWT_SECRET", SECRET)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -221,8 +223,6 @@ fn main() {
     } else {
         (vec![200], 1, 20)
     };
-    let dir = tempfile::tempdir().unwrap();
-    let (server, http, mqtt) = start(dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -231,20 +231,36 @@ fn main() {
     println!(
         "MQTT publish (QoS 1) -> WebSocket oscillator.state event, embedded broker, {nodes} nodes"
     );
-    println!("| rate (readings/s) | sent | received | achieved (/s) | p50 | p99 | max |");
-    println!("|---|---|---|---|---|---|---|");
-    for (i, rate) in rates.iter().enumerate() {
-        let f = rt.block_on(run(http, mqtt, &format!("r{i}"), *rate, seconds, nodes));
-        println!(
-            "| {rate} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",
-            f.sent,
-            f.received,
-            f.sent as f64 / f.seconds,
-            f.p50.as_secs_f64() * 1e3,
-            f.p99.as_secs_f64() * 1e3,
-            f.max.as_secs_f64() * 1e3,
-        );
-        assert!(f.received > 0, "no state reached the WebSocket");
+    println!(
+        "| lake writing | rate (readings/s) | sent | received | achieved (/s) | p50 | p99 | max |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    // The baseline writes the lake on the dataflow worker (as before the writing thread);
+    // both run in the same process of this bench, one after the other.
+    let modes: &[(&str, &[&str])] = if bench {
+        &[
+            ("inline (baseline)", &["--lake-inline"]),
+            ("writer thread", &[]),
+        ]
+    } else {
+        &[("writer thread", &[])]
+    };
+    for (mode, extra) in modes {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, http, mqtt) = start(dir.path(), extra);
+        for (i, rate) in rates.iter().enumerate() {
+            let f = rt.block_on(run(http, mqtt, &format!("r{i}"), *rate, seconds, nodes));
+            println!(
+                "| {mode} | {rate} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",
+                f.sent,
+                f.received,
+                f.sent as f64 / f.seconds,
+                f.p50.as_secs_f64() * 1e3,
+                f.p99.as_secs_f64() * 1e3,
+                f.max.as_secs_f64() * 1e3,
+            );
+            assert!(f.received > 0, "no state reached the WebSocket");
+        }
+        drop(server);
     }
-    drop(server);
 }

@@ -88,6 +88,12 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "seconds between lake commits",
     ),
     (
+        "lake.inline",
+        "KAIABC_LAKE_INLINE",
+        "--lake-inline",
+        "write the lake on the dataflow workers (benchmark baseline)",
+    ),
+    (
         "lake.lateness_seconds",
         "KAIABC_LATENESS_SECONDS",
         "--lateness-seconds",

@@ -22,6 +22,9 @@ use warp::ws::{Message, WebSocket};
 /// Events buffered per client before it counts as lagging.
 pub const CLIENT_BUFFER: usize = 4096;
 
+/// Events a client takes from its buffer for one write.
+const BURST: usize = 256;
+
 /// The stream families a client may subscribe to (a node id follows the first three).
 const FAMILIES: [&str; 5] = [
     "oscillator.state.",
@@ -406,39 +409,77 @@ pub async fn serve_client(socket: WebSocket, hub: Arc<Hub>) {
     let mut client = Client::default();
     let mut ping = tokio::time::interval(Duration::from_secs(20));
     ping.tick().await;
+    let mut out: Vec<Message> = Vec::new();
     loop {
-        let reply: Option<Message> = tokio::select! {
+        let mut closed = false;
+        tokio::select! {
             msg = rx.next() => match msg {
                 None | Some(Err(_)) => break,
                 Some(Ok(m)) if m.is_close() => break,
-                Some(Ok(m)) => match m.to_str() {
-                    Ok(text) => Some(Message::text(client.handle(&hub, text))),
+                Some(Ok(m)) => {
                     // Pongs and binary frames need no answer.
-                    Err(()) => None,
-                },
-            },
-            ev = events.recv() => match ev {
-                Ok(p) => client.wants(&p).then(|| Message::text(p.text.clone())),
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    hub.resyncs.fetch_add(1, Ordering::Relaxed);
-                    Some(Message::text(client.snapshot_message(
-                        &hub,
-                        "resync",
-                        json!({"missed": missed}),
-                    )))
+                    if let Ok(text) = m.to_str() {
+                        out.push(Message::text(client.handle(&hub, text)));
+                    }
                 }
-                Err(broadcast::error::RecvError::Closed) => break,
             },
-            _ = ping.tick() => Some(Message::ping(Vec::<u8>::new())),
+            ev = events.recv() => {
+                // This event and every one already waiting go out in one write: a burst costs
+                // one flush (one syscall, one wakeup), not one per event.
+                let mut next = Some(ev);
+                let mut taken = 0;
+                while let Some(ev) = next.take() {
+                    match ev {
+                        Ok(p) => {
+                            if client.wants(&p) {
+                                out.push(Message::text(p.text.clone()));
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            hub.resyncs.fetch_add(1, Ordering::Relaxed);
+                            out.push(Message::text(client.snapshot_message(
+                                &hub,
+                                "resync",
+                                json!({"missed": missed}),
+                            )));
+                        }
+                        Err(broadcast::error::RecvError::Closed) => closed = true,
+                    }
+                    taken += 1;
+                    if taken < BURST && !closed {
+                        next = match events.try_recv() {
+                            Ok(p) => Some(Ok(p)),
+                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                                Some(Err(broadcast::error::RecvError::Lagged(n)))
+                            }
+                            Err(broadcast::error::TryRecvError::Closed) => {
+                                Some(Err(broadcast::error::RecvError::Closed))
+                            }
+                            Err(broadcast::error::TryRecvError::Empty) => None,
+                        };
+                    }
+                }
+            },
+            _ = ping.tick() => out.push(Message::ping(Vec::<u8>::new())),
             _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
                 let _ = tx.send(Message::close_with(1001u16, "server stopping")).await;
                 break;
             }
         };
-        if let Some(m) = reply {
-            if tx.send(m).await.is_err() {
+        if !out.is_empty() {
+            let mut failed = false;
+            for m in out.drain(..) {
+                if tx.feed(m).await.is_err() {
+                    failed = true;
+                    break;
+                }
+            }
+            if failed || tx.flush().await.is_err() {
                 break;
             }
+        }
+        if closed {
+            break;
         }
     }
     hub.clients.fetch_sub(1, Ordering::Relaxed);

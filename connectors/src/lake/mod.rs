@@ -2,7 +2,7 @@
 //! rows sorted by (node_id, time) inside a file, files committed atomically.
 //!
 //! Layout under the root (`--lake`, default `./data/lake`):
-//! `readings/`, `states/`, `rhythms/`, `dead_letters/` (each `date=…/part-….parquet`) and
+//! `readings/`, `states/`, `rhythms/`, `dead_letters/`, `phase_shifts/` (each `date=…/part-….parquet`) and
 //! `_staging/`, where files are written and fsynced before they are renamed into a table. No
 //! reader ever looks into `_staging/`, so no reader ever sees a partial file. The live pipeline
 //! also keeps per-node checkpoints in `_checkpoints/` (see [`open_checkpoints`]).

@@ -1,4 +1,4 @@
-//! SQL over the lake with DataFusion: the four tables registered by name, with the `date`
+//! SQL over the lake with DataFusion: every table registered by name, with the `date`
 //! partition column from the directory names.
 
 use std::io::Write;
@@ -25,7 +25,7 @@ pub enum OutputFormat {
     Json,
 }
 
-/// A DataFusion session with `readings`, `states`, `rhythms` and `dead_letters` registered.
+/// A DataFusion session with every table of [`Table::ALL`] registered.
 pub async fn session(root: &Path) -> Result<SessionContext, LakeError> {
     ensure_layout(root)?;
     let ctx = SessionContext::new();

@@ -254,6 +254,11 @@ impl LakeWriter {
         })
     }
 
+    /// The worker this writer belongs to.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
     /// The lake's root.
     pub fn root(&self) -> &Path {
         &self.cfg.root

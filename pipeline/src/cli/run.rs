@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// Seconds between lake commits (how fresh SQL over the lake is).
     #[arg(long, default_value_t = 10, env = "KAIABC_COMMIT_INTERVAL_SECONDS")]
     commit_interval_seconds: u64,
+    /// Write the lake inline on the dataflow workers instead of on a writing thread per worker
+    /// (slower readings while files are written; for comparison benchmarks).
+    #[arg(long, env = "KAIABC_LAKE_INLINE")]
+    lake_inline: bool,
     /// Where the node registry and the generated JWT secret live.
     #[arg(long, default_value = "data/state", env = "KAIABC_STATE_DIR")]
     state_dir: PathBuf,
@@ -320,6 +324,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             lake: LakeConfig::at(&a.lake),
             lateness: Duration::from_secs(a.lateness_seconds),
             commit_every: Duration::from_secs(a.commit_interval_seconds),
+            background_writer: !a.lake_inline,
         },
         node_cfg,
         source,

@@ -1,9 +1,12 @@
 //! The lake as a timely sink: rows are buffered per worker, complete days roll as the frontier
 //! passes them, everything is committed when the input ends, and (live) at every checkpoint
 //! barrier, whose node checkpoints are saved right after the rows before it are committed.
+//! Live, the writing runs on a thread of its own, so encoding and syncing files never holds up
+//! the readings behind them.
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use kaiabc_connectors::lake::{CheckpointWriter, LakeError, LakeWriter};
 use kaiabc_connectors::sink::{CommitSummary, Sink};
@@ -35,8 +38,8 @@ pub struct SinkReport {
 }
 
 /// Hears the `epoch` of each checkpoint barrier once its rows are committed and its
-/// checkpoints saved.
-pub type CheckpointHook = Box<dyn Fn(u64)>;
+/// checkpoints saved (on the writing thread, when there is one).
+pub type CheckpointHook = Box<dyn Fn(u64) + Send>;
 
 /// When the sink commits, besides at the end of the input.
 #[derive(Default)]
@@ -47,6 +50,9 @@ pub struct SinkOptions {
     pub checkpoints: Option<CheckpointWriter>,
     /// Told of every barrier saved (see [`CheckpointHook`]).
     pub on_checkpoint: Option<CheckpointHook>,
+    /// Write on a thread of its own (live: the worker goes on applying readings while files are
+    /// encoded and synced). Rows, commits and checkpoints keep their order.
+    pub background: bool,
 }
 
 impl std::fmt::Debug for SinkOptions {
@@ -55,6 +61,7 @@ impl std::fmt::Debug for SinkOptions {
             .field("commit_every", &self.commit_every)
             .field("checkpoints", &self.checkpoints)
             .field("on_checkpoint", &self.on_checkpoint.is_some())
+            .field("background", &self.background)
             .finish()
     }
 }
@@ -88,6 +95,138 @@ fn commit(
     }
 }
 
+/// What the writer does, in order.
+enum Job {
+    Rows(Vec<LakeRow>),
+    Watermark(i64),
+    /// Commit; with checkpoints (a barrier) save them after, then tell the hook its epoch.
+    Commit(Option<(Vec<kaiabc_schemas::NodeCheckpointEntry>, u64)>),
+}
+
+/// The writer, its checkpoint writer and hook, with a report of what they did.
+struct Writer {
+    lake: LakeWriter,
+    ckpt: Option<CheckpointWriter>,
+    hook: Option<CheckpointHook>,
+}
+
+impl Writer {
+    fn run(&mut self, job: Job, rep: &mut SinkReport) {
+        if rep.error.is_some() {
+            return;
+        }
+        let started = Instant::now();
+        match job {
+            Job::Rows(mut rows) => {
+                if let Err(e) = self.lake.process(&mut rows) {
+                    rep.error = Some(e);
+                }
+            }
+            Job::Watermark(us) => {
+                if let Err(e) = self.lake.watermark(us) {
+                    rep.error = Some(e);
+                }
+            }
+            Job::Commit(None) => commit(&mut self.lake, None, &[], rep),
+            Job::Commit(Some((nodes, epoch))) => {
+                rep.checkpoints.0 += 1;
+                commit(&mut self.lake, self.ckpt.as_mut(), &nodes, rep);
+                if let (None, Some(hook)) = (&rep.error, &self.hook) {
+                    hook(epoch);
+                }
+            }
+        }
+        rep.busy += started.elapsed();
+    }
+}
+
+/// Jobs in flight to a writing thread before the worker waits for it (backpressure: the lake
+/// is the durable sink, so it sets the pace when it cannot keep up).
+const BACKGROUND_JOBS: usize = 256;
+
+/// Where the sink's jobs go: done at once on the worker, or queued to a writing thread.
+enum Writing {
+    Inline(Box<Writer>),
+    Background {
+        tx: Option<std::sync::mpsc::SyncSender<Job>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+        report: Arc<Mutex<SinkReport>>,
+    },
+}
+
+impl Writing {
+    fn new(w: Writer, background: bool) -> Self {
+        if !background {
+            return Self::Inline(Box::new(w));
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(BACKGROUND_JOBS);
+        let report = Arc::new(Mutex::new(SinkReport::default()));
+        let shared = Arc::clone(&report);
+        let thread = std::thread::Builder::new()
+            .name(format!("lake-writer-{}", w.lake.worker()))
+            .spawn(move || {
+                let mut w = w;
+                for job in rx {
+                    let mut rep = match shared.lock() {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    };
+                    w.run(job, &mut rep);
+                }
+            })
+            .expect("spawn the lake writer");
+        Self::Background {
+            tx: Some(tx),
+            thread: Some(thread),
+            report,
+        }
+    }
+
+    fn send(&mut self, job: Job, rep: &mut SinkReport) {
+        if matches!(&job, Job::Rows(r) if r.is_empty()) {
+            return;
+        }
+        match self {
+            Self::Inline(w) => w.run(job, rep),
+            Self::Background { tx, .. } => {
+                if let Some(tx) = tx {
+                    // The thread ends only on an error it has reported (or a panic).
+                    let _ = tx.send(job);
+                }
+            }
+        }
+    }
+
+    /// Copies the writing thread's figures into `rep` (its error, once, moves over).
+    fn sync(&mut self, rep: &mut SinkReport) {
+        if let Self::Background { report, .. } = self {
+            if let Ok(mut r) = report.lock() {
+                rep.committed = r.committed.clone();
+                rep.checkpoints = r.checkpoints;
+                rep.commits = r.commits;
+                rep.busy = r.busy;
+                if let Some(e) = r.error.take() {
+                    rep.error.get_or_insert(e);
+                }
+            }
+        }
+    }
+
+    /// Waits for every job sent to be done.
+    fn finish(&mut self, rep: &mut SinkReport) {
+        if let Self::Background { tx, thread, .. } = self {
+            tx.take();
+            if let Some(t) = thread.take() {
+                if t.join().is_err() {
+                    rep.error
+                        .get_or_insert(LakeError::Config("the lake writer thread panicked".into()));
+                }
+            }
+        }
+        self.sync(rep);
+    }
+}
+
 /// Extension trait: write a stream of lake rows into the lake.
 pub trait LakeSink {
     /// Sinks the rows into `writer` (this worker's), reporting into `report`, committing as
@@ -96,12 +235,21 @@ pub trait LakeSink {
 }
 
 impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
-    fn lake_sink(self, mut writer: LakeWriter, report: Rc<RefCell<SinkReport>>, opts: SinkOptions) {
+    fn lake_sink(self, writer: LakeWriter, report: Rc<RefCell<SinkReport>>, opts: SinkOptions) {
         let SinkOptions {
             commit_every,
-            checkpoints: mut ckpt,
+            checkpoints: ckpt,
             on_checkpoint,
+            background,
         } = opts;
+        let mut writing = Writing::new(
+            Writer {
+                lake: writer,
+                ckpt,
+                hook: on_checkpoint,
+            },
+            background,
+        );
         let mut chunk: Vec<LakeRow> = Vec::new();
         let mut finished = false;
         let mut last_tick = 0u64;
@@ -118,8 +266,8 @@ impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
                     activator.activate_after(every);
                 }
                 move |(input, frontier), _output| {
-                    let started = Instant::now();
                     let mut rep = report.borrow_mut();
+                    writing.sync(&mut rep);
                     input.for_each(|_, data| {
                         let mut barriers = false;
                         for r in data.iter() {
@@ -141,34 +289,20 @@ impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
                             return;
                         }
                         if !barriers {
-                            if let Err(e) = writer.process(data) {
-                                rep.error = Some(e);
-                            }
-                            data.clear();
+                            writing.send(Job::Rows(std::mem::take(data)), &mut rep);
                             return;
                         }
                         // Rows before a barrier are committed at it; rows after it wait.
                         for row in data.drain(..) {
                             match row {
                                 LakeRow::Checkpoint(c) => {
-                                    if let Err(e) = writer.process(&mut chunk) {
-                                        rep.error = Some(e);
-                                    }
-                                    if rep.error.is_none() {
-                                        rep.checkpoints.0 += 1;
-                                        commit(&mut writer, ckpt.as_mut(), &c.nodes, &mut rep);
-                                    }
-                                    if let (None, Some(hook)) = (&rep.error, &on_checkpoint) {
-                                        hook(c.epoch);
-                                    }
+                                    writing.send(Job::Rows(std::mem::take(&mut chunk)), &mut rep);
+                                    writing.send(Job::Commit(Some((c.nodes, c.epoch))), &mut rep);
                                 }
                                 other => chunk.push(other),
                             }
                         }
-                        if let Err(e) = writer.process(&mut chunk) {
-                            rep.error = Some(e);
-                        }
-                        chunk.clear();
+                        writing.send(Job::Rows(std::mem::take(&mut chunk)), &mut rep);
                     });
                     if rep.error.is_some() || finished {
                         return;
@@ -176,24 +310,22 @@ impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
                     match frontier.frontier().first() {
                         Some(&tick) if tick > last_tick => {
                             last_tick = tick;
-                            if let Err(e) = writer.watermark(tick as i64 * MICROS_PER_TICK) {
-                                rep.error = Some(e);
-                            }
+                            writing.send(Job::Watermark(tick as i64 * MICROS_PER_TICK), &mut rep);
                         }
                         Some(_) => {}
                         None => {
                             finished = true;
-                            commit(&mut writer, None, &[], &mut rep);
+                            writing.send(Job::Commit(None), &mut rep);
+                            writing.finish(&mut rep);
                         }
                     }
                     if let (Some(every), false) = (commit_every, finished) {
                         if last_commit.elapsed() >= every {
                             last_commit = Instant::now();
-                            commit(&mut writer, None, &[], &mut rep);
+                            writing.send(Job::Commit(None), &mut rep);
                         }
                         activator.activate_after(every.saturating_sub(last_commit.elapsed()));
                     }
-                    rep.busy += started.elapsed();
                 }
             },
         );

@@ -91,6 +91,8 @@ pub struct LiveOptions {
     pub lateness: Duration,
     /// Wall time between lake commits (each one also saves the changed nodes' checkpoints).
     pub commit_every: Duration,
+    /// Write the lake on a thread per worker (see [`SinkOptions::background`]).
+    pub background_writer: bool,
 }
 
 impl LiveShared {
@@ -252,8 +254,9 @@ pub fn run_live(
                             let acks = Arc::clone(&acks);
                             Box::new(move |epoch: u64| {
                                 acks[index].fetch_max(epoch, AtomicOrdering::AcqRel);
-                            }) as Box<dyn Fn(u64)>
+                            }) as Box<dyn Fn(u64) + Send>
                         }),
+                        background: opts.background_writer,
                     },
                 );
                 (records_in, records_cap)
