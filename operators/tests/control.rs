@@ -33,6 +33,7 @@ fn command(node: &str, minutes: i64, action: ControlAction) -> ControlCommand {
         node_id: node.into(),
         timestamp: parse_timestamp(T0).unwrap() + chrono::Duration::minutes(minutes),
         issued_by: None,
+        issued_at: None,
         action,
     }
 }

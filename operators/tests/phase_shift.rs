@@ -91,6 +91,7 @@ fn the_planned_step_achieves_the_curve_s_prediction_through_a_checkpoint() {
         node_id: "n".into(),
         timestamp: at(now + 1),
         issued_by: None,
+        issued_at: None,
         action: ControlAction::PhaseShift(plan),
     };
     let mut out = Vec::new();
@@ -140,6 +141,7 @@ fn a_reset_cancels_a_shift_and_a_node_without_a_clock_says_so() {
         node_id: "n".into(),
         timestamp: at(m),
         issued_by: None,
+        issued_at: None,
         action,
     };
     let mut node = NodeState::new(&cfg).unwrap();

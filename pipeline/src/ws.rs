@@ -113,6 +113,15 @@ impl Hub {
         m.get(node)?.state.as_ref().map(|(_, s)| s.clone())
     }
 
+    /// The newest event time the hub has seen of a node: its latest reading or state.
+    pub fn last_event_time(&self, node: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+        let m = self.latest.lock().ok()?;
+        let l = m.get(node)?;
+        let r = l.reading.as_ref().map(|(_, r)| r.timestamp);
+        let s = l.state.as_ref().map(|(_, s)| s.timestamp);
+        r.max(s)
+    }
+
     /// The ids of the nodes with a state.
     pub fn nodes(&self) -> Vec<String> {
         let Ok(m) = self.latest.lock() else {

@@ -399,4 +399,30 @@ fn settings_phase_shifts_analytics_bulk_and_diagnostics() {
         assert_eq!((s, v["valid"].as_bool()), (422, Some(false)), "{bad}: {v}");
     }
     stop(server);
+
+    // A replay of ps1's readings with the control log reproduces the live run: the settings
+    // changed before its first reading, and the phase shift issued after its first day.
+    let log = dir.path().join("ps1.jsonl");
+    let lines: Vec<String> = days("ps1", t0, 0, 24 * 6)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let replayed = dir.path().join("replayed");
+    common::ok(&[
+        "replay",
+        log.to_str().unwrap(),
+        "--control",
+        lake.join("_control/commands.jsonl").to_str().unwrap(),
+        "--lake",
+        replayed.to_str().unwrap(),
+    ]);
+    for sql in [
+        "SELECT shift_id, outcome, step_start, achieved_shift_hours FROM phase_shifts \
+         WHERE node_id = 'ps1'",
+        "SELECT seq, circadian_time, koa_metric, output_pwm FROM states WHERE node_id = 'ps1' \
+         ORDER BY seq",
+    ] {
+        assert_eq!(csv(&replayed, sql), csv(&lake, sql), "{sql}");
+    }
 }

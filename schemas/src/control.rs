@@ -16,16 +16,44 @@ use crate::reading::rfc3339;
 pub struct ControlCommand {
     /// The node, `^[A-Za-z0-9_-]{1,64}$`.
     pub node_id: String,
-    /// When it was issued; in replays, readings are ordered around it by this time.
+    /// Its place in the node's event time: replays order it among the readings by this time.
+    /// The API stamps a command just after the latest reading of the node it has seen (the
+    /// Unix epoch if none), so a replay puts it where it arrived live, backfilled readings too.
     #[serde(with = "rfc3339")]
     #[schemars(with = "String")]
     pub timestamp: DateTime<Utc>,
     /// Who issued it (the API token's subject), for the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_by: Option<String>,
+    /// When it was issued (wall-clock time), for the log.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
+    #[schemars(with = "Option<String>")]
+    pub issued_at: Option<DateTime<Utc>>,
     /// What to do.
     #[serde(flatten)]
     pub action: ControlAction,
+}
+
+/// serde for optional RFC 3339 timestamps.
+mod rfc3339_opt {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => super::rfc3339::serialize(t, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(s) => crate::parse_timestamp(&s)
+                .map(Some)
+                .map_err(|r| serde::de::Error::custom(r.message)),
+        }
+    }
 }
 
 /// What a [`ControlCommand`] does.
@@ -257,6 +285,7 @@ mod tests {
             node_id: "p1".into(),
             timestamp: "2026-01-05T10:00:00Z".parse().unwrap(),
             issued_by: None,
+            issued_at: None,
             action: ControlAction::PhaseShift(PhaseShiftPlan {
                 shift_id: "s1".into(),
                 target_shift_hours: 2.0,

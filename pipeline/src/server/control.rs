@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use kaiabc_operators::node::NodeConfig;
 use kaiabc_operators::settings::NodeSettings;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use kaiabc_schemas::{ControlAction, ControlCommand};
 use serde::Deserialize;
 use warp::http::StatusCode;
@@ -214,14 +214,21 @@ pub(super) fn send(
     if let Err(m) = api.book.check(&api.node_cfg, &node_id, &action) {
         return Err(Box::new(bad(m)));
     }
+    let now = Utc::now();
     let issued_by = match who {
         Principal::User(c) => Some(c.sub),
         Principal::Node(n) => Some(format!("node:{n}")),
     };
     let cmd = ControlCommand {
         node_id: node_id.clone(),
-        timestamp: Utc::now(),
+        timestamp: api
+            .shared
+            .hub
+            .last_event_time(&node_id)
+            .map(|t| t + chrono::Duration::microseconds(1))
+            .unwrap_or(DateTime::UNIX_EPOCH),
         issued_by,
+        issued_at: Some(now),
         action,
     };
     let line = serde_json::to_vec(&cmd).expect("a command always encodes");
@@ -237,7 +244,7 @@ pub(super) fn send(
         source: format!("{CONTROL_SOURCE}api"),
         node: Ok(node_id),
         payload: line,
-        received_at: cmd.timestamp,
+        received_at: now,
     };
     if api.ingest.send(inbound).is_err() {
         return Err(Box::new(error_body(
