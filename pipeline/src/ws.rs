@@ -34,6 +34,26 @@ const FAMILIES: [&str; 5] = [
     PHASE_SHIFT_STREAM,
 ];
 
+/// Indexes of [`FAMILIES`].
+const STATE: usize = 0;
+const READING: usize = 1;
+const PWM: usize = 2;
+const ALERT: usize = 3;
+const SHIFT: usize = 4;
+
+/// The families a valid pattern can match.
+fn families_of(p: &str) -> impl Iterator<Item = usize> + '_ {
+    let head = p.find('*').map(|star| &p[..star]);
+    FAMILIES.iter().enumerate().filter_map(move |(i, f)| {
+        let hit = match head {
+            Some(h) => f.starts_with(h) || h.starts_with(f),
+            None if f.ends_with('.') => p.starts_with(f),
+            None => p == *f,
+        };
+        hit.then_some(i)
+    })
+}
+
 /// The stream of finished phase shifts (every node's; the event names its node).
 pub const PHASE_SHIFT_STREAM: &str = "phase_shift.complete";
 
@@ -65,6 +85,9 @@ pub struct Hub {
     alerts: AtomicU64,
     /// Sequence of `phase_shift.complete`.
     shifts: AtomicU64,
+    /// Subscribed patterns per stream family ([`FAMILIES`]), over all clients: events of a
+    /// family nobody subscribes to are not serialised.
+    interest: [AtomicU64; FAMILIES.len()],
     tx: broadcast::Sender<Arc<Published>>,
     shutdown: watch::Sender<bool>,
     /// Connected clients.
@@ -79,6 +102,7 @@ impl Default for Hub {
             latest: Mutex::default(),
             alerts: AtomicU64::new(0),
             shifts: AtomicU64::new(0),
+            interest: Default::default(),
             tx: broadcast::channel(CLIENT_BUFFER).0,
             shutdown: watch::channel(false).0,
             clients: AtomicU64::new(0),
@@ -111,6 +135,19 @@ impl Hub {
     pub fn state(&self, node: &str) -> Option<OscillatorState> {
         let m = self.latest.lock().ok()?;
         m.get(node)?.state.as_ref().map(|(_, s)| s.clone())
+    }
+
+    /// Counts `patterns` in (or out of) the interest of their families.
+    fn interest_in(&self, patterns: &[String], add: bool) {
+        for p in patterns {
+            for f in families_of(p) {
+                if add {
+                    self.interest[f].fetch_add(1, Ordering::AcqRel);
+                } else {
+                    self.interest[f].fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
     }
 
     /// The newest event time the hub has seen of a node: its latest reading or state.
@@ -151,16 +188,25 @@ impl Hub {
             let Ok(mut m) = self.latest.lock() else {
                 return;
             };
+            // Events are serialised only for someone: without a subscriber to a family the
+            // latest values and sequence numbers are kept (for snapshots) and nothing else is
+            // done. Checked under the lock a subscriber takes its snapshot under, after it has
+            // registered its interest, so it gets either the event or a snapshot covering it.
+            let wants = |family: usize| self.interest[family].load(Ordering::Acquire) > 0;
             match row {
                 LakeRow::State(s) => {
                     let l = m.entry(s.node_id.clone()).or_default();
                     let seq = l.state.as_ref().map_or(0, |(q, _)| *q) + 1;
                     l.state = Some((seq, s.clone()));
-                    let data = serde_json::to_value(s).unwrap_or(Value::Null);
-                    for (stream, data) in [
-                        (format!("oscillator.state.{}", s.node_id), data),
-                        (format!("output.pwm.{}", s.node_id), pwm_of(s)),
-                    ] {
+                    let mut events = Vec::new();
+                    if wants(STATE) {
+                        let data = serde_json::to_value(s).unwrap_or(Value::Null);
+                        events.push((format!("oscillator.state.{}", s.node_id), data));
+                    }
+                    if wants(PWM) {
+                        events.push((format!("output.pwm.{}", s.node_id), pwm_of(s)));
+                    }
+                    for (stream, data) in events {
                         out.push(Published {
                             text: event_text(&stream, seq, &data),
                             stream,
@@ -173,6 +219,9 @@ impl Hub {
                     let l = m.entry(node.clone()).or_default();
                     let seq = l.reading.as_ref().map_or(0, |(q, _)| *q) + 1;
                     l.reading = Some((seq, r.reading.clone()));
+                    if !wants(READING) {
+                        return;
+                    }
                     let stream = format!("sensors.reading.{node}");
                     let data = serde_json::to_value(r).unwrap_or(Value::Null);
                     out.push(Published {
@@ -183,6 +232,9 @@ impl Hub {
                 }
                 LakeRow::DeadLetter(d) => {
                     let seq = self.alerts.fetch_add(1, Ordering::Relaxed) + 1;
+                    if !wants(ALERT) {
+                        return;
+                    }
                     let data = json!({
                         "severity": "warning",
                         "code": d.reason,
@@ -199,6 +251,9 @@ impl Hub {
                 }
                 LakeRow::PhaseShift(p) => {
                     let seq = self.shifts.fetch_add(1, Ordering::Relaxed) + 1;
+                    if !wants(SHIFT) {
+                        return;
+                    }
                     let data = serde_json::to_value(p).unwrap_or(Value::Null);
                     out.push(Published {
                         text: event_text(PHASE_SHIFT_STREAM, seq, &data),
@@ -361,6 +416,7 @@ impl Client {
                     .filter(|s| !self.patterns.contains(s))
                     .cloned()
                     .collect();
+                hub.interest_in(&new, true);
                 self.patterns.extend(new.iter().cloned());
                 // The snapshot covers the new patterns only; it also sets the sequence numbers
                 // below which buffered events are skipped.
@@ -381,6 +437,13 @@ impl Client {
             }
             "unsubscribe" => {
                 let gone: HashSet<&String> = msg.streams.iter().collect();
+                let removed: Vec<String> = self
+                    .patterns
+                    .iter()
+                    .filter(|p| gone.contains(p))
+                    .cloned()
+                    .collect();
+                hub.interest_in(&removed, false);
                 self.patterns.retain(|p| !gone.contains(p));
                 json!({"type": "ack", "action": "unsubscribe", "streams": msg.streams,
                     "subscriptions": self.patterns})
@@ -491,6 +554,7 @@ pub async fn serve_client(socket: WebSocket, hub: Arc<Hub>) {
             break;
         }
     }
+    hub.interest_in(&client.patterns, false);
     hub.clients.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -555,8 +619,9 @@ mod tests {
         .unwrap();
         assert_eq!(ack["type"], "ack");
         assert_eq!(ack["snapshot"], json!([]));
-        // Two events per state (state and PWM): the buffer overflows.
-        let n = CLIENT_BUFFER as i64;
+        // One event per state (only the state family is subscribed, so no PWM events are
+        // made): twice the buffer overflows it by one buffer.
+        let n = 2 * CLIENT_BUFFER as i64;
         for k in 1..=n {
             hub.publish(&state("a", k));
         }
@@ -564,7 +629,7 @@ mod tests {
             Err(broadcast::error::TryRecvError::Lagged(m)) => m,
             other => panic!("expected a lag, got {other:?}"),
         };
-        assert_eq!(missed, n as u64);
+        assert_eq!(missed, CLIENT_BUFFER as u64);
         let resync: Value =
             serde_json::from_str(&c.snapshot_message(&hub, "resync", json!({"missed": missed})))
                 .unwrap();
@@ -583,6 +648,34 @@ mod tests {
             }
         }
         assert_eq!(sent, vec![("oscillator.state.a".to_string(), n as u64 + 1)]);
+    }
+
+    #[test]
+    fn events_are_made_only_for_families_someone_subscribes_to() {
+        let hub = Hub::default();
+        let mut rx = hub.tx.subscribe();
+        hub.publish(&state("a", 1));
+        assert!(matches!(
+            rx.try_recv(),
+            Err(broadcast::error::TryRecvError::Empty)
+        ));
+        let mut c = Client::default();
+        c.handle(&hub, r#"{"type":"subscribe","streams":["output.pwm.a"]}"#);
+        hub.publish(&state("a", 2));
+        let p = rx.try_recv().unwrap();
+        // Only the PWM event was made, with the state's sequence number.
+        assert_eq!((p.stream.as_str(), p.seq), ("output.pwm.a", 2));
+        assert!(rx.try_recv().is_err());
+        c.handle(&hub, r#"{"type":"unsubscribe","streams":["output.pwm.a"]}"#);
+        hub.publish(&state("a", 3));
+        assert!(rx.try_recv().is_err());
+        // A wildcard across families counts for each of them.
+        c.handle(&hub, r#"{"type":"subscribe","streams":["*"]}"#);
+        hub.publish(&state("a", 4));
+        let streams: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|p| p.stream.clone())
+            .collect();
+        assert_eq!(streams, ["oscillator.state.a", "output.pwm.a"]);
     }
 
     #[test]
