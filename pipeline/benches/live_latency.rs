@@ -89,6 +89,8 @@ fn reading(node: &str, seq: u64) -> String {
 }
 
 struct Figures {
+    /// Readings at or above p99, by the second of the run they were sent in.
+    slow_per_second: Vec<usize>,
     sent: usize,
     received: usize,
     p50: Duration,
@@ -144,7 +146,7 @@ async fn run(
                 };
                 let seq = v["data"]["seq"].as_u64().unwrap_or(0);
                 if let Some(t0) = sent_at.lock().unwrap().get(&(n, seq)) {
-                    lat.push(now - *t0);
+                    lat.push((*t0, now - *t0));
                 }
             }
             lat
@@ -189,16 +191,33 @@ async fn run(
         }
     }
     let seconds_taken = started.elapsed().as_secs_f64();
-    let mut lat = receiver.await.unwrap();
+    let timed = receiver.await.unwrap();
     let _ = client.disconnect().await;
     poller.abort();
+    let mut lat: Vec<Duration> = timed.iter().map(|(_, l)| *l).collect();
     lat.sort();
+    // Where in the run the slowest 1 % were sent, per second: a tail that comes in bursts at a
+    // fixed period points at a periodic stall (commits, checkpoints), a spread one at load.
+    let p99 = lat.get(lat.len() * 99 / 100).copied().unwrap_or_default();
+    let mut per_second = vec![0usize; seconds as usize + 11];
+    for (t0, l) in &timed {
+        if *l >= p99 {
+            let s = t0.saturating_duration_since(started).as_secs() as usize;
+            if let Some(c) = per_second.get_mut(s) {
+                *c += 1;
+            }
+        }
+    }
+    while per_second.last() == Some(&0) {
+        per_second.pop();
+    }
     let q = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
             .copied()
             .unwrap_or_default()
     };
     Figures {
+        slow_per_second: per_second,
         sent: total,
         received: lat.len(),
         p50: q(0.50),
@@ -258,6 +277,10 @@ fn main() {
                 f.p50.as_secs_f64() * 1e3,
                 f.p99.as_secs_f64() * 1e3,
                 f.max.as_secs_f64() * 1e3,
+            );
+            eprintln!(
+                "{mode}, {rate}/s: readings at or above p99 by second sent: {:?}",
+                f.slow_per_second
             );
             assert!(f.received > 0, "no state reached the WebSocket");
         }
