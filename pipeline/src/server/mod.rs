@@ -32,20 +32,45 @@ pub use shift::PrcCache;
 
 use lake::{export, history, ExportQuery, HistoryQuery};
 
-/// The specification's error body: `{"error": {"code", "message", "timestamp"}}`.
+/// A request id, unique within the process and across restarts (start time and a counter):
+/// `req_` and 16 hex digits.
+pub fn request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static BASE: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(|| (Utc::now().timestamp_micros() as u64) << 20);
+    format!(
+        "req_{:016x}",
+        base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+    )
+}
+
+/// The specification's error body: `{"error": {"code", "message", "timestamp", "request_id"}}`,
+/// with the id also in `X-Request-Id` (and in the log, for server errors).
 pub fn error_body(
     status: StatusCode,
     code: &str,
     message: impl Into<String>,
 ) -> warp::reply::Response {
+    let id = request_id();
+    let message = message.into();
+    if status.is_server_error() {
+        tracing::warn!(request_id = %id, %code, %message, "request failed");
+    }
     let body = serde_json::json!({
         "error": {
             "code": code,
-            "message": message.into(),
+            "message": message,
             "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
+            "request_id": id,
         }
     });
-    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+    let mut resp = warp::reply::with_status(warp::reply::json(&body), status).into_response();
+    if let Ok(v) = warp::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
 }
 
 #[derive(Debug, Deserialize)]
@@ -475,6 +500,15 @@ pub fn routes(
         })
         .recover(|r: Rejection| async move { Ok::<_, Infallible>(rejection(r)) })
         .unify()
+        .map(|mut resp: warp::reply::Response| {
+            // Every answer names its request; an error body already did.
+            if !resp.headers().contains_key("x-request-id") {
+                if let Ok(v) = warp::http::HeaderValue::from_str(&request_id()) {
+                    resp.headers_mut().insert("x-request-id", v);
+                }
+            }
+            resp
+        })
 }
 
 /// Takes a request from its credential's bucket (requests without one are not limited: they
@@ -891,6 +925,12 @@ mod tests {
                     let body: serde_json::Value =
                         serde_json::from_slice(resp.body()).unwrap_or_default();
                     let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+                    // Every answer names its request; an error body names the same id.
+                    let id = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+                    assert!(id.starts_with("req_"), "{id}");
+                    if body.get("error").is_some() {
+                        assert_eq!(body["error"]["request_id"], id.as_str(), "{body}");
+                    }
                     (resp.status().as_u16(), code)
                 }
             };
