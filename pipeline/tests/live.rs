@@ -818,7 +818,7 @@ fn a_config_file_sets_what_the_environment_and_flags_do_not() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let server = Server(child);
+    let server = Server::new(child);
     let http: SocketAddr = format!("127.0.0.1:{flag_http}").parse().unwrap();
     // The flag beats the file's address; the file's JWT secret signs `token`'s tokens.
     wait_until("the flag's HTTP address", || {

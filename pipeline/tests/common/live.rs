@@ -180,7 +180,22 @@ pub fn promtool_check(text: &str) {
     );
 }
 
-pub struct Server(pub Child);
+/// A running `kaiabc run`; its stderr is read as it comes (a full pipe would block the server).
+pub struct Server(pub Child, Option<std::thread::JoinHandle<String>>);
+
+impl Server {
+    /// Takes `child`'s piped stderr into a reading thread.
+    pub fn new(mut child: Child) -> Self {
+        let drain = child.stderr.take().map(|mut e| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = e.read_to_string(&mut text);
+                text
+            })
+        });
+        Self(child, drain)
+    }
+}
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -316,7 +331,7 @@ pub fn start_with(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let server = Server(child);
+    let server = Server::new(child);
     let health = wait_until("the health endpoint", || {
         get(http, "/v1/health").filter(|(s, _)| *s == 200)
     });
@@ -338,14 +353,11 @@ pub fn stop(mut server: Server) -> String {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let mut stderr = String::new();
-    server
-        .0
-        .stderr
+    let stderr = server
+        .1
         .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+        .map(|t| t.join().unwrap_or_default())
+        .unwrap_or_default();
     assert!(status.success(), "exit {status}: {stderr}");
     stderr
 }
