@@ -85,17 +85,12 @@ impl ShiftRun {
     /// then begins at once.
     pub fn new(plan: PhaseShiftPlan, clock: &mut Clock) -> Result<Self, ClockError> {
         let now_h = clock.t_hours();
-        let start_h = hours(&plan.start).max(now_h);
-        let end_h = start_h + plan.duration_minutes / 60.0;
-        let mut run = Self {
-            plan,
-            start_h,
-            end_h,
-            twin: None,
-            real_peaks: Vec::new(),
-            twin_peaks: Vec::new(),
-        };
-        if start_h <= now_h {
+        let mut run = Self::unstarted(plan);
+        if run.start_h < now_h {
+            run.start_h = now_h;
+            run.end_h = now_h + run.plan.duration_minutes / 60.0;
+        }
+        if run.start_h <= now_h {
             run.twin = Some(clock.clone());
             clock.set_temperature(clock.temperature_k() + run.plan.delta_k)?;
         }

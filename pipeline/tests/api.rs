@@ -180,16 +180,9 @@ fn settings_phase_shifts_analytics_bulk_and_diagnostics() {
     );
 
     // The report arrives on the WebSocket when the clock has settled.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = format!("ws://{http}/v1/ws?token={}", token("observer"));
+    let rt = ws_runtime();
     let report = rt.block_on(async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .unwrap();
+        let mut ws = ws_observer(http).await;
         send(
             &mut ws,
             serde_json::json!({"type": "subscribe", "streams": ["phase_shift.complete"]}),

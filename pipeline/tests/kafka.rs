@@ -162,16 +162,9 @@ fn a_node_publish_goes_through_the_bridge_and_kafka_to_websocket_lake_and_topics
         state_seq(http, "k1").filter(|s| *s == 1)
     });
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = format!("ws://{http}/v1/ws?token={}", token("observer"));
+    let rt = ws_runtime();
     let elapsed = rt.block_on(async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .unwrap();
+        let mut ws = ws_observer(http).await;
         send(
             &mut ws,
             serde_json::json!({"type": "subscribe", "streams": ["oscillator.state.k1"]}),

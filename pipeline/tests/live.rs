@@ -314,16 +314,9 @@ fn a_restart_after_a_kill_resumes_from_the_last_commit() {
 fn websocket_subscribers_get_a_snapshot_then_every_state_as_it_is_applied() {
     let dir = tempfile::tempdir().unwrap();
     let (server, http, mqtt) = start(&dir.path().join("lake"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let url = format!("ws://{http}/v1/ws?token={}", token("observer"));
+    let rt = ws_runtime();
     let stderr = rt.block_on(async {
-        let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .unwrap();
+        let mut ws = ws_observer(http).await;
         send(
             &mut ws,
             serde_json::json!({"type": "subscribe", "streams": ["nonsense"]}),
@@ -377,9 +370,7 @@ fn websocket_subscribers_get_a_snapshot_then_every_state_as_it_is_applied() {
         );
 
         // A later subscriber starts from a snapshot.
-        let (mut late, _) = tokio_tungstenite::connect_async(url.as_str())
-            .await
-            .unwrap();
+        let mut late = ws_observer(http).await;
         send(
             &mut late,
             serde_json::json!({"type": "subscribe", "streams": ["*.w1"]}),

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use super::lake::{bad, encode, run, ts, Range, Refusal};
+use super::lake::{bad, encode, run, span, time_filter, ts, Range, Refusal};
 use super::{at, body, error_body, Api, Route};
 use crate::auth::Principal;
 use crate::dataflow::live::Inbound;
@@ -263,11 +263,8 @@ async fn bulk_states(api: Arc<Api>, q: BulkStatesQuery) -> Result<Response, Refu
     if limit == 0 || limit > MAX_BULK_LIMIT {
         return Err(bad(format!("limit must be 1-{MAX_BULK_LIMIT}")));
     }
-    // The range check of one node applies to all (the id is only a placeholder here).
-    let r = Range::parse(Some("all".into()), &q.start, &q.end)?;
-    let mut filter = r
-        .filter("timestamp")
-        .replacen("node_id = 'all' AND ", "", 1);
+    let (start, end) = span(&q.start, &q.end, 24)?;
+    let mut filter = time_filter("timestamp", start, end);
     if !nodes.is_empty() {
         let list: Vec<String> = nodes.iter().map(|n| format!("'{n}'")).collect();
         filter.push_str(&format!(" AND node_id IN ({})", list.join(", ")));
@@ -304,8 +301,8 @@ async fn bulk_states(api: Arc<Api>, q: BulkStatesQuery) -> Result<Response, Refu
         None
     };
     Ok(warp::reply::json(&json!({
-        "start": ts(r.start),
-        "end": ts(r.end),
+        "start": ts(start),
+        "end": ts(end),
         "count": states.len(),
         "states": states,
         "next_cursor": next,

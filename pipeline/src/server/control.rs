@@ -203,10 +203,8 @@ pub(super) fn send(
     action: ControlAction,
 ) -> Result<ControlCommand, Box<warp::reply::Response>> {
     let bad = |m: String| error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m);
-    if !crate::auth::valid_node_id(&node_id) {
-        return Err(Box::new(bad(format!(
-            "node_id {node_id:?}: 1-64 characters of A-Z a-z 0-9 _ -"
-        ))));
+    if let Some(resp) = super::invalid_node_id(&node_id) {
+        return Err(Box::new(resp));
     }
     // One command at a time, so two changes to one node cannot both pass the check against
     // the same old settings.

@@ -104,41 +104,58 @@ impl Range {
                 "node_id is required (1-64 characters of A-Z a-z 0-9 _ -)",
             ));
         };
-        let parse = |name: &str, v: &Option<String>| -> Result<Option<i64>, Refusal> {
-            match v {
-                None => Ok(None),
-                Some(t) => kaiabc_schemas::parse_timestamp(t)
-                    .map(|t| Some(t.timestamp_micros()))
-                    .map_err(|e| bad(format!("{name}: {e}"))),
-            }
-        };
-        let end = parse("end", end)?.unwrap_or_else(|| Utc::now().timestamp_micros());
-        let start = parse("start", start)?.unwrap_or(end - default_hours * 3_600_000_000);
-        if start >= end {
-            return Err(bad("start must be before end"));
-        }
+        let (start, end) = span(start, end, default_hours)?;
         Ok(Self { node, start, end })
     }
 
-    /// The SQL condition on `time_column`, with the `date` partitions pruned. Everything
-    /// interpolated has been checked: the node id's charset, and integers.
+    /// The SQL condition on the node and `time_column`.
     pub(super) fn filter(&self, time_column: &str) -> String {
-        let day = |us: i64| {
-            chrono::DateTime::from_timestamp_micros(us)
-                .map(|t| t.format("%Y-%m-%d").to_string())
-                .unwrap_or_else(|| "1970-01-01".into())
-        };
         format!(
-            "node_id = '{}' AND {time_column} >= to_timestamp_micros({}) \
-             AND {time_column} < to_timestamp_micros({}) \
-             AND date BETWEEN DATE '{}' AND DATE '{}'",
+            "node_id = '{}' AND {}",
             self.node,
-            self.start,
-            self.end,
-            day(self.start),
-            day(self.end)
+            time_filter(time_column, self.start, self.end)
         )
     }
+}
+
+/// A time range `[start, end)` in µs from the query: `end` defaults to now and `start` to
+/// `default_hours` before `end`.
+pub(super) fn span(
+    start: &Option<String>,
+    end: &Option<String>,
+    default_hours: i64,
+) -> Result<(i64, i64), Refusal> {
+    let parse = |name: &str, v: &Option<String>| -> Result<Option<i64>, Refusal> {
+        match v {
+            None => Ok(None),
+            Some(t) => kaiabc_schemas::parse_timestamp(t)
+                .map(|t| Some(t.timestamp_micros()))
+                .map_err(|e| bad(format!("{name}: {e}"))),
+        }
+    };
+    let end = parse("end", end)?.unwrap_or_else(|| Utc::now().timestamp_micros());
+    let start = parse("start", start)?.unwrap_or(end - default_hours * 3_600_000_000);
+    if start >= end {
+        return Err(bad("start must be before end"));
+    }
+    Ok((start, end))
+}
+
+/// The SQL condition on `time_column` in `[start, end)` µs, with the `date` partitions pruned.
+/// Everything interpolated is an integer or a checked node id.
+pub(super) fn time_filter(time_column: &str, start: i64, end: i64) -> String {
+    let day = |us: i64| {
+        chrono::DateTime::from_timestamp_micros(us)
+            .map(|t| t.format("%Y-%m-%d").to_string())
+            .unwrap_or_else(|| "1970-01-01".into())
+    };
+    format!(
+        "{time_column} >= to_timestamp_micros({start}) \
+         AND {time_column} < to_timestamp_micros({end}) \
+         AND date BETWEEN DATE '{}' AND DATE '{}'",
+        day(start),
+        day(end)
+    )
 }
 
 pub(super) fn ts(us: i64) -> String {

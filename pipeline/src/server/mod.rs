@@ -73,6 +73,17 @@ pub fn error_body(
     resp
 }
 
+/// The 400 for a node id the API would not accept (`None` if it is fine).
+fn invalid_node_id(node: &str) -> Option<warp::reply::Response> {
+    (!crate::auth::valid_node_id(node)).then(|| {
+        error_body(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PARAMETER",
+            format!("node_id {node:?}: 1-64 characters of A-Z a-z 0-9 _ -"),
+        )
+    })
+}
+
 #[derive(Debug, Deserialize)]
 struct StateQuery {
     node_id: Option<String>,

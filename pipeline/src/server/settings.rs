@@ -192,14 +192,8 @@ pub(super) fn routes(api: &Arc<Api>) -> Vec<Route> {
                 .and(warp::query::<NodeQuery>())
                 .map(move |_: Principal, q: NodeQuery| {
                     let node = q.node_id.as_deref();
-                    if let Some(n) = node {
-                        if !crate::auth::valid_node_id(n) {
-                            return error_body(
-                                StatusCode::BAD_REQUEST,
-                                "INVALID_PARAMETER",
-                                format!("node_id {n:?}: 1-64 characters of A-Z a-z 0-9 _ -"),
-                            );
-                        }
+                    if let Some(resp) = node.and_then(super::invalid_node_id) {
+                        return resp;
                     }
                     warp::reply::json(&with_node(node, group.values(&a, node))).into_response()
                 })

@@ -134,14 +134,8 @@ async fn get_prc(api: Arc<Api>, q: PrcQuery) -> warp::reply::Response {
         resolution: q.resolution.unwrap_or(d.resolution),
         settle_cycles: q.settle_cycles.unwrap_or(d.settle_cycles),
     };
-    if let Some(n) = &q.node_id {
-        if !crate::auth::valid_node_id(n) {
-            return error_body(
-                StatusCode::BAD_REQUEST,
-                "INVALID_PARAMETER",
-                format!("node_id {n:?}: 1-64 characters of A-Z a-z 0-9 _ -"),
-            );
-        }
+    if let Some(resp) = q.node_id.as_deref().and_then(super::invalid_node_id) {
+        return resp;
     }
     match curve(&api, q.node_id.as_deref(), cfg).await {
         Ok((c, state)) => warp::reply::json(&json!({
@@ -173,11 +167,8 @@ async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp:
     if !(1..=20).contains(&req.settle_cycles) {
         return bad("settle_cycles must be 1–20".into());
     }
-    if !crate::auth::valid_node_id(&req.node_id) {
-        return bad(format!(
-            "node_id {:?}: 1-64 characters of A-Z a-z 0-9 _ -",
-            req.node_id
-        ));
+    if let Some(resp) = super::invalid_node_id(&req.node_id) {
+        return resp;
     }
     let Some(now) = api.shared.hub.state(&req.node_id) else {
         return error_body(

@@ -384,6 +384,24 @@ pub fn readings_of(node: &str, seqs: std::ops::RangeInclusive<i64>) -> Vec<(Stri
     .collect()
 }
 
+/// A runtime for a test's WebSocket clients.
+pub fn ws_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A WebSocket client of `http`'s `/v1/ws`, logged in as an observer.
+pub async fn ws_observer(http: SocketAddr) -> Ws {
+    let url = format!("ws://{http}/v1/ws?token={}", token("observer"));
+    tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap()
+        .0
+}
+
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
