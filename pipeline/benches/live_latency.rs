@@ -1,11 +1,18 @@
 //! Latency from an MQTT publish to the WebSocket event of its state, through a running
 //! `kaiabc run` (embedded broker, release build): p50 / p99 / max at fixed publish rates.
 //!
-//! `cargo bench -p kaiabc-pipeline --bench live_latency` runs 1 000 and 10 000 readings/s for
-//! 10 s each, first with the lake written inline on the dataflow worker (`--lake-inline`, the
-//! baseline), then with the writing thread (the default) (`KAIABC_BENCH_RATES=1000,10000`, `KAIABC_BENCH_SECONDS=10`, `KAIABC_BENCH_NODES`
-//! nodes, default 1 000). Under `cargo test` it runs once at 200 readings/s for 1 s as a smoke
-//! test. Nothing is asserted about speed; the figures are printed.
+//! Every node has its own MQTT connection, as in the field. `cargo bench -p kaiabc-pipeline
+//! --bench live_latency` runs 1 000 and 10 000 readings/s for 10 s each in three set-ups, each
+//! against its own server:
+//!
+//! 1. the lake written inline on the dataflow worker (`--lake-inline`), anonymous MQTT: the
+//!    baseline of the lake's writing thread;
+//! 2. the writing thread, anonymous MQTT (no gate): the baseline of the gate;
+//! 3. the writing thread, every node logged in with its own key through the gate: the default.
+//!
+//! `KAIABC_BENCH_RATES=1000,10000`, `KAIABC_BENCH_SECONDS=10` and `KAIABC_BENCH_NODES=1000`
+//! change the load. Under `cargo test` it runs set-up 3 once at 200 readings/s for 1 s over 20
+//! nodes as a smoke test. Nothing is asserted about speed; the figures are printed.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -17,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::live::{free_port, token, SECRET};
+use common::live::{free_port, request, token, SECRET};
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tokio_tungstenite::tungstenite::Message;
@@ -47,7 +54,8 @@ fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, u16) {
             dir.join("lake").to_str().unwrap(),
             "--state-dir",
             dir.join("state").to_str().unwrap(),
-            "--mqtt-anonymous",
+            "--rate-limit-user",
+            "100000000",
         ])
         .args(extra)
         .env("KAIABC_JWT_SECRET", SECRET)
@@ -99,16 +107,96 @@ struct Figures {
     seconds: f64,
 }
 
-/// Publishes `rate` readings/s for `seconds` over `nodes` nodes (prefix `run`) and measures
-/// publish → WebSocket state latency.
+/// One connected MQTT client per node.
+struct Nodes {
+    clients: Vec<AsyncClient>,
+    pollers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for p in &self.pollers {
+            p.abort();
+        }
+    }
+}
+
+/// Connects `{tag}-0` … `{tag}-{n-1}`, each logged in with its key when `keys` is given, a
+/// few at a time (a first login costs an argon2 check), and waits until all are in.
+async fn connect_nodes(mqtt: u16, tag: &str, n: usize, keys: Option<&[String]>) -> Nodes {
+    let mut clients = Vec::with_capacity(n);
+    let mut pollers = Vec::with_capacity(n);
+    for batch in (0..n).collect::<Vec<_>>().chunks(16) {
+        let mut ready = Vec::new();
+        for &i in batch {
+            let node = format!("{tag}-{i}");
+            let mut o = MqttOptions::new(node.clone(), "127.0.0.1", mqtt);
+            o.set_keep_alive(Duration::from_secs(60));
+            o.set_inflight(1000);
+            if let Some(keys) = keys {
+                o.set_credentials(node, keys[i].clone());
+            }
+            let (client, mut events) = AsyncClient::new(o, 10_000);
+            events.network_options.set_tcp_nodelay(true);
+            events.network_options.set_connection_timeout(30);
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            pollers.push(tokio::spawn(async move {
+                let mut tx = Some(tx);
+                loop {
+                    match events.poll().await {
+                        Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                            if let Some(tx) = tx.take() {
+                                let _ = tx.send(());
+                            }
+                        }
+                        Ok(_) => {}
+                        // rumqttc reconnects on the next poll.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            }));
+            clients.push(client);
+            ready.push(rx);
+        }
+        for r in ready {
+            tokio::time::timeout(Duration::from_secs(60), r)
+                .await
+                .expect("a node connects")
+                .unwrap();
+        }
+    }
+    Nodes { clients, pollers }
+}
+
+/// Registers `{tag}-0` … `{tag}-{n-1}` with the server: their API keys.
+fn register_nodes(http: SocketAddr, tag: &str, n: usize) -> Vec<String> {
+    let admin = format!("Bearer {}", token("admin"));
+    (0..n)
+        .map(|i| {
+            let (status, body) = request(
+                http,
+                "POST",
+                "/v1/sensors/nodes",
+                &[("Authorization", &admin)],
+                &format!(r#"{{"node_id":"{tag}-{i}"}}"#),
+            );
+            assert_eq!(status, 201, "{body}");
+            body["api_key"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+/// Publishes `rate` readings/s for `seconds` over the nodes `{tag}-*`, with sequence numbers
+/// from `first_seq`, and measures publish → WebSocket state latency.
 async fn run(
     http: SocketAddr,
-    mqtt: u16,
+    clients: &[AsyncClient],
     tag: &str,
+    first_seq: u64,
     rate: usize,
     seconds: u64,
-    nodes: usize,
 ) -> Figures {
+    let nodes = clients.len();
     let url = format!("ws://{http}/v1/ws?token={}", token("observer"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
@@ -152,19 +240,6 @@ async fn run(
             lat
         })
     };
-    let mut o = MqttOptions::new(format!("bench-{tag}"), "127.0.0.1", mqtt);
-    o.set_keep_alive(Duration::from_secs(30));
-    o.set_inflight(1000);
-    let (client, mut events) = AsyncClient::new(o, 10_000);
-    events.network_options.set_tcp_nodelay(true);
-    let poller = tokio::spawn(async move {
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Incoming::Disconnect)) | Err(_) => break,
-                _ => {}
-            }
-        }
-    });
     let started = Instant::now();
     let mut interval = tokio::time::interval(Duration::from_millis(10));
     let per_tick = rate / 100;
@@ -175,10 +250,10 @@ async fn run(
             if k >= total {
                 break;
             }
-            let (node, seq) = (k % nodes, (k / nodes) as u64);
+            let (node, seq) = (k % nodes, first_seq + (k / nodes) as u64);
             let payload = reading(&format!("{tag}-{node}"), seq);
             sent_at.lock().unwrap().insert((node, seq), Instant::now());
-            client
+            clients[node]
                 .publish(
                     format!("kaiabc/sensors/{tag}-{node}"),
                     QoS::AtLeastOnce,
@@ -192,8 +267,6 @@ async fn run(
     }
     let seconds_taken = started.elapsed().as_secs_f64();
     let timed = receiver.await.unwrap();
-    let _ = client.disconnect().await;
-    poller.abort();
     let mut lat: Vec<Duration> = timed.iter().map(|(_, l)| *l).collect();
     lat.sort();
     // Where in the run the slowest 1 % were sent, per second: a tail that comes in bursts at a
@@ -248,27 +321,39 @@ fn main() {
         .build()
         .unwrap();
     println!(
-        "MQTT publish (QoS 1) -> WebSocket oscillator.state event, embedded broker, {nodes} nodes"
+        "MQTT publish (QoS 1) -> WebSocket oscillator.state event, embedded broker, {nodes} nodes, one connection each"
     );
-    println!(
-        "| lake writing | rate (readings/s) | sent | received | achieved (/s) | p50 | p99 | max |"
-    );
+    println!("| set-up | rate (readings/s) | sent | received | achieved (/s) | p50 | p99 | max |");
     println!("|---|---|---|---|---|---|---|---|");
-    // The baseline writes the lake on the dataflow worker (as before the writing thread);
-    // both run in the same process of this bench, one after the other.
-    let modes: &[(&str, &[&str])] = if bench {
+    // Each set-up runs against its own server, one after the other in this process.
+    let modes: &[(&str, &[&str], bool)] = if bench {
         &[
-            ("inline (baseline)", &["--lake-inline"]),
-            ("writer thread", &[]),
+            (
+                "inline lake, anonymous (baseline)",
+                &["--lake-inline", "--mqtt-anonymous"],
+                false,
+            ),
+            (
+                "writer thread, anonymous (no gate)",
+                &["--mqtt-anonymous"],
+                false,
+            ),
+            ("writer thread, node logins (gate)", &[], true),
         ]
     } else {
-        &[("writer thread", &[])]
+        &[("writer thread, node logins (gate)", &[], true)]
     };
-    for (mode, extra) in modes {
+    for (mode, extra, logins) in modes {
         let dir = tempfile::tempdir().unwrap();
         let (server, http, mqtt) = start(dir.path(), extra);
-        for (i, rate) in rates.iter().enumerate() {
-            let f = rt.block_on(run(http, mqtt, &format!("r{i}"), *rate, seconds, nodes));
+        let tag = "n";
+        let keys = logins.then(|| register_nodes(http, tag, nodes));
+        let clients = rt.block_on(connect_nodes(mqtt, tag, nodes, keys.as_deref()));
+        // Each rate continues the nodes' sequences (and event times) where the last stopped.
+        let mut first_seq = 0;
+        for rate in &rates {
+            let f = rt.block_on(run(http, &clients.clients, tag, first_seq, *rate, seconds));
+            first_seq += (rate * seconds as usize).div_ceil(nodes) as u64;
             println!(
                 "| {mode} | {rate} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",
                 f.sent,
@@ -284,6 +369,7 @@ fn main() {
             );
             assert!(f.received > 0, "no state reached the WebSocket");
         }
+        rt.block_on(async { drop(clients) });
         drop(server);
     }
 }

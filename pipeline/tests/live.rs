@@ -564,6 +564,14 @@ fn roles_api_keys_and_mqtt_credentials_are_enforced() {
         &[("kaiabc/sensors/p2".into(), reading("p2", 3, 7, 301.0))]
     )
     .is_err());
+    // ... and only on its own topics: a publish on p1's topic is acknowledged (MQTT 3.1.1
+    // cannot refuse one), never reaches p1's clock, and lands in the dead letters.
+    publish_as(
+        mqtt,
+        Some(("p2", &keys["p2"])),
+        &[("kaiabc/sensors/p1".into(), reading("p1", 9, 9, 301.0))],
+    )
+    .expect("the gate acknowledges a forbidden publish");
     wait_until("p2's state", || {
         get(http, "/v1/oscillator/state?node_id=p2").filter(|(s, _)| *s == 200)
     });
@@ -596,6 +604,10 @@ fn roles_api_keys_and_mqtt_credentials_are_enforced() {
         "{dead}"
     );
     assert!(dead.contains("INVALID_NODE_ID,http:/v1/sensors/"), "{dead}");
+    assert!(
+        dead.contains("INVALID_NODE_ID,mqtt:kaiabc/sensors/p1"),
+        "{dead}"
+    );
     let seqs = csv(
         &lake,
         "SELECT node_id, seq FROM readings ORDER BY node_id, seq",

@@ -142,6 +142,7 @@ pub fn start_client(
                             topic,
                             payload: p.payload.to_vec(),
                             received_at: Utc::now(),
+                            refused: None,
                         };
                         let Some(handler) = handler.as_mut() else {
                             continue;

@@ -29,6 +29,7 @@ pub const STATUS_TOPICS: &str = "kaiabc/nodes/+/status";
 pub type StatusHook = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
 
 mod client;
+mod gate;
 
 pub use client::{parse_url, start_client, Ack, BrokerUrl, ClientOptions, MessageHandler};
 
@@ -107,6 +108,9 @@ pub struct EmbeddedBroker {
     pub addr: SocketAddr,
     /// The server's publishing link.
     pub output: Arc<MqttOutput>,
+    /// rumqttd's own loopback listener, behind the gate.
+    #[allow(dead_code)] // read by the tests, which check nobody gets in there
+    internal: SocketAddr,
 }
 
 /// Errors starting the broker.
@@ -138,6 +142,9 @@ pub struct MqttMessage {
     pub payload: Vec<u8>,
     /// When the server received it.
     pub received_at: DateTime<Utc>,
+    /// Why the embedded broker's gate kept it from the broker (a topic outside the sender's
+    /// own): it goes to the dead letters with this reason.
+    pub refused: Option<String>,
 }
 
 impl MqttMessage {
@@ -152,26 +159,55 @@ impl MqttMessage {
 /// Checks a client's MQTT username and password.
 pub type Authenticator = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
-/// Starts rumqttd on `listen` and forwards every publish under [`SENSOR_TOPICS`] to `tx`. With
-/// `auth`, every client must log in with a username and password it accepts.
+/// Starts rumqttd on `listen` and forwards every publish under [`SENSOR_TOPICS`] to `tx`.
+/// With `auth`, clients reach rumqttd through the [gate](gate): every client must log in with
+/// a username and password `auth` accepts, and may then use only its own node's topics; a
+/// publish elsewhere reaches `tx` as a refused message. Without, anyone may do anything.
 ///
-/// rumqttd has no shutdown: its threads end with the process. The address is bound and released
-/// once first, so a taken port is a clear error instead of a silent broker thread failure.
+/// rumqttd has no shutdown: its threads (and the gate's) end with the process.
 pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
     listen: SocketAddr,
     tx: SyncSender<T>,
     opts: BrokerOptions,
 ) -> Result<EmbeddedBroker, MqttError> {
     let BrokerOptions { auth, on_status } = opts;
-    let probe = std::net::TcpListener::bind(listen).map_err(|source| MqttError::Bind {
+    let public = std::net::TcpListener::bind(listen).map_err(|source| MqttError::Bind {
         addr: listen,
         source,
     })?;
-    let bound = probe.local_addr().map_err(|source| MqttError::Bind {
+    let bound = public.local_addr().map_err(|source| MqttError::Bind {
         addr: listen,
         source,
     })?;
-    drop(probe);
+    // Ports are bound here and released for rumqttd's thread, so a taken one is a clear
+    // error instead of a silent thread failure.
+    let (gated, internal) = match auth {
+        None => {
+            // Without logins there is nothing to hold anyone to: rumqttd takes the clients.
+            drop(public);
+            (None, bound)
+        }
+        Some(auth) => {
+            // rumqttd listens on a loopback port of its own, which the gate connects to.
+            let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+            let bind_err = |source| MqttError::Bind {
+                addr: loopback,
+                source,
+            };
+            let probe = std::net::TcpListener::bind(loopback).map_err(bind_err)?;
+            let internal = probe.local_addr().map_err(bind_err)?;
+            public
+                .set_nonblocking(true)
+                .map_err(|source| MqttError::Bind {
+                    addr: listen,
+                    source,
+                })?;
+            let mut secret = [0u8; 24];
+            getrandom::fill(&mut secret).map_err(|e| MqttError::Link(e.to_string()))?;
+            let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            (Some((public, auth, secret)), internal)
+        }
+    };
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: 256 * 1024,
@@ -180,16 +216,18 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
         external_auth: None,
         dynamic_filters: true,
     };
-    if let Some(check) = auth {
-        // A refused client is disconnected by the broker (CONNACK "not authorized").
-        connections.set_auth_handler(move |_client_id: String, user: String, pass: String| {
-            let check = Arc::clone(&check);
-            async move { check(&user, &pass) }
+    if let Some((_, _, secret)) = &gated {
+        // Only the gate knows the password: a client that finds the loopback port cannot
+        // go around the gate's checks.
+        let secret = secret.clone();
+        connections.set_auth_handler(move |_client_id: String, _user: String, pass: String| {
+            let ok = pass == secret;
+            async move { ok }
         });
     }
     let server = ServerSettings {
         name: "v4".into(),
-        listen: bound,
+        listen: internal,
         tls: None,
         next_connection_delay_ms: 1,
         connections,
@@ -225,6 +263,7 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
             .subscribe(STATUS_TOPICS)
             .map_err(|e| MqttError::Link(e.to_string()))?;
     }
+    let tx_refused = tx.clone();
     let (out_tx, out_rx) = broker
         .link("kaiabc-output")
         .map_err(|e| MqttError::Link(e.to_string()))?;
@@ -256,6 +295,7 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
                             topic: topic.into_owned(),
                             payload: f.publish.payload.to_vec(),
                             received_at: Utc::now(),
+                            refused: None,
                         };
                         if tx.send(T::from(msg)).is_err() {
                             return; // the pipeline is shutting down
@@ -281,12 +321,50 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
             }
         })
         .map_err(|e| MqttError::Link(e.to_string()))?;
+    if let Some((public, auth, secret)) = gated {
+        let tx = tx_refused;
+        // A full channel waits, as the broker's own link does: refusals are not dropped.
+        let refused: gate::RefusedSink = Arc::new(move |m: MqttMessage| {
+            let _ = tx.send(T::from(m));
+        });
+        let gate = Arc::new(gate::Gate {
+            auth,
+            broker: internal,
+            secret,
+            refused,
+            checking: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
+        });
+        std::thread::Builder::new()
+            .name("mqtt-gate".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the MQTT gate could not start");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match tokio::net::TcpListener::from_std(public) {
+                        Ok(listener) => gate::run(listener, gate).await,
+                        Err(e) => tracing::error!(error = %e, "the MQTT gate could not listen"),
+                    }
+                });
+            })
+            .map_err(|e| MqttError::Link(e.to_string()))?;
+    }
     tracing::info!(%bound, "embedded MQTT broker listening");
     Ok(EmbeddedBroker {
         addr: bound,
         output: Arc::new(MqttOutput {
             link: OutputLink::Embedded(Mutex::new(out_tx)),
         }),
+        internal,
     })
 }
 
@@ -350,6 +428,7 @@ mod tests {
             topic: topic.into(),
             payload: vec![],
             received_at: Utc::now(),
+            refused: None,
         };
         assert_eq!(m("kaiabc/sensors/pico_001").topic_node(), Some("pico_001"));
         assert_eq!(m("kaiabc/sensors/").topic_node(), None);

@@ -47,10 +47,13 @@ pub struct Inbound {
 
 impl From<MqttMessage> for Inbound {
     fn from(m: MqttMessage) -> Self {
-        let node = m
-            .topic_node()
-            .map(str::to_string)
-            .ok_or_else(|| format!("topic {:?} is not kaiabc/sensors/{{node_id}}", m.topic));
+        let node = match &m.refused {
+            Some(why) => Err(why.clone()),
+            None => m
+                .topic_node()
+                .map(str::to_string)
+                .ok_or_else(|| format!("topic {:?} is not kaiabc/sensors/{{node_id}}", m.topic)),
+        };
         Self {
             source: format!("mqtt:{}", m.topic),
             node,

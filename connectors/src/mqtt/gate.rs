@@ -1,0 +1,730 @@
+//! The gate in front of the embedded broker: it ties each MQTT login to its node's topics,
+//! which rumqttd cannot do (it checks credentials at connect and never again).
+//!
+//! Nodes connect to the gate, not to rumqttd. The gate reads each client's CONNECT, checks the
+//! login itself, and passes the connection on to rumqttd on a loopback port that only accepts
+//! the gate's own password, so nobody can go around it. After that it frames every packet the
+//! client sends (MQTT 3.1.1) and lets through only what the login may do:
+//!
+//! - publish to `kaiabc/sensors/{node}` and `kaiabc/nodes/{node}/status`;
+//! - subscribe to filters inside `kaiabc/nodes/{node}/`;
+//! - leave a Last Will on `kaiabc/nodes/{node}/status`.
+//!
+//! MQTT 3.1.1 cannot refuse a single PUBLISH, so a forbidden one is acknowledged as Mosquitto
+//! does with its ACLs, not delivered, and handed on as a refused [`MqttMessage`] for the dead
+//! letters: nothing a node sends is lost without a trace. A forbidden SUBSCRIBE is answered
+//! with a failure SUBACK. The client id is prefixed with the login inside the broker, so one
+//! node cannot take over another's session by using its client id. Bytes from the broker to
+//! the client pass through whole packets at a time, so the gate's own answers never land in
+//! the middle of one.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use chrono::Utc;
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, PubComp, PubRec, Publish, SubAck, Subscribe,
+    SubscribeReasonCode,
+};
+use rumqttc::mqttbytes::{check, Error as FrameError, PacketType, Protocol, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::{Authenticator, MqttMessage};
+
+/// The largest packet the gate frames; rumqttd's own limit is a little below.
+pub(crate) const MAX_PACKET: usize = 260 * 1024;
+
+/// How long a new connection has to send its CONNECT.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// Receives the publishes the gate refused, for the dead letters.
+pub(crate) type RefusedSink = Arc<dyn Fn(MqttMessage) + Send + Sync>;
+
+/// What a logged-in node may do: its own topics only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Grant {
+    /// The node (the MQTT username).
+    node: String,
+    /// `kaiabc/sensors/{node}`.
+    sensors: String,
+    /// `kaiabc/nodes/{node}/status`.
+    status: String,
+    /// `kaiabc/nodes/{node}/`.
+    own: String,
+    /// `kaiabc/nodes/{node}`, which `kaiabc/nodes/{node}/#` also matches.
+    own_root: String,
+}
+
+impl Grant {
+    /// The grant of a node logged in as `node`.
+    pub(crate) fn node(node: &str) -> Self {
+        Self {
+            node: node.to_string(),
+            sensors: format!("kaiabc/sensors/{node}"),
+            status: format!("kaiabc/nodes/{node}/status"),
+            own: format!("kaiabc/nodes/{node}/"),
+            own_root: format!("kaiabc/nodes/{node}"),
+        }
+    }
+
+    /// Whether a PUBLISH (or a Last Will) to `topic` is allowed.
+    pub(crate) fn may_publish(&self, topic: &[u8]) -> bool {
+        topic == self.sensors.as_bytes() || topic == self.status.as_bytes()
+    }
+
+    /// Whether a subscription to `filter` is allowed: every topic it can match must be the
+    /// node's own, so its first three levels must be literal and name the node.
+    pub(crate) fn may_subscribe(&self, filter: &str) -> bool {
+        filter == self.own_root
+            || filter
+                .strip_prefix(self.own.as_str())
+                .is_some_and(|rest| !rest.is_empty())
+    }
+}
+
+/// The gate's settings.
+pub(crate) struct Gate {
+    /// Checks logins.
+    pub auth: Authenticator,
+    /// rumqttd's loopback listener.
+    pub broker: SocketAddr,
+    /// The password rumqttd accepts: the gate's alone.
+    pub secret: String,
+    /// Where refused publishes go.
+    pub refused: RefusedSink,
+    /// Logins checked at once. A key's first check is an argon2 hash (tens of milliseconds,
+    /// 19 MiB): a thousand nodes reconnecting together must queue, not take every core and
+    /// gigabytes at once.
+    pub checking: tokio::sync::Semaphore,
+}
+
+/// Why a connection ended early.
+#[derive(Debug, thiserror::Error)]
+enum GateError {
+    #[error("no CONNECT within {0:?}")]
+    NoConnect(Duration),
+    #[error("the first packet was not a CONNECT")]
+    NotConnect,
+    #[error("a second CONNECT")]
+    SecondConnect,
+    #[error("malformed packet: {0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("refused at connect: {0}")]
+    Refused(String),
+}
+
+/// Accepts clients on `listener` until the process ends.
+pub(crate) async fn run(listener: TcpListener, gate: Arc<Gate>) {
+    let ids = Arc::new(AtomicU64::new(0));
+    loop {
+        let (client, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors and the like: keep serving the others.
+                tracing::warn!(error = %e, "MQTT accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let gate = Arc::clone(&gate);
+        let ids = Arc::clone(&ids);
+        tokio::spawn(async move {
+            if let Err(e) = serve(&gate, client, &ids).await {
+                tracing::debug!(%peer, error = %e, "MQTT connection closed");
+            }
+        });
+    }
+}
+
+/// Reads from `stream` until `buf` holds one whole packet; its header.
+async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, GateError> {
+    loop {
+        match check(buf.iter(), MAX_PACKET) {
+            Ok(h) => return Ok(h.frame_length()),
+            Err(FrameError::InsufficientBytes(_)) => {
+                if stream.read_buf(buf).await? == 0 {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Writes a CONNACK refusing the client and ends the connection.
+async fn refuse(client: &mut TcpStream, code: ConnectReturnCode, why: String) -> GateError {
+    let mut out = BytesMut::new();
+    if ConnAck::new(code, false).write(&mut out).is_ok() {
+        let _ = client.write_all(&out).await;
+    }
+    let _ = client.shutdown().await;
+    GateError::Refused(why)
+}
+
+async fn serve(gate: &Gate, mut client: TcpStream, ids: &AtomicU64) -> Result<(), GateError> {
+    client.set_nodelay(true)?;
+    let mut inbuf = BytesMut::with_capacity(4096);
+    tokio::time::timeout(CONNECT_WAIT, read_frame(&mut client, &mut inbuf))
+        .await
+        .map_err(|_| GateError::NoConnect(CONNECT_WAIT))??;
+    let mut connect = match Packet::read(&mut inbuf, MAX_PACKET)? {
+        Packet::Connect(c) => c,
+        _ => return Err(GateError::NotConnect),
+    };
+    if connect.protocol != Protocol::V4 {
+        let why = "only MQTT 3.1.1 is served".to_string();
+        return Err(refuse(&mut client, ConnectReturnCode::RefusedProtocolVersion, why).await);
+    }
+    let grant = match connect.login.take() {
+        Some(login) => {
+            let check = Arc::clone(&gate.auth);
+            let user = login.username.clone();
+            // The check hashes (argon2): off the gate's thread, which forwards everyone's
+            // packets.
+            let ok = match gate.checking.acquire().await {
+                Ok(_permit) => {
+                    tokio::task::spawn_blocking(move || check(&login.username, &login.password))
+                        .await
+                        .unwrap_or(false)
+                }
+                Err(_) => false,
+            };
+            if !ok {
+                let why = format!("bad credentials for {user:?}");
+                return Err(refuse(&mut client, ConnectReturnCode::NotAuthorized, why).await);
+            }
+            Grant::node(&user)
+        }
+        None => {
+            let why = "no login".to_string();
+            return Err(refuse(&mut client, ConnectReturnCode::NotAuthorized, why).await);
+        }
+    };
+    if let Some(will) = &connect.last_will {
+        if !grant.may_publish(will.topic.as_bytes()) {
+            let why = format!("a Last Will on {:?}", will.topic);
+            return Err(refuse(&mut client, ConnectReturnCode::NotAuthorized, why).await);
+        }
+    }
+    let user = &grant.node;
+    connect.client_id = if connect.client_id.is_empty() {
+        if !connect.clean_session {
+            let why = "an empty client id needs a clean session".to_string();
+            return Err(refuse(&mut client, ConnectReturnCode::BadClientId, why).await);
+        }
+        // MQTT 3.1.1 §3.1.3.1: the server assigns one.
+        format!("{user}:~{}", ids.fetch_add(1, Ordering::Relaxed))
+    } else {
+        format!("{user}:{}", connect.client_id)
+    };
+    connect.set_login(user, &gate.secret);
+    let mut broker = TcpStream::connect(gate.broker).await?;
+    broker.set_nodelay(true)?;
+    let mut first = BytesMut::new();
+    connect.write(&mut first)?;
+    broker.write_all(&first).await?;
+
+    let (client_r, client_w) = client.into_split();
+    let (broker_r, broker_w) = broker.into_split();
+    let (answers, answers_rx) = mpsc::unbounded_channel::<BytesMut>();
+    let up = upstream(gate, &grant, inbuf, client_r, broker_w, answers);
+    let down = downstream(broker_r, client_w, answers_rx);
+    // Whichever side ends first ends the connection: the broker sees the client go (and sends
+    // its Last Will), the client sees the broker go.
+    tokio::select! {
+        r = up => r,
+        r = down => r,
+    }
+}
+
+/// The length of a complete frame's fixed header (byte 1 and the remaining length).
+fn header_len(frame: &[u8]) -> usize {
+    1 + frame[1..]
+        .iter()
+        .take(4)
+        .position(|b| b & 0x80 == 0)
+        .map_or(4, |i| i + 1)
+}
+
+/// The topic of a complete PUBLISH frame, without copying it.
+fn publish_topic(frame: &[u8]) -> Option<&[u8]> {
+    let rest = &frame[header_len(frame)..];
+    let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+    rest.get(2..2 + len)
+}
+
+/// The packet id of a complete PUBREL frame.
+fn pubrel_pkid(frame: &[u8]) -> Option<u16> {
+    let rest = &frame[header_len(frame)..];
+    Some(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]))
+}
+
+/// Client → broker: frames every packet and lets through what the grant allows.
+async fn upstream(
+    gate: &Gate,
+    grant: &Grant,
+    mut inbuf: BytesMut,
+    mut client: tokio::net::tcp::OwnedReadHalf,
+    mut broker: tokio::net::tcp::OwnedWriteHalf,
+    answers: mpsc::UnboundedSender<BytesMut>,
+) -> Result<(), GateError> {
+    let mut out = BytesMut::with_capacity(4096);
+    // QoS 2 publishes the gate refused: their PUBREL is answered here, not by the broker.
+    let mut refused_qos2: HashSet<u16> = HashSet::new();
+    loop {
+        loop {
+            let h = match check(inbuf.iter(), MAX_PACKET) {
+                Ok(h) => h,
+                Err(FrameError::InsufficientBytes(_)) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let frame = inbuf.split_to(h.frame_length());
+            match h.packet_type()? {
+                PacketType::Publish => {
+                    if publish_topic(&frame).is_some_and(|t| grant.may_publish(t)) {
+                        out.extend_from_slice(&frame);
+                    } else {
+                        refuse_publish(gate, grant, frame, &answers, &mut refused_qos2)?;
+                    }
+                }
+                PacketType::PubRel => match pubrel_pkid(&frame) {
+                    Some(pkid) if refused_qos2.remove(&pkid) => {
+                        let mut a = BytesMut::new();
+                        PubComp::new(pkid).write(&mut a)?;
+                        let _ = answers.send(a);
+                    }
+                    _ => out.extend_from_slice(&frame),
+                },
+                PacketType::Subscribe => {
+                    let Packet::Subscribe(s) = Packet::read(&mut frame.clone(), MAX_PACKET)? else {
+                        return Err(FrameError::MalformedPacket.into());
+                    };
+                    if s.filters.iter().all(|f| grant.may_subscribe(&f.path)) {
+                        out.extend_from_slice(&frame);
+                    } else {
+                        refuse_subscribe(grant, &s, &answers)?;
+                    }
+                }
+                PacketType::Connect => return Err(GateError::SecondConnect),
+                _ => out.extend_from_slice(&frame),
+            }
+        }
+        if !out.is_empty() {
+            broker.write_all(&out).await?;
+            out.clear();
+        }
+        if client.read_buf(&mut inbuf).await? == 0 {
+            let _ = broker.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+/// Acknowledges a forbidden PUBLISH without delivering it and hands it to the dead letters.
+fn refuse_publish(
+    gate: &Gate,
+    grant: &Grant,
+    frame: BytesMut,
+    answers: &mpsc::UnboundedSender<BytesMut>,
+    refused_qos2: &mut HashSet<u16>,
+) -> Result<(), GateError> {
+    let Packet::Publish(p) = Packet::read(&mut frame.clone(), MAX_PACKET)? else {
+        return Err(FrameError::MalformedPacket.into());
+    };
+    let Publish {
+        topic,
+        qos,
+        pkid,
+        payload,
+        ..
+    } = p;
+    let login = grant.node.as_str();
+    tracing::warn!(login, %topic, "refused an MQTT publish outside the node's own topics");
+    (gate.refused)(MqttMessage {
+        refused: Some(format!(
+            "the MQTT client logged in as {login:?} may not publish to {topic:?}"
+        )),
+        topic,
+        payload: payload.to_vec(),
+        received_at: Utc::now(),
+    });
+    let mut a = BytesMut::new();
+    match qos {
+        QoS::AtMostOnce => return Ok(()),
+        QoS::AtLeastOnce => {
+            PubAck::new(pkid).write(&mut a)?;
+        }
+        QoS::ExactlyOnce => {
+            PubRec::new(pkid).write(&mut a)?;
+            refused_qos2.insert(pkid);
+        }
+    }
+    let _ = answers.send(a);
+    Ok(())
+}
+
+/// Answers a SUBSCRIBE with a forbidden filter: every filter of it fails.
+fn refuse_subscribe(
+    grant: &Grant,
+    s: &Subscribe,
+    answers: &mpsc::UnboundedSender<BytesMut>,
+) -> Result<(), GateError> {
+    let filters: Vec<&str> = s.filters.iter().map(|f| f.path.as_str()).collect();
+    tracing::warn!(
+        ?grant,
+        ?filters,
+        "refused an MQTT subscription outside the node's own topics"
+    );
+    let mut a = BytesMut::new();
+    SubAck::new(s.pkid, vec![SubscribeReasonCode::Failure; s.filters.len()]).write(&mut a)?;
+    let _ = answers.send(a);
+    Ok(())
+}
+
+/// Broker → client: whole packets, with the gate's own answers between them.
+async fn downstream(
+    mut broker: tokio::net::tcp::OwnedReadHalf,
+    mut client: tokio::net::tcp::OwnedWriteHalf,
+    mut answers: mpsc::UnboundedReceiver<BytesMut>,
+) -> Result<(), GateError> {
+    let mut buf = BytesMut::with_capacity(8192);
+    loop {
+        tokio::select! {
+            n = broker.read_buf(&mut buf) => {
+                if n? == 0 {
+                    let _ = client.shutdown().await;
+                    return Ok(());
+                }
+                let whole = complete_prefix(&buf)?;
+                if whole > 0 {
+                    let chunk = buf.split_to(whole);
+                    client.write_all(&chunk).await?;
+                }
+            }
+            Some(a) = answers.recv() => client.write_all(&a).await?,
+        }
+    }
+}
+
+/// How many leading bytes of `buf` are whole packets.
+fn complete_prefix(buf: &[u8]) -> Result<usize, FrameError> {
+    let mut at = 0;
+    loop {
+        match check(buf[at..].iter(), MAX_PACKET) {
+            Ok(h) => at += h.frame_length(),
+            Err(FrameError::InsufficientBytes(_)) => return Ok(at),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_publishes_only_to_its_own_topics() {
+        let g = Grant::node("n1");
+        assert!(g.may_publish(b"kaiabc/sensors/n1"));
+        assert!(g.may_publish(b"kaiabc/nodes/n1/status"));
+        for t in [
+            "kaiabc/sensors/n2",
+            "kaiabc/sensors/n1/x",
+            "kaiabc/sensors/n10",
+            "kaiabc/sensors/",
+            "kaiabc/nodes/n1/output",
+            "kaiabc/nodes/n2/status",
+            "other",
+        ] {
+            assert!(!g.may_publish(t.as_bytes()), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_node_subscribes_only_inside_its_own_subtree() {
+        let g = Grant::node("n1");
+        for f in [
+            "kaiabc/nodes/n1/output",
+            "kaiabc/nodes/n1/#",
+            "kaiabc/nodes/n1/+",
+            "kaiabc/nodes/n1",
+        ] {
+            assert!(g.may_subscribe(f), "{f}");
+        }
+        for f in [
+            "kaiabc/nodes/n2/output",
+            "kaiabc/nodes/+/output",
+            "kaiabc/nodes/#",
+            "kaiabc/nodes/n10/output",
+            "kaiabc/nodes/n1/",
+            "kaiabc/sensors/n2",
+            "#",
+            "+/nodes/n1/output",
+        ] {
+            assert!(!g.may_subscribe(f), "{f}");
+        }
+    }
+
+    #[test]
+    fn frames_are_read_without_copying_and_partial_ones_wait() {
+        let mut buf = BytesMut::new();
+        let mut p = Publish::new("kaiabc/sensors/n1", QoS::AtLeastOnce, vec![7u8; 300]);
+        p.pkid = 9;
+        p.write(&mut buf).unwrap();
+        // 300 bytes of payload: a two-byte remaining length.
+        assert_eq!(header_len(&buf), 3);
+        assert_eq!(publish_topic(&buf), Some(&b"kaiabc/sensors/n1"[..]));
+        let whole = buf.len();
+        PubAck::new(3).write(&mut buf).unwrap();
+        let both = buf.len();
+        buf.extend_from_slice(&[0x30, 0x80]); // a PUBLISH whose length is not all here
+        assert_eq!(complete_prefix(&buf).unwrap(), both);
+        assert_eq!(complete_prefix(&buf[..whole - 1]).unwrap(), 0);
+        let mut rel = BytesMut::new();
+        rumqttc::mqttbytes::v4::PubRel::new(513)
+            .write(&mut rel)
+            .unwrap();
+        assert_eq!(pubrel_pkid(&rel), Some(513));
+    }
+
+    mod live {
+        //! The gate in front of a real rumqttd, with real rumqttc clients.
+
+        use std::sync::mpsc::{sync_channel, Receiver};
+
+        use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions};
+
+        use super::super::super::{start_embedded_broker, BrokerOptions, EmbeddedBroker};
+        use super::*;
+
+        const WAIT: Duration = Duration::from_secs(10);
+
+        fn broker() -> (EmbeddedBroker, Receiver<MqttMessage>) {
+            let (tx, rx) = sync_channel::<MqttMessage>(100);
+            let auth: Authenticator = Arc::new(|u: &str, p: &str| p == format!("key-{u}"));
+            let b = start_embedded_broker(
+                "127.0.0.1:0".parse().unwrap(),
+                tx,
+                BrokerOptions {
+                    auth: Some(auth),
+                    on_status: None,
+                },
+            )
+            .unwrap();
+            (b, rx)
+        }
+
+        /// Connects and waits for the CONNACK: the client, or the code it was refused with.
+        async fn connect(
+            addr: SocketAddr,
+            id: &str,
+            login: Option<(&str, &str)>,
+            will: Option<&str>,
+        ) -> Result<(AsyncClient, EventLoop), String> {
+            let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+            if let Some((u, p)) = login {
+                o.set_credentials(u, p);
+            }
+            if let Some(t) = will {
+                o.set_last_will(rumqttc::LastWill::new(t, "offline", QoS::AtLeastOnce, true));
+            }
+            let (client, mut events) = AsyncClient::new(o, 20);
+            loop {
+                match tokio::time::timeout(WAIT, events.poll())
+                    .await
+                    .expect("CONNACK")
+                {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => return Ok((client, events)),
+                    Ok(_) => {}
+                    Err(ConnectionError::ConnectionRefused(code)) => {
+                        return Err(format!("{code:?}"))
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        }
+
+        /// Polls until `pick` finds the event it waits for.
+        async fn until<R>(
+            events: &mut EventLoop,
+            mut pick: impl FnMut(&Incoming) -> Option<R>,
+        ) -> R {
+            loop {
+                match tokio::time::timeout(WAIT, events.poll())
+                    .await
+                    .expect("an event")
+                {
+                    Ok(Event::Incoming(i)) => {
+                        if let Some(r) = pick(&i) {
+                            return r;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("the connection failed: {e}"),
+                }
+            }
+        }
+
+        fn next(rx: &Receiver<MqttMessage>) -> MqttMessage {
+            rx.recv_timeout(WAIT).expect("a message from the broker")
+        }
+
+        fn runtime() -> tokio::runtime::Runtime {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        }
+
+        #[test]
+        fn a_login_is_held_to_its_own_topics() {
+            let (b, rx) = broker();
+            runtime().block_on(async {
+                let (a, mut ae) = connect(b.addr, "shared", Some(("n1", "key-n1")), None)
+                    .await
+                    .unwrap();
+                // Its own topic: delivered.
+                a.publish("kaiabc/sensors/n1", QoS::AtLeastOnce, false, "mine")
+                    .await
+                    .unwrap();
+                until(&mut ae, |i| matches!(i, Incoming::PubAck(_)).then_some(())).await;
+                let m = next(&rx);
+                assert_eq!(
+                    (m.topic.as_str(), m.refused.as_deref()),
+                    ("kaiabc/sensors/n1", None)
+                );
+                assert_eq!(m.payload, b"mine");
+
+                // Another node's topic, at each QoS: acknowledged, never delivered, refused.
+                a.publish("kaiabc/sensors/n2", QoS::AtLeastOnce, false, "spoof1")
+                    .await
+                    .unwrap();
+                until(&mut ae, |i| matches!(i, Incoming::PubAck(_)).then_some(())).await;
+                a.publish("kaiabc/sensors/n2", QoS::ExactlyOnce, false, "spoof2")
+                    .await
+                    .unwrap();
+                // PUBREC from the gate, then rumqttc's PUBREL, then the gate's PUBCOMP.
+                until(&mut ae, |i| matches!(i, Incoming::PubComp(_)).then_some(())).await;
+                a.publish("kaiabc/nodes/n1/output", QoS::AtMostOnce, false, "spoof0")
+                    .await
+                    .unwrap();
+                // A QoS 1 publish behind the QoS 0 one: once it is acknowledged, both were sent.
+                a.publish("kaiabc/sensors/n1", QoS::AtLeastOnce, false, "marker")
+                    .await
+                    .unwrap();
+                until(&mut ae, |i| matches!(i, Incoming::PubAck(_)).then_some(())).await;
+                let mut refused = Vec::new();
+                let mut delivered = Vec::new();
+                for _ in 0..4 {
+                    let m = next(&rx);
+                    let payload = String::from_utf8(m.payload).unwrap();
+                    match m.refused {
+                        Some(why) => {
+                            assert!(why.contains("\"n1\"") && why.contains(&m.topic), "{why}");
+                            refused.push((m.topic, payload));
+                        }
+                        None => delivered.push((m.topic, payload)),
+                    }
+                }
+                assert_eq!(
+                    delivered,
+                    [("kaiabc/sensors/n1".to_string(), "marker".to_string())]
+                );
+                assert_eq!(
+                    refused,
+                    [
+                        ("kaiabc/sensors/n2".to_string(), "spoof1".to_string()),
+                        ("kaiabc/sensors/n2".into(), "spoof2".into()),
+                        ("kaiabc/nodes/n1/output".into(), "spoof0".into()),
+                    ]
+                );
+
+                // Subscriptions: its own output, yes; another node's, no.
+                a.subscribe("kaiabc/nodes/n2/output", QoS::AtLeastOnce)
+                    .await
+                    .unwrap();
+                let codes = until(&mut ae, |i| match i {
+                    Incoming::SubAck(s) => Some(s.return_codes.clone()),
+                    _ => None,
+                })
+                .await;
+                assert_eq!(codes, [SubscribeReasonCode::Failure]);
+                a.subscribe("kaiabc/nodes/n1/output", QoS::AtLeastOnce)
+                    .await
+                    .unwrap();
+                let codes = until(&mut ae, |i| match i {
+                    Incoming::SubAck(s) => Some(s.return_codes.clone()),
+                    _ => None,
+                })
+                .await;
+                assert_eq!(codes, [SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+
+                // Another node with the same client id does not take over n1's session: the
+                // ids are the logins' own inside the broker.
+                let (_c, mut ce) = connect(b.addr, "shared", Some(("n2", "key-n2")), None)
+                    .await
+                    .unwrap();
+                tokio::spawn(async move { while ce.poll().await.is_ok() {} });
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                b.output
+                    .publish_retained("kaiabc/nodes/n1/output", b"duty".to_vec())
+                    .unwrap();
+                let got = until(&mut ae, |i| match i {
+                    Incoming::Publish(p) => Some((p.topic.clone(), p.payload.to_vec())),
+                    _ => None,
+                })
+                .await;
+                assert_eq!(
+                    got,
+                    ("kaiabc/nodes/n1/output".to_string(), b"duty".to_vec())
+                );
+                a.publish("kaiabc/sensors/n1", QoS::AtLeastOnce, false, "still here")
+                    .await
+                    .unwrap();
+                until(&mut ae, |i| matches!(i, Incoming::PubAck(_)).then_some(())).await;
+                assert_eq!(next(&rx).payload, b"still here");
+            });
+        }
+
+        #[test]
+        fn logins_are_checked_by_the_gate_and_the_broker_behind_it_takes_nobody_else() {
+            let (b, _rx) = broker();
+            runtime().block_on(async {
+                let refused =
+                    |r: Result<(AsyncClient, EventLoop), String>| r.map(|_| ()).unwrap_err();
+                let bad = connect(b.addr, "x", Some(("n1", "key-n2")), None).await;
+                assert_eq!(refused(bad), "NotAuthorized");
+                let none = connect(b.addr, "x", None, None).await;
+                assert_eq!(refused(none), "NotAuthorized");
+                // A Last Will on another node's status would mark it offline.
+                let will = connect(
+                    b.addr,
+                    "x",
+                    Some(("n1", "key-n1")),
+                    Some("kaiabc/nodes/n2/status"),
+                )
+                .await;
+                assert_eq!(refused(will), "NotAuthorized");
+                assert!(connect(
+                    b.addr,
+                    "x",
+                    Some(("n1", "key-n1")),
+                    Some("kaiabc/nodes/n1/status")
+                )
+                .await
+                .is_ok());
+                // rumqttd itself takes only the gate's password.
+                let direct = connect(b.internal, "x", Some(("n1", "key-n1")), None).await;
+                assert!(direct.is_err(), "the broker's own port let a node in");
+            });
+        }
+    }
+}
