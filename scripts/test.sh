@@ -33,4 +33,7 @@ step "Python reference values are reproducible (SciPy LSODA, astropy)"
 py="$(./scripts/pyenv.sh)"
 "$py" scripts/check_references.py
 
+step "firmware on real interpreters (MicroPython Unix port, Lua 5.1 and 5.3)"
+./firmware/test.sh
+
 printf '\nall tests passed\n'

@@ -1,0 +1,73 @@
+-- Load and validate config.json. Errors name the offending field.
+local cjson = require("cjson")
+local util = require("util")
+local M = {}
+
+local function fail(msg) error("config: " .. msg, 0) end
+
+local function num(t, k, lo, hi, prefix)
+  local v = t[k]
+  local name = (prefix or "") .. k
+  if type(v) ~= "number" then fail(name .. " must be a number") end
+  if (lo and v < lo) or (hi and v > hi) then
+    fail(string.format("%s = %s is out of range [%s, %s]", name, tostring(v), tostring(lo), tostring(hi)))
+  end
+  return v
+end
+local function str(t, k)
+  local v = t[k]
+  if type(v) ~= "string" or v == "" then fail(k .. " must be a non-empty string") end
+  return v
+end
+
+function M.validate(c)
+  if type(c) ~= "table" then fail("top level must be a JSON object") end
+  local id = str(c, "node_id")
+  if #id > 64 or not id:match("^[A-Za-z0-9_%-]+$") then
+    fail("node_id must match ^[A-Za-z0-9_-]{1,64}$ (got " .. id .. ")")
+  end
+  str(c, "api_key")
+  if c.transport ~= "http" and c.transport ~= "mqtt" then
+    fail('transport must be "http" or "mqtt" (got ' .. tostring(c.transport) .. ")")
+  end
+  if c.transport == "http" or c.server_url ~= nil then
+    local u = str(c, "server_url")
+    if not u:match("^https?://[^/]") then fail("server_url must start with http:// or https:// (got " .. u .. ")") end
+    c.server_url = u:gsub("/+$", "")
+  end
+  if c.transport == "mqtt" then
+    str(c, "mqtt_host")
+    num(c, "mqtt_port", 1, 65535)
+  end
+  num(c, "sample_interval_s", 1, 86400)
+  num(c, "buffer_capacity", 1, 100000)
+  str(c, "buffer_path")
+  if c.seq_path == nil then c.seq_path = c.buffer_path .. ".seq" end
+  local b = c.bme280
+  if type(b) ~= "table" then fail("bme280 must be an object") end
+  num(b, "address", 0x76, 0x77, "bme280.")
+  if b.mode ~= "forced" and b.mode ~= "normal" then fail('bme280.mode must be "forced" or "normal"') end
+  local bme = require("bme280")
+  for _, k in ipairs({ "osrs_t", "osrs_p", "osrs_h" }) do
+    if bme.OSRS[b[k]] == nil then fail("bme280." .. k .. " must be one of 0,1,2,4,8,16") end
+  end
+  if bme.FILTER[b.filter] == nil then fail("bme280.filter must be one of 0,2,4,8,16") end
+  if bme.STANDBY[b.standby_ms] == nil then
+    fail("bme280.standby_ms must be one of 0.5,10,20,62.5,125,250,500,1000")
+  end
+  local p = c.pwm
+  if type(p) ~= "table" then fail("pwm must be an object") end
+  num(p, "pin", 0, 255, "pwm.")
+  num(p, "freq", 1, 1000000, "pwm.")
+  return c
+end
+
+function M.load(path)
+  local s = util.read_file(path)
+  if not s then fail("cannot read " .. path) end
+  local ok, c = pcall(cjson.decode, s)
+  if not ok then fail(path .. " is not valid JSON: " .. tostring(c)) end
+  return M.validate(c)
+end
+
+return M
