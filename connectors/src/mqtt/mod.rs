@@ -160,7 +160,7 @@ impl MqttMessage {
 pub type Authenticator = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 /// Starts rumqttd on `listen` and forwards every publish under [`SENSOR_TOPICS`] to `tx`.
-/// With `auth`, clients reach rumqttd through the [gate](gate): every client must log in with
+/// With `auth`, clients reach rumqttd through the gate (`gate.rs`): every client must log in with
 /// a username and password `auth` accepts, and may then use only its own node's topics; a
 /// publish elsewhere reaches `tx` as a refused message. Without, anyone may do anything.
 ///
