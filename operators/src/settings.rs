@@ -130,66 +130,32 @@ impl NodeSettings {
     }
 }
 
+/// Copies onto `$target` each of `$field` that the patch `$patch` sets.
+macro_rules! patch_fields {
+    ($target:ident, $patch:ident: $($field:ident),+ $(,)?) => {
+        $(
+            if let Some(v) = $patch.$field {
+                $target.$field = v;
+            }
+        )+
+    };
+}
+
 fn patch_etf(mut e: Etf, p: &EntrainmentPatch) -> Etf {
-    if let Some(v) = p.reference_temperature_k {
-        e.reference_temperature_k = v;
-    }
-    if let Some(v) = p.activation_energy_kaia_kj_mol {
-        e.activation_energy_kaia_kj_mol = v;
-    }
-    if let Some(v) = p.activation_energy_basal_kj_mol {
-        e.activation_energy_basal_kj_mol = v;
-    }
-    if let Some(v) = p.rate_scale {
-        e.rate_scale = v;
-    }
+    patch_fields!(e, p: reference_temperature_k, activation_energy_kaia_kj_mol,
+        activation_energy_basal_kj_mol, rate_scale);
     e
 }
 
 fn patch_mapping(mut m: OutputMapping, p: &MappingPatch) -> OutputMapping {
-    if let Some(v) = p.mapping_function {
-        m.mapping_function = v;
-    }
-    if let Some(v) = p.pwm_min {
-        m.pwm_min = v;
-    }
-    if let Some(v) = p.pwm_max {
-        m.pwm_max = v;
-    }
-    if let Some(v) = p.koa_threshold_low {
-        m.koa_threshold_low = v;
-    }
-    if let Some(v) = p.koa_threshold_high {
-        m.koa_threshold_high = v;
-    }
-    if let Some(v) = p.invert {
-        m.invert = v;
-    }
-    if let Some(v) = p.sigmoid_gain {
-        m.sigmoid_gain = v;
-    }
+    patch_fields!(m, p: mapping_function, pwm_min, pwm_max, koa_threshold_low,
+        koa_threshold_high, invert, sigmoid_gain);
     m
 }
 
 fn patch_kalman(mut k: KalmanParams, p: &FilterPatch) -> KalmanParams {
-    if let Some(v) = p.process_noise {
-        k.process_noise = v;
-    }
-    if let Some(v) = p.measurement_noise {
-        k.measurement_noise = v;
-    }
-    if let Some(v) = p.gate_good {
-        k.gate_good = v;
-    }
-    if let Some(v) = p.gate_fair {
-        k.gate_fair = v;
-    }
-    if let Some(v) = p.gate_poor {
-        k.gate_poor = v;
-    }
-    if let Some(v) = p.reinit_after {
-        k.reinit_after = v;
-    }
+    patch_fields!(k, p: process_noise, measurement_noise, gate_good, gate_fair, gate_poor,
+        reinit_after);
     k
 }
 

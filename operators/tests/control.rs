@@ -5,27 +5,18 @@
 use kaiabc_operators::clock::ClockConfig;
 use kaiabc_operators::node::{Disposition, NodeCheckpoint, NodeConfig, NodeState};
 use kaiabc_schemas::{
-    parse_timestamp, ControlAction, ControlCommand, LakeRow, OscillatorState, Quality,
-    SensorReading,
+    parse_timestamp, ControlAction, ControlCommand, LakeRow, OscillatorState, SensorReading,
 };
+
+mod common;
 
 const T0: &str = "2025-03-01T00:00:00Z";
 
 /// A reading of `node` at `minutes` after T0, at a constant 300 K (so the filtered drive is
 /// exactly the same whatever the filter has seen).
 fn reading(node: &str, seq: i64, minutes: i64) -> SensorReading {
-    SensorReading {
-        node_id: node.into(),
-        seq: Some(seq),
-        timestamp: parse_timestamp(T0).unwrap() + chrono::Duration::minutes(minutes),
-        temperature_kelvin: 300.0,
-        humidity_percent: None,
-        pressure_pa: None,
-        light_lux: None,
-        sensor_type: "BME280".into(),
-        quality: Quality::Good,
-        raw_values: None,
-    }
+    let at = parse_timestamp(T0).unwrap() + chrono::Duration::minutes(minutes);
+    common::reading(node, seq, at, 300.0)
 }
 
 fn command(node: &str, minutes: i64, action: ControlAction) -> ControlCommand {

@@ -8,8 +8,10 @@ use kaiabc_operators::phase_shift::choose;
 use kaiabc_operators::prc::{phase_response_curve, PrcConfig};
 use kaiabc_schemas::{
     parse_timestamp, ControlAction, ControlCommand, LakeRow, PhaseShiftOutcome, PhaseShiftPlan,
-    PhaseShiftReport, Quality, SensorReading,
+    PhaseShiftReport, SensorReading,
 };
+
+mod common;
 
 const T0: &str = "2025-03-01T00:00:00Z";
 
@@ -19,18 +21,7 @@ fn at(minutes: i64) -> chrono::DateTime<chrono::Utc> {
 
 /// A reading at the model's reference temperature, where the curve was computed.
 fn reading(seq: i64, minutes: i64, kelvin: f64) -> SensorReading {
-    SensorReading {
-        node_id: "n".into(),
-        seq: Some(seq),
-        timestamp: at(minutes),
-        temperature_kelvin: kelvin,
-        humidity_percent: None,
-        pressure_pa: None,
-        light_lux: None,
-        sensor_type: "BME280".into(),
-        quality: Quality::Good,
-        raw_values: None,
-    }
+    common::reading("n", seq, at(minutes), kelvin)
 }
 
 /// Feeds readings every 20 min from `from` to `to` (minutes), returning every report.

@@ -18,70 +18,14 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::live::{free_port, request, token, SECRET};
+use common::live::{launch, request, token};
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tokio_tungstenite::tungstenite::Message;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(dir: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, u16) {
-    let (http_port, mqtt_port) = (free_port(), free_port());
-    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
-        .args([
-            "run",
-            "--http",
-            &http.to_string(),
-            "--mqtt-listen",
-            &format!("127.0.0.1:{mqtt_port}"),
-            "--lake",
-            dir.join("lake").to_str().unwrap(),
-            "--state-dir",
-            dir.join("state").to_str().unwrap(),
-            "--rate-limit-user",
-            "100000000",
-        ])
-        .args(extra)
-        .env("KAIABC_JWT_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(mut s) = std::net::TcpStream::connect(http) {
-            use std::io::Write;
-            let _ = write!(
-                s,
-                "GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            );
-            let mut t = String::new();
-            let _ = s.read_to_string(&mut t);
-            if t.starts_with("HTTP/1.1 200") {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "kaiabc run did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    (Server(child), http, mqtt_port)
-}
 
 fn reading(node: &str, seq: u64) -> String {
     // Event times one second apart from a fixed past day: in order per node, never future.
@@ -356,7 +300,8 @@ fn main() {
             continue;
         }
         let dir = tempfile::tempdir().unwrap();
-        let (server, http, mqtt) = start(dir.path(), extra);
+        let flags = [*extra, &["--rate-limit-user", "100000000"]].concat();
+        let (server, http, mqtt) = launch(&dir.path().join("lake"), &flags);
         let tag = "n";
         let keys = logins.then(|| register_nodes(http, tag, nodes));
         let clients = rt.block_on(connect_nodes(mqtt, tag, nodes, keys.as_deref()));

@@ -573,6 +573,33 @@ mod tests {
             }
         }
 
+        /// Publishes at QoS 1 and waits for the PUBACK.
+        async fn publish_acked(
+            c: &AsyncClient,
+            events: &mut EventLoop,
+            topic: &str,
+            payload: &str,
+        ) {
+            c.publish(topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .unwrap();
+            until(events, |i| matches!(i, Incoming::PubAck(_)).then_some(())).await;
+        }
+
+        /// Subscribes and returns the SUBACK's codes.
+        async fn subscribe(
+            c: &AsyncClient,
+            events: &mut EventLoop,
+            filter: &str,
+        ) -> Vec<SubscribeReasonCode> {
+            c.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+            until(events, |i| match i {
+                Incoming::SubAck(s) => Some(s.return_codes.clone()),
+                _ => None,
+            })
+            .await
+        }
+
         fn next(rx: &Receiver<MqttMessage>) -> MqttMessage {
             rx.recv_timeout(WAIT).expect("a message from the broker")
         }
@@ -592,10 +619,7 @@ mod tests {
                     .await
                     .unwrap();
                 // Its own topic: delivered.
-                a.publish("kaiabc/sensors/n1", QoS::AtLeastOnce, false, "mine")
-                    .await
-                    .unwrap();
-                until(&mut ae, |i| matches!(i, Incoming::PubAck(_)).then_some(())).await;
+                publish_acked(&a, &mut ae, "kaiabc/sensors/n1", "mine").await;
                 let m = next(&rx);
                 assert_eq!(
                     (m.topic.as_str(), m.refused.as_deref()),
@@ -604,10 +628,7 @@ mod tests {
                 assert_eq!(m.payload, b"mine");
 
                 // Another node's topic, at each QoS: acknowledged, never delivered, refused.
-                a.publish("kaiabc/sensors/n2", QoS::AtLeastOnce, false, "spoof1")
-                    .await
-                    .unwrap();
-                until(&mut ae, |i| matches!(i, Incoming::PubAck(_)).then_some(())).await;
+                publish_acked(&a, &mut ae, "kaiabc/sensors/n2", "spoof1").await;
                 a.publish("kaiabc/sensors/n2", QoS::ExactlyOnce, false, "spoof2")
                     .await
                     .unwrap();
@@ -617,10 +638,7 @@ mod tests {
                     .await
                     .unwrap();
                 // A QoS 1 publish behind the QoS 0 one: once it is acknowledged, both were sent.
-                a.publish("kaiabc/sensors/n1", QoS::AtLeastOnce, false, "marker")
-                    .await
-                    .unwrap();
-                until(&mut ae, |i| matches!(i, Incoming::PubAck(_)).then_some(())).await;
+                publish_acked(&a, &mut ae, "kaiabc/sensors/n1", "marker").await;
                 let mut refused = Vec::new();
                 let mut delivered = Vec::new();
                 for _ in 0..4 {
@@ -648,24 +666,14 @@ mod tests {
                 );
 
                 // Subscriptions: its own output, yes; another node's, no.
-                a.subscribe("kaiabc/nodes/n2/output", QoS::AtLeastOnce)
-                    .await
-                    .unwrap();
-                let codes = until(&mut ae, |i| match i {
-                    Incoming::SubAck(s) => Some(s.return_codes.clone()),
-                    _ => None,
-                })
-                .await;
-                assert_eq!(codes, [SubscribeReasonCode::Failure]);
-                a.subscribe("kaiabc/nodes/n1/output", QoS::AtLeastOnce)
-                    .await
-                    .unwrap();
-                let codes = until(&mut ae, |i| match i {
-                    Incoming::SubAck(s) => Some(s.return_codes.clone()),
-                    _ => None,
-                })
-                .await;
-                assert_eq!(codes, [SubscribeReasonCode::Success(QoS::AtLeastOnce)]);
+                assert_eq!(
+                    subscribe(&a, &mut ae, "kaiabc/nodes/n2/output").await,
+                    [SubscribeReasonCode::Failure]
+                );
+                assert_eq!(
+                    subscribe(&a, &mut ae, "kaiabc/nodes/n1/output").await,
+                    [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+                );
 
                 // Another node with the same client id does not take over n1's session: the
                 // ids are the logins' own inside the broker.
@@ -686,10 +694,7 @@ mod tests {
                     got,
                     ("kaiabc/nodes/n1/output".to_string(), b"duty".to_vec())
                 );
-                a.publish("kaiabc/sensors/n1", QoS::AtLeastOnce, false, "still here")
-                    .await
-                    .unwrap();
-                until(&mut ae, |i| matches!(i, Incoming::PubAck(_)).then_some(())).await;
+                publish_acked(&a, &mut ae, "kaiabc/sensors/n1", "still here").await;
                 assert_eq!(next(&rx).payload, b"still here");
             });
         }

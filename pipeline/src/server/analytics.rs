@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use super::lake::{bad, encode, run, span, time_filter, ts, Range, Refusal};
+use super::lake::{bad, encode, lake_get, run, span, time_filter, ts, Range, Refusal};
 use super::{at, body, error_body, Api, Route};
 use crate::auth::Principal;
 use crate::dataflow::live::Inbound;
@@ -372,42 +372,13 @@ fn bulk_readings(api: &Api, body: &[u8]) -> Response {
 
 /// The routes of this module.
 pub(super) fn routes(api: &Arc<Api>) -> Vec<Route> {
-    let a = Arc::clone(api);
-    let stability = at(api, "GET", "/v1/analytics/period-stability")
-        .and(warp::query::<RangeQuery>())
-        .then(move |_: Principal, q: RangeQuery| {
-            let a = Arc::clone(&a);
-            async move {
-                period_stability(a, q)
-                    .await
-                    .unwrap_or_else(Refusal::into_response)
-            }
-        })
-        .boxed();
-    let a = Arc::clone(api);
-    let efficiency = at(api, "GET", "/v1/analytics/entrainment-efficiency")
-        .and(warp::query::<RangeQuery>())
-        .then(move |_: Principal, q: RangeQuery| {
-            let a = Arc::clone(&a);
-            async move {
-                entrainment_efficiency(a, q)
-                    .await
-                    .unwrap_or_else(Refusal::into_response)
-            }
-        })
-        .boxed();
-    let a = Arc::clone(api);
-    let states = at(api, "GET", "/v1/bulk/oscillator-states")
-        .and(warp::query::<BulkStatesQuery>())
-        .then(move |_: Principal, q: BulkStatesQuery| {
-            let a = Arc::clone(&a);
-            async move {
-                bulk_states(a, q)
-                    .await
-                    .unwrap_or_else(Refusal::into_response)
-            }
-        })
-        .boxed();
+    let stability = lake_get(api, "/v1/analytics/period-stability", period_stability);
+    let efficiency = lake_get(
+        api,
+        "/v1/analytics/entrainment-efficiency",
+        entrainment_efficiency,
+    );
+    let states = lake_get(api, "/v1/bulk/oscillator-states", bulk_states);
     let a = Arc::clone(api);
     let readings = at(api, "POST", "/v1/bulk/sensor-readings")
         .and(body(16 * 1024 * 1024))

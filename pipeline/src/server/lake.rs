@@ -227,15 +227,28 @@ pub(super) fn encode(
     Ok(out)
 }
 
-/// `GET /v1/oscillator/history`: a node's committed states from the lake, raw or averaged
-/// into time buckets, oldest first, a page at a time (`next_cursor`).
-pub(super) async fn history(api: Arc<Api>, q: HistoryQuery) -> Response {
-    history_page(api, q)
-        .await
-        .unwrap_or_else(Refusal::into_response)
+/// A GET route whose handler reads the lake: the query string parsed into `Q`, a refusal
+/// answered with its error body.
+pub(super) fn lake_get<Q, F, Fut>(api: &Arc<Api>, path: &'static str, handler: F) -> super::Route
+where
+    Q: serde::de::DeserializeOwned + Send + 'static,
+    F: Fn(Arc<Api>, Q) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response, Refusal>> + Send + 'static,
+{
+    let a = Arc::clone(api);
+    use warp::Filter;
+    super::at(api, "GET", path)
+        .and(warp::query::<Q>())
+        .then(move |_: crate::auth::Principal, q: Q| {
+            let answer = handler(Arc::clone(&a), q);
+            async move { answer.await.unwrap_or_else(Refusal::into_response) }
+        })
+        .boxed()
 }
 
-async fn history_page(api: Arc<Api>, q: HistoryQuery) -> Result<Response, Refusal> {
+/// `GET /v1/oscillator/history`: a node's committed states from the lake, raw or averaged
+/// into time buckets, oldest first, a page at a time (`next_cursor`).
+pub(super) async fn history(api: Arc<Api>, q: HistoryQuery) -> Result<Response, Refusal> {
     let r = Range::parse(q.node_id, &q.start, &q.end)?;
     let limit = q.limit.unwrap_or(1000);
     if limit == 0 || limit > MAX_HISTORY_LIMIT {
@@ -275,13 +288,7 @@ async fn history_page(api: Arc<Api>, q: HistoryQuery) -> Result<Response, Refusa
 
 /// `GET /v1/analytics/export`: a node's `data` (states, readings or rhythms) in the range as
 /// CSV, JSON or Parquet, as a download. States may be downsampled with `resolution`.
-pub(super) async fn export(api: Arc<Api>, q: ExportQuery) -> Response {
-    export_file(api, q)
-        .await
-        .unwrap_or_else(Refusal::into_response)
-}
-
-async fn export_file(api: Arc<Api>, q: ExportQuery) -> Result<Response, Refusal> {
+pub(super) async fn export(api: Arc<Api>, q: ExportQuery) -> Result<Response, Refusal> {
     use kaiabc_connectors::lake::OutputFormat;
     let r = Range::parse(q.node_id, &q.start, &q.end)?;
     let format = q.format.unwrap_or_else(|| "csv".into());

@@ -30,7 +30,7 @@ use control::Endpoint;
 pub use control::{ControlLog, SettingsBook};
 pub use shift::PrcCache;
 
-use lake::{export, history, ExportQuery, HistoryQuery};
+use lake::{export, history, lake_get};
 
 /// A request id, unique within the process and across restarts (start time and a counter):
 /// `req_` and 16 hex digits.
@@ -392,24 +392,8 @@ pub fn routes(
                 .boxed(),
         );
     }
-    {
-        let api2 = Arc::clone(&api);
-        all.push(
-            at(&api, "GET", "/v1/oscillator/history")
-                .and(warp::query::<HistoryQuery>())
-                .then(move |_: Principal, q: HistoryQuery| history(Arc::clone(&api2), q))
-                .boxed(),
-        );
-    }
-    {
-        let api2 = Arc::clone(&api);
-        all.push(
-            at(&api, "GET", "/v1/analytics/export")
-                .and(warp::query::<ExportQuery>())
-                .then(move |_: Principal, q: ExportQuery| export(Arc::clone(&api2), q))
-                .boxed(),
-        );
-    }
+    all.push(lake_get(&api, "/v1/oscillator/history", history));
+    all.push(lake_get(&api, "/v1/analytics/export", export));
     {
         let shared = Arc::clone(&shared);
         all.push(

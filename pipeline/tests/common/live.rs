@@ -308,7 +308,14 @@ pub fn start(lake: &std::path::Path) -> (Server, SocketAddr, u16) {
     start_with(lake, &["--mqtt-anonymous"])
 }
 
+/// As [`start`], with `extra` flags instead of `--mqtt-anonymous`, committing every second.
 pub fn start_with(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, u16) {
+    launch(lake, &[&["--commit-interval-seconds", "1"], extra].concat())
+}
+
+/// Starts `kaiabc run` on free ports over `lake` with `extra` flags (and otherwise its
+/// defaults) and waits until it is healthy.
+pub fn launch(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, u16) {
     let (http_port, mqtt_port) = (free_port(), free_port());
     let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
@@ -320,8 +327,6 @@ pub fn start_with(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr
             &format!("127.0.0.1:{mqtt_port}"),
             "--lake",
             lake.to_str().unwrap(),
-            "--commit-interval-seconds",
-            "1",
             "--state-dir",
             lake.with_extension("state").to_str().unwrap(),
         ])
