@@ -226,7 +226,7 @@ async fn serve(gate: &Gate, mut client: TcpStream, ids: &AtomicU64) -> Result<()
         format!("{user}:{}", connect.client_id)
     };
     connect.set_login(user, &gate.secret);
-    let mut broker = TcpStream::connect(gate.broker).await?;
+    let mut broker = connect_broker(gate.broker).await?;
     broker.set_nodelay(true)?;
     let mut first = BytesMut::new();
     connect.write(&mut first)?;
@@ -242,6 +242,21 @@ async fn serve(gate: &Gate, mut client: TcpStream, ids: &AtomicU64) -> Result<()
     tokio::select! {
         r = up => r,
         r = down => r,
+    }
+}
+
+/// Connects to rumqttd. It binds its listener on a thread of its own, so right after start
+/// (a node that connects at once) the port may not take connections yet: retried briefly.
+async fn connect_broker(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let mut tries = 0;
+    loop {
+        match TcpStream::connect(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && tries < 200 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            other => return other,
+        }
     }
 }
 
