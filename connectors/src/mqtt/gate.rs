@@ -10,6 +10,11 @@
 //! - subscribe to filters inside `kaiabc/nodes/{node}/`;
 //! - leave a Last Will on `kaiabc/nodes/{node}/status`.
 //!
+//! A node's readings (`kaiabc/sensors/{node}`) do not go through rumqttd at all: the server is
+//! their only subscriber (no login may subscribe to another node's topics), so the gate hands
+//! them to the server itself and acknowledges them once the server's channel has taken them.
+//! That keeps the second TCP hop and rumqttd's router off the path every reading takes.
+//!
 //! MQTT 3.1.1 cannot refuse a single PUBLISH, so a forbidden one is acknowledged as Mosquitto
 //! does with its ACLs, not delivered, and handed on as a refused [`MqttMessage`] for the dead
 //! letters: nothing a node sends is lost without a trace. A forbidden SUBSCRIBE is answered
@@ -43,8 +48,12 @@ pub(crate) const MAX_PACKET: usize = 260 * 1024;
 /// How long a new connection has to send its CONNECT.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
-/// Receives the publishes the gate refused, for the dead letters.
-pub(crate) type RefusedSink = Arc<dyn Fn(MqttMessage) + Send + Sync>;
+/// A send that has to wait for room in the server's channel: run off the gate's thread.
+pub(crate) type Wait = Box<dyn FnOnce() + Send>;
+
+/// Hands the server a node's reading or a refused publish. `Err` carries the send that must
+/// wait because the channel is full; the connection waits for it, the others go on.
+pub(crate) type ServerSink = Arc<dyn Fn(MqttMessage) -> Result<(), Wait> + Send + Sync>;
 
 /// What a logged-in node may do: its own topics only.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,8 +105,8 @@ pub(crate) struct Gate {
     pub broker: SocketAddr,
     /// The password rumqttd accepts: the gate's alone.
     pub secret: String,
-    /// Where refused publishes go.
-    pub refused: RefusedSink,
+    /// Where readings and refused publishes go.
+    pub server: ServerSink,
     /// Logins checked at once. A key's first check is an argon2 hash (tens of milliseconds,
     /// 19 MiB): a thousand nodes reconnecting together must queue, not take every core and
     /// gigabytes at once.
@@ -282,7 +291,8 @@ fn pubrel_pkid(frame: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]))
 }
 
-/// Client → broker: frames every packet and lets through what the grant allows.
+/// Client → broker: frames every packet and lets through what the grant allows; the node's
+/// readings go to the server directly.
 async fn upstream(
     gate: &Gate,
     grant: &Grant,
@@ -292,8 +302,9 @@ async fn upstream(
     answers: mpsc::UnboundedSender<BytesMut>,
 ) -> Result<(), GateError> {
     let mut out = BytesMut::with_capacity(4096);
-    // QoS 2 publishes the gate refused: their PUBREL is answered here, not by the broker.
-    let mut refused_qos2: HashSet<u16> = HashSet::new();
+    // QoS 2 publishes the gate took itself: their PUBREL is answered here, not by the broker,
+    // and a resent copy before it (DUP) is acknowledged again but not handed on twice.
+    let mut held_qos2: HashSet<u16> = HashSet::new();
     loop {
         loop {
             let h = match check(inbuf.iter(), MAX_PACKET) {
@@ -303,15 +314,24 @@ async fn upstream(
             };
             let frame = inbuf.split_to(h.frame_length());
             match h.packet_type()? {
-                PacketType::Publish => {
-                    if publish_topic(&frame).is_some_and(|t| grant.may_publish(t)) {
-                        out.extend_from_slice(&frame);
-                    } else {
-                        refuse_publish(gate, grant, frame, &answers, &mut refused_qos2)?;
+                PacketType::Publish => match publish_topic(&frame) {
+                    Some(t) if t == grant.sensors.as_bytes() => {
+                        take_publish(gate, grant, frame, None, &answers, &mut held_qos2).await?;
                     }
-                }
+                    Some(t) if grant.may_publish(t) => out.extend_from_slice(&frame),
+                    _ => {
+                        let topic = publish_topic(&frame).map(String::from_utf8_lossy);
+                        let why = format!(
+                            "the MQTT client logged in as {:?} may not publish to {:?}",
+                            grant.node,
+                            topic.unwrap_or_default()
+                        );
+                        take_publish(gate, grant, frame, Some(why), &answers, &mut held_qos2)
+                            .await?;
+                    }
+                },
                 PacketType::PubRel => match pubrel_pkid(&frame) {
-                    Some(pkid) if refused_qos2.remove(&pkid) => {
+                    Some(pkid) if held_qos2.remove(&pkid) => {
                         let mut a = BytesMut::new();
                         PubComp::new(pkid).write(&mut a)?;
                         let _ = answers.send(a);
@@ -343,13 +363,16 @@ async fn upstream(
     }
 }
 
-/// Acknowledges a forbidden PUBLISH without delivering it and hands it to the dead letters.
-fn refuse_publish(
+/// Takes a PUBLISH the broker must not see: the node's own reading (`refused` is `None`) or a
+/// forbidden publish, acknowledged as Mosquitto does with its ACLs and handed on for the dead
+/// letters. Either way the server has it before the node gets its acknowledgement.
+async fn take_publish(
     gate: &Gate,
     grant: &Grant,
     frame: BytesMut,
+    refused: Option<String>,
     answers: &mpsc::UnboundedSender<BytesMut>,
-    refused_qos2: &mut HashSet<u16>,
+    held_qos2: &mut HashSet<u16>,
 ) -> Result<(), GateError> {
     let Packet::Publish(p) = Packet::read(&mut frame.clone(), MAX_PACKET)? else {
         return Err(FrameError::MalformedPacket.into());
@@ -359,18 +382,27 @@ fn refuse_publish(
         qos,
         pkid,
         payload,
+        dup,
         ..
     } = p;
-    let login = grant.node.as_str();
-    tracing::warn!(login, %topic, "refused an MQTT publish outside the node's own topics");
-    (gate.refused)(MqttMessage {
-        refused: Some(format!(
-            "the MQTT client logged in as {login:?} may not publish to {topic:?}"
-        )),
-        topic,
-        payload: payload.to_vec(),
-        received_at: Utc::now(),
-    });
+    // A QoS 2 resend of a publish already taken: acknowledge again, hand on once.
+    let again = qos == QoS::ExactlyOnce && dup && held_qos2.contains(&pkid);
+    if !again {
+        if refused.is_some() {
+            let login = grant.node.as_str();
+            tracing::warn!(login, %topic, "refused an MQTT publish outside the node's own topics");
+        }
+        let m = MqttMessage {
+            refused,
+            topic,
+            payload: payload.to_vec(),
+            received_at: Utc::now(),
+        };
+        if let Err(wait) = (gate.server)(m) {
+            // The server is behind: this node waits (TCP pushes back on it), the others don't.
+            let _ = tokio::task::spawn_blocking(wait).await;
+        }
+    }
     let mut a = BytesMut::new();
     match qos {
         QoS::AtMostOnce => return Ok(()),
@@ -379,7 +411,7 @@ fn refuse_publish(
         }
         QoS::ExactlyOnce => {
             PubRec::new(pkid).write(&mut a)?;
-            refused_qos2.insert(pkid);
+            held_qos2.insert(pkid);
         }
     }
     let _ = answers.send(a);
@@ -523,7 +555,12 @@ mod tests {
         const WAIT: Duration = Duration::from_secs(10);
 
         fn broker() -> (EmbeddedBroker, Receiver<MqttMessage>) {
-            let (tx, rx) = sync_channel::<MqttMessage>(100);
+            broker_with_room(100)
+        }
+
+        /// A broker whose server channel holds `room` messages.
+        fn broker_with_room(room: usize) -> (EmbeddedBroker, Receiver<MqttMessage>) {
+            let (tx, rx) = sync_channel::<MqttMessage>(room);
             let auth: Authenticator = Arc::new(|u: &str, p: &str| p == format!("key-{u}"));
             let b = start_embedded_broker(
                 "127.0.0.1:0".parse().unwrap(),
@@ -624,6 +661,55 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap()
+        }
+
+        /// The gate hands readings to the server itself: when the server's channel is full
+        /// the node waits and nothing is dropped or reordered; a QoS 2 reading arrives once.
+        #[test]
+        fn readings_wait_for_a_slow_server_and_arrive_once_in_order() {
+            let (b, rx) = broker_with_room(1);
+            const N: usize = 200;
+            let reader = std::thread::spawn(move || {
+                let mut got = Vec::new();
+                while got.len() < N + 1 {
+                    let m = next(&rx);
+                    assert_eq!((m.topic.as_str(), m.refused), ("kaiabc/sensors/n1", None));
+                    got.push(String::from_utf8(m.payload).unwrap());
+                    // A slow server, so the channel is full most of the time.
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+                // Nothing more: the QoS 2 reading was not handed on twice.
+                assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+                got
+            });
+            runtime().block_on(async {
+                let (a, mut ae) = connect(b.addr, "n1", Some(("n1", "key-n1")), None)
+                    .await
+                    .unwrap();
+                a.publish("kaiabc/sensors/n1", QoS::ExactlyOnce, false, "q2")
+                    .await
+                    .unwrap();
+                until(&mut ae, |i| matches!(i, Incoming::PubComp(_)).then_some(())).await;
+                // Published from a task of its own: the client's queue is short and only the
+                // event loop polled below drains it.
+                tokio::spawn(async move {
+                    for i in 0..N {
+                        a.publish("kaiabc/sensors/n1", QoS::AtLeastOnce, false, i.to_string())
+                            .await
+                            .unwrap();
+                    }
+                });
+                let mut acks = 0;
+                while acks < N {
+                    until(&mut ae, |i| matches!(i, Incoming::PubAck(_)).then_some(())).await;
+                    acks += 1;
+                }
+            });
+            let got = reader.join().unwrap();
+            let want: Vec<String> = std::iter::once("q2".to_string())
+                .chain((0..N).map(|i| i.to_string()))
+                .collect();
+            assert_eq!(got, want);
         }
 
         #[test]

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -161,8 +161,9 @@ pub type Authenticator = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
 /// Starts rumqttd on `listen` and forwards every publish under [`SENSOR_TOPICS`] to `tx`.
 /// With `auth`, clients reach rumqttd through the gate (`gate.rs`): every client must log in with
-/// a username and password `auth` accepts, and may then use only its own node's topics; a
-/// publish elsewhere reaches `tx` as a refused message. Without, anyone may do anything.
+/// a username and password `auth` accepts, and may then use only its own node's topics; the
+/// gate hands a node's readings to `tx` itself, and a publish elsewhere reaches `tx` as a
+/// refused message. Without, anyone may do anything.
 ///
 /// rumqttd has no shutdown: its threads (and the gate's) end with the process.
 pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
@@ -263,7 +264,7 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
             .subscribe(STATUS_TOPICS)
             .map_err(|e| MqttError::Link(e.to_string()))?;
     }
-    let tx_refused = tx.clone();
+    let tx_gate = tx.clone();
     let (out_tx, out_rx) = broker
         .link("kaiabc-output")
         .map_err(|e| MqttError::Link(e.to_string()))?;
@@ -322,16 +323,23 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
         })
         .map_err(|e| MqttError::Link(e.to_string()))?;
     if let Some((public, auth, secret)) = gated {
-        let tx = tx_refused;
-        // A full channel waits, as the broker's own link does: refusals are not dropped.
-        let refused: gate::RefusedSink = Arc::new(move |m: MqttMessage| {
-            let _ = tx.send(T::from(m));
-        });
+        let tx = tx_gate;
+        // A full channel waits, as the broker's own link does: nothing is dropped.
+        let server: gate::ServerSink =
+            Arc::new(move |m: MqttMessage| match tx.try_send(T::from(m)) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => Ok(()),
+                Err(TrySendError::Full(t)) => {
+                    let tx = tx.clone();
+                    Err(Box::new(move || {
+                        let _ = tx.send(t);
+                    }))
+                }
+            });
         let gate = Arc::new(gate::Gate {
             auth,
             broker: internal,
             secret,
-            refused,
+            server,
             checking: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map_or(2, |n| n.get()),
             ),
