@@ -412,7 +412,12 @@ fn websocket_subscribers_get_a_snapshot_then_every_state_as_it_is_applied() {
 const MATRIX: &[(&str, &str, &str)] = &[
     ("GET", "/v1/health", "public"),
     ("GET", "/metrics", "public"),
-    ("GET", "/v1/oscillator/state?node_id=z", "observer"),
+    // A node's key reads its own node's state only (`Access::OwnNodeOr`); z is not p1.
+    (
+        "GET",
+        "/v1/oscillator/state?node_id=z",
+        "observer or own node",
+    ),
     ("GET", "/v1/oscillator/history?node_id=z", "observer"),
     ("GET", "/v1/analytics/export?node_id=z", "researcher"),
     ("GET", "/v1/diagnostics/performance", "researcher"),
@@ -489,7 +494,8 @@ fn roles_api_keys_and_mqtt_credentials_are_enforced() {
         );
         for (role, t) in &tokens {
             let status = call(&[("Authorization", &bearer(t))]);
-            let allowed = *need != "node" && rank(role) >= rank(need);
+            let allowed =
+                *need != "node" && rank(role) >= rank(need.trim_end_matches(" or own node"));
             if allowed {
                 assert!(
                     (200..300).contains(&status) || status == 404,
@@ -509,6 +515,9 @@ fn roles_api_keys_and_mqtt_credentials_are_enforced() {
             assert_eq!(with_key, 202, "{method} {path} with p1's key");
             // Another node's key cannot submit p1's reading.
             assert_eq!(call(&[("X-API-Key", &keys["p2"])]), 403, "{method} {path}");
+            assert_eq!(call(&[("X-API-Key", "kab_00000000_nope")]), 401);
+        } else if need.ends_with(" or own node") {
+            assert_eq!(with_key, 403, "{method} {path}: p1's key for another node");
             assert_eq!(call(&[("X-API-Key", "kab_00000000_nope")]), 401);
         } else {
             assert_eq!(with_key, 401, "{method} {path}: a key is not a token");
@@ -575,6 +584,28 @@ fn roles_api_keys_and_mqtt_credentials_are_enforced() {
     wait_until("p2's state", || {
         get(http, "/v1/oscillator/state?node_id=p2").filter(|(s, _)| *s == 200)
     });
+    // A node polls its own clock's output with its key (nodes without MQTT do).
+    let (status, own) = request(
+        http,
+        "GET",
+        "/v1/oscillator/state",
+        &[("X-API-Key", &keys["p2"])],
+        "",
+    );
+    assert_eq!(
+        (status, own["node_id"].as_str()),
+        (200, Some("p2")),
+        "{own}"
+    );
+    assert!(own["output_pwm"].is_number(), "{own}");
+    let (status, _) = request(
+        http,
+        "GET",
+        "/v1/oscillator/state?node_id=p1",
+        &[("X-API-Key", &keys["p2"])],
+        "",
+    );
+    assert_eq!(status, 403, "p2's key reads p1's clock");
     let (status, list) = request(
         http,
         "GET",

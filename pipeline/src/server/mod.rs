@@ -98,6 +98,10 @@ pub enum Access {
     AtLeast(Role),
     /// A sensor node with its API key (`X-API-Key`).
     Node,
+    /// A node's API key for that node's own data (the handler holds it to its node), or a
+    /// person whose token's role is at least this one: nodes that cannot use MQTT poll their
+    /// clock's output over HTTP.
+    OwnNodeOr(Role),
 }
 
 /// The endpoint × role table the server enforces (and the tests walk exhaustively).
@@ -107,7 +111,7 @@ pub const ENDPOINTS: &[(&str, &str, Access)] = &[
     (
         "GET",
         "/v1/oscillator/state",
-        Access::AtLeast(Role::Observer),
+        Access::OwnNodeOr(Role::Observer),
     ),
     (
         "GET",
@@ -245,7 +249,13 @@ fn authorise(
             move |bearer: Option<String>, key: Option<String>, query: String| {
                 let api = Arc::clone(&api);
                 async move {
+                    let need = match need {
+                        Access::OwnNodeOr(_) if key.is_some() => Access::Node,
+                        Access::OwnNodeOr(role) => Access::AtLeast(role),
+                        other => other,
+                    };
                     match need {
+                        Access::OwnNodeOr(_) => unreachable!("mapped above"),
                         Access::Public => Ok(Principal::User(Claims {
                             sub: "anonymous".into(),
                             role: Role::Observer,
@@ -388,7 +398,18 @@ pub fn routes(
         all.push(
             at(&api, "GET", "/v1/oscillator/state")
                 .and(warp::query::<StateQuery>())
-                .map(move |_: Principal, q: StateQuery| latest_state(&shared, q.node_id.as_deref()))
+                .map(
+                    move |who: Principal, q: StateQuery| match (&who, q.node_id.as_deref()) {
+                        // A node reads its own clock only; without node_id, its own.
+                        (Principal::Node(own), Some(n)) if n != own => error_body(
+                            StatusCode::FORBIDDEN,
+                            "FORBIDDEN",
+                            format!("the API key of node {own:?} may not read node {n:?}"),
+                        ),
+                        (Principal::Node(own), _) => latest_state(&shared, Some(own)),
+                        (Principal::User(_), n) => latest_state(&shared, n),
+                    },
+                )
                 .boxed(),
         );
     }
@@ -942,11 +963,17 @@ mod tests {
                 match rule {
                     // A 404 of the route's own (no such node yet) is fine; `NOT_FOUND` means no
                     // route matched.
-                    Access::AtLeast(need) if rank(role) >= rank(*need) => assert!(
-                        ![401, 403, 405].contains(&got) && code != "NOT_FOUND",
-                        "{method} {path} as {role:?}: {got} {code}"
-                    ),
-                    Access::AtLeast(_) => assert_eq!(got, 403, "{method} {path} as {role:?}"),
+                    Access::AtLeast(need) | Access::OwnNodeOr(need)
+                        if rank(role) >= rank(*need) =>
+                    {
+                        assert!(
+                            ![401, 403, 405].contains(&got) && code != "NOT_FOUND",
+                            "{method} {path} as {role:?}: {got} {code}"
+                        )
+                    }
+                    Access::AtLeast(_) | Access::OwnNodeOr(_) => {
+                        assert_eq!(got, 403, "{method} {path} as {role:?}")
+                    }
                     Access::Node => assert_eq!(got, 401, "{method} {path} as {role:?}"),
                     Access::Public => unreachable!(),
                 }
