@@ -7,7 +7,7 @@ from timeutil import iso8601
 
 class Node:
     def __init__(self, cfg, sensor, transport, output, buffer, seq, clock, sleep,
-                 wdt=None, link=None, log=print):
+                 wdt=None, link=None, log=print, clock_ok=None):
         self.cfg = cfg
         self.node_id = cfg["node_id"]
         self.sensor = sensor
@@ -20,6 +20,9 @@ class Node:
         self.wdt = wdt
         self.link = link  # object with ensure(now) -> bool (Wi-Fi), optional
         self._log = log
+        # False until the clock is set (NTP): a reading stamped 2021-01-01 would be wrong data.
+        self.clock_ok = clock_ok or (lambda: True)
+        self.waiting_logged = False
         self.flush_backoff = Backoff(5, 300)
         self.stats = {"read_errors": 0, "sent": 0, "rejected": 0, "auth_failures": 0}
 
@@ -60,8 +63,14 @@ class Node:
     def step(self):
         now = self.clock()
         self.feed()
-        self.sample(now)
         up = self.link.ensure(now) if self.link is not None else True
+        self.feed()
+        now = self.clock()  # a join may have set the clock from NTP
+        if self.clock_ok():
+            self.sample(now)
+        elif not self.waiting_logged:
+            self.waiting_logged = True
+            self._log("no UTC time yet (NTP): readings start once the clock is set")
         self.feed()
         if up:
             self.flush(now)

@@ -1,0 +1,310 @@
+#!/usr/bin/env python3
+"""End to end: the real Pico and ELM11 firmware, run on their host interpreters, against a
+real `kaiabc run` (embedded broker behind its login gate, HTTP API, Parquet lake).
+
+Each node steps through simulated minutes on command (its clock is set by this driver, one
+minute a step). Midway the server is stopped for a few minutes and started again on the same
+lake. Then the lake must hold every node's readings exactly once, every output a node
+applied must be one the server computed for that node, a node's final PWM duty must be its
+clock's latest, and nodes with a wrong API key must have kept running, refused.
+
+Usage: run_e2e.py  (env: KAIABC_BIN, MICROPYTHON, MICROPYPATH for the Pico runner)
+"""
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+FIRMWARE = os.path.dirname(os.path.dirname(HERE))
+SECRET = "e2e-secret-e2e-secret-e2e-secret-0123"
+STEPS = 14
+OUTAGE = range(5, 9)  # steps taken while the server is down
+OVERRIDE_AT = 10  # a researcher holds each node's PWM at a duty of its own from this step
+WRONG_KEY = "kab_00000000_" + "0" * 48
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+class Server:
+    def __init__(self, binary, work):
+        self.binary = binary
+        self.work = work
+        self.http = free_port()
+        self.mqtt = free_port()
+        self.proc = None
+        self.runs = 0
+
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.http, path)
+
+    def start(self):
+        self.runs += 1
+        log = open(os.path.join(self.work, "server-%d.log" % self.runs), "w")
+        env = dict(os.environ, KAIABC_JWT_SECRET=SECRET, RUST_LOG="info")
+        self.proc = subprocess.Popen(
+            [self.binary, "run", "--http", "127.0.0.1:%d" % self.http,
+             "--mqtt-listen", "127.0.0.1:%d" % self.mqtt,
+             "--lake", os.path.join(self.work, "lake"),
+             "--state-dir", os.path.join(self.work, "state"),
+             "--commit-interval-seconds", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                fail("kaiabc run exited with %s; see %s" % (self.proc.returncode, log.name))
+            try:
+                with urllib.request.urlopen(self.url("/v1/health"), timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        fail("kaiabc run did not answer /v1/health within 60 s")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            fail("kaiabc run did not stop within 60 s of SIGTERM")
+        if code != 0:
+            fail("kaiabc run exited with %d on SIGTERM" % code)
+
+    def call(self, method, path, token, body=None):
+        req = urllib.request.Request(self.url(path), method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        req.add_header("Authorization", "Bearer " + token)
+        req.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def query(self, sql):
+        out = subprocess.run([self.binary, "query", "--lake", os.path.join(self.work, "lake"),
+                              "--format", "json", sql], capture_output=True, text=True)
+        if out.returncode != 0:
+            fail("kaiabc query failed: %s" % out.stderr)
+        text = out.stdout.strip()
+        if not text:
+            return []
+        try:
+            rows = json.loads(text)
+        except ValueError:
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return rows
+
+
+class Node:
+    """One firmware process, stepped over stdin."""
+
+    def __init__(self, name, argv, env, work):
+        self.name = name
+        self.err = open(os.path.join(work, name + ".log"), "w")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.err, env=env, text=True)
+        self.answers = []
+
+    def send(self, cmd):
+        try:
+            self.proc.stdin.write(cmd + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
+        line = self.proc.stdout.readline()
+        if not line:
+            fail("%s: the firmware process died (exit %s) on %r; see %s"
+                 % (self.name, self.proc.wait(), cmd, self.err.name))
+        answer = json.loads(line)
+        self.answers.append(answer)
+        return answer
+
+    def quit(self):
+        bye = self.send("quit")
+        if self.proc.wait(timeout=30) != 0:
+            fail("%s exited with %d" % (self.name, self.proc.returncode))
+        return bye
+
+
+def pico_runner():
+    mp = os.environ.get("MICROPYTHON")
+    if not mp:
+        fail("MICROPYTHON is not set: run through firmware/tests/e2e/run.sh")
+    return [mp, os.path.join(HERE, "pico_host.py")], os.path.join(
+        FIRMWARE, "tests", "reference", "vectors.json")
+
+
+def write_config(work, name, cfg):
+    path = os.path.join(work, name + ".json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path
+
+
+def ts(text):
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def main():
+    binary = os.environ.get("KAIABC_BIN")
+    if not binary or not os.path.exists(binary):
+        fail("KAIABC_BIN must name the kaiabc binary")
+    work = tempfile.mkdtemp(prefix="kaiabc-e2e-")
+    server = Server(binary, work)
+    server.start()
+    admin = subprocess.run([binary, "token", "--role", "admin", "--subject", "e2e", "--ttl", "1h"],
+                           capture_output=True, text=True,
+                           env=dict(os.environ, KAIABC_JWT_SECRET=SECRET)).stdout.strip()
+
+    def register(node_id):
+        status, body = server.call("POST", "/v1/sensors/nodes", admin, {"node_id": node_id})
+        if status != 201:
+            fail("registering %s: %s %s" % (node_id, status, body))
+        return body["api_key"]
+
+    mp_argv, vectors = pico_runner()
+    pico_cfg = lambda node_id, **kw: dict({
+        "node_id": node_id, "mqtt_host": "127.0.0.1", "mqtt_port": server.mqtt,
+        "server_url": server.url(""), "sample_interval_s": 60, "output_stale_s": 150,
+        "buffer_capacity": 100, "buffer_path": os.path.join(work, node_id + ".ring"),
+        "seq_path": os.path.join(work, node_id + ".seq")}, **kw)
+    elm_cfg = lambda node_id, **kw: dict({
+        "node_id": node_id, "server_url": server.url(""), "mqtt_host": "127.0.0.1",
+        "mqtt_port": server.mqtt, "sample_interval_s": 60, "buffer_capacity": 100,
+        "buffer_path": os.path.join(work, node_id + ".buf"),
+        "seq_path": os.path.join(work, node_id + ".seq"),
+        "bme280": {"address": 118, "mode": "forced", "osrs_t": 1, "osrs_p": 1, "osrs_h": 1,
+                   "filter": 0, "standby_ms": 1000},
+        "pwm": {"pin": 5, "freq": 1000}}, **kw)
+    elm = lambda lua: [lua, os.path.join(HERE, "elm11_host.lua")]
+
+    nodes = []
+
+    only = os.environ.get("KAIABC_E2E_FIRMWARE", "pico,elm11").split(",")
+
+    def pico(name, transport, **kw):
+        if "pico" not in only:
+            return
+        path = write_config(work, name, pico_cfg(name, transport=transport, **kw))
+        nodes.append(Node(name, mp_argv + [path, vectors], os.environ.copy(), work))
+
+    def elm11(name, lua, transport, **kw):
+        if "elm11" not in only:
+            return
+        path = write_config(work, name, elm_cfg(name, transport=transport, **kw))
+        nodes.append(Node(name, elm(lua) + [path], os.environ.copy(), work))
+
+    # The Pico over MQTT registers itself at first boot with a provisioning token.
+    pico("e2e_pico_mqtt", "mqtt", provisioning_token=admin)
+    pico("e2e_pico_http", "http", api_key=register("e2e_pico_http"))
+    elm11("e2e_elm_http", "lua5.3", "http", api_key=register("e2e_elm_http"))
+    elm11("e2e_elm_mqtt", "lua5.1", "mqtt", api_key=register("e2e_elm_mqtt"))
+    # Registered, but configured with a wrong key.
+    register("e2e_pico_bad")
+    register("e2e_elm_bad")
+    pico("e2e_pico_bad", "mqtt", api_key=WRONG_KEY)
+    elm11("e2e_elm_bad", "lua5.3", "http", api_key=WRONG_KEY)
+    if not nodes:
+        fail("no firmware chosen (KAIABC_E2E_FIRMWARE=%s)" % ",".join(only))
+    good = [n for n in nodes if not n.name.endswith("_bad")]
+    bad = [n for n in nodes if n.name.endswith("_bad")]
+    overrides = {n.name: 200 + k for k, n in enumerate(good)}
+
+    start = int(time.time()) - (STEPS + 2) * 60
+    for i in range(STEPS):
+        if i == OUTAGE.start:
+            server.stop()
+        if i == OUTAGE.stop:
+            server.start()
+        if i == OVERRIDE_AT:
+            for k, n in enumerate(good):
+                status, body = server.call("POST", "/v1/output/manual-override", admin,
+                                           {"node_id": n.name, "pwm": 200 + k})
+                if status != 202:
+                    fail("manual override of %s: %s %s" % (n.name, status, body))
+        for n in nodes:
+            n.send("step %d" % (start + 60 * i))
+        if i == OUTAGE.stop - 1:
+            for n in good:
+                # The link is down: readings wait on the node, the output runs on.
+                a = n.answers[-1]
+                if a["buffered"] < len(OUTAGE):
+                    fail("%s buffered %d readings in the outage" % (n.name, a["buffered"]))
+                if a["mode"] != "offline" or a["duty"] is None:
+                    fail("%s output in the outage: %s" % (n.name, a))
+    time.sleep(1.0)
+    finals = {}
+    for n in good:
+        a = n.send("poll %d" % (start + 60 * STEPS))
+        if a["buffered"] != 0:
+            fail("%s still buffers %d readings" % (n.name, a["buffered"]))
+        status, state = server.call("GET", "/v1/oscillator/state?node_id=" + n.name, admin)
+        if status != 200:
+            fail("state of %s: %s %s" % (n.name, status, state))
+        finals[n.name] = (a["duty"], state["output_pwm"], a["mode"])
+    byes = {n.name: n.quit() for n in nodes}
+    server.stop()
+
+    report = []
+    for n in good:
+        rows = server.query("SELECT seq FROM readings WHERE node_id = '%s' ORDER BY seq" % n.name)
+        seqs = [int(r["seq"]) for r in rows]
+        if seqs != list(range(1, STEPS + 1)):
+            fail("%s: readings in the lake %s, want 1..%d once each" % (n.name, seqs, STEPS))
+        states = server.query("SELECT CAST(timestamp AS VARCHAR) AS t, output_pwm FROM states "
+                              "WHERE node_id = '%s'" % n.name)
+        duty_at = {ts(r["t"]).timestamp(): int(r["output_pwm"]) for r in states}
+        applied = [x for a in n.answers for x in a.get("applied", [])]
+        after = [x for a in n.answers[OUTAGE.stop:] for x in a.get("applied", [])]
+        if not applied or not after:
+            fail("%s applied no output (%d in all, %d after the outage)"
+                 % (n.name, len(applied), len(after)))
+        for x in applied:
+            want = duty_at.get(ts(x["timestamp"]).timestamp())
+            if want != x["pwm_duty"]:
+                fail("%s applied duty %s for %s; the server's state says %s"
+                     % (n.name, x["pwm_duty"], x["timestamp"], want))
+        duty, server_duty, mode = finals[n.name]
+        if duty != server_duty or duty != overrides[n.name] or mode != "online":
+            fail("%s ends at duty %s (%s); its clock's output is %s, the override %d"
+                 % (n.name, duty, mode, server_duty, overrides[n.name]))
+        duties = sorted(set(x["pwm_duty"] for x in applied))
+        report.append("%s: readings 1..%d once each, %d outputs applied (%d after the outage; "
+                      "duties %s), final duty %d = server's" % (
+                          n.name, STEPS, len(applied), len(after), duties, duty))
+    for n in bad:
+        a = n.answers[-2]  # the last step before quit
+        stats = byes[n.name]["stats"]
+        if a["buffered"] != STEPS or stats.get("auth_failures", 0) < 1:
+            fail("%s with a wrong key: %s, %s" % (n.name, a, stats))
+        rows = server.query("SELECT count(*) AS n FROM readings WHERE node_id = '%s'" % n.name)
+        if int(rows[0]["n"]) != 0:
+            fail("%s got readings in with a wrong key" % n.name)
+        report.append("%s: wrong key refused %d times, %d readings kept, still running"
+                      % (n.name, stats["auth_failures"], a["buffered"]))
+    print("\n".join(report))
+    print("e2e: ok (%d nodes, %d simulated minutes, server restarted once)" % (len(nodes), STEPS))
+
+
+if __name__ == "__main__":
+    main()
