@@ -4,7 +4,7 @@ local cfg = config.load(arg and arg[1] or "config.json")
 local hal = require("hal").elm11(cfg.pwm.pin, cfg.pwm.freq)
 local app = require("app")
 
-local function log(m) print(os.date("!%Y-%m-%dT%H:%M:%SZ", hal.now()) .. " " .. m) end
+local function log(m) print(os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(hal.now())) .. " " .. m) end
 
 local n = app.build(cfg, hal, log).node
 

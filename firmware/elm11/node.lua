@@ -29,7 +29,11 @@ function M:sample(now)
     self.stats.read_failures = self.stats.read_failures + 1
     self.log("sensor read failed: " .. tostring(err))
   end
-  local s = self.seq:take()
+  local s, serr = self.seq:take()
+  if not s then
+    self.log("cannot save the sequence number (" .. tostring(serr) .. "); reading skipped")
+    return nil
+  end
   local r = reading.build(self.cfg.node_id, s, now, m)
   local ok, perr = self.buffer:push(reading.encode(r))
   if not ok then self.log("buffer write failed: " .. tostring(perr)) end

@@ -12,11 +12,13 @@ function M.open(path)
   return self
 end
 
+-- The next sequence number, or nil and the error when it cannot be saved: handing it out
+-- unsaved could repeat it after a restart, and the server drops repeats.
 function M:take()
   local v = self.next
+  local ok, err = util.write_atomic(self.path, string.format("%d\n", v + 1))
+  if not ok then return nil, err end
   self.next = v + 1
-  local ok, err = util.write_atomic(self.path, string.format("%d\n", self.next))
-  if not ok then return v, err end
   return v
 end
 

@@ -1,7 +1,9 @@
 -- Small file helpers (atomic replace via rename).
 local M = {}
+-- The file's bytes; when it is missing, those of `path.tmp`, which write_atomic finished
+-- before the old file went (a crash between the two leaves only the new one).
 function M.read_file(path)
-  local f = io.open(path, "rb")
+  local f = io.open(path, "rb") or io.open(path .. ".tmp", "rb")
   if not f then return nil end
   local s = f:read("*a"); f:close()
   return s
@@ -13,7 +15,10 @@ function M.write_atomic(path, data)
   local ok, werr = f:write(data)
   if not ok then f:close(); return nil, werr end
   f:close()
-  os.remove(path) -- rename over an existing file is not atomic on every FS; fine on Linux, needed elsewhere
+  -- Renaming over the old file is atomic where the file system allows it (POSIX). Where it
+  -- refuses, the old file goes first; read_file then finds the whole new one in `tmp`.
+  if os.rename(tmp, path) then return true end
+  os.remove(path)
   return os.rename(tmp, path)
 end
 function M.round(x, n)
