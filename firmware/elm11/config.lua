@@ -14,6 +14,14 @@ local function num(t, k, lo, hi, prefix)
   end
   return v
 end
+-- A whole number, stored back as an integer: lua-cjson decodes every number as a float, and
+-- on Lua 5.3 a float port (37913.0) makes LuaSocket's connect fail ("service not supported").
+local function int(t, k, lo, hi, prefix)
+  local v = num(t, k, lo, hi, prefix)
+  if v % 1 ~= 0 then fail((prefix or "") .. k .. " must be a whole number") end
+  t[k] = math.tointeger and math.tointeger(v) or v
+  return t[k]
+end
 local function str(t, k)
   local v = t[k]
   if type(v) ~= "string" or v == "" then fail(k .. " must be a non-empty string") end
@@ -37,15 +45,15 @@ function M.validate(c)
   end
   if c.transport == "mqtt" then
     str(c, "mqtt_host")
-    num(c, "mqtt_port", 1, 65535)
+    int(c, "mqtt_port", 1, 65535)
   end
   num(c, "sample_interval_s", 1, 86400)
-  num(c, "buffer_capacity", 1, 100000)
+  int(c, "buffer_capacity", 1, 100000)
   str(c, "buffer_path")
   if c.seq_path == nil then c.seq_path = c.buffer_path .. ".seq" end
   local b = c.bme280
   if type(b) ~= "table" then fail("bme280 must be an object") end
-  num(b, "address", 0x76, 0x77, "bme280.")
+  int(b, "address", 0x76, 0x77, "bme280.")
   if b.mode ~= "forced" and b.mode ~= "normal" then fail('bme280.mode must be "forced" or "normal"') end
   local bme = require("bme280")
   for _, k in ipairs({ "osrs_t", "osrs_p", "osrs_h" }) do
@@ -57,7 +65,7 @@ function M.validate(c)
   end
   local p = c.pwm
   if type(p) ~= "table" then fail("pwm must be an object") end
-  num(p, "pin", 0, 255, "pwm.")
+  int(p, "pin", 0, 255, "pwm.")
   num(p, "freq", 1, 1000000, "pwm.")
   return c
 end

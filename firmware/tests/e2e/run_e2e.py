@@ -13,6 +13,7 @@ Usage: run_e2e.py  (env: KAIABC_BIN, MICROPYTHON, MICROPYPATH for the Pico runne
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -45,11 +46,14 @@ def fail(msg):
 
 
 class Server:
-    def __init__(self, binary, work):
+    """`kaiabc run` on free loopback ports, with its embedded broker or an external one."""
+
+    def __init__(self, binary, work, mqtt_url=None, mqtt_port=None):
         self.binary = binary
         self.work = work
         self.http = free_port()
-        self.mqtt = free_port()
+        self.mqtt_url = mqtt_url
+        self.mqtt = mqtt_port or free_port()
         self.proc = None
         self.runs = 0
 
@@ -60,9 +64,10 @@ class Server:
         self.runs += 1
         log = open(os.path.join(self.work, "server-%d.log" % self.runs), "w")
         env = dict(os.environ, KAIABC_JWT_SECRET=SECRET, RUST_LOG="info")
+        broker = (["--mqtt-url", self.mqtt_url] if self.mqtt_url
+                  else ["--mqtt-listen", "127.0.0.1:%d" % self.mqtt])
         self.proc = subprocess.Popen(
-            [self.binary, "run", "--http", "127.0.0.1:%d" % self.http,
-             "--mqtt-listen", "127.0.0.1:%d" % self.mqtt,
+            [self.binary, "run", "--http", "127.0.0.1:%d" % self.http] + broker + [
              "--lake", os.path.join(self.work, "lake"),
              "--state-dir", os.path.join(self.work, "state"),
              "--commit-interval-seconds", "1"],
@@ -165,21 +170,77 @@ def ts(text):
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def main():
-    binary = os.environ.get("KAIABC_BIN")
-    if not binary or not os.path.exists(binary):
-        fail("KAIABC_BIN must name the kaiabc binary")
+class Mosquitto:
+    """Mosquitto as the external broker, as deployed: logins from a password file, and an
+    ACL that holds each node to its own topics (`pattern` lines with %u)."""
+
+    def __init__(self, work):
+        self.work = work
+        # Run as root, Mosquitto drops to its own user, which must still read these files.
+        os.chmod(work, 0o755)
+        self.port = free_port()
+        self.passwords = os.path.join(work, "mosquitto.passwd")
+        self.server_password = os.urandom(12).hex()
+        acl = os.path.join(work, "mosquitto.acl")
+        with open(acl, "w") as f:
+            f.write("user kaiabc-server\n"
+                    "topic read kaiabc/sensors/#\n"
+                    "topic read kaiabc/nodes/+/status\n"
+                    "topic write kaiabc/nodes/+/output\n"
+                    "pattern write kaiabc/sensors/%u\n"
+                    "pattern write kaiabc/nodes/%u/status\n"
+                    "pattern read kaiabc/nodes/%u/output\n")
+        conf = os.path.join(work, "mosquitto.conf")
+        with open(conf, "w") as f:
+            f.write("listener %d 127.0.0.1\nallow_anonymous false\npassword_file %s\n"
+                    "acl_file %s\npersistence false\n" % (self.port, self.passwords, acl))
+        self.add("kaiabc-server", self.server_password, create=True)
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([binary, "-c", conf],
+                                     stdout=open(os.path.join(work, "mosquitto.log"), "w"),
+                                     stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        fail("mosquitto did not listen on %d" % self.port)
+
+    def url(self):
+        return "mqtt://kaiabc-server:%s@127.0.0.1:%d" % (self.server_password, self.port)
+
+    def add(self, user, password, create=False):
+        argv = ["mosquitto_passwd", "-b"] + (["-c"] if create else []) + [
+            self.passwords, user, password]
+        if subprocess.run(argv, capture_output=True).returncode != 0:
+            fail("mosquitto_passwd failed for %s" % user)
+
+    def reload(self):
+        self.proc.send_signal(signal.SIGHUP)  # rereads the password file
+        time.sleep(0.5)
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def scenario(title, binary, admin, external_broker, steps, outage, override_at):
+    """Runs every chosen node against one server through `steps` simulated minutes, with the
+    server down for the steps in `outage`; checks the lake, outputs and refusals."""
     work = tempfile.mkdtemp(prefix="kaiabc-e2e-")
-    server = Server(binary, work)
+    broker = Mosquitto(work) if external_broker else None
+    server = (Server(binary, work, mqtt_url=broker.url(), mqtt_port=broker.port) if broker
+              else Server(binary, work))
     server.start()
-    admin = subprocess.run([binary, "token", "--role", "admin", "--subject", "e2e", "--ttl", "1h"],
-                           capture_output=True, text=True,
-                           env=dict(os.environ, KAIABC_JWT_SECRET=SECRET)).stdout.strip()
 
     def register(node_id):
         status, body = server.call("POST", "/v1/sensors/nodes", admin, {"node_id": node_id})
         if status != 201:
             fail("registering %s: %s %s" % (node_id, status, body))
+        if broker:
+            broker.add(node_id, body["api_key"])  # the operator's step with Mosquitto
         return body["api_key"]
 
     mp_argv, vectors = pico_runner()
@@ -197,65 +258,70 @@ def main():
                    "filter": 0, "standby_ms": 1000},
         "pwm": {"pin": 5, "freq": 1000}}, **kw)
     elm = lambda lua: [lua, os.path.join(HERE, "elm11_host.lua")]
-
     nodes = []
-
     only = os.environ.get("KAIABC_E2E_FIRMWARE", "pico,elm11").split(",")
 
     def pico(name, transport, **kw):
-        if "pico" not in only:
-            return
-        path = write_config(work, name, pico_cfg(name, transport=transport, **kw))
-        nodes.append(Node(name, mp_argv + [path, vectors], os.environ.copy(), work))
+        if "pico" in only:
+            path = write_config(work, name, pico_cfg(name, transport=transport, **kw))
+            nodes.append(Node(name, mp_argv + [path, vectors], os.environ.copy(), work))
 
     def elm11(name, lua, transport, **kw):
-        if "elm11" not in only:
-            return
-        path = write_config(work, name, elm_cfg(name, transport=transport, **kw))
-        nodes.append(Node(name, elm(lua) + [path], os.environ.copy(), work))
+        if "elm11" in only:
+            path = write_config(work, name, elm_cfg(name, transport=transport, **kw))
+            nodes.append(Node(name, elm(lua) + [path], os.environ.copy(), work))
 
-    # The Pico over MQTT registers itself at first boot with a provisioning token.
-    pico("e2e_pico_mqtt", "mqtt", provisioning_token=admin)
-    pico("e2e_pico_http", "http", api_key=register("e2e_pico_http"))
-    elm11("e2e_elm_http", "lua5.3", "http", api_key=register("e2e_elm_http"))
-    elm11("e2e_elm_mqtt", "lua5.1", "mqtt", api_key=register("e2e_elm_mqtt"))
-    # Registered, but configured with a wrong key.
-    register("e2e_pico_bad")
-    register("e2e_elm_bad")
-    pico("e2e_pico_bad", "mqtt", api_key=WRONG_KEY)
-    elm11("e2e_elm_bad", "lua5.3", "http", api_key=WRONG_KEY)
+    if broker:
+        # Both firmwares' MQTT clients through Mosquitto; the server keeps a persistent
+        # session there, so readings sent while it is down wait in Mosquitto.
+        pico("m_pico_mqtt", "mqtt", api_key=register("m_pico_mqtt"))
+        elm11("m_elm_mqtt", "lua5.3", "mqtt", api_key=register("m_elm_mqtt"))
+        register("m_elm_bad")
+        elm11("m_elm_bad", "lua5.1", "mqtt", api_key=WRONG_KEY)
+        broker.reload()
+    else:
+        # The Pico over MQTT registers itself at first boot with a provisioning token.
+        pico("e2e_pico_mqtt", "mqtt", provisioning_token=admin)
+        pico("e2e_pico_http", "http", api_key=register("e2e_pico_http"))
+        elm11("e2e_elm_http", "lua5.3", "http", api_key=register("e2e_elm_http"))
+        elm11("e2e_elm_mqtt", "lua5.1", "mqtt", api_key=register("e2e_elm_mqtt"))
+        # Registered, but configured with a wrong key.
+        register("e2e_pico_bad")
+        register("e2e_elm_bad")
+        pico("e2e_pico_bad", "mqtt", api_key=WRONG_KEY)
+        elm11("e2e_elm_bad", "lua5.3", "http", api_key=WRONG_KEY)
     if not nodes:
         fail("no firmware chosen (KAIABC_E2E_FIRMWARE=%s)" % ",".join(only))
     good = [n for n in nodes if not n.name.endswith("_bad")]
     bad = [n for n in nodes if n.name.endswith("_bad")]
     overrides = {n.name: 200 + k for k, n in enumerate(good)}
 
-    start = int(time.time()) - (STEPS + 2) * 60
-    for i in range(STEPS):
-        if i == OUTAGE.start:
+    start = int(time.time()) - (steps + 2) * 60
+    for i in range(steps):
+        if i == outage.start:
             server.stop()
-        if i == OUTAGE.stop:
+        if i == outage.stop:
             server.start()
-        if i == OVERRIDE_AT:
-            for k, n in enumerate(good):
+        if i == override_at:
+            for n in good:
                 status, body = server.call("POST", "/v1/output/manual-override", admin,
-                                           {"node_id": n.name, "pwm": 200 + k})
+                                           {"node_id": n.name, "pwm": overrides[n.name]})
                 if status != 202:
                     fail("manual override of %s: %s %s" % (n.name, status, body))
         for n in nodes:
             n.send("step %d" % (start + 60 * i))
-        if i == OUTAGE.stop - 1:
+        if i == outage.stop - 1 and not broker:
             for n in good:
                 # The link is down: readings wait on the node, the output runs on.
                 a = n.answers[-1]
-                if a["buffered"] < len(OUTAGE):
+                if a["buffered"] < len(outage):
                     fail("%s buffered %d readings in the outage" % (n.name, a["buffered"]))
                 if a["mode"] != "offline" or a["duty"] is None:
                     fail("%s output in the outage: %s" % (n.name, a))
     time.sleep(1.0)
     finals = {}
     for n in good:
-        a = n.send("poll %d" % (start + 60 * STEPS))
+        a = n.send("poll %d" % (start + 60 * steps))
         if a["buffered"] != 0:
             fail("%s still buffers %d readings" % (n.name, a["buffered"]))
         status, state = server.call("GET", "/v1/oscillator/state?node_id=" + n.name, admin)
@@ -264,18 +330,20 @@ def main():
         finals[n.name] = (a["duty"], state["output_pwm"], a["mode"])
     byes = {n.name: n.quit() for n in nodes}
     server.stop()
+    if broker:
+        broker.stop()
 
-    report = []
+    print("-- %s" % title)
     for n in good:
         rows = server.query("SELECT seq FROM readings WHERE node_id = '%s' ORDER BY seq" % n.name)
         seqs = [int(r["seq"]) for r in rows]
-        if seqs != list(range(1, STEPS + 1)):
-            fail("%s: readings in the lake %s, want 1..%d once each" % (n.name, seqs, STEPS))
+        if seqs != list(range(1, steps + 1)):
+            fail("%s: readings in the lake %s, want 1..%d once each" % (n.name, seqs, steps))
         states = server.query("SELECT CAST(timestamp AS VARCHAR) AS t, output_pwm FROM states "
                               "WHERE node_id = '%s'" % n.name)
         duty_at = {ts(r["t"]).timestamp(): int(r["output_pwm"]) for r in states}
         applied = [x for a in n.answers for x in a.get("applied", [])]
-        after = [x for a in n.answers[OUTAGE.stop:] for x in a.get("applied", [])]
+        after = [x for a in n.answers[outage.stop:] for x in a.get("applied", [])]
         if not applied or not after:
             fail("%s applied no output (%d in all, %d after the outage)"
                  % (n.name, len(applied), len(after)))
@@ -289,21 +357,34 @@ def main():
             fail("%s ends at duty %s (%s); its clock's output is %s, the override %d"
                  % (n.name, duty, mode, server_duty, overrides[n.name]))
         duties = sorted(set(x["pwm_duty"] for x in applied))
-        report.append("%s: readings 1..%d once each, %d outputs applied (%d after the outage; "
-                      "duties %s), final duty %d = server's" % (
-                          n.name, STEPS, len(applied), len(after), duties, duty))
+        print("%s: readings 1..%d once each, %d outputs applied (%d after the outage; "
+              "duties %s), final duty %d = server's" % (
+                  n.name, steps, len(applied), len(after), duties, duty))
     for n in bad:
         a = n.answers[-2]  # the last step before quit
         stats = byes[n.name]["stats"]
-        if a["buffered"] != STEPS or stats.get("auth_failures", 0) < 1:
+        if a["buffered"] != steps or stats.get("auth_failures", 0) < 1:
             fail("%s with a wrong key: %s, %s" % (n.name, a, stats))
         rows = server.query("SELECT count(*) AS n FROM readings WHERE node_id = '%s'" % n.name)
         if int(rows[0]["n"]) != 0:
             fail("%s got readings in with a wrong key" % n.name)
-        report.append("%s: wrong key refused %d times, %d readings kept, still running"
-                      % (n.name, stats["auth_failures"], a["buffered"]))
-    print("\n".join(report))
-    print("e2e: ok (%d nodes, %d simulated minutes, server restarted once)" % (len(nodes), STEPS))
+        print("%s: wrong key refused %d times, %d readings kept, still running"
+              % (n.name, stats["auth_failures"], a["buffered"]))
+    return len(nodes)
+
+
+def main():
+    binary = os.environ.get("KAIABC_BIN")
+    if not binary or not os.path.exists(binary):
+        fail("KAIABC_BIN must name the kaiabc binary")
+    admin = subprocess.run([binary, "token", "--role", "admin", "--subject", "e2e", "--ttl", "1h"],
+                           capture_output=True, text=True,
+                           env=dict(os.environ, KAIABC_JWT_SECRET=SECRET)).stdout.strip()
+    n = scenario("embedded broker (node logins) and HTTP", binary, admin, False, STEPS, OUTAGE,
+                 OVERRIDE_AT)
+    m = scenario("Mosquitto with a password file and ACLs", binary, admin, True, 8,
+                 range(3, 5), 6)
+    print("e2e: ok (%d + %d nodes; the server stopped and restarted in each run)" % (n, m))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ describe("config", function()
     { "bme280.address", function(c) c.bme280.address = 0x40 end },
     { "bme280.standby_ms", function(c) c.bme280.standby_ms = 7 end },
     { "mqtt_port", function(c) c.transport = "mqtt"; c.mqtt_port = 70000 end },
+    { "mqtt_port", function(c) c.transport = "mqtt"; c.mqtt_port = 1883.5 end },
     { "api_key", function(c) c.api_key = nil end },
   }
   for _, b in ipairs(bad) do
@@ -58,6 +59,18 @@ describe("config", function()
       assert.matches(b[1], err, 1, true)
     end)
   end
+  it("load() gives ports and pins as integers (lua-cjson decodes numbers as floats)", function()
+    local p = os.tmpname(); local f = io.open(p, "w")
+    f:write('{"node_id":"n","api_key":"k","transport":"mqtt","mqtt_host":"h","mqtt_port":1883,'
+      .. '"sample_interval_s":60,"buffer_capacity":10,"buffer_path":"/tmp/b",'
+      .. '"bme280":{"address":118,"mode":"forced","osrs_t":1,"osrs_p":1,"osrs_h":1,"filter":0,'
+      .. '"standby_ms":1000},"pwm":{"pin":5,"freq":1000}}')
+    f:close()
+    local c = config.load(p); os.remove(p)
+    -- "1883.0" on Lua 5.3 before: LuaSocket could not connect to that port.
+    assert.are.equal("1883", tostring(c.mqtt_port))
+    assert.are.equal("5", tostring(c.pwm.pin))
+  end)
   it("load() reports invalid JSON with the path", function()
     local p = os.tmpname(); local f = io.open(p, "w"); f:write("{nope"); f:close()
     local ok, err = pcall(config.load, p); os.remove(p)
