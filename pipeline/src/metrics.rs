@@ -102,6 +102,68 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// One node's latest state and link status, for the per-node gauges.
+pub struct NodeGauge<'a> {
+    /// The node's latest state.
+    pub state: &'a kaiabc_schemas::OscillatorState,
+    /// Whether it is online (`None`: never reported a status or a recent reading).
+    pub online: Option<bool>,
+}
+
+/// The per-node gauges (clock state, output, link), so Prometheus and Grafana can chart each
+/// node's clock over days without reading the lake.
+pub fn render_node_gauges(out: &mut String, nodes: &[NodeGauge<'_>]) {
+    type Pick = fn(&NodeGauge<'_>) -> Option<f64>;
+    let gauges: [(&str, &str, Pick); 8] = [
+        (
+            "kaiabc_node_koa",
+            "The node's KOA output activity (0-1).",
+            |g| Some(g.state.koa_metric),
+        ),
+        (
+            "kaiabc_node_circadian_time_seconds",
+            "The node's circadian time (0-86400 s: CT 0-24 h in Prometheus's base unit).",
+            |g| Some(g.state.circadian_time * 3600.0),
+        ),
+        ("kaiabc_node_phase", "The node's clock phase (0-1).", |g| {
+            Some(g.state.phase)
+        }),
+        (
+            "kaiabc_node_period_seconds",
+            "The node's estimated period.",
+            |g| Some(g.state.period_hours * 3600.0),
+        ),
+        (
+            "kaiabc_node_pwm_duty",
+            "The PWM duty sent to the node (0-255).",
+            |g| Some(f64::from(g.state.output_pwm)),
+        ),
+        (
+            "kaiabc_node_temperature_kelvin",
+            "The node's filtered temperature.",
+            |g| Some(g.state.temperature_kelvin),
+        ),
+        (
+            "kaiabc_node_last_reading_timestamp_seconds",
+            "Event time of the node's latest applied reading (Unix seconds).",
+            |g| Some(g.state.timestamp.timestamp_millis() as f64 / 1000.0),
+        ),
+        (
+            "kaiabc_node_online",
+            "1 if the node is online (MQTT status or a recent reading).",
+            |g| g.online.map(|o| if o { 1.0 } else { 0.0 }),
+        ),
+    ];
+    for (name, help, pick) in gauges {
+        header(out, name, "gauge", help);
+        for g in nodes {
+            if let Some(v) = pick(g) {
+                let _ = writeln!(out, "{name}{{node_id=\"{}\"}} {v}", label(&g.state.node_id));
+            }
+        }
+    }
+}
+
 impl Metrics {
     /// Counts what a lake row says: an accepted reading, or a dead letter.
     pub fn observe(&self, row: &LakeRow) {

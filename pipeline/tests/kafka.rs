@@ -204,6 +204,9 @@ fn a_node_publish_goes_through_the_bridge_and_kafka_to_websocket_lake_and_topics
     assert_eq!(status, 200);
     let body = metrics.split("\r\n\r\n").nth(1).unwrap();
     promtool_check(body);
+    // The Grafana dashboards of the stack read only what this server (the stack's shape:
+    // Mosquitto, the bridge, Kafka) exports.
+    common::deploy::assert_dashboards_query_exported(body);
     assert!(body.contains("kaiabc_kafka_consumer_lag"), "{body}");
     let commits = body
         .lines()

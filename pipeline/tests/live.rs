@@ -78,6 +78,23 @@ fn mqtt_readings_reach_the_http_state_and_the_lake_and_sigterm_commits() {
     ] {
         assert!(body.lines().any(|l| l == line), "no {line:?} in\n{body}");
     }
+    // Per-node gauges for Grafana: the same clock the state endpoint shows.
+    let gauge = |name: &str| -> f64 {
+        let prefix = format!("{name}{{node_id=\"n1\"}} ");
+        let line = body.lines().find(|l| l.starts_with(&prefix));
+        line.unwrap_or_else(|| panic!("no {prefix:?} in\n{body}"))[prefix.len()..]
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        gauge("kaiabc_node_pwm_duty"),
+        state["output_pwm"].as_f64().unwrap()
+    );
+    assert_eq!(
+        gauge("kaiabc_node_koa"),
+        state["koa_metric"].as_f64().unwrap()
+    );
+    assert_eq!(gauge("kaiabc_node_online"), 1.0);
     promtool_check(body);
     let (status, perf) = request(
         http,

@@ -429,10 +429,26 @@ pub fn routes(
             at(&api, "GET", "/metrics")
                 .map(move |_: Principal| {
                     let hub = &shared.hub;
-                    let text = shared.metrics.render(
+                    let mut text = shared.metrics.render(
                         hub.clients.load(std::sync::atomic::Ordering::Relaxed),
                         hub.resyncs.load(std::sync::atomic::Ordering::Relaxed),
                     );
+                    let states: Vec<_> = hub
+                        .nodes()
+                        .into_iter()
+                        .filter_map(|n| {
+                            let online = shared.metrics.node_online(&n);
+                            hub.state(&n).map(|s| (s, online))
+                        })
+                        .collect();
+                    let gauges: Vec<_> = states
+                        .iter()
+                        .map(|(state, online)| crate::metrics::NodeGauge {
+                            state,
+                            online: *online,
+                        })
+                        .collect();
+                    crate::metrics::render_node_gauges(&mut text, &gauges);
                     warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
                         .into_response()
                 })

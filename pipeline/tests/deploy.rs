@@ -1,0 +1,341 @@
+//! The deployment stack, checked as far as this machine can without a Docker engine: the
+//! compose file parses and names only files that exist and variables the example env sets,
+//! every `KAIABC_*` it sets is one the binary reads, Prometheus's config passes
+//! `promtool check config`, Grafana's provisioning points at the mounted dashboards, and
+//! Mosquitto, started with the stack's ACL, holds each node to its own topics. (That the
+//! dashboards query only exported metrics is checked against a live server in `kafka.rs`.)
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::deploy::{dashboards, root};
+use common::kafka::{wait_for_port, Proc};
+use common::live::free_port;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn yaml(path: &str) -> Yaml {
+    let text = std::fs::read_to_string(root().join(path)).unwrap();
+    let mut docs = YamlLoader::load_from_str(&text)
+        .unwrap_or_else(|e| panic!("{path} is not valid YAML: {e}"));
+    assert_eq!(docs.len(), 1, "{path}");
+    docs.remove(0)
+}
+
+fn compose() -> Yaml {
+    yaml("docker-compose.yml")
+}
+
+/// Every string anywhere under `y`.
+fn strings(y: &Yaml, out: &mut Vec<String>) {
+    match y {
+        Yaml::String(s) => out.push(s.clone()),
+        Yaml::Array(a) => a.iter().for_each(|v| strings(v, out)),
+        Yaml::Hash(h) => h.iter().for_each(|(k, v)| {
+            strings(k, out);
+            strings(v, out);
+        }),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_compose_file_names_its_services_files_and_variables() {
+    let c = compose();
+    let services = c["services"].as_hash().expect("services");
+    let names: Vec<&str> = services.keys().filter_map(Yaml::as_str).collect();
+    for want in [
+        "kafka",
+        "mosquitto",
+        "bridge",
+        "kaiabc",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(names.contains(&want), "no {want} service in {names:?}");
+    }
+    let env_example = std::fs::read_to_string(root().join("deploy/env.example")).unwrap();
+    for (name, s) in services {
+        let name = name.as_str().unwrap();
+        // Images are pinned, except the one built here.
+        if let Some(image) = s["image"].as_str() {
+            let tag = image.rsplit_once(':').map(|(_, t)| t);
+            assert!(
+                tag.is_some_and(|t| t != "latest") || !s["build"].is_badvalue(),
+                "{name}: image {image} is not pinned"
+            );
+        }
+        if let Some(ctx) = s["build"].as_str() {
+            assert!(
+                root().join(ctx).join("Dockerfile").exists(),
+                "{name}: no Dockerfile"
+            );
+        }
+        // Bind mounts name files of this repository.
+        for v in s["volumes"].as_vec().into_iter().flatten() {
+            let v = v.as_str().unwrap();
+            if let Some(src) = v.split(':').next().filter(|p| p.starts_with("./")) {
+                assert!(root().join(src).exists(), "{name}: {src} does not exist");
+            }
+        }
+        if name != "mosquitto-init" {
+            assert!(!s["healthcheck"].is_badvalue(), "{name}: no health check");
+        }
+        // Every variable it takes from .env is in the example.
+        let mut all = Vec::new();
+        strings(s, &mut all);
+        for text in all {
+            let mut rest = text.as_str();
+            while let Some(at) = rest.find("${") {
+                let var: String = rest[at + 2..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    env_example
+                        .lines()
+                        .any(|l| l.starts_with(&format!("{var}="))),
+                    "{name}: ${{{var}}} is not in deploy/env.example"
+                );
+                rest = &rest[at + 2..];
+            }
+        }
+    }
+    // A multi-stage image.
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    assert!(
+        dockerfile
+            .lines()
+            .filter(|l| l.starts_with("FROM "))
+            .count()
+            >= 2
+    );
+}
+
+#[test]
+fn the_stack_sets_only_settings_the_binary_reads() {
+    let help = [
+        common::ok(&["run", "--help"]),
+        common::ok(&["bridge", "--help"]),
+        common::ok(&["config", "template"]),
+    ]
+    .concat();
+    let c = compose();
+    for (name, s) in c["services"].as_hash().unwrap() {
+        let name = name.as_str().unwrap();
+        for (k, _) in s["environment"].as_hash().into_iter().flatten() {
+            let k = k.as_str().unwrap();
+            if k.starts_with("KAIABC_") {
+                assert!(help.contains(k), "{name}: {k} is not a setting of kaiabc");
+            }
+        }
+    }
+    // The pipeline leaves MQTT → Kafka to the bridge service, which runs `kaiabc bridge`.
+    let s = &c["services"];
+    assert_eq!(
+        s["kaiabc"]["environment"]["KAIABC_NO_BRIDGE"].as_str(),
+        Some("true")
+    );
+    assert_eq!(s["bridge"]["command"][0].as_str(), Some("bridge"));
+}
+
+#[test]
+fn prometheus_config_passes_promtool_and_scrapes_the_pipeline() {
+    let promtool = std::env::var("KAIABC_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let out = Command::new(&promtool)
+        .args(["check", "config"])
+        .arg(root().join("deploy/prometheus/prometheus.yml"))
+        .output()
+        .unwrap_or_else(|e| panic!("{promtool}: {e} (scripts/services.sh installs it)"));
+    assert!(
+        out.status.success(),
+        "promtool check config: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p = yaml("deploy/prometheus/prometheus.yml");
+    let job = &p["scrape_configs"][0];
+    assert_eq!(job["metrics_path"].as_str(), Some("/metrics"));
+    assert_eq!(
+        job["static_configs"][0]["targets"][0].as_str(),
+        Some("kaiabc:8000")
+    );
+}
+
+#[test]
+fn grafana_loads_the_mounted_dashboards_from_the_provisioned_prometheus() {
+    let ds = yaml("deploy/grafana/provisioning/datasources/prometheus.yml");
+    let uid = ds["datasources"][0]["uid"].as_str().unwrap().to_string();
+    assert_eq!(
+        ds["datasources"][0]["url"].as_str(),
+        Some("http://prometheus:9090")
+    );
+    let provider = yaml("deploy/grafana/provisioning/dashboards/kaiabc.yml");
+    let path = provider["providers"][0]["options"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let c = compose();
+    let mounts: Vec<&str> = c["services"]["grafana"]["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.starts_with("./deploy/grafana/dashboards:")
+                && m.split(':').nth(1) == Some(path.as_str())),
+        "the dashboards folder is not mounted at {path}: {mounts:?}"
+    );
+    let titles: Vec<String> = dashboards()
+        .iter()
+        .flat_map(|(_, d)| d["panels"].as_array().unwrap().clone())
+        .map(|p| {
+            for t in p["targets"].as_array().unwrap() {
+                assert_eq!(
+                    t["datasource"]["uid"]
+                        .as_str()
+                        .or(p["datasource"]["uid"].as_str()),
+                    Some(uid.as_str())
+                );
+            }
+            p["title"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // The issue's list: clock state per node, KOA over 24 h, connectivity, ingest rate,
+    // consumer lag, ODE solver time, dead letters.
+    for want in [
+        "Circadian time",
+        "KOA",
+        "connectivity",
+        "Ingest rate",
+        "consumer lag",
+        "ODE solver",
+        "Dead letters",
+    ] {
+        assert!(
+            titles.iter().any(|t| t.contains(want)),
+            "no {want} panel in {titles:?}"
+        );
+    }
+}
+
+/// Mosquitto with the stack's ACL file and a password file: a node publishes to its own
+/// topic only, and reads only its own output; the server reads everyone's readings.
+#[test]
+fn mosquitto_with_the_stack_acl_holds_each_node_to_its_own_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let passwd = dir.path().join("passwd");
+    for (i, (user, pass)) in [("kaiabc-server", "s3rver"), ("n1", "key1"), ("n2", "key2")]
+        .iter()
+        .enumerate()
+    {
+        let mut args = vec!["-b"];
+        if i == 0 {
+            args.push("-c");
+        }
+        let ok = Command::new("mosquitto_passwd")
+            .args(&args)
+            .args([passwd.to_str().unwrap(), user, pass])
+            .status()
+            .expect("mosquitto_passwd (scripts/services.sh installs mosquitto)");
+        assert!(ok.success());
+    }
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
+             persistence false\n",
+            passwd.display(),
+            root().join("deploy/mosquitto/acl").display()
+        ),
+    )
+    .unwrap();
+    // Run as root, Mosquitto drops to its own user, which must read these files.
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX", dir.path().to_str().unwrap()])
+        .status();
+    let bin = ["/usr/sbin/mosquitto", "mosquitto"]
+        .into_iter()
+        .find(|b| Path::new(b).exists())
+        .unwrap_or("mosquitto");
+    let _broker = Proc(
+        Command::new(bin)
+            .args(["-c", conf.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto"),
+    );
+    wait_for_port(port, "mosquitto");
+
+    let sub = |user: &str, pass: &str, filter: &str, count: usize| {
+        Command::new("mosquitto_sub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-u",
+                user,
+                "-P",
+                pass,
+            ])
+            .args([
+                "-t",
+                filter,
+                "-C",
+                &count.to_string(),
+                "-W",
+                "3",
+                "-v",
+                "-q",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let publish = |user: &str, pass: &str, topic: &str, msg: &str| {
+        Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-u",
+                user,
+                "-P",
+                pass,
+            ])
+            .args(["-t", topic, "-m", msg, "-q", "1"])
+            .status()
+            .unwrap()
+            .success()
+    };
+    let server = sub("kaiabc-server", "s3rver", "kaiabc/sensors/+", 2);
+    let spy = sub("n2", "key2", "kaiabc/nodes/n1/output", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(publish("n1", "key1", "kaiabc/sensors/n1", "own"));
+    // Mosquitto accepts (MQTT 3.1.1 cannot refuse) but drops a publish its ACL forbids.
+    assert!(publish("n1", "key1", "kaiabc/sensors/n2", "spoof"));
+    assert!(publish("n2", "key2", "kaiabc/sensors/n2", "n2 own"));
+    assert!(publish(
+        "kaiabc-server",
+        "s3rver",
+        "kaiabc/nodes/n1/output",
+        "{}"
+    ));
+    assert!(!publish("n1", "wrong", "kaiabc/sensors/n1", "bad key"));
+    let got = String::from_utf8(server.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(got, "kaiabc/sensors/n1 own\nkaiabc/sensors/n2 n2 own\n");
+    let spied = String::from_utf8(spy.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(spied, "", "n2 read n1's output");
+}
