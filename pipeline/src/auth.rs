@@ -191,7 +191,7 @@ pub struct NodeRecord {
 }
 
 /// What registering a node takes.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     /// The node id (`[A-Za-z0-9_-]{1,64}`).

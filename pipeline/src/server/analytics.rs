@@ -17,9 +17,9 @@ use crate::dataflow::live::Inbound;
 
 type Response = warp::reply::Response;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RangeQuery {
+pub(super) struct RangeQuery {
     node_id: Option<String>,
     start: Option<String>,
     end: Option<String>,
@@ -219,9 +219,9 @@ async fn entrainment_efficiency(api: Arc<Api>, q: RangeQuery) -> Result<Response
     .into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct BulkStatesQuery {
+pub(super) struct BulkStatesQuery {
     /// Comma-separated node ids (every node without it).
     node_ids: Option<String>,
     start: Option<String>,

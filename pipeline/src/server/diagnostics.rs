@@ -12,9 +12,9 @@ use warp::{Filter, Reply};
 use super::{at, body, error_body, Api, Route};
 use crate::auth::Principal;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct LogQuery {
+pub(super) struct LogQuery {
     /// The least severe level wanted: error, warn, info (default), debug, trace.
     level: Option<String>,
     limit: Option<usize>,

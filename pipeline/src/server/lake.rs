@@ -12,7 +12,7 @@ use warp::Reply;
 
 use super::{error_body, Api};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(super) struct HistoryQuery {
     node_id: Option<String>,
     start: Option<String>,
@@ -22,7 +22,7 @@ pub(super) struct HistoryQuery {
     cursor: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(super) struct ExportQuery {
     node_id: Option<String>,
     start: Option<String>,

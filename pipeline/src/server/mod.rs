@@ -23,6 +23,7 @@ mod analytics;
 mod control;
 mod diagnostics;
 mod lake;
+mod openapi;
 mod settings;
 mod shift;
 
@@ -84,7 +85,7 @@ fn invalid_node_id(node: &str) -> Option<warp::reply::Response> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct StateQuery {
     node_id: Option<String>,
 }
@@ -174,6 +175,7 @@ pub const ENDPOINTS: &[(&str, &str, Access)] = &[
     ("GET", "/v1/diagnostics/health-check", RESEARCHER),
     ("GET", "/v1/config/templates", OBSERVER),
     ("POST", "/v1/config/validate", RESEARCHER),
+    ("GET", "/v1/openapi.json", Access::Public),
 ];
 
 const OBSERVER: Access = Access::AtLeast(Role::Observer);
@@ -413,6 +415,15 @@ pub fn routes(
                 .boxed(),
         );
     }
+    {
+        // Built once: the document depends only on the code.
+        let doc = Arc::new(openapi::document());
+        all.push(
+            at(&api, "GET", "/v1/openapi.json")
+                .map(move |_: Principal| warp::reply::json(&*doc).into_response())
+                .boxed(),
+        );
+    }
     all.push(lake_get(&api, "/v1/oscillator/history", history));
     all.push(lake_get(&api, "/v1/analytics/export", export));
     {
@@ -518,6 +529,7 @@ pub fn routes(
     all.extend(shift::routes(&api));
     all.extend(analytics::routes(&api));
     all.extend(diagnostics::routes(&api));
+    all.push(wrong_method());
     let all = all
         .into_iter()
         .reduce(|a, b| a.or(b).unify().boxed())
@@ -541,6 +553,35 @@ pub fn routes(
             }
             resp
         })
+}
+
+/// 405 with `Allow` (RFC 9110 §15.5.6) for a known path asked with a method it does not serve.
+/// Other requests it leaves to the routes' own rejections, which outrank its not-found.
+fn wrong_method() -> Route {
+    warp::method()
+        .and(warp::path::full())
+        .and_then(
+            |m: warp::http::Method, p: warp::path::FullPath| async move {
+                let allowed: Vec<&str> = ENDPOINTS
+                    .iter()
+                    .filter(|(_, path, _)| *path == p.as_str())
+                    .map(|(method, _, _)| *method)
+                    .collect();
+                if allowed.is_empty() || allowed.contains(&m.as_str()) {
+                    return Err(warp::reject::not_found());
+                }
+                let mut resp = error_body(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "METHOD_NOT_ALLOWED",
+                    format!("{} serves {}", p.as_str(), allowed.join(", ")),
+                );
+                if let Ok(v) = warp::http::HeaderValue::from_str(&allowed.join(", ")) {
+                    resp.headers_mut().insert("allow", v);
+                }
+                Ok(resp)
+            },
+        )
+        .boxed()
 }
 
 /// Takes a request from its credential's bucket (requests without one are not limited: they

@@ -16,7 +16,7 @@ use super::{at, body, control, error_body, Api, Route};
 use crate::auth::Principal;
 
 /// `?node_id=`: a node's settings, or the shared ones without it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NodeQuery {
     pub(super) node_id: Option<String>,

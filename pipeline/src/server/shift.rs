@@ -27,9 +27,9 @@ pub struct PrcCache {
 /// Curves kept at most; the cache is cleared when full (inputs rarely vary).
 const CACHE_CURVES: usize = 256;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PrcQuery {
+pub(super) struct PrcQuery {
     node_id: Option<String>,
     delta_k: Option<f64>,
     duration_minutes: Option<f64>,
@@ -37,9 +37,9 @@ struct PrcQuery {
     settle_cycles: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ShiftRequest {
+pub(super) struct ShiftRequest {
     node_id: String,
     /// The shift wanted (h, advance positive), within ±12.
     target_shift_hours: f64,
@@ -67,7 +67,7 @@ fn default_settle() -> u32 {
     3
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum Direction {
     Warm,

@@ -1,0 +1,568 @@
+//! The OpenAPI 3.1 document of the API, served at `/v1/openapi.json`: built from the route
+//! table ([`ENDPOINTS`]) and the handlers' own request types, so it cannot drift from them.
+
+use schemars::generate::SchemaSettings;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde_json::{json, Map, Value};
+
+use super::{Access, ENDPOINTS};
+use crate::auth::Role;
+
+/// Builds a schema (a reference into `components/schemas` where the type has a name).
+type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+fn of<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
+    g.subschema_for::<T>()
+}
+
+/// What a request carries in its body.
+enum Body {
+    /// JSON of this schema.
+    Json(SchemaFn),
+    /// JSON of this schema plus the `node_id` the settings endpoints take with it.
+    WithNode(SchemaFn),
+    /// One reading, an array of them, or `{"readings": [...]}`.
+    Readings,
+    /// A config file (TOML text).
+    Toml,
+}
+
+/// What a successful answer carries.
+enum Reply {
+    /// JSON of this schema.
+    Typed(SchemaFn),
+    /// A JSON object whose fields the description names.
+    Object,
+    /// Prometheus text.
+    Metrics,
+    /// CSV, JSON or Parquet, by `format`.
+    Export,
+    /// A WebSocket upgrade.
+    Upgrade,
+}
+
+/// One operation's documentation.
+struct Op {
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    query: Option<SchemaFn>,
+    body: Option<Body>,
+    status: u16,
+    reply: Reply,
+}
+
+const fn op(method: &'static str, path: &'static str, summary: &'static str) -> Op {
+    Op {
+        method,
+        path,
+        summary,
+        query: None,
+        body: None,
+        status: 200,
+        reply: Reply::Object,
+    }
+}
+
+impl Op {
+    const fn query(mut self, q: SchemaFn) -> Self {
+        self.query = Some(q);
+        self
+    }
+    const fn body(mut self, b: Body) -> Self {
+        self.body = Some(b);
+        self
+    }
+    const fn status(mut self, s: u16) -> Self {
+        self.status = s;
+        self
+    }
+    const fn reply(mut self, r: Reply) -> Self {
+        self.reply = r;
+        self
+    }
+}
+
+use super::analytics::{BulkStatesQuery, RangeQuery};
+use super::control::{NodeBody, OverrideBody};
+use super::diagnostics::LogQuery;
+use super::lake::{ExportQuery, HistoryQuery};
+use super::settings::NodeQuery;
+use super::shift::{PrcQuery, ShiftRequest};
+use super::StateQuery;
+use kaiabc_schemas::{
+    EntrainmentPatch, FilterPatch, MappingPatch, OscillatorState, SensorReading, SimulationPatch,
+};
+
+/// Every operation, in the order of [`ENDPOINTS`].
+fn ops() -> Vec<Op> {
+    use Body::*;
+    use Reply::*;
+    vec![
+        op("GET", "/v1/health", "Liveness and the pipeline's figures"),
+        op("GET", "/metrics", "Prometheus metrics").reply(Metrics),
+        op("GET", "/v1/oscillator/state", "A node's latest clock state")
+            .query(of::<StateQuery>)
+            .reply(Typed(of::<OscillatorState>)),
+        op(
+            "GET",
+            "/v1/oscillator/history",
+            "A node's states from the lake, downsampled by `resolution`, paged by `cursor`",
+        )
+        .query(of::<HistoryQuery>),
+        op(
+            "GET",
+            "/v1/ws",
+            "WebSocket: subscribe to state, reading, output, alert and phase-shift streams",
+        )
+        .status(101)
+        .reply(Upgrade),
+        op(
+            "GET",
+            "/v1/analytics/export",
+            "Readings, states or rhythms of a range as CSV, JSON or Parquet",
+        )
+        .query(of::<ExportQuery>)
+        .reply(Export),
+        op(
+            "GET",
+            "/v1/diagnostics/performance",
+            "Throughput, latency and resource figures",
+        ),
+        op(
+            "GET",
+            "/v1/sensors/nodes",
+            "The registered nodes with status and last seen",
+        ),
+        op(
+            "POST",
+            "/v1/sensors/nodes",
+            "Register a node: its API key and MQTT login",
+        )
+        .body(Json(of::<crate::auth::Registration>))
+        .status(201),
+        op(
+            "POST",
+            "/v1/oscillator/reset",
+            "Reset a node's clock to its initial condition",
+        )
+        .body(Json(of::<NodeBody>))
+        .status(202),
+        op("POST", "/v1/simulation/pause", "Pause a node's clock")
+            .body(Json(of::<NodeBody>))
+            .status(202),
+        op("POST", "/v1/simulation/resume", "Resume a node's clock")
+            .body(Json(of::<NodeBody>))
+            .status(202),
+        op(
+            "POST",
+            "/v1/output/manual-override",
+            "Hold a node's PWM duty, or release it with null",
+        )
+        .body(Json(of::<OverrideBody>))
+        .status(202),
+        op(
+            "POST",
+            "/v1/sensors/temperature",
+            "Submit one reading with the node's API key",
+        )
+        .body(Json(of::<SensorReading>))
+        .status(202),
+        op(
+            "POST",
+            "/v1/sensors/batch",
+            "Submit readings with the node's API key; per-reading rejections",
+        )
+        .body(Readings)
+        .status(202),
+        op(
+            "GET",
+            "/v1/entrainment/parameters",
+            "A node's (or the shared) temperature-dependence parameters",
+        )
+        .query(of::<NodeQuery>),
+        op(
+            "PUT",
+            "/v1/entrainment/parameters",
+            "Change a node's temperature-dependence parameters",
+        )
+        .body(WithNode(of::<EntrainmentPatch>))
+        .status(202),
+        op(
+            "GET",
+            "/v1/entrainment/prc",
+            "The model's phase response curve for a temperature step",
+        )
+        .query(of::<PrcQuery>),
+        op(
+            "POST",
+            "/v1/entrainment/phase-shift",
+            "Plan (and send) a temperature step for a wanted phase shift",
+        )
+        .body(Json(of::<ShiftRequest>))
+        .status(202),
+        op(
+            "GET",
+            "/v1/simulation/config",
+            "A node's simulation settings and the shared integrator settings",
+        )
+        .query(of::<NodeQuery>),
+        op(
+            "PUT",
+            "/v1/simulation/config",
+            "Change a node's simulation settings",
+        )
+        .body(WithNode(of::<SimulationPatch>))
+        .status(202),
+        op("GET", "/v1/output/koa", "A node's KOA output and PWM duty").query(of::<NodeQuery>),
+        op(
+            "GET",
+            "/v1/output/mapping",
+            "A node's (or the shared) KOA to PWM mapping",
+        )
+        .query(of::<NodeQuery>),
+        op(
+            "PUT",
+            "/v1/output/mapping",
+            "Change a node's KOA to PWM mapping",
+        )
+        .body(WithNode(of::<MappingPatch>))
+        .status(202),
+        op("GET", "/v1/filter/state", "A node's Kalman filter state").query(of::<NodeQuery>),
+        op(
+            "GET",
+            "/v1/filter/parameters",
+            "A node's (or the shared) Kalman filter parameters",
+        )
+        .query(of::<NodeQuery>),
+        op(
+            "PUT",
+            "/v1/filter/parameters",
+            "Change a node's Kalman filter parameters",
+        )
+        .body(WithNode(of::<FilterPatch>))
+        .status(202),
+        op("POST", "/v1/filter/reset", "Reset a node's Kalman filter")
+            .body(Json(of::<NodeBody>))
+            .status(202),
+        op(
+            "GET",
+            "/v1/analytics/period-stability",
+            "Period estimates of a range and their spread",
+        )
+        .query(of::<RangeQuery>),
+        op(
+            "GET",
+            "/v1/analytics/entrainment-efficiency",
+            "How closely a node's clock follows its environment",
+        )
+        .query(of::<RangeQuery>),
+        op(
+            "POST",
+            "/v1/bulk/sensor-readings",
+            "Admin upload of readings of any nodes",
+        )
+        .body(Readings)
+        .status(202),
+        op(
+            "GET",
+            "/v1/bulk/oscillator-states",
+            "States of many nodes, paged, or each node's latest",
+        )
+        .query(of::<BulkStatesQuery>),
+        op("GET", "/v1/diagnostics/logs", "Recent log lines").query(of::<LogQuery>),
+        op(
+            "GET",
+            "/v1/diagnostics/health-check",
+            "Checks of the lake, the dataflow and the broker",
+        ),
+        op("GET", "/v1/config/templates", "Config file templates"),
+        op("POST", "/v1/config/validate", "Check a config file").body(Toml),
+        op("GET", "/v1/openapi.json", "This document"),
+    ]
+}
+
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::Admin => "admin",
+        Role::Researcher => "researcher",
+        Role::Observer => "observer",
+    }
+}
+
+/// The security requirement and the sentence on who may call.
+fn security(a: Access) -> (Value, String) {
+    match a {
+        Access::Public => (json!([]), "Anyone.".into()),
+        Access::AtLeast(r) => (
+            json!([{ "bearerAuth": [] }]),
+            format!("A bearer token of role {} or above.", role_name(r)),
+        ),
+        Access::Node => (
+            json!([{ "nodeKey": [] }]),
+            "A node's API key (`X-API-Key`), for its own node only.".into(),
+        ),
+        Access::OwnNodeOr(r) => (
+            json!([{ "bearerAuth": [] }, { "nodeKey": [] }]),
+            format!(
+                "A bearer token of role {} or above, or a node's API key for its own node.",
+                role_name(r)
+            ),
+        ),
+    }
+}
+
+/// Query parameters from a query type's properties.
+fn parameters(g: &mut SchemaGenerator, q: SchemaFn) -> Value {
+    let schema = q(g);
+    let resolved = resolve(g, schema.as_value());
+    let required: Vec<&str> = resolved["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    if let Some(props) = resolved["properties"].as_object() {
+        for (name, s) in props {
+            let mut s = s.clone();
+            let description = s
+                .as_object_mut()
+                .and_then(|o| o.remove("description"))
+                .unwrap_or(Value::Null);
+            let mut p = json!({
+                "name": name,
+                "in": "query",
+                "required": required.contains(&name.as_str()),
+                "schema": s,
+            });
+            if !description.is_null() {
+                p["description"] = description;
+            }
+            out.push(p);
+        }
+    }
+    Value::Array(out)
+}
+
+/// A schema with a top-level `$ref` replaced by its definition.
+fn resolve(g: &SchemaGenerator, s: &Value) -> Value {
+    match s.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let name = r.rsplit('/').next().unwrap_or_default();
+            g.definitions().get(name).cloned().unwrap_or(Value::Null)
+        }
+        None => s.clone(),
+    }
+}
+
+fn request_body(g: &mut SchemaGenerator, b: &Body) -> Value {
+    let (mime, schema) = match b {
+        Body::Json(f) => ("application/json", f(g).to_value()),
+        Body::WithNode(f) => {
+            // The patch's own fields plus node_id, in one object: an `allOf` of two closed
+            // objects would admit no body at all.
+            let patch = f(g);
+            let mut merged = resolve(g, patch.as_value());
+            merged["properties"]["node_id"] = json!({ "type": "string", "minLength": 1 });
+            let mut required = merged["required"].as_array().cloned().unwrap_or_default();
+            required.push(json!("node_id"));
+            merged["required"] = Value::Array(required);
+            // At least one field to change besides the node.
+            merged["minProperties"] = json!(2);
+            ("application/json", merged)
+        }
+        Body::Readings => {
+            let one = of::<SensorReading>(g).to_value();
+            (
+                "application/json",
+                json!({
+                    "oneOf": [
+                        one,
+                        { "type": "array", "items": one },
+                        {
+                            "type": "object",
+                            "properties": { "readings": { "type": "array", "items": one } },
+                            "required": ["readings"],
+                        },
+                    ],
+                }),
+            )
+        }
+        Body::Toml => ("application/toml", json!({ "type": "string" })),
+    };
+    json!({ "required": true, "content": { mime: { "schema": schema } } })
+}
+
+fn success(g: &mut SchemaGenerator, o: &Op) -> Value {
+    let content = match &o.reply {
+        Reply::Typed(f) => json!({ "application/json": { "schema": f(g).to_value() } }),
+        Reply::Object => json!({ "application/json": { "schema": { "type": "object" } } }),
+        Reply::Metrics => json!({ "text/plain": { "schema": { "type": "string" } } }),
+        Reply::Export => json!({
+            "text/csv": { "schema": { "type": "string" } },
+            "application/json": { "schema": { "type": "array", "items": { "type": "object" } } },
+            "application/vnd.apache.parquet": {
+                "schema": { "type": "string", "format": "binary" }
+            },
+        }),
+        Reply::Upgrade => {
+            return json!({ "description": "Switching Protocols: the WebSocket is open" })
+        }
+    };
+    json!({ "description": o.summary, "content": content })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut settings = SchemaSettings::draft2020_12();
+    settings.definitions_path = "/components/schemas".into();
+    settings.meta_schema = None;
+    let mut g = settings.into_generator();
+    let ops = ops();
+    let mut paths = Map::new();
+    for o in &ops {
+        let access = ENDPOINTS
+            .iter()
+            .find(|(m, p, _)| *m == o.method && *p == o.path)
+            .map(|(_, _, a)| *a)
+            .unwrap_or_else(|| panic!("{} {} is documented but not routed", o.method, o.path));
+        let (security, who) = security(access);
+        let mut operation = json!({
+            "summary": o.summary,
+            "description": who,
+            "operationId": format!("{} {}", o.method, o.path),
+            "security": security,
+            "responses": {
+                o.status.to_string(): success(&mut g, o),
+                "default": {
+                    "description": "An error: the specification's error body",
+                    "content": { "application/json": {
+                        "schema": { "$ref": "#/components/schemas/ErrorBody" }
+                    } },
+                },
+            },
+        });
+        if let Some(q) = o.query {
+            operation["parameters"] = parameters(&mut g, q);
+        }
+        if let Some(b) = &o.body {
+            operation["requestBody"] = request_body(&mut g, b);
+        }
+        let item = paths.entry(o.path.to_string()).or_insert_with(|| json!({}));
+        item[o.method.to_ascii_lowercase()] = operation;
+    }
+    let mut schemas = g.take_definitions(true);
+    schemas.insert(
+        "ErrorBody".into(),
+        json!({
+            "type": "object",
+            "required": ["error"],
+            "properties": { "error": {
+                "type": "object",
+                "required": ["code", "message", "timestamp", "request_id"],
+                "properties": {
+                    "code": { "type": "string" },
+                    "message": { "type": "string" },
+                    "timestamp": { "type": "string", "format": "date-time" },
+                    "request_id": { "type": "string" },
+                },
+            } },
+        }),
+    );
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "KaiABC Stream API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Per-node KaiABC circadian clocks driven by live sensor data.",
+        },
+        "servers": [{ "url": "/" }],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearerAuth": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
+                "nodeKey": { "type": "apiKey", "in": "header", "name": "X-API-Key" },
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every route is documented once, with its method, and nothing else is.
+    #[test]
+    fn every_route_is_in_the_document_and_only_those() {
+        let doc = document();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut documented = 0;
+        for (path, item) in paths {
+            for (method, _) in item.as_object().unwrap() {
+                let m = method.to_ascii_uppercase();
+                assert!(
+                    ENDPOINTS.iter().any(|(em, ep, _)| *em == m && ep == path),
+                    "{m} {path} is documented but not routed"
+                );
+                documented += 1;
+            }
+        }
+        for (m, p, access) in ENDPOINTS {
+            let op = &doc["paths"][p][m.to_ascii_lowercase()];
+            assert!(op.is_object(), "{m} {p} is routed but not documented");
+            assert_eq!(op["security"], security(*access).0, "{m} {p}");
+        }
+        assert_eq!(documented, ENDPOINTS.len());
+    }
+
+    /// Every `$ref` points at a schema the document holds.
+    #[test]
+    fn references_resolve() {
+        fn walk(v: &Value, doc: &Value, seen: &mut usize) {
+            match v {
+                Value::Object(o) => {
+                    if let Some(Value::String(r)) = o.get("$ref") {
+                        let target = doc.pointer(r.trim_start_matches('#'));
+                        assert!(target.is_some_and(Value::is_object), "{r} does not resolve");
+                        *seen += 1;
+                    }
+                    o.values().for_each(|x| walk(x, doc, seen));
+                }
+                Value::Array(a) => a.iter().for_each(|x| walk(x, doc, seen)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        let mut seen = 0;
+        walk(&doc, &doc, &mut seen);
+        assert!(seen > 10, "{seen} references");
+    }
+
+    /// Query parameters come from the handlers' own query types: a field added there shows
+    /// up here.
+    #[test]
+    fn parameters_are_the_query_types_fields() {
+        let doc = document();
+        let names = |path: &str| -> Vec<String> {
+            doc["paths"][path]["get"]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let mut h = names("/v1/oscillator/history");
+        h.sort();
+        assert_eq!(
+            h,
+            ["cursor", "end", "limit", "node_id", "resolution", "start"]
+        );
+        assert_eq!(names("/v1/oscillator/state"), ["node_id"]);
+        let shift = &doc["paths"]["/v1/entrainment/phase-shift"]["post"]["requestBody"];
+        let r = shift["content"]["application/json"]["schema"]["$ref"]
+            .as_str()
+            .unwrap();
+        let req = doc.pointer(r.trim_start_matches('#')).unwrap();
+        assert_eq!(req["required"], json!(["node_id", "target_shift_hours"]));
+    }
+}
