@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every Rust test (unit, integration, property, doc,
-# CLI end-to-end), and a check that the committed Python reference values still come out of
-# their generator scripts. Installs what it needs (a Python venv outside the clone).
+# CLI end-to-end), a check that the committed Python reference values still come out of
+# their generator scripts, Schemathesis against the OpenAPI document, and the firmware. Installs what it needs (a Python venv outside the clone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,9 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 step "Python reference values are reproducible (SciPy LSODA, astropy)"
 py="$(./scripts/pyenv.sh)"
 "$py" scripts/check_references.py
+
+step "the API against its OpenAPI document (Schemathesis, a live kaiabc run)"
+./scripts/schemathesis.sh
 
 step "firmware on real interpreters (MicroPython Unix port, Lua 5.1 and 5.3)"
 ./firmware/test.sh

@@ -20,8 +20,12 @@ type Response = warp::reply::Response;
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RangeQuery {
+    #[schemars(required)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     node_id: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     start: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     end: Option<String>,
 }
 
@@ -223,10 +227,16 @@ async fn entrainment_efficiency(api: Arc<Api>, q: RangeQuery) -> Result<Response
 #[serde(deny_unknown_fields)]
 pub(super) struct BulkStatesQuery {
     /// Comma-separated node ids (every node without it).
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}(,[A-Za-z0-9_-]{1,64})*$"))]
     node_ids: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     start: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     end: Option<String>,
+    #[schemars(range(min = 1, max = 10_000))]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[schemars(pattern(r"^[0-9]{1,19}$"))]
     cursor: Option<String>,
     /// `true`: each node's latest state, from memory, instead of the lake.
     latest: Option<bool>,

@@ -71,15 +71,19 @@ impl ControlLog {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NodeBody {
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     node_id: String,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct OverrideBody {
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     node_id: String,
-    /// The duty to hold (0–255), or null to follow the clock again.
-    pwm: Option<u8>,
+    /// The duty to hold (0–255), or null to follow the clock again. Read as a number, so
+    /// `171.0` is taken like `171` (JSON does not tell them apart).
+    #[schemars(with = "Option<u8>")]
+    pwm: Option<f64>,
 }
 
 /// Which endpoint: the action it issues, from the request body.
@@ -154,7 +158,14 @@ pub(super) fn issue(
     let bad = |m: String| error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m);
     let (node_id, action) = match endpoint {
         Endpoint::ManualOverride => match serde_json::from_slice::<OverrideBody>(body) {
-            Ok(b) => (b.node_id, ControlAction::ManualOverride { pwm: b.pwm }),
+            Ok(b) => {
+                let pwm = match b.pwm {
+                    None => None,
+                    Some(d) if d.fract() == 0.0 && (0.0..=255.0).contains(&d) => Some(d as u8),
+                    Some(d) => return bad(format!("pwm must be a whole number 0-255, got {d}")),
+                };
+                (b.node_id, ControlAction::ManualOverride { pwm })
+            }
             Err(e) => {
                 return bad(format!(
                     "expected {{\"node_id\", \"pwm\": 0-255 or null}}: {e}"

@@ -16,7 +16,9 @@ use crate::auth::Principal;
 #[serde(deny_unknown_fields)]
 pub(super) struct LogQuery {
     /// The least severe level wanted: error, warn, info (default), debug, trace.
+    #[schemars(extend("enum" = ["error", "warn", "info", "debug", "trace"]))]
     level: Option<String>,
+    #[schemars(range(min = 0))]
     limit: Option<usize>,
 }
 
@@ -162,6 +164,13 @@ fn templates() -> warp::reply::Response {
 
 /// `POST /v1/config/validate`: a config file (TOML) checked as `kaiabc run` would read it.
 fn validate(body: &[u8]) -> warp::reply::Response {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return error_body(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PAYLOAD",
+            "send the config file (TOML) as the body",
+        );
+    }
     let Ok(text) = std::str::from_utf8(body) else {
         return error_body(
             StatusCode::BAD_REQUEST,

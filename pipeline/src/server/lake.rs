@@ -14,21 +14,37 @@ use super::{error_body, Api};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(super) struct HistoryQuery {
+    #[schemars(required)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     node_id: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     start: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     end: Option<String>,
+    #[schemars(extend("enum" = ["raw", "1m", "5m", "15m", "1h", "6h", "1d"]))]
     resolution: Option<String>,
+    #[schemars(range(min = 1, max = 10_000))]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[schemars(pattern(r"^[0-9]{1,19}$"))]
     cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(super) struct ExportQuery {
+    #[schemars(required)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     node_id: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     start: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
     end: Option<String>,
+    /// Time buckets (states only; readings and rhythms are exported raw).
+    #[schemars(extend("enum" = ["raw", "1m", "5m", "15m", "1h", "6h", "1d"]))]
     resolution: Option<String>,
+    #[schemars(extend("enum" = ["csv", "json", "parquet"]))]
     format: Option<String>,
+    #[schemars(extend("enum" = ["states", "readings", "rhythms"]))]
     data: Option<String>,
 }
 

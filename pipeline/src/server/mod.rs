@@ -87,6 +87,7 @@ fn invalid_node_id(node: &str) -> Option<warp::reply::Response> {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct StateQuery {
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     node_id: Option<String>,
 }
 
@@ -759,7 +760,15 @@ fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::reply::Re
         Ok(serde_json::Value::Array(v)) if kind == "batch" => v,
         Ok(serde_json::Value::Object(o)) if kind == "batch" => match o.get("readings") {
             Some(serde_json::Value::Array(v)) => v.clone(),
-            _ => vec![serde_json::Value::Object(o)],
+            // A batch whose `readings` is not a list is a mistake, not a reading.
+            Some(_) => {
+                return error_body(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_PAYLOAD",
+                    "readings must be an array of readings",
+                )
+            }
+            None => vec![serde_json::Value::Object(o)],
         },
         Ok(v @ serde_json::Value::Object(_)) => vec![v],
         Ok(_) => {
@@ -909,6 +918,22 @@ fn rejection(r: Rejection) -> warp::reply::Response {
         error_body(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
     } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
         error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", e.to_string())
+    } else if r.find::<warp::ws::MissingConnectionUpgrade>().is_some() {
+        error_body(
+            StatusCode::BAD_REQUEST,
+            "INVALID_REQUEST",
+            "/v1/ws takes a WebSocket upgrade (Connection: upgrade, Upgrade: websocket)",
+        )
+    } else if let Some(e) = r.find::<warp::reject::MissingHeader>() {
+        error_body(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string())
+    } else if let Some(e) = r.find::<warp::reject::InvalidHeader>() {
+        error_body(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string())
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        error_body(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            "the body is larger than this endpoint takes",
+        )
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
         error_body(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -1036,6 +1061,86 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The edges Schemathesis found, answered with the error body and the right status: a
+    /// GET of the WebSocket without an upgrade (was a 500), a method a path does not serve
+    /// (405 with `Allow`), an empty config file, a batch whose `readings` is not a list; and a
+    /// duty written as `171.0` is taken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn protocol_edges_get_clear_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _rx) = test_api(dir.path());
+        let filter = routes(Arc::clone(&api));
+        let admin = api
+            .jwt
+            .mint("edges", Role::Admin, std::time::Duration::from_secs(600))
+            .unwrap();
+        let bearer = format!("Bearer {admin}");
+        let call = |method: &str, path: &str, body: &str, auth: &str| {
+            let r = warp::test::request()
+                .method(method)
+                .path(path)
+                .header("authorization", auth)
+                .body(body);
+            let f = filter.clone();
+            async move { r.reply(&f).await }
+        };
+        let code = |resp: &warp::http::Response<bytes::Bytes>| -> String {
+            let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap_or_default();
+            v["error"]["code"].as_str().unwrap_or("").to_string()
+        };
+        let ws = call("GET", "/v1/ws", "", &bearer).await;
+        assert_eq!(
+            (ws.status().as_u16(), code(&ws).as_str()),
+            (400, "INVALID_REQUEST")
+        );
+        let wrong = call("DELETE", "/v1/oscillator/state", "", &bearer).await;
+        assert_eq!(wrong.status().as_u16(), 405);
+        assert_eq!(wrong.headers()["allow"], "GET");
+        let put = call("PATCH", "/v1/output/mapping", "", &bearer).await;
+        assert_eq!(put.headers()["allow"], "GET, PUT");
+        let empty = call("POST", "/v1/config/validate", " \n", &bearer).await;
+        assert_eq!(
+            (empty.status().as_u16(), code(&empty).as_str()),
+            (400, "INVALID_PAYLOAD")
+        );
+        let (_, key) = api
+            .registry
+            .register(crate::auth::Registration {
+                node_id: "e1".into(),
+                name: None,
+                location: None,
+                sensor_type: None,
+            })
+            .unwrap();
+        let batch = warp::test::request()
+            .method("POST")
+            .path("/v1/sensors/batch")
+            .header("x-api-key", key)
+            .body(r#"{"readings": {}}"#)
+            .reply(&filter)
+            .await;
+        assert_eq!(
+            (batch.status().as_u16(), code(&batch).as_str()),
+            (400, "INVALID_PAYLOAD")
+        );
+        let held = call(
+            "POST",
+            "/v1/output/manual-override",
+            r#"{"node_id": "e1", "pwm": 171.0}"#,
+            &bearer,
+        )
+        .await;
+        assert_eq!(held.status().as_u16(), 202, "{:?}", held.body());
+        let half = call(
+            "POST",
+            "/v1/output/manual-override",
+            r#"{"node_id": "e1", "pwm": 17.5}"#,
+            &bearer,
+        )
+        .await;
+        assert_eq!(half.status().as_u16(), 400);
     }
 
     /// Building the routes looks up every endpoint's rule in [`ENDPOINTS`]; a route missing

@@ -21,8 +21,8 @@ enum Body {
     Json(SchemaFn),
     /// JSON of this schema plus the `node_id` the settings endpoints take with it.
     WithNode(SchemaFn),
-    /// One reading, an array of them, or `{"readings": [...]}`.
-    Readings,
+    /// An array of readings or `{"readings": [...]}`; with `true`, one reading too.
+    Readings(bool),
     /// A config file (TOML text).
     Toml,
 }
@@ -39,6 +39,8 @@ enum Reply {
     Export,
     /// A WebSocket upgrade.
     Upgrade,
+    /// The config check: 200 when valid, 422 with the errors when not.
+    Validation,
 }
 
 /// One operation's documentation.
@@ -173,7 +175,7 @@ fn ops() -> Vec<Op> {
             "/v1/sensors/batch",
             "Submit readings with the node's API key; per-reading rejections",
         )
-        .body(Readings)
+        .body(Readings(true))
         .status(202),
         op(
             "GET",
@@ -262,7 +264,7 @@ fn ops() -> Vec<Op> {
             "/v1/bulk/sensor-readings",
             "Admin upload of readings of any nodes",
         )
-        .body(Readings)
+        .body(Readings(false))
         .status(202),
         op(
             "GET",
@@ -277,7 +279,9 @@ fn ops() -> Vec<Op> {
             "Checks of the lake, the dataflow and the broker",
         ),
         op("GET", "/v1/config/templates", "Config file templates"),
-        op("POST", "/v1/config/validate", "Check a config file").body(Toml),
+        op("POST", "/v1/config/validate", "Check a config file")
+            .body(Toml)
+            .reply(Validation),
         op("GET", "/v1/openapi.json", "This document"),
     ]
 }
@@ -370,24 +374,36 @@ fn request_body(g: &mut SchemaGenerator, b: &Body) -> Value {
             merged["minProperties"] = json!(2);
             ("application/json", merged)
         }
-        Body::Readings => {
+        Body::Readings(single) => {
+            // Each item is checked on its own: a bad one is answered in `rejected` (and kept
+            // in the dead letters) while the others are taken, so items may be any JSON.
             let one = of::<SensorReading>(g).to_value();
-            (
-                "application/json",
+            let item = json!({
+                "description": "A reading; one that is not valid is rejected alone",
+                "anyOf": [one.clone(), {}],
+            });
+            let mut shapes = vec![
+                json!({ "type": "array", "items": item }),
                 json!({
-                    "oneOf": [
-                        one,
-                        { "type": "array", "items": one },
-                        {
-                            "type": "object",
-                            "properties": { "readings": { "type": "array", "items": one } },
-                            "required": ["readings"],
-                        },
-                    ],
+                    "type": "object",
+                    "properties": { "readings": { "type": "array", "items": item } },
+                    "required": ["readings"],
                 }),
-            )
+            ];
+            if *single {
+                // One reading on its own, checked as the items are.
+                shapes.push(json!({
+                    "type": "object",
+                    "not": { "required": ["readings"] },
+                    "description": "One reading; one that is not valid is rejected alone",
+                }));
+            }
+            ("application/json", json!({ "anyOf": shapes }))
         }
-        Body::Toml => ("application/toml", json!({ "type": "string" })),
+        Body::Toml => (
+            "text/plain",
+            json!({ "type": "string", "minLength": 1, "description": "A config file (TOML)" }),
+        ),
     };
     json!({ "required": true, "content": { mime: { "schema": schema } } })
 }
@@ -407,8 +423,22 @@ fn success(g: &mut SchemaGenerator, o: &Op) -> Value {
         Reply::Upgrade => {
             return json!({ "description": "Switching Protocols: the WebSocket is open" })
         }
+        Reply::Validation => json!({ "application/json": { "schema": validation() } }),
     };
     json!({ "description": o.summary, "content": content })
+}
+
+/// The answer of `/v1/config/validate`, valid or not.
+fn validation() -> Value {
+    json!({
+        "type": "object",
+        "required": ["valid", "errors"],
+        "properties": {
+            "valid": { "type": "boolean" },
+            "keys": { "type": "array", "items": { "type": "string" } },
+            "errors": { "type": "array", "items": { "type": "string" } },
+        },
+    })
 }
 
 /// The whole document.
@@ -441,6 +471,12 @@ pub fn document() -> Value {
                 },
             },
         });
+        if matches!(o.reply, Reply::Validation) {
+            operation["responses"]["422"] = json!({
+                "description": "The file is not a valid config: the errors",
+                "content": { "application/json": { "schema": validation() } },
+            });
+        }
         if let Some(q) = o.query {
             operation["parameters"] = parameters(&mut g, q);
         }

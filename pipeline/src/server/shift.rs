@@ -30,16 +30,23 @@ const CACHE_CURVES: usize = 256;
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PrcQuery {
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     node_id: Option<String>,
+    /// The step (K), within ±30 K, so the pulse stays within 150–400 K.
+    #[schemars(range(min = -30.0, max = 30.0))]
     delta_k: Option<f64>,
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 720))]
     duration_minutes: Option<f64>,
+    #[schemars(range(min = 1, max = 288))]
     resolution: Option<usize>,
+    #[schemars(range(min = 2, max = 40))]
     settle_cycles: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ShiftRequest {
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
     node_id: String,
     /// The shift wanted (h, advance positive), within ±12.
     target_shift_hours: f64,
