@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every Rust test (unit, integration, property, doc,
 # CLI end-to-end), a check that the committed Python reference values still come out of
-# their generator scripts, Schemathesis against the OpenAPI document, and the firmware. Installs what it needs (a Python venv outside the clone).
+# their generator scripts, Schemathesis against the OpenAPI document, the dashboard in
+# Chromium, and the firmware. Installs what it needs (a Python venv outside the clone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,9 @@ py="$(./scripts/pyenv.sh)"
 
 step "the API against its OpenAPI document (Schemathesis, a live kaiabc run)"
 ./scripts/schemathesis.sh
+
+step "the dashboard in a real browser (headless Chromium, WebDriver)"
+./scripts/dashboard.sh
 
 step "firmware on real interpreters (MicroPython Unix port, Lua 5.1 and 5.3)"
 ./firmware/test.sh

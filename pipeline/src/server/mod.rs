@@ -530,6 +530,14 @@ pub fn routes(
     all.extend(shift::routes(&api));
     all.extend(analytics::routes(&api));
     all.extend(diagnostics::routes(&api));
+    // The dashboard: one static page built into the binary, public like any web page (it
+    // asks for a token and calls the API with it).
+    all.push(
+        warp::get()
+            .and(warp::path::end())
+            .map(|| warp::reply::html(DASHBOARD).into_response())
+            .boxed(),
+    );
     all.push(wrong_method());
     let all = all
         .into_iter()
@@ -555,6 +563,9 @@ pub fn routes(
             resp
         })
 }
+
+/// The dashboard page (`pipeline/assets/dashboard.html`): HTML, CSS and script in one file.
+const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
 
 /// 405 with `Allow` (RFC 9110 §15.5.6) for a known path asked with a method it does not serve.
 /// Other requests it leaves to the routes' own rejections, which outrank its not-found.
