@@ -146,6 +146,9 @@ def run(binary, base, env, work):
         row = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, 'tr.node[data-node="dash1"]'))
         row.click()
         wait.until(lambda d: value("KOA") not in (None, "–"))
+        # The periodogram panel answers (three readings are too few for a peak: it says so).
+        wait.until(lambda d: "states" in d.find_element(By.ID, "period").text)
+        print("periodogram: " + driver.find_element(By.ID, "period").text)
         before = (value("raw temperature (°C)"), value("circadian time (h)"))
         post(298.6)
         wait.until(lambda d: value("raw temperature (°C)") == "25.45")

@@ -319,6 +319,27 @@ fn settings_phase_shifts_analytics_bulk_and_diagnostics() {
     let mean = ps["period"]["mean_period_hours"].as_f64().unwrap();
     assert!((mean - series.iter().sum::<f64>() / series.len() as f64).abs() < 1e-9);
     assert!((16.0..32.0).contains(&mean), "{mean}");
+    // The periodogram of the filtered temperature peaks at the 24 h the readings were made
+    // with; the KOA's peak is the clock's period, inside the searched range.
+    let (s, pg) = get(
+        http,
+        &format!("/v1/analytics/periodogram?{range}&metric=temperature"),
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{pg}");
+    let peak = pg["peak"]["period_hours"].as_f64().unwrap();
+    assert!((peak - 24.0).abs() < 0.2, "{peak}: {}", pg["peak"]);
+    assert!(pg["peak"]["false_alarm_probability"].as_f64().unwrap() < 1e-6);
+    let periods = pg["periods_hours"].as_array().unwrap();
+    assert_eq!(periods.len(), pg["power"].as_array().unwrap().len());
+    assert!(
+        periods.len() > 10 && pg["n_points"].as_u64().unwrap() > 100,
+        "{pg}"
+    );
+    let (s, pg) = get(http, &format!("/v1/analytics/periodogram?{range}")).unwrap();
+    assert_eq!((s, pg["metric"].as_str()), (200, Some("koa")), "{pg}");
+    let koa_peak = pg["peak"]["period_hours"].as_f64().unwrap();
+    assert!((16.0..=32.0).contains(&koa_peak), "{koa_peak}");
     let (s, ee) = get(
         http,
         &format!("/v1/analytics/entrainment-efficiency?{range}"),

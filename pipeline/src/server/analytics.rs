@@ -29,6 +29,25 @@ pub(super) struct RangeQuery {
     end: Option<String>,
 }
 
+/// `?node_id=&start=&end=&metric=`: the periodogram of one node's series.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PeriodogramQuery {
+    #[schemars(required)]
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
+    node_id: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
+    start: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
+    end: Option<String>,
+    /// The series: the clock's KOA output (default) or the filtered temperature.
+    #[schemars(extend("enum" = ["koa", "temperature"]))]
+    metric: Option<String>,
+}
+
+/// The periodogram looks back three days unless told otherwise: enough cycles for a peak.
+const PERIODOGRAM_DEFAULT_HOURS: i64 = 72;
+
 /// Analytics look back a week unless told otherwise.
 const ANALYTICS_DEFAULT_HOURS: i64 = 7 * 24;
 
@@ -73,6 +92,69 @@ fn stats(x: &[f64], y: &[f64]) -> (f64, f64, Option<f64>) {
 
 /// `GET /v1/analytics/period-stability`: how steady the clock's period was over the range,
 /// from the hourly KOA rhythm windows whose Lomb–Scargle peak is significant.
+/// The Lomb–Scargle periodogram (power against period) of a node's states over a range,
+/// searched over the rhythm windows' period range, with its peak and false-alarm probability.
+async fn periodogram(api: Arc<Api>, q: PeriodogramQuery) -> Result<Response, Refusal> {
+    use kaiabc_operators::rhythm::lomb_scargle::{LombScargle, PeakSearch};
+    let r = Range::parse_for(q.node_id, &q.start, &q.end, PERIODOGRAM_DEFAULT_HOURS)?;
+    let metric = q.metric.unwrap_or_else(|| "koa".into());
+    let column = match metric.as_str() {
+        "koa" => "koa_metric",
+        "temperature" => "temperature_kelvin",
+        other => return Err(bad(format!("metric {other:?}: koa or temperature"))),
+    };
+    let sql = format!(
+        "SELECT timestamp, {column} AS y FROM states WHERE {} ORDER BY timestamp",
+        r.filter("timestamp")
+    );
+    let all = rows(&api, &sql).await?;
+    let (mut t, mut y) = (Vec::with_capacity(all.len()), Vec::with_capacity(all.len()));
+    for row in &all {
+        let time = row["timestamp"]
+            .as_str()
+            .and_then(|s| kaiabc_schemas::parse_timestamp(s).ok());
+        if let (Some(time), Some(v)) = (time, num(row, "y")) {
+            t.push(time.timestamp_millis() as f64 / 3_600_000.0);
+            y.push(v);
+        }
+    }
+    let w = &api.node_cfg.window;
+    let search = PeakSearch::new(w.min_period_hours, w.max_period_hours);
+    let mut body = json!({
+        "node_id": r.node,
+        "start": ts(r.start),
+        "end": ts(r.end),
+        "metric": metric,
+        "n_points": t.len(),
+        "min_period_hours": w.min_period_hours,
+        "max_period_hours": w.max_period_hours,
+        "periods_hours": [],
+        "power": [],
+        "peak": null,
+    });
+    // Too few points, or a flat series: no periodogram, and the reason says why.
+    match LombScargle::new(&t, &y).and_then(|ls| Ok((ls.periodogram(&search)?, ls))) {
+        Ok((pg, ls)) => {
+            body["periods_hours"] =
+                json!(pg.frequencies.iter().map(|f| 1.0 / f).collect::<Vec<_>>());
+            body["power"] = json!(pg
+                .powers
+                .iter()
+                .map(|p| p.is_finite().then_some(*p))
+                .collect::<Vec<_>>());
+            if let Ok(peak) = ls.refine_peak(&pg) {
+                body["peak"] = json!({
+                    "period_hours": peak.period_hours,
+                    "power": peak.power,
+                    "false_alarm_probability": peak.false_alarm_probability,
+                });
+            }
+        }
+        Err(e) => body["reason"] = json!(e.to_string()),
+    }
+    Ok(warp::reply::json(&body).into_response())
+}
+
 async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Response, Refusal> {
     let r = Range::parse_for(q.node_id, &q.start, &q.end, ANALYTICS_DEFAULT_HOURS)?;
     let sql = format!(
@@ -389,10 +471,11 @@ pub(super) fn routes(api: &Arc<Api>) -> Vec<Route> {
         entrainment_efficiency,
     );
     let states = lake_get(api, "/v1/bulk/oscillator-states", bulk_states);
+    let pg = lake_get(api, "/v1/analytics/periodogram", periodogram);
     let a = Arc::clone(api);
     let readings = at(api, "POST", "/v1/bulk/sensor-readings")
         .and(body(16 * 1024 * 1024))
         .map(move |_: Principal, b: bytes::Bytes| bulk_readings(&a, &b))
         .boxed();
-    vec![stability, efficiency, states, readings]
+    vec![stability, efficiency, states, readings, pg]
 }

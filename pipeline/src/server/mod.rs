@@ -170,6 +170,7 @@ pub const ENDPOINTS: &[(&str, &str, Access)] = &[
     ("POST", "/v1/filter/reset", RESEARCHER),
     ("GET", "/v1/analytics/period-stability", OBSERVER),
     ("GET", "/v1/analytics/entrainment-efficiency", OBSERVER),
+    ("GET", "/v1/analytics/periodogram", OBSERVER),
     ("POST", "/v1/bulk/sensor-readings", ADMIN),
     ("GET", "/v1/bulk/oscillator-states", RESEARCHER),
     ("GET", "/v1/diagnostics/logs", ADMIN),

@@ -85,7 +85,7 @@ impl Op {
     }
 }
 
-use super::analytics::{BulkStatesQuery, RangeQuery};
+use super::analytics::{BulkStatesQuery, PeriodogramQuery, RangeQuery};
 use super::control::{NodeBody, OverrideBody};
 use super::diagnostics::LogQuery;
 use super::lake::{ExportQuery, HistoryQuery};
@@ -259,6 +259,12 @@ fn ops() -> Vec<Op> {
             "How closely a node's clock follows its environment",
         )
         .query(of::<RangeQuery>),
+        op(
+            "GET",
+            "/v1/analytics/periodogram",
+            "Lomb–Scargle power against period of a node's KOA or temperature, with its peak",
+        )
+        .query(of::<PeriodogramQuery>),
         op(
             "POST",
             "/v1/bulk/sensor-readings",
