@@ -240,12 +240,24 @@ async fn serve(gate: &Gate, mut client: TcpStream, ids: &AtomicU64) -> Result<()
     let mut first = BytesMut::new();
     connect.write(&mut first)?;
     broker.write_all(&first).await?;
+    // The broker's CONNACK goes to the client before anything else (MQTT 3.1.1 §3.2): the
+    // gate's own answers to packets the client sent right behind its CONNECT must wait for it.
+    let mut from_broker = BytesMut::with_capacity(8192);
+    let len = read_frame(&mut broker, &mut from_broker).await?;
+    let connack = from_broker.split_to(len);
+    client.write_all(&connack).await?;
+    if connack.get(3).is_some_and(|&code| code != 0) {
+        return Err(GateError::Refused(format!(
+            "the broker answered CONNACK {}",
+            connack[3]
+        )));
+    }
 
     let (client_r, client_w) = client.into_split();
     let (broker_r, broker_w) = broker.into_split();
     let (answers, answers_rx) = mpsc::unbounded_channel::<BytesMut>();
     let up = upstream(gate, &grant, inbuf, client_r, broker_w, answers);
-    let down = downstream(broker_r, client_w, answers_rx);
+    let down = downstream(broker_r, client_w, answers_rx, from_broker);
     // Whichever side ends first ends the connection: the broker sees the client go (and sends
     // its Last Will), the client sees the broker go.
     tokio::select! {
@@ -441,8 +453,14 @@ async fn downstream(
     mut broker: tokio::net::tcp::OwnedReadHalf,
     mut client: tokio::net::tcp::OwnedWriteHalf,
     mut answers: mpsc::UnboundedReceiver<BytesMut>,
+    mut buf: BytesMut,
 ) -> Result<(), GateError> {
-    let mut buf = BytesMut::with_capacity(8192);
+    // Whole packets that came in behind the CONNACK go out at once.
+    let whole = complete_prefix(&buf)?;
+    if whole > 0 {
+        let chunk = buf.split_to(whole);
+        client.write_all(&chunk).await?;
+    }
     loop {
         tokio::select! {
             n = broker.read_buf(&mut buf) => {
@@ -661,6 +679,57 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap()
+        }
+
+        /// A QoS 2 reading sent again with DUP before its PUBREL (as after a lost PUBREC) is
+        /// acknowledged again but reaches the server once; PUBREL gets PUBCOMP. Raw packets,
+        /// because a client library resends only after a reconnect.
+        #[test]
+        fn a_qos2_resend_reaches_the_server_once() {
+            use rumqttc::mqttbytes::v4::{Connect, PubRel};
+            use std::io::{Read, Write};
+            let (b, rx) = broker();
+            let mut sock = std::net::TcpStream::connect(b.addr).unwrap();
+            sock.set_read_timeout(Some(WAIT)).unwrap();
+            let mut out = BytesMut::new();
+            let mut connect = Connect::new("raw");
+            connect.set_login("n1", "key-n1");
+            connect.write(&mut out).unwrap();
+            let mut p = Publish::new("kaiabc/sensors/n1", QoS::ExactlyOnce, "once");
+            p.pkid = 7;
+            p.write(&mut out).unwrap();
+            p.dup = true;
+            p.write(&mut out).unwrap();
+            sock.write_all(&out).unwrap();
+            // CONNACK, PUBREC 7, PUBREC 7.
+            let mut inbuf = BytesMut::new();
+            let mut got = Vec::new();
+            while got.len() < 3 {
+                let mut chunk = [0u8; 256];
+                let n = sock.read(&mut chunk).unwrap();
+                assert!(n > 0, "the gate closed the connection");
+                inbuf.extend_from_slice(&chunk[..n]);
+                while let Ok(pkt) = Packet::read(&mut inbuf, MAX_PACKET) {
+                    got.push(pkt);
+                }
+            }
+            assert!(matches!(got[0], Packet::ConnAck(_)), "{got:?}");
+            assert_eq!(got[1], Packet::PubRec(PubRec::new(7)));
+            assert_eq!(got[2], Packet::PubRec(PubRec::new(7)));
+            let mut rel = BytesMut::new();
+            PubRel::new(7).write(&mut rel).unwrap();
+            sock.write_all(&rel).unwrap();
+            let mut comp = [0u8; 4];
+            sock.read_exact(&mut comp).unwrap();
+            assert_eq!(
+                Packet::read(&mut BytesMut::from(&comp[..]), MAX_PACKET).unwrap(),
+                Packet::PubComp(PubComp::new(7))
+            );
+            assert_eq!(next(&rx).payload, b"once");
+            assert!(
+                rx.recv_timeout(Duration::from_millis(300)).is_err(),
+                "handed on twice"
+            );
         }
 
         /// The gate hands readings to the server itself: when the server's channel is full
