@@ -10,6 +10,7 @@ clock's latest, and nodes with a wrong API key must have kept running, refused.
 
 Usage: run_e2e.py  (env: KAIABC_BIN, MICROPYTHON, MICROPYPATH for the Pico runner)
 """
+import atexit
 import datetime as dt
 import json
 import os
@@ -38,6 +39,20 @@ def free_port():
     port = s.getsockname()[1]
     s.close()
     return port
+
+
+# Every process this driver starts, stopped at exit even when a check fails.
+STARTED = []
+
+
+def stop_all():
+    for p in STARTED:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
+atexit.register(stop_all)
 
 
 def fail(msg):
@@ -72,6 +87,7 @@ class Server:
              "--state-dir", os.path.join(self.work, "state"),
              "--commit-interval-seconds", "1"],
             stdout=log, stderr=subprocess.STDOUT, env=env)
+        STARTED.append(self.proc)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -128,6 +144,7 @@ class Node:
         self.err = open(os.path.join(work, name + ".log"), "w")
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self.err, env=env, text=True)
+        STARTED.append(self.proc)
         self.answers = []
 
     def send(self, cmd):
@@ -199,6 +216,7 @@ class Mosquitto:
         self.proc = subprocess.Popen([binary, "-c", conf],
                                      stdout=open(os.path.join(work, "mosquitto.log"), "w"),
                                      stderr=subprocess.STDOUT)
+        STARTED.append(self.proc)
         deadline = time.time() + 10
         while time.time() < deadline:
             try:
