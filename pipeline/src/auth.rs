@@ -195,7 +195,7 @@ pub struct NodeRecord {
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     /// The node id (`[A-Za-z0-9_-]{1,64}`).
-    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
+    #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
     pub node_id: String,
     /// A human name.
     #[serde(default)]

@@ -7,13 +7,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::deploy::{dashboards, root};
-use common::kafka::{wait_for_port, Proc};
-use common::live::free_port;
+use common::kafka::mosquitto;
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn yaml(path: &str) -> Yaml {
@@ -229,7 +227,6 @@ fn grafana_loads_the_mounted_dashboards_from_the_provisioned_prometheus() {
 #[test]
 fn mosquitto_with_the_stack_acl_holds_each_node_to_its_own_topics() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let passwd = dir.path().join("passwd");
     for (i, (user, pass)) in [("kaiabc-server", "s3rver"), ("n1", "key1"), ("n2", "key2")]
         .iter()
@@ -246,47 +243,27 @@ fn mosquitto_with_the_stack_acl_holds_each_node_to_its_own_topics() {
             .expect("mosquitto_passwd (scripts/services.sh installs mosquitto)");
         assert!(ok.success());
     }
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\n\
-             persistence false\n",
-            passwd.display(),
-            root().join("deploy/mosquitto/acl").display()
-        ),
-    )
-    .unwrap();
     // Run as root, Mosquitto drops to its own user, which must read these files.
     let _ = Command::new("chmod")
         .args(["-R", "a+rX", dir.path().to_str().unwrap()])
         .status();
-    let bin = ["/usr/sbin/mosquitto", "mosquitto"]
-        .into_iter()
-        .find(|b| Path::new(b).exists())
-        .unwrap_or("mosquitto");
-    let _broker = Proc(
-        Command::new(bin)
-            .args(["-c", conf.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto"),
+    let (_broker, port) = mosquitto(
+        dir.path(),
+        &format!(
+            "allow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\n",
+            passwd.display(),
+            root().join("deploy/mosquitto/acl").display()
+        ),
     );
-    wait_for_port(port, "mosquitto");
 
+    // The login every client command starts with.
+    let login = |user: &str, pass: &str| {
+        let port = port.to_string();
+        ["-h", "127.0.0.1", "-p", &port, "-u", user, "-P", pass].map(str::to_string)
+    };
     let sub = |user: &str, pass: &str, filter: &str, count: usize| {
         Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-u",
-                user,
-                "-P",
-                pass,
-            ])
+            .args(login(user, pass))
             .args([
                 "-t",
                 filter,
@@ -305,16 +282,7 @@ fn mosquitto_with_the_stack_acl_holds_each_node_to_its_own_topics() {
     };
     let publish = |user: &str, pass: &str, topic: &str, msg: &str| {
         Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port.to_string(),
-                "-u",
-                user,
-                "-P",
-                pass,
-            ])
+            .args(login(user, pass))
             .args(["-t", topic, "-m", msg, "-q", "1"])
             .status()
             .unwrap()

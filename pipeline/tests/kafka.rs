@@ -11,35 +11,14 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::kafka::{tansu, wait_for_port, Proc};
+use common::kafka::{mosquitto, tansu, Proc};
+
+/// Mosquitto as the nodes' broker here: anyone may publish.
+const ANONYMOUS: &str = "allow_anonymous true\npersistence false\n";
 use common::live::*;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::Message;
-
-/// Mosquitto (Debian's, installed by `scripts/services.sh`) on a free port, anonymous.
-fn mosquitto(dir: &Path) -> (Proc, u16) {
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .unwrap();
-    let bin = ["/usr/sbin/mosquitto", "mosquitto"]
-        .into_iter()
-        .find(|b| Path::new(b).exists())
-        .unwrap_or("mosquitto");
-    let child = Command::new(bin)
-        .args(["-c", conf.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto (scripts/services.sh installs it)");
-    let p = Proc(child);
-    wait_for_port(port, "mosquitto");
-    (p, port)
-}
 
 fn bridge(mqtt_port: u16, kafka: &str) -> Proc {
     let child = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
@@ -151,7 +130,7 @@ fn state_seq(http: SocketAddr, node: &str) -> Option<i64> {
 fn a_node_publish_goes_through_the_bridge_and_kafka_to_websocket_lake_and_topics() {
     let dir = tempfile::tempdir().unwrap();
     let (_kafka_proc, kafka) = tansu(dir.path(), "sqlite://tansu.db");
-    let (_mosquitto, mqtt) = mosquitto(dir.path());
+    let (_mosquitto, mqtt) = mosquitto(dir.path(), ANONYMOUS);
     let _bridge = bridge(mqtt, &kafka);
     let lake = dir.path().join("lake");
     let (server, http) = pipeline(&lake, &kafka, mqtt);
@@ -250,7 +229,7 @@ fn a_pipeline_killed_mid_stream_resumes_from_its_offsets_without_loss_or_duplica
     assert_eq!(reference.lines().count() as i64, 1 + 2 * N);
 
     let (_kafka_proc, kafka) = tansu(dir.path(), "sqlite://tansu.db");
-    let (_mosquitto, mqtt) = mosquitto(dir.path());
+    let (_mosquitto, mqtt) = mosquitto(dir.path(), ANONYMOUS);
     let _bridge = bridge(mqtt, &kafka);
     let lake = dir.path().join("lake");
     let (server, http) = pipeline(&lake, &kafka, mqtt);

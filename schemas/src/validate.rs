@@ -16,6 +16,8 @@ pub const PRESSURE_RANGE_PA: (f64, f64) = (30_000.0, 110_000.0);
 pub const MAX_FUTURE: Duration = Duration::minutes(5);
 /// Longest node id.
 pub const NODE_ID_MAX_LEN: usize = 64;
+/// [`valid_node_id`] as a JSON Schema pattern, for the API's documented types.
+pub const NODE_ID_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
 
 /// Why an event was not accepted. The `code()` strings are stable: dashboards, SQL over
 /// `dead_letters.reason` and the HTTP API's error bodies use them.

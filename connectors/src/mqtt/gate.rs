@@ -386,7 +386,9 @@ async fn take_publish(
     answers: &mpsc::UnboundedSender<BytesMut>,
     held_qos2: &mut HashSet<u16>,
 ) -> Result<(), GateError> {
-    let Packet::Publish(p) = Packet::read(&mut frame.clone(), MAX_PACKET)? else {
+    // The frame is not needed afterwards: decoded in place, not copied first.
+    let mut frame = frame;
+    let Packet::Publish(p) = Packet::read(&mut frame, MAX_PACKET)? else {
         return Err(FrameError::MalformedPacket.into());
     };
     let Publish {

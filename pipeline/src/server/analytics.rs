@@ -21,7 +21,7 @@ type Response = warp::reply::Response;
 #[serde(deny_unknown_fields)]
 pub(super) struct RangeQuery {
     #[schemars(required)]
-    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
+    #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
     node_id: Option<String>,
     #[schemars(extend("format" = "date-time"))]
     start: Option<String>,
@@ -34,7 +34,7 @@ pub(super) struct RangeQuery {
 #[serde(deny_unknown_fields)]
 pub(super) struct PeriodogramQuery {
     #[schemars(required)]
-    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
+    #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
     node_id: Option<String>,
     #[schemars(extend("format" = "date-time"))]
     start: Option<String>,

@@ -15,7 +15,7 @@ use super::{error_body, Api};
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(super) struct HistoryQuery {
     #[schemars(required)]
-    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
+    #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
     node_id: Option<String>,
     #[schemars(extend("format" = "date-time"))]
     start: Option<String>,
@@ -33,7 +33,7 @@ pub(super) struct HistoryQuery {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(super) struct ExportQuery {
     #[schemars(required)]
-    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
+    #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
     node_id: Option<String>,
     #[schemars(extend("format" = "date-time"))]
     start: Option<String>,

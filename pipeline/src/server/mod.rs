@@ -87,7 +87,7 @@ fn invalid_node_id(node: &str) -> Option<warp::reply::Response> {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct StateQuery {
-    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
+    #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
     node_id: Option<String>,
 }
 

@@ -19,7 +19,7 @@ use crate::auth::Principal;
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NodeQuery {
-    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
+    #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
     pub(super) node_id: Option<String>,
 }
 

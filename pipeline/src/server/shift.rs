@@ -30,7 +30,7 @@ const CACHE_CURVES: usize = 256;
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PrcQuery {
-    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
+    #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
     node_id: Option<String>,
     /// The step (K), within ±30 K, so the pulse stays within 150–400 K.
     #[schemars(range(min = -30.0, max = 30.0))]
@@ -46,7 +46,7 @@ pub(super) struct PrcQuery {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ShiftRequest {
-    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,64}$"))]
+    #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
     node_id: String,
     /// The shift wanted (h, advance positive), within ±12.
     target_shift_hours: f64,

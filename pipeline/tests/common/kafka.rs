@@ -64,3 +64,24 @@ pub fn tansu(dir: &Path, storage: &str) -> (Proc, String) {
     wait_for_port(port, "tansu");
     (p, format!("127.0.0.1:{port}"))
 }
+
+/// Mosquitto (Debian's, installed by `scripts/services.sh`) on a free loopback port, with
+/// `settings` (lines of `mosquitto.conf`) after its listener; written into `dir`.
+pub fn mosquitto(dir: &Path, settings: &str) -> (Proc, u16) {
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(&conf, format!("listener {port} 127.0.0.1\n{settings}")).unwrap();
+    let bin = ["/usr/sbin/mosquitto", "mosquitto"]
+        .into_iter()
+        .find(|b| Path::new(b).exists())
+        .unwrap_or("mosquitto");
+    let child = Command::new(bin)
+        .args(["-c", conf.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto (scripts/services.sh installs it)");
+    let p = Proc(child);
+    wait_for_port(port, "mosquitto");
+    (p, port)
+}
