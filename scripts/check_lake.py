@@ -10,6 +10,8 @@ Checks, per table (readings, states, rhythms, dead_letters):
 and against datasets/manifest.json for the replayed files:
   * readings per node equal the manifest's valid, unique readings;
   * dead letters per reason equal the manifest's malformed lines, at the manifest's line numbers;
+  * each of the manifest's duplicate lines (an exact copy of an earlier line) has a DUPLICATE
+    dead letter with its node and seq, read from the replayed file itself;
   * every node has one state per applied reading.
 
 Usage: python scripts/check_lake.py --lake DIR --manifest datasets/manifest.json FILE...
@@ -99,12 +101,35 @@ def main() -> int:
     check(states.num_rows == readings.num_rows - late,
           f"states {states.num_rows} == applied readings {readings.num_rows - late}")
 
-    # Dead letters: the malformed lines, each at its line, with its reason.
+    # Dead letters: the malformed lines, each at its line, with its reason; the duplicates, each
+    # with its node and seq as the file has them.
     want_dead = sorted((os.path.basename(e["path"]), m["line"], m["reason"])
                        for e in replayed for m in e["malformed"])
+    want_dups = collections.Counter()
+    for f, e in zip(a.files, replayed):
+        if not e["duplicates"]:
+            continue
+        with open(f, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+        header = lines[0].split(",") if e.get("header") else None
+        for d in e["duplicates"]:
+            line = lines[d["line"] - 1]
+            if header:
+                row = dict(zip(header, line.split(",")))
+            else:
+                row = json.loads(line)
+            want_dups[(row["node_id"], int(row["seq"]))] += 1
     dead = tables["dead_letters"]
     have_dead = []
-    for src, reason in zip(dead.column("source").to_pylist(), dead.column("reason").to_pylist()):
+    have_dups = collections.Counter()
+    for src, reason, payload in zip(dead.column("source").to_pylist(),
+                                    dead.column("reason").to_pylist(),
+                                    dead.column("payload").to_pylist()):
+        if reason == "DUPLICATE":
+            check(src.startswith("node:"), f"duplicate dead letter source {src} names its node")
+            r = json.loads(payload)
+            have_dups[(r["node_id"], r["seq"])] += 1
+            continue
         kind, file, line = src.split(":", 2)
         check(kind == "file", f"dead letter source {src} names its file")
         have_dead.append((file, int(line), reason))
@@ -114,6 +139,11 @@ def main() -> int:
     check(not missing and not extra and len(have_dead) == len(want_dead),
           f"dead letters: {len(have_dead)} with reasons, manifest {len(want_dead)}"
           + (f"; missing {missing[:5]}" if missing else "") + (f"; extra {extra[:5]}" if extra else ""))
+    check(have_dups == want_dups,
+          f"duplicate dead letters {sum(have_dups.values())} == manifest duplicates "
+          f"{sum(want_dups.values())}"
+          + (f"; differ at {sorted((have_dups - want_dups) + (want_dups - have_dups))[:5]}"
+             if have_dups != want_dups else ""))
 
     if failures:
         print(f"\n{len(failures)} check(s) failed", file=sys.stderr)

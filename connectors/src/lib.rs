@@ -1,11 +1,12 @@
 //! Sources and sinks of KaiABC Stream: sensor-log files (CSV, JSONL, Parquet), the Parquet lake
-//! with atomic commits, and SQL over the lake through DataFusion. MQTT, Kafka and HTTP join in
-//! issue 4.
+//! with atomic commits, SQL over the lake through DataFusion, MQTT, Kafka, and the write-ahead
+//! log that holds what the embedded pipeline acknowledged.
 
 pub mod file;
 pub mod kafka;
 pub mod lake;
 pub mod mqtt;
 pub mod sink;
+pub mod wal;
 
 pub use sink::Sink;

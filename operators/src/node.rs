@@ -78,7 +78,7 @@ pub struct NodeConfig {
     /// Rhythm windows.
     pub window: WindowConfig,
     /// Recent (timestamp, seq) keys remembered per node to recognise duplicates among late
-    /// readings.
+    /// readings (64 by default; the live server remembers [`LIVE_RECENT_KEYS`]).
     pub recent_keys: usize,
 }
 
@@ -110,7 +110,7 @@ pub enum Disposition {
     Applied,
     /// Older than the node's last applied reading: kept in `readings`, marked late.
     Late,
-    /// Its (seq) or (timestamp) was seen before: dropped.
+    /// A reading with the same key (node, timestamp, seq) was seen before: dropped.
     Duplicate,
     /// The node is paused: kept in `readings`, the clock not moved.
     Paused,
@@ -191,6 +191,10 @@ pub struct NodeState {
 }
 
 const MICROS_PER_HOUR: f64 = 3.6e9;
+
+/// Keys a live node remembers: enough to recognise a resent batch of up to a thousand readings
+/// (a client that lost the answer to an acknowledged request sends it again).
+pub const LIVE_RECENT_KEYS: usize = 1024;
 
 /// A node's state as a restart needs it: the clock, the filter, the duplicate keys, the rhythm
 /// bins and the control state. Encoded with [`NodeCheckpoint::to_bytes`] (postcard, versioned).
@@ -324,7 +328,8 @@ impl NodeState {
             filter: KalmanFilter::new(cfg.kalman)?,
             last_micros: None,
             last_kelvin: f64::NAN,
-            recent: VecDeque::with_capacity(cfg.recent_keys),
+            // Grown as keys come (a live node remembers up to 1024).
+            recent: VecDeque::with_capacity(cfg.recent_keys.min(64)),
             bins: Bins::default(),
             next_window_end: None,
             window_period: None,
@@ -492,13 +497,16 @@ impl NodeState {
         &self.filter
     }
 
-    /// Whether the node saw this key before (within the remembered recent keys).
+    /// Whether the node saw this exact key (timestamp and seq) before, within the remembered
+    /// recent keys. A reading with the same seq at another time is not a copy (a node that
+    /// rebooted counts from 1 again), nor one with the same time and another seq.
     pub fn is_duplicate(&self, micros: i64, seq: Option<i64>) -> bool {
-        self.last_micros == Some(micros)
-            || self
-                .recent
-                .iter()
-                .any(|&(m, s)| m == micros || (seq.is_some() && s == seq))
+        // Every remembered key is at or before the last applied reading: a newer one (the
+        // in-order reading, almost every one) is new without a look.
+        if self.last_micros.is_none_or(|last| micros > last) {
+            return false;
+        }
+        self.recent.iter().any(|&(m, s)| m == micros && s == seq)
     }
 
     fn remember(&mut self, cfg: &NodeConfig, micros: i64, seq: Option<i64>) {

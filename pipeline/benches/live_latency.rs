@@ -1,5 +1,6 @@
-//! Latency from an MQTT publish to the WebSocket event of its state, through a running
-//! `kaiabc run` (embedded broker, release build): p50 / p99 / max at fixed publish rates.
+//! Latency from an MQTT publish to its PUBACK (the reading is fsync'd in the write-ahead log)
+//! and to the WebSocket event of its state, through a running `kaiabc run` (embedded broker,
+//! release build): p50 / p99 / max at fixed publish rates.
 //!
 //! Every node has its own MQTT connection, as in the field. `cargo bench -p kaiabc-pipeline
 //! --bench live_latency` runs 1 000 and 10 000 readings/s for 10 s each in three set-ups, each
@@ -7,8 +8,9 @@
 //!
 //! 1. the lake written inline on the dataflow worker (`--lake-inline`), anonymous MQTT: the
 //!    baseline of the lake's writing thread;
-//! 2. the writing thread, anonymous MQTT (no gate): the baseline of the gate;
-//! 3. the writing thread, every node logged in with its own key through the gate: the default.
+//! 2. the writing thread, anonymous MQTT (the gate checks no login): the baseline of logins;
+//! 3. the writing thread, every node logged in with its own key through the gate: the default;
+//! 4. as 3 with `--wal-no-fsync` (acknowledged once written, not synced): what syncing costs.
 //!
 //! `KAIABC_BENCH_RATES=1000,10000`, `KAIABC_BENCH_SECONDS=10` and `KAIABC_BENCH_NODES=1000`
 //! change the load. Under `cargo test` it runs set-up 3 once at 200 readings/s for 1 s over 20
@@ -48,6 +50,9 @@ struct Figures {
     p50: Duration,
     p99: Duration,
     max: Duration,
+    /// Publish → PUBACK.
+    ack_p50: Duration,
+    ack_p99: Duration,
     seconds: f64,
 }
 
@@ -55,6 +60,8 @@ struct Figures {
 struct Nodes {
     clients: Vec<AsyncClient>,
     pollers: Vec<tokio::task::JoinHandle<()>>,
+    /// Publish → PUBACK times, as the clients' event loops see them.
+    acks: Arc<Mutex<Vec<Duration>>>,
 }
 
 impl Drop for Nodes {
@@ -70,6 +77,7 @@ impl Drop for Nodes {
 async fn connect_nodes(mqtt: u16, tag: &str, n: usize, keys: Option<&[String]>) -> Nodes {
     let mut clients = Vec::with_capacity(n);
     let mut pollers = Vec::with_capacity(n);
+    let acks: Arc<Mutex<Vec<Duration>>> = Arc::default();
     for batch in (0..n).collect::<Vec<_>>().chunks(16) {
         let mut ready = Vec::new();
         for &i in batch {
@@ -84,13 +92,23 @@ async fn connect_nodes(mqtt: u16, tag: &str, n: usize, keys: Option<&[String]>) 
             events.network_options.set_tcp_nodelay(true);
             events.network_options.set_connection_timeout(30);
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let acks = Arc::clone(&acks);
             pollers.push(tokio::spawn(async move {
                 let mut tx = Some(tx);
+                let mut out: HashMap<u16, Instant> = HashMap::new();
                 loop {
                     match events.poll().await {
                         Ok(Event::Incoming(Incoming::ConnAck(_))) => {
                             if let Some(tx) = tx.take() {
                                 let _ = tx.send(());
+                            }
+                        }
+                        Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                            out.insert(pkid, Instant::now());
+                        }
+                        Ok(Event::Incoming(Incoming::PubAck(a))) => {
+                            if let Some(t0) = out.remove(&a.pkid) {
+                                acks.lock().unwrap().push(t0.elapsed());
                             }
                         }
                         Ok(_) => {}
@@ -109,7 +127,11 @@ async fn connect_nodes(mqtt: u16, tag: &str, n: usize, keys: Option<&[String]>) 
                 .unwrap();
         }
     }
-    Nodes { clients, pollers }
+    Nodes {
+        clients,
+        pollers,
+        acks,
+    }
 }
 
 /// Registers `{tag}-0` … `{tag}-{n-1}` with the server: their API keys.
@@ -134,13 +156,15 @@ fn register_nodes(http: SocketAddr, tag: &str, n: usize) -> Vec<String> {
 /// from `first_seq`, and measures publish → WebSocket state latency.
 async fn run(
     http: SocketAddr,
-    clients: &[AsyncClient],
+    nodes_: &Nodes,
     tag: &str,
     first_seq: u64,
     rate: usize,
     seconds: u64,
 ) -> Figures {
+    let clients = &nodes_.clients;
     let nodes = clients.len();
+    nodes_.acks.lock().unwrap().clear();
     let url = format!("ws://{http}/v1/ws?token={}", token("observer"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
         .await
@@ -215,6 +239,13 @@ async fn run(
     }
     let seconds_taken = started.elapsed().as_secs_f64();
     let timed = receiver.await.unwrap();
+    let mut acks = std::mem::take(&mut *nodes_.acks.lock().unwrap());
+    acks.sort();
+    let ack_q = |p: f64| {
+        acks.get(((acks.len() as f64 * p) as usize).min(acks.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     let mut lat: Vec<Duration> = timed.iter().map(|(_, l)| *l).collect();
     lat.sort();
     // Where in the run the slowest 1 % were sent, per second: a tail that comes in bursts at a
@@ -244,6 +275,8 @@ async fn run(
         p50: q(0.50),
         p99: q(0.99),
         max: lat.last().copied().unwrap_or_default(),
+        ack_p50: ack_q(0.50),
+        ack_p99: ack_q(0.99),
         seconds: seconds_taken,
     }
 }
@@ -271,8 +304,8 @@ fn main() {
     println!(
         "MQTT publish (QoS 1) -> WebSocket oscillator.state event, embedded broker, {nodes} nodes, one connection each"
     );
-    println!("| set-up | rate (readings/s) | sent | received | achieved (/s) | p50 | p99 | max |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| set-up | rate (readings/s) | sent | received | achieved (/s) | PUBACK p50 | PUBACK p99 | state p50 | state p99 | state max |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     // Each set-up runs against its own server, one after the other in this process.
     let modes: &[(&str, &[&str], bool)] = if bench {
         &[
@@ -281,12 +314,13 @@ fn main() {
                 &["--lake-inline", "--mqtt-anonymous"],
                 false,
             ),
-            (
-                "writer thread, anonymous (no gate)",
-                &["--mqtt-anonymous"],
-                false,
-            ),
+            ("writer thread, anonymous", &["--mqtt-anonymous"], false),
             ("writer thread, node logins (gate)", &[], true),
+            (
+                "node logins, log not synced (--wal-no-fsync)",
+                &["--wal-no-fsync"],
+                true,
+            ),
         ]
     } else {
         &[("writer thread, node logins (gate)", &[], true)]
@@ -308,13 +342,15 @@ fn main() {
         // Each rate continues the nodes' sequences (and event times) where the last stopped.
         let mut first_seq = 0;
         for rate in &rates {
-            let f = rt.block_on(run(http, &clients.clients, tag, first_seq, *rate, seconds));
+            let f = rt.block_on(run(http, &clients, tag, first_seq, *rate, seconds));
             first_seq += (rate * seconds as usize).div_ceil(nodes) as u64;
             println!(
-                "| {mode} | {rate} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms |",
+                "| {mode} | {rate} | {} | {} | {:.0} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
                 f.sent,
                 f.received,
                 f.sent as f64 / f.seconds,
+                f.ack_p50.as_secs_f64() * 1e3,
+                f.ack_p99.as_secs_f64() * 1e3,
                 f.p50.as_secs_f64() * 1e3,
                 f.p99.as_secs_f64() * 1e3,
                 f.max.as_secs_f64() * 1e3,

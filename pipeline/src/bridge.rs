@@ -2,11 +2,6 @@
 //! keyed by the node the transport vouched for, and comes back out of Kafka as the same
 //! [`Inbound`] the embedded path would have given the dataflow.
 
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use chrono::{DateTime, SecondsFormat, Utc};
 use kaiabc_connectors::kafka::{
     Delivered, KafkaError, KafkaProducer, ReadingRecord, NODE_ERROR_HEADER, READINGS_TOPIC,
@@ -14,7 +9,7 @@ use kaiabc_connectors::kafka::{
 };
 use kaiabc_connectors::mqtt::{Ack, MessageHandler, MqttMessage};
 
-use crate::dataflow::live::{Inbound, LiveShared, DRAIN_QUIET};
+use crate::dataflow::inbound::{Inbound, Ingest};
 
 /// Writes `msg` to `kaiabc.readings`; `done` hears whether Kafka took it.
 pub fn produce(
@@ -61,67 +56,21 @@ pub fn inbound_of(r: ReadingRecord) -> Inbound {
     }
 }
 
-/// An MQTT handler that writes each message to Kafka and acknowledges it to the broker only
-/// once Kafka has it: at-least-once from the node's publish to the topic.
-pub fn to_kafka(producer: KafkaProducer) -> MessageHandler {
+/// An MQTT handler (for the client of an external broker) that hands each message to the
+/// inbound path and acknowledges it to the broker once it is durable. Unacknowledged, the
+/// broker redelivers it after the next reconnect (the session is persistent).
+pub fn to_ingest(ingest: Ingest) -> MessageHandler {
     Box::new(move |msg: MqttMessage, ack: Ack| {
         let inbound = Inbound::from(msg);
-        let done: Delivered = Box::new(move |outcome| match outcome {
-            Ok(()) => ack.ack(),
-            // Unacknowledged, the broker redelivers it after the next reconnect.
-            Err(e) => tracing::warn!(error = %e, "Kafka refused a message; left unacknowledged"),
-        });
-        if let Err(e) = produce(&producer, &inbound, Some(done)) {
-            tracing::error!(error = %e, source = %inbound.source, "queueing for Kafka");
-        }
-    })
-}
-
-/// An MQTT handler that hands each message to the dataflow (waiting while its channel is
-/// full), then acknowledges it.
-pub fn to_channel(tx: SyncSender<Inbound>) -> MessageHandler {
-    Box::new(move |msg: MqttMessage, ack: Ack| {
-        if tx.send(Inbound::from(msg)).is_ok() {
-            ack.ack();
-        }
-    })
-}
-
-/// Moves messages from the embedded broker and HTTP ingest to Kafka until `stop` is set and
-/// the channel has been quiet for [`DRAIN_QUIET`], then flushes the producer.
-pub fn forward(
-    rx: Receiver<Inbound>,
-    producer: KafkaProducer,
-    shared: Arc<LiveShared>,
-) -> std::thread::JoinHandle<u64> {
-    std::thread::spawn(move || {
-        let mut sent = 0u64;
-        let mut quiet_since: Option<Instant> = None;
-        loop {
-            match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(msg) => {
-                    quiet_since = None;
-                    match produce(&producer, &msg, None) {
-                        Ok(()) => sent += 1,
-                        Err(e) => {
-                            tracing::error!(error = %e, source = %msg.source, "queueing for Kafka")
-                        }
-                    }
+        ingest.submit(
+            &inbound,
+            Box::new(move |r| match r {
+                Ok(()) => ack.ack(),
+                Err(e) => {
+                    tracing::warn!(error = %e, code = e.code(), "a message was not stored; left unacknowledged")
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    if shared.stop.load(Ordering::SeqCst)
-                        && quiet_since.get_or_insert_with(Instant::now).elapsed() >= DRAIN_QUIET
-                    {
-                        break;
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        if let Err(e) = producer.flush(Duration::from_secs(30)) {
-            tracing::error!(error = %e, "flushing readings to Kafka");
-        }
-        sent
+            }),
+        );
     })
 }
 

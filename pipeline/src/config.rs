@@ -100,6 +100,24 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "allowed lateness of event time",
     ),
     (
+        "wal.dir",
+        "KAIABC_WAL",
+        "--wal",
+        "write-ahead log of acknowledged messages (default: LAKE/_wal)",
+    ),
+    (
+        "wal.max_mb",
+        "KAIABC_WAL_MAX_MB",
+        "--wal-max-mb",
+        "most the write-ahead log may hold on disk before ingestion answers 503",
+    ),
+    (
+        "wal.no_fsync",
+        "KAIABC_WAL_NO_FSYNC",
+        "--wal-no-fsync",
+        "benchmarks only: acknowledge before the disk has it (a crash can lose it)",
+    ),
+    (
         "dataflow.workers",
         "KAIABC_WORKERS",
         "--workers",

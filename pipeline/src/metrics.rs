@@ -64,6 +64,10 @@ pub struct Metrics {
     pub kafka_lag: std::sync::OnceLock<Arc<Mutex<BTreeMap<i32, i64>>>>,
     /// The Kafka producer, for its delivery counts.
     pub kafka_producer: std::sync::OnceLock<kaiabc_connectors::kafka::KafkaProducer>,
+    /// The write-ahead log's writer, once the embedded path runs.
+    pub wal: std::sync::OnceLock<kaiabc_connectors::wal::WalWriter>,
+    /// The write-ahead log's committed offset and its commits.
+    wal_committed: Mutex<(u64, u64)>,
 }
 
 /// Offsets the pipeline committed to its consumer group.
@@ -86,6 +90,8 @@ impl Default for Metrics {
             kafka: Mutex::default(),
             kafka_lag: std::sync::OnceLock::new(),
             kafka_producer: std::sync::OnceLock::new(),
+            wal: std::sync::OnceLock::new(),
+            wal_committed: Mutex::default(),
         }
     }
 }
@@ -208,11 +214,69 @@ impl Metrics {
         records == sent && readings == received
     }
 
-    /// Records an offset commit of the Kafka source.
-    pub fn kafka_committed(&self, offsets: &BTreeMap<i32, i64>) {
-        if let Ok(mut k) = self.kafka.lock() {
-            k.commits += 1;
-            k.offsets.extend(offsets);
+    /// Records a position commit of the live source.
+    pub fn source_committed(&self, at: &crate::dataflow::source::Position) {
+        match at {
+            crate::dataflow::source::Position::Kafka(offsets) => {
+                if let Ok(mut k) = self.kafka.lock() {
+                    k.commits += 1;
+                    k.offsets.extend(offsets);
+                }
+            }
+            crate::dataflow::source::Position::Log(offset) => {
+                if let Ok(mut w) = self.wal_committed.lock() {
+                    *w = (*offset, w.1 + 1);
+                }
+            }
+        }
+    }
+
+    fn render_wal(&self, out: &mut String) {
+        let Some(w) = self.wal.get() else {
+            return;
+        };
+        let (committed, commits) = self.wal_committed.lock().map(|c| *c).unwrap_or_default();
+        let gauges: [(&str, &str, &str, u64); 6] = [
+            (
+                "kaiabc_wal_durable_offset",
+                "gauge",
+                "Offsets of the write-ahead log below this are on disk (and acknowledged).",
+                w.durable(),
+            ),
+            (
+                "kaiabc_wal_committed_offset",
+                "gauge",
+                "The write-ahead log's committed offset: a restart reads again from here.",
+                committed,
+            ),
+            (
+                "kaiabc_wal_commits_total",
+                "counter",
+                "Checkpoints that committed the write-ahead log's offset.",
+                commits,
+            ),
+            (
+                "kaiabc_wal_syncs_total",
+                "counter",
+                "Groups of records written with one fdatasync each.",
+                w.syncs(),
+            ),
+            (
+                "kaiabc_wal_bytes",
+                "gauge",
+                "Bytes of write-ahead log segments on disk.",
+                w.disk_bytes(),
+            ),
+            (
+                "kaiabc_wal_segments",
+                "gauge",
+                "Write-ahead log segments on disk.",
+                w.segments() as u64,
+            ),
+        ];
+        for (name, kind, help, v) in gauges {
+            header(out, name, kind, help);
+            let _ = writeln!(out, "{name} {v}");
         }
     }
 
@@ -461,6 +525,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "kaiabc_uptime_seconds {}", self.uptime().as_secs_f64());
         self.render_kafka(&mut out);
+        self.render_wal(&mut out);
         out
     }
 }

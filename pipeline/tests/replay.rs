@@ -55,23 +55,6 @@ fn all_rows(lake: &Path) -> String {
     out
 }
 
-fn parquet_files(lake: &Path) -> Vec<PathBuf> {
-    fn walk(d: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "parquet") {
-                out.push(p);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(lake, &mut out);
-    out.sort();
-    out
-}
-
 #[test]
 fn the_datasets_land_in_the_lake_as_the_manifest_says_and_real_readers_agree() {
     let lake = tempfile::tempdir().unwrap();
@@ -109,7 +92,8 @@ fn the_datasets_land_in_the_lake_as_the_manifest_says_and_real_readers_agree() {
         lake.path(),
         "SELECT (SELECT count(*) FROM readings) AS r, (SELECT count(*) FROM dead_letters) AS d",
     );
-    assert_eq!(counts, format!("r,d\n{valid},{malformed}\n"));
+    // Every exact copy is dropped from `readings` and kept as a DUPLICATE dead letter.
+    assert_eq!(counts, format!("r,d\n{valid},{}\n", malformed + dups));
 
     // DuckDB and pyarrow read every table with the documented schema, and the counts per node
     // and the dead letters' reasons and line numbers match the manifest.
@@ -176,23 +160,83 @@ fn the_datasets_land_in_the_lake_as_the_manifest_says_and_real_readers_agree() {
 }
 
 #[test]
-fn replaying_twice_changes_nothing() {
+fn replaying_twice_adds_only_duplicate_dead_letters() {
     let lake = tempfile::tempdir().unwrap();
     let files = vec![dataset("pacific-coast.jsonl")];
     let first = replay(lake.path(), &files, &[]);
     assert!(first["accepted"].as_u64().unwrap() > 6000);
-    let before_files = parquet_files(lake.path());
-    let before_rows = all_rows(lake.path());
+    let tables = |lake: &Path| {
+        let mut out = String::new();
+        for (table, order) in [
+            ("readings", "node_id, timestamp"),
+            ("states", "node_id, timestamp"),
+            ("rhythms", "node_id, window_end, metric"),
+        ] {
+            out += &query_csv(lake, &format!("SELECT * FROM {table} ORDER BY {order}"));
+        }
+        out
+    };
+    let dead = |lake: &Path| {
+        query_csv(
+            lake,
+            "SELECT reason, count(*) AS n FROM dead_letters GROUP BY reason ORDER BY reason",
+        )
+    };
+    let before_rows = tables(lake.path());
+    let before_dead = dead(lake.path());
     let second = replay(lake.path(), &files, &[]);
     assert_eq!(second["accepted"], 0, "{second}");
     assert_eq!(second["states"], 0);
-    assert_eq!(second["files_committed"], 0);
+    let dups = |s: &serde_json::Value| s["rejected"]["DUPLICATE"].as_u64().unwrap();
     assert_eq!(
-        second["rejected"]["DUPLICATE"].as_u64().unwrap(),
-        first["accepted"].as_u64().unwrap() + first["rejected"]["DUPLICATE"].as_u64().unwrap()
+        dups(&second),
+        first["accepted"].as_u64().unwrap() + dups(&first)
     );
-    assert_eq!(parquet_files(lake.path()), before_files);
-    assert_eq!(all_rows(lake.path()), before_rows);
+    // Readings, states and windows are untouched; each copy is one more DUPLICATE dead letter.
+    assert_eq!(tables(lake.path()), before_rows);
+    let count = |csv: &str, reason: &str| -> u64 {
+        csv.lines()
+            .find_map(|l| l.strip_prefix(&format!("{reason},")))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let after_dead = dead(lake.path());
+    assert_eq!(
+        count(&after_dead, "DUPLICATE"),
+        count(&before_dead, "DUPLICATE") + dups(&second),
+        "{before_dead} → {after_dead}"
+    );
+}
+
+/// A key is the exact (node, timestamp, seq): a node that rebooted and counts its seq from 1
+/// again sends new readings, and so does one that sends two readings with one timestamp.
+#[test]
+fn only_exact_copies_are_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("reboot.csv");
+    std::fs::write(
+        &log,
+        "node_id,seq,timestamp,temperature_kelvin,sensor_type,quality\n\
+         n1,1,2025-07-01T00:00:00Z,300.0,BME280,good\n\
+         n1,2,2025-07-01T00:10:00Z,300.1,BME280,good\n\
+         n1,1,2025-07-01T00:20:00Z,300.2,BME280,good\n\
+         n1,2,2025-07-01T00:30:00Z,300.3,BME280,good\n\
+         n1,3,2025-07-01T00:30:00Z,300.4,BME280,good\n\
+         n1,2,2025-07-01T00:30:00Z,300.3,BME280,good\n",
+    )
+    .unwrap();
+    let lake = dir.path().join("lake");
+    let s = replay(&lake, &[log.display().to_string()], &[]);
+    assert_eq!(s["applied"], 5, "{s}");
+    assert_eq!(s["rejected"]["DUPLICATE"], 1, "{s}");
+    let dead = query_csv(
+        &lake,
+        "SELECT reason, node_id, source, payload LIKE '%\"seq\":2%' AS seq2, \
+         payload LIKE '%00:30:00%' AS t FROM dead_letters",
+    );
+    assert_eq!(
+        dead,
+        "reason,node_id,source,seq2,t\nDUPLICATE,n1,node:n1,true,true\n"
+    );
 }
 
 #[test]

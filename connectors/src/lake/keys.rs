@@ -15,25 +15,18 @@ use super::{table_files, LakeError};
 /// Keys of committed rows, per node, so a lookup from the replay's hot path allocates nothing.
 #[derive(Clone, Debug, Default)]
 pub struct ExistingKeys {
-    /// Seqs of every committed reading with a seq, per node.
-    pub reading_seqs: HashMap<String, HashSet<i64>>,
-    /// Timestamps (µs) of every committed reading, per node.
-    pub reading_times: HashMap<String, HashSet<i64>>,
+    /// The key (timestamp µs, seq) of every committed reading, per node.
+    pub readings: HashMap<String, HashSet<(i64, Option<i64>)>>,
     /// Payloads of every committed dead letter, per source.
     pub dead_letters: HashMap<String, HashSet<String>>,
 }
 
 impl ExistingKeys {
-    /// Whether a reading with this key is already in the lake.
+    /// Whether a reading with this exact key (node, timestamp, seq) is already in the lake.
     pub fn has_reading(&self, node_id: &str, seq: Option<i64>, micros: i64) -> bool {
-        seq.is_some_and(|s| {
-            self.reading_seqs
-                .get(node_id)
-                .is_some_and(|k| k.contains(&s))
-        }) || self
-            .reading_times
+        self.readings
             .get(node_id)
-            .is_some_and(|k| k.contains(&micros))
+            .is_some_and(|k| k.contains(&(micros, seq)))
     }
 
     /// Whether this dead letter is already in the lake.
@@ -90,11 +83,8 @@ pub fn existing_keys(root: &Path) -> Result<ExistingKeys, LakeError> {
             let seq = col::<Int64Array>(&batch, "seq")?;
             let ts = col::<TimestampMicrosecondArray>(&batch, "timestamp")?;
             for i in 0..batch.num_rows() {
-                let n = node.value(i);
-                if !seq.is_null(i) {
-                    entry(&mut keys.reading_seqs, n).insert(seq.value(i));
-                }
-                entry(&mut keys.reading_times, n).insert(ts.value(i));
+                let s = (!seq.is_null(i)).then(|| seq.value(i));
+                entry(&mut keys.readings, node.value(i)).insert((ts.value(i), s));
             }
         }
     }

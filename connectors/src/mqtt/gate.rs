@@ -12,8 +12,14 @@
 //!
 //! A node's readings (`kaiabc/sensors/{node}`) do not go through rumqttd at all: the server is
 //! their only subscriber (no login may subscribe to another node's topics), so the gate hands
-//! them to the server itself and acknowledges them once the server's channel has taken them.
-//! That keeps the second TCP hop and rumqttd's router off the path every reading takes.
+//! them to the server's [`Intake`] itself and acknowledges each one (PUBACK, PUBREC) only once
+//! the intake says it is durable (in the write-ahead log, or in Kafka). Acknowledgements go out
+//! in the order the publishes came in, as MQTT requires, because the intake reports in that
+//! order. That also keeps the second TCP hop and rumqttd's router off every reading's path.
+//!
+//! Without logins (`--mqtt-anonymous`) the gate still takes every publish under
+//! `kaiabc/sensors/`, so that anonymous readings are acknowledged only once durable too; it
+//! lets everything else through to rumqttd unchecked.
 //!
 //! MQTT 3.1.1 cannot refuse a single PUBLISH, so a forbidden one is acknowledged as Mosquitto
 //! does with its ACLs, not delivered, and handed on as a refused [`MqttMessage`] for the dead
@@ -40,7 +46,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::{Authenticator, MqttMessage};
+use super::{Authenticator, Intake, MqttMessage, Taken};
 
 /// The largest packet the gate frames; rumqttd's own limit is a little below.
 pub(crate) const MAX_PACKET: usize = 260 * 1024;
@@ -48,12 +54,66 @@ pub(crate) const MAX_PACKET: usize = 260 * 1024;
 /// How long a new connection has to send its CONNECT.
 const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
-/// A send that has to wait for room in the server's channel: run off the gate's thread.
-pub(crate) type Wait = Box<dyn FnOnce() + Send>;
+/// Publishes of one connection handed to the intake and not yet durable: beyond this the gate
+/// stops reading from the client (TCP pushes back on it) until the intake catches up.
+const IN_FLIGHT: usize = 1024;
 
-/// Hands the server a node's reading or a refused publish. `Err` carries the send that must
-/// wait because the channel is full; the connection waits for it, the others go on.
-pub(crate) type ServerSink = Arc<dyn Fn(MqttMessage) -> Result<(), Wait> + Send + Sync>;
+/// What a client may do: a logged-in node its own topics only; without logins, anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Login {
+    /// A node logged in with its key.
+    Node(Grant),
+    /// Logins are off (`--mqtt-anonymous`).
+    Anonymous,
+}
+
+/// What the gate does with a PUBLISH.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// A reading: to the server's intake, acknowledged once durable.
+    Take,
+    /// Not allowed: acknowledged, kept from the broker, handed on for the dead letters.
+    Refuse(String),
+    /// To rumqttd.
+    Pass,
+}
+
+impl Login {
+    fn name(&self) -> &str {
+        match self {
+            Self::Node(g) => &g.node,
+            Self::Anonymous => "anonymous",
+        }
+    }
+
+    fn route(&self, topic: &[u8]) -> Route {
+        match self {
+            Self::Node(g) if topic == g.sensors.as_bytes() => Route::Take,
+            Self::Node(g) if g.may_publish(topic) => Route::Pass,
+            Self::Node(g) => Route::Refuse(format!(
+                "the MQTT client logged in as {:?} may not publish to {:?}",
+                g.node,
+                String::from_utf8_lossy(topic)
+            )),
+            Self::Anonymous if topic.starts_with(b"kaiabc/sensors/") => Route::Take,
+            Self::Anonymous => Route::Pass,
+        }
+    }
+
+    fn may_subscribe(&self, filter: &str) -> bool {
+        match self {
+            Self::Node(g) => g.may_subscribe(filter),
+            Self::Anonymous => true,
+        }
+    }
+
+    fn may_leave_will(&self, topic: &[u8]) -> bool {
+        match self {
+            Self::Node(g) => g.may_publish(topic),
+            Self::Anonymous => true,
+        }
+    }
+}
 
 /// What a logged-in node may do: its own topics only.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,14 +159,14 @@ impl Grant {
 
 /// The gate's settings.
 pub(crate) struct Gate {
-    /// Checks logins.
-    pub auth: Authenticator,
+    /// Checks logins; `None`: anyone may connect and do anything.
+    pub auth: Option<Authenticator>,
     /// rumqttd's loopback listener.
     pub broker: SocketAddr,
     /// The password rumqttd accepts: the gate's alone.
     pub secret: String,
     /// Where readings and refused publishes go.
-    pub server: ServerSink,
+    pub intake: Arc<dyn Intake>,
     /// Logins checked at once. A key's first check is an argon2 hash (tens of milliseconds,
     /// 19 MiB): a thousand nodes reconnecting together must queue, not take every core and
     /// gigabytes at once.
@@ -128,6 +188,8 @@ enum GateError {
     Io(#[from] std::io::Error),
     #[error("refused at connect: {0}")]
     Refused(String),
+    #[error("the server could not store a message; the client is to resend it")]
+    NotStored,
 }
 
 /// Accepts clients on `listener` until the process ends.
@@ -192,9 +254,10 @@ async fn serve(gate: &Gate, mut client: TcpStream, ids: &AtomicU64) -> Result<()
         let why = "only MQTT 3.1.1 is served".to_string();
         return Err(refuse(&mut client, ConnectReturnCode::RefusedProtocolVersion, why).await);
     }
-    let grant = match connect.login.take() {
-        Some(login) => {
-            let check = Arc::clone(&gate.auth);
+    let login = match (connect.login.take(), &gate.auth) {
+        (_, None) => Login::Anonymous,
+        (Some(login), Some(auth)) => {
+            let check = Arc::clone(auth);
             let user = login.username.clone();
             // The check hashes (argon2): off the gate's thread, which forwards everyone's
             // packets.
@@ -210,31 +273,35 @@ async fn serve(gate: &Gate, mut client: TcpStream, ids: &AtomicU64) -> Result<()
                 let why = format!("bad credentials for {user:?}");
                 return Err(refuse(&mut client, ConnectReturnCode::NotAuthorized, why).await);
             }
-            Grant::node(&user)
+            Login::Node(Grant::node(&user))
         }
-        None => {
+        (None, Some(_)) => {
             let why = "no login".to_string();
             return Err(refuse(&mut client, ConnectReturnCode::NotAuthorized, why).await);
         }
     };
     if let Some(will) = &connect.last_will {
-        if !grant.may_publish(will.topic.as_bytes()) {
+        if !login.may_leave_will(will.topic.as_bytes()) {
             let why = format!("a Last Will on {:?}", will.topic);
             return Err(refuse(&mut client, ConnectReturnCode::NotAuthorized, why).await);
         }
     }
-    let user = &grant.node;
-    connect.client_id = if connect.client_id.is_empty() {
-        if !connect.clean_session {
-            let why = "an empty client id needs a clean session".to_string();
-            return Err(refuse(&mut client, ConnectReturnCode::BadClientId, why).await);
-        }
-        // MQTT 3.1.1 §3.1.3.1: the server assigns one.
-        format!("{user}:~{}", ids.fetch_add(1, Ordering::Relaxed))
-    } else {
-        format!("{user}:{}", connect.client_id)
-    };
-    connect.set_login(user, &gate.secret);
+    if let Login::Node(grant) = &login {
+        let user = &grant.node;
+        connect.client_id = if connect.client_id.is_empty() {
+            if !connect.clean_session {
+                let why = "an empty client id needs a clean session".to_string();
+                return Err(refuse(&mut client, ConnectReturnCode::BadClientId, why).await);
+            }
+            // MQTT 3.1.1 §3.1.3.1: the server assigns one.
+            format!("{user}:~{}", ids.fetch_add(1, Ordering::Relaxed))
+        } else {
+            format!("{user}:{}", connect.client_id)
+        };
+    } else if connect.client_id.is_empty() {
+        connect.client_id = format!("anonymous:~{}", ids.fetch_add(1, Ordering::Relaxed));
+    }
+    connect.set_login(login.name(), &gate.secret);
     let mut broker = connect_broker(gate.broker).await?;
     broker.set_nodelay(true)?;
     let mut first = BytesMut::new();
@@ -256,7 +323,7 @@ async fn serve(gate: &Gate, mut client: TcpStream, ids: &AtomicU64) -> Result<()
     let (client_r, client_w) = client.into_split();
     let (broker_r, broker_w) = broker.into_split();
     let (answers, answers_rx) = mpsc::unbounded_channel::<BytesMut>();
-    let up = upstream(gate, &grant, inbuf, client_r, broker_w, answers);
+    let up = upstream(gate, &login, inbuf, client_r, broker_w, answers);
     let down = downstream(broker_r, client_w, answers_rx, from_broker);
     // Whichever side ends first ends the connection: the broker sees the client go (and sends
     // its Last Will), the client sees the broker go.
@@ -303,11 +370,11 @@ fn pubrel_pkid(frame: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*rest.first()?, *rest.get(1)?]))
 }
 
-/// Client → broker: frames every packet and lets through what the grant allows; the node's
-/// readings go to the server directly.
+/// Client → broker: frames every packet and lets through what the login allows; readings go
+/// to the server's intake.
 async fn upstream(
     gate: &Gate,
-    grant: &Grant,
+    login: &Login,
     mut inbuf: BytesMut,
     mut client: tokio::net::tcp::OwnedReadHalf,
     mut broker: tokio::net::tcp::OwnedWriteHalf,
@@ -317,6 +384,7 @@ async fn upstream(
     // QoS 2 publishes the gate took itself: their PUBREL is answered here, not by the broker,
     // and a resent copy before it (DUP) is acknowledged again but not handed on twice.
     let mut held_qos2: HashSet<u16> = HashSet::new();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
         loop {
             let h = match check(inbuf.iter(), MAX_PACKET) {
@@ -326,22 +394,32 @@ async fn upstream(
             };
             let frame = inbuf.split_to(h.frame_length());
             match h.packet_type()? {
-                PacketType::Publish => match publish_topic(&frame) {
-                    Some(t) if t == grant.sensors.as_bytes() => {
-                        take_publish(gate, grant, frame, None, &answers, &mut held_qos2).await?;
-                    }
-                    Some(t) if grant.may_publish(t) => out.extend_from_slice(&frame),
-                    _ => {
-                        let topic = publish_topic(&frame).map(String::from_utf8_lossy);
-                        let why = format!(
-                            "the MQTT client logged in as {:?} may not publish to {:?}",
-                            grant.node,
-                            topic.unwrap_or_default()
-                        );
-                        take_publish(gate, grant, frame, Some(why), &answers, &mut held_qos2)
-                            .await?;
-                    }
-                },
+                PacketType::Publish => {
+                    let route = match publish_topic(&frame) {
+                        Some(t) => login.route(t),
+                        None => Route::Refuse("a PUBLISH without a readable topic".into()),
+                    };
+                    let refused = match route {
+                        Route::Pass => {
+                            out.extend_from_slice(&frame);
+                            continue;
+                        }
+                        Route::Take => None,
+                        Route::Refuse(why) => Some(why),
+                    };
+                    // Bound what this connection has waiting for the disk.
+                    let permit = Arc::clone(&in_flight)
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| GateError::NotStored)?;
+                    let p = Taking {
+                        login,
+                        refused,
+                        answers: &answers,
+                        permit,
+                    };
+                    take_publish(gate, p, frame, &mut held_qos2)?;
+                }
                 PacketType::PubRel => match pubrel_pkid(&frame) {
                     Some(pkid) if held_qos2.remove(&pkid) => {
                         let mut a = BytesMut::new();
@@ -354,10 +432,10 @@ async fn upstream(
                     let Packet::Subscribe(s) = Packet::read(&mut frame.clone(), MAX_PACKET)? else {
                         return Err(FrameError::MalformedPacket.into());
                     };
-                    if s.filters.iter().all(|f| grant.may_subscribe(&f.path)) {
+                    if s.filters.iter().all(|f| login.may_subscribe(&f.path)) {
                         out.extend_from_slice(&frame);
                     } else {
-                        refuse_subscribe(grant, &s, &answers)?;
+                        refuse_subscribe(login, &s, &answers)?;
                     }
                 }
                 PacketType::Connect => return Err(GateError::SecondConnect),
@@ -375,15 +453,24 @@ async fn upstream(
     }
 }
 
-/// Takes a PUBLISH the broker must not see: the node's own reading (`refused` is `None`) or a
-/// forbidden publish, acknowledged as Mosquitto does with its ACLs and handed on for the dead
-/// letters. Either way the server has it before the node gets its acknowledgement.
-async fn take_publish(
-    gate: &Gate,
-    grant: &Grant,
-    frame: BytesMut,
+/// A PUBLISH the gate takes, and how to answer it.
+struct Taking<'a> {
+    login: &'a Login,
+    /// Why it is refused (it goes to the dead letters), or `None` for a reading.
     refused: Option<String>,
-    answers: &mpsc::UnboundedSender<BytesMut>,
+    answers: &'a mpsc::UnboundedSender<BytesMut>,
+    /// Held until the intake has answered.
+    permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Takes a PUBLISH the broker must not see: the node's own reading or a forbidden publish
+/// (acknowledged as Mosquitto does with its ACLs, and handed on for the dead letters). Either
+/// way its acknowledgement goes out only once the intake has it on disk; if the intake cannot
+/// store it, the connection is closed unacknowledged, so the client sends it again.
+fn take_publish(
+    gate: &Gate,
+    t: Taking<'_>,
+    frame: BytesMut,
     held_qos2: &mut HashSet<u16>,
 ) -> Result<(), GateError> {
     // The frame is not needed afterwards: decoded in place, not copied first.
@@ -399,48 +486,57 @@ async fn take_publish(
         dup,
         ..
     } = p;
-    // A QoS 2 resend of a publish already taken: acknowledge again, hand on once.
-    let again = qos == QoS::ExactlyOnce && dup && held_qos2.contains(&pkid);
-    if !again {
-        if refused.is_some() {
-            let login = grant.node.as_str();
-            tracing::warn!(login, %topic, "refused an MQTT publish outside the node's own topics");
+    let mut ack = BytesMut::new();
+    match qos {
+        QoS::AtMostOnce => 0,
+        QoS::AtLeastOnce => PubAck::new(pkid).write(&mut ack)?,
+        QoS::ExactlyOnce => PubRec::new(pkid).write(&mut ack)?,
+    };
+    let answers = t.answers.clone();
+    let permit = t.permit;
+    let taken: Taken = Box::new(move |stored: bool| {
+        drop(permit);
+        if !stored {
+            // An empty buffer tells the writing side to close the connection.
+            let _ = answers.send(BytesMut::new());
+        } else if !ack.is_empty() {
+            let _ = answers.send(ack);
         }
-        let m = MqttMessage {
-            refused,
+    });
+    // A QoS 2 resend of a publish already taken: acknowledged again (once the first copy is
+    // durable), handed on once.
+    if qos == QoS::ExactlyOnce && dup && held_qos2.contains(&pkid) {
+        gate.intake.after_taken(taken);
+        return Ok(());
+    }
+    if qos == QoS::ExactlyOnce {
+        held_qos2.insert(pkid);
+    }
+    if let Some(why) = &t.refused {
+        let login = t.login.name();
+        tracing::warn!(login, %topic, %why, "refused an MQTT publish");
+    }
+    gate.intake.take(
+        MqttMessage {
+            refused: t.refused,
             topic,
             payload: payload.to_vec(),
             received_at: Utc::now(),
-        };
-        if let Err(wait) = (gate.server)(m) {
-            // The server is behind: this node waits (TCP pushes back on it), the others don't.
-            let _ = tokio::task::spawn_blocking(wait).await;
-        }
-    }
-    let mut a = BytesMut::new();
-    match qos {
-        QoS::AtMostOnce => return Ok(()),
-        QoS::AtLeastOnce => {
-            PubAck::new(pkid).write(&mut a)?;
-        }
-        QoS::ExactlyOnce => {
-            PubRec::new(pkid).write(&mut a)?;
-            held_qos2.insert(pkid);
-        }
-    }
-    let _ = answers.send(a);
+        },
+        taken,
+    );
     Ok(())
 }
 
 /// Answers a SUBSCRIBE with a forbidden filter: every filter of it fails.
 fn refuse_subscribe(
-    grant: &Grant,
+    login: &Login,
     s: &Subscribe,
     answers: &mpsc::UnboundedSender<BytesMut>,
 ) -> Result<(), GateError> {
     let filters: Vec<&str> = s.filters.iter().map(|f| f.path.as_str()).collect();
     tracing::warn!(
-        ?grant,
+        login = login.name(),
         ?filters,
         "refused an MQTT subscription outside the node's own topics"
     );
@@ -476,7 +572,13 @@ async fn downstream(
                     client.write_all(&chunk).await?;
                 }
             }
-            Some(a) = answers.recv() => client.write_all(&a).await?,
+            Some(a) = answers.recv() => {
+                if a.is_empty() {
+                    let _ = client.shutdown().await;
+                    return Err(GateError::NotStored);
+                }
+                client.write_all(&a).await?
+            }
         }
     }
 }
@@ -565,7 +667,8 @@ mod tests {
     mod live {
         //! The gate in front of a real rumqttd, with real rumqttc clients.
 
-        use std::sync::mpsc::{sync_channel, Receiver};
+        use std::sync::mpsc::{channel, Receiver};
+        use std::sync::Mutex;
 
         use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, Incoming, MqttOptions};
 
@@ -575,23 +678,61 @@ mod tests {
         const WAIT: Duration = Duration::from_secs(10);
 
         fn broker() -> (EmbeddedBroker, Receiver<MqttMessage>) {
-            broker_with_room(100)
+            let (tx, rx) = channel::<MqttMessage>();
+            (broker_with(Arc::new(Mutex::new(tx))), rx)
         }
 
-        /// A broker whose server channel holds `room` messages.
-        fn broker_with_room(room: usize) -> (EmbeddedBroker, Receiver<MqttMessage>) {
-            let (tx, rx) = sync_channel::<MqttMessage>(room);
+        fn broker_with(intake: Arc<dyn Intake>) -> EmbeddedBroker {
             let auth: Authenticator = Arc::new(|u: &str, p: &str| p == format!("key-{u}"));
-            let b = start_embedded_broker(
+            start_embedded_broker(
                 "127.0.0.1:0".parse().unwrap(),
-                tx,
+                intake,
                 BrokerOptions {
                     auth: Some(auth),
                     on_status: None,
                 },
             )
-            .unwrap();
-            (b, rx)
+            .unwrap()
+        }
+
+        /// An intake that stores slowly, on a thread of its own, in order: as a disk would.
+        struct SlowDisk {
+            queue: Mutex<std::sync::mpsc::Sender<(Option<MqttMessage>, Taken)>>,
+            /// Messages stored so far.
+            stored: Arc<std::sync::atomic::AtomicUsize>,
+        }
+
+        impl SlowDisk {
+            fn start(delay: Duration) -> (Arc<Self>, Receiver<MqttMessage>) {
+                let (q, work) = channel::<(Option<MqttMessage>, Taken)>();
+                let (tx, rx) = channel();
+                let stored = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let count = Arc::clone(&stored);
+                std::thread::spawn(move || {
+                    for (m, taken) in work {
+                        std::thread::sleep(delay);
+                        if let Some(m) = m {
+                            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            tx.send(m).unwrap();
+                        }
+                        taken(true);
+                    }
+                });
+                let disk = Self {
+                    queue: Mutex::new(q),
+                    stored,
+                };
+                (Arc::new(disk), rx)
+            }
+        }
+
+        impl Intake for SlowDisk {
+            fn take(&self, msg: MqttMessage, taken: Taken) {
+                self.queue.lock().unwrap().send((Some(msg), taken)).unwrap();
+            }
+            fn after_taken(&self, taken: Taken) {
+                self.queue.lock().unwrap().send((None, taken)).unwrap();
+            }
         }
 
         /// Connects and waits for the CONNACK: the client, or the code it was refused with.
@@ -734,11 +875,14 @@ mod tests {
             );
         }
 
-        /// The gate hands readings to the server itself: when the server's channel is full
-        /// the node waits and nothing is dropped or reordered; a QoS 2 reading arrives once.
+        /// The gate hands readings to the server's intake itself and acknowledges each only
+        /// once the intake has stored it: with a slow disk nothing is dropped or reordered,
+        /// every PUBACK follows its storing, and a QoS 2 reading arrives once.
         #[test]
-        fn readings_wait_for_a_slow_server_and_arrive_once_in_order() {
-            let (b, rx) = broker_with_room(1);
+        fn readings_are_acknowledged_once_stored_and_arrive_once_in_order() {
+            let (disk, rx) = SlowDisk::start(Duration::from_micros(300));
+            let stored = Arc::clone(&disk.stored);
+            let b = broker_with(disk);
             const N: usize = 200;
             let reader = std::thread::spawn(move || {
                 let mut got = Vec::new();
@@ -746,8 +890,6 @@ mod tests {
                     let m = next(&rx);
                     assert_eq!((m.topic.as_str(), m.refused), ("kaiabc/sensors/n1", None));
                     got.push(String::from_utf8(m.payload).unwrap());
-                    // A slow server, so the channel is full most of the time.
-                    std::thread::sleep(Duration::from_micros(300));
                 }
                 // Nothing more: the QoS 2 reading was not handed on twice.
                 assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
@@ -774,6 +916,9 @@ mod tests {
                 while acks < N {
                     until(&mut ae, |i| matches!(i, Incoming::PubAck(_)).then_some(())).await;
                     acks += 1;
+                    // The q2 reading and the `acks` readings before this PUBACK are stored.
+                    let n = stored.load(std::sync::atomic::Ordering::SeqCst);
+                    assert!(n > acks, "PUBACK {acks} came when {n} were stored");
                 }
             });
             let got = reader.join().unwrap();

@@ -1,16 +1,15 @@
 //! MQTT: the embedded broker (rumqttd) that nodes publish to, the server's links into it, and
 //! the client of an external broker.
 //!
-//! Nodes publish readings to `kaiabc/sensors/{node_id}`; every publish is handed on as a
-//! [`MqttMessage`] through a bounded channel, so a slow dataflow slows the broker's link rather
-//! than growing memory without bound. Nodes' `kaiabc/nodes/{node_id}/status` messages (their
-//! Last Will `offline`) go to a status hook. The server publishes each node's output, retained,
+//! Nodes publish readings to `kaiabc/sensors/{node_id}`; the gate in front of the embedded
+//! broker hands every such publish to the server's [`Intake`] as a [`MqttMessage`] and
+//! acknowledges it only once the intake has it on disk. Nodes' `kaiabc/nodes/{node_id}/status`
+//! messages (their Last Will `offline`) go to a status hook. The server publishes each node's output, retained,
 //! to `kaiabc/nodes/{node_id}/output` through [`MqttOutput`].
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
@@ -159,16 +158,43 @@ impl MqttMessage {
 /// Checks a client's MQTT username and password.
 pub type Authenticator = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
 
-/// Starts rumqttd on `listen` and forwards every publish under [`SENSOR_TOPICS`] to `tx`.
-/// With `auth`, clients reach rumqttd through the gate (`gate.rs`): every client must log in with
-/// a username and password `auth` accepts, and may then use only its own node's topics; the
-/// gate hands a node's readings to `tx` itself, and a publish elsewhere reaches `tx` as a
-/// refused message. Without, anyone may do anything.
+/// Hears once whether a taken message is durable (`true`: the gate acknowledges it) or never
+/// will be (`false`: the gate closes the connection unacknowledged, so the client resends).
+pub type Taken = Box<dyn FnOnce(bool) + Send>;
+
+/// Where the embedded broker's gate hands what nodes publish under `kaiabc/sensors/`: the
+/// server's write-ahead log (or Kafka). Calls to `taken` must come in the order the messages
+/// were taken, since MQTT acknowledgements go out in order.
+pub trait Intake: Send + Sync {
+    /// Takes a message; `taken` hears when it is durable.
+    fn take(&self, msg: MqttMessage, taken: Taken);
+    /// Calls `taken` once everything taken before is durable (to acknowledge a resend).
+    fn after_taken(&self, taken: Taken);
+}
+
+/// An in-memory intake that takes every message at once: for tests and tools that need no
+/// durability.
+impl<T: From<MqttMessage> + Send> Intake for std::sync::Mutex<std::sync::mpsc::Sender<T>> {
+    fn take(&self, msg: MqttMessage, taken: Taken) {
+        let ok = self.lock().is_ok_and(|tx| tx.send(T::from(msg)).is_ok());
+        taken(ok);
+    }
+
+    fn after_taken(&self, taken: Taken) {
+        taken(true);
+    }
+}
+
+/// Starts rumqttd behind the gate (`gate.rs`) on `listen`. The gate hands every publish under
+/// `kaiabc/sensors/` to `intake` and acknowledges it once the intake has it on disk. With
+/// `auth`, every client must log in with a username and password `auth` accepts, and may then
+/// use only its own node's topics (a publish elsewhere reaches `intake` as a refused message).
+/// Without, anyone may do anything else.
 ///
 /// rumqttd has no shutdown: its threads (and the gate's) end with the process.
-pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
+pub fn start_embedded_broker(
     listen: SocketAddr,
-    tx: SyncSender<T>,
+    intake: Arc<dyn Intake>,
     opts: BrokerOptions,
 ) -> Result<EmbeddedBroker, MqttError> {
     let BrokerOptions { auth, on_status } = opts;
@@ -180,35 +206,26 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
         addr: listen,
         source,
     })?;
-    // Ports are bound here and released for rumqttd's thread, so a taken one is a clear
-    // error instead of a silent thread failure.
-    let (gated, internal) = match auth {
-        None => {
-            // Without logins there is nothing to hold anyone to: rumqttd takes the clients.
-            drop(public);
-            (None, bound)
-        }
-        Some(auth) => {
-            // rumqttd listens on a loopback port of its own, which the gate connects to.
-            let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-            let bind_err = |source| MqttError::Bind {
-                addr: loopback,
-                source,
-            };
-            let probe = std::net::TcpListener::bind(loopback).map_err(bind_err)?;
-            let internal = probe.local_addr().map_err(bind_err)?;
-            public
-                .set_nonblocking(true)
-                .map_err(|source| MqttError::Bind {
-                    addr: listen,
-                    source,
-                })?;
-            let mut secret = [0u8; 24];
-            getrandom::fill(&mut secret).map_err(|e| MqttError::Link(e.to_string()))?;
-            let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-            (Some((public, auth, secret)), internal)
-        }
+    // rumqttd listens on a loopback port of its own, which the gate connects to. Bound here
+    // and released for rumqttd's thread, so a taken one is a clear error instead of a silent
+    // thread failure.
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let bind_err = |source| MqttError::Bind {
+        addr: loopback,
+        source,
     };
+    let probe = std::net::TcpListener::bind(loopback).map_err(bind_err)?;
+    let internal = probe.local_addr().map_err(bind_err)?;
+    drop(probe);
+    public
+        .set_nonblocking(true)
+        .map_err(|source| MqttError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let mut secret = [0u8; 24];
+    getrandom::fill(&mut secret).map_err(|e| MqttError::Link(e.to_string()))?;
+    let secret: String = secret.iter().map(|b| format!("{b:02x}")).collect();
     let mut connections = ConnectionSettings {
         connection_timeout_ms: 60_000,
         max_payload_size: 256 * 1024,
@@ -217,7 +234,7 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
         external_auth: None,
         dynamic_filters: true,
     };
-    if let Some((_, _, secret)) = &gated {
+    {
         // Only the gate knows the password: a client that finds the loopback port cannot
         // go around the gate's checks.
         let secret = secret.clone();
@@ -256,15 +273,11 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
     let (mut link_tx, mut link_rx) = broker
         .link("kaiabc-server")
         .map_err(|e| MqttError::Link(e.to_string()))?;
-    link_tx
-        .subscribe(SENSOR_TOPICS)
-        .map_err(|e| MqttError::Link(e.to_string()))?;
     if on_status.is_some() {
         link_tx
             .subscribe(STATUS_TOPICS)
             .map_err(|e| MqttError::Link(e.to_string()))?;
     }
-    let tx_gate = tx.clone();
     let (out_tx, out_rx) = broker
         .link("kaiabc-output")
         .map_err(|e| MqttError::Link(e.to_string()))?;
@@ -290,23 +303,13 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
                         let topic = String::from_utf8_lossy(&f.publish.topic);
                         if let (Some(node), Some(hook)) = (status_node(&topic), &on_status) {
                             hook(node, &f.publish.payload);
-                            continue;
-                        }
-                        let msg = MqttMessage {
-                            topic: topic.into_owned(),
-                            payload: f.publish.payload.to_vec(),
-                            received_at: Utc::now(),
-                            refused: None,
-                        };
-                        if tx.send(T::from(msg)).is_err() {
-                            return; // the pipeline is shutting down
                         }
                     }
                     // When a link's buffer fills (200 notifications) the router ends the batch
                     // with `Unschedule` and stops forwarding to it until the link reports
                     // `Ready`, as rumqttd's network links do. Everything before it has been
                     // handled by now; without this, the first burst larger than the buffer
-                    // stalled the link for good and later readings stayed in the router.
+                    // stalled the link for good and later messages stayed in the router.
                     Ok(Some(Notification::Unschedule)) => {
                         if let Err(e) = link_rx.ready() {
                             tracing::error!(error = %e, "the MQTT link closed");
@@ -322,50 +325,36 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
             }
         })
         .map_err(|e| MqttError::Link(e.to_string()))?;
-    if let Some((public, auth, secret)) = gated {
-        let tx = tx_gate;
-        // A full channel waits, as the broker's own link does: nothing is dropped.
-        let server: gate::ServerSink =
-            Arc::new(move |m: MqttMessage| match tx.try_send(T::from(m)) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => Ok(()),
-                Err(TrySendError::Full(t)) => {
-                    let tx = tx.clone();
-                    Err(Box::new(move || {
-                        let _ = tx.send(t);
-                    }))
+    let gate = Arc::new(gate::Gate {
+        auth,
+        broker: internal,
+        secret,
+        intake,
+        checking: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()),
+        ),
+    });
+    std::thread::Builder::new()
+        .name("mqtt-gate".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "the MQTT gate could not start");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match tokio::net::TcpListener::from_std(public) {
+                    Ok(listener) => gate::run(listener, gate).await,
+                    Err(e) => tracing::error!(error = %e, "the MQTT gate could not listen"),
                 }
             });
-        let gate = Arc::new(gate::Gate {
-            auth,
-            broker: internal,
-            secret,
-            server,
-            checking: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, |n| n.get()),
-            ),
-        });
-        std::thread::Builder::new()
-            .name("mqtt-gate".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "the MQTT gate could not start");
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    match tokio::net::TcpListener::from_std(public) {
-                        Ok(listener) => gate::run(listener, gate).await,
-                        Err(e) => tracing::error!(error = %e, "the MQTT gate could not listen"),
-                    }
-                });
-            })
-            .map_err(|e| MqttError::Link(e.to_string()))?;
-    }
+        })
+        .map_err(|e| MqttError::Link(e.to_string()))?;
     tracing::info!(%bound, "embedded MQTT broker listening");
     Ok(EmbeddedBroker {
         addr: bound,
@@ -380,22 +369,33 @@ pub fn start_embedded_broker<T: From<MqttMessage> + Send + 'static>(
 mod tests {
     use super::*;
 
-    /// A burst larger than the router's per-link buffer (200) while the dataflow is slow must
+    /// A burst larger than the router's per-link buffer (200) while the server is slow must
     /// still arrive whole: the link re-arms itself after the router unschedules it. Before
     /// that, the first such burst stopped the server's subscription for good (found by the
-    /// live latency bench at 10 000 readings/s).
+    /// live latency bench at 10 000 readings/s). Status messages take that link.
     #[test]
     fn a_burst_beyond_the_router_buffer_arrives_whole() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<MqttMessage>(1);
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let (readings, _r) = std::sync::mpsc::channel::<MqttMessage>();
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hook: StatusHook = {
+            let seen = Arc::clone(&seen);
+            let tx = Mutex::new(tx);
+            Arc::new(move |node: &str, _payload: &[u8]| {
+                // A slow server at first, so the router's buffer for the link fills.
+                if seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < 300 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                let _ = tx.lock().unwrap().send(node.to_string());
+            })
+        };
         let broker = start_embedded_broker(
-            format!("127.0.0.1:{port}").parse().unwrap(),
-            tx,
-            BrokerOptions::default(),
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Mutex::new(readings)),
+            BrokerOptions {
+                auth: None,
+                on_status: Some(hook),
+            },
         )
         .unwrap();
         let mut o = rumqttc::MqttOptions::new("burst", "127.0.0.1", broker.addr.port());
@@ -406,26 +406,16 @@ mod tests {
         for i in 0..N {
             client
                 .publish(
-                    format!("kaiabc/sensors/n{}", i % 10),
+                    format!("kaiabc/nodes/n{}/status", i % 10),
                     rumqttc::QoS::AtLeastOnce,
                     false,
-                    i.to_string(),
+                    "online",
                 )
                 .unwrap();
         }
         let mut got = 0;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while got < N && std::time::Instant::now() < deadline {
-            // A slow reader at first, so the router's buffer for the link fills.
-            if got < 300 {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            if rx
-                .recv_timeout(std::time::Duration::from_millis(500))
-                .is_ok()
-            {
-                got += 1;
-            }
+        while got < N && rx.recv_timeout(std::time::Duration::from_secs(30)).is_ok() {
+            got += 1;
         }
         assert_eq!(got, N, "messages held in the router");
     }

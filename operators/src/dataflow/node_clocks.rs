@@ -513,6 +513,7 @@ fn apply(
         };
         if seen_before(&reading) {
             st.duplicates += 1;
+            out.push(duplicate(&reading, "is already in the lake"));
             continue;
         }
         let node = match node_for(nodes, cfg, &reading.node_id, restore, st) {
@@ -523,6 +524,11 @@ fn apply(
                 continue;
             }
         };
+        if node.is_duplicate(reading.timestamp.timestamp_micros(), reading.seq) {
+            st.duplicates += 1;
+            out.push(duplicate(&reading, "was received before"));
+            continue;
+        }
         let before = out.len();
         let t = std::time::Instant::now();
         let result = node.apply(cfg, reading, out);
@@ -559,6 +565,31 @@ fn node_for<'a>(
         nodes.insert(node_id.to_string(), n);
     }
     Ok(nodes.get_mut(node_id).expect("inserted above"))
+}
+
+/// The dead letter of an exact copy of a reading (same node, timestamp and seq): dropped, and
+/// kept here so that duplicates can be counted in SQL.
+fn duplicate(reading: &SensorReading, what: &str) -> LakeRow {
+    let payload = serde_json::to_vec(reading).unwrap_or_default();
+    let seq = reading
+        .seq
+        .map_or_else(|| "no seq".to_string(), |s| format!("seq {s}"));
+    LakeRow::DeadLetter(DeadLetter::new(
+        reading.timestamp,
+        format!("node:{}", reading.node_id),
+        &payload,
+        Rejection::new(
+            Reason::Duplicate,
+            format!(
+                "a reading of {} at {} with {seq} {what}",
+                reading.node_id,
+                reading
+                    .timestamp
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            ),
+        )
+        .for_node(&reading.node_id),
+    ))
 }
 
 /// A dead letter for a reading whose processing failed.

@@ -14,12 +14,15 @@ use kaiabc_connectors::lake::{open_checkpoints, LakeConfig};
 use kaiabc_connectors::mqtt::{
     start_client, start_embedded_broker, Authenticator, BrokerOptions, ClientOptions, StatusHook,
 };
+use kaiabc_connectors::wal::{self, WalConfig, WalWriter};
 use kaiabc_operators::clock::ClockConfig;
 use kaiabc_operators::node::NodeConfig;
 
 use crate::auth::{load_secret, Jwt, Registry, Role};
 use crate::bridge;
-use crate::dataflow::live::{run_live, Inbound, LiveOptions, LiveShared, LiveSource};
+use crate::dataflow::inbound::Ingest;
+use crate::dataflow::live::{run_live, LiveOptions, LiveShared};
+use crate::dataflow::source::{LogSource, OffsetSource};
 use crate::ratelimit::{Limits, RateLimiter};
 use crate::server::Api;
 
@@ -48,6 +51,18 @@ pub struct RunArgs {
     /// Seconds between lake commits (how fresh SQL over the lake is).
     #[arg(long, default_value_t = 10, env = "KAIABC_COMMIT_INTERVAL_SECONDS")]
     commit_interval_seconds: u64,
+    /// The write-ahead log: every message is on disk there before it is acknowledged, and is
+    /// read again after a crash (default: `_wal` in the lake).
+    #[arg(long, env = "KAIABC_WAL")]
+    wal: Option<PathBuf>,
+    /// The most the write-ahead log may hold on disk, MiB: beyond it (the pipeline is not
+    /// keeping up, or cannot commit) ingestion answers 503 and MQTT publishes wait.
+    #[arg(long, default_value_t = 1024, env = "KAIABC_WAL_MAX_MB")]
+    wal_max_mb: u64,
+    /// For benchmarks only: acknowledge once written to the log, without waiting for the disk
+    /// (a crash or power loss can then lose acknowledged messages).
+    #[arg(long, env = "KAIABC_WAL_NO_FSYNC")]
+    wal_no_fsync: bool,
     /// Write the lake inline on the dataflow workers instead of on a writing thread per worker
     /// (slower readings while files are written; for comparison benchmarks).
     #[arg(long, env = "KAIABC_LAKE_INLINE")]
@@ -188,8 +203,11 @@ pub fn run(a: &RunArgs) -> Result<()> {
         a.commit_interval_seconds > 0,
         "--commit-interval-seconds must be positive"
     );
-    let node_cfg =
+    let mut node_cfg =
         NodeConfig::new(ClockConfig::default()).context("building the clock configuration")?;
+    // A node that lost the answer to an acknowledged batch sends it again: remember enough keys
+    // to know every reading of it.
+    node_cfg.recent_keys = kaiabc_operators::node::LIVE_RECENT_KEYS;
     let api_cfg = Arc::new(node_cfg.clone());
     let restored = open_checkpoints(&a.lake)
         .with_context(|| format!("reading the checkpoints of the lake {}", a.lake.display()))?;
@@ -197,7 +215,6 @@ pub fn run(a: &RunArgs) -> Result<()> {
     shared.seed(&restored);
     let jwt = jwt_for(&a.state_dir)?;
     let registry = Arc::new(Registry::open(a.state_dir.join("nodes.json"))?);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Inbound>(64 * 1024);
     let auth: Option<Authenticator> = if a.mqtt_anonymous {
         tracing::warn!("MQTT clients may publish without credentials (--mqtt-anonymous)");
         None
@@ -222,29 +239,55 @@ pub fn run(a: &RunArgs) -> Result<()> {
         !a.no_bridge || (kafka.is_some() && a.mqtt_url.is_some()),
         "--no-bridge needs --kafka-brokers and --mqtt-url"
     );
-    let (source, producer, forwarder) = match &kafka {
-        Some(cfg) => {
-            prepare_topics(&runtime, cfg)?;
-            let producer = KafkaProducer::new(cfg)?;
-            let consumer = KafkaSource::new(cfg)?;
-            let _ = shared.metrics.kafka_lag.set(consumer.lag());
-            let _ = shared.metrics.kafka_producer.set(producer.clone());
-            let _ = shared.kafka.set(producer.clone());
-            let forwarder = bridge::forward(rx, producer.clone(), Arc::clone(&shared));
-            (
-                LiveSource::Kafka(Box::new(consumer)),
-                Some(producer),
-                Some(forwarder),
-            )
-        }
-        None => (LiveSource::Channel(rx), None, None),
-    };
+    // The one inbound path: every producer hands messages to `ingest` and acknowledges them
+    // once it says they are durable; the dataflow reads them back from the same place.
+    let (ingest, source, producer, log): (Ingest, Box<dyn OffsetSource>, _, Option<WalWriter>) =
+        match &kafka {
+            Some(cfg) => {
+                prepare_topics(&runtime, cfg)?;
+                let producer = KafkaProducer::new(cfg)?;
+                let consumer = KafkaSource::new(cfg)?;
+                let _ = shared.metrics.kafka_lag.set(consumer.lag());
+                let _ = shared.metrics.kafka_producer.set(producer.clone());
+                let _ = shared.kafka.set(producer.clone());
+                (
+                    Ingest::Kafka(producer.clone()),
+                    Box::new(consumer),
+                    Some(producer),
+                    None,
+                )
+            }
+            None => {
+                let dir = a.wal.clone().unwrap_or_else(|| a.lake.join("_wal"));
+                let mut cfg = WalConfig::at(&dir);
+                cfg.max_bytes = a.wal_max_mb.saturating_mul(1024 * 1024);
+                cfg.sync = !a.wal_no_fsync;
+                if a.wal_no_fsync {
+                    tracing::warn!("--wal-no-fsync: acknowledged messages can be lost in a crash");
+                }
+                let (writer, reader, recovered) = wal::open(cfg)
+                    .with_context(|| format!("opening the write-ahead log {}", dir.display()))?;
+                if recovered.end > recovered.committed {
+                    tracing::info!(
+                        from = recovered.committed,
+                        to = recovered.end,
+                        "reading again what was acknowledged but not yet checkpointed"
+                    );
+                }
+                let _ = shared.metrics.wal.set(writer.clone());
+                (
+                    Ingest::Log(writer.clone()),
+                    Box::new(LogSource::new(reader)),
+                    None,
+                    Some(writer),
+                )
+            }
+        };
     let mqtt = match &a.mqtt_url {
         Some(url) => {
             let handler = match (&producer, a.no_bridge) {
                 (Some(_), true) => None,
-                (Some(p), false) => Some(bridge::to_kafka(p.clone())),
-                (None, _) => Some(bridge::to_channel(tx.clone())),
+                _ => Some(bridge::to_ingest(ingest.clone())),
             };
             let output = start_client(
                 ClientOptions {
@@ -261,7 +304,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         None => {
             let broker = start_embedded_broker(
                 a.mqtt_listen,
-                tx.clone(),
+                Arc::new(ingest.clone()),
                 BrokerOptions {
                     auth,
                     on_status: Some(on_status),
@@ -281,7 +324,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         shared: Arc::clone(&shared),
         jwt,
         registry,
-        ingest: tx,
+        ingest,
         started: std::time::Instant::now(),
         lake: a.lake.clone(),
         control_log: crate::server::ControlLog::at(&a.lake),
@@ -331,8 +374,9 @@ pub fn run(a: &RunArgs) -> Result<()> {
         Arc::clone(&shared),
         &restored,
     )?;
-    if let Some(f) = forwarder {
-        let _ = f.join();
+    // Messages acknowledged after the final checkpoint stay in the log for the next start.
+    if let Some(w) = &log {
+        w.close();
     }
     if let Some(p) = &producer {
         if let Err(e) = p.flush(Duration::from_secs(30)) {
@@ -376,7 +420,7 @@ pub fn bridge(a: &BridgeArgs) -> Result<()> {
             client_id: a.client_id.clone(),
             persistent: true,
         },
-        Some(bridge::to_kafka(producer.clone())),
+        Some(bridge::to_ingest(Ingest::Kafka(producer.clone()))),
         None,
     )?;
     eprintln!(

@@ -1,87 +1,45 @@
-//! The live dataflow: readings from MQTT through the same operators as a replay, each node's
-//! state emitted as soon as its reading is applied, the lake committed every few seconds.
+//! The live dataflow: messages from the write-ahead log (embedded mode) or Kafka through the
+//! same operators as a replay, each node's state emitted as soon as its reading is applied,
+//! the lake committed and the source's position committed at aligned checkpoints.
+//!
+//! `run_live` wires the parts: the source ([`OffsetSource`]) and its checkpoint rounds
+//! ([`Aligner`]) on worker 0, the event-time [`Stamper`], the shared graph ([`lake_rows`]) and the
+//! lake sink on every worker, and the workers' figures for `/metrics`.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
-use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use chrono::{DateTime, Utc};
 use kaiabc_connectors::file::LineParser;
-use kaiabc_connectors::kafka::{
-    KafkaProducer, KafkaSource, Offsets, DEAD_LETTERS_TOPIC, STATES_TOPIC,
-};
+use kaiabc_connectors::kafka::{KafkaProducer, DEAD_LETTERS_TOPIC, STATES_TOPIC};
 use kaiabc_connectors::lake::{existing_keys, CheckpointWriter, LakeConfig, LakeWriter, Restored};
-use kaiabc_connectors::mqtt::{MqttMessage, MqttOutput};
-use kaiabc_operators::dataflow::{node_hash, Checkpointing, NodeStats, Ordering};
+use kaiabc_connectors::mqtt::MqttOutput;
+use kaiabc_operators::dataflow::{Checkpointing, NodeStats, Ordering};
 use kaiabc_operators::node::NodeConfig;
-use kaiabc_schemas::{parse_timestamp, LakeRow, Reason, Rejection};
+use kaiabc_schemas::{LakeRow, Reason};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::operators::core::UnorderedInput;
-use timely::dataflow::operators::Inspect;
+use timely::dataflow::operators::core::{UnorderedHandle, UnorderedInput};
+use timely::dataflow::operators::ActivateCapability;
 
 use crate::metrics::{Metrics, WorkerFigures};
 use crate::ws::Hub;
 
+use super::aligner::Aligner;
+pub use super::in_order::InOrder;
+use super::inbound::Inbound;
+use super::lake_rows;
 use super::lake_sink::{LakeSink, SinkOptions, SinkReport};
 use super::parse::{Incoming, LogFile, ParseStats};
-use super::{lake_rows, tick_of};
-
-/// An event for the live dataflow, from MQTT or HTTP.
-#[derive(Clone, Debug)]
-pub struct Inbound {
-    /// Where it came from (`mqtt:TOPIC`, `http:PATH`), for dead letters.
-    pub source: String,
-    /// The node the transport vouches for (the topic's node, the API key's node); `Err` with
-    /// the reason when the transport names none.
-    pub node: Result<String, String>,
-    /// The payload: one reading, or a JSON array of them.
-    pub payload: Vec<u8>,
-    /// When it was received.
-    pub received_at: DateTime<Utc>,
-}
-
-impl From<MqttMessage> for Inbound {
-    fn from(m: MqttMessage) -> Self {
-        let node = match &m.refused {
-            Some(why) => Err(why.clone()),
-            None => m
-                .topic_node()
-                .map(str::to_string)
-                .ok_or_else(|| format!("topic {:?} is not kaiabc/sensors/{{node_id}}", m.topic)),
-        };
-        Self {
-            source: format!("mqtt:{}", m.topic),
-            node,
-            payload: m.payload,
-            received_at: m.received_at,
-        }
-    }
-}
+use super::source::OffsetSource;
+use super::stamper::Stamper;
 
 /// How long the source's worker parks when neither the source nor the dataflow has work: the
 /// most a newly arrived message waits before it enters the dataflow.
 pub const IDLE_PARK: Duration = Duration::from_millis(1);
-
-/// On stop, the source is drained until it has delivered nothing for this long.
-pub const DRAIN_QUIET: Duration = Duration::from_millis(300);
-
-/// How long a Kafka checkpoint round may take (the dataflow draining what was sent, then every
-/// worker saving its checkpoint) before it is abandoned; offsets are then not committed, which
-/// is always safe.
-pub const ALIGN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Where the live dataflow's events come from.
-pub enum LiveSource {
-    /// Straight from the embedded broker, the MQTT client and HTTP ingest.
-    Channel(Receiver<Inbound>),
-    /// From `kaiabc.readings`, offsets committed at aligned checkpoints.
-    Kafka(Box<KafkaSource>),
-}
 
 /// How the live dataflow runs.
 #[derive(Clone, Debug)]
@@ -181,6 +139,7 @@ pub struct LiveSummary {
     pub checkpoints_saved: u64,
 }
 
+/// What one worker counted, handed back when it ends.
 #[derive(Default)]
 struct WorkerResult {
     nodes: NodeStats,
@@ -188,24 +147,61 @@ struct WorkerResult {
     sink: SinkReport,
 }
 
-/// Runs the live dataflow on messages from `rx` until `shared.stop` is set (or every sender is
-/// gone), then drains it and commits the lake. Nodes resume from `restored` (opened from the
-/// lake's checkpoints), and every commit saves the checkpoints of the nodes that changed.
+/// One worker's counters, shared between its operators and its loop.
+#[derive(Clone, Default)]
+struct WorkerStats {
+    nodes: Rc<RefCell<NodeStats>>,
+    parse: Rc<RefCell<ParseStats>>,
+    sink: Rc<RefCell<SinkReport>>,
+}
+
+impl WorkerStats {
+    /// Copies the figures out for `/metrics`.
+    fn publish(&self, index: usize, metrics: &Metrics) {
+        let figures = WorkerFigures::of(
+            &self.nodes.borrow(),
+            &self.parse.borrow(),
+            &self.sink.borrow(),
+        );
+        metrics.set_worker(index, figures);
+    }
+
+    fn take(&self) -> WorkerResult {
+        WorkerResult {
+            nodes: *self.nodes.borrow(),
+            parse: std::mem::take(&mut *self.parse.borrow_mut()),
+            sink: std::mem::take(&mut *self.sink.borrow_mut()),
+        }
+    }
+}
+
+/// The checkpoint handshake between the source's aligner and the workers: the aligner raises
+/// `request`, each worker's `NodeClocks` answers with a barrier of that epoch, and each sink
+/// records in `acks` the epoch it has committed and saved.
+#[derive(Clone)]
+struct Handshake {
+    request: Arc<AtomicU64>,
+    acks: Arc<Vec<AtomicU64>>,
+}
+
+/// Runs the live dataflow on the messages of `source` until `shared.stop` is set, then drains
+/// it and commits the lake. Nodes resume from `restored` (opened from the lake's checkpoints);
+/// every aligned checkpoint commits the lake, saves the checkpoints of the nodes that changed,
+/// and then commits the source's position.
 pub fn run_live(
     opts: LiveOptions,
     node_cfg: NodeConfig,
-    source: LiveSource,
+    source: Box<dyn OffsetSource>,
     shared: Arc<LiveShared>,
     restored: &Restored,
 ) -> Result<LiveSummary> {
-    let aligned = matches!(source, LiveSource::Kafka(_));
-    // Kafka mode: the source asks for each checkpoint, and every worker's sink reports it.
-    let request = Arc::new(AtomicU64::new(0));
-    let acks: Arc<Vec<AtomicU64>> =
-        Arc::new((0..opts.workers).map(|_| AtomicU64::new(0)).collect());
+    anyhow::ensure!(opts.workers >= 1, "--workers must be at least 1");
+    let hand = Handshake {
+        request: Arc::new(AtomicU64::new(0)),
+        acks: Arc::new((0..opts.workers).map(|_| AtomicU64::new(0)).collect()),
+    };
     let run = restored.run;
     let restore = Arc::new(restored.states());
-    anyhow::ensure!(opts.workers >= 1, "--workers must be at least 1");
     let keys = Arc::new(existing_keys(&opts.lake.root)?);
     let files = Arc::new(vec![LogFile {
         name: "mqtt".into(),
@@ -217,9 +213,7 @@ pub fn run_live(
         let shared = Arc::clone(&shared);
         move |worker| -> Result<WorkerResult, String> {
             let index = worker.index();
-            let stats = Rc::new(RefCell::new(NodeStats::default()));
-            let parse_stats = Rc::new(RefCell::new(ParseStats::default()));
-            let report = Rc::new(RefCell::new(SinkReport::default()));
+            let stats = WorkerStats::default();
             let writer = LakeWriter::new(opts.lake.clone(), index).map_err(|e| e.to_string())?;
             let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
                 let ((records_in, records_cap), records) =
@@ -232,29 +226,25 @@ pub fn run_live(
                     &keys,
                     &node_cfg,
                     Ordering::Immediate,
-                    &parse_stats,
-                    &stats,
+                    &stats.parse,
+                    &stats.nodes,
                     Some(Checkpointing {
-                        // With Kafka, the source's aligned rounds pace the barriers.
-                        every: if aligned {
-                            Duration::from_secs(3600)
-                        } else {
-                            opts.commit_every
-                        },
+                        // The source's aligned rounds pace the barriers.
+                        every: Duration::from_secs(3600),
                         restore: Arc::clone(&restore),
-                        request: aligned.then(|| Arc::clone(&request)),
+                        request: Some(Arc::clone(&hand.request)),
                     }),
                 )
-                .inspect(move |row| latest.publish(row))
+                .inspect_in_order(move |row: &LakeRow| latest.publish(row))
                 .lake_sink(
                     writer,
-                    Rc::clone(&report),
+                    Rc::clone(&stats.sink),
                     SinkOptions {
                         // The checkpoint barriers pace the commits.
                         commit_every: None,
                         checkpoints: Some(CheckpointWriter::new(&opts.lake.root, run, index)),
-                        on_checkpoint: aligned.then(|| {
-                            let acks = Arc::clone(&acks);
+                        on_checkpoint: Some({
+                            let acks = Arc::clone(&hand.acks);
                             Box::new(move |epoch: u64| {
                                 acks[index].fetch_max(epoch, AtomicOrdering::AcqRel);
                             }) as Box<dyn Fn(u64) + Send>
@@ -265,129 +255,29 @@ pub fn run_live(
                 (records_in, records_cap)
             });
             if index == 0 {
-                let mut source = source
+                let source = source
                     .lock()
                     .map_err(|_| "the source's lock is poisoned".to_string())?
                     .take()
                     .ok_or("worker 0 started twice")?;
-                let mut aligner = match &mut source {
-                    LiveSource::Kafka(_) => Some(Aligner::new(
-                        Arc::clone(&request),
-                        Arc::clone(&acks),
+                SourceLoop {
+                    source,
+                    aligner: Aligner::new(
+                        Arc::clone(&hand.request),
+                        Arc::clone(&hand.acks),
                         opts.commit_every,
-                    )),
-                    LiveSource::Channel(_) => None,
-                };
-                let lateness = opts.lateness.as_micros() as i64;
-                let mut max_seen: Option<i64> = None;
-                let mut watermark = 0u64;
-                let mut ordinal = 0u64;
-                // In arrival order, in runs of one tick: a command and the readings around it
-                // must reach their node in the order they came in.
-                let mut pending: Vec<(u64, Vec<Incoming>)> = Vec::new();
-                // After the stop signal, messages the broker already acknowledged are still on
-                // their way through it: keep reading until the source has been quiet a while.
-                let mut quiet_since: Option<Instant> = None;
-                let mut disconnected = false;
-                loop {
-                    let stopping = shared.stop.load(AtomicOrdering::SeqCst);
-                    let mut batch: Vec<Inbound> = Vec::new();
-                    match (&mut source, &mut aligner) {
-                        (LiveSource::Channel(rx), _) => {
-                            while batch.len() < 4096 {
-                                match rx.try_recv() {
-                                    Ok(m) => batch.push(m),
-                                    Err(TryRecvError::Empty) => break,
-                                    Err(TryRecvError::Disconnected) => {
-                                        disconnected = true;
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                        (LiveSource::Kafka(k), Some(a)) => {
-                            if a.step(k, stopping, ordinal, &shared.metrics, &mut batch) {
-                                break;
-                            }
-                        }
-                        (LiveSource::Kafka(_), None) => unreachable!("Kafka without an aligner"),
-                    }
-                    let idle = batch.is_empty();
-                    if disconnected && idle {
-                        break;
-                    }
-                    if stopping && aligner.is_none() {
-                        if !idle {
-                            quiet_since = None;
-                        } else if quiet_since.get_or_insert_with(Instant::now).elapsed()
-                            >= DRAIN_QUIET
-                        {
-                            break;
-                        }
-                    }
-                    for msg in batch {
-                        shared
-                            .metrics
-                            .events_in
-                            .fetch_add(1, AtomicOrdering::Relaxed);
-                        for record in records_of(&msg) {
-                            ordinal += 1;
-                            let (route, t, parsed) = route_and_time(&msg, &record);
-                            let tick = match t {
-                                Some(t) => {
-                                    max_seen = Some(max_seen.map_or(t, |m| m.max(t)));
-                                    tick_of(t).max(watermark)
-                                }
-                                None => watermark,
-                            };
-                            if pending.last().is_none_or(|(t, _)| *t != tick) {
-                                pending.push((tick, Vec::new()));
-                            }
-                            let run = &mut pending.last_mut().expect("pushed above").1;
-                            run.push(Incoming {
-                                route: route.unwrap_or(ordinal),
-                                ordinal,
-                                file: 0,
-                                line: 0,
-                                received_at: msg.received_at,
-                                source: Some(msg.source.clone()),
-                                payload: record,
-                                parsed: parsed.map(|r| Box::new(Err(r))),
-                            });
-                        }
-                    }
-                    if let Some(m) = max_seen {
-                        watermark = watermark.max(tick_of(m - lateness));
-                    }
-                    for (t, mut batch) in pending.drain(..) {
-                        let at = cap.delayed(&t);
-                        input.activate().session(&at).give_container(&mut batch);
-                    }
-                    if watermark > *cap.time() {
-                        cap = cap.delayed(&watermark);
-                    }
-                    // Run the dataflow while it has work; when it has none and nothing came
-                    // in, park briefly: a new message waits at most IDLE_PARK.
-                    worker.step_or_park(Some(if idle { IDLE_PARK } else { Duration::ZERO }));
-                    let figures =
-                        WorkerFigures::of(&stats.borrow(), &parse_stats.borrow(), &report.borrow());
-                    shared.metrics.set_worker(index, figures);
+                    ),
+                    stamper: Stamper::new(opts.lateness),
                 }
+                .run(worker, &mut input, &mut cap, &shared, &stats);
             }
             // Dropping the input and its capability closes the input.
             drop(cap);
             drop(input);
             while worker.step_or_park(Some(Duration::from_millis(20))) {
-                let figures =
-                    WorkerFigures::of(&stats.borrow(), &parse_stats.borrow(), &report.borrow());
-                shared.metrics.set_worker(index, figures);
+                stats.publish(index, &shared.metrics);
             }
-            let result = WorkerResult {
-                nodes: *stats.borrow(),
-                parse: std::mem::take(&mut *parse_stats.borrow_mut()),
-                sink: std::mem::take(&mut *report.borrow_mut()),
-            };
-            Ok(result)
+            Ok(stats.take())
         }
     })
     .map_err(|e| anyhow!("starting the workers: {e}"))?;
@@ -399,183 +289,78 @@ pub fn run_live(
         if let Some(e) = r.sink.error {
             return Err(anyhow!(e).context("writing the lake"));
         }
-        summary.applied += r.nodes.applied;
-        summary.nodes_restored += r.nodes.restored;
-        summary.checkpoints_saved += r.sink.checkpoints.1;
-        for (k, v) in r.parse.rejected {
-            *summary.rejected.entry(k).or_default() += v;
-        }
-        if r.nodes.duplicates > 0 {
-            *summary.rejected.entry(Reason::Duplicate).or_default() += r.nodes.duplicates;
-        }
-        summary.files_committed += r.sink.committed.files;
-        summary.rows_committed += r.sink.committed.rows;
+        summary.add(r);
     }
     // Read once every worker has finished (the source counts as it reads).
     summary.events_in = shared.metrics.events_in.load(AtomicOrdering::Relaxed);
     Ok(summary)
 }
 
-/// Aligned checkpoints for the Kafka source, as Flink and Arroyo do them: every `every`, the
-/// source stops reading, waits until the dataflow has handled all it sent, asks every worker
-/// for a checkpoint barrier, and once every sink has committed its rows and saved its nodes,
-/// commits the offsets it had reached. Offsets therefore never run ahead of saved state, and
-/// a restart resumes exactly there. The pause lasts a few milliseconds.
-struct Aligner {
-    request: Arc<AtomicU64>,
-    acks: Arc<Vec<AtomicU64>>,
-    every: Duration,
-    epoch: u64,
-    last: bool,
-    phase: Phase,
+/// Worker 0's loop: reads the source (through the aligner's checkpoint rounds), stamps event
+/// time, feeds the dataflow's input and steps the worker, until the final round is over.
+struct SourceLoop {
+    source: Box<dyn OffsetSource>,
+    aligner: Aligner,
+    stamper: Stamper,
 }
 
-enum Phase {
-    Reading {
-        since: Instant,
-    },
-    Draining {
-        since: Instant,
-        sent: u64,
-        offsets: Offsets,
-    },
-    Saving {
-        since: Instant,
-        offsets: Offsets,
-    },
-}
-
-impl Aligner {
-    fn new(request: Arc<AtomicU64>, acks: Arc<Vec<AtomicU64>>, every: Duration) -> Self {
-        Self {
-            request,
-            acks,
-            every,
-            epoch: 0,
-            last: false,
-            phase: Phase::Reading {
-                since: Instant::now(),
-            },
-        }
-    }
-
-    /// Reads into `batch`, or advances a checkpoint round; `sent` is how many records the
-    /// source has given the dataflow. True once the final round (after `stopping`) is over.
-    fn step(
-        &mut self,
-        source: &mut KafkaSource,
-        stopping: bool,
-        sent: u64,
-        metrics: &Metrics,
-        batch: &mut Vec<Inbound>,
-    ) -> bool {
-        let now = Instant::now();
-        match std::mem::replace(&mut self.phase, Phase::Reading { since: now }) {
-            Phase::Reading { since } => {
-                if stopping || since.elapsed() >= self.every {
-                    self.last = stopping;
-                    self.phase = Phase::Draining {
-                        since: now,
-                        sent,
-                        offsets: source.positions().clone(),
-                    };
-                    return false;
-                }
-                self.phase = Phase::Reading { since };
-                while batch.len() < 4096 {
-                    match source.poll(Duration::ZERO) {
-                        None => break,
-                        Some(Ok(r)) => batch.push(crate::bridge::inbound_of(r)),
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, "reading Kafka");
-                            break;
-                        }
-                    }
-                }
-                false
+impl SourceLoop {
+    fn run(
+        mut self,
+        worker: &mut timely::worker::Worker,
+        input: &mut UnorderedHandle<u64, CapacityContainerBuilder<Vec<Incoming>>>,
+        cap: &mut ActivateCapability<u64>,
+        shared: &LiveShared,
+        stats: &WorkerStats,
+    ) {
+        let index = worker.index();
+        let mut batch: Vec<Inbound> = Vec::new();
+        loop {
+            let stopping = shared.stop.load(AtomicOrdering::SeqCst);
+            batch.clear();
+            let sent = self.stamper.sent();
+            let source = self.source.as_mut();
+            if self
+                .aligner
+                .step(source, stopping, sent, &shared.metrics, &mut batch)
+            {
+                return;
             }
-            Phase::Draining {
-                since,
-                sent,
-                offsets,
-            } => {
-                if metrics.handled(sent) {
-                    self.epoch += 1;
-                    self.request.store(self.epoch, AtomicOrdering::Release);
-                    self.phase = Phase::Saving {
-                        since: now,
-                        offsets,
-                    };
-                } else if since.elapsed() > ALIGN_TIMEOUT {
-                    tracing::warn!("the dataflow did not drain in time; offsets not committed");
-                    return self.last;
-                } else {
-                    self.phase = Phase::Draining {
-                        since,
-                        sent,
-                        offsets,
-                    };
-                }
-                false
+            let idle = batch.is_empty();
+            for msg in &batch {
+                shared
+                    .metrics
+                    .events_in
+                    .fetch_add(1, AtomicOrdering::Relaxed);
+                self.stamper.stamp(msg);
             }
-            Phase::Saving { since, offsets } => {
-                let saved = self
-                    .acks
-                    .iter()
-                    .all(|a| a.load(AtomicOrdering::Acquire) >= self.epoch);
-                if saved {
-                    match source.commit(&offsets) {
-                        Ok(()) => metrics.kafka_committed(&offsets),
-                        Err(e) => tracing::warn!(error = %e, "committing Kafka offsets"),
-                    }
-                    return self.last;
-                }
-                if since.elapsed() > ALIGN_TIMEOUT {
-                    tracing::warn!("a checkpoint was not saved in time; offsets not committed");
-                    return self.last;
-                }
-                self.phase = Phase::Saving { since, offsets };
-                false
+            for (t, mut run) in self.stamper.drain() {
+                let at = cap.delayed(&t);
+                input.activate().session(&at).give_container(&mut run);
             }
+            if self.stamper.watermark() > *cap.time() {
+                *cap = cap.delayed(&self.stamper.watermark());
+            }
+            // Run the dataflow while it has work; when it has none and nothing came in, park
+            // briefly: a new message waits at most IDLE_PARK.
+            worker.step_or_park(Some(if idle { IDLE_PARK } else { Duration::ZERO }));
+            stats.publish(index, &shared.metrics);
         }
     }
 }
 
-/// The readings of a message: one JSON object, or an array of them.
-fn records_of(msg: &Inbound) -> Vec<Vec<u8>> {
-    let trimmed = msg.payload.trim_ascii_start();
-    if trimmed.first() == Some(&b'[') {
-        if let Ok(items) = serde_json::from_slice::<Vec<serde_json::Value>>(trimmed) {
-            return items
-                .iter()
-                .map(|v| serde_json::to_vec(v).unwrap_or_default())
-                .collect();
+impl LiveSummary {
+    fn add(&mut self, r: WorkerResult) {
+        self.applied += r.nodes.applied;
+        self.nodes_restored += r.nodes.restored;
+        self.checkpoints_saved += r.sink.checkpoints.1;
+        for (k, v) in r.parse.rejected {
+            *self.rejected.entry(k).or_default() += v;
         }
+        if r.nodes.duplicates > 0 {
+            *self.rejected.entry(Reason::Duplicate).or_default() += r.nodes.duplicates;
+        }
+        self.files_committed += r.sink.committed.files;
+        self.rows_committed += r.sink.committed.rows;
     }
-    vec![msg.payload.clone()]
-}
-
-/// The record's route (its node's hash), its event time if readable and not in the future,
-/// and a rejection when the payload's node is not the topic's.
-fn route_and_time(msg: &Inbound, record: &[u8]) -> (Option<u64>, Option<i64>, Option<Rejection>) {
-    let peek = LineParser::Jsonl.peek(record);
-    let latest: DateTime<Utc> = msg.received_at + kaiabc_schemas::validate::MAX_FUTURE;
-    // A command's time is when it was issued, not sensor time: it does not move the watermark.
-    let t = peek
-        .timestamp
-        .as_deref()
-        .filter(|_| !kaiabc_schemas::ControlCommand::is_control(record))
-        .and_then(|s| parse_timestamp(s).ok())
-        .filter(|t| *t <= latest)
-        .map(|t| t.timestamp_micros());
-    let node = peek.node_id.as_deref();
-    let mismatch = match (&msg.node, node) {
-        (Ok(vouched), Some(node)) if vouched != node => Some(Rejection::new(
-            Reason::InvalidNodeId,
-            format!("payload node_id {node:?} is not the sender's node {vouched:?}"),
-        )),
-        (Err(why), _) => Some(Rejection::new(Reason::InvalidNodeId, why.clone())),
-        _ => None,
-    };
-    (node.map(node_hash), t, mismatch)
 }

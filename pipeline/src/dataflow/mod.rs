@@ -1,10 +1,16 @@
 //! The dataflow: sources → validation (rejects to dead letters) → per-node clocks → the lake.
-//! `replay` drives it from sensor-log files; the live server (issue 4) drives the same graph.
+//! `replay` drives it from sensor-log files; the live server drives the same graph from the
+//! write-ahead log or Kafka (`inbound`, `source`, `aligner`, `stamper`, `live`).
 
+pub mod aligner;
+pub mod in_order;
+pub mod inbound;
 pub mod lake_sink;
 pub mod live;
 pub mod parse;
 pub mod replay;
+pub mod source;
+pub mod stamper;
 
 /// Timely timestamps are whole minutes of event time since the Unix epoch: coarse enough that
 /// progress tracking stays cheap, while rows keep exact event times.
@@ -24,10 +30,10 @@ use kaiabc_connectors::lake::ExistingKeys;
 use kaiabc_operators::dataflow::{Checkpointing, NodeClocks, NodeStats, Ordering, Routed};
 use kaiabc_operators::node::NodeConfig;
 use kaiabc_schemas::LakeRow;
-use timely::dataflow::operators::core::OkErr;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::Stream;
 
+use in_order::InOrder;
 use parse::{Incoming, LogFile, ParseStats, ParseValidate, Parsed};
 
 /// The graph replay and live share: records are parsed and validated on their node's worker,
@@ -52,7 +58,8 @@ pub fn lake_rows<'scope>(
             keys.has_reading(&r.node_id, r.seq, r.timestamp.timestamp_micros())
         })
     };
-    // timely's `ok_err` splits by `Result`; the row moves straight into its output.
+    // Split by `Result`, in arrival order (see `in_order`); the row moves straight into its
+    // output.
     #[allow(clippy::result_large_err)]
     let (readings, dead): (
         Stream<'scope, u64, Vec<Routed>>,
@@ -64,7 +71,7 @@ pub fn lake_rows<'scope>(
             Arc::clone(keys),
             Rc::clone(parse_stats),
         )
-        .ok_err(|p| match p {
+        .ok_err_in_order(|p| match p {
             Parsed::Reading(r) => Ok(r),
             Parsed::Dead(d) => Err(d),
         });

@@ -13,7 +13,7 @@ use warp::{Filter, Reply};
 use super::lake::{bad, encode, lake_get, run, span, time_filter, ts, Range, Refusal};
 use super::{at, body, error_body, Api, Route};
 use crate::auth::Principal;
-use crate::dataflow::live::Inbound;
+use crate::dataflow::inbound::Inbound;
 
 type Response = warp::reply::Response;
 
@@ -439,20 +439,17 @@ fn bulk_readings(api: &Api, body: &[u8]) -> Response {
         };
         by_node.entry(node).or_default().push(item);
     }
-    for (node, items) in by_node {
-        let inbound = Inbound {
+    let messages: Vec<Inbound> = by_node
+        .into_iter()
+        .map(|(node, items)| Inbound {
             source: "http:/v1/bulk/sensor-readings".into(),
             node: node.ok_or_else(|| "no valid node_id in the reading".to_string()),
             payload: serde_json::to_vec(&items).unwrap_or_default(),
             received_at: now,
-        };
-        if api.ingest.send(inbound).is_err() {
-            return error_body(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "SHUTTING_DOWN",
-                "the pipeline is stopping",
-            );
-        }
+        })
+        .collect();
+    if let Err(e) = api.ingest.durable_all_blocking(&messages) {
+        return super::not_stored(&e);
     }
     let total = rejected.len();
     warp::reply::with_status(

@@ -19,7 +19,7 @@ use warp::Reply;
 
 use super::{error_body, Api};
 use crate::auth::Principal;
-use crate::dataflow::live::Inbound;
+use crate::dataflow::inbound::Inbound;
 use crate::dataflow::parse::CONTROL_SOURCE;
 
 /// The append-only log of every command the API accepted.
@@ -255,12 +255,9 @@ pub(super) fn send(
         payload: line,
         received_at: now,
     };
-    if api.ingest.send(inbound).is_err() {
-        return Err(Box::new(error_body(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SHUTTING_DOWN",
-            "the pipeline is stopping",
-        )));
+    // Durable before the answer, like a reading (the wait is one sync of the log).
+    if let Err(e) = api.ingest.durable_blocking(&inbound) {
+        return Err(Box::new(super::not_stored(&e)));
     }
     Ok(cmd)
 }

@@ -13,10 +13,9 @@ use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use std::sync::mpsc::SyncSender;
-
 use crate::auth::{AuthError, Claims, Jwt, Principal, Registration, Registry, Role};
-use crate::dataflow::live::{Inbound, LiveShared};
+use crate::dataflow::inbound::{Inbound, Ingest};
+use crate::dataflow::live::LiveShared;
 use crate::ratelimit::{Kind, RateLimiter, Verdict};
 
 mod analytics;
@@ -210,8 +209,8 @@ pub struct Api {
     pub jwt: Jwt,
     /// Registered nodes.
     pub registry: Arc<Registry>,
-    /// Into the dataflow (HTTP readings join MQTT's).
-    pub ingest: SyncSender<Inbound>,
+    /// Into the dataflow (HTTP readings join MQTT's): answered once durable.
+    pub ingest: Ingest,
     /// When the server started.
     pub started: Instant,
     /// The lake (history and exports read it).
@@ -506,7 +505,10 @@ pub fn routes(
         all.push(
             at(&api, "POST", path)
                 .and(body(1024 * 1024))
-                .map(move |who: Principal, body: bytes::Bytes| ingest(&api2, kind, who, &body))
+                .then(move |who: Principal, body: bytes::Bytes| {
+                    let api = Arc::clone(&api2);
+                    async move { ingest(&api, kind, who, &body).await }
+                })
                 .boxed(),
         );
     }
@@ -757,9 +759,35 @@ async fn register(api: Arc<Api>, body: bytes::Bytes) -> warp::reply::Response {
     }
 }
 
+/// The answer when a message could not be made durable: nothing was accepted, send it again.
+pub(crate) fn not_stored(e: &crate::dataflow::inbound::IngestError) -> warp::reply::Response {
+    use crate::dataflow::inbound::IngestError;
+    let (code, what) = match e {
+        IngestError::Stopping => ("SHUTTING_DOWN", "the pipeline is stopping"),
+        IngestError::Log(kaiabc_connectors::wal::WalError::Closed) => {
+            ("SHUTTING_DOWN", "the pipeline is stopping")
+        }
+        IngestError::Log(kaiabc_connectors::wal::WalError::Full { .. }) => {
+            ("OVERLOADED", "the pipeline is not keeping up")
+        }
+        _ => ("STORAGE_UNAVAILABLE", "the message could not be stored"),
+    };
+    tracing::warn!(error = %e, code = e.code(), "a request was not stored");
+    let mut resp = error_body(
+        StatusCode::SERVICE_UNAVAILABLE,
+        code,
+        format!("{what}; nothing was accepted, retry later ({e})"),
+    );
+    resp.headers_mut()
+        .insert("retry-after", warp::http::HeaderValue::from_static("1"));
+    resp
+}
+
 /// Readings over HTTP: checked here for the answer, and sent into the dataflow either way, where
-/// the bad ones become dead letters exactly as over MQTT.
-fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::reply::Response {
+/// the bad ones become dead letters exactly as over MQTT. The answer comes once the message is
+/// durable (the write-ahead log, or Kafka); if it cannot be made durable, 503 and nothing was
+/// accepted.
+async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::reply::Response {
     let Principal::Node(node) = who else {
         return error_body(
             StatusCode::FORBIDDEN,
@@ -791,12 +819,14 @@ fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::reply::Re
             )
         }
         Err(e) => {
-            let _ = api.ingest.try_send(Inbound {
+            // Kept for the dead letters; the answer does not wait for it.
+            let unparsed = Inbound {
                 source: format!("http:/v1/sensors/{kind}"),
                 node: Ok(node),
                 payload: body.to_vec(),
                 received_at: now,
-            });
+            };
+            api.ingest.submit(&unparsed, Box::new(|_| {}));
             return error_body(StatusCode::BAD_REQUEST, "PARSE_ERROR", e.to_string());
         }
     };
@@ -825,7 +855,7 @@ fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::reply::Re
     } else {
         Ok(node.clone())
     };
-    let sent = api.ingest.try_send(Inbound {
+    let msg = Inbound {
         source: format!("http:/v1/sensors/{kind}"),
         node: vouched,
         payload: if items.len() == 1 && kind == "temperature" {
@@ -834,13 +864,9 @@ fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::reply::Re
             serde_json::to_vec(&items).unwrap_or_default()
         },
         received_at: now,
-    });
-    if sent.is_err() {
-        return error_body(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "OVERLOADED",
-            "the pipeline is not keeping up (or stopping); retry later",
-        );
+    };
+    if let Err(e) = api.ingest.durable(&msg).await {
+        return not_stored(&e);
     }
     if foreign > 0 {
         return error_body(
@@ -984,13 +1010,15 @@ mod tests {
         kaiabc_operators::node::NodeConfig::new(kaiabc_operators::ClockConfig::default()).unwrap()
     }
 
-    fn test_api(dir: &std::path::Path) -> (Arc<Api>, std::sync::mpsc::Receiver<Inbound>) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(100_000);
+    fn test_api(dir: &std::path::Path) -> (Arc<Api>, kaiabc_connectors::wal::WalReader) {
+        let (log, reader, _) =
+            kaiabc_connectors::wal::open(kaiabc_connectors::wal::WalConfig::at(dir.join("wal")))
+                .unwrap();
         let api = Arc::new(Api {
             shared: Arc::default(),
             jwt: Jwt::new(&[1u8; 32]).unwrap(),
             registry: Arc::new(Registry::open(dir.join("nodes.json")).unwrap()),
-            ingest: tx,
+            ingest: Ingest::Log(log),
             started: Instant::now(),
             lake: dir.join("lake"),
             limiter: RateLimiter::new(crate::ratelimit::Limits {
@@ -1003,7 +1031,7 @@ mod tests {
             prcs: Default::default(),
             logs: Arc::default(),
         });
-        (api, rx)
+        (api, reader)
     }
 
     /// Every endpoint of [`ENDPOINTS`] × every kind of caller, in process: nobody gets 401 (or
