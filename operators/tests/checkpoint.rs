@@ -143,6 +143,7 @@ fn run_operator(
                         every: std::time::Duration::from_secs(3600),
                         restore: Arc::clone(&restore),
                         request: None,
+                        sent: None,
                     },
                 )
                 .capture_into(tx);
@@ -234,6 +235,7 @@ fn a_requested_barrier_follows_everything_sent_before_the_request() {
                         every: std::time::Duration::from_secs(3600),
                         restore: Arc::new(HashMap::new()),
                         request: Some(Arc::clone(&req)),
+                        sent: None,
                     },
                 )
                 .capture_into(tx);

@@ -165,6 +165,10 @@ pub struct Checkpointing {
     /// every [`REQUEST_POLL`]), stamped with the value as its `epoch`. A source uses this to
     /// align its own commits (Kafka offsets) with the saved state.
     pub request: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Set to each barrier's epoch once the barrier is sent: everything the operator takes
+    /// after that comes after the barrier, so a source that waits for it may read on while
+    /// the sink commits.
+    pub sent: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// How often a checkpointing operator with a request counter checks it.
@@ -365,6 +369,9 @@ fn build<'scope>(
                         nodes: entries,
                         epoch: answered,
                     }));
+                    if let Some(sent) = &c.sent {
+                        sent.store(answered, std::sync::atomic::Ordering::Release);
+                    }
                     last_barrier = Instant::now();
                 }
                 match frontier.frontier().first() {

@@ -176,11 +176,12 @@ impl WorkerStats {
 }
 
 /// The checkpoint handshake between the source's aligner and the workers: the aligner raises
-/// `request`, each worker's `NodeClocks` answers with a barrier of that epoch, and each sink
-/// records in `acks` the epoch it has committed and saved.
+/// `request`, each worker's `NodeClocks` answers with a barrier of that epoch and notes it in
+/// `sent`, and each sink records in `acks` the epoch it has committed and saved.
 #[derive(Clone)]
 struct Handshake {
     request: Arc<AtomicU64>,
+    sent: Arc<Vec<Arc<AtomicU64>>>,
     acks: Arc<Vec<AtomicU64>>,
 }
 
@@ -198,6 +199,11 @@ pub fn run_live(
     anyhow::ensure!(opts.workers >= 1, "--workers must be at least 1");
     let hand = Handshake {
         request: Arc::new(AtomicU64::new(0)),
+        sent: Arc::new(
+            (0..opts.workers)
+                .map(|_| Arc::new(AtomicU64::new(0)))
+                .collect(),
+        ),
         acks: Arc::new((0..opts.workers).map(|_| AtomicU64::new(0)).collect()),
     };
     let run = restored.run;
@@ -233,6 +239,7 @@ pub fn run_live(
                         every: Duration::from_secs(3600),
                         restore: Arc::clone(&restore),
                         request: Some(Arc::clone(&hand.request)),
+                        sent: Some(Arc::clone(&hand.sent[index])),
                     }),
                 )
                 .inspect_in_order(move |row: &LakeRow| latest.publish(row))
@@ -264,6 +271,7 @@ pub fn run_live(
                     source,
                     aligner: Aligner::new(
                         Arc::clone(&hand.request),
+                        Arc::clone(&hand.sent),
                         Arc::clone(&hand.acks),
                         opts.commit_every,
                     ),
