@@ -102,6 +102,21 @@ impl WalReader {
 
     /// Reads up to `max` synced records into `out`; how many it read (0: nothing new).
     pub fn poll(&mut self, max: usize, out: &mut Vec<WalRecord>) -> Result<usize, WalError> {
+        self.poll_with(max, |offset, payload| {
+            out.push(WalRecord {
+                offset,
+                payload: payload.to_vec(),
+            })
+        })
+    }
+
+    /// Hands up to `max` synced records to `take` as they lie in the read buffer (no copy);
+    /// how many it handed.
+    pub fn poll_with(
+        &mut self,
+        max: usize,
+        mut take: impl FnMut(u64, &[u8]),
+    ) -> Result<usize, WalError> {
         if self.next >= self.shared.durable.load(Ordering::Acquire) {
             return Ok(0);
         }
@@ -120,10 +135,7 @@ impl WalReader {
                     size,
                 } => {
                     if offset == self.next {
-                        out.push(WalRecord {
-                            offset,
-                            payload: payload.to_vec(),
-                        });
+                        take(offset, payload);
                         self.next += 1;
                         n += 1;
                         self.start += size;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use kaiabc_connectors::kafka::{KafkaSource, Offsets};
-use kaiabc_connectors::wal::{WalReader, WalRecord};
+use kaiabc_connectors::wal::WalReader;
 
 use super::inbound::Inbound;
 
@@ -60,36 +60,28 @@ pub trait OffsetSource: Send {
 /// The write-ahead log as a source.
 pub struct LogSource {
     reader: WalReader,
-    records: Vec<WalRecord>,
 }
 
 impl LogSource {
     /// Reads `reader` from its committed offset on.
     pub fn new(reader: WalReader) -> Self {
-        Self {
-            reader,
-            records: Vec::new(),
-        }
+        Self { reader }
     }
 }
 
 impl OffsetSource for LogSource {
     fn poll(&mut self, max: usize, out: &mut Vec<Inbound>) -> Result<usize, SourceError> {
-        self.records.clear();
-        self.reader.poll(max, &mut self.records)?;
         let mut n = 0;
-        for r in self.records.drain(..) {
-            match Inbound::decode(&r.payload) {
+        // Decoded straight from the read buffer: the payload is copied once, into its message.
+        self.reader
+            .poll_with(max, |offset, payload| match Inbound::decode(payload) {
                 Ok(m) => {
                     out.push(m);
                     n += 1;
                 }
                 // Checksummed, so not damage on disk: a record of another version.
-                Err(e) => {
-                    tracing::error!(offset = r.offset, error = %e, code = e.code(), "skipped")
-                }
-            }
-        }
+                Err(e) => tracing::error!(offset, error = %e, code = e.code(), "skipped"),
+            })?;
         Ok(n)
     }
 
