@@ -243,7 +243,10 @@ fn mosquitto_with_the_stack_acl_holds_each_node_to_its_own_topics() {
             .expect("mosquitto_passwd (scripts/services.sh installs mosquitto)");
         assert!(ok.success());
     }
-    // Run as root, Mosquitto drops to its own user, which must read these files.
+    // Run as root, Mosquitto drops to its own user, which must read these files: the stack's
+    // ACL is copied beside them, since the clone may sit in a directory only root can enter.
+    let acl = dir.path().join("acl");
+    std::fs::copy(root().join("deploy/mosquitto/acl"), &acl).unwrap();
     let _ = Command::new("chmod")
         .args(["-R", "a+rX", dir.path().to_str().unwrap()])
         .status();
@@ -252,7 +255,7 @@ fn mosquitto_with_the_stack_acl_holds_each_node_to_its_own_topics() {
         &format!(
             "allow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\n",
             passwd.display(),
-            root().join("deploy/mosquitto/acl").display()
+            acl.display()
         ),
     );
 
