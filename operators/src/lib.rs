@@ -23,6 +23,7 @@
 
 pub mod clock;
 pub mod dataflow;
+pub mod dedup;
 pub mod error;
 pub mod etf;
 pub mod integrator;

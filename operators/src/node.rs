@@ -13,6 +13,7 @@ use kaiabc_schemas::{
 };
 
 use crate::clock::{Clock, ClockCheckpoint, ClockConfig, InitialCondition};
+use crate::dedup::{Dedup, Emitted, InFiles, KeyRuns, Seen};
 use crate::error::ClockError;
 use crate::kalman::{KalmanFilter, KalmanParams, Measurement};
 use crate::limit_cycle::LimitCycle;
@@ -77,9 +78,6 @@ pub struct NodeConfig {
     pub max_gap_hours: f64,
     /// Rhythm windows.
     pub window: WindowConfig,
-    /// Recent (timestamp, seq) keys remembered per node to recognise duplicates among late
-    /// readings (64 by default; the live server remembers [`LIVE_RECENT_KEYS`]).
-    pub recent_keys: usize,
 }
 
 impl NodeConfig {
@@ -94,7 +92,6 @@ impl NodeConfig {
             initial_ct: 0.0,
             max_gap_hours: 1.0,
             window: WindowConfig::default(),
-            recent_keys: 64,
         })
     }
 }
@@ -181,7 +178,7 @@ pub struct NodeState {
     filter: KalmanFilter,
     last_micros: Option<i64>,
     last_kelvin: f64,
-    recent: VecDeque<(i64, Option<i64>)>,
+    dedup: Dedup,
     bins: Bins,
     next_window_end: Option<i64>,
     window_period: Option<f64>,
@@ -191,10 +188,6 @@ pub struct NodeState {
 }
 
 const MICROS_PER_HOUR: f64 = 3.6e9;
-
-/// Keys a live node remembers: enough to recognise a resent batch of up to a thousand readings
-/// (a client that lost the answer to an acknowledged request sends it again).
-pub const LIVE_RECENT_KEYS: usize = 1024;
 
 /// A node's state as a restart needs it: the clock, the filter, the duplicate keys, the rhythm
 /// bins and the control state. Encoded with [`NodeCheckpoint::to_bytes`] (postcard, versioned).
@@ -206,6 +199,17 @@ pub struct NodeCheckpoint {
     /// Added in version 2.
     control: NodeControl,
     /// Added in version 3.
+    extra: CheckpointExtra,
+    /// Added in version 4: the summary of every key seen (before, `core.recent` held the last
+    /// keys themselves).
+    seen: KeyRuns,
+}
+
+/// Version 3's layout.
+#[derive(Deserialize)]
+struct CheckpointV3 {
+    core: CheckpointCore,
+    control: NodeControl,
     extra: CheckpointExtra,
 }
 
@@ -229,6 +233,7 @@ struct CheckpointCore {
     filter: KalmanFilter,
     last_micros: Option<i64>,
     last_kelvin: f64,
+    /// The last keys seen, up to version 3; empty since (see [`NodeCheckpoint::seen`]).
     recent: VecDeque<(i64, Option<i64>)>,
     bins: Bins,
     next_window_end: Option<i64>,
@@ -265,7 +270,7 @@ pub enum CheckpointError {
 }
 
 /// The checkpoint encoding's version, its first byte; bumped when [`NodeCheckpoint`] changes.
-pub const CHECKPOINT_VERSION: u8 = 3;
+pub const CHECKPOINT_VERSION: u8 = 4;
 
 impl NodeCheckpoint {
     /// The checkpoint as bytes: the version, then the postcard encoding.
@@ -280,6 +285,16 @@ impl NodeCheckpoint {
         match bytes.split_first() {
             None => Err(CheckpointError::Empty),
             Some((&CHECKPOINT_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+            // Before duplicate summaries: the last keys themselves, in `core.recent`.
+            Some((3, rest)) => {
+                let v3: CheckpointV3 = postcard::from_bytes(rest)?;
+                Ok(Self {
+                    core: v3.core,
+                    control: v3.control,
+                    extra: v3.extra,
+                    seen: KeyRuns::default(),
+                })
+            }
             // Before parameter changes and phase shifts: the shared settings, no shift.
             Some((2, rest)) => {
                 let v2: CheckpointV2 = postcard::from_bytes(rest)?;
@@ -287,6 +302,7 @@ impl NodeCheckpoint {
                     core: v2.core,
                     control: v2.control,
                     extra: CheckpointExtra::default(),
+                    seen: KeyRuns::default(),
                 })
             }
             // Before control commands: no pause, no override.
@@ -294,6 +310,7 @@ impl NodeCheckpoint {
                 core: postcard::from_bytes(rest)?,
                 control: NodeControl::default(),
                 extra: CheckpointExtra::default(),
+                seen: KeyRuns::default(),
             }),
             Some((&v, _)) => Err(CheckpointError::Version(v)),
         }
@@ -328,8 +345,7 @@ impl NodeState {
             filter: KalmanFilter::new(cfg.kalman)?,
             last_micros: None,
             last_kelvin: f64::NAN,
-            // Grown as keys come (a live node remembers up to 1024).
-            recent: VecDeque::with_capacity(cfg.recent_keys.min(64)),
+            dedup: Dedup::default(),
             bins: Bins::default(),
             next_window_end: None,
             window_period: None,
@@ -347,7 +363,7 @@ impl NodeState {
                 filter: self.filter.clone(),
                 last_micros: self.last_micros,
                 last_kelvin: self.last_kelvin,
-                recent: self.recent.clone(),
+                recent: VecDeque::new(),
                 bins: self.bins.clone(),
                 next_window_end: self.next_window_end,
                 window_period: self.window_period,
@@ -357,6 +373,7 @@ impl NodeState {
                 settings: self.settings,
                 shift: self.shift.as_ref().map(ShiftRun::checkpoint),
             },
+            seen: self.dedup.seen.clone(),
         }
     }
 
@@ -367,7 +384,12 @@ impl NodeState {
             core: cp,
             control,
             extra,
+            mut seen,
         } = cp;
+        // Every key of a checkpoint is in the lake's files (it was saved after their commit).
+        for &(micros, seq) in &cp.recent {
+            seen.insert(micros, seq);
+        }
         let clock_cfg = extra.settings.clock_config(cfg);
         let clock = match cp.clock {
             Some(c) => Some(Clock::resume(clock_cfg, cfg.reference.clone(), c)?),
@@ -382,7 +404,10 @@ impl NodeState {
             filter: cp.filter,
             last_micros: cp.last_micros,
             last_kelvin: cp.last_kelvin,
-            recent: cp.recent,
+            dedup: Dedup {
+                seen,
+                pending: Default::default(),
+            },
             bins: cp.bins,
             next_window_end: cp.next_window_end,
             window_period: cp.window_period,
@@ -497,38 +522,58 @@ impl NodeState {
         &self.filter
     }
 
-    /// Whether the node saw this exact key (timestamp and seq) before, within the remembered
-    /// recent keys. A reading with the same seq at another time is not a copy (a node that
-    /// rebooted counts from 1 again), nor one with the same time and another seq.
-    pub fn is_duplicate(&self, micros: i64, seq: Option<i64>) -> bool {
-        // Every remembered key is at or before the last applied reading: a newer one (the
-        // in-order reading, almost every one) is new without a look.
-        if self.last_micros.is_none_or(|last| micros > last) {
-            return false;
-        }
-        self.recent.iter().any(|&(m, s)| m == micros && s == seq)
+    /// Whether the node saw this exact key (timestamp and seq) before, as far as it knows by
+    /// itself ([`Seen::AskLake`]: only the lake can say). A reading with the same seq at
+    /// another time is not a copy (a node that rebooted counts from 1 again), nor one with the
+    /// same time and another seq.
+    pub fn seen(&self, micros: i64, seq: Option<i64>) -> Seen {
+        self.dedup.check(micros, seq)
     }
 
-    fn remember(&mut self, cfg: &NodeConfig, micros: i64, seq: Option<i64>) {
-        if self.recent.len() >= cfg.recent_keys.max(1) {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((micros, seq));
+    /// Adds what the lake held of this node before the run to what it has seen.
+    pub fn absorb_past(&mut self, past: &KeyRuns) {
+        self.dedup.seen.absorb(past);
+    }
+
+    /// Forgets the pending keys the lake's sink has written out.
+    pub fn prune_pending(&mut self, files: &InFiles) {
+        self.dedup.pending.prune(files);
+    }
+
+    /// The node's duplicate detection.
+    pub fn dedup(&self) -> &Dedup {
+        &self.dedup
     }
 
     /// Processes one validated reading of this node, appending what it produced to `out`.
+    ///
+    /// A node on its own (no lake) keeps every key it saw since it was created or resumed
+    /// exactly, and recognises copies of those; the node operator uses
+    /// [`NodeState::apply_at`], whose keys go once the lake has them.
     pub fn apply(
         &mut self,
         cfg: &NodeConfig,
         reading: SensorReading,
         out: &mut Vec<NodeOutput>,
     ) -> Result<Disposition, Box<NodeFailure>> {
-        let micros = reading.timestamp.timestamp_micros();
-        if self.is_duplicate(micros, reading.seq) {
+        if self.seen(reading.timestamp.timestamp_micros(), reading.seq) == Seen::Copy {
             return Ok(Disposition::Duplicate);
         }
+        self.apply_at(cfg, reading, out, Emitted::UNTRACKED)
+    }
+
+    /// Processes one reading that is not a copy (the caller checked with [`NodeState::seen`]
+    /// and, if need be, the lake); its `readings` row is emitted at `at`.
+    pub fn apply_at(
+        &mut self,
+        cfg: &NodeConfig,
+        reading: SensorReading,
+        out: &mut Vec<NodeOutput>,
+        at: Emitted,
+    ) -> Result<Disposition, Box<NodeFailure>> {
+        let micros = reading.timestamp.timestamp_micros();
         if self.last_micros.is_some_and(|last| micros < last) {
-            self.remember(cfg, micros, reading.seq);
+            self.dedup.record(micros, reading.seq, at);
             out.push(NodeOutput::Reading(ReadingRow {
                 reading,
                 filtered_temperature_kelvin: None,
@@ -539,7 +584,7 @@ impl NodeState {
         }
         if self.control.paused_since.is_some() {
             self.last_micros = Some(micros);
-            self.remember(cfg, micros, reading.seq);
+            self.dedup.record(micros, reading.seq, at);
             out.push(NodeOutput::Reading(ReadingRow {
                 reading,
                 filtered_temperature_kelvin: None,
@@ -589,7 +634,7 @@ impl NodeState {
             .add(micros.div_euclid(bin_us), snap.koa_metric, drive, keep);
         self.last_micros = Some(micros);
         self.last_kelvin = drive;
-        self.remember(cfg, micros, reading.seq);
+        self.dedup.record(micros, reading.seq, at);
         out.push(NodeOutput::Reading(ReadingRow {
             reading,
             filtered_temperature_kelvin: Some(kelvin),
@@ -758,7 +803,7 @@ impl NodeState {
     /// Bytes this node's state occupies, heap included (for the bytes-per-node figure).
     pub fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.recent.capacity() * std::mem::size_of::<(i64, Option<i64>)>()
+            + self.dedup.heap_bytes()
             + self.bins.bins.capacity() * std::mem::size_of::<Bin>()
     }
 }

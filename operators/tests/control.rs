@@ -170,20 +170,23 @@ fn an_override_holds_the_output_until_cleared_and_survives_a_checkpoint() {
 }
 
 #[test]
-fn version_1_and_2_checkpoints_still_resume() {
+fn version_1_to_3_checkpoints_still_resume() {
     let cfg = NodeConfig::new(ClockConfig::default()).unwrap();
     let mut a = NodeState::new(&cfg).unwrap();
     state(&cfg, &mut a, reading("a", 0, 0));
-    let v3 = a.checkpoint().to_bytes();
-    // Version 3 is version 2's fields, then the settings (five `None`s) and no phase shift
-    // (one `None`); version 2 is version 1's, then the control state (two `None`s). A `None`
-    // is one byte.
+    let v4 = a.checkpoint().to_bytes();
+    // Version 4 is version 3's fields, then the summary of keys seen; version 3 is version 2's,
+    // then the settings (five `None`s) and no phase shift (one `None`); version 2 is version
+    // 1's, then the control state (two `None`s). A `None` is one byte.
+    let seen = postcard::to_allocvec(&a.dedup().seen).unwrap();
+    let mut v3 = v4[..v4.len() - seen.len()].to_vec();
+    v3[0] = 3;
     assert_eq!(&v3[v3.len() - 8..], &[0; 8]);
     let mut v2 = v3[..v3.len() - 6].to_vec();
     v2[0] = 2;
     let mut v1 = v3[..v3.len() - 8].to_vec();
     v1[0] = 1;
-    for old in [v1, v2] {
+    for old in [v1, v2, v3] {
         let cp = NodeCheckpoint::from_bytes(&old).unwrap();
         assert_eq!(cp.control(), Default::default());
         assert_eq!(cp.settings(), Default::default());

@@ -60,7 +60,12 @@ fn run(ordering: Ordering, batch: usize) -> Vec<String> {
         worker.dataflow::<u64, _, _>(|scope| {
             input
                 .to_stream(scope)
-                .node_clocks(Arc::clone(&cfg), ordering, Rc::new(|_| false), stats)
+                .node_clocks(
+                    Arc::clone(&cfg),
+                    ordering,
+                    kaiabc_operators::dedup::LakeKeys::none(),
+                    stats,
+                )
                 .probe_with(&probe)
                 .capture_into(tx);
         });

@@ -1013,3 +1013,53 @@ fn control_commands_reach_the_clock_in_order_with_readings_are_logged_and_surviv
     assert_eq!(s["output_pwm"], hold);
     stop(server);
 }
+
+/// Exact copies that come after their originals are in the lake (after a commit, and after a
+/// restart) are dropped as DUPLICATE, as is a copy right behind its original; a node that
+/// reboots and counts its seq from 1 again is not sending copies.
+#[test]
+fn late_exact_copies_land_once_live_and_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let msg = |seq: i64, minute: u32| {
+        (
+            "kaiabc/sensors/d".to_string(),
+            reading("d", seq, minute, 300.0 + f64::from(minute) / 10.0),
+        )
+    };
+    let (server, _, mqtt) = start(&lake);
+    publish(
+        mqtt,
+        &(1..=5).map(|k| msg(k, 10 * k as u32)).collect::<Vec<_>>(),
+    );
+    wait_until("the first commit", || {
+        (csv(&lake, "SELECT count(*) AS n FROM readings") == "n\n5\n").then_some(())
+    });
+    // Copies of committed readings; the node reboots (seq 1 at a later time); a new reading
+    // and its copy right behind it.
+    publish(
+        mqtt,
+        &[msg(1, 10), msg(3, 30), msg(1, 55), msg(6, 58), msg(6, 58)],
+    );
+    stop(server);
+
+    let (server, _, mqtt) = start(&lake);
+    publish(mqtt, &[msg(2, 20), msg(6, 58), msg(1, 55), msg(7, 59)]);
+    stop(server);
+    assert_eq!(
+        csv(
+            &lake,
+            "SELECT seq, CAST(timestamp AS VARCHAR) AS t FROM readings ORDER BY timestamp"
+        ),
+        "seq,t\n1,2026-01-05T10:10:00Z\n2,2026-01-05T10:20:00Z\n3,2026-01-05T10:30:00Z\n\
+         4,2026-01-05T10:40:00Z\n5,2026-01-05T10:50:00Z\n1,2026-01-05T10:55:00Z\n\
+         6,2026-01-05T10:58:00Z\n7,2026-01-05T10:59:00Z\n"
+    );
+    assert_eq!(
+        csv(
+            &lake,
+            "SELECT count(*) AS n FROM dead_letters WHERE reason = 'DUPLICATE' AND node_id = 'd'"
+        ),
+        "n\n6\n"
+    );
+}

@@ -239,6 +239,91 @@ fn only_exact_copies_are_duplicates() {
     );
 }
 
+/// One CSV line of a reading of `node` at `minute` after 2025-07-01T00:00Z.
+fn line(node: &str, seq: Option<i64>, minute: i64) -> String {
+    let t = chrono::DateTime::parse_from_rfc3339("2025-07-01T00:00:00Z").unwrap()
+        + chrono::Duration::minutes(minute);
+    let kelvin = 300.0 + 3.0 * (minute as f64 / 229.0).sin();
+    let seq = seq.map_or(String::new(), |s| s.to_string());
+    format!(
+        "{node},{seq},{},{kelvin:.3},BME280,good\n",
+        t.format("%Y-%m-%dT%H:%M:%SZ")
+    )
+}
+
+const HEADER: &str = "node_id,seq,timestamp,temperature_kelvin,sensor_type,quality\n";
+
+/// Exact copies that arrive hours or days after their originals (in the same log, and in a
+/// later replay) are dropped as DUPLICATE and land once, however far back they reach: past
+/// what a node keeps in memory (a day's readings), into files the run has only staged, and
+/// into the lake of an earlier run. A node that reboots (seq from 1 again, later times) and
+/// one without seqs are not taken for copies.
+#[test]
+fn late_exact_copies_land_once_within_a_replay_and_across_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let days = 3 * 1440;
+    let mut log = HEADER.to_string();
+    // Copies: (original minute, minute after which the copy comes).
+    let copies = [(60, 360), (120, 1380), (200, 3000), (1500, 4000)];
+    let mut unique = 0;
+    for m in 0..days {
+        log += &line("n1", Some(m + 1), m);
+        unique += 1;
+        // A node without seqs, every 10 minutes.
+        if m % 10 == 0 {
+            log += &line("n2", None, m);
+            unique += 1;
+        }
+        for &(orig, after) in &copies {
+            if m == after {
+                log += &line("n1", Some(orig + 1), orig);
+            }
+        }
+        if m == 2000 {
+            log += &line("n2", None, 500);
+        }
+    }
+    // n1 reboots: seq from 1 again, after the last reading.
+    for k in 0..30 {
+        log += &line("n1", Some(k + 1), days + 10 + k);
+        unique += 1;
+    }
+    let first = dir.path().join("first.csv");
+    std::fs::write(&first, &log).unwrap();
+    let s = replay(&lake, &[first.display().to_string()], &[]);
+    assert_eq!(s["rejected"]["DUPLICATE"], copies.len() as u64 + 1, "{s}");
+    let counts = || {
+        query_csv(
+            &lake,
+            "SELECT count(*) AS n, count(DISTINCT concat(node_id, '/', CAST(timestamp AS VARCHAR), '/', \
+             coalesce(CAST(seq AS VARCHAR), '-'))) AS keys, \
+             (SELECT count(*) FROM dead_letters WHERE reason = 'DUPLICATE') AS dups FROM readings",
+        )
+    };
+    assert_eq!(counts(), format!("n,keys,dups\n{unique},{unique},5\n"));
+
+    // A later replay: copies of readings of every day of the first, and new readings.
+    let mut later = HEADER.to_string();
+    for m in [5, 1441, 2900, 4319] {
+        later += &line("n1", Some(m + 1), m);
+    }
+    later += &line("n2", None, 2880);
+    later += &line("n1", Some(3), days + 12);
+    for k in 30..40 {
+        later += &line("n1", Some(k + 1), days + 10 + k);
+    }
+    let second = dir.path().join("second.csv");
+    std::fs::write(&second, &later).unwrap();
+    let s = replay(&lake, &[second.display().to_string()], &[]);
+    assert_eq!(s["rejected"]["DUPLICATE"], 6, "{s}");
+    assert_eq!(s["applied"], 10, "{s}");
+    assert_eq!(
+        counts(),
+        format!("n,keys,dups\n{},{},11\n", unique + 10, unique + 10)
+    );
+}
+
 #[test]
 fn rows_do_not_depend_on_workers_or_on_how_the_input_is_split() {
     let one = tempfile::tempdir().unwrap();

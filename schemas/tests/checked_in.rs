@@ -14,10 +14,24 @@ fn check(path: PathBuf, want: &str) {
         std::fs::write(&path, want).unwrap();
         return;
     }
-    let have = std::fs::read_to_string(&path).unwrap_or_default();
+    let have = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let first_difference = have
+        .lines()
+        .zip(want.lines())
+        .position(|(a, b)| a != b)
+        .map(|i| {
+            format!(
+                "line {}: {:?} (file) vs {:?} (types)",
+                i + 1,
+                have.lines().nth(i).unwrap_or_default(),
+                want.lines().nth(i).unwrap_or_default()
+            )
+        })
+        .unwrap_or_else(|| format!("{} lines vs {}", have.lines().count(), want.lines().count()));
     assert!(
         have == want,
-        "{} is out of date with the Rust types; regenerate it with \
+        "{} is out of date with the Rust types ({first_difference}); regenerate it with \
          `KAIABC_BLESS=1 cargo test -p kaiabc-schemas --test checked_in` and review the diff",
         path.display()
     );

@@ -12,23 +12,15 @@ use parquet::arrow::ProjectionMask;
 
 use super::{table_files, LakeError};
 
-/// Keys of committed rows, per node, so a lookup from the replay's hot path allocates nothing.
+/// Payloads of every committed dead letter, per source, so that replaying a log again adds no
+/// dead letter twice.
 #[derive(Clone, Debug, Default)]
 pub struct ExistingKeys {
-    /// The key (timestamp µs, seq) of every committed reading, per node.
-    pub readings: HashMap<String, HashSet<(i64, Option<i64>)>>,
     /// Payloads of every committed dead letter, per source.
     pub dead_letters: HashMap<String, HashSet<String>>,
 }
 
 impl ExistingKeys {
-    /// Whether a reading with this exact key (node, timestamp, seq) is already in the lake.
-    pub fn has_reading(&self, node_id: &str, seq: Option<i64>, micros: i64) -> bool {
-        self.readings
-            .get(node_id)
-            .is_some_and(|k| k.contains(&(micros, seq)))
-    }
-
     /// Whether this dead letter is already in the lake.
     pub fn has_dead_letter(&self, source: &str, payload: &str) -> bool {
         self.dead_letters
@@ -73,9 +65,12 @@ fn entry<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut 
     map.get_mut(key).expect("inserted above")
 }
 
-/// Reads the keys of everything committed under `root`.
-pub fn existing_keys(root: &Path) -> Result<ExistingKeys, LakeError> {
-    let mut keys = ExistingKeys::default();
+/// Calls `f(node_id, timestamp µs, seq)` for every committed reading under `root` (a pass over
+/// three columns of the `readings` files).
+pub fn for_each_reading_key(
+    root: &Path,
+    mut f: impl FnMut(&str, i64, Option<i64>),
+) -> Result<(), LakeError> {
     for path in table_files(root, Table::Readings)? {
         for batch in projected(&path, &["node_id", "seq", "timestamp"])? {
             let batch = batch.map_err(LakeError::Arrow)?;
@@ -84,10 +79,16 @@ pub fn existing_keys(root: &Path) -> Result<ExistingKeys, LakeError> {
             let ts = col::<TimestampMicrosecondArray>(&batch, "timestamp")?;
             for i in 0..batch.num_rows() {
                 let s = (!seq.is_null(i)).then(|| seq.value(i));
-                entry(&mut keys.readings, node.value(i)).insert((ts.value(i), s));
+                f(node.value(i), ts.value(i), s);
             }
         }
     }
+    Ok(())
+}
+
+/// Reads the payloads of every committed dead letter under `root`.
+pub fn existing_keys(root: &Path) -> Result<ExistingKeys, LakeError> {
+    let mut keys = ExistingKeys::default();
     for path in table_files(root, Table::DeadLetters)? {
         for batch in projected(&path, &["source", "payload"])? {
             let batch = batch.map_err(LakeError::Arrow)?;

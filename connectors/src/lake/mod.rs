@@ -9,6 +9,7 @@
 
 mod checkpoint;
 mod keys;
+mod lookup;
 mod query;
 mod record;
 mod writer;
@@ -19,7 +20,8 @@ use kaiabc_schemas::Table;
 
 pub use arrow::array::RecordBatch;
 pub use checkpoint::{checkpoint_dir, open_checkpoints, CheckpointWriter, Restored};
-pub use keys::{existing_keys, ExistingKeys};
+pub use keys::{existing_keys, for_each_reading_key, ExistingKeys};
+pub use lookup::{ReadingLookup, DEFAULT_CACHED_ROWS};
 pub use query::{parquet_bytes, query, session, write_batches, OutputFormat};
 pub use record::{Columns, LakeRecord, LakeRow};
 pub use writer::{LakeConfig, LakeWriter};
@@ -67,6 +69,18 @@ pub enum LakeError {
 }
 
 impl LakeError {
+    /// A stable code for the kind of failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "LAKE_IO",
+            Self::Parquet { .. } => "LAKE_PARQUET",
+            Self::Arrow(_) => "LAKE_ARROW",
+            Self::Query(_) => "LAKE_QUERY",
+            Self::Config(_) => "LAKE_CONFIG",
+            Self::Checkpoint { .. } => "LAKE_CHECKPOINT",
+        }
+    }
+
     pub(crate) fn io<'a>(
         op: &'static str,
         path: &'a Path,

@@ -259,6 +259,11 @@ impl LakeWriter {
         self.worker
     }
 
+    /// What this writer's file names carry to tell them from other writers' (and runs').
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
     /// The lake's root.
     pub fn root(&self) -> &Path {
         &self.cfg.root

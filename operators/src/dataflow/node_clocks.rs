@@ -20,6 +20,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use super::node_hash;
+use crate::dedup::{Emitted, InFiles, LakeKeys, PastReadings, Seen};
 use crate::node::{Disposition, NodeCheckpoint, NodeConfig, NodeError, NodeState};
 
 /// An input with its position in the input (ties between equal keys break by it).
@@ -188,14 +189,16 @@ impl NodeStats {
 pub trait NodeClocks<'scope> {
     /// Exchanges readings by node, orders them (see [`Ordering`]) and applies each to its
     /// node's state, producing `readings`, `states`, `rhythms` and (for readings whose
-    /// processing failed) `dead_letters` rows. `seen_before` says whether a reading is already
-    /// in the lake (a duplicate from an earlier run).
+    /// processing failed) `dead_letters` rows. `keys` tells exact copies of earlier readings
+    /// (see [`crate::dedup`]): what the lake held before the run, and how far the lake's sink
+    /// on this worker has written out the rows emitted here.
     ///
     /// # Examples
     /// ```
     /// use std::{cell::RefCell, rc::Rc, sync::Arc};
     /// use kaiabc_operators::clock::ClockConfig;
     /// use kaiabc_operators::dataflow::{NodeClocks, Ordering};
+    /// use kaiabc_operators::dedup::LakeKeys;
     /// use kaiabc_operators::node::NodeConfig;
     /// use kaiabc_schemas::{parse_timestamp, LakeRow, Quality, SensorReading};
     /// use timely::dataflow::operators::{Capture, ToStream};
@@ -217,7 +220,7 @@ pub trait NodeClocks<'scope> {
     ///     let stats = Rc::new(RefCell::new(Default::default()));
     ///     readings
     ///         .to_stream(scope)
-    ///         .node_clocks(cfg, Ordering::Frontier, Rc::new(|_| false), stats)
+    ///         .node_clocks(cfg, Ordering::Frontier, LakeKeys::none(), stats)
     ///         .capture()
     /// });
     /// let rows: Vec<LakeRow> = rows
@@ -234,7 +237,7 @@ pub trait NodeClocks<'scope> {
         self,
         cfg: Arc<NodeConfig>,
         ordering: Ordering,
-        seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
+        keys: LakeKeys,
         stats: Rc<RefCell<NodeStats>>,
     ) -> Stream<'scope, u64, Vec<LakeRow>>;
 
@@ -246,7 +249,7 @@ pub trait NodeClocks<'scope> {
         self,
         cfg: Arc<NodeConfig>,
         ordering: Ordering,
-        seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
+        keys: LakeKeys,
         stats: Rc<RefCell<NodeStats>>,
         ckpt: Checkpointing,
     ) -> Stream<'scope, u64, Vec<LakeRow>>;
@@ -257,21 +260,21 @@ impl<'scope> NodeClocks<'scope> for Stream<'scope, u64, Vec<Routed>> {
         self,
         cfg: Arc<NodeConfig>,
         ordering: Ordering,
-        seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
+        keys: LakeKeys,
         stats: Rc<RefCell<NodeStats>>,
     ) -> Stream<'scope, u64, Vec<LakeRow>> {
-        build(self, cfg, ordering, seen_before, stats, None)
+        build(self, cfg, ordering, keys, stats, None)
     }
 
     fn node_clocks_checkpointed(
         self,
         cfg: Arc<NodeConfig>,
         ordering: Ordering,
-        seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
+        keys: LakeKeys,
         stats: Rc<RefCell<NodeStats>>,
         ckpt: Checkpointing,
     ) -> Stream<'scope, u64, Vec<LakeRow>> {
-        build(self, cfg, ordering, seen_before, stats, Some(ckpt))
+        build(self, cfg, ordering, keys, stats, Some(ckpt))
     }
 }
 
@@ -279,7 +282,7 @@ fn build<'scope>(
     stream: Stream<'scope, u64, Vec<Routed>>,
     cfg: Arc<NodeConfig>,
     ordering: Ordering,
-    seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
+    keys: LakeKeys,
     stats: Rc<RefCell<NodeStats>>,
     ckpt: Option<Checkpointing>,
 ) -> Stream<'scope, u64, Vec<LakeRow>> {
@@ -299,7 +302,8 @@ fn build<'scope>(
         let mut worker = Worker {
             nodes: HashMap::default(),
             cfg: Arc::clone(&cfg),
-            seen_before: Rc::clone(&seen_before),
+            keys: keys.clone(),
+            emitted: 0,
             restore: ckpt.as_ref().map(|c| Arc::clone(&c.restore)),
             dirty: ckpt.as_ref().map(|_| HashMap::default()),
             touched: Vec::new(),
@@ -440,7 +444,9 @@ fn first_sight(
 struct Worker {
     nodes: HashMap<String, NodeState>,
     cfg: Arc<NodeConfig>,
-    seen_before: Rc<dyn Fn(&SensorReading) -> bool>,
+    keys: LakeKeys,
+    /// Reading rows emitted so far (the sink numbers them the same way).
+    emitted: u64,
     restore: Option<Arc<std::collections::HashMap<String, Vec<u8>>>>,
     /// With checkpoints: the nodes changed since the last barrier, with their latest states.
     dirty: Option<HashMap<String, Option<OscillatorState>>>,
@@ -451,16 +457,14 @@ struct Worker {
 impl Worker {
     /// Applies a batch (already in order) and notes which nodes changed.
     fn apply(&mut self, st: &mut NodeStats, batch: &mut Vec<Routed>, out: &mut Vec<LakeRow>) {
-        apply(
-            &mut self.nodes,
-            &self.cfg,
-            &*self.seen_before,
-            self.restore.as_deref(),
-            st,
-            batch,
-            out,
-            &mut self.touched,
-        );
+        let mut ctx = Ctx {
+            cfg: &self.cfg,
+            past: &*self.keys.past,
+            files: self.keys.files.get(),
+            emitted: &mut self.emitted,
+            restore: self.restore.as_deref(),
+        };
+        apply(&mut self.nodes, &mut ctx, st, batch, out, &mut self.touched);
         if let Some(dirty) = &mut self.dirty {
             mark_dirty(dirty, out);
             for node in self.touched.drain(..) {
@@ -471,14 +475,21 @@ impl Worker {
     }
 }
 
+/// What applying a batch needs besides the nodes.
+struct Ctx<'a> {
+    cfg: &'a NodeConfig,
+    past: &'a dyn PastReadings,
+    /// The sink's progress as the batch starts.
+    files: InFiles,
+    emitted: &'a mut u64,
+    restore: Option<&'a std::collections::HashMap<String, Vec<u8>>>,
+}
+
 /// Applies a batch of inputs (already in order) to their nodes; `touched` gets the nodes that
 /// control commands changed.
-#[allow(clippy::too_many_arguments)]
 fn apply(
     nodes: &mut HashMap<String, NodeState>,
-    cfg: &NodeConfig,
-    seen_before: &dyn Fn(&SensorReading) -> bool,
-    restore: Option<&std::collections::HashMap<String, Vec<u8>>>,
+    ctx: &mut Ctx<'_>,
     st: &mut NodeStats,
     batch: &mut Vec<Routed>,
     out: &mut Vec<LakeRow>,
@@ -490,14 +501,14 @@ fn apply(
         let reading = match input {
             NodeInput::Reading(r) => r,
             NodeInput::Control(cmd) => {
-                let node = match node_for(nodes, cfg, &cmd.node_id, restore, st) {
+                let node = match node_for(nodes, ctx, &cmd.node_id, st) {
                     Ok(n) => n,
                     Err(e) => {
                         st.count_failure(&e);
                         continue;
                     }
                 };
-                match node.control(cfg, &cmd, out) {
+                match node.control(ctx.cfg, &cmd, out) {
                     Ok(()) => {
                         st.controls += 1;
                         touched.push(cmd.node_id);
@@ -518,12 +529,7 @@ fn apply(
                 continue;
             }
         };
-        if seen_before(&reading) {
-            st.duplicates += 1;
-            out.push(duplicate(&reading, "is already in the lake"));
-            continue;
-        }
-        let node = match node_for(nodes, cfg, &reading.node_id, restore, st) {
+        let node = match node_for(nodes, ctx, &reading.node_id, st) {
             Ok(n) => n,
             Err(e) => {
                 st.count_failure(&e);
@@ -531,15 +537,34 @@ fn apply(
                 continue;
             }
         };
-        if node.is_duplicate(reading.timestamp.timestamp_micros(), reading.seq) {
+        node.prune_pending(&ctx.files);
+        let (micros, seq) = (reading.timestamp.timestamp_micros(), reading.seq);
+        let copy = match node.seen(micros, seq) {
+            Seen::New => None,
+            Seen::Copy => Some("was received before"),
+            Seen::AskLake => ctx
+                .past
+                .holds(&reading.node_id, micros, seq)
+                .then_some("is already in the lake"),
+        };
+        if let Some(what) = copy {
             st.duplicates += 1;
-            out.push(duplicate(&reading, "was received before"));
+            out.push(duplicate(&reading, what));
             continue;
         }
         let before = out.len();
         let t = std::time::Instant::now();
-        let result = node.apply(cfg, reading, out);
+        let at = Emitted {
+            ordinal: *ctx.emitted + 1,
+            version: ctx.files.version,
+        };
+        let result = node.apply_at(ctx.cfg, reading, out, at);
         st.apply_seconds.observe(t.elapsed().as_secs_f64());
+        // Numbered as the sink will count them (see `InFiles`).
+        *ctx.emitted += out[before..]
+            .iter()
+            .filter(|r| matches!(r, LakeRow::Reading(_)))
+            .count() as u64;
         match result {
             Ok(Disposition::Applied) => st.applied += 1,
             Ok(Disposition::Late) => st.late += 1,
@@ -558,16 +583,19 @@ fn apply(
     st.busy += started.elapsed();
 }
 
-/// The node's state, created (or resumed from its checkpoint) when first seen.
+/// The node's state, created (or resumed from its checkpoint) when first seen in this run.
 fn node_for<'a>(
     nodes: &'a mut HashMap<String, NodeState>,
-    cfg: &NodeConfig,
+    ctx: &Ctx<'_>,
     node_id: &str,
-    restore: Option<&std::collections::HashMap<String, Vec<u8>>>,
     st: &mut NodeStats,
 ) -> Result<&'a mut NodeState, NodeError> {
     if !nodes.contains_key(node_id) {
-        let n = first_sight(cfg, node_id, restore, st)?;
+        let mut n = first_sight(ctx.cfg, node_id, ctx.restore, st)?;
+        // What the lake held of it before this run counts as seen.
+        if let Some(past) = ctx.past.summary(node_id) {
+            n.absorb_past(&past);
+        }
         st.nodes += 1;
         nodes.insert(node_id.to_string(), n);
     }

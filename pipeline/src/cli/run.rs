@@ -203,11 +203,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
         a.commit_interval_seconds > 0,
         "--commit-interval-seconds must be positive"
     );
-    let mut node_cfg =
+    let node_cfg =
         NodeConfig::new(ClockConfig::default()).context("building the clock configuration")?;
-    // A node that lost the answer to an acknowledged batch sends it again: remember enough keys
-    // to know every reading of it.
-    node_cfg.recent_keys = kaiabc_operators::node::LIVE_RECENT_KEYS;
     let api_cfg = Arc::new(node_cfg.clone());
     let restored = open_checkpoints(&a.lake)
         .with_context(|| format!("reading the checkpoints of the lake {}", a.lake.display()))?;

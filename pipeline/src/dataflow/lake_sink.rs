@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use kaiabc_connectors::lake::{CheckpointWriter, LakeError, LakeWriter};
 use kaiabc_connectors::sink::{CommitSummary, Sink};
+use kaiabc_operators::dedup::FilesProgress;
 use kaiabc_schemas::LakeRow;
 use std::time::{Duration, Instant};
 
@@ -53,6 +54,9 @@ pub struct SinkOptions {
     /// Write on a thread of its own (live: the worker goes on applying readings while files are
     /// encoded and synced). Rows, commits and checkpoints keep their order.
     pub background: bool,
+    /// Told how far the reading rows received are written out to files, so the node operator
+    /// on this worker can forget their keys (see `kaiabc_operators::dedup::InFiles`).
+    pub files: Option<Arc<FilesProgress>>,
 }
 
 impl std::fmt::Debug for SinkOptions {
@@ -62,6 +66,7 @@ impl std::fmt::Debug for SinkOptions {
             .field("checkpoints", &self.checkpoints)
             .field("on_checkpoint", &self.on_checkpoint.is_some())
             .field("background", &self.background)
+            .field("files", &self.files)
             .finish()
     }
 }
@@ -95,6 +100,12 @@ fn commit(
     }
 }
 
+/// The start (µs) of the UTC day of `micros`: the lake writes out the days before a watermark's.
+fn day_start(micros: i64) -> i64 {
+    const DAY: i64 = 86_400_000_000;
+    micros.div_euclid(DAY) * DAY
+}
+
 /// What the writer does, in order.
 enum Job {
     Rows(Vec<LakeRow>),
@@ -108,9 +119,19 @@ struct Writer {
     lake: LakeWriter,
     ckpt: Option<CheckpointWriter>,
     hook: Option<CheckpointHook>,
+    files: Option<Arc<FilesProgress>>,
+    /// Reading rows received, in order (numbered as the node operator emitted them).
+    readings: u64,
 }
 
 impl Writer {
+    /// After a commit without error, every reading row received is in a file.
+    fn written_out(&self, rep: &SinkReport) {
+        if let (None, Some(f)) = (&rep.error, &self.files) {
+            f.all_in_files(self.readings);
+        }
+    }
+
     fn run(&mut self, job: Job, rep: &mut SinkReport) {
         if rep.error.is_some() {
             return;
@@ -118,19 +139,30 @@ impl Writer {
         let started = Instant::now();
         match job {
             Job::Rows(mut rows) => {
+                self.readings += rows
+                    .iter()
+                    .filter(|r| matches!(r, LakeRow::Reading(_)))
+                    .count() as u64;
                 if let Err(e) = self.lake.process(&mut rows) {
                     rep.error = Some(e);
                 }
             }
-            Job::Watermark(us) => {
-                if let Err(e) = self.lake.watermark(us) {
-                    rep.error = Some(e);
+            Job::Watermark(us) => match self.lake.watermark(us) {
+                Ok(()) => {
+                    if let Some(f) = &self.files {
+                        f.rolled(self.readings, day_start(us));
+                    }
                 }
+                Err(e) => rep.error = Some(e),
+            },
+            Job::Commit(None) => {
+                commit(&mut self.lake, None, &[], rep);
+                self.written_out(rep);
             }
-            Job::Commit(None) => commit(&mut self.lake, None, &[], rep),
             Job::Commit(Some((nodes, epoch))) => {
                 rep.checkpoints.0 += 1;
                 commit(&mut self.lake, self.ckpt.as_mut(), &nodes, rep);
+                self.written_out(rep);
                 if let (None, Some(hook)) = (&rep.error, &self.hook) {
                     hook(epoch);
                 }
@@ -342,12 +374,15 @@ impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
             checkpoints: ckpt,
             on_checkpoint,
             background,
+            files,
         } = opts;
         let mut writing = Writing::new(
             Writer {
                 lake: writer,
                 ckpt,
                 hook: on_checkpoint,
+                files,
+                readings: 0,
             },
             background,
         );

@@ -34,8 +34,10 @@ use super::inbound::Inbound;
 use super::lake_rows;
 use super::lake_sink::{LakeSink, SinkOptions, SinkReport};
 use super::parse::{Incoming, LogFile, ParseStats};
+use super::past::{lake_keys, LakeSummaries};
 use super::source::OffsetSource;
 use super::stamper::Stamper;
+use kaiabc_operators::dedup::FilesProgress;
 
 /// How long the source's worker parks when neither the source nor the dataflow has work: the
 /// most a newly arrived message waits before it enters the dataflow.
@@ -209,6 +211,7 @@ pub fn run_live(
     let run = restored.run;
     let restore = Arc::new(restored.states());
     let keys = Arc::new(existing_keys(&opts.lake.root)?);
+    let summaries = LakeSummaries::read(&opts.lake.root)?;
     let files = Arc::new(vec![LogFile {
         name: "mqtt".into(),
         parser: Some(LineParser::Jsonl),
@@ -221,6 +224,8 @@ pub fn run_live(
             let index = worker.index();
             let stats = WorkerStats::default();
             let writer = LakeWriter::new(opts.lake.clone(), index).map_err(|e| e.to_string())?;
+            let in_files = Arc::new(FilesProgress::default());
+            let lake = lake_keys(&summaries, &writer, &in_files);
             let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
                 let ((records_in, records_cap), records) =
                     scope.new_unordered_input::<CapacityContainerBuilder<Vec<Incoming>>>();
@@ -230,6 +235,7 @@ pub fn run_live(
                     &files,
                     None,
                     &keys,
+                    lake,
                     &node_cfg,
                     Ordering::Immediate,
                     &stats.parse,
@@ -257,6 +263,7 @@ pub fn run_live(
                             }) as Box<dyn Fn(u64) + Send>
                         }),
                         background: opts.background_writer,
+                        files: Some(in_files),
                     },
                 );
                 (records_in, records_cap)

@@ -8,6 +8,7 @@ pub mod inbound;
 pub mod lake_sink;
 pub mod live;
 pub mod parse;
+pub mod past;
 pub mod replay;
 pub mod source;
 pub mod stamper;
@@ -28,6 +29,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use kaiabc_connectors::lake::ExistingKeys;
 use kaiabc_operators::dataflow::{Checkpointing, NodeClocks, NodeStats, Ordering, Routed};
+use kaiabc_operators::dedup::LakeKeys;
 use kaiabc_operators::node::NodeConfig;
 use kaiabc_schemas::LakeRow;
 use timely::dataflow::operators::Concat;
@@ -38,7 +40,9 @@ use parse::{Incoming, LogFile, ParseStats, ParseValidate, Parsed};
 
 /// The graph replay and live share: records are parsed and validated on their node's worker,
 /// readings go through the per-node clocks, and the lake rows (with dead letters) come out.
-/// `now` is the receipt time for the future-timestamp check (`None`: each record's own).
+/// `now` is the receipt time for the future-timestamp check (`None`: each record's own);
+/// `keys` are the dead letters already in the lake and `lake` what the node operator needs to
+/// recognise copies of readings.
 /// With `ckpt`, nodes resume from checkpoints and checkpoint barriers flow to the sink.
 #[allow(clippy::too_many_arguments)]
 pub fn lake_rows<'scope>(
@@ -46,18 +50,13 @@ pub fn lake_rows<'scope>(
     files: &Arc<Vec<LogFile>>,
     now: Option<DateTime<Utc>>,
     keys: &Arc<ExistingKeys>,
+    lake: LakeKeys,
     node_cfg: &Arc<NodeConfig>,
     ordering: Ordering,
     parse_stats: &Rc<RefCell<ParseStats>>,
     stats: &Rc<RefCell<NodeStats>>,
     ckpt: Option<Checkpointing>,
 ) -> Stream<'scope, u64, Vec<LakeRow>> {
-    let seen = {
-        let keys = Arc::clone(keys);
-        Rc::new(move |r: &kaiabc_schemas::SensorReading| {
-            keys.has_reading(&r.node_id, r.seq, r.timestamp.timestamp_micros())
-        })
-    };
     // Split by `Result`, in arrival order (see `in_order`); the row moves straight into its
     // output.
     #[allow(clippy::result_large_err)]
@@ -77,8 +76,8 @@ pub fn lake_rows<'scope>(
         });
     let cfg = Arc::clone(node_cfg);
     let clocks = match ckpt {
-        Some(c) => readings.node_clocks_checkpointed(cfg, ordering, seen, Rc::clone(stats), c),
-        None => readings.node_clocks(cfg, ordering, seen, Rc::clone(stats)),
+        Some(c) => readings.node_clocks_checkpointed(cfg, ordering, lake, Rc::clone(stats), c),
+        None => readings.node_clocks(cfg, ordering, lake, Rc::clone(stats)),
     };
     clocks.concat(dead)
 }

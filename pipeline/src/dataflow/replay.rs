@@ -34,7 +34,9 @@ use timely::dataflow::ProbeHandle;
 
 use super::lake_sink::{LakeSink, SinkOptions, SinkReport};
 use super::parse::{Incoming, LogFile, ParseStats};
+use super::past::{lake_keys, LakeSummaries};
 use super::{lake_rows, tick_of};
+use kaiabc_operators::dedup::FilesProgress;
 
 /// How fast to replay.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -190,6 +192,8 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
         existing_keys(&opts.lake.root)
             .with_context(|| format!("reading what {} already holds", opts.lake.root.display()))?,
     );
+    let summaries = LakeSummaries::read(&opts.lake.root)
+        .with_context(|| format!("reading what {} already holds", opts.lake.root.display()))?;
     let files = Arc::new(log_files(&opts.files)?);
     let node_cfg = Arc::new(node_cfg);
     let opts = Arc::new(opts);
@@ -197,7 +201,7 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
     let guards = timely::execute(config, {
         let opts = Arc::clone(&opts);
         move |worker| -> Result<WorkerResult, String> {
-            run_worker(worker, &opts, &files, &node_cfg, &keys)
+            run_worker(worker, &opts, &files, &node_cfg, &keys, &summaries)
         }
     })
     .map_err(|e| anyhow!("starting the workers: {e}"))?;
@@ -270,12 +274,15 @@ fn run_worker(
     files: &Arc<Vec<LogFile>>,
     node_cfg: &Arc<NodeConfig>,
     keys: &Arc<kaiabc_connectors::lake::ExistingKeys>,
+    summaries: &Arc<LakeSummaries>,
 ) -> Result<WorkerResult, String> {
     let index = worker.index();
     let stats = Rc::new(RefCell::new(NodeStats::default()));
     let parse_stats = Rc::new(RefCell::new(ParseStats::default()));
     let report = Rc::new(RefCell::new(SinkReport::default()));
     let writer = LakeWriter::new(opts.lake.clone(), index).map_err(|e| e.to_string())?;
+    let in_files = Arc::new(FilesProgress::default());
+    let lake = lake_keys(summaries, &writer, &in_files);
     let probe = ProbeHandle::new();
     let (input, cap) = worker.dataflow::<u64, _, _>(|scope| {
         let ((records_in, records_cap), records) =
@@ -285,6 +292,7 @@ fn run_worker(
             files,
             Some(opts.now),
             keys,
+            lake,
             node_cfg,
             Ordering::Frontier,
             &parse_stats,
@@ -292,7 +300,14 @@ fn run_worker(
             None,
         )
         .probe_with(&probe)
-        .lake_sink(writer, Rc::clone(&report), SinkOptions::default());
+        .lake_sink(
+            writer,
+            Rc::clone(&report),
+            SinkOptions {
+                files: Some(in_files),
+                ..SinkOptions::default()
+            },
+        );
         (records_in, records_cap)
     });
 

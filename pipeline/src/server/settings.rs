@@ -74,7 +74,7 @@ impl Group {
                         "max_period_hours": cfg.window.max_period_hours,
                         "min_samples": cfg.window.min_samples,
                     },
-                    "duplicate_keys_remembered": cfg.recent_keys,
+                    "duplicate_runs_max": kaiabc_operators::dedup::MAX_RUNS,
                 },
             }),
         }
