@@ -198,11 +198,13 @@ impl FilesProgress {
         }
     }
 
-    /// Every reading row up to `through` dated before `before_micros` is in a file.
+    /// Every reading row up to `through` dated before `before_micros` is in a file. Only a new
+    /// day counts: the sink calls this at every watermark, and a new version for each would
+    /// give every pending key a mark of its own.
     pub fn rolled(&self, through: u64, before_micros: i64) {
         let mut p = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if (through, before_micros) > p.rolled {
-            p.rolled = (through.max(p.rolled.0), before_micros.max(p.rolled.1));
+        if before_micros > p.rolled.1 {
+            p.rolled = (through.max(p.rolled.0), before_micros);
             p.version += 1;
         }
     }
