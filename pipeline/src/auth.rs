@@ -34,6 +34,18 @@ pub enum AuthError {
     },
 }
 
+impl AuthError {
+    /// A stable code for the kind of failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(_) => "AUTH_UNAUTHORIZED",
+            Self::Exists(_) => "AUTH_EXISTS",
+            Self::Invalid(_) => "AUTH_INVALID",
+            Self::Io { .. } => "AUTH_IO",
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuthError + '_ {
     move |source| AuthError::Io {
         path: path.to_path_buf(),
@@ -128,6 +140,8 @@ impl Jwt {
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         v.leeway = 5;
         v.set_required_spec_claims(&["exp", "sub"]);
+        // A token not valid yet is refused too (with the same leeway).
+        v.validate_nbf = true;
         jsonwebtoken::decode::<Claims>(token, &self.dec, &v)
             .map(|d| d.claims)
             .map_err(|e| AuthError::Unauthorized(format!("invalid token: {e}")))
@@ -137,11 +151,55 @@ impl Jwt {
 /// The JWT secret: `KAIABC_JWT_SECRET` if set, else the file at `path`, created with a random
 /// secret (mode 0600) on first use so `kaiabc run` and `kaiabc token` agree with no set-up.
 pub fn load_secret(path: &Path) -> Result<Vec<u8>, AuthError> {
-    if let Ok(s) = std::env::var("KAIABC_JWT_SECRET") {
+    secret_from(std::env::var("KAIABC_JWT_SECRET").ok(), path)
+}
+
+/// Secrets that are published, so anyone could mint tokens with them: the deployment
+/// example's placeholders.
+fn is_placeholder(secret: &[u8]) -> bool {
+    let s = String::from_utf8_lossy(secret).to_ascii_lowercase();
+    s.contains("change-me") || s.contains("changeme") || s.contains("placeholder")
+}
+
+/// [`load_secret`] with the environment's value given.
+fn secret_from(env: Option<String>, path: &Path) -> Result<Vec<u8>, AuthError> {
+    if let Some(s) = env {
+        if is_placeholder(s.as_bytes()) {
+            return Err(AuthError::Invalid(
+                "KAIABC_JWT_SECRET is a placeholder (from deploy/env.example?): anyone could mint \
+                 tokens with it; set a random secret, e.g. `openssl rand -hex 32`"
+                    .into(),
+            ));
+        }
         return Ok(s.into_bytes());
     }
     match std::fs::read(path) {
-        Ok(b) => return Ok(b.trim_ascii().to_vec()),
+        Ok(b) => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path)
+                .map_err(io(path))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(AuthError::Invalid(format!(
+                    "{} holds the JWT secret and is readable by others (mode {:o}): run \
+                     `chmod 600 {}`",
+                    path.display(),
+                    mode & 0o777,
+                    path.display()
+                )));
+            }
+            let secret = b.trim_ascii().to_vec();
+            if is_placeholder(&secret) {
+                return Err(AuthError::Invalid(format!(
+                    "{} holds a placeholder JWT secret: replace it with a random one, e.g. \
+                     `openssl rand -hex 32 > {}`",
+                    path.display(),
+                    path.display()
+                )));
+            }
+            return Ok(secret);
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(path)(e)),
     }
@@ -160,6 +218,21 @@ pub fn load_secret(path: &Path) -> Result<Vec<u8>, AuthError> {
     f.write_all(secret.as_bytes()).map_err(io(path))?;
     f.sync_all().map_err(io(path))?;
     Ok(secret.into_bytes())
+}
+
+/// Makes a file that holds credentials readable by its owner only (an older release created
+/// the registry with the default mode).
+fn restrict(path: &Path) -> Result<(), AuthError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(io(path))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "the node registry was readable by others; made it 0600");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+    }
+    Ok(())
 }
 
 /// `n` random bytes as hex.
@@ -232,6 +305,7 @@ impl Registry {
         let path = path.into();
         let nodes = match std::fs::read(&path) {
             Ok(b) => {
+                restrict(&path)?;
                 let list: Vec<NodeRecord> = serde_json::from_slice(&b).map_err(|e| {
                     AuthError::Invalid(format!("{}: not a node registry: {e}", path.display()))
                 })?;
@@ -254,10 +328,20 @@ impl Registry {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
         let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).map_err(io(&tmp))?;
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(io(&tmp))?;
+        // Owner only: it names every key id and holds their hashes.
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&text)?;
+            f.sync_all()
+        };
+        write().map_err(io(&tmp))?;
         std::fs::rename(&tmp, &self.path).map_err(io(&self.path))
     }
 
@@ -378,6 +462,86 @@ mod tests {
         assert!(jwt.verify(&old).is_err());
         assert!(jwt.verify("not.a.token").is_err());
         assert!(Jwt::new(b"short").is_err());
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused() {
+        #[derive(Serialize)]
+        struct Early {
+            sub: String,
+            role: Role,
+            iat: i64,
+            exp: i64,
+            nbf: i64,
+        }
+        let key = [7u8; 32];
+        let now = Utc::now().timestamp();
+        let early = |nbf| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &Early {
+                    sub: "ada".into(),
+                    role: Role::Admin,
+                    iat: now,
+                    exp: now + 3600,
+                    nbf,
+                },
+                &jsonwebtoken::EncodingKey::from_secret(&key),
+            )
+            .unwrap()
+        };
+        let jwt = Jwt::new(&key).unwrap();
+        assert!(jwt.verify(&early(now + 600)).is_err());
+        assert!(jwt.verify(&early(now - 1)).is_ok());
+    }
+
+    #[test]
+    fn placeholder_and_exposed_secrets_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("jwt-secret");
+        // The deployment example's placeholder, from the environment.
+        let example = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/env.example"),
+        )
+        .unwrap();
+        let placeholder = example
+            .lines()
+            .find_map(|l| l.strip_prefix("KAIABC_JWT_SECRET="))
+            .unwrap()
+            .to_string();
+        let e = secret_from(Some(placeholder), &path).unwrap_err();
+        assert!(e.to_string().contains("placeholder"), "{e}");
+        // Created 0600 on first use, then read back.
+        let made = secret_from(None, &path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(secret_from(None, &path).unwrap(), made);
+        // Readable by others: refused, with the fix in the message.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = secret_from(None, &path).unwrap_err();
+        assert!(e.to_string().contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn the_registry_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nodes.json");
+        let reg = Registry::open(&path).unwrap();
+        reg.register(Registration {
+            node_id: "pico_1".into(),
+            name: None,
+            location: None,
+            sensor_type: None,
+        })
+        .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        // One left readable by an older release is tightened when opened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        Registry::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 
     #[test]

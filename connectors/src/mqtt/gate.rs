@@ -230,6 +230,37 @@ async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<usize,
     }
 }
 
+/// What MQTT 3.1.1 forbids in a CONNECT's flags (the parser takes them as they come), if
+/// anything: the server must then close the connection (§3.1.4). `frame` starts with the
+/// packet; anything that is not a CONNECT is left to the parser.
+fn connect_violation(frame: &[u8]) -> Option<&'static str> {
+    if frame.first().is_none_or(|b| b >> 4 != 1) {
+        return None;
+    }
+    // The remaining length: 1–4 bytes, each with a continuation bit.
+    let mut i = 1;
+    while frame.get(i).is_some_and(|b| b & 0x80 != 0) {
+        i += 1;
+    }
+    i += 1;
+    // The protocol name (length-prefixed), the level, then the flags.
+    let name = frame.get(i..i + 2)?;
+    let flags = *frame.get(i + 2 + usize::from(u16::from_be_bytes([name[0], name[1]])) + 1)?;
+    let will = flags & 0x04 != 0;
+    let will_qos = (flags >> 3) & 0x03;
+    if flags & 0x01 != 0 {
+        Some("the reserved flag is set")
+    } else if !will && (will_qos != 0 || flags & 0x20 != 0) {
+        Some("a Will QoS or Will Retain without a Will")
+    } else if will_qos == 3 {
+        Some("Will QoS 3")
+    } else if flags & 0x80 == 0 && flags & 0x40 != 0 {
+        Some("a password without a user name")
+    } else {
+        None
+    }
+}
+
 /// Writes a CONNACK refusing the client and ends the connection.
 async fn refuse(client: &mut TcpStream, code: ConnectReturnCode, why: String) -> GateError {
     let mut out = BytesMut::new();
@@ -246,6 +277,11 @@ async fn serve(gate: &Gate, mut client: TcpStream, ids: &AtomicU64) -> Result<()
     tokio::time::timeout(CONNECT_WAIT, read_frame(&mut client, &mut inbuf))
         .await
         .map_err(|_| GateError::NoConnect(CONNECT_WAIT))??;
+    if let Some(why) = connect_violation(&inbuf) {
+        // MQTT 3.1.1 §3.1.2.3, §3.1.2.6, §3.1.2.9: close without a CONNACK.
+        let _ = client.shutdown().await;
+        return Err(GateError::Refused(format!("malformed CONNECT: {why}")));
+    }
     let mut connect = match Packet::read(&mut inbuf, MAX_PACKET)? {
         Packet::Connect(c) => c,
         _ => return Err(GateError::NotConnect),
@@ -822,6 +858,47 @@ mod tests {
                 .enable_all()
                 .build()
                 .unwrap()
+        }
+
+        /// A CONNECT whose flags MQTT 3.1.1 forbids (the reserved bit, a Will QoS without a
+        /// Will, a password without a user name) ends the connection without a CONNACK; the
+        /// same CONNECT with its flags right is accepted.
+        #[test]
+        fn a_connect_with_forbidden_flags_is_closed() {
+            use rumqttc::mqttbytes::v4::Connect;
+            use std::io::{Read, Write};
+            let (b, _rx) = broker();
+            let mut good = BytesMut::new();
+            let mut connect = Connect::new("raw");
+            connect.set_login("n1", "key-n1");
+            connect.write(&mut good).unwrap();
+            // The flags byte: after the fixed header (2 bytes here), the name "MQTT" (6) and
+            // the level (1).
+            let flags_at = 2 + 6 + 1;
+            assert_eq!(good[flags_at] & 0xC0, 0xC0, "user name and password set");
+            let answer = |bytes: &[u8]| {
+                let mut sock = std::net::TcpStream::connect(b.addr).unwrap();
+                sock.set_read_timeout(Some(WAIT)).unwrap();
+                sock.write_all(bytes).unwrap();
+                let mut got = Vec::new();
+                let _ = sock.read_to_end(&mut got);
+                got
+            };
+            for (what, set, clear) in [
+                ("reserved", 0x01, 0x00),
+                ("will qos without will", 0x08, 0x00),
+                ("password without user", 0x00, 0x80),
+            ] {
+                let mut bad = good.to_vec();
+                bad[flags_at] = (bad[flags_at] | set) & !clear;
+                assert!(answer(&bad).is_empty(), "{what}: answered");
+            }
+            let mut sock = std::net::TcpStream::connect(b.addr).unwrap();
+            sock.set_read_timeout(Some(WAIT)).unwrap();
+            sock.write_all(&good).unwrap();
+            let mut ack = [0u8; 4];
+            sock.read_exact(&mut ack).unwrap();
+            assert_eq!(ack, [0x20, 0x02, 0x00, 0x00], "CONNACK accepted");
         }
 
         /// A QoS 2 reading sent again with DUP before its PUBREL (as after a lost PUBREC) is

@@ -185,7 +185,8 @@ fn parse_ttl(s: &str) -> Result<Duration> {
 }
 
 fn jwt_for(state_dir: &std::path::Path) -> Result<Jwt> {
-    let secret = load_secret(&state_dir.join("jwt-secret"))?;
+    let secret = load_secret(&state_dir.join("jwt-secret"))
+        .map_err(|e| anyhow::anyhow!("{e} [{}]", e.code()))?;
     Ok(Jwt::new(&secret)?)
 }
 

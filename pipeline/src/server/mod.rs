@@ -359,11 +359,48 @@ fn at(api: &Arc<Api>, method: &'static str, path: &'static str) -> BoxedFilter<(
         .boxed()
 }
 
-/// A JSON request body of at most `limit` bytes.
+/// A request body of at most `limit` bytes, with a `Content-Length` or sent chunked (warp's
+/// own limit refuses a body without a length, which surfaced as a misleading 405).
 fn body(limit: u64) -> BoxedFilter<(bytes::Bytes,)> {
-    warp::body::content_length_limit(limit)
-        .and(warp::body::bytes())
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |declared: Option<u64>, stream| read_body(declared, stream, limit))
         .boxed()
+}
+
+async fn read_body<B: bytes::Buf>(
+    declared: Option<u64>,
+    stream: impl futures_util::Stream<Item = Result<B, warp::Error>>,
+    limit: u64,
+) -> Result<bytes::Bytes, Rejection> {
+    use bytes::BufMut;
+    use futures_util::StreamExt;
+    let too_large = || {
+        warp::reject::custom(Refused(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("the body is larger than this endpoint takes ({limit} bytes)"),
+        ))
+    };
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut out = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
+    let mut stream = std::pin::pin!(stream);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            warp::reject::custom(Refused(
+                StatusCode::BAD_REQUEST,
+                "INVALID_REQUEST",
+                format!("reading the body: {e}"),
+            ))
+        })?;
+        if (out.len() + chunk.remaining()) as u64 > limit {
+            return Err(too_large());
+        }
+        out.put(chunk);
+    }
+    Ok(out.freeze())
 }
 
 /// All routes.
@@ -538,7 +575,26 @@ pub fn routes(
     all.push(
         warp::get()
             .and(warp::path::end())
-            .map(|| warp::reply::html(DASHBOARD).into_response())
+            .map(|| {
+                let mut resp = warp::reply::html(DASHBOARD).into_response();
+                let h = resp.headers_mut();
+                // Its script and style are inline in the page; it talks to this origin only,
+                // and no other site may frame it (clickjacking the controls).
+                h.insert("content-security-policy", DASHBOARD_CSP.clone());
+                h.insert(
+                    "x-frame-options",
+                    warp::http::HeaderValue::from_static("DENY"),
+                );
+                h.insert(
+                    "x-content-type-options",
+                    warp::http::HeaderValue::from_static("nosniff"),
+                );
+                h.insert(
+                    "referrer-policy",
+                    warp::http::HeaderValue::from_static("no-referrer"),
+                );
+                resp
+            })
             .boxed(),
     );
     all.push(wrong_method());
@@ -566,6 +622,26 @@ pub fn routes(
             resp
         })
 }
+
+/// The dashboard's Content-Security-Policy: its own script (by its SHA-256, so no other inline
+/// script runs) and inline style, data from this origin only (REST and WebSocket), no frames,
+/// plugins or forms elsewhere.
+static DASHBOARD_CSP: std::sync::LazyLock<warp::http::HeaderValue> =
+    std::sync::LazyLock::new(|| {
+        use base64::Engine;
+        use sha2::Digest;
+        let script = DASHBOARD
+            .split_once("<script>")
+            .and_then(|(_, rest)| rest.split_once("</script>"))
+            .map_or("", |(s, _)| s);
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+        let csp = format!(
+            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; \
+             img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+             frame-ancestors 'none'"
+        );
+        warp::http::HeaderValue::from_str(&csp).expect("the policy is ASCII")
+    });
 
 /// The dashboard page (`pipeline/assets/dashboard.html`): HTML, CSS and script in one file.
 const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
@@ -1181,6 +1257,91 @@ mod tests {
         )
         .await;
         assert_eq!(half.status().as_u16(), 400);
+    }
+
+    /// What a careless client meets: a reading sent with chunked encoding is taken (it was a
+    /// misleading 405), a chunked body over the limit gets 413, and the dashboard comes with a
+    /// Content-Security-Policy that allows its own script only, and may not be framed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunked_bodies_are_read_and_the_dashboard_is_locked_down() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _reader) = test_api(dir.path());
+        let (_, key) = api
+            .registry
+            .register(crate::auth::Registration {
+                node_id: "c1".into(),
+                name: None,
+                location: None,
+                sensor_type: None,
+            })
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(listener, Arc::clone(&api), std::future::pending()));
+        let chunked = |chunks: Vec<String>| {
+            let key = key.clone();
+            async move {
+                let mut body = String::new();
+                for c in &chunks {
+                    body += &format!("{:x}\r\n{c}\r\n", c.len());
+                }
+                let req = format!(
+                    "POST /v1/sensors/batch HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n\
+                     Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+                     Connection: close\r\n\r\n{body}0\r\n\r\n"
+                );
+                let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+                s.write_all(req.as_bytes()).await.unwrap();
+                let mut out = String::new();
+                s.read_to_string(&mut out).await.unwrap();
+                out
+            }
+        };
+        let reading = r#"{"node_id":"c1","seq":1,"timestamp":"2026-01-05T10:00:00Z","temperature_kelvin":300.0,"sensor_type":"BME280"}"#;
+        let ok = chunked(vec![
+            r#"{"readings": ["#.to_string(),
+            reading.to_string(),
+            "]}".to_string(),
+        ])
+        .await;
+        assert!(ok.starts_with("HTTP/1.1 202"), "{ok}");
+        let big = chunked(vec!["x".repeat(600 * 1024), "y".repeat(600 * 1024)]).await;
+        assert!(
+            big.starts_with("HTTP/1.1 413"),
+            "{}",
+            &big[..big.len().min(300)]
+        );
+        assert!(
+            big.contains("PAYLOAD_TOO_LARGE"),
+            "{}",
+            &big[..big.len().min(300)]
+        );
+
+        let page = warp::test::request()
+            .path("/")
+            .reply(&routes(Arc::clone(&api)))
+            .await;
+        assert_eq!(page.status().as_u16(), 200);
+        let csp = page.headers()["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("script-src 'sha256-"), "{csp}");
+        assert!(!csp.contains("script-src 'unsafe-inline'"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(page.headers()["x-frame-options"], "DENY");
+        // The hash is the page's own script's: a browser would run it (the dashboard's
+        // browser test runs the page under this policy).
+        use base64::Engine;
+        use sha2::Digest;
+        let html = std::str::from_utf8(page.body()).unwrap();
+        let script = html
+            .split("<script>")
+            .nth(1)
+            .unwrap()
+            .split("</script>")
+            .next()
+            .unwrap();
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+        assert!(csp.contains(&hash), "{csp}");
     }
 
     /// Building the routes looks up every endpoint's rule in [`ENDPOINTS`]; a route missing
