@@ -78,6 +78,10 @@ pub struct NodeConfig {
     pub max_gap_hours: f64,
     /// Rhythm windows.
     pub window: WindowConfig,
+    /// A reading older than this (h) before its node's newest is refused (`STALE_TIMESTAMP`):
+    /// a late reading that far back no longer means anything to the clock, and a node whose
+    /// clock jumped must not drag the others through its gap.
+    pub max_age_hours: f64,
 }
 
 impl NodeConfig {
@@ -92,6 +96,7 @@ impl NodeConfig {
             initial_ct: 0.0,
             max_gap_hours: 1.0,
             window: WindowConfig::default(),
+            max_age_hours: 7.0 * 24.0,
         })
     }
 }
@@ -125,6 +130,18 @@ pub enum NodeError {
     /// A control command would leave the node with unusable settings.
     #[error(transparent)]
     Settings(#[from] SettingsError),
+    /// The reading is older than [`NodeConfig::max_age_hours`] before the node's newest.
+    #[error(
+        "timestamp {timestamp} is more than {hours} h before the node's newest reading ({newest})"
+    )]
+    Stale {
+        /// The reading's time.
+        timestamp: String,
+        /// The node's newest reading's time.
+        newest: String,
+        /// The horizon.
+        hours: f64,
+    },
 }
 
 /// A reading whose processing failed, handed back with the error (for its dead letter).
@@ -572,6 +589,21 @@ impl NodeState {
         at: Emitted,
     ) -> Result<Disposition, Box<NodeFailure>> {
         let micros = reading.timestamp.timestamp_micros();
+        if let Some(last) = self.last_micros {
+            if (last - micros) as f64 > cfg.max_age_hours * MICROS_PER_HOUR {
+                let at = |us: i64| {
+                    DateTime::<Utc>::from_timestamp_micros(us)
+                        .map(|t| kaiabc_schemas::format_timestamp(&t))
+                        .unwrap_or_default()
+                };
+                let error = NodeError::Stale {
+                    timestamp: at(micros),
+                    newest: at(last),
+                    hours: cfg.max_age_hours,
+                };
+                return Err(Box::new(NodeFailure { error, reading }));
+            }
+        }
         if self.last_micros.is_some_and(|last| micros < last) {
             self.dedup.record(micros, reading.seq, at);
             out.push(NodeOutput::Reading(ReadingRow {
@@ -729,7 +761,19 @@ impl NodeState {
             self.next_window_end = Some((micros.div_euclid(every) + 1) * every);
             return;
         };
+        let length = (cfg.window.length_hours * MICROS_PER_HOUR) as i64;
+        let newest_bin = self.bins.bins.back().map(|b| {
+            let bin_us = i64::from(cfg.window.bin_minutes.max(1)) * 60_000_000;
+            b.index * bin_us + bin_us / 2
+        });
         while end <= micros {
+            // A window that holds no data says nothing: across a gap, windows stop once the
+            // data has left them and start again at the reading after it, so work and rows
+            // grow with the data, not with the length of the gap.
+            if newest_bin.is_none_or(|c| c < end - length) {
+                end = (micros.div_euclid(every) + 1) * every;
+                break;
+            }
             self.emit_window(cfg, end, node, out);
             end += every;
         }

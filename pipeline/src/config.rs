@@ -100,6 +100,12 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "allowed lateness of event time",
     ),
     (
+        "lake.max_reading_age_hours",
+        "KAIABC_MAX_READING_AGE_HOURS",
+        "--max-reading-age-hours",
+        "refuse readings older than this before receipt or their node's newest",
+    ),
+    (
         "wal.dir",
         "KAIABC_WAL",
         "--wal",

@@ -37,8 +37,17 @@ fn days(node: &str, t0: DateTime<Utc>, from_h: i64, to_h: i64) -> Vec<(String, S
 fn settings_phase_shifts_analytics_bulk_and_diagnostics() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let (server, http, mqtt) =
-        start_with(&lake, &["--mqtt-anonymous", "--rate-limit-user", "100000"]);
+    // The readings start ten days back: beyond the default horizon of seven.
+    let (server, http, mqtt) = start_with(
+        &lake,
+        &[
+            "--mqtt-anonymous",
+            "--rate-limit-user",
+            "100000",
+            "--max-reading-age-hours",
+            "720",
+        ],
+    );
     let researcher = token("researcher");
     let admin = token("admin");
     let call = |method: &str, path: &str, body: &str, t: &str| {

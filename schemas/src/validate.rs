@@ -36,6 +36,9 @@ pub enum Reason {
     InvalidTimestamp,
     /// More than five minutes after the time of receipt.
     FutureTimestamp,
+    /// Older than the horizon (default 7 days) before its node's newest reading, or, live,
+    /// before the time of receipt.
+    StaleTimestamp,
     /// Outside 273.15–323.15 K, or not finite.
     TemperatureOutOfRange,
     /// Outside 0–100 %, or not finite.
@@ -46,8 +49,8 @@ pub enum Reason {
     LightOutOfRange,
     /// The node marked the reading `invalid`.
     SensorInvalid,
-    /// The (node_id, seq) or (node_id, timestamp) was already seen: dropped, never
-    /// dead-lettered, so replaying a log twice changes nothing.
+    /// A reading with the same (node_id, timestamp, seq) was already seen: dropped and
+    /// dead-lettered with this reason, so the lake's readings hold it once.
     Duplicate,
     /// The clock's integration failed on this reading (the API's error code).
     OdeInstability,
@@ -60,12 +63,13 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::ParseError,
         Reason::MissingField,
         Reason::InvalidNodeId,
         Reason::InvalidTimestamp,
         Reason::FutureTimestamp,
+        Reason::StaleTimestamp,
         Reason::TemperatureOutOfRange,
         Reason::HumidityOutOfRange,
         Reason::PressureOutOfRange,
@@ -85,6 +89,7 @@ impl Reason {
             Reason::InvalidNodeId => "INVALID_NODE_ID",
             Reason::InvalidTimestamp => "INVALID_TIMESTAMP",
             Reason::FutureTimestamp => "FUTURE_TIMESTAMP",
+            Reason::StaleTimestamp => "STALE_TIMESTAMP",
             Reason::TemperatureOutOfRange => "TEMPERATURE_OUT_OF_RANGE",
             Reason::HumidityOutOfRange => "HUMIDITY_OUT_OF_RANGE",
             Reason::PressureOutOfRange => "PRESSURE_OUT_OF_RANGE",
@@ -149,6 +154,27 @@ pub fn valid_node_id(id: &str) -> bool {
 
 fn in_range(v: f64, (lo, hi): (f64, f64)) -> bool {
     v.is_finite() && v >= lo && v <= hi
+}
+
+/// Live, a reading more than `max_age` before its receipt is `STALE_TIMESTAMP` (a node whose
+/// clock is wrong; a replay of old logs does not apply this).
+pub fn check_age(
+    r: &SensorReading,
+    received: DateTime<Utc>,
+    max_age: chrono::Duration,
+) -> Result<(), Rejection> {
+    if r.timestamp >= received - max_age {
+        return Ok(());
+    }
+    Err(Rejection::new(
+        Reason::StaleTimestamp,
+        format!(
+            "timestamp {} is more than {} h before the time of receipt",
+            crate::reading::format_timestamp(&r.timestamp),
+            max_age.num_hours()
+        ),
+    )
+    .for_node(&r.node_id))
 }
 
 /// Applies every rule to a typed reading; `now` is the time of receipt.

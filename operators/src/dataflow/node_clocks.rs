@@ -111,6 +111,8 @@ pub struct NodeStats {
     pub apply_seconds: Histogram,
     /// Readings kept while their node was paused.
     pub paused: u64,
+    /// Readings refused as older than the horizon before their node's newest.
+    pub stale: u64,
     /// Control commands applied.
     pub controls: u64,
     /// Readings taken from the input, whatever became of them: a source that knows how many
@@ -181,6 +183,7 @@ impl NodeStats {
             NodeError::Clock(_) => self.clock_failures += 1,
             NodeError::Kalman(_) => self.filter_failures += 1,
             NodeError::Settings(_) => self.control_failures += 1,
+            NodeError::Stale { .. } => self.stale += 1,
         }
     }
 }
@@ -633,6 +636,7 @@ fn failure(reading: &SensorReading, e: &NodeError) -> LakeRow {
         NodeError::Clock(_) => Reason::OdeInstability,
         NodeError::Kalman(_) => Reason::FilterDivergence,
         NodeError::Settings(_) => Reason::InvalidCommand,
+        NodeError::Stale { .. } => Reason::StaleTimestamp,
     };
     let payload = serde_json::to_vec(reading).unwrap_or_default();
     LakeRow::DeadLetter(DeadLetter::new(

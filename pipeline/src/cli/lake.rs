@@ -36,6 +36,10 @@ pub struct ReplayArgs {
     /// order; later ones are kept in `readings` marked late.
     #[arg(long, default_value_t = 60.0)]
     lateness_seconds: f64,
+    /// A reading older than this (hours) before its node's newest is refused as
+    /// `STALE_TIMESTAMP`.
+    #[arg(long, default_value_t = 168.0)]
+    max_reading_age_hours: f64,
     /// Print the summary as JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -104,8 +108,12 @@ pub fn replay(a: &ReplayArgs) -> Result<()> {
         progress: std::io::stderr().is_terminal() && !a.json,
         control: crate::dataflow::replay::read_control_logs(&a.control)?,
     };
-    let cfg =
+    if !(a.max_reading_age_hours.is_finite() && a.max_reading_age_hours > 0.0) {
+        bail!("--max-reading-age-hours must be a positive number");
+    }
+    let mut cfg =
         NodeConfig::new(ClockConfig::default()).context("building the clock configuration")?;
+    cfg.max_age_hours = a.max_reading_age_hours;
     let s = run_replay(opts, cfg)?;
     let mut out = std::io::stdout().lock();
     if a.json {

@@ -48,6 +48,11 @@ pub struct RunArgs {
     /// Allowed lateness of event time, seconds (when a lake day is complete).
     #[arg(long, default_value_t = 60, env = "KAIABC_LATENESS_SECONDS")]
     lateness_seconds: u64,
+    /// A reading older than this (hours) before the time of receipt, or before its node's
+    /// newest reading, is refused as `STALE_TIMESTAMP` (a node whose clock is wrong must not
+    /// drag its clock and its windows through decades).
+    #[arg(long, default_value_t = 168, env = "KAIABC_MAX_READING_AGE_HOURS")]
+    max_reading_age_hours: u64,
     /// Seconds between lake commits (how fresh SQL over the lake is).
     #[arg(long, default_value_t = 10, env = "KAIABC_COMMIT_INTERVAL_SECONDS")]
     commit_interval_seconds: u64,
@@ -204,8 +209,13 @@ pub fn run(a: &RunArgs) -> Result<()> {
         a.commit_interval_seconds > 0,
         "--commit-interval-seconds must be positive"
     );
-    let node_cfg =
+    anyhow::ensure!(
+        a.max_reading_age_hours > 0,
+        "--max-reading-age-hours must be positive"
+    );
+    let mut node_cfg =
         NodeConfig::new(ClockConfig::default()).context("building the clock configuration")?;
+    node_cfg.max_age_hours = a.max_reading_age_hours as f64;
     let api_cfg = Arc::new(node_cfg.clone());
     let restored = open_checkpoints(&a.lake)
         .with_context(|| format!("reading the checkpoints of the lake {}", a.lake.display()))?;

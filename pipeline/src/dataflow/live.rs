@@ -375,6 +375,9 @@ impl LiveSummary {
         if r.nodes.duplicates > 0 {
             *self.rejected.entry(Reason::Duplicate).or_default() += r.nodes.duplicates;
         }
+        if r.nodes.stale > 0 {
+            *self.rejected.entry(Reason::StaleTimestamp).or_default() += r.nodes.stale;
+        }
         self.files_committed += r.sink.committed.files;
         self.rows_committed += r.sink.committed.rows;
     }

@@ -67,6 +67,9 @@ pub fn lake_rows<'scope>(
         .parse_validate(
             Arc::clone(files),
             now,
+            // Live only: a replay of old logs is old by design.
+            now.is_none()
+                .then(|| chrono::Duration::microseconds((node_cfg.max_age_hours * 3.6e9) as i64)),
             Arc::clone(keys),
             Rc::clone(parse_stats),
         )

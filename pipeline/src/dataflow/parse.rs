@@ -11,7 +11,9 @@ use chrono::{DateTime, Utc};
 use kaiabc_connectors::file::LineParser;
 use kaiabc_connectors::lake::ExistingKeys;
 use kaiabc_operators::dataflow::{NodeInput, Routed};
-use kaiabc_schemas::{ControlCommand, DeadLetter, LakeRow, RawReading, Reason, Rejection};
+use kaiabc_schemas::{
+    ControlCommand, DeadLetter, LakeRow, RawReading, Reason, Rejection, SensorReading,
+};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::operator::Operator;
 use timely::dataflow::Stream;
@@ -73,12 +75,14 @@ pub enum Parsed {
 /// Extension trait: parse and validate records on the worker that owns their node.
 pub trait ParseValidate<'scope> {
     /// Parses each record with its file's parser and validates it against `now` (or, when
-    /// `None`, live, against the record's own arrival time); rejected records become dead
+    /// `None`, live, against the record's own arrival time, and then a reading more than
+    /// `max_age` older than its arrival is `STALE_TIMESTAMP`); rejected records become dead
     /// letters (unless `keys` says the lake already holds them).
     fn parse_validate(
         self,
         files: Arc<Vec<LogFile>>,
         now: Option<DateTime<Utc>>,
+        max_age: Option<chrono::Duration>,
         keys: Arc<ExistingKeys>,
         stats: Rc<RefCell<ParseStats>>,
     ) -> Stream<'scope, u64, Vec<Parsed>>;
@@ -89,9 +93,11 @@ impl<'scope> ParseValidate<'scope> for Stream<'scope, u64, Vec<Incoming>> {
         self,
         files: Arc<Vec<LogFile>>,
         now: Option<DateTime<Utc>>,
+        max_age: Option<chrono::Duration>,
         keys: Arc<ExistingKeys>,
         stats: Rc<RefCell<ParseStats>>,
     ) -> Stream<'scope, u64, Vec<Parsed>> {
+        let limits = Limits { now, max_age };
         self.unary(
             Exchange::new(|r: &Incoming| r.route),
             "ParseValidate",
@@ -104,7 +110,7 @@ impl<'scope> ParseValidate<'scope> for Stream<'scope, u64, Vec<Incoming>> {
                     input.for_each(|time, batch| {
                         st.records += batch.len() as u64;
                         for r in batch.drain(..) {
-                            if let Some(p) = parse_one(&files, now, &keys, &mut st, r) {
+                            if let Some(p) = parse_one(&files, limits, &keys, &mut st, r) {
                                 if matches!(p, Parsed::Reading(_)) {
                                     st.readings += 1;
                                 }
@@ -120,9 +126,18 @@ impl<'scope> ParseValidate<'scope> for Stream<'scope, u64, Vec<Incoming>> {
     }
 }
 
+/// The time limits a reading is validated against.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// The time of receipt for the future check (`None`: each record's own).
+    now: Option<DateTime<Utc>>,
+    /// Live: how much older than its receipt a reading may be.
+    max_age: Option<chrono::Duration>,
+}
+
 fn parse_one(
     files: &[LogFile],
-    now: Option<DateTime<Utc>>,
+    limits: Limits,
     keys: &ExistingKeys,
     st: &mut ParseStats,
     mut r: Incoming,
@@ -142,7 +157,12 @@ fn parse_one(
             "no parser for this file",
         )),
     };
-    match parsed.and_then(|raw| raw.validate(now.unwrap_or(r.received_at))) {
+    let received = limits.now.unwrap_or(r.received_at);
+    let stale = |reading: SensorReading| match limits.max_age {
+        Some(age) => kaiabc_schemas::validate::check_age(&reading, received, age).map(|()| reading),
+        None => Ok(reading),
+    };
+    match parsed.and_then(|raw| raw.validate(received).and_then(stale)) {
         Ok(reading) => Some(Parsed::Reading((r.ordinal, NodeInput::Reading(reading)))),
         Err(rejection) => dead(file, keys, st, r, rejection),
     }

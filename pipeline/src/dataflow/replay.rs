@@ -226,6 +226,9 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
             *summary.rejected.entry(Reason::Duplicate).or_default() += r.nodes.duplicates;
         }
         summary.states += r.sink.rows[1];
+        if r.nodes.stale > 0 {
+            *summary.rejected.entry(Reason::StaleTimestamp).or_default() += r.nodes.stale;
+        }
         for (reason, n) in [
             (Reason::OdeInstability, r.nodes.clock_failures),
             (Reason::FilterDivergence, r.nodes.filter_failures),

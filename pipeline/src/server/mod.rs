@@ -906,11 +906,14 @@ async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::rep
             return error_body(StatusCode::BAD_REQUEST, "PARSE_ERROR", e.to_string());
         }
     };
+    let max_age = chrono::Duration::microseconds((api.node_cfg.max_age_hours * 3.6e9) as i64);
     let mut rejected = Vec::new();
     let mut foreign = 0;
     for (i, item) in items.iter().enumerate() {
         let bytes = item.to_string().into_bytes();
-        let verdict = kaiabc_schemas::RawReading::from_json(&bytes).and_then(|r| r.validate(now));
+        let verdict = kaiabc_schemas::RawReading::from_json(&bytes)
+            .and_then(|r| r.validate(now))
+            .and_then(|r| kaiabc_schemas::validate::check_age(&r, now, max_age).map(|()| r));
         match verdict {
             Ok(r) if r.node_id != node => {
                 foreign += 1;
@@ -1342,6 +1345,48 @@ mod tests {
             .unwrap();
         let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
         assert!(csp.contains(&hash), "{csp}");
+    }
+
+    /// A reading dated more than the horizon (7 days) before its receipt is refused with its
+    /// reason (a node whose clock says 1970 or 1700); one within it is taken.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reading_older_than_the_horizon_is_refused_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _reader) = test_api(dir.path());
+        let (_, key) = api
+            .registry
+            .register(crate::auth::Registration {
+                node_id: "old1".into(),
+                name: None,
+                location: None,
+                sensor_type: None,
+            })
+            .unwrap();
+        let post = |ts: String| {
+            let r = warp::test::request()
+                .method("POST")
+                .path("/v1/sensors/temperature")
+                .header("x-api-key", &key)
+                .body(format!(
+                    r#"{{"node_id":"old1","timestamp":"{ts}","temperature_kelvin":300.0}}"#
+                ));
+            let f = routes(Arc::clone(&api));
+            async move { r.reply(&f).await }
+        };
+        let ago = |days: i64| {
+            kaiabc_schemas::format_timestamp(&(Utc::now() - chrono::Duration::days(days)))
+        };
+        for ts in [
+            ago(8),
+            "1970-01-01T00:00:00Z".to_string(),
+            "1700-01-01T00:00:00Z".to_string(),
+        ] {
+            let resp = post(ts.clone()).await;
+            let body = String::from_utf8_lossy(resp.body()).to_string();
+            assert_eq!(resp.status().as_u16(), 422, "{ts}: {body}");
+            assert!(body.contains("STALE_TIMESTAMP"), "{ts}: {body}");
+        }
+        assert_eq!(post(ago(6)).await.status().as_u16(), 202);
     }
 
     /// Building the routes looks up every endpoint's rule in [`ENDPOINTS`]; a route missing
