@@ -9,6 +9,7 @@ mod bridge;
 mod cli;
 mod config;
 mod dataflow;
+mod durability;
 mod logs;
 mod metrics;
 mod ratelimit;

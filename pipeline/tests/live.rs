@@ -1063,3 +1063,68 @@ fn late_exact_copies_land_once_live_and_across_a_restart() {
         "n\n6\n"
     );
 }
+
+/// A lake that cannot be written (its staging directory replaced by a plain file, as a full
+/// disk or a lack of file descriptors would refuse every new file) is loud: `/v1/health` turns
+/// degraded with 503 and the reason, `/metrics` counts the failures; readings are still
+/// acknowledged only once they are in the write-ahead log. When the directory is back the
+/// server recovers by itself: health is healthy again and every acknowledged reading is in the
+/// lake once.
+#[test]
+fn a_lake_that_cannot_be_written_is_loud_and_recovers_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let (server, http, mqtt) = start(&lake);
+    let msg = |seq: i64| {
+        (
+            "kaiabc/sensors/f".to_string(),
+            reading("f", seq, 5 * seq as u32, 300.0),
+        )
+    };
+    publish(mqtt, &(1..=3).map(msg).collect::<Vec<_>>());
+    wait_until("the first commit", || {
+        (csv(&lake, "SELECT count(*) AS n FROM readings") == "n\n3\n").then_some(())
+    });
+    let staging = lake.join("_staging");
+    let away = lake.join("_staging.away");
+    std::fs::rename(&staging, &away).unwrap();
+    std::fs::write(&staging, b"not a directory").unwrap();
+    // Acknowledged (the log has them), not yet in the lake.
+    publish(mqtt, &(4..=6).map(msg).collect::<Vec<_>>());
+    let health = wait_until("health to say the lake is failing", || {
+        Some(request(http, "GET", "/v1/health", &[], ""))
+            .filter(|(s, _)| *s == 503)
+            .map(|(_, b)| b)
+    });
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["components"]["database"], "failing", "{health}");
+    let reason = health["problems"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("_staging"), "{reason}");
+    let (_, text) = get_text(http, "/metrics");
+    let metrics = text.split_once("\r\n\r\n").unwrap().1;
+    assert!(metrics.contains("kaiabc_lake_write_failing 1"), "{metrics}");
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kaiabc_lake_write_failures_total "))
+        .unwrap();
+    assert!(failures.parse::<f64>().unwrap() >= 1.0, "{failures}");
+    promtool_check(metrics);
+
+    std::fs::remove_file(&staging).unwrap();
+    std::fs::rename(&away, &staging).unwrap();
+    wait_until("health to recover", || {
+        Some(request(http, "GET", "/v1/health", &[], ""))
+            .filter(|(s, b)| *s == 200 && b["status"] == "healthy")
+    });
+    wait_until("the readings of the outage in the lake", || {
+        (csv(&lake, "SELECT count(*) AS n FROM readings") == "n\n6\n").then_some(())
+    });
+    stop(server);
+    assert_eq!(
+        csv(
+            &lake,
+            "SELECT count(*) AS n, count(DISTINCT seq) AS d FROM readings WHERE node_id = 'f'"
+        ),
+        "n,d\n6,6\n"
+    );
+}

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use chrono::{NaiveDate, Utc};
-use kaiabc_schemas::{DeadLetter, OscillatorState, PhaseShiftReport, ReadingRow, RhythmWindow};
+use kaiabc_schemas::{
+    DeadLetter, OscillatorState, PhaseShiftReport, ReadingRow, RhythmWindow, Table,
+};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
@@ -200,6 +202,13 @@ pub struct LakeWriter {
     dead_letters: Buffer<DeadLetter>,
     phase_shifts: Buffer<PhaseShiftReport>,
     staged: Vec<Staged>,
+    /// Sorted batches whose staging failed (a full disk, no file descriptors): written again
+    /// before anything else is staged, so a transient error loses no row.
+    unstaged: Vec<(Table, NaiveDate, RecordBatch)>,
+    /// Partition directories renamed into whose fsync has not succeeded yet.
+    unsynced: std::collections::BTreeSet<PathBuf>,
+    /// Files and rows renamed since the last commit that succeeded.
+    renamed: CommitSummary,
 }
 
 impl LakeWriter {
@@ -251,6 +260,9 @@ impl LakeWriter {
             dead_letters: Buffer::default(),
             phase_shifts: Buffer::default(),
             staged: Vec::new(),
+            unstaged: Vec::new(),
+            unsynced: Default::default(),
+            renamed: CommitSummary::default(),
         })
     }
 
@@ -324,8 +336,10 @@ impl LakeWriter {
         self.roll(Some(date))
     }
 
-    /// Stages every partition of every table before `before`, or all of them.
+    /// Stages every partition of every table before `before`, or all of them (after what an
+    /// earlier failure left unstaged).
     fn roll(&mut self, before: Option<NaiveDate>) -> Result<(), LakeError> {
+        self.restage()?;
         self.roll_table(before, |w| &mut w.readings)?;
         self.roll_table(before, |w| &mut w.states)?;
         self.roll_table(before, |w| &mut w.rhythms)?;
@@ -354,33 +368,73 @@ impl LakeWriter {
         Ok(())
     }
 
-    /// Sorts `rows`, writes them as one zstd Parquet file under `_staging/` and fsyncs it.
+    /// Sorts `rows` and stages them ([`LakeWriter::stage_batch`]).
     fn stage<R: LakeRecord>(&mut self, date: NaiveDate, part: Part<R>) -> Result<(), LakeError> {
         let batch = part.sorted_batch()?;
+        self.stage_batch(R::TABLE, date, batch)
+    }
+
+    /// Stages again what earlier failures left unstaged, oldest first.
+    fn restage(&mut self) -> Result<(), LakeError> {
+        let mut waiting = std::mem::take(&mut self.unstaged).into_iter();
+        while let Some((table, date, batch)) = waiting.next() {
+            if let Err(e) = self.stage_batch(table, date, batch) {
+                self.unstaged.extend(waiting);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Batches left unstaged by failures, waiting to be staged again.
+    pub fn unstaged_batches(&self) -> usize {
+        self.unstaged.len()
+    }
+
+    /// Writes `batch` as one zstd Parquet file under `_staging/` and fsyncs it; if that fails,
+    /// the file is removed and the batch kept to be staged again.
+    fn stage_batch(
+        &mut self,
+        table: Table,
+        date: NaiveDate,
+        batch: RecordBatch,
+    ) -> Result<(), LakeError> {
         let rows = batch.num_rows();
         self.file_seq += 1;
         let name = format!(
             "part-{}-w{:02}-{:05}.parquet",
             self.run_id, self.worker, self.file_seq
         );
-        let tmp = staging_dir(&self.cfg.root).join(format!("{}.{}.tmp", R::TABLE.name(), name));
-        let dest = table_dir(&self.cfg.root, R::TABLE)
+        let tmp = staging_dir(&self.cfg.root).join(format!("{}.{}.tmp", table.name(), name));
+        let dest = table_dir(&self.cfg.root, table)
             .join(format!("date={}", date.format("%Y-%m-%d")))
             .join(name);
-        let file = File::create(&tmp).map_err(LakeError::io("create", &tmp))?;
-        let parquet = |source| LakeError::Parquet {
-            path: tmp.clone(),
-            source,
-        };
-        let mut w = ArrowWriter::try_new(file, batch.schema(), Some(self.props.clone()))
-            .map_err(parquet)?;
-        w.write(&batch).map_err(parquet)?;
-        let file = w.into_inner().map_err(parquet)?;
-        file.sync_all().map_err(LakeError::io("fsync", &tmp))?;
-        tracing::debug!(table = R::TABLE.name(), rows, path = %tmp.display(), "staged");
-        self.staged.push(Staged { tmp, dest, rows });
-        Ok(())
+        match write_file(&tmp, &batch, &self.props) {
+            Ok(()) => {
+                tracing::debug!(table = table.name(), rows, path = %tmp.display(), "staged");
+                self.staged.push(Staged { tmp, dest, rows });
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                self.unstaged.push((table, date, batch));
+                Err(e)
+            }
+        }
     }
+}
+
+/// Writes `batch` to a new Parquet file at `path` and fsyncs it.
+fn write_file(path: &Path, batch: &RecordBatch, props: &WriterProperties) -> Result<(), LakeError> {
+    let file = File::create(path).map_err(LakeError::io("create", path))?;
+    let parquet = |source| LakeError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props.clone())).map_err(parquet)?;
+    w.write(batch).map_err(parquet)?;
+    let file = w.into_inner().map_err(parquet)?;
+    file.sync_all().map_err(LakeError::io("fsync", path))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), LakeError> {
@@ -392,11 +446,16 @@ fn sync_dir(dir: &Path) -> Result<(), LakeError> {
 impl Sink<LakeRow> for LakeWriter {
     type Error = LakeError;
 
+    /// Buffers every row; a staging failure on the way keeps its rows (see
+    /// [`LakeWriter::stage_batch`]) and is returned after the rest are buffered.
     fn process(&mut self, rows: &mut Vec<LakeRow>) -> Result<(), LakeError> {
+        let mut first = None;
         for row in rows.drain(..) {
-            self.push(row)?;
+            if let Err(e) = self.push(row) {
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
     }
 
     fn watermark(&mut self, watermark_micros: i64) -> Result<(), LakeError> {
@@ -408,28 +467,32 @@ impl Sink<LakeRow> for LakeWriter {
         sync_dir(&staging_dir(&self.cfg.root))
     }
 
+    /// Renames the staged files into their partitions, then fsyncs those directories. A
+    /// failure keeps the files not yet renamed and the directories not yet synced: calling it
+    /// again carries on where it stopped.
     fn commit(&mut self) -> Result<CommitSummary, LakeError> {
-        let mut summary = CommitSummary::default();
-        let mut dirs = std::collections::BTreeSet::new();
-        for s in self.staged.drain(..) {
-            let dir = s
-                .dest
-                .parent()
-                .expect("a partition directory")
-                .to_path_buf();
-            std::fs::create_dir_all(&dir).map_err(LakeError::io("create", &dir))?;
+        let mut done = 0;
+        let renamed: Result<(), LakeError> = self.staged.iter().try_for_each(|s| {
+            let dir = s.dest.parent().expect("a partition directory");
+            std::fs::create_dir_all(dir).map_err(LakeError::io("create", dir))?;
             std::fs::rename(&s.tmp, &s.dest).map_err(LakeError::io("rename", &s.tmp))?;
-            summary.files += 1;
-            summary.rows += s.rows;
-            dirs.insert(dir);
+            self.unsynced.insert(dir.to_path_buf());
+            done += 1;
+            Ok(())
+        });
+        for s in self.staged.drain(..done) {
+            self.renamed.files += 1;
+            self.renamed.rows += s.rows;
         }
-        for d in &dirs {
-            sync_dir(d)?;
+        renamed?;
+        while let Some(d) = self.unsynced.first().cloned() {
+            sync_dir(&d)?;
             if let Some(table) = d.parent() {
                 sync_dir(table)?;
             }
+            self.unsynced.remove(&d);
         }
-        Ok(summary)
+        Ok(std::mem::take(&mut self.renamed))
     }
 }
 
@@ -458,6 +521,65 @@ mod tests {
             kalman_variance: Some(0.01),
             late: false,
         })
+    }
+
+    /// A staging directory that cannot take files (here a plain file stands in its place, as
+    /// a full disk or a lack of descriptors would refuse a create) fails the roll and the
+    /// commit without losing a row; once it is back, the next commit writes every row once.
+    #[test]
+    fn a_failed_stage_or_commit_loses_nothing_and_the_next_one_carries_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = LakeConfig::at(dir.path());
+        cfg.max_rows_per_file = 2;
+        let mut w = LakeWriter::new(cfg, 0).unwrap();
+        let staging = staging_dir(dir.path());
+        let away = dir.path().join("_staging.away");
+        let block = || {
+            std::fs::rename(&staging, &away).unwrap();
+            std::fs::write(&staging, b"not a directory").unwrap();
+        };
+        let unblock = || {
+            std::fs::remove_file(&staging).unwrap();
+            std::fs::rename(&away, &staging).unwrap();
+        };
+        // One file staged, then the directory goes.
+        w.process(&mut vec![
+            reading("a", "2025-07-01T00:00:00Z"),
+            reading("a", "2025-07-01T00:01:00Z"),
+        ])
+        .unwrap();
+        block();
+        // A full buffer fails to stage: every row is still buffered or kept.
+        let e = w
+            .process(&mut vec![
+                reading("b", "2025-07-01T00:00:00Z"),
+                reading("b", "2025-07-01T00:01:00Z"),
+                reading("c", "2025-07-01T00:00:00Z"),
+            ])
+            .unwrap_err();
+        assert!(e.to_string().contains("create"), "{e}");
+        assert_eq!(w.unstaged_batches(), 1);
+        assert!(w.checkpoint().is_err());
+        assert!(
+            w.commit().is_err(),
+            "the staged file cannot be renamed from there"
+        );
+        assert!(table_files(dir.path(), Table::Readings).unwrap().is_empty());
+        unblock();
+        w.checkpoint().unwrap();
+        let s = w.commit().unwrap();
+        assert_eq!(s.rows, 5, "{s:?}");
+        assert_eq!(w.unstaged_batches(), 0);
+        let mut rows = 0;
+        for f in table_files(dir.path(), Table::Readings).unwrap() {
+            rows += SerializedFileReader::new(File::open(&f).unwrap())
+                .unwrap()
+                .metadata()
+                .file_metadata()
+                .num_rows();
+        }
+        assert_eq!(rows, 5);
+        assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
     }
 
     #[test]

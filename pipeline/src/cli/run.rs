@@ -358,6 +358,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             wait_for_signal().await;
             tracing::info!("stopping: draining the dataflow and committing the lake");
             shared.stop.store(true, Ordering::SeqCst);
+            shared.durability.stop();
         }
     });
     eprintln!(

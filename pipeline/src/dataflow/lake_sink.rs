@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
+use crate::durability::Durability;
 use kaiabc_connectors::lake::{CheckpointWriter, LakeError, LakeWriter};
 use kaiabc_connectors::sink::{CommitSummary, Sink};
 use kaiabc_operators::dedup::FilesProgress;
@@ -57,6 +58,10 @@ pub struct SinkOptions {
     /// Told how far the reading rows received are written out to files, so the node operator
     /// on this worker can forget their keys (see `kaiabc_operators::dedup::InFiles`).
     pub files: Option<Arc<FilesProgress>>,
+    /// Live, with a writing thread: a failed write (a full disk, no file descriptors) is
+    /// reported here and retried with backoff until it succeeds, instead of stopping the sink
+    /// for good; the barrier waits for it, so nothing is acknowledged upstream meanwhile.
+    pub retry: Option<Arc<Durability>>,
 }
 
 impl std::fmt::Debug for SinkOptions {
@@ -67,38 +72,42 @@ impl std::fmt::Debug for SinkOptions {
             .field("on_checkpoint", &self.on_checkpoint.is_some())
             .field("background", &self.background)
             .field("files", &self.files)
+            .field("retry", &self.retry.is_some())
             .finish()
     }
 }
 
 /// Commits everything buffered, then saves `nodes`, so saved checkpoints never run ahead of
-/// committed rows. A crash between the two (a few milliseconds) leaves the previous
-/// checkpoints: those nodes resume from there, and the readings committed in between, which
-/// the lake's keys now mark as duplicates, are not applied to their clocks again.
+/// committed rows; the commit's figures, and how many checkpoints were saved. A crash between
+/// the two (a few milliseconds) leaves the previous checkpoints: those nodes resume from there,
+/// and the readings committed in between, which the lake's keys now mark as duplicates, are not
+/// applied to their clocks again. Calling it again after an error carries on (the writer keeps
+/// what it could not stage or rename).
 fn commit(
     writer: &mut LakeWriter,
     ckpt: Option<&mut CheckpointWriter>,
     nodes: &[kaiabc_schemas::NodeCheckpointEntry],
-    rep: &mut SinkReport,
-) {
-    let done = writer.checkpoint().and_then(|()| writer.commit());
-    match done {
-        Ok(c) => {
-            rep.committed += c;
-            rep.commits += 1;
+) -> Result<(CommitSummary, u64), LakeError> {
+    writer.checkpoint()?;
+    let c = writer.commit()?;
+    let saved = match ckpt {
+        Some(w) => {
+            w.write(nodes)?;
+            nodes.len() as u64
         }
-        Err(e) => {
-            rep.error = Some(e);
-            return;
-        }
-    }
-    if let Some(w) = ckpt {
-        match w.write(nodes) {
-            Ok(()) => rep.checkpoints.1 += nodes.len() as u64,
-            Err(e) => rep.error = Some(e),
-        }
-    }
+        None => 0,
+    };
+    Ok((c, saved))
 }
+
+/// How long a failed commit waits before it is tried again: doubling from the first, up to
+/// the last.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Tries left once the server is stopping: then the sink gives up (the acknowledged data is
+/// still in the write-ahead log or Kafka, and the next start commits it).
+const TRIES_WHEN_STOPPING: u32 = 3;
 
 /// The start (µs) of the UTC day of `micros`: the lake writes out the days before a watermark's.
 fn day_start(micros: i64) -> i64 {
@@ -120,18 +129,13 @@ struct Writer {
     ckpt: Option<CheckpointWriter>,
     hook: Option<CheckpointHook>,
     files: Option<Arc<FilesProgress>>,
+    /// Retry failed writes, reporting here (see [`SinkOptions::retry`]).
+    retry: Option<Arc<Durability>>,
     /// Reading rows received, in order (numbered as the node operator emitted them).
     readings: u64,
 }
 
 impl Writer {
-    /// After a commit without error, every reading row received is in a file.
-    fn written_out(&self, rep: &SinkReport) {
-        if let (None, Some(f)) = (&rep.error, &self.files) {
-            f.all_in_files(self.readings);
-        }
-    }
-
     fn run(&mut self, job: Job, rep: &mut SinkReport) {
         if rep.error.is_some() {
             return;
@@ -144,7 +148,7 @@ impl Writer {
                     .filter(|r| matches!(r, LakeRow::Reading(_)))
                     .count() as u64;
                 if let Err(e) = self.lake.process(&mut rows) {
-                    rep.error = Some(e);
+                    self.fail("lake staging", e, rep);
                 }
             }
             Job::Watermark(us) => match self.lake.watermark(us) {
@@ -153,22 +157,77 @@ impl Writer {
                         f.rolled(self.readings, day_start(us));
                     }
                 }
-                Err(e) => rep.error = Some(e),
+                Err(e) => self.fail("lake staging", e, rep),
             },
-            Job::Commit(None) => {
-                commit(&mut self.lake, None, &[], rep);
-                self.written_out(rep);
-            }
-            Job::Commit(Some((nodes, epoch))) => {
-                rep.checkpoints.0 += 1;
-                commit(&mut self.lake, self.ckpt.as_mut(), &nodes, rep);
-                self.written_out(rep);
-                if let (None, Some(hook)) = (&rep.error, &self.hook) {
-                    hook(epoch);
-                }
-            }
+            Job::Commit(barrier) => self.commit(barrier, rep),
         }
         rep.busy += started.elapsed();
+    }
+
+    /// A staging failure: reported (the writer keeps the rows, and the next commit stages
+    /// them again), or, without retries, the sink's error.
+    fn fail(&self, what: &str, e: LakeError, rep: &mut SinkReport) {
+        match &self.retry {
+            Some(d) => d.failed(what, &e),
+            None => rep.error = Some(e),
+        }
+    }
+
+    /// Commits (and saves the barrier's checkpoints, then tells the hook its epoch); with
+    /// retries, a failure is reported and tried again with backoff until it succeeds, so the
+    /// barrier is acknowledged only once its rows are durable.
+    fn commit(
+        &mut self,
+        barrier: Option<(Vec<kaiabc_schemas::NodeCheckpointEntry>, u64)>,
+        rep: &mut SinkReport,
+    ) {
+        let (nodes, epoch) = match barrier {
+            Some((nodes, epoch)) => {
+                rep.checkpoints.0 += 1;
+                (nodes, Some(epoch))
+            }
+            None => (Vec::new(), None),
+        };
+        // A plain commit (no barrier) saves no checkpoints.
+        let mut ckpt = if epoch.is_some() {
+            self.ckpt.as_mut()
+        } else {
+            None
+        };
+        let (mut wait, mut tries_left) = (RETRY_FIRST, TRIES_WHEN_STOPPING);
+        let (c, saved) = loop {
+            match commit(&mut self.lake, ckpt.as_deref_mut(), &nodes) {
+                Ok(done) => break done,
+                Err(e) => {
+                    let Some(d) = &self.retry else {
+                        rep.error = Some(e);
+                        return;
+                    };
+                    d.failed("lake commit", &e);
+                    if d.stopping() {
+                        tries_left = tries_left.saturating_sub(1);
+                        if tries_left == 0 {
+                            rep.error = Some(e);
+                            return;
+                        }
+                    }
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(RETRY_MAX);
+                }
+            }
+        };
+        if let Some(d) = &self.retry {
+            d.succeeded();
+        }
+        rep.committed += c;
+        rep.commits += 1;
+        rep.checkpoints.1 += saved;
+        if let Some(f) = &self.files {
+            f.all_in_files(self.readings);
+        }
+        if let (Some(epoch), Some(hook)) = (epoch, &self.hook) {
+            hook(epoch);
+        }
     }
 }
 
@@ -375,6 +434,7 @@ impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
             on_checkpoint,
             background,
             files,
+            retry,
         } = opts;
         let mut writing = Writing::new(
             Writer {
@@ -382,6 +442,7 @@ impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
                 ckpt,
                 hook: on_checkpoint,
                 files,
+                retry: retry.filter(|_| background),
                 readings: 0,
             },
             background,

@@ -80,6 +80,8 @@ pub struct LiveShared {
     pub output: std::sync::OnceLock<Arc<MqttOutput>>,
     /// Where states and dead letters are published in Kafka mode.
     pub kafka: std::sync::OnceLock<KafkaProducer>,
+    /// Whether the lake is being written (the sinks report failures and recoveries here).
+    pub durability: Arc<crate::durability::Durability>,
 }
 
 impl LiveShared {
@@ -264,6 +266,7 @@ pub fn run_live(
                         }),
                         background: opts.background_writer,
                         files: Some(in_files),
+                        retry: Some(Arc::clone(&shared.durability)),
                     },
                 );
                 (records_in, records_cap)

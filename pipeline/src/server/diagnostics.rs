@@ -81,6 +81,20 @@ async fn health_check(api: Arc<Api>) -> warp::reply::Response {
             .map(|()| json!({"path": api.lake.display().to_string()}))
             .map_err(|e| format!("{}: {e}", api.lake.display())),
     ));
+    // The lake's commits succeed (the sinks report each failure and recovery).
+    let t = Instant::now();
+    checks.push(check(
+        "lake_commits",
+        t,
+        match api.shared.durability.failing() {
+            None => Ok(json!({"failures_since_start": api.shared.durability.failures()})),
+            Some(f) => Err(format!(
+                "failing for {:.0} s: {}",
+                f.since.elapsed().as_secs_f64(),
+                f.reason
+            )),
+        },
+    ));
     // The query engine answers over the lake.
     let t = Instant::now();
     let q =

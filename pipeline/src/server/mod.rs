@@ -417,18 +417,32 @@ pub fn routes(
                 .map(move |_: Principal| {
                     let nodes = shared.hub.nodes().len();
                     let connected = shared.metrics.connected_nodes();
-                    warp::reply::json(&serde_json::json!({
-                        "status": "healthy",
+                    // The lake is the database: while it cannot be written the server says so
+                    // (503, so health checks and load balancers see it), with the reason.
+                    let failing = shared.durability.failing();
+                    let mut body = serde_json::json!({
+                        "status": if failing.is_some() { "degraded" } else { "healthy" },
                         "version": env!("CARGO_PKG_VERSION"),
                         "uptime_seconds": started.elapsed().as_secs(),
                         "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
                         "components": {
                             "ode_solver": "operational",
-                            "database": "operational",
+                            "database": if failing.is_some() { "failing" } else { "operational" },
                             "sensor_nodes": { "connected": connected, "total": nodes },
                         },
-                    }))
-                    .into_response()
+                    });
+                    let status = match &failing {
+                        Some(f) => {
+                            body["problems"] = serde_json::json!([{
+                                "component": "database",
+                                "reason": f.reason,
+                                "failing_for_seconds": f.since.elapsed().as_secs_f64(),
+                            }]);
+                            StatusCode::SERVICE_UNAVAILABLE
+                        }
+                        None => StatusCode::OK,
+                    };
+                    warp::reply::with_status(warp::reply::json(&body), status).into_response()
                 })
                 .boxed(),
         );
@@ -498,6 +512,7 @@ pub fn routes(
                         })
                         .collect();
                     crate::metrics::render_node_gauges(&mut text, &gauges);
+                    shared.durability.render(&mut text);
                     warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
                         .into_response()
                 })
