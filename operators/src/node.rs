@@ -557,6 +557,11 @@ impl NodeState {
         self.dedup.pending.prune(files);
     }
 
+    /// Event time (µs) of the newest reading the node applied or recorded.
+    pub fn last_micros(&self) -> Option<i64> {
+        self.last_micros
+    }
+
     /// The node's duplicate detection.
     pub fn dedup(&self) -> &Dedup {
         &self.dedup

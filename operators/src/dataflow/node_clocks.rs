@@ -113,6 +113,9 @@ pub struct NodeStats {
     pub paused: u64,
     /// Readings refused as older than the horizon before their node's newest.
     pub stale: u64,
+    /// Readings the lake held that a resumed node had not seen, applied without rows (see
+    /// `catch_up`).
+    pub caught_up: u64,
     /// Control commands applied.
     pub controls: u64,
     /// Readings taken from the input, whatever became of them: a source that knows how many
@@ -466,6 +469,7 @@ impl Worker {
             files: self.keys.files.get(),
             emitted: &mut self.emitted,
             restore: self.restore.as_deref(),
+            catch_up: self.dirty.is_some(),
         };
         apply(&mut self.nodes, &mut ctx, st, batch, out, &mut self.touched);
         if let Some(dirty) = &mut self.dirty {
@@ -486,6 +490,9 @@ struct Ctx<'a> {
     files: InFiles,
     emitted: &'a mut u64,
     restore: Option<&'a std::collections::HashMap<String, Vec<u8>>>,
+    /// Live (with checkpoints): a reading the lake holds that the node's state has not seen
+    /// yet is applied to the state without rows (see [`catch_up`]).
+    catch_up: bool,
 }
 
 /// Applies a batch of inputs (already in order) to their nodes; `touched` gets the nodes that
@@ -545,10 +552,14 @@ fn apply(
         let copy = match node.seen(micros, seq) {
             Seen::New => None,
             Seen::Copy => Some("was received before"),
-            Seen::AskLake => ctx
-                .past
-                .holds(&reading.node_id, micros, seq)
-                .then_some("is already in the lake"),
+            Seen::AskLake if !ctx.past.holds(&reading.node_id, micros, seq) => None,
+            Seen::AskLake if ctx.catch_up && node.last_micros().is_none_or(|l| micros > l) => {
+                // Its checkpoint must now include it.
+                touched.push(reading.node_id.clone());
+                catch_up(node, ctx, reading, st);
+                continue;
+            }
+            Seen::AskLake => Some("is already in the lake"),
         };
         if let Some(what) = copy {
             st.duplicates += 1;
@@ -584,6 +595,24 @@ fn apply(
             .count() as u64;
     }
     st.busy += started.elapsed();
+}
+
+/// Applies a reading the lake already holds to a node whose state has not seen it, and drops
+/// what it produced (its rows are in the lake). That happens after a crash between a commit
+/// and the checkpoints saved right after it: the node resumes from its previous checkpoint,
+/// and the readings committed in between come again from the log or Kafka. Dropping them as
+/// duplicates would leave them out of the clock, and its states would differ from an
+/// uninterrupted run's.
+fn catch_up(node: &mut NodeState, ctx: &mut Ctx<'_>, reading: SensorReading, st: &mut NodeStats) {
+    let mut scratch = Vec::new();
+    let at = Emitted {
+        ordinal: *ctx.emitted + 1,
+        version: ctx.files.version,
+    };
+    match node.apply_at(ctx.cfg, reading, &mut scratch, at) {
+        Ok(_) => st.caught_up += 1,
+        Err(f) => st.count_failure(&f.error),
+    }
 }
 
 /// The node's state, created (or resumed from its checkpoint) when first seen in this run.
