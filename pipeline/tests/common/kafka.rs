@@ -66,7 +66,9 @@ pub fn tansu(dir: &Path, storage: &str) -> (Proc, String) {
 }
 
 /// Mosquitto (Debian's, installed by `scripts/services.sh`) on a free loopback port, with
-/// `settings` (lines of `mosquitto.conf`) after its listener; written into `dir`.
+/// `settings` (lines of `mosquitto.conf`) after its listener; written into `dir`, where its
+/// log (stderr: Mosquitto drops root before it could open a log file there) goes to
+/// `mosquitto.log`.
 pub fn mosquitto(dir: &Path, settings: &str) -> (Proc, u16) {
     let port = free_port();
     let conf = dir.join("mosquitto.conf");
@@ -75,10 +77,11 @@ pub fn mosquitto(dir: &Path, settings: &str) -> (Proc, u16) {
         .into_iter()
         .find(|b| Path::new(b).exists())
         .unwrap_or("mosquitto");
+    let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
     let child = Command::new(bin)
         .args(["-c", conf.to_str().unwrap()])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("mosquitto (scripts/services.sh installs it)");
     let p = Proc(child);

@@ -1,5 +1,6 @@
 //! Helpers shared by the `kaiabc` end-to-end tests: run the real binary, check its exit status.
 
+pub mod crash;
 pub mod deploy;
 pub mod kafka;
 pub mod live;
