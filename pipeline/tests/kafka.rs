@@ -288,3 +288,44 @@ fn a_pipeline_killed_mid_stream_resumes_from_its_offsets_without_loss_or_duplica
     // clock restarted from its initial condition.
     assert_eq!(csv(&lake, STATES_SQL), reference);
 }
+
+/// With the broker gone, a pipeline asked to stop does stop: the offset commit waits for the
+/// broker at most ten seconds (librdkafka's own waits without a limit, and the pipeline hung
+/// on it for as long as the broker was away). What it read stays in Kafka for the next start.
+#[test]
+fn a_pipeline_stops_on_sigterm_while_the_broker_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, kafka) = tansu(dir.path(), "sqlite://tansu.db");
+    let (_mosquitto, mqtt) = mosquitto(dir.path(), ANONYMOUS);
+    let _bridge = bridge(mqtt, &kafka);
+    let lake = dir.path().join("lake");
+    let (server, http) = pipeline(&lake, &kafka, mqtt);
+    for k in 1..=3 {
+        mosquitto_pub(mqtt, "kaiabc/sensors/g1", &reading_k("g1", k));
+    }
+    wait_until("the readings applied", || {
+        state_seq(http, "g1").filter(|s| *s == 3)
+    });
+    sigterm(&broker.0);
+    sigterm(&server.0);
+    let started = Instant::now();
+    let mut server = server;
+    let stopped = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        stopped.is_some(),
+        "the pipeline did not stop within 60 s of SIGTERM with the broker gone"
+    );
+    eprintln!(
+        "stopped in {:.1} s: {:?}",
+        started.elapsed().as_secs_f64(),
+        stopped
+    );
+}

@@ -95,9 +95,22 @@ pub enum KafkaError {
     /// The producer's queue stayed full.
     #[error("the Kafka producer's queue is full")]
     QueueFull,
+    /// The broker did not answer in time.
+    #[error("Kafka: {0}")]
+    Timeout(String),
 }
 
 impl KafkaError {
+    /// A stable code for the kind of failure.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Client { .. } => "KAFKA_CLIENT",
+            Self::CreateTopic { .. } => "KAFKA_CREATE_TOPIC",
+            Self::QueueFull => "KAFKA_QUEUE_FULL",
+            Self::Timeout(_) => "KAFKA_TIMEOUT",
+        }
+    }
+
     fn client(what: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
         move |source| Self::Client { what, source }
     }

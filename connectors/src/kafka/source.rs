@@ -16,6 +16,9 @@ use super::{
     KafkaConfig, KafkaError, NODE_ERROR_HEADER, READINGS_TOPIC, RECEIVED_AT_HEADER, SOURCE_HEADER,
 };
 
+/// How long an offset commit may wait for the broker.
+pub const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
 /// The next offset to read, per partition of `kaiabc.readings`.
 pub type Offsets = BTreeMap<i32, i64>;
 
@@ -78,7 +81,8 @@ impl ConsumerContext for Context {
 
 /// A consumer of `kaiabc.readings` in the configured group, committing by hand.
 pub struct KafkaSource {
-    consumer: BaseConsumer<Context>,
+    /// Shared with the thread a commit runs on (see [`KafkaSource::commit`]).
+    consumer: Arc<BaseConsumer<Context>>,
     positions: Offsets,
     lag: Arc<Mutex<BTreeMap<i32, i64>>>,
 }
@@ -122,6 +126,7 @@ impl KafkaSource {
         let context = Context::default();
         let lag = Arc::clone(&context.lag);
         let consumer = BaseConsumer::from_config_and_context(&c, context)
+            .map(Arc::new)
             .map_err(KafkaError::client("creating the consumer"))?;
         consumer
             .subscribe(&[READINGS_TOPIC])
@@ -162,7 +167,11 @@ impl KafkaSource {
         &self.positions
     }
 
-    /// Commits `offsets` for the group, synchronously: a restart resumes there.
+    /// Commits `offsets` for the group and waits for the broker's answer, for at most
+    /// [`COMMIT_WAIT`]: a restart resumes there. librdkafka's synchronous commit waits without
+    /// a limit (with the broker stopped, a pipeline asked to stop hung on it), so it runs on a
+    /// thread of its own; one that does not answer in time counts as not committed, which is
+    /// always safe (more is read again).
     pub fn commit(&self, offsets: &Offsets) -> Result<(), KafkaError> {
         if offsets.is_empty() {
             return Ok(());
@@ -172,9 +181,20 @@ impl KafkaSource {
             tpl.add_partition_offset(READINGS_TOPIC, *p, Offset::Offset(*o))
                 .map_err(KafkaError::client("building the offsets"))?;
         }
-        self.consumer
-            .commit(&tpl, CommitMode::Sync)
-            .map_err(KafkaError::client("committing offsets"))
+        let consumer = Arc::clone(&self.consumer);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("kafka-commit".into())
+            .spawn(move || {
+                let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
+            })
+            .map_err(|e| KafkaError::Timeout(format!("starting the commit: {e}")))?;
+        match rx.recv_timeout(COMMIT_WAIT) {
+            Ok(done) => done.map_err(KafkaError::client("committing offsets")),
+            Err(_) => Err(KafkaError::Timeout(format!(
+                "the broker did not answer the offset commit within {COMMIT_WAIT:?}"
+            ))),
+        }
     }
 
     /// Consumer lag per partition, from librdkafka's statistics (refreshed every second).
