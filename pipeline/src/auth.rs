@@ -282,12 +282,93 @@ pub struct Registration {
 }
 
 /// The registered nodes, persisted as JSON (written atomically), with a cache of verified keys
-/// so argon2 (tens of milliseconds by design) runs once per key, not once per request.
+/// so argon2 (tens of milliseconds and 19 MiB by design) runs once per key, not once per
+/// request; a cache of keys that failed, so a wrong key is hashed once a minute at most; and a
+/// bound on the checks running at once, shared by HTTP and MQTT (128 concurrent wrong keys
+/// took 2.5 GB and pushed health checks to 650 ms).
 #[derive(Debug)]
 pub struct Registry {
     path: PathBuf,
     nodes: RwLock<BTreeMap<String, NodeRecord>>,
     verified: Mutex<HashMap<String, String>>,
+    failed: Mutex<Failed>,
+    pool: Pool,
+    /// argon2 checks run, since start.
+    hashed: std::sync::atomic::AtomicU64,
+}
+
+/// The longest API key looked at (ours are about 60 characters).
+const MAX_KEY_LEN: usize = 128;
+
+/// How long a key that failed is refused without another check.
+const FAILED_FOR: Duration = Duration::from_secs(60);
+
+/// Failed keys remembered (the oldest go first).
+const FAILED_MAX: usize = 10_000;
+
+/// Keys that failed, with when.
+#[derive(Debug, Default)]
+struct Failed {
+    at: HashMap<String, std::time::Instant>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Failed {
+    fn recent(&self, key: &str) -> bool {
+        self.at.get(key).is_some_and(|t| t.elapsed() < FAILED_FOR)
+    }
+
+    fn add(&mut self, key: &str) {
+        if self
+            .at
+            .insert(key.to_string(), std::time::Instant::now())
+            .is_none()
+        {
+            self.order.push_back(key.to_string());
+        }
+        while self.order.len() > FAILED_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.at.remove(&old);
+            }
+        }
+    }
+}
+
+/// At most `max` argon2 checks at once; the others wait their turn.
+#[derive(Debug)]
+struct Pool {
+    busy: Mutex<usize>,
+    freed: std::sync::Condvar,
+    max: usize,
+    /// The most that ran at once (for tests and figures).
+    peak: std::sync::atomic::AtomicUsize,
+}
+
+impl Pool {
+    fn new(max: usize) -> Self {
+        Self {
+            busy: Mutex::new(0),
+            freed: std::sync::Condvar::new(),
+            max: max.max(1),
+            peak: Default::default(),
+        }
+    }
+
+    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
+        {
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            while *busy >= self.max {
+                busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+            }
+            *busy += 1;
+            self.peak
+                .fetch_max(*busy, std::sync::atomic::Ordering::Relaxed);
+        }
+        let out = f();
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.freed.notify_one();
+        out
+    }
 }
 
 /// Whether a node id is acceptable (the validation rule of readings).
@@ -318,6 +399,9 @@ impl Registry {
             path,
             nodes: RwLock::new(nodes),
             verified: Mutex::default(),
+            failed: Mutex::default(),
+            pool: Pool::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
+            hashed: Default::default(),
         })
     }
 
@@ -394,10 +478,16 @@ impl Registry {
 
     /// The node an API key belongs to.
     pub fn authenticate(&self, key: &str) -> Result<String, AuthError> {
+        let refuse = || AuthError::Unauthorized("invalid API key".into());
+        if key.len() > MAX_KEY_LEN {
+            return Err(refuse());
+        }
         if let Some(node) = self.verified.lock().ok().and_then(|c| c.get(key).cloned()) {
             return Ok(node);
         }
-        let refuse = || AuthError::Unauthorized("invalid API key".into());
+        if self.failed.lock().is_ok_and(|f| f.recent(key)) {
+            return Err(refuse());
+        }
         let key_id = key
             .strip_prefix("kab_")
             .and_then(|k| k.split('_').next())
@@ -409,9 +499,19 @@ impl Registry {
             .and_then(|n| n.values().find(|r| r.key_id == key_id).cloned())
             .ok_or_else(refuse)?;
         let hash = PasswordHash::new(&record.key_hash).map_err(|_| refuse())?;
-        Argon2::default()
-            .verify_password(key.as_bytes(), &hash)
-            .map_err(|_| refuse())?;
+        let ok = self.pool.run(|| {
+            self.hashed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Argon2::default()
+                .verify_password(key.as_bytes(), &hash)
+                .is_ok()
+        });
+        if !ok {
+            if let Ok(mut f) = self.failed.lock() {
+                f.add(key);
+            }
+            return Err(refuse());
+        }
         if let Ok(mut c) = self.verified.lock() {
             c.insert(key.to_string(), record.node_id.clone());
         }
@@ -521,6 +621,49 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = secret_from(None, &path).unwrap_err();
         assert!(e.to_string().contains("chmod 600"), "{e}");
+    }
+
+    /// A wrong key with a valid key id is hashed once, then refused from the cache; however
+    /// many arrive at once, no more checks run together than the pool allows.
+    #[test]
+    fn wrong_keys_cost_one_check_each_and_checks_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = std::sync::Arc::new(Registry::open(dir.path().join("nodes.json")).unwrap());
+        let (_, key) = reg
+            .register(Registration {
+                node_id: "w1".into(),
+                name: None,
+                location: None,
+                sensor_type: None,
+            })
+            .unwrap();
+        let hashed = |r: &Registry| r.hashed.load(std::sync::atomic::Ordering::Relaxed);
+        let wrong = format!("{key}x");
+        for _ in 0..5 {
+            assert!(reg.authenticate(&wrong).is_err());
+        }
+        assert_eq!(hashed(&reg), 1, "one check for five tries");
+        assert!(reg.authenticate(&"k".repeat(10_000)).is_err());
+        assert_eq!(hashed(&reg), 1, "an oversized key is not hashed");
+        // Many different wrong keys at once: bounded.
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let reg = std::sync::Arc::clone(&reg);
+                let k = format!("{key}{i}");
+                std::thread::spawn(move || reg.authenticate(&k).is_err())
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap());
+        }
+        let peak = reg.pool.peak.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            peak <= reg.pool.max,
+            "{peak} checks at once, pool of {}",
+            reg.pool.max
+        );
+        // The right key still passes, and is then cached.
+        assert_eq!(reg.authenticate(&key).unwrap(), "w1");
     }
 
     #[test]

@@ -25,6 +25,14 @@ pub const CLIENT_BUFFER: usize = 4096;
 /// Events a client takes from its buffer for one write.
 const BURST: usize = 256;
 
+/// The most patterns one client may hold: every event is matched against each of them on the
+/// server's thread, so one client must not make that work unbounded (15 messages of 10 000
+/// patterns each pushed `/v1/health` to a 1.1 s median).
+pub const MAX_PATTERNS: usize = 256;
+
+/// The largest message a client may send (a subscribe of [`MAX_PATTERNS`] long patterns fits).
+pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
+
 /// The stream families a client may subscribe to (a node id follows the first three).
 const FAMILIES: [&str; 5] = [
     "oscillator.state.",
@@ -410,12 +418,25 @@ impl Client {
                         &format!("unknown stream {bad:?}; streams are oscillator.state.{{node}}, sensors.reading.{{node}}, output.pwm.{{node}}, alert, phase_shift.complete, with * wildcards"),
                     );
                 }
-                let new: Vec<String> = msg
+                let mut new: Vec<String> = msg
                     .streams
                     .iter()
                     .filter(|s| !self.patterns.contains(s))
                     .cloned()
                     .collect();
+                new.sort();
+                new.dedup();
+                if self.patterns.len() + new.len() > MAX_PATTERNS {
+                    return error_text(
+                        "TOO_MANY_STREAMS",
+                        &format!(
+                            "a client may hold at most {MAX_PATTERNS} stream patterns (it has {}, \
+                             and asked for {} more); use wildcards",
+                            self.patterns.len(),
+                            new.len()
+                        ),
+                    );
+                }
                 hub.interest_in(&new, true);
                 self.patterns.extend(new.iter().cloned());
                 // The snapshot covers the new patterns only; it also sets the sequence numbers
@@ -572,6 +593,27 @@ mod tests {
         assert!(glob("a*b*c", "aXXbYYc"));
         assert!(!glob("a*b*c", "aXXbYY"));
         assert!(glob("alert", "alert"));
+    }
+
+    #[test]
+    fn a_client_holds_a_bounded_number_of_patterns() {
+        let hub = Hub::default();
+        let mut c = Client {
+            patterns: Vec::new(),
+            last: HashMap::new(),
+        };
+        let many: Vec<String> = (0..MAX_PATTERNS + 1)
+            .map(|i| format!("oscillator.state.n{i}"))
+            .collect();
+        let ask = |streams: &[String]| json!({"type": "subscribe", "streams": streams}).to_string();
+        let refused = c.handle(&hub, &ask(&many));
+        assert!(refused.contains("TOO_MANY_STREAMS"), "{refused}");
+        assert!(c.patterns.is_empty());
+        let ok = c.handle(&hub, &ask(&many[..MAX_PATTERNS]));
+        assert!(ok.contains("\"ack\""), "{ok}");
+        let more = c.handle(&hub, &ask(&many[MAX_PATTERNS..]));
+        assert!(more.contains("TOO_MANY_STREAMS"), "{more}");
+        assert_eq!(c.patterns.len(), MAX_PATTERNS);
     }
 
     #[test]

@@ -1191,3 +1191,39 @@ fn readings_committed_after_the_last_checkpoint_reach_the_clocks_once() {
         "the readings given again are not duplicates"
     );
 }
+
+/// `kaiabc run` raises its soft open-file limit to the hard one: started with 256 of 8192, it
+/// runs with 8192.
+#[test]
+fn the_server_raises_its_open_file_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new("prlimit")
+        .args(["--nofile=256:8192", "--"])
+        .arg(env!("CARGO_BIN_EXE_kaiabc"))
+        .args(["run", "--http", &http.to_string(), "--mqtt-anonymous"])
+        .args(["--mqtt-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--lake", lake.to_str().unwrap()])
+        .args([
+            "--state-dir",
+            lake.with_extension("state").to_str().unwrap(),
+        ])
+        .env("KAIABC_JWT_SECRET", SECRET)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = Server::new(child);
+    wait_until("the health endpoint", || {
+        get(http, "/v1/health").filter(|(s, _)| *s == 200)
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.0.id())).unwrap();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = open_files.split_whitespace().collect();
+    assert_eq!(&fields[3..5], &["8192", "8192"], "{open_files}");
+    stop(server);
+}

@@ -168,7 +168,7 @@ impl KafkaSource {
     }
 
     /// Commits `offsets` for the group and waits for the broker's answer, for at most
-    /// [`COMMIT_WAIT`]: a restart resumes there. librdkafka's synchronous commit waits without
+    /// `COMMIT_WAIT`: a restart resumes there. librdkafka's synchronous commit waits without
     /// a limit (with the broker stopped, a pipeline asked to stop hung on it), so it runs on a
     /// thread of its own; one that does not answer in time counts as not committed, which is
     /// always safe (more is read again).

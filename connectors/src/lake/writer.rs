@@ -447,7 +447,7 @@ impl Sink<LakeRow> for LakeWriter {
     type Error = LakeError;
 
     /// Buffers every row; a staging failure on the way keeps its rows (see
-    /// [`LakeWriter::stage_batch`]) and is returned after the rest are buffered.
+    /// `LakeWriter::stage_batch`) and is returned after the rest are buffered.
     fn process(&mut self, rows: &mut Vec<LakeRow>) -> Result<(), LakeError> {
         let mut first = None;
         for row in rows.drain(..) {

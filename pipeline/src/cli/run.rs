@@ -203,8 +203,34 @@ pub fn token(a: &TokenArgs) -> Result<()> {
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard one: the server holds a descriptor per
+/// connection and per file it writes, and the usual soft default (1 024) is far below what the
+/// system allows; running out of them made lake commits fail.
+fn raise_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on this process's own limits, with a valid pointer.
+    let raised = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return;
+        }
+        let soft = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        soft < lim.rlim_max && libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+    };
+    if raised {
+        tracing::info!(
+            open_files = lim.rlim_max,
+            "raised the open-file limit to the hard limit"
+        );
+    }
+}
+
 /// Runs until SIGTERM or Ctrl-C, then drains the dataflow, commits the lake and exits.
 pub fn run(a: &RunArgs) -> Result<()> {
+    raise_file_limit();
     anyhow::ensure!(
         a.commit_interval_seconds > 0,
         "--commit-interval-seconds must be positive"

@@ -526,7 +526,9 @@ pub fn routes(
                 .and(warp::ws())
                 .map(move |_: Principal, ws: warp::ws::Ws| {
                     let hub = Arc::clone(&shared.hub);
-                    ws.on_upgrade(move |socket| crate::ws::serve_client(socket, hub))
+                    ws.max_message_size(crate::ws::MAX_CLIENT_MESSAGE)
+                        .max_frame_size(crate::ws::MAX_CLIENT_MESSAGE)
+                        .on_upgrade(move |socket| crate::ws::serve_client(socket, hub))
                         .into_response()
                 })
                 .boxed(),
@@ -702,11 +704,17 @@ fn rate_limit(
             move |bearer: Option<String>, key: Option<String>, query: String| {
                 let api = Arc::clone(&api);
                 async move {
-                    let (kind, cred) = match (key, bearer, serde_urlencoded_token(&query)) {
-                        (Some(k), _, _) => (Kind::Node, k),
-                        (None, Some(b), _) => (Kind::User, b),
-                        (None, None, Some(t)) => (Kind::User, t),
-                        (None, None, None) => return Ok(None),
+                    // The credential `authorise` will check, not merely the header that came:
+                    // a junk `Authorization` beside a `?token=` must not open a new bucket.
+                    let token = bearer
+                        .as_deref()
+                        .and_then(|b| b.strip_prefix("Bearer "))
+                        .map(str::to_string)
+                        .or_else(|| serde_urlencoded_token(&query));
+                    let (kind, cred) = match (key, token) {
+                        (Some(k), _) => (Kind::Node, k),
+                        (None, Some(t)) => (Kind::User, t),
+                        (None, None) => return Ok(None),
                     };
                     let v = api.limiter.check(kind, &cred, Instant::now());
                     if v.allowed {
@@ -1105,6 +1113,19 @@ mod tests {
     }
 
     fn test_api(dir: &std::path::Path) -> (Arc<Api>, kaiabc_connectors::wal::WalReader) {
+        test_api_with(
+            dir,
+            crate::ratelimit::Limits {
+                node_per_minute: 1_000_000,
+                user_per_minute: 1_000_000,
+            },
+        )
+    }
+
+    fn test_api_with(
+        dir: &std::path::Path,
+        limits: crate::ratelimit::Limits,
+    ) -> (Arc<Api>, kaiabc_connectors::wal::WalReader) {
         let (log, reader, _) =
             kaiabc_connectors::wal::open(kaiabc_connectors::wal::WalConfig::at(dir.join("wal")))
                 .unwrap();
@@ -1115,10 +1136,7 @@ mod tests {
             ingest: Ingest::Log(log),
             started: Instant::now(),
             lake: dir.join("lake"),
-            limiter: RateLimiter::new(crate::ratelimit::Limits {
-                node_per_minute: 1_000_000,
-                user_per_minute: 1_000_000,
-            }),
+            limiter: RateLimiter::new(limits),
             control_log: ControlLog::at(&dir.join("lake")),
             node_cfg: Arc::new(test_cfg()),
             book: SettingsBook::default(),
@@ -1402,6 +1420,35 @@ mod tests {
             assert!(body.contains("STALE_TIMESTAMP"), "{ts}: {body}");
         }
         assert_eq!(post(ago(6)).await.status().as_u16(), 202);
+    }
+
+    /// A user's requests count against the token that authorises them, wherever it is sent:
+    /// a junk `Authorization` header beside a `?token=` used to open a new bucket each time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_rate_limit_follows_the_credential_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _reader) = test_api_with(
+            dir.path(),
+            crate::ratelimit::Limits {
+                node_per_minute: 1_000_000,
+                user_per_minute: 3,
+            },
+        );
+        let filter = routes(Arc::clone(&api));
+        let t = api
+            .jwt
+            .mint("ada", Role::Observer, std::time::Duration::from_secs(600))
+            .unwrap();
+        let mut codes = Vec::new();
+        for i in 0..5 {
+            let resp = warp::test::request()
+                .path(&format!("/v1/sensors/nodes?token={t}"))
+                .header("authorization", format!("Junk {i}"))
+                .reply(&filter)
+                .await;
+            codes.push(resp.status().as_u16());
+        }
+        assert_eq!(codes, [200, 200, 200, 429, 429]);
     }
 
     /// Building the routes looks up every endpoint's rule in [`ENDPOINTS`]; a route missing
