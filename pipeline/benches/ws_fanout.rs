@@ -140,10 +140,18 @@ fn main() {
         20
     };
     let dir = tempfile::tempdir().unwrap();
-    // Every subscriber shares one token: lift its rate limit (each upgrade is a request).
+    // Every subscriber shares one token: lift its rate limit (each upgrade is a request), and
+    // the cap on open connections.
+    let connections = (many + 100).to_string();
     let (_server, http, mqtt) = start_with(
         &dir.path().join("lake"),
-        &["--mqtt-anonymous", "--rate-limit-user", "100000000"],
+        &[
+            "--mqtt-anonymous",
+            "--rate-limit-user",
+            "100000000",
+            "--http-max-connections",
+            &connections,
+        ],
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -141,6 +141,24 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "--rate-limit-user",
         "HTTP requests a minute per bearer token",
     ),
+    (
+        "limits.http_max_connections",
+        "KAIABC_HTTP_MAX_CONNECTIONS",
+        "--http-max-connections",
+        "HTTP connections open at once",
+    ),
+    (
+        "limits.http_idle_seconds",
+        "KAIABC_HTTP_IDLE_SECONDS",
+        "--http-idle-seconds",
+        "close an HTTP connection idle this long",
+    ),
+    (
+        "limits.mqtt_max_connections",
+        "KAIABC_MQTT_MAX_CONNECTIONS",
+        "--mqtt-max-connections",
+        "MQTT connections open at once",
+    ),
 ];
 
 /// Errors reading a config file.

@@ -1227,3 +1227,70 @@ fn the_server_raises_its_open_file_limit() {
     assert_eq!(&fields[3..5], &["8192", "8192"], "{open_files}");
     stop(server);
 }
+
+/// Connections are bounded: beyond `--http-max-connections` a new one is answered 503 at once,
+/// one from which nothing arrives for `--http-idle-seconds` is closed, and beyond
+/// `--mqtt-max-connections` an MQTT connection is closed as soon as it is accepted.
+#[test]
+fn connections_are_capped_and_idle_ones_closed() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let (server, http, mqtt) = start_with(
+        &lake,
+        &[
+            "--mqtt-anonymous",
+            "--http-max-connections",
+            "4",
+            "--http-idle-seconds",
+            "1",
+            "--mqtt-max-connections",
+            "2",
+        ],
+    );
+    let idle: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(http).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = request(http, "GET", "/v1/health", &[], "");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("OVERLOADED"))
+    );
+    // Idle for a second: closed by the server, and there is room again.
+    let started = Instant::now();
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(
+            s.read(&mut buf).unwrap_or(0),
+            0,
+            "an idle connection was closed"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(request(http, "GET", "/v1/health", &[], "").0, 200);
+
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", mqtt)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut third = std::net::TcpStream::connect(("127.0.0.1", mqtt)).unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 8];
+    assert_eq!(third.read(&mut buf).unwrap_or(0), 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "closed at once, not after the CONNECT wait: {:?}",
+        started.elapsed()
+    );
+    drop(held);
+    stop(server);
+}

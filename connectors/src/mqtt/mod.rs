@@ -98,7 +98,12 @@ pub struct BrokerOptions {
     pub auth: Option<Authenticator>,
     /// Receives nodes' status messages.
     pub on_status: Option<StatusHook>,
+    /// Connections open at once; one more is closed as soon as it is accepted.
+    pub max_connections: usize,
 }
+
+/// The default of [`BrokerOptions::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
 /// A running embedded broker.
 #[derive(Debug)]
@@ -197,7 +202,11 @@ pub fn start_embedded_broker(
     intake: Arc<dyn Intake>,
     opts: BrokerOptions,
 ) -> Result<EmbeddedBroker, MqttError> {
-    let BrokerOptions { auth, on_status } = opts;
+    let BrokerOptions {
+        auth,
+        on_status,
+        max_connections,
+    } = opts;
     let public = std::net::TcpListener::bind(listen).map_err(|source| MqttError::Bind {
         addr: listen,
         source,
@@ -333,6 +342,7 @@ pub fn start_embedded_broker(
         checking: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
+        connections: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
     });
     std::thread::Builder::new()
         .name("mqtt-gate".into())
@@ -395,6 +405,7 @@ mod tests {
             BrokerOptions {
                 auth: None,
                 on_status: Some(hook),
+                max_connections: super::DEFAULT_MAX_CONNECTIONS,
             },
         )
         .unwrap();

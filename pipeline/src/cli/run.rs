@@ -81,6 +81,15 @@ pub struct RunArgs {
     /// HTTP requests a minute per bearer token (429 beyond).
     #[arg(long, default_value_t = 600, env = "KAIABC_RATE_LIMIT_USER")]
     rate_limit_user: u32,
+    /// HTTP (and WebSocket) connections open at once; one more is answered 503.
+    #[arg(long, default_value_t = 4096, env = "KAIABC_HTTP_MAX_CONNECTIONS")]
+    http_max_connections: usize,
+    /// An HTTP connection from which nothing arrives for this long (s) is closed.
+    #[arg(long, default_value_t = 120, env = "KAIABC_HTTP_IDLE_SECONDS")]
+    http_idle_seconds: u64,
+    /// MQTT connections open at once (embedded broker); one more is closed when accepted.
+    #[arg(long, default_value_t = kaiabc_connectors::mqtt::DEFAULT_MAX_CONNECTIONS, env = "KAIABC_MQTT_MAX_CONNECTIONS")]
+    mqtt_max_connections: usize,
     /// Let MQTT clients publish without credentials (by default a node logs in with its node
     /// id as username and its API key as password).
     #[arg(long, env = "KAIABC_MQTT_ANONYMOUS")]
@@ -342,6 +351,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
                 BrokerOptions {
                     auth,
                     on_status: Some(on_status),
+                    max_connections: a.mqtt_max_connections,
                 },
             )?;
             let _ = shared.output.set(Arc::clone(&broker.output));
@@ -375,7 +385,11 @@ pub fn run(a: &RunArgs) -> Result<()> {
             user_per_minute: a.rate_limit_user,
         }),
     });
-    let server = runtime.spawn(crate::server::serve(listener, api, async {
+    let guard = crate::server::listener::Guard {
+        max_connections: a.http_max_connections,
+        idle: Duration::from_secs(a.http_idle_seconds.max(1)),
+    };
+    let server = runtime.spawn(crate::server::serve(listener, guard, api, async {
         let _ = http_stopped.await;
     }));
     runtime.spawn({

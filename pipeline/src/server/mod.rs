@@ -22,6 +22,7 @@ mod analytics;
 mod control;
 mod diagnostics;
 mod lake;
+pub mod listener;
 mod openapi;
 mod settings;
 mod shift;
@@ -1092,16 +1093,13 @@ fn rejection(r: Rejection) -> warp::reply::Response {
 /// Serves the API on `listener` until `stop` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    guard: listener::Guard,
     api: Arc<Api>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?addr, "HTTP API listening");
-    warp::serve(routes(api))
-        .incoming(listener)
-        .graceful(stop)
-        .run()
-        .await;
+    tracing::info!(?addr, ?guard, "HTTP API listening");
+    listener::serve(listener, guard, routes(api), stop).await;
 }
 
 #[cfg(test)]
@@ -1314,7 +1312,12 @@ mod tests {
             .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, Arc::clone(&api), std::future::pending()));
+        tokio::spawn(serve(
+            listener,
+            listener::Guard::default(),
+            Arc::clone(&api),
+            std::future::pending(),
+        ));
         let chunked = |chunks: Vec<String>| {
             let key = key.clone();
             async move {

@@ -1,0 +1,183 @@
+//! The HTTP server's accept loop and its guard: at most so many connections at once (one more
+//! is answered 503 and closed as soon as it is accepted), a request's head must arrive within
+//! a bound, and a connection is closed after so long without a byte from the client, so slow,
+//! idle or abandoned clients cannot hold descriptors for good (20 500 idle connections once
+//! used up the process's descriptors and stopped the lake's commits). warp's own server takes
+//! only a plain listener, so the loop is warp's (hyper-util's auto connection with upgrades
+//! for WebSockets, graceful shutdown) around guarded connections.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_io_timeout::TimeoutStream;
+
+/// How the listener guards itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Guard {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// A connection from which nothing arrives for this long is closed (WebSocket clients
+    /// answer the server's pings every 20 s, so they stay).
+    pub idle: Duration,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            idle: Duration::from_secs(120),
+        }
+    }
+}
+
+/// An accepted connection, holding its place among the open ones until it is dropped.
+pub struct Guarded {
+    io: Pin<Box<TimeoutStream<TcpStream>>>,
+    _place: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.io.as_mut().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.io.as_mut().poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.as_mut().poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.io.as_mut().poll_shutdown(cx)
+    }
+}
+
+/// The answer to a connection beyond the limit.
+const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+Retry-After: 1\r\nConnection: close\r\nContent-Length: 88\r\n\r\n\
+{\"error\":{\"code\":\"OVERLOADED\",\"message\":\"too many open connections; retry in a second\"}}";
+
+/// How long a request's head may take to arrive.
+const HEADER_READ: Duration = Duration::from_secs(10);
+
+/// Serves `filter` on the guarded connections of `listener` until `stop` resolves, then lets
+/// the open connections finish.
+pub async fn serve<F>(
+    listener: TcpListener,
+    guard: Guard,
+    filter: F,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) where
+    F: warp::Filter<Extract = (warp::reply::Response,), Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures_util::StreamExt;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut conns = std::pin::pin!(guarded(listener, guard));
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let conn = tokio::select! {
+            c = conns.next() => match c {
+                Some(Ok(c)) => c,
+                Some(Err(_)) | None => continue,
+            },
+            () = &mut stop => break,
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let mut http =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            http.http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ);
+            let io = hyper_util::rt::TokioIo::new(conn);
+            let served = watcher.watch(http.serve_connection_with_upgrades(io, svc));
+            if let Err(e) = served.await {
+                tracing::debug!(error = %e, "HTTP connection ended");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
+
+/// The connections `listener` accepts, guarded as `guard` says.
+pub fn guarded(
+    listener: TcpListener,
+    guard: Guard,
+) -> impl futures_util::Stream<Item = io::Result<Guarded>> + Send {
+    let places = Arc::new(Semaphore::new(guard.max_connections.max(1)));
+    futures_util::stream::unfold((listener, places), move |(listener, places)| async move {
+        loop {
+            let (sock, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors and the like: keep serving the others.
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+                tracing::debug!(%peer, "HTTP connection refused: too many open");
+                tokio::spawn(async move {
+                    let mut sock = sock;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                        let _ = sock.write_all(BUSY.as_bytes()).await;
+                        let _ = sock.shutdown().await;
+                    })
+                    .await;
+                });
+                continue;
+            };
+            let _ = sock.set_nodelay(true);
+            let mut io = TimeoutStream::new(sock);
+            io.set_read_timeout(Some(guard.idle));
+            let conn = Guarded {
+                io: Box::pin(io),
+                _place: place,
+            };
+            return Some((Ok(conn), (listener, places)));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_answer_is_well_formed() {
+        let (head, body) = BUSY.split_once("\r\n\r\n").unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(body.len(), len);
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "OVERLOADED");
+    }
+}
