@@ -173,6 +173,42 @@ pub(crate) struct Gate {
     pub checking: tokio::sync::Semaphore,
     /// Connections open at once (`BrokerOptions::max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// Failed logins per client address.
+    pub failed_logins: FailedLogins,
+}
+
+/// Failed logins an address may make in a minute; beyond them its logins are refused without
+/// a check until the minute is over (each check is an argon2 hash: 500 wrong logins made a
+/// valid one wait 3.8 s).
+pub const FAILED_LOGINS_PER_MINUTE: u32 = 20;
+
+/// Failed logins per client address in its current minute.
+#[derive(Debug, Default)]
+pub struct FailedLogins(
+    std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
+);
+
+impl FailedLogins {
+    /// Whether `ip` has used up its failed logins for this minute.
+    fn blocked(&self, ip: std::net::IpAddr) -> bool {
+        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&ip).is_some_and(|(since, n)| {
+            since.elapsed() < Duration::from_secs(60) && *n >= FAILED_LOGINS_PER_MINUTE
+        })
+    }
+
+    /// Counts a failed login of `ip`.
+    fn failed(&self, ip: std::net::IpAddr) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() > 10_000 {
+            m.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
+        }
+        let e = m.entry(ip).or_insert((std::time::Instant::now(), 0));
+        if e.0.elapsed() >= Duration::from_secs(60) {
+            *e = (std::time::Instant::now(), 0);
+        }
+        e.1 += 1;
+    }
 }
 
 /// Why a connection ended early.
@@ -217,7 +253,7 @@ pub(crate) async fn run(listener: TcpListener, gate: Arc<Gate>) {
         let gate = Arc::clone(&gate);
         let ids = Arc::clone(&ids);
         tokio::spawn(async move {
-            if let Err(e) = serve(&gate, client, &ids).await {
+            if let Err(e) = serve(&gate, client, peer, &ids).await {
                 tracing::debug!(%peer, error = %e, "MQTT connection closed");
             }
             drop(permit);
@@ -281,7 +317,12 @@ async fn refuse(client: &mut TcpStream, code: ConnectReturnCode, why: String) ->
     GateError::Refused(why)
 }
 
-async fn serve(gate: &Gate, mut client: TcpStream, ids: &AtomicU64) -> Result<(), GateError> {
+async fn serve(
+    gate: &Gate,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    ids: &AtomicU64,
+) -> Result<(), GateError> {
     client.set_nodelay(true)?;
     let mut inbuf = BytesMut::with_capacity(4096);
     tokio::time::timeout(CONNECT_WAIT, read_frame(&mut client, &mut inbuf))
@@ -302,6 +343,14 @@ async fn serve(gate: &Gate, mut client: TcpStream, ids: &AtomicU64) -> Result<()
     }
     let login = match (connect.login.take(), &gate.auth) {
         (_, None) => Login::Anonymous,
+        (Some(login), Some(_)) if gate.failed_logins.blocked(peer.ip()) => {
+            let why = format!(
+                "{:?}: more than {FAILED_LOGINS_PER_MINUTE} failed logins from {} this minute",
+                login.username,
+                peer.ip()
+            );
+            return Err(refuse(&mut client, ConnectReturnCode::NotAuthorized, why).await);
+        }
         (Some(login), Some(auth)) => {
             let check = Arc::clone(auth);
             let user = login.username.clone();
@@ -316,6 +365,7 @@ async fn serve(gate: &Gate, mut client: TcpStream, ids: &AtomicU64) -> Result<()
                 Err(_) => false,
             };
             if !ok {
+                gate.failed_logins.failed(peer.ip());
                 let why = format!("bad credentials for {user:?}");
                 return Err(refuse(&mut client, ConnectReturnCode::NotAuthorized, why).await);
             }
@@ -1242,6 +1292,25 @@ mod tests {
                 );
                 publish_acked(&a, &mut ae, "kaiabc/sensors/n1", "still here").await;
                 assert_eq!(next(&rx).payload, b"still here");
+            });
+        }
+
+        /// An address that failed more than its share of logins this minute is refused
+        /// without a check, even with the right key, until the minute is over.
+        #[test]
+        fn an_address_with_too_many_failed_logins_is_refused_without_a_check() {
+            let (b, _rx) = broker();
+            runtime().block_on(async {
+                let refused =
+                    |r: Result<(AsyncClient, EventLoop), String>| r.map(|_| ()).unwrap_err();
+                let good = connect(b.addr, "ok", Some(("n1", "key-n1")), None).await;
+                assert!(good.is_ok(), "a right login passes first");
+                for i in 0..FAILED_LOGINS_PER_MINUTE {
+                    let bad = connect(b.addr, &format!("b{i}"), Some(("n1", "wrong")), None).await;
+                    assert_eq!(refused(bad), "NotAuthorized");
+                }
+                let blocked = connect(b.addr, "late", Some(("n1", "key-n1")), None).await;
+                assert_eq!(refused(blocked), "NotAuthorized");
             });
         }
 

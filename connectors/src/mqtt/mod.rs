@@ -343,6 +343,7 @@ pub fn start_embedded_broker(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
         connections: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
+        failed_logins: gate::FailedLogins::default(),
     });
     std::thread::Builder::new()
         .name("mqtt-gate".into())
