@@ -11,11 +11,11 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::live::{launch, request, stop, token};
+use common::live::{launch, read_status, request, stop, token};
 
 const BATCH: usize = 100;
 
@@ -35,32 +35,6 @@ fn body(node: &str, k: usize) -> String {
         })
         .collect();
     serde_json::Value::Array(items).to_string()
-}
-
-/// Reads one HTTP/1.1 answer; its status.
-fn answer(r: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let mut len = 0usize;
-    loop {
-        line.clear();
-        r.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut sink = vec![0u8; len];
-    r.read_exact(&mut sink)?;
-    Ok(status)
 }
 
 struct Run {
@@ -91,7 +65,7 @@ fn client(http: SocketAddr, node: String, key: String, until: Instant) -> Run {
         let sent = Instant::now();
         w.write_all(head.as_bytes()).unwrap();
         w.write_all(b.as_bytes()).unwrap();
-        match answer(&mut r).unwrap() {
+        match read_status(&mut r).unwrap() {
             202 => {
                 run.acked += BATCH;
                 run.latencies.push(sent.elapsed());

@@ -14,12 +14,12 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::live::{csv, launch, request, stop, token};
+use common::live::{csv, launch, read_status, request, stop, token};
 
 const BATCH: usize = 100;
 
@@ -38,32 +38,6 @@ fn body(node: &str, k: usize, t0: chrono::DateTime<chrono::Utc>) -> String {
         })
         .collect();
     serde_json::Value::Array(items).to_string()
-}
-
-/// One HTTP/1.1 answer's status (the body read and dropped).
-fn answer(r: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let mut len = 0usize;
-    loop {
-        line.clear();
-        r.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut sink = vec![0u8; len];
-    r.read_exact(&mut sink)?;
-    Ok(status)
 }
 
 fn post(w: &mut TcpStream, path: &str, headers: &str, body: &[u8]) -> std::io::Result<()> {
@@ -101,7 +75,7 @@ fn valid(http: SocketAddr, node: String, key: String, stop: &AtomicBool) -> (u64
             &format!("X-API-Key: {key}\r\n"),
             b.as_bytes(),
         )
-        .and_then(|()| answer(r));
+        .and_then(|()| read_status(r));
         match ok {
             Ok(202) => {
                 acked += BATCH as u64;

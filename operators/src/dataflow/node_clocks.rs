@@ -574,11 +574,6 @@ fn apply(
         };
         let result = node.apply_at(ctx.cfg, reading, out, at);
         st.apply_seconds.observe(t.elapsed().as_secs_f64());
-        // Numbered as the sink will count them (see `InFiles`).
-        *ctx.emitted += out[before..]
-            .iter()
-            .filter(|r| matches!(r, LakeRow::Reading(_)))
-            .count() as u64;
         match result {
             Ok(Disposition::Applied) => st.applied += 1,
             Ok(Disposition::Late) => st.late += 1,
@@ -589,10 +584,15 @@ fn apply(
                 out.push(failure(&f.reading, &f.error));
             }
         }
-        st.rhythm_rows += out[before..]
-            .iter()
-            .filter(|r| matches!(r, LakeRow::Rhythm(_)))
-            .count() as u64;
+        // One pass over what the reading produced: its reading row, numbered as the sink will
+        // count them (see `InFiles`), and its rhythm rows.
+        for row in &out[before..] {
+            match row {
+                LakeRow::Reading(_) => *ctx.emitted += 1,
+                LakeRow::Rhythm(_) => st.rhythm_rows += 1,
+                _ => {}
+            }
+        }
     }
     st.busy += started.elapsed();
 }

@@ -2,7 +2,7 @@
 //! it, stop it with SIGTERM.
 #![allow(dead_code)] // each test crate uses its own subset
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -435,4 +435,32 @@ pub async fn send(ws: &mut Ws, v: serde_json::Value) {
     ws.send(tokio_tungstenite::tungstenite::Message::text(v.to_string()))
         .await
         .unwrap();
+}
+
+/// Reads one HTTP/1.1 answer from a keep-alive connection; its status (the body is read by its
+/// `Content-Length` and dropped).
+#[allow(dead_code)] // used by the benches only
+pub fn read_status(r: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut len = 0usize;
+    loop {
+        line.clear();
+        r.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut sink = vec![0u8; len];
+    r.read_exact(&mut sink)?;
+    Ok(status)
 }
