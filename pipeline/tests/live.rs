@@ -59,8 +59,14 @@ fn mqtt_readings_reach_the_http_state_and_the_lake_and_sigterm_commits() {
     }
     assert!(state["state_variables"]["C_ST"].is_number());
 
-    // Metrics: the readings by node, the dead letters by reason, valid for promtool.
-    let (status, text) = get_text(http, "/metrics");
+    // Metrics: the readings by node, the dead letters by reason, valid for promtool. The two
+    // refused messages came after the readings and may be counted a moment after the third
+    // state is served: wait for them.
+    let (status, text) = wait_until("the dead letters counted", || {
+        let (status, text) = get_text(http, "/metrics");
+        text.contains("kaiabc_dead_letters_total{reason=\"PARSE_ERROR\"} 1")
+            .then_some((status, text))
+    });
     assert_eq!(status, 200);
     let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
     let header = &text[..text.find("\r\n\r\n").unwrap()].to_ascii_lowercase();
