@@ -19,7 +19,10 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::live::{csv, launch, read_status, request, stop, token};
+use common::live::{connect_from, csv, launch, read_status, request, request_on, stop, token};
+
+/// Where the client trying wrong keys connects from (loopback, but not the valid nodes' address).
+const ROGUE_ADDRESS: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
 const BATCH: usize = 100;
 
@@ -212,13 +215,17 @@ fn main() {
             let mut i = 0u64;
             hostile(stop, &c[1], || {
                 i += 1;
-                let _ = request(
-                    http,
-                    "POST",
-                    "/v1/sensors/temperature",
-                    &[("X-API-Key", &format!("{wrong}{i}"))],
-                    "{}",
-                );
+                // From an address of its own: after 20 failures a minute the server refuses
+                // that address without checking, and the valid nodes' address stays open.
+                if let Ok(s) = connect_from(ROGUE_ADDRESS, http) {
+                    let _ = request_on(
+                        s,
+                        "POST",
+                        "/v1/sensors/temperature",
+                        &[("X-API-Key", &format!("{wrong}{i}"))],
+                        "{}",
+                    );
+                }
             })
         });
         let rogue = rogue_key.clone();

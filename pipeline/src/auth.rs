@@ -602,7 +602,11 @@ mod tests {
         let path = dir.path().join("state").join("jwt-secret");
         // The deployment example's placeholder, from the environment.
         let example = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/env.example"),
+            std::path::Path::new(
+                &std::env::var("CARGO_MANIFEST_DIR")
+                    .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+            )
+            .join("../deploy/env.example"),
         )
         .unwrap();
         let placeholder = example

@@ -159,6 +159,12 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "--mqtt-max-connections",
         "MQTT connections open at once",
     ),
+    (
+        "limits.mqtt_readings_per_second",
+        "KAIABC_MQTT_READINGS_PER_SECOND",
+        "--mqtt-readings-per-second",
+        "readings an MQTT connection may publish a second (faster ones are paced)",
+    ),
 ];
 
 /// Errors reading a config file.

@@ -350,10 +350,11 @@ fn a_real_july_temperature_record_entrains_the_clock_to_24_hours() {
     // are a temperature cycle of several kelvin, which entrains the compensated clock to the day
     // (Yoshida et al. 2009 PNAS: temperature cycles entrain KaiABC in vitro).
     let dir = tempfile::tempdir().unwrap();
-    let data = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../datasets/greensboro-july-temperature.csv"
+    let data = format!(
+        "{}/../datasets/greensboro-july-temperature.csv",
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into())
     );
+    let data = data.as_str();
     let sim = ok(&[
         "simulate",
         "--hours",

@@ -33,7 +33,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use chrono::Utc;
@@ -47,6 +47,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::{Authenticator, Intake, MqttMessage, Taken};
+use crate::failed_auth::{FailedAuth, FAILED_PER_MINUTE};
 
 /// The largest packet the gate frames; rumqttd's own limit is a little below.
 pub(crate) const MAX_PACKET: usize = 260 * 1024;
@@ -174,40 +175,39 @@ pub(crate) struct Gate {
     /// Connections open at once (`BrokerOptions::max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
     /// Failed logins per client address.
-    pub failed_logins: FailedLogins,
+    pub failed_logins: Arc<FailedAuth>,
+    /// Readings a connection may publish a second (`BrokerOptions::readings_per_second`).
+    pub readings_per_second: u32,
 }
 
-/// Failed logins an address may make in a minute; beyond them its logins are refused without
-/// a check until the minute is over (each check is an argon2 hash: 500 wrong logins made a
-/// valid one wait 3.8 s).
-pub const FAILED_LOGINS_PER_MINUTE: u32 = 20;
+/// A connection's pace: a token bucket of readings that holds a second's worth.
+#[derive(Debug)]
+struct Pace {
+    per_second: f64,
+    tokens: f64,
+    at: Instant,
+}
 
-/// Failed logins per client address in its current minute.
-#[derive(Debug, Default)]
-pub struct FailedLogins(
-    std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
-);
-
-impl FailedLogins {
-    /// Whether `ip` has used up its failed logins for this minute.
-    fn blocked(&self, ip: std::net::IpAddr) -> bool {
-        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(&ip).is_some_and(|(since, n)| {
-            since.elapsed() < Duration::from_secs(60) && *n >= FAILED_LOGINS_PER_MINUTE
+impl Pace {
+    /// A pace of `per_second` readings; `None` when unpaced (0).
+    fn new(per_second: u32, now: Instant) -> Option<Self> {
+        (per_second > 0).then(|| Self {
+            per_second: f64::from(per_second),
+            tokens: f64::from(per_second),
+            at: now,
         })
     }
 
-    /// Counts a failed login of `ip`.
-    fn failed(&self, ip: std::net::IpAddr) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() > 10_000 {
-            m.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
+    /// Takes one reading; how long to wait before handling it (zero when it is within pace).
+    fn take(&mut self, now: Instant) -> Duration {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.at = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second) - 1.0;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.per_second)
         }
-        let e = m.entry(ip).or_insert((std::time::Instant::now(), 0));
-        if e.0.elapsed() >= Duration::from_secs(60) {
-            *e = (std::time::Instant::now(), 0);
-        }
-        e.1 += 1;
     }
 }
 
@@ -343,9 +343,9 @@ async fn serve(
     }
     let login = match (connect.login.take(), &gate.auth) {
         (_, None) => Login::Anonymous,
-        (Some(login), Some(_)) if gate.failed_logins.blocked(peer.ip()) => {
+        (Some(login), Some(_)) if gate.failed_logins.blocked(peer.ip()).is_some() => {
             let why = format!(
-                "{:?}: more than {FAILED_LOGINS_PER_MINUTE} failed logins from {} this minute",
+                "{:?}: more than {FAILED_PER_MINUTE} failed logins from {} this minute",
                 login.username,
                 peer.ip()
             );
@@ -482,6 +482,8 @@ async fn upstream(
     let mut held_qos2: HashSet<u16> = HashSet::new();
     let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let mut refusals = Refusals::default();
+    let mut pace = Pace::new(gate.readings_per_second, Instant::now());
+    let mut paced = false;
     loop {
         loop {
             let h = match check(inbuf.iter(), MAX_PACKET) {
@@ -513,6 +515,25 @@ async fn upstream(
                             }
                         }
                     };
+                    if let Some(wait) = pace.as_mut().map(|p| p.take(Instant::now())) {
+                        if !wait.is_zero() {
+                            if !paced {
+                                paced = true;
+                                tracing::info!(
+                                    login = login.name(),
+                                    per_second = gate.readings_per_second,
+                                    "a client publishes faster than its pace: its readings are taken more slowly"
+                                );
+                            }
+                            // What is let through so far goes first; the client waits on
+                            // TCP's flow control meanwhile.
+                            if !out.is_empty() {
+                                broker.write_all(&out).await?;
+                                out.clear();
+                            }
+                            tokio::time::sleep(wait).await;
+                        }
+                    }
                     // Bound what this connection has waiting for the disk.
                     let permit = Arc::clone(&in_flight)
                         .acquire_owned()
@@ -790,6 +811,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_pace_lets_a_second_through_at_once_then_spaces_readings() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(10, t0).unwrap();
+        for _ in 0..10 {
+            assert_eq!(p.take(t0), Duration::ZERO, "a second's worth at once");
+        }
+        assert_eq!(p.take(t0), Duration::from_millis(100));
+        // Waiting out what it was told, the next one waits one interval more.
+        let t1 = t0 + Duration::from_millis(100);
+        assert_eq!(p.take(t1), Duration::from_millis(100));
+        // After a quiet spell the bucket is full again, and no fuller.
+        let t2 = t1 + Duration::from_secs(60);
+        for _ in 0..10 {
+            assert_eq!(p.take(t2), Duration::ZERO);
+        }
+        assert!(p.take(t2) > Duration::ZERO);
+        assert!(Pace::new(0, t0).is_none(), "0 means unpaced");
+    }
+
+    #[test]
     fn a_node_publishes_only_to_its_own_topics() {
         let g = Grant::node("n1");
         assert!(g.may_publish(b"kaiabc/sensors/n1"));
@@ -873,6 +914,10 @@ mod tests {
         }
 
         fn broker_with(intake: Arc<dyn Intake>) -> EmbeddedBroker {
+            broker_paced(intake, 0)
+        }
+
+        fn broker_paced(intake: Arc<dyn Intake>, readings_per_second: u32) -> EmbeddedBroker {
             let auth: Authenticator = Arc::new(|u: &str, p: &str| p == format!("key-{u}"));
             start_embedded_broker(
                 "127.0.0.1:0".parse().unwrap(),
@@ -881,9 +926,61 @@ mod tests {
                     auth: Some(auth),
                     on_status: None,
                     max_connections: 64,
+                    readings_per_second,
+                    ..BrokerOptions::default()
                 },
             )
             .unwrap()
+        }
+
+        /// A client that publishes faster than its pace has its readings taken more slowly:
+        /// every one is acknowledged and stored, in order, none refused, and the last is
+        /// acknowledged no sooner than the pace allows (the pace is a floor on the time, which
+        /// no speed of the machine can undercut).
+        #[test]
+        fn a_fast_publisher_is_paced_and_loses_nothing() {
+            use rumqttc::mqttbytes::v4::Connect;
+            use std::io::{Read, Write};
+            const PACE: u32 = 40;
+            const SENT: u16 = 120;
+            let (tx, rx) = channel::<MqttMessage>();
+            let b = broker_paced(Arc::new(Mutex::new(tx)), PACE);
+            let mut sock = std::net::TcpStream::connect(b.addr).unwrap();
+            sock.set_read_timeout(Some(WAIT)).unwrap();
+            let mut out = BytesMut::new();
+            let mut connect = Connect::new("fast");
+            connect.set_login("n1", "key-n1");
+            connect.write(&mut out).unwrap();
+            for pkid in 1..=SENT {
+                let mut p = Publish::new("kaiabc/sensors/n1", QoS::AtLeastOnce, pkid.to_string());
+                p.pkid = pkid;
+                p.write(&mut out).unwrap();
+            }
+            let sent = Instant::now();
+            sock.write_all(&out).unwrap();
+            // CONNACK (4 bytes), then a PUBACK (4 bytes) for each publish.
+            let mut acks = vec![0u8; 4 + usize::from(SENT) * 4];
+            sock.read_exact(&mut acks).unwrap();
+            let took = sent.elapsed();
+            let pkids: Vec<u16> = acks[4..]
+                .chunks(4)
+                .map(|a| {
+                    assert_eq!(a[0], 0x40, "a PUBACK");
+                    u16::from_be_bytes([a[2], a[3]])
+                })
+                .collect();
+            assert_eq!(pkids, (1..=SENT).collect::<Vec<_>>());
+            let stored: Vec<String> = (0..SENT)
+                .map(|_| String::from_utf8(next(&rx).payload).unwrap())
+                .collect();
+            let expected: Vec<String> = (1..=SENT).map(|i| i.to_string()).collect();
+            assert_eq!(stored, expected, "every reading stored once, in order");
+            // A second's worth goes at once; the other 80 at 40 a second.
+            let floor = Duration::from_secs_f64(f64::from(SENT - PACE as u16) / f64::from(PACE));
+            assert!(
+                took >= floor - Duration::from_millis(50),
+                "acknowledged in {took:?}: faster than the pace allows ({floor:?})"
+            );
         }
 
         /// An intake that stores slowly, on a thread of its own, in order: as a disk would.
@@ -1305,7 +1402,7 @@ mod tests {
                     |r: Result<(AsyncClient, EventLoop), String>| r.map(|_| ()).unwrap_err();
                 let good = connect(b.addr, "ok", Some(("n1", "key-n1")), None).await;
                 assert!(good.is_ok(), "a right login passes first");
-                for i in 0..FAILED_LOGINS_PER_MINUTE {
+                for i in 0..FAILED_PER_MINUTE {
                     let bad = connect(b.addr, &format!("b{i}"), Some(("n1", "wrong")), None).await;
                     assert_eq!(refused(bad), "NotAuthorized");
                 }

@@ -15,6 +15,8 @@ use std::task::{Context, Poll, Waker};
 
 use chrono::{DateTime, Utc};
 use rumqttd::local::LinkTx;
+
+use crate::failed_auth::FailedAuth;
 use rumqttd::protocol::{Packet, Publish};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 
@@ -100,10 +102,20 @@ pub struct BrokerOptions {
     pub on_status: Option<StatusHook>,
     /// Connections open at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// Readings a connection may publish a second (with a second's worth at once); a faster
+    /// client is paced by reading its socket more slowly, so nothing is refused or lost and
+    /// one node cannot take the disk's share of the others. 0: unpaced.
+    pub readings_per_second: u32,
+    /// Failed logins per client address (shared with the HTTP API's key checks).
+    pub failed_auth: Arc<FailedAuth>,
 }
 
 /// The default of [`BrokerOptions::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+
+/// The default of [`BrokerOptions::readings_per_second`]: a node reports once a minute, and a
+/// day of buffered readings (1 440) replays in under two seconds.
+pub const DEFAULT_READINGS_PER_SECOND: u32 = 1000;
 
 /// A running embedded broker.
 #[derive(Debug)]
@@ -206,6 +218,8 @@ pub fn start_embedded_broker(
         auth,
         on_status,
         max_connections,
+        readings_per_second,
+        failed_auth,
     } = opts;
     let public = std::net::TcpListener::bind(listen).map_err(|source| MqttError::Bind {
         addr: listen,
@@ -343,7 +357,8 @@ pub fn start_embedded_broker(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
         connections: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
-        failed_logins: gate::FailedLogins::default(),
+        failed_logins: failed_auth,
+        readings_per_second,
     });
     std::thread::Builder::new()
         .name("mqtt-gate".into())
@@ -407,6 +422,7 @@ mod tests {
                 auth: None,
                 on_status: Some(hook),
                 max_connections: super::DEFAULT_MAX_CONNECTIONS,
+                ..BrokerOptions::default()
             },
         )
         .unwrap();

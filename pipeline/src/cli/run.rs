@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// MQTT connections open at once (embedded broker); one more is closed when accepted.
     #[arg(long, default_value_t = kaiabc_connectors::mqtt::DEFAULT_MAX_CONNECTIONS, env = "KAIABC_MQTT_MAX_CONNECTIONS")]
     mqtt_max_connections: usize,
+    /// Readings an MQTT connection may publish a second (a second's worth at once); a faster
+    /// client is paced, not refused. 0: unpaced.
+    #[arg(long, default_value_t = kaiabc_connectors::mqtt::DEFAULT_READINGS_PER_SECOND, env = "KAIABC_MQTT_READINGS_PER_SECOND")]
+    mqtt_readings_per_second: u32,
     /// Let MQTT clients publish without credentials (by default a node logs in with its node
     /// id as username and its API key as password).
     #[arg(long, env = "KAIABC_MQTT_ANONYMOUS")]
@@ -326,6 +330,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
                 )
             }
         };
+    // Failed key checks per client address, over MQTT and HTTP alike.
+    let failed_auth = Arc::new(kaiabc_connectors::failed_auth::FailedAuth::default());
     let mqtt = match &a.mqtt_url {
         Some(url) => {
             let handler = match (&producer, a.no_bridge) {
@@ -352,6 +358,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
                     auth,
                     on_status: Some(on_status),
                     max_connections: a.mqtt_max_connections,
+                    readings_per_second: a.mqtt_readings_per_second,
+                    failed_auth: Arc::clone(&failed_auth),
                 },
             )?;
             let _ = shared.output.set(Arc::clone(&broker.output));
@@ -380,6 +388,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         .context("reading the control log")?,
         prcs: Default::default(),
         logs: crate::logs::ring(),
+        failed_auth,
         limiter: RateLimiter::new(Limits {
             node_per_minute: a.rate_limit_node,
             user_per_minute: a.rate_limit_user,

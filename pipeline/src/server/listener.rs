@@ -7,6 +7,7 @@
 //! for WebSockets, graceful shutdown) around guarded connections.
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -40,6 +41,45 @@ impl Default for Guard {
 pub struct Guarded {
     io: Pin<Box<TimeoutStream<TcpStream>>>,
     _place: OwnedSemaphorePermit,
+    peer: SocketAddr,
+}
+
+impl Guarded {
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
+/// The client's address, in every request's extensions (read with
+/// `warp::ext::optional::<Peer>()`; absent in `warp::test` requests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer(pub SocketAddr);
+
+/// A service that puts its connection's [`Peer`] in each request before `inner` sees it
+/// (warp's own server does this for `warp::addr::remote`, but only its own).
+#[derive(Clone)]
+struct WithPeer<S> {
+    inner: S,
+    peer: Peer,
+}
+
+impl<S, B> tower_service::Service<warp::http::Request<B>> for WithPeer<S>
+where
+    S: tower_service::Service<warp::http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: warp::http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.peer);
+        self.inner.call(req)
+    }
 }
 
 impl AsyncRead for Guarded {
@@ -104,7 +144,10 @@ pub async fn serve<F>(
             },
             () = &mut stop => break,
         };
-        let svc = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+        let svc = hyper_util::service::TowerToHyperService::new(WithPeer {
+            inner: warp::service(filter.clone()),
+            peer: Peer(conn.peer()),
+        });
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let mut http =
@@ -157,6 +200,7 @@ pub fn guarded(
             let conn = Guarded {
                 io: Box::pin(io),
                 _place: place,
+                peer,
             };
             return Some((Ok(conn), (listener, places)));
         }

@@ -218,6 +218,8 @@ pub struct Api {
     pub lake: std::path::PathBuf,
     /// Requests per credential.
     pub limiter: RateLimiter,
+    /// Failed key checks per client address (shared with the MQTT gate's logins).
+    pub failed_auth: Arc<kaiabc_connectors::failed_auth::FailedAuth>,
     /// Where control commands are logged before they enter the dataflow.
     pub control_log: ControlLog,
     /// The configuration every node shares (each node's own settings go over it).
@@ -236,6 +238,12 @@ struct Refused(StatusCode, &'static str, String);
 
 impl warp::reject::Reject for Refused {}
 
+/// A client address that failed too many key checks this minute, refused for so much longer.
+#[derive(Debug)]
+struct Blocked(std::time::Duration);
+
+impl warp::reject::Reject for Blocked {}
+
 fn refuse(status: StatusCode, code: &'static str, msg: impl Into<String>) -> Rejection {
     warp::reject::custom(Refused(status, code, msg.into()))
 }
@@ -249,8 +257,12 @@ fn authorise(
     warp::header::optional::<String>("authorization")
         .and(warp::header::optional::<String>("x-api-key"))
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::ext::optional::<listener::Peer>())
         .and_then(
-            move |bearer: Option<String>, key: Option<String>, query: String| {
+            move |bearer: Option<String>,
+                  key: Option<String>,
+                  query: String,
+                  peer: Option<listener::Peer>| {
                 let api = Arc::clone(&api);
                 async move {
                     let need = match need {
@@ -274,6 +286,10 @@ fn authorise(
                                     "X-API-Key is required",
                                 )
                             })?;
+                            let ip = peer.map(|p| p.0.ip());
+                            if let Some(left) = ip.and_then(|ip| api.failed_auth.blocked(ip)) {
+                                return Err(warp::reject::custom(Blocked(left)));
+                            }
                             // argon2 is slow by design: off the async threads.
                             let reg = Arc::clone(&api.registry);
                             let node = tokio::task::spawn_blocking(move || reg.authenticate(&key))
@@ -286,6 +302,9 @@ fn authorise(
                                     )
                                 })?
                                 .map_err(|e| {
+                                    if let Some(ip) = ip {
+                                        api.failed_auth.failed(ip);
+                                    }
                                     refuse(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
                                 })?;
                             Ok(Principal::Node(node))
@@ -1053,6 +1072,20 @@ fn rejection(r: Rejection) -> warp::reply::Response {
             resp.headers_mut().insert("retry-after", h);
         }
         resp
+    } else if let Some(Blocked(left)) = r.find::<Blocked>() {
+        // Rounded up: a client that waits this long is let in.
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        let mut resp = error_body(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!(
+                "more than {} failed key checks from this address in a minute; retry in {secs} s",
+                kaiabc_connectors::failed_auth::FAILED_PER_MINUTE
+            ),
+        );
+        resp.headers_mut()
+            .insert("retry-after", warp::http::HeaderValue::from(secs));
+        resp
     } else if let Some(Refused(status, code, msg)) = r.find::<Refused>() {
         error_body(*status, code, msg.clone())
     } else if r.is_not_found() {
@@ -1135,6 +1168,7 @@ mod tests {
             started: Instant::now(),
             lake: dir.join("lake"),
             limiter: RateLimiter::new(limits),
+            failed_auth: Arc::default(),
             control_log: ControlLog::at(&dir.join("lake")),
             node_cfg: Arc::new(test_cfg()),
             book: SettingsBook::default(),
@@ -1381,6 +1415,69 @@ mod tests {
             .unwrap();
         let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
         assert!(csp.contains(&hash), "{csp}");
+    }
+
+    /// An address that failed its share of key checks this minute is answered 429 with
+    /// `Retry-After`, without a check, even with the right key; another address is not.
+    /// (127.0.0.2 is loopback too: the client binds it as its own address.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_address_with_too_many_failed_keys_is_refused_without_a_check() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = tempfile::tempdir().unwrap();
+        let (api, _reader) = test_api(dir.path());
+        let (_, key) = api
+            .registry
+            .register(crate::auth::Registration {
+                node_id: "a1".into(),
+                name: None,
+                location: None,
+                sensor_type: None,
+            })
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(
+            listener,
+            listener::Guard::default(),
+            Arc::clone(&api),
+            std::future::pending(),
+        ));
+        let post = |from: &'static str, key: String| async move {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
+            let mut s = sock.connect(addr).await.unwrap();
+            let body = format!(
+                r#"{{"node_id":"a1","timestamp":"{}","temperature_kelvin":300.0}}"#,
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+            let req = format!(
+                "POST /v1/sensors/temperature HTTP/1.1\r\nHost: x\r\nX-API-Key: {key}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        for i in 0..kaiabc_connectors::failed_auth::FAILED_PER_MINUTE {
+            let wrong = post("127.0.0.2", format!("{key}{i}")).await;
+            assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
+        }
+        let blocked = post("127.0.0.2", key.clone()).await;
+        assert!(blocked.starts_with("HTTP/1.1 429"), "{blocked}");
+        assert!(blocked.contains("failed key checks"), "{blocked}");
+        let retry: u64 = blocked
+            .lines()
+            .find_map(|l| l.strip_prefix("retry-after: "))
+            .expect("a Retry-After header")
+            .trim()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        let other = post("127.0.0.1", key.clone()).await;
+        assert!(other.starts_with("HTTP/1.1 202"), "{other}");
     }
 
     /// A reading dated more than the horizon (7 days) before its receipt is refused with its

@@ -7,10 +7,14 @@ use std::path::PathBuf;
 
 /// The repository's root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    // Read when the test runs: a shared target directory may hold binaries built from a
+    // clone at another path.
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .parent()
+    .unwrap()
+    .to_path_buf()
 }
 
 /// Every Grafana dashboard of the stack, parsed: (file name, JSON).

@@ -67,7 +67,27 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+    request_on(s, method, path, headers, body)
+}
+
+/// A connection to `addr` from the loopback address `from` (127.0.0.2 and so on: a second
+/// client address on one machine, as the server's per-address limits see it).
+pub fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(from, 0).into())?;
+    sock.connect_timeout(&addr.into(), Duration::from_secs(2))?;
+    Ok(sock.into())
+}
+
+/// [`request`] on a connection already open.
+pub fn request_on(
+    mut s: TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, serde_json::Value) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for (k, v) in headers {
