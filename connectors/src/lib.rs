@@ -2,7 +2,7 @@
 //! with atomic commits, SQL over the lake through DataFusion, MQTT, Kafka, and the write-ahead
 //! log that holds what the embedded pipeline acknowledged.
 
-pub mod failed_auth;
+pub mod address_limits;
 pub mod file;
 pub mod kafka;
 pub mod lake;

@@ -334,7 +334,17 @@ fn main() {
             continue;
         }
         let dir = tempfile::tempdir().unwrap();
-        let flags = [*extra, &["--rate-limit-user", "100000000"]].concat();
+        // Every simulated node connects from 127.0.0.1.
+        let flags = [
+            *extra,
+            &[
+                "--rate-limit-user",
+                "100000000",
+                "--mqtt-max-connections-per-address",
+                "100000",
+            ],
+        ]
+        .concat();
         let (server, http, mqtt) = launch(&dir.path().join("lake"), &flags);
         let tag = "n";
         let keys = logins.then(|| register_nodes(http, tag, nodes));

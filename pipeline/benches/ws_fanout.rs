@@ -151,6 +151,8 @@ fn main() {
             "100000000",
             "--http-max-connections",
             &connections,
+            "--http-max-connections-per-address",
+            &connections,
         ],
     );
     let rt = tokio::runtime::Builder::new_multi_thread()

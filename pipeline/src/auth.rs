@@ -476,6 +476,17 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// argon2 checks made so far.
+    #[cfg(test)]
+    pub fn hashed(&self) -> u64 {
+        self.hashed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether `key` was checked and found good before (so checking it costs no hash).
+    pub fn verified(&self, key: &str) -> bool {
+        self.verified.lock().is_ok_and(|c| c.contains_key(key))
+    }
+
     /// The node an API key belongs to.
     pub fn authenticate(&self, key: &str) -> Result<String, AuthError> {
         let refuse = || AuthError::Unauthorized("invalid API key".into());

@@ -148,6 +148,12 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "HTTP connections open at once",
     ),
     (
+        "limits.http_max_connections_per_address",
+        "KAIABC_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+        "--http-max-connections-per-address",
+        "HTTP connections open at once from one client address",
+    ),
+    (
         "limits.http_idle_seconds",
         "KAIABC_HTTP_IDLE_SECONDS",
         "--http-idle-seconds",
@@ -158,6 +164,12 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "KAIABC_MQTT_MAX_CONNECTIONS",
         "--mqtt-max-connections",
         "MQTT connections open at once",
+    ),
+    (
+        "limits.mqtt_max_connections_per_address",
+        "KAIABC_MQTT_MAX_CONNECTIONS_PER_ADDRESS",
+        "--mqtt-max-connections-per-address",
+        "MQTT connections open at once from one client address",
     ),
     (
         "limits.mqtt_readings_per_second",

@@ -47,7 +47,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::{Authenticator, Intake, MqttMessage, Taken};
-use crate::failed_auth::{FailedAuth, FAILED_PER_MINUTE};
+use crate::address_limits::{Connections, FailedAuth, FAILED_PER_MINUTE};
 
 /// The largest packet the gate frames; rumqttd's own limit is a little below.
 pub(crate) const MAX_PACKET: usize = 260 * 1024;
@@ -174,6 +174,8 @@ pub(crate) struct Gate {
     pub checking: tokio::sync::Semaphore,
     /// Connections open at once (`BrokerOptions::max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// Connections open at once per client address.
+    pub per_address: Arc<Connections>,
     /// Failed logins per client address.
     pub failed_logins: Arc<FailedAuth>,
     /// Readings a connection may publish a second (`BrokerOptions::readings_per_second`).
@@ -250,13 +252,18 @@ pub(crate) async fn run(listener: TcpListener, gate: Arc<Gate>) {
             drop(client);
             continue;
         };
+        let Some(place) = gate.per_address.take(peer.ip()) else {
+            tracing::debug!(%peer, "MQTT connection refused: too many open from this address");
+            drop(client);
+            continue;
+        };
         let gate = Arc::clone(&gate);
         let ids = Arc::clone(&ids);
         tokio::spawn(async move {
             if let Err(e) = serve(&gate, client, peer, &ids).await {
                 tracing::debug!(%peer, error = %e, "MQTT connection closed");
             }
-            drop(permit);
+            drop((permit, place));
         });
     }
 }

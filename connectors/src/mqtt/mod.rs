@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 use chrono::{DateTime, Utc};
 use rumqttd::local::LinkTx;
 
-use crate::failed_auth::FailedAuth;
+use crate::address_limits::{Connections, FailedAuth};
 use rumqttd::protocol::{Packet, Publish};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 
@@ -102,6 +102,8 @@ pub struct BrokerOptions {
     pub on_status: Option<StatusHook>,
     /// Connections open at once; one more is closed as soon as it is accepted.
     pub max_connections: usize,
+    /// Connections open at once from one client address (0: only `max_connections` applies).
+    pub max_connections_per_address: usize,
     /// Readings a connection may publish a second (with a second's worth at once); a faster
     /// client is paced by reading its socket more slowly, so nothing is refused or lost and
     /// one node cannot take the disk's share of the others. 0: unpaced.
@@ -218,6 +220,7 @@ pub fn start_embedded_broker(
         auth,
         on_status,
         max_connections,
+        max_connections_per_address,
         readings_per_second,
         failed_auth,
     } = opts;
@@ -357,6 +360,10 @@ pub fn start_embedded_broker(
             std::thread::available_parallelism().map_or(2, |n| n.get()),
         ),
         connections: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))),
+        per_address: Connections::new(match max_connections_per_address {
+            0 => max_connections,
+            n => n,
+        }),
         failed_logins: failed_auth,
         readings_per_second,
     });

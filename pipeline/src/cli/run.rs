@@ -84,12 +84,18 @@ pub struct RunArgs {
     /// HTTP (and WebSocket) connections open at once; one more is answered 503.
     #[arg(long, default_value_t = 4096, env = "KAIABC_HTTP_MAX_CONNECTIONS")]
     http_max_connections: usize,
+    /// HTTP/WebSocket connections open at once from one client address.
+    #[arg(long, default_value_t = crate::server::listener::DEFAULT_MAX_PER_ADDRESS, env = "KAIABC_HTTP_MAX_CONNECTIONS_PER_ADDRESS")]
+    http_max_connections_per_address: usize,
     /// An HTTP connection from which nothing arrives for this long (s) is closed.
     #[arg(long, default_value_t = 120, env = "KAIABC_HTTP_IDLE_SECONDS")]
     http_idle_seconds: u64,
     /// MQTT connections open at once (embedded broker); one more is closed when accepted.
     #[arg(long, default_value_t = kaiabc_connectors::mqtt::DEFAULT_MAX_CONNECTIONS, env = "KAIABC_MQTT_MAX_CONNECTIONS")]
     mqtt_max_connections: usize,
+    /// MQTT connections open at once from one client address.
+    #[arg(long, default_value_t = crate::server::listener::DEFAULT_MAX_PER_ADDRESS, env = "KAIABC_MQTT_MAX_CONNECTIONS_PER_ADDRESS")]
+    mqtt_max_connections_per_address: usize,
     /// Readings an MQTT connection may publish a second (a second's worth at once); a faster
     /// client is paced, not refused. 0: unpaced.
     #[arg(long, default_value_t = kaiabc_connectors::mqtt::DEFAULT_READINGS_PER_SECOND, env = "KAIABC_MQTT_READINGS_PER_SECOND")]
@@ -331,7 +337,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             }
         };
     // Failed key checks per client address, over MQTT and HTTP alike.
-    let failed_auth = Arc::new(kaiabc_connectors::failed_auth::FailedAuth::default());
+    let failed_auth = Arc::new(kaiabc_connectors::address_limits::FailedAuth::default());
     let mqtt = match &a.mqtt_url {
         Some(url) => {
             let handler = match (&producer, a.no_bridge) {
@@ -358,6 +364,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
                     auth,
                     on_status: Some(on_status),
                     max_connections: a.mqtt_max_connections,
+                    max_connections_per_address: a.mqtt_max_connections_per_address,
                     readings_per_second: a.mqtt_readings_per_second,
                     failed_auth: Arc::clone(&failed_auth),
                 },
@@ -389,6 +396,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         prcs: Default::default(),
         logs: crate::logs::ring(),
         failed_auth,
+        checks: Default::default(),
         limiter: RateLimiter::new(Limits {
             node_per_minute: a.rate_limit_node,
             user_per_minute: a.rate_limit_user,
@@ -396,6 +404,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     });
     let guard = crate::server::listener::Guard {
         max_connections: a.http_max_connections,
+        max_per_address: a.http_max_connections_per_address,
         idle: Duration::from_secs(a.http_idle_seconds.max(1)),
     };
     let server = runtime.spawn(crate::server::serve(listener, guard, api, async {

@@ -18,11 +18,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_io_timeout::TimeoutStream;
 
+use kaiabc_connectors::address_limits::{Connections, Place};
+
 /// How the listener guards itself.
 #[derive(Clone, Copy, Debug)]
 pub struct Guard {
     /// Connections open at once.
     pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_per_address: usize,
     /// A connection from which nothing arrives for this long is closed (WebSocket clients
     /// answer the server's pings every 20 s, so they stay).
     pub idle: Duration,
@@ -32,15 +36,21 @@ impl Default for Guard {
     fn default() -> Self {
         Self {
             max_connections: 4096,
+            max_per_address: DEFAULT_MAX_PER_ADDRESS,
             idle: Duration::from_secs(120),
         }
     }
 }
 
+/// The default of [`Guard::max_per_address`]: a site's nodes behind one router, or one
+/// office's dashboards, fit; one client cannot hold the server's whole cap.
+pub const DEFAULT_MAX_PER_ADDRESS: usize = 256;
+
 /// An accepted connection, holding its place among the open ones until it is dropped.
 pub struct Guarded {
     io: Pin<Box<TimeoutStream<TcpStream>>>,
     _place: OwnedSemaphorePermit,
+    _address_place: Place,
     peer: SocketAddr,
 }
 
@@ -110,10 +120,15 @@ impl AsyncWrite for Guarded {
     }
 }
 
-/// The answer to a connection beyond the limit.
-const BUSY: &str = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
-Retry-After: 1\r\nConnection: close\r\nContent-Length: 88\r\n\r\n\
-{\"error\":{\"code\":\"OVERLOADED\",\"message\":\"too many open connections; retry in a second\"}}";
+/// The answer to a connection beyond a limit: 503 `OVERLOADED`, then closed.
+fn busy(message: &str) -> String {
+    let body = serde_json::json!({"error": {"code": "OVERLOADED", "message": message}}).to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+         Retry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
 
 /// How long a request's head may take to arrive.
 const HEADER_READ: Duration = Duration::from_secs(10);
@@ -171,40 +186,56 @@ pub fn guarded(
     guard: Guard,
 ) -> impl futures_util::Stream<Item = io::Result<Guarded>> + Send {
     let places = Arc::new(Semaphore::new(guard.max_connections.max(1)));
-    futures_util::stream::unfold((listener, places), move |(listener, places)| async move {
-        loop {
-            let (sock, peer) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Out of descriptors and the like: keep serving the others.
-                    tracing::warn!(error = %e, "HTTP accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+    let per_address = Connections::new(guard.max_per_address);
+    futures_util::stream::unfold(
+        (listener, places, per_address),
+        move |(listener, places, per_address)| async move {
+            loop {
+                let (sock, peer) = match listener.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of descriptors and the like: keep serving the others.
+                        tracing::warn!(error = %e, "HTTP accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let place = Arc::clone(&places).try_acquire_owned().ok();
+                let address_place = per_address.take(peer.ip());
+                let crowded = address_place.is_none();
+                let (Some(place), Some(address_place)) = (place, address_place) else {
+                    let why = if crowded {
+                        format!(
+                            "too many open connections from this address (at most {}); close some",
+                            per_address.max()
+                        )
+                    } else {
+                        "too many open connections; retry in a second".to_string()
+                    };
+                    tracing::debug!(%peer, %why, "HTTP connection refused");
+                    tokio::spawn(async move {
+                        let mut sock = sock;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                            let _ = sock.write_all(busy(&why).as_bytes()).await;
+                            let _ = sock.shutdown().await;
+                        })
+                        .await;
+                    });
                     continue;
-                }
-            };
-            let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
-                tracing::debug!(%peer, "HTTP connection refused: too many open");
-                tokio::spawn(async move {
-                    let mut sock = sock;
-                    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-                        let _ = sock.write_all(BUSY.as_bytes()).await;
-                        let _ = sock.shutdown().await;
-                    })
-                    .await;
-                });
-                continue;
-            };
-            let _ = sock.set_nodelay(true);
-            let mut io = TimeoutStream::new(sock);
-            io.set_read_timeout(Some(guard.idle));
-            let conn = Guarded {
-                io: Box::pin(io),
-                _place: place,
-                peer,
-            };
-            return Some((Ok(conn), (listener, places)));
-        }
-    })
+                };
+                let _ = sock.set_nodelay(true);
+                let mut io = TimeoutStream::new(sock);
+                io.set_read_timeout(Some(guard.idle));
+                let conn = Guarded {
+                    io: Box::pin(io),
+                    _place: place,
+                    _address_place: address_place,
+                    peer,
+                };
+                return Some((Ok(conn), (listener, places, per_address)));
+            }
+        },
+    )
 }
 
 #[cfg(test)]
@@ -213,7 +244,8 @@ mod tests {
 
     #[test]
     fn the_busy_answer_is_well_formed() {
-        let (head, body) = BUSY.split_once("\r\n\r\n").unwrap();
+        let answer = busy("too many \"open\" connections");
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
         let len: usize = head
             .lines()
             .find_map(|l| l.strip_prefix("Content-Length: "))
@@ -223,5 +255,65 @@ mod tests {
         assert_eq!(body.len(), len);
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"]["code"], "OVERLOADED");
+        assert_eq!(v["error"]["message"], "too many \"open\" connections");
+    }
+
+    /// One address holds at most its share: the next is answered 503 at once, while another
+    /// address still gets in; a closed connection gives its place back.
+    #[tokio::test]
+    async fn one_address_cannot_hold_every_connection() {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let guard = Guard {
+            max_per_address: 2,
+            ..Guard::default()
+        };
+        let accepted = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            let mut conns = std::pin::pin!(guarded(listener, guard));
+            while let Some(Ok(c)) = conns.next().await {
+                held.lock().unwrap().push(c);
+            }
+        });
+        let from = |ip: &str| {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            async move {
+                let s = tokio::net::TcpSocket::new_v4().unwrap();
+                s.bind(SocketAddr::new(ip, 0)).unwrap();
+                s.connect(addr).await.unwrap()
+            }
+        };
+        let _a1 = from("127.0.0.1").await;
+        let _a2 = from("127.0.0.1").await;
+        let mut a3 = from("127.0.0.1").await;
+        let mut answer = String::new();
+        a3.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("from this address"), "{answer}");
+        let _b1 = from("127.0.0.2").await;
+        for _ in 0..100 {
+            if accepted.lock().unwrap().len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            accepted.lock().unwrap().len(),
+            3,
+            "two from one address, one from another"
+        );
+        // The server closes one of the first address's connections: its place is free again.
+        accepted.lock().unwrap().remove(0);
+        let _a4 = from("127.0.0.1").await;
+        for _ in 0..100 {
+            if accepted.lock().unwrap().len() == 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(accepted.lock().unwrap().len(), 3);
     }
 }

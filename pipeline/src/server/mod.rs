@@ -219,7 +219,9 @@ pub struct Api {
     /// Requests per credential.
     pub limiter: RateLimiter,
     /// Failed key checks per client address (shared with the MQTT gate's logins).
-    pub failed_auth: Arc<kaiabc_connectors::failed_auth::FailedAuth>,
+    pub failed_auth: Arc<kaiabc_connectors::address_limits::FailedAuth>,
+    /// Key checks under way per client address.
+    pub checks: kaiabc_connectors::address_limits::Checks,
     /// Where control commands are logged before they enter the dataflow.
     pub control_log: ControlLog,
     /// The configuration every node shares (each node's own settings go over it).
@@ -287,9 +289,19 @@ fn authorise(
                                 )
                             })?;
                             let ip = peer.map(|p| p.0.ip());
-                            if let Some(left) = ip.and_then(|ip| api.failed_auth.blocked(ip)) {
-                                return Err(warp::reject::custom(Blocked(left)));
-                            }
+                            // A key checked before passes without a turn; a new one waits for
+                            // its address's turn, and is refused without a check once that
+                            // address has failed its share this minute.
+                            let _turn = match ip {
+                                Some(ip) if !api.registry.verified(&key) => {
+                                    let turn = api.checks.turn(ip).await;
+                                    if let Some(left) = api.failed_auth.blocked(ip) {
+                                        return Err(warp::reject::custom(Blocked(left)));
+                                    }
+                                    Some(turn)
+                                }
+                                _ => None,
+                            };
                             // argon2 is slow by design: off the async threads.
                             let reg = Arc::clone(&api.registry);
                             let node = tokio::task::spawn_blocking(move || reg.authenticate(&key))
@@ -1080,7 +1092,7 @@ fn rejection(r: Rejection) -> warp::reply::Response {
             "RATE_LIMITED",
             format!(
                 "more than {} failed key checks from this address in a minute; retry in {secs} s",
-                kaiabc_connectors::failed_auth::FAILED_PER_MINUTE
+                kaiabc_connectors::address_limits::FAILED_PER_MINUTE
             ),
         );
         resp.headers_mut()
@@ -1169,6 +1181,7 @@ mod tests {
             lake: dir.join("lake"),
             limiter: RateLimiter::new(limits),
             failed_auth: Arc::default(),
+            checks: Default::default(),
             control_log: ControlLog::at(&dir.join("lake")),
             node_cfg: Arc::new(test_cfg()),
             book: SettingsBook::default(),
@@ -1461,10 +1474,25 @@ mod tests {
             s.read_to_string(&mut out).await.unwrap();
             out
         };
-        for i in 0..kaiabc_connectors::failed_auth::FAILED_PER_MINUTE {
-            let wrong = post("127.0.0.2", format!("{key}{i}")).await;
-            assert!(wrong.starts_with("HTTP/1.1 401"), "{wrong}");
-        }
+        // 60 wrong keys at once: they take turns, and once 20 have failed the rest are refused
+        // without a check (those already in their turn finish theirs).
+        use kaiabc_connectors::address_limits::{CHECKS_PER_ADDRESS, FAILED_PER_MINUTE};
+        let wrong: Vec<String> =
+            futures_util::future::join_all((0..60).map(|i| post("127.0.0.2", format!("{key}{i}"))))
+                .await;
+        let count = |status: &str| wrong.iter().filter(|a| a.starts_with(status)).count();
+        assert_eq!(count("HTTP/1.1 401") + count("HTTP/1.1 429"), 60);
+        let limit = FAILED_PER_MINUTE as usize;
+        assert!(
+            (limit..=limit + CHECKS_PER_ADDRESS).contains(&count("HTTP/1.1 401")),
+            "{} checked",
+            count("HTTP/1.1 401")
+        );
+        let hashed = api.registry.hashed();
+        assert!(
+            hashed <= (limit + CHECKS_PER_ADDRESS) as u64,
+            "{hashed} argon2 checks"
+        );
         let blocked = post("127.0.0.2", key.clone()).await;
         assert!(blocked.starts_with("HTTP/1.1 429"), "{blocked}");
         assert!(blocked.contains("failed key checks"), "{blocked}");
