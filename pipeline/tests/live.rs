@@ -706,10 +706,16 @@ fn rate_limits_answer_429_with_retry_after_and_count_down_in_headers() {
     );
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (429, Some("RATE_LIMITED"))
+        (429, Some("RATE_LIMIT_EXCEEDED"))
     );
     assert_eq!(last_header("retry-after").as_deref(), Some("20"));
+    assert_eq!(body["error"]["retry_after_seconds"], 20);
     assert_eq!(last_header("x-ratelimit-remaining").as_deref(), Some("0"));
+    // The contract's reset is a Unix time: when the bucket is full again.
+    let reset: i64 = last_header("x-ratelimit-reset").unwrap().parse().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    assert!((now..=now + 120).contains(&reset), "{reset} vs now {now}");
+    assert_eq!(last_header("x-api-version").as_deref(), Some("1.0.0"));
     // The admin's own bucket is separate.
     let (status, _) = request(
         http,

@@ -106,7 +106,7 @@ def test_first_boot_registers_and_saves_the_key():
 
 def test_registration_conflicts_and_refusals_need_a_new_config():
     for resp, words in ((Resp(409, {"error": {"code": "NODE_EXISTS"}}), "already registered"),
-                        (Resp(403, {"error": {"code": "FORBIDDEN", "message": "m"}}), "403")):
+                        (Resp(403, {"error": {"code": "PERMISSION_DENIED", "message": "m"}}), "403")):
         d, raw, cfg, rq = provisioning(resp)
         e = raises(app.ProvisionError, app.provision, cfg, raw, d + "/config.json", rq,
                    log=lambda m: None)

@@ -54,19 +54,31 @@ pub fn error_body(
     code: &str,
     message: impl Into<String>,
 ) -> warp::reply::Response {
+    error_body_with(status, code, message, serde_json::Map::new())
+}
+
+/// [`error_body`] with more fields in `error` (`retry_after_seconds`, `details`).
+pub fn error_body_with(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> warp::reply::Response {
     let id = request_id();
     let message = message.into();
     if status.is_server_error() {
         tracing::warn!(request_id = %id, %code, %message, "request failed");
     }
-    let body = serde_json::json!({
-        "error": {
-            "code": code,
-            "message": message,
-            "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
-            "request_id": id,
-        }
+    let mut error = serde_json::json!({
+        "code": code,
+        "message": message,
+        "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
+        "request_id": id,
     });
+    if let serde_json::Value::Object(e) = &mut error {
+        e.extend(extra);
+    }
+    let body = serde_json::json!({ "error": error });
     let mut resp = warp::reply::with_status(warp::reply::json(&body), status).into_response();
     if let Ok(v) = warp::http::HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", v);
@@ -201,6 +213,9 @@ fn rank(r: Role) -> u8 {
     }
 }
 
+/// The version of the API contract served under `/v1` (`X-API-Version` on every answer).
+pub const API_VERSION: &str = "1.0.0";
+
 /// What the API serves from and writes to.
 #[derive(Debug)]
 pub struct Api {
@@ -284,7 +299,7 @@ fn authorise(
                             let key = key.ok_or_else(|| {
                                 refuse(
                                     StatusCode::UNAUTHORIZED,
-                                    "UNAUTHORIZED",
+                                    "AUTHENTICATION_FAILED",
                                     "X-API-Key is required",
                                 )
                             })?;
@@ -317,7 +332,11 @@ fn authorise(
                                     if let Some(ip) = ip {
                                         api.failed_auth.failed(ip);
                                     }
-                                    refuse(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
+                                    refuse(
+                                        StatusCode::UNAUTHORIZED,
+                                        "AUTHENTICATION_FAILED",
+                                        e.to_string(),
+                                    )
                                 })?;
                             Ok(Principal::Node(node))
                         }
@@ -331,17 +350,21 @@ fn authorise(
                                 .ok_or_else(|| {
                                     refuse(
                                         StatusCode::UNAUTHORIZED,
-                                        "UNAUTHORIZED",
+                                        "AUTHENTICATION_FAILED",
                                         "a bearer token is required (Authorization: Bearer …)",
                                     )
                                 })?;
                             let claims = api.jwt.verify(&token).map_err(|e| {
-                                refuse(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", e.to_string())
+                                refuse(
+                                    StatusCode::UNAUTHORIZED,
+                                    "AUTHENTICATION_FAILED",
+                                    e.to_string(),
+                                )
                             })?;
                             if rank(claims.role) < rank(role) {
                                 return Err(refuse(
                                     StatusCode::FORBIDDEN,
-                                    "FORBIDDEN",
+                                    "PERMISSION_DENIED",
                                     format!(
                                         "role {:?} may not do this (needs {role:?})",
                                         claims.role
@@ -489,7 +512,7 @@ pub fn routes(
                         // A node reads its own clock only; without node_id, its own.
                         (Principal::Node(own), Some(n)) if n != own => error_body(
                             StatusCode::FORBIDDEN,
-                            "FORBIDDEN",
+                            "PERMISSION_DENIED",
                             format!("the API key of node {own:?} may not read node {n:?}"),
                         ),
                         (Principal::Node(own), _) => latest_state(&shared, Some(own)),
@@ -662,6 +685,11 @@ pub fn routes(
         .recover(|r: Rejection| async move { Ok::<_, Infallible>(rejection(r)) })
         .unify()
         .map(|mut resp: warp::reply::Response| {
+            // Every answer names the API's version (the contract's `X-API-Version`).
+            resp.headers_mut().insert(
+                "x-api-version",
+                warp::http::HeaderValue::from_static(API_VERSION),
+            );
             // Every answer names its request; an error body already did.
             if !resp.headers().contains_key("x-request-id") {
                 if let Ok(v) = warp::http::HeaderValue::from_str(&request_id()) {
@@ -773,7 +801,11 @@ fn rate_headers(h: &mut warp::http::HeaderMap, v: &Verdict) {
     };
     set("x-ratelimit-limit", u64::from(v.limit));
     set("x-ratelimit-remaining", u64::from(v.remaining));
-    set("x-ratelimit-reset", v.reset_seconds);
+    // The contract's reset is a time (Unix seconds) at which the bucket is full again.
+    set(
+        "x-ratelimit-reset",
+        (Utc::now().timestamp().max(0) as u64).saturating_add(v.reset_seconds),
+    );
 }
 
 /// `GET /v1/diagnostics/performance`: what the pipeline has done and how long a reading takes,
@@ -922,7 +954,7 @@ async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::rep
     let Principal::Node(node) = who else {
         return error_body(
             StatusCode::FORBIDDEN,
-            "FORBIDDEN",
+            "PERMISSION_DENIED",
             "a node API key is required",
         );
     };
@@ -1005,7 +1037,7 @@ async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::rep
     if foreign > 0 {
         return error_body(
             StatusCode::FORBIDDEN,
-            "FORBIDDEN",
+            "PERMISSION_DENIED",
             format!("this API key is for node {node:?} only; nothing was accepted"),
         );
     }
@@ -1069,15 +1101,23 @@ fn node_state(
     })
 }
 
+/// The contract's `retry_after_seconds` beside a 429's message.
+fn retry_after_seconds(secs: u64) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("retry_after_seconds".into(), secs.into());
+    m
+}
+
 fn rejection(r: Rejection) -> warp::reply::Response {
     if let Some(Limited(v)) = r.find::<Limited>() {
-        let mut resp = error_body(
+        let mut resp = error_body_with(
             StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
+            "RATE_LIMIT_EXCEEDED",
             format!(
-                "more than {} requests a minute; retry in {} s",
+                "rate limit of {} requests a minute exceeded; retry in {} s",
                 v.limit, v.retry_after
             ),
+            retry_after_seconds(v.retry_after),
         );
         rate_headers(resp.headers_mut(), v);
         if let Ok(h) = warp::http::HeaderValue::from_str(&v.retry_after.to_string()) {
@@ -1087,13 +1127,14 @@ fn rejection(r: Rejection) -> warp::reply::Response {
     } else if let Some(Blocked(left)) = r.find::<Blocked>() {
         // Rounded up: a client that waits this long is let in.
         let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-        let mut resp = error_body(
+        let mut resp = error_body_with(
             StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMITED",
+            "RATE_LIMIT_EXCEEDED",
             format!(
                 "more than {} failed key checks from this address in a minute; retry in {secs} s",
                 kaiabc_connectors::address_limits::FAILED_PER_MINUTE
             ),
+            retry_after_seconds(secs),
         );
         resp.headers_mut()
             .insert("retry-after", warp::http::HeaderValue::from(secs));
