@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use super::lake::{bad, encode, lake_get, run, span, time_filter, ts, Range, Refusal};
-use super::{at, body, error_body, Api, Route};
+use super::lake::{bad, encode, lake_get, run, span, time_filter, ts, Range};
+use super::{at, body, Api, ApiError, Route};
 use crate::auth::Principal;
 use crate::dataflow::inbound::Inbound;
 
@@ -59,7 +59,7 @@ const MAX_FAP: f64 = 0.01;
 const MAX_P: f64 = 0.05;
 
 /// Query rows as JSON objects.
-async fn rows(api: &Api, sql: &str) -> Result<Vec<Value>, Refusal> {
+async fn rows(api: &Api, sql: &str) -> Result<Vec<Value>, ApiError> {
     let batches = run(api, sql).await?;
     let json = encode(&batches, kaiabc_connectors::lake::OutputFormat::Json)?;
     Ok(serde_json::from_slice(&json).unwrap_or_default())
@@ -94,7 +94,7 @@ fn stats(x: &[f64], y: &[f64]) -> (f64, f64, Option<f64>) {
 /// from the hourly KOA rhythm windows whose Lomb–Scargle peak is significant.
 /// The Lomb–Scargle periodogram (power against period) of a node's states over a range,
 /// searched over the rhythm windows' period range, with its peak and false-alarm probability.
-async fn periodogram(api: Arc<Api>, q: PeriodogramQuery) -> Result<Response, Refusal> {
+async fn periodogram(api: Arc<Api>, q: PeriodogramQuery) -> Result<Response, ApiError> {
     use kaiabc_operators::rhythm::lomb_scargle::{LombScargle, PeakSearch};
     let r = Range::parse_for(q.node_id, &q.start, &q.end, PERIODOGRAM_DEFAULT_HOURS)?;
     let metric = q.metric.unwrap_or_else(|| "koa".into());
@@ -155,7 +155,7 @@ async fn periodogram(api: Arc<Api>, q: PeriodogramQuery) -> Result<Response, Ref
     Ok(warp::reply::json(&body).into_response())
 }
 
-async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Response, Refusal> {
+async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Response, ApiError> {
     let r = Range::parse_for(q.node_id, &q.start, &q.end, ANALYTICS_DEFAULT_HOURS)?;
     let sql = format!(
         "SELECT window_end, metric, period_hours, false_alarm_probability, power FROM rhythms \
@@ -221,7 +221,7 @@ async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Response, Refu
 /// 24 h cosinor of each window) and its phase-locking value — the mean resultant length of
 /// those angles, 1 for a fixed phase relation, near 0 for none (Lachaux et al. 1999, Hum.
 /// Brain Mapp. 8:194) — with the share of windows whose KOA period matches the temperature's.
-async fn entrainment_efficiency(api: Arc<Api>, q: RangeQuery) -> Result<Response, Refusal> {
+async fn entrainment_efficiency(api: Arc<Api>, q: RangeQuery) -> Result<Response, ApiError> {
     let r = Range::parse_for(q.node_id, &q.start, &q.end, ANALYTICS_DEFAULT_HOURS)?;
     let sql = format!(
         "SELECT window_end, metric, period_hours, false_alarm_probability, acrophase_rad, \
@@ -332,7 +332,7 @@ pub const MAX_BULK_READINGS: usize = 10_000;
 
 /// `GET /v1/bulk/oscillator-states`: states of many nodes, in (timestamp, node_id) order, a
 /// page at a time; the cursor is the last row's key.
-async fn bulk_states(api: Arc<Api>, q: BulkStatesQuery) -> Result<Response, Refusal> {
+async fn bulk_states(api: Arc<Api>, q: BulkStatesQuery) -> Result<Response, ApiError> {
     let nodes: Vec<String> = match &q.node_ids {
         None => Vec::new(),
         Some(s) => s.split(',').map(|n| n.trim().to_string()).collect(),
@@ -406,7 +406,7 @@ async fn bulk_states(api: Arc<Api>, q: BulkStatesQuery) -> Result<Response, Refu
 /// from a node's SD card; each node's readings enter the dataflow as one batch, and invalid
 /// ones become dead letters there, exactly as on the node's own path.
 fn bulk_readings(api: &Api, body: &[u8]) -> Response {
-    let bad = |m: String| error_body(StatusCode::BAD_REQUEST, "INVALID_PAYLOAD", m);
+    let bad = |m: String| ApiError::InvalidPayload(m).response();
     let items: Vec<Value> = match serde_json::from_slice::<Value>(body) {
         Ok(Value::Array(v)) => v,
         Ok(Value::Object(mut o)) => match o.remove("readings") {
@@ -414,14 +414,13 @@ fn bulk_readings(api: &Api, body: &[u8]) -> Response {
             _ => return bad("expected an array of readings or {\"readings\": [...]}".into()),
         },
         Ok(_) => return bad("expected an array of readings or {\"readings\": [...]}".into()),
-        Err(e) => return error_body(StatusCode::BAD_REQUEST, "PARSE_ERROR", e.to_string()),
+        Err(e) => return ApiError::ParseError(e.to_string()).response(),
     };
     if items.len() > MAX_BULK_READINGS {
-        return error_body(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "TOO_MANY_READINGS",
-            format!("at most {MAX_BULK_READINGS} readings per request"),
-        );
+        return ApiError::TooManyReadings(format!(
+            "at most {MAX_BULK_READINGS} readings per request"
+        ))
+        .response();
     }
     let now = Utc::now();
     let mut by_node: BTreeMap<Option<String>, Vec<Value>> = BTreeMap::new();

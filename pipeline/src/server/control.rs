@@ -17,7 +17,7 @@ use serde::Deserialize;
 use warp::http::StatusCode;
 use warp::Reply;
 
-use super::{error_body, Api};
+use super::{Api, ApiError};
 use crate::auth::Principal;
 use crate::dataflow::inbound::Inbound;
 use crate::dataflow::parse::CONTROL_SOURCE;
@@ -155,7 +155,7 @@ pub(super) fn issue(
     who: Principal,
     body: &[u8],
 ) -> warp::reply::Response {
-    let bad = |m: String| error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m);
+    let bad = |m: String| ApiError::InvalidParameter(m).response();
     let (node_id, action) = match endpoint {
         Endpoint::ManualOverride => match serde_json::from_slice::<OverrideBody>(body) {
             Ok(b) => {
@@ -213,7 +213,7 @@ pub(super) fn send(
     node_id: String,
     action: ControlAction,
 ) -> Result<ControlCommand, Box<warp::reply::Response>> {
-    let bad = |m: String| error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m);
+    let bad = |m: String| ApiError::InvalidParameter(m).response();
     if let Some(resp) = super::invalid_node_id(&node_id) {
         return Err(Box::new(resp));
     }
@@ -242,11 +242,9 @@ pub(super) fn send(
     };
     let line = serde_json::to_vec(&cmd).expect("a command always encodes");
     if let Err(e) = api.control_log.append(&line) {
-        return Err(Box::new(error_body(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            format!("writing the control log: {e}"),
-        )));
+        return Err(Box::new(
+            ApiError::Internal(format!("writing the control log: {e}")).response(),
+        ));
     }
     let _ = api.book.apply(&api.node_cfg, &cmd.node_id, &cmd.action);
     let inbound = Inbound {

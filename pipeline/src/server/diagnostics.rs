@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use super::{at, body, error_body, Api, Route};
+use super::{at, body, Api, ApiError, Route};
 use crate::auth::Principal;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -25,11 +25,10 @@ pub(super) struct LogQuery {
 fn logs(api: &Api, q: LogQuery) -> warp::reply::Response {
     let level = q.level.as_deref().unwrap_or("info");
     let Ok(min) = level.parse::<tracing::Level>() else {
-        return error_body(
-            StatusCode::BAD_REQUEST,
-            "INVALID_PARAMETER",
-            format!("level {level:?}: error, warn, info, debug or trace"),
-        );
+        return ApiError::InvalidParameter(format!(
+            "level {level:?}: error, warn, info, debug or trace"
+        ))
+        .response();
     };
     let limit = q.limit.unwrap_or(200).min(crate::logs::CAPACITY);
     let lines = api.logs.recent(min, limit);
@@ -179,18 +178,11 @@ fn templates() -> warp::reply::Response {
 /// `POST /v1/config/validate`: a config file (TOML) checked as `kaiabc run` would read it.
 fn validate(body: &[u8]) -> warp::reply::Response {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return error_body(
-            StatusCode::BAD_REQUEST,
-            "INVALID_PAYLOAD",
-            "send the config file (TOML) as the body",
-        );
+        return ApiError::InvalidPayload("send the config file (TOML) as the body".into())
+            .response();
     }
     let Ok(text) = std::str::from_utf8(body) else {
-        return error_body(
-            StatusCode::BAD_REQUEST,
-            "INVALID_PAYLOAD",
-            "the file is not UTF-8",
-        );
+        return ApiError::InvalidPayload("the file is not UTF-8".into()).response();
     };
     match crate::cli::check_config_text(text) {
         Ok(keys) => {

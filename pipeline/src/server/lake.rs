@@ -7,10 +7,9 @@ use std::sync::Arc;
 use chrono::Utc;
 use kaiabc_connectors::lake::RecordBatch;
 use serde::Deserialize;
-use warp::http::StatusCode;
 use warp::Reply;
 
-use super::{error_body, Api};
+use super::{Api, ApiError};
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub(super) struct HistoryQuery {
@@ -66,29 +65,14 @@ pub const MAX_EXPORT_ROWS: usize = 1_000_000;
 
 type Response = warp::reply::Response;
 
-/// Why a lake read is refused: small, so results stay cheap to pass around.
-pub(super) enum Refusal {
-    /// A parameter is wrong (400 `INVALID_PARAMETER`).
-    Bad(String),
-    /// The query failed (500 `QUERY_FAILED`).
-    Failed(String),
+/// A bad parameter of a lake read (400 `INVALID_PARAMETER`).
+pub(super) fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::InvalidParameter(msg.into())
 }
 
-impl Refusal {
-    pub(super) fn into_response(self) -> Response {
-        match self {
-            Self::Bad(m) => error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m),
-            Self::Failed(m) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "QUERY_FAILED", m),
-        }
-    }
-}
-
-pub(super) fn bad(msg: impl Into<String>) -> Refusal {
-    Refusal::Bad(msg.into())
-}
-
-pub(super) fn failed(e: impl std::fmt::Display) -> Refusal {
-    Refusal::Failed(e.to_string())
+/// A failed query over the lake (500 `QUERY_FAILED`).
+pub(super) fn failed(e: impl std::fmt::Display) -> ApiError {
+    ApiError::QueryFailed(e.to_string())
 }
 
 /// A node and a time range `[start, end)` in microseconds, checked.
@@ -104,7 +88,7 @@ impl Range {
         node: Option<String>,
         start: &Option<String>,
         end: &Option<String>,
-    ) -> Result<Self, Refusal> {
+    ) -> Result<Self, ApiError> {
         Self::parse_for(node, start, end, 24)
     }
 
@@ -114,7 +98,7 @@ impl Range {
         start: &Option<String>,
         end: &Option<String>,
         default_hours: i64,
-    ) -> Result<Self, Refusal> {
+    ) -> Result<Self, ApiError> {
         let Some(node) = node.filter(|n| crate::auth::valid_node_id(n)) else {
             return Err(bad(
                 "node_id is required (1-64 characters of A-Z a-z 0-9 _ -)",
@@ -140,8 +124,8 @@ pub(super) fn span(
     start: &Option<String>,
     end: &Option<String>,
     default_hours: i64,
-) -> Result<(i64, i64), Refusal> {
-    let parse = |name: &str, v: &Option<String>| -> Result<Option<i64>, Refusal> {
+) -> Result<(i64, i64), ApiError> {
+    let parse = |name: &str, v: &Option<String>| -> Result<Option<i64>, ApiError> {
         match v {
             None => Ok(None),
             Some(t) => kaiabc_schemas::parse_timestamp(t)
@@ -181,7 +165,7 @@ pub(super) fn ts(us: i64) -> String {
 }
 
 /// The SQL interval of a `resolution` (`None` for raw).
-fn interval_of(resolution: &str) -> Result<Option<&'static str>, Refusal> {
+fn interval_of(resolution: &str) -> Result<Option<&'static str>, ApiError> {
     if resolution == "raw" {
         return Ok(None);
     }
@@ -228,7 +212,7 @@ fn states_sql(r: &Range, interval: Option<&str>, after: Option<i64>, limit: usiz
     }
 }
 
-pub(super) async fn run(api: &Api, sql: &str) -> Result<Vec<RecordBatch>, Refusal> {
+pub(super) async fn run(api: &Api, sql: &str) -> Result<Vec<RecordBatch>, ApiError> {
     kaiabc_connectors::lake::query(&api.lake, sql)
         .await
         .map_err(failed)
@@ -237,7 +221,7 @@ pub(super) async fn run(api: &Api, sql: &str) -> Result<Vec<RecordBatch>, Refusa
 pub(super) fn encode(
     batches: &[RecordBatch],
     format: kaiabc_connectors::lake::OutputFormat,
-) -> Result<Vec<u8>, Refusal> {
+) -> Result<Vec<u8>, ApiError> {
     let mut out = Vec::new();
     kaiabc_connectors::lake::write_batches(batches, format, &mut out).map_err(failed)?;
     Ok(out)
@@ -249,7 +233,7 @@ pub(super) fn lake_get<Q, F, Fut>(api: &Arc<Api>, path: &'static str, handler: F
 where
     Q: serde::de::DeserializeOwned + Send + 'static,
     F: Fn(Arc<Api>, Q) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Result<Response, Refusal>> + Send + 'static,
+    Fut: std::future::Future<Output = Result<Response, ApiError>> + Send + 'static,
 {
     let a = Arc::clone(api);
     use warp::Filter;
@@ -257,14 +241,14 @@ where
         .and(warp::query::<Q>())
         .then(move |_: crate::auth::Principal, q: Q| {
             let answer = handler(Arc::clone(&a), q);
-            async move { answer.await.unwrap_or_else(Refusal::into_response) }
+            async move { answer.await.unwrap_or_else(ApiError::into_response) }
         })
         .boxed()
 }
 
 /// `GET /v1/oscillator/history`: a node's committed states from the lake, raw or averaged
 /// into time buckets, oldest first, a page at a time (`next_cursor`).
-pub(super) async fn history(api: Arc<Api>, q: HistoryQuery) -> Result<Response, Refusal> {
+pub(super) async fn history(api: Arc<Api>, q: HistoryQuery) -> Result<Response, ApiError> {
     let r = Range::parse(q.node_id, &q.start, &q.end)?;
     let limit = q.limit.unwrap_or(1000);
     if limit == 0 || limit > MAX_HISTORY_LIMIT {
@@ -304,7 +288,7 @@ pub(super) async fn history(api: Arc<Api>, q: HistoryQuery) -> Result<Response, 
 
 /// `GET /v1/analytics/export`: a node's `data` (states, readings or rhythms) in the range as
 /// CSV, JSON or Parquet, as a download. States may be downsampled with `resolution`.
-pub(super) async fn export(api: Arc<Api>, q: ExportQuery) -> Result<Response, Refusal> {
+pub(super) async fn export(api: Arc<Api>, q: ExportQuery) -> Result<Response, ApiError> {
     use kaiabc_connectors::lake::OutputFormat;
     let r = Range::parse(q.node_id, &q.start, &q.end)?;
     let format = q.format.unwrap_or_else(|| "csv".into());

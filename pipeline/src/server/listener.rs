@@ -122,7 +122,9 @@ impl AsyncWrite for Guarded {
 
 /// The answer to a connection beyond a limit: 503 `OVERLOADED`, then closed.
 fn busy(message: &str) -> String {
-    let body = serde_json::json!({"error": {"code": "OVERLOADED", "message": message}}).to_string();
+    let body = super::ApiError::Overloaded(message.to_string())
+        .body(&super::request_id())
+        .to_string();
     format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
          Retry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",

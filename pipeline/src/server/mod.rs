@@ -21,6 +21,7 @@ use crate::ratelimit::{Kind, RateLimiter, Verdict};
 mod analytics;
 mod control;
 mod diagnostics;
+mod error;
 mod lake;
 pub mod listener;
 mod openapi;
@@ -29,6 +30,7 @@ mod shift;
 
 use control::Endpoint;
 pub use control::{ControlLog, SettingsBook};
+pub use error::ApiError;
 pub use shift::PrcCache;
 
 use lake::{export, history, lake_get};
@@ -47,53 +49,13 @@ pub fn request_id() -> String {
     )
 }
 
-/// The specification's error body: `{"error": {"code", "message", "timestamp", "request_id"}}`,
-/// with the id also in `X-Request-Id` (and in the log, for server errors).
-pub fn error_body(
-    status: StatusCode,
-    code: &str,
-    message: impl Into<String>,
-) -> warp::reply::Response {
-    error_body_with(status, code, message, serde_json::Map::new())
-}
-
-/// [`error_body`] with more fields in `error` (`retry_after_seconds`, `details`).
-pub fn error_body_with(
-    status: StatusCode,
-    code: &str,
-    message: impl Into<String>,
-    extra: serde_json::Map<String, serde_json::Value>,
-) -> warp::reply::Response {
-    let id = request_id();
-    let message = message.into();
-    if status.is_server_error() {
-        tracing::warn!(request_id = %id, %code, %message, "request failed");
-    }
-    let mut error = serde_json::json!({
-        "code": code,
-        "message": message,
-        "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
-        "request_id": id,
-    });
-    if let serde_json::Value::Object(e) = &mut error {
-        e.extend(extra);
-    }
-    let body = serde_json::json!({ "error": error });
-    let mut resp = warp::reply::with_status(warp::reply::json(&body), status).into_response();
-    if let Ok(v) = warp::http::HeaderValue::from_str(&id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    resp
-}
-
 /// The 400 for a node id the API would not accept (`None` if it is fine).
 fn invalid_node_id(node: &str) -> Option<warp::reply::Response> {
     (!crate::auth::valid_node_id(node)).then(|| {
-        error_body(
-            StatusCode::BAD_REQUEST,
-            "INVALID_PARAMETER",
-            format!("node_id {node:?}: 1-64 characters of A-Z a-z 0-9 _ -"),
-        )
+        ApiError::InvalidParameter(format!(
+            "node_id {node:?}: 1-64 characters of A-Z a-z 0-9 _ -"
+        ))
+        .response()
     })
 }
 
@@ -249,20 +211,14 @@ pub struct Api {
     pub logs: Arc<crate::logs::LogRing>,
 }
 
-/// A refusal that becomes the specification's error body.
-#[derive(Debug)]
-struct Refused(StatusCode, &'static str, String);
-
-impl warp::reject::Reject for Refused {}
-
 /// A client address that failed too many key checks this minute, refused for so much longer.
 #[derive(Debug)]
 struct Blocked(std::time::Duration);
 
 impl warp::reject::Reject for Blocked {}
 
-fn refuse(status: StatusCode, code: &'static str, msg: impl Into<String>) -> Rejection {
-    warp::reject::custom(Refused(status, code, msg.into()))
+fn refuse(e: ApiError) -> Rejection {
+    warp::reject::custom(e)
 }
 
 /// Checks the caller against `need`: a bearer token (or `?token=`, for browsers' WebSockets)
@@ -297,11 +253,9 @@ fn authorise(
                         })),
                         Access::Node => {
                             let key = key.ok_or_else(|| {
-                                refuse(
-                                    StatusCode::UNAUTHORIZED,
-                                    "AUTHENTICATION_FAILED",
-                                    "X-API-Key is required",
-                                )
+                                refuse(ApiError::AuthenticationFailed(
+                                    "X-API-Key is required".into(),
+                                ))
                             })?;
                             let ip = peer.map(|p| p.0.ip());
                             // A key checked before passes without a turn; a new one waits for
@@ -321,22 +275,12 @@ fn authorise(
                             let reg = Arc::clone(&api.registry);
                             let node = tokio::task::spawn_blocking(move || reg.authenticate(&key))
                                 .await
-                                .map_err(|e| {
-                                    refuse(
-                                        StatusCode::INTERNAL_SERVER_ERROR,
-                                        "INTERNAL",
-                                        e.to_string(),
-                                    )
-                                })?
+                                .map_err(|e| refuse(ApiError::Internal(e.to_string())))?
                                 .map_err(|e| {
                                     if let Some(ip) = ip {
                                         api.failed_auth.failed(ip);
                                     }
-                                    refuse(
-                                        StatusCode::UNAUTHORIZED,
-                                        "AUTHENTICATION_FAILED",
-                                        e.to_string(),
-                                    )
+                                    refuse(ApiError::AuthenticationFailed(e.to_string()))
                                 })?;
                             Ok(Principal::Node(node))
                         }
@@ -348,28 +292,19 @@ fn authorise(
                                 .map(str::to_string)
                                 .or(from_query)
                                 .ok_or_else(|| {
-                                    refuse(
-                                        StatusCode::UNAUTHORIZED,
-                                        "AUTHENTICATION_FAILED",
-                                        "a bearer token is required (Authorization: Bearer …)",
-                                    )
+                                    refuse(ApiError::AuthenticationFailed(
+                                        "a bearer token is required (Authorization: Bearer …)"
+                                            .into(),
+                                    ))
                                 })?;
                             let claims = api.jwt.verify(&token).map_err(|e| {
-                                refuse(
-                                    StatusCode::UNAUTHORIZED,
-                                    "AUTHENTICATION_FAILED",
-                                    e.to_string(),
-                                )
+                                refuse(ApiError::AuthenticationFailed(e.to_string()))
                             })?;
                             if rank(claims.role) < rank(role) {
-                                return Err(refuse(
-                                    StatusCode::FORBIDDEN,
-                                    "PERMISSION_DENIED",
-                                    format!(
-                                        "role {:?} may not do this (needs {role:?})",
-                                        claims.role
-                                    ),
-                                ));
+                                return Err(refuse(ApiError::PermissionDenied(format!(
+                                    "role {:?} may not do this (needs {role:?})",
+                                    claims.role
+                                ))));
                             }
                             Ok(Principal::User(claims))
                         }
@@ -431,11 +366,9 @@ async fn read_body<B: bytes::Buf>(
     use bytes::BufMut;
     use futures_util::StreamExt;
     let too_large = || {
-        warp::reject::custom(Refused(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            format!("the body is larger than this endpoint takes ({limit} bytes)"),
-        ))
+        refuse(ApiError::PayloadTooLarge(format!(
+            "the body is larger than this endpoint takes ({limit} bytes)"
+        )))
     };
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
@@ -443,13 +376,8 @@ async fn read_body<B: bytes::Buf>(
     let mut out = bytes::BytesMut::with_capacity(declared.unwrap_or(0).min(limit) as usize);
     let mut stream = std::pin::pin!(stream);
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            warp::reject::custom(Refused(
-                StatusCode::BAD_REQUEST,
-                "INVALID_REQUEST",
-                format!("reading the body: {e}"),
-            ))
-        })?;
+        let chunk = chunk
+            .map_err(|e| refuse(ApiError::InvalidRequest(format!("reading the body: {e}"))))?;
         if (out.len() + chunk.remaining()) as u64 > limit {
             return Err(too_large());
         }
@@ -510,11 +438,10 @@ pub fn routes(
                 .map(
                     move |who: Principal, q: StateQuery| match (&who, q.node_id.as_deref()) {
                         // A node reads its own clock only; without node_id, its own.
-                        (Principal::Node(own), Some(n)) if n != own => error_body(
-                            StatusCode::FORBIDDEN,
-                            "PERMISSION_DENIED",
+                        (Principal::Node(own), Some(n)) if n != own => ApiError::PermissionDenied(
                             format!("the API key of node {own:?} may not read node {n:?}"),
-                        ),
+                        )
+                        .response(),
                         (Principal::Node(own), _) => latest_state(&shared, Some(own)),
                         (Principal::User(_), n) => latest_state(&shared, n),
                     },
@@ -738,15 +665,11 @@ fn wrong_method() -> Route {
                 if allowed.is_empty() || allowed.contains(&m.as_str()) {
                     return Err(warp::reject::not_found());
                 }
-                let mut resp = error_body(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "METHOD_NOT_ALLOWED",
-                    format!("{} serves {}", p.as_str(), allowed.join(", ")),
-                );
-                if let Ok(v) = warp::http::HeaderValue::from_str(&allowed.join(", ")) {
-                    resp.headers_mut().insert("allow", v);
+                Ok(ApiError::MethodNotAllowed {
+                    message: format!("{} serves {}", p.as_str(), allowed.join(", ")),
+                    allow: allowed,
                 }
-                Ok(resp)
+                .response())
             },
         )
         .boxed()
@@ -886,7 +809,7 @@ fn list_nodes(api: &Api) -> warp::reply::Response {
 async fn register(api: Arc<Api>, body: bytes::Bytes) -> warp::reply::Response {
     let req: Registration = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", e.to_string()),
+        Err(e) => return ApiError::InvalidParameter(e.to_string()).response(),
     };
     let reg = Arc::clone(&api.registry);
     let done = tokio::task::spawn_blocking(move || reg.register(req)).await;
@@ -909,41 +832,31 @@ async fn register(api: Arc<Api>, body: bytes::Bytes) -> warp::reply::Response {
             StatusCode::CREATED,
         )
         .into_response(),
-        Ok(Err(AuthError::Exists(n))) => error_body(
-            StatusCode::CONFLICT,
-            "NODE_EXISTS",
-            format!("node {n:?} is already registered"),
-        ),
-        Ok(Err(AuthError::Invalid(m))) => {
-            error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m)
+        Ok(Err(AuthError::Exists(n))) => {
+            ApiError::NodeExists(format!("node {n:?} is already registered")).response()
         }
-        Ok(Err(e)) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()),
-        Err(e) => error_body(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL", e.to_string()),
+        Ok(Err(AuthError::Invalid(m))) => ApiError::InvalidParameter(m).response(),
+        Ok(Err(e)) => ApiError::Internal(e.to_string()).response(),
+        Err(e) => ApiError::Internal(e.to_string()).response(),
     }
 }
 
 /// The answer when a message could not be made durable: nothing was accepted, send it again.
 pub(crate) fn not_stored(e: &crate::dataflow::inbound::IngestError) -> warp::reply::Response {
     use crate::dataflow::inbound::IngestError;
-    let (code, what) = match e {
-        IngestError::Stopping => ("SHUTTING_DOWN", "the pipeline is stopping"),
-        IngestError::Log(kaiabc_connectors::wal::WalError::Closed) => {
-            ("SHUTTING_DOWN", "the pipeline is stopping")
-        }
-        IngestError::Log(kaiabc_connectors::wal::WalError::Full { .. }) => {
-            ("OVERLOADED", "the pipeline is not keeping up")
-        }
-        _ => ("STORAGE_UNAVAILABLE", "the message could not be stored"),
-    };
+    use kaiabc_connectors::wal::WalError;
     tracing::warn!(error = %e, code = e.code(), "a request was not stored");
-    let mut resp = error_body(
-        StatusCode::SERVICE_UNAVAILABLE,
-        code,
-        format!("{what}; nothing was accepted, retry later ({e})"),
-    );
-    resp.headers_mut()
-        .insert("retry-after", warp::http::HeaderValue::from_static("1"));
-    resp
+    let then = format!("nothing was accepted, retry later ({e})");
+    match e {
+        IngestError::Stopping | IngestError::Log(WalError::Closed) => {
+            ApiError::ShuttingDown(format!("the pipeline is stopping; {then}"))
+        }
+        IngestError::Log(WalError::Full { .. }) => {
+            ApiError::Overloaded(format!("the pipeline is not keeping up; {then}"))
+        }
+        _ => ApiError::StorageUnavailable(format!("the message could not be stored; {then}")),
+    }
+    .response()
 }
 
 /// Readings over HTTP: checked here for the answer, and sent into the dataflow either way, where
@@ -952,11 +865,7 @@ pub(crate) fn not_stored(e: &crate::dataflow::inbound::IngestError) -> warp::rep
 /// accepted.
 async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::reply::Response {
     let Principal::Node(node) = who else {
-        return error_body(
-            StatusCode::FORBIDDEN,
-            "PERMISSION_DENIED",
-            "a node API key is required",
-        );
+        return ApiError::PermissionDenied("a node API key is required".into()).response();
     };
     let now = Utc::now();
     let items: Vec<serde_json::Value> = match serde_json::from_slice::<serde_json::Value>(body) {
@@ -965,21 +874,17 @@ async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::rep
             Some(serde_json::Value::Array(v)) => v.clone(),
             // A batch whose `readings` is not a list is a mistake, not a reading.
             Some(_) => {
-                return error_body(
-                    StatusCode::BAD_REQUEST,
-                    "INVALID_PAYLOAD",
-                    "readings must be an array of readings",
-                )
+                return ApiError::InvalidPayload("readings must be an array of readings".into())
+                    .response()
             }
             None => vec![serde_json::Value::Object(o)],
         },
         Ok(v @ serde_json::Value::Object(_)) => vec![v],
         Ok(_) => {
-            return error_body(
-                StatusCode::BAD_REQUEST,
-                "INVALID_PAYLOAD",
-                "expected a reading object (or, for /batch, an array of them)",
+            return ApiError::InvalidPayload(
+                "expected a reading object (or, for /batch, an array of them)".into(),
             )
+            .response()
         }
         Err(e) => {
             // Kept for the dead letters; the answer does not wait for it.
@@ -990,7 +895,7 @@ async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::rep
                 received_at: now,
             };
             api.ingest.submit(&unparsed, Box::new(|_| {}));
-            return error_body(StatusCode::BAD_REQUEST, "PARSE_ERROR", e.to_string());
+            return ApiError::ParseError(e.to_string()).response();
         }
     };
     let max_age = chrono::Duration::microseconds((api.node_cfg.max_age_hours * 3.6e9) as i64);
@@ -1004,7 +909,8 @@ async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::rep
         match verdict {
             Ok(r) if r.node_id != node => {
                 foreign += 1;
-                rejected.push(serde_json::json!({"index": i, "code": "INVALID_NODE_ID",
+                rejected.push(serde_json::json!({"index": i,
+                    "code": kaiabc_schemas::validate::Reason::InvalidNodeId.code(),
                     "message": format!("this key is for node {node:?}, not {:?}", r.node_id)}));
             }
             Ok(_) => {}
@@ -1035,23 +941,22 @@ async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::rep
         return not_stored(&e);
     }
     if foreign > 0 {
-        return error_body(
-            StatusCode::FORBIDDEN,
-            "PERMISSION_DENIED",
-            format!("this API key is for node {node:?} only; nothing was accepted"),
-        );
+        return ApiError::PermissionDenied(format!(
+            "this API key is for node {node:?} only; nothing was accepted"
+        ))
+        .response();
     }
     if kind == "temperature" && !rejected.is_empty() {
         let r = &rejected[0];
-        return error_body(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "VALIDATION_ERROR",
-            format!(
-                "{}: {}",
-                r["code"].as_str().unwrap_or(""),
-                r["message"].as_str().unwrap_or("")
-            ),
+        let (code, message) = (
+            r["code"].as_str().unwrap_or_default(),
+            r["message"].as_str().unwrap_or_default(),
         );
+        return ApiError::Validation {
+            message: format!("{code}: {message}"),
+            field_errors: Vec::new(),
+        }
+        .response();
     }
     warp::reply::with_status(
         warp::reply::json(&serde_json::json!({
@@ -1082,97 +987,73 @@ fn node_state(
         None if nodes.len() == 1 => shared.hub.state(&nodes[0]),
         None if nodes.is_empty() => None,
         None => {
-            return Err(Box::new(error_body(
-                StatusCode::BAD_REQUEST,
-                "INVALID_PARAMETER",
-                "node_id is required when more than one node reports",
-            )))
+            return Err(Box::new(
+                ApiError::InvalidParameter(
+                    "node_id is required when more than one node reports".into(),
+                )
+                .response(),
+            ))
         }
     };
     found.ok_or_else(|| {
-        Box::new(error_body(
-            StatusCode::NOT_FOUND,
-            "NODE_NOT_FOUND",
-            match node {
+        Box::new(
+            ApiError::NodeNotFound(match node {
                 Some(n) => format!("no state for node {n:?} yet"),
                 None => "no node has reported yet".to_string(),
-            },
-        ))
+            })
+            .response(),
+        )
     })
-}
-
-/// The contract's `retry_after_seconds` beside a 429's message.
-fn retry_after_seconds(secs: u64) -> serde_json::Map<String, serde_json::Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("retry_after_seconds".into(), secs.into());
-    m
 }
 
 fn rejection(r: Rejection) -> warp::reply::Response {
     if let Some(Limited(v)) = r.find::<Limited>() {
-        let mut resp = error_body_with(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMIT_EXCEEDED",
-            format!(
+        let mut resp = ApiError::RateLimitExceeded {
+            message: format!(
                 "rate limit of {} requests a minute exceeded; retry in {} s",
                 v.limit, v.retry_after
             ),
-            retry_after_seconds(v.retry_after),
-        );
-        rate_headers(resp.headers_mut(), v);
-        if let Ok(h) = warp::http::HeaderValue::from_str(&v.retry_after.to_string()) {
-            resp.headers_mut().insert("retry-after", h);
+            retry_after_seconds: v.retry_after,
         }
+        .response();
+        rate_headers(resp.headers_mut(), v);
         resp
     } else if let Some(Blocked(left)) = r.find::<Blocked>() {
         // Rounded up: a client that waits this long is let in.
         let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-        let mut resp = error_body_with(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RATE_LIMIT_EXCEEDED",
-            format!(
+        ApiError::RateLimitExceeded {
+            message: format!(
                 "more than {} failed key checks from this address in a minute; retry in {secs} s",
                 kaiabc_connectors::address_limits::FAILED_PER_MINUTE
             ),
-            retry_after_seconds(secs),
-        );
-        resp.headers_mut()
-            .insert("retry-after", warp::http::HeaderValue::from(secs));
-        resp
-    } else if let Some(Refused(status, code, msg)) = r.find::<Refused>() {
-        error_body(*status, code, msg.clone())
+            retry_after_seconds: secs,
+        }
+        .response()
+    } else if let Some(e) = r.find::<ApiError>() {
+        e.response()
     } else if r.is_not_found() {
-        error_body(StatusCode::NOT_FOUND, "NOT_FOUND", "no such endpoint")
+        ApiError::NotFound("no such endpoint".into()).response()
     } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
-        error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", e.to_string())
+        ApiError::InvalidParameter(e.to_string()).response()
     } else if r.find::<warp::ws::MissingConnectionUpgrade>().is_some() {
-        error_body(
-            StatusCode::BAD_REQUEST,
-            "INVALID_REQUEST",
-            "/v1/ws takes a WebSocket upgrade (Connection: upgrade, Upgrade: websocket)",
+        ApiError::InvalidRequest(
+            "/v1/ws takes a WebSocket upgrade (Connection: upgrade, Upgrade: websocket)".into(),
         )
+        .response()
     } else if let Some(e) = r.find::<warp::reject::MissingHeader>() {
-        error_body(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string())
+        ApiError::InvalidRequest(e.to_string()).response()
     } else if let Some(e) = r.find::<warp::reject::InvalidHeader>() {
-        error_body(StatusCode::BAD_REQUEST, "INVALID_REQUEST", e.to_string())
+        ApiError::InvalidRequest(e.to_string()).response()
     } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
-        error_body(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "PAYLOAD_TOO_LARGE",
-            "the body is larger than this endpoint takes",
-        )
+        ApiError::PayloadTooLarge("the body is larger than this endpoint takes".into()).response()
     } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
-        error_body(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "METHOD_NOT_ALLOWED",
-            "method not allowed",
-        )
+        ApiError::MethodNotAllowed {
+            message: "method not allowed".into(),
+            allow: Vec::new(),
+        }
+        .response()
     } else {
-        error_body(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            format!("{r:?}"),
-        )
+        ApiError::Internal(format!("{r:?}")).response()
     }
 }
 

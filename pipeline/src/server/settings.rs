@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use super::{at, body, control, error_body, Api, Route};
+use super::{at, body, control, Api, ApiError, Route};
 use crate::auth::Principal;
 
 /// `?node_id=`: a node's settings, or the shared ones without it.
@@ -104,7 +104,7 @@ fn with_node(node: Option<&str>, mut v: Value) -> Value {
 /// A PUT: `{"node_id": …, <fields to change>}` → a control command; 202 with the values the
 /// node will hold.
 fn put(api: &Api, group: Group, who: Principal, body: &[u8]) -> warp::reply::Response {
-    let bad = |m: String| error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m);
+    let bad = |m: String| ApiError::InvalidParameter(m).response();
     let mut v: serde_json::Map<String, Value> = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return bad(format!("expected a JSON object: {e}")),

@@ -14,7 +14,7 @@ use serde_json::json;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use super::{at, body, control, error_body, Api, Route};
+use super::{at, body, control, Api, ApiError, Route};
 use crate::auth::Principal;
 
 /// Curves already computed, by their inputs (a curve takes up to seconds; a dashboard asks
@@ -109,20 +109,8 @@ async fn curve(
     }
     let computed = tokio::task::spawn_blocking(move || phase_response_curve(&clock, &prc))
         .await
-        .map_err(|e| {
-            Box::new(error_body(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "INTERNAL",
-                e.to_string(),
-            ))
-        })?
-        .map_err(|e| {
-            Box::new(error_body(
-                StatusCode::BAD_REQUEST,
-                "INVALID_PARAMETER",
-                e.to_string(),
-            ))
-        })?;
+        .map_err(|e| Box::new(ApiError::Internal(e.to_string()).response()))?
+        .map_err(|e| Box::new(ApiError::InvalidParameter(e.to_string()).response()))?;
     let c = Arc::new(computed);
     if let Ok(mut m) = api.prcs.curves.lock() {
         if m.len() >= CACHE_CURVES {
@@ -156,7 +144,7 @@ async fn get_prc(api: Arc<Api>, q: PrcQuery) -> warp::reply::Response {
 }
 
 async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp::reply::Response {
-    let bad = |m: String| error_body(StatusCode::BAD_REQUEST, "INVALID_PARAMETER", m);
+    let bad = |m: String| ApiError::InvalidParameter(m).response();
     let req: ShiftRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -178,14 +166,11 @@ async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp:
         return resp;
     }
     let Some(now) = api.shared.hub.state(&req.node_id) else {
-        return error_body(
-            StatusCode::NOT_FOUND,
-            "NODE_NOT_FOUND",
-            format!(
-                "node {:?} has no clock yet: a shift is planned from its current phase",
-                req.node_id
-            ),
-        );
+        return ApiError::NodeNotFound(format!(
+            "node {:?} has no clock yet: a shift is planned from its current phase",
+            req.node_id
+        ))
+        .response();
     };
     let signs: &[f64] = match req.direction {
         Direction::Warm => &[1.0],
