@@ -8,30 +8,37 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
-use serde::Deserialize;
 use warp::filters::BoxedFilter;
-use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::auth::{AuthError, Claims, Jwt, Principal, Registration, Registry, Role};
-use crate::dataflow::inbound::{Inbound, Ingest};
+use crate::auth::{Jwt, Principal, Registry, Role};
+use crate::dataflow::inbound::Ingest;
 use crate::dataflow::live::LiveShared;
-use crate::ratelimit::{Kind, RateLimiter, Verdict};
+use crate::ratelimit::{RateLimiter, Verdict};
 
+mod access;
 mod analytics;
 mod control;
+mod dashboard;
 mod diagnostics;
 mod error;
+mod ingest;
 mod lake;
 pub mod listener;
+mod nodes;
 mod openapi;
 mod settings;
 mod shift;
+mod status;
 
+pub use access::Access;
+use access::{authorise, rate_headers, rate_limit, refuse, Blocked, Limited};
 use control::Endpoint;
 pub use control::{ControlLog, SettingsBook};
 pub use error::ApiError;
+pub(crate) use ingest::not_stored;
 pub use shift::PrcCache;
+use status::{latest_state, node_state, performance, StateQuery};
 
 use lake::{export, history, lake_get};
 
@@ -57,27 +64,6 @@ fn invalid_node_id(node: &str) -> Option<warp::reply::Response> {
         ))
         .response()
     })
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-struct StateQuery {
-    #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
-    node_id: Option<String>,
-}
-
-/// Who may call an endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    /// Anyone (health checks, Prometheus scrapes).
-    Public,
-    /// A person whose token's role is at least this one.
-    AtLeast(Role),
-    /// A sensor node with its API key (`X-API-Key`).
-    Node,
-    /// A node's API key for that node's own data (the handler holds it to its node), or a
-    /// person whose token's role is at least this one: nodes that cannot use MQTT poll their
-    /// clock's output over HTTP.
-    OwnNodeOr(Role),
 }
 
 /// The endpoint × role table the server enforces (and the tests walk exhaustively).
@@ -167,14 +153,6 @@ fn access(method: &str, path: &str) -> Access {
         .unwrap_or_else(|| panic!("{method} {path} is not in ENDPOINTS"))
 }
 
-fn rank(r: Role) -> u8 {
-    match r {
-        Role::Admin => 3,
-        Role::Researcher => 2,
-        Role::Observer => 1,
-    }
-}
-
 /// The version of the API contract served under `/v1` (`X-API-Version` on every answer).
 pub const API_VERSION: &str = "1.0.0";
 
@@ -209,118 +187,6 @@ pub struct Api {
     pub prcs: PrcCache,
     /// Recent log lines for `/v1/diagnostics/logs`.
     pub logs: Arc<crate::logs::LogRing>,
-}
-
-/// A client address that failed too many key checks this minute, refused for so much longer.
-#[derive(Debug)]
-struct Blocked(std::time::Duration);
-
-impl warp::reject::Reject for Blocked {}
-
-fn refuse(e: ApiError) -> Rejection {
-    warp::reject::custom(e)
-}
-
-/// Checks the caller against `need`: a bearer token (or `?token=`, for browsers' WebSockets)
-/// or an `X-API-Key`.
-fn authorise(
-    api: Arc<Api>,
-    need: Access,
-) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and(warp::header::optional::<String>("x-api-key"))
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and(warp::ext::optional::<listener::Peer>())
-        .and_then(
-            move |bearer: Option<String>,
-                  key: Option<String>,
-                  query: String,
-                  peer: Option<listener::Peer>| {
-                let api = Arc::clone(&api);
-                async move {
-                    let need = match need {
-                        Access::OwnNodeOr(_) if key.is_some() => Access::Node,
-                        Access::OwnNodeOr(role) => Access::AtLeast(role),
-                        other => other,
-                    };
-                    match need {
-                        Access::OwnNodeOr(_) => unreachable!("mapped above"),
-                        Access::Public => Ok(Principal::User(Claims {
-                            sub: "anonymous".into(),
-                            role: Role::Observer,
-                            iat: 0,
-                            exp: 0,
-                        })),
-                        Access::Node => {
-                            let key = key.ok_or_else(|| {
-                                refuse(ApiError::AuthenticationFailed(
-                                    "X-API-Key is required".into(),
-                                ))
-                            })?;
-                            let ip = peer.map(|p| p.0.ip());
-                            // A key checked before passes without a turn; a new one waits for
-                            // its address's turn, and is refused without a check once that
-                            // address has failed its share this minute.
-                            let _turn = match ip {
-                                Some(ip) if !api.registry.verified(&key) => {
-                                    let turn = api.checks.turn(ip).await;
-                                    if let Some(left) = api.failed_auth.blocked(ip) {
-                                        return Err(warp::reject::custom(Blocked(left)));
-                                    }
-                                    Some(turn)
-                                }
-                                _ => None,
-                            };
-                            // argon2 is slow by design: off the async threads.
-                            let reg = Arc::clone(&api.registry);
-                            let node = tokio::task::spawn_blocking(move || reg.authenticate(&key))
-                                .await
-                                .map_err(|e| refuse(ApiError::Internal(e.to_string())))?
-                                .map_err(|e| {
-                                    if let Some(ip) = ip {
-                                        api.failed_auth.failed(ip);
-                                    }
-                                    refuse(ApiError::AuthenticationFailed(e.to_string()))
-                                })?;
-                            Ok(Principal::Node(node))
-                        }
-                        Access::AtLeast(role) => {
-                            let from_query = serde_urlencoded_token(&query);
-                            let token = bearer
-                                .as_deref()
-                                .and_then(|b| b.strip_prefix("Bearer "))
-                                .map(str::to_string)
-                                .or(from_query)
-                                .ok_or_else(|| {
-                                    refuse(ApiError::AuthenticationFailed(
-                                        "a bearer token is required (Authorization: Bearer …)"
-                                            .into(),
-                                    ))
-                                })?;
-                            let claims = api.jwt.verify(&token).map_err(|e| {
-                                refuse(ApiError::AuthenticationFailed(e.to_string()))
-                            })?;
-                            if rank(claims.role) < rank(role) {
-                                return Err(refuse(ApiError::PermissionDenied(format!(
-                                    "role {:?} may not do this (needs {role:?})",
-                                    claims.role
-                                ))));
-                            }
-                            Ok(Principal::User(claims))
-                        }
-                    }
-                }
-            },
-        )
-}
-
-/// The `token` parameter of a raw query string (JWTs need no percent-decoding).
-fn serde_urlencoded_token(query: &str) -> Option<String> {
-    query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .filter(|t| !t.is_empty())
-        .map(str::to_string)
 }
 
 /// One endpoint's filter chain, boxed so the routes can be listed and folded.
@@ -397,36 +263,7 @@ pub fn routes(
         let shared = Arc::clone(&shared);
         all.push(
             at(&api, "GET", "/v1/health")
-                .map(move |_: Principal| {
-                    let nodes = shared.hub.nodes().len();
-                    let connected = shared.metrics.connected_nodes();
-                    // The lake is the database: while it cannot be written the server says so
-                    // (503, so health checks and load balancers see it), with the reason.
-                    let failing = shared.durability.failing();
-                    let mut body = serde_json::json!({
-                        "status": if failing.is_some() { "degraded" } else { "healthy" },
-                        "version": env!("CARGO_PKG_VERSION"),
-                        "uptime_seconds": started.elapsed().as_secs(),
-                        "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
-                        "components": {
-                            "ode_solver": "operational",
-                            "database": if failing.is_some() { "failing" } else { "operational" },
-                            "sensor_nodes": { "connected": connected, "total": nodes },
-                        },
-                    });
-                    let status = match &failing {
-                        Some(f) => {
-                            body["problems"] = serde_json::json!([{
-                                "component": "database",
-                                "reason": f.reason,
-                                "failing_for_seconds": f.since.elapsed().as_secs_f64(),
-                            }]);
-                            StatusCode::SERVICE_UNAVAILABLE
-                        }
-                        None => StatusCode::OK,
-                    };
-                    warp::reply::with_status(warp::reply::json(&body), status).into_response()
-                })
+                .map(move |_: Principal| status::health(&shared, started))
                 .boxed(),
         );
     }
@@ -472,32 +309,7 @@ pub fn routes(
         let shared = Arc::clone(&shared);
         all.push(
             at(&api, "GET", "/metrics")
-                .map(move |_: Principal| {
-                    let hub = &shared.hub;
-                    let mut text = shared.metrics.render(
-                        hub.clients.load(std::sync::atomic::Ordering::Relaxed),
-                        hub.resyncs.load(std::sync::atomic::Ordering::Relaxed),
-                    );
-                    let states: Vec<_> = hub
-                        .nodes()
-                        .into_iter()
-                        .filter_map(|n| {
-                            let online = shared.metrics.node_online(&n);
-                            hub.state(&n).map(|s| (s, online))
-                        })
-                        .collect();
-                    let gauges: Vec<_> = states
-                        .iter()
-                        .map(|(state, online)| crate::metrics::NodeGauge {
-                            state,
-                            online: *online,
-                        })
-                        .collect();
-                    crate::metrics::render_node_gauges(&mut text, &gauges);
-                    shared.durability.render(&mut text);
-                    warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4")
-                        .into_response()
-                })
+                .map(move |_: Principal| status::metrics(&shared))
                 .boxed(),
         );
     }
@@ -520,7 +332,7 @@ pub fn routes(
         let api2 = Arc::clone(&api);
         all.push(
             at(&api, "GET", "/v1/sensors/nodes")
-                .map(move |_: Principal| list_nodes(&api2))
+                .map(move |_: Principal| nodes::list_nodes(&api2))
                 .boxed(),
         );
     }
@@ -529,7 +341,9 @@ pub fn routes(
         all.push(
             at(&api, "POST", "/v1/sensors/nodes")
                 .and(body(16 * 1024))
-                .then(move |_: Principal, body: bytes::Bytes| register(Arc::clone(&api2), body))
+                .then(move |_: Principal, body: bytes::Bytes| {
+                    nodes::register(Arc::clone(&api2), body)
+                })
                 .boxed(),
         );
     }
@@ -543,7 +357,7 @@ pub fn routes(
                 .and(body(1024 * 1024))
                 .then(move |who: Principal, body: bytes::Bytes| {
                     let api = Arc::clone(&api2);
-                    async move { ingest(&api, kind, who, &body).await }
+                    async move { ingest::ingest(&api, kind, who, &body).await }
                 })
                 .boxed(),
         );
@@ -569,31 +383,10 @@ pub fn routes(
     all.extend(shift::routes(&api));
     all.extend(analytics::routes(&api));
     all.extend(diagnostics::routes(&api));
-    // The dashboard: one static page built into the binary, public like any web page (it
-    // asks for a token and calls the API with it).
     all.push(
         warp::get()
             .and(warp::path::end())
-            .map(|| {
-                let mut resp = warp::reply::html(DASHBOARD).into_response();
-                let h = resp.headers_mut();
-                // Its script and style are inline in the page; it talks to this origin only,
-                // and no other site may frame it (clickjacking the controls).
-                h.insert("content-security-policy", DASHBOARD_CSP.clone());
-                h.insert(
-                    "x-frame-options",
-                    warp::http::HeaderValue::from_static("DENY"),
-                );
-                h.insert(
-                    "x-content-type-options",
-                    warp::http::HeaderValue::from_static("nosniff"),
-                );
-                h.insert(
-                    "referrer-policy",
-                    warp::http::HeaderValue::from_static("no-referrer"),
-                );
-                resp
-            })
+            .map(dashboard::page)
             .boxed(),
     );
     all.push(wrong_method());
@@ -627,29 +420,6 @@ pub fn routes(
         })
 }
 
-/// The dashboard's Content-Security-Policy: its own script (by its SHA-256, so no other inline
-/// script runs) and inline style, data from this origin only (REST and WebSocket), no frames,
-/// plugins or forms elsewhere.
-static DASHBOARD_CSP: std::sync::LazyLock<warp::http::HeaderValue> =
-    std::sync::LazyLock::new(|| {
-        use base64::Engine;
-        use sha2::Digest;
-        let script = DASHBOARD
-            .split_once("<script>")
-            .and_then(|(_, rest)| rest.split_once("</script>"))
-            .map_or("", |(s, _)| s);
-        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
-        let csp = format!(
-            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; \
-             img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; \
-             frame-ancestors 'none'"
-        );
-        warp::http::HeaderValue::from_str(&csp).expect("the policy is ASCII")
-    });
-
-/// The dashboard page (`pipeline/assets/dashboard.html`): HTML, CSS and script in one file.
-const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
-
 /// 405 with `Allow` (RFC 9110 §15.5.6) for a known path asked with a method it does not serve.
 /// Other requests it leaves to the routes' own rejections, which outrank its not-found.
 fn wrong_method() -> Route {
@@ -673,337 +443,6 @@ fn wrong_method() -> Route {
             },
         )
         .boxed()
-}
-
-/// Takes a request from its credential's bucket (requests without one are not limited: they
-/// can only reach the public endpoints).
-fn rate_limit(
-    api: Arc<Api>,
-) -> impl Filter<Extract = (Option<Verdict>,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-        .and(warp::header::optional::<String>("x-api-key"))
-        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
-        .and_then(
-            move |bearer: Option<String>, key: Option<String>, query: String| {
-                let api = Arc::clone(&api);
-                async move {
-                    // The credential `authorise` will check, not merely the header that came:
-                    // a junk `Authorization` beside a `?token=` must not open a new bucket.
-                    let token = bearer
-                        .as_deref()
-                        .and_then(|b| b.strip_prefix("Bearer "))
-                        .map(str::to_string)
-                        .or_else(|| serde_urlencoded_token(&query));
-                    let (kind, cred) = match (key, token) {
-                        (Some(k), _) => (Kind::Node, k),
-                        (None, Some(t)) => (Kind::User, t),
-                        (None, None) => return Ok(None),
-                    };
-                    let v = api.limiter.check(kind, &cred, Instant::now());
-                    if v.allowed {
-                        Ok(Some(v))
-                    } else {
-                        Err(warp::reject::custom(Limited(v)))
-                    }
-                }
-            },
-        )
-}
-
-/// A request over its rate limit.
-#[derive(Debug)]
-struct Limited(Verdict);
-
-impl warp::reject::Reject for Limited {}
-
-fn rate_headers(h: &mut warp::http::HeaderMap, v: &Verdict) {
-    let mut set = |name: &'static str, value: u64| {
-        if let Ok(v) = warp::http::HeaderValue::from_str(&value.to_string()) {
-            h.insert(name, v);
-        }
-    };
-    set("x-ratelimit-limit", u64::from(v.limit));
-    set("x-ratelimit-remaining", u64::from(v.remaining));
-    // The contract's reset is a time (Unix seconds) at which the bucket is full again.
-    set(
-        "x-ratelimit-reset",
-        (Utc::now().timestamp().max(0) as u64).saturating_add(v.reset_seconds),
-    );
-}
-
-/// `GET /v1/diagnostics/performance`: what the pipeline has done and how long a reading takes,
-/// from the same counters as `/metrics`.
-fn performance(shared: &LiveShared) -> warp::reply::Response {
-    use kaiabc_operators::dataflow::APPLY_SECONDS_BOUNDS;
-    let m = &shared.metrics;
-    let t = m.totals();
-    let h = &t.nodes.apply_seconds;
-    let n = h.count();
-    // A quantile from the histogram: the upper bound of the bucket that holds it.
-    let quantile = |q: f64| -> Option<f64> {
-        if n == 0 {
-            return None;
-        }
-        let want = (q * n as f64).ceil() as u64;
-        let mut seen = 0;
-        for (i, c) in h.counts.iter().enumerate() {
-            seen += c;
-            if seen >= want {
-                return APPLY_SECONDS_BOUNDS.get(i).map(|b| b * 1e3);
-            }
-        }
-        None
-    };
-    let uptime = m.uptime().as_secs_f64();
-    warp::reply::json(&serde_json::json!({
-        "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
-        "uptime_seconds": uptime,
-        "events_received": m.events_in.load(std::sync::atomic::Ordering::Relaxed),
-        "readings_applied": t.nodes.applied,
-        "readings_late": t.nodes.late,
-        "duplicates": t.nodes.duplicates,
-        "readings_per_second": if uptime > 0.0 { t.nodes.applied as f64 / uptime } else { 0.0 },
-        "apply_ms": {
-            "mean": (n > 0).then(|| h.sum_seconds / n as f64 * 1e3),
-            "p50_at_most": quantile(0.5),
-            "p99_at_most": quantile(0.99),
-        },
-        "nodes": { "active": t.nodes.nodes, "restored": t.nodes.restored,
-            "connected": m.connected_nodes() },
-        "lake": { "commits": t.commits, "files": t.files, "rows": t.rows,
-            "node_checkpoints": t.checkpoints },
-        "websocket": {
-            "clients": shared.hub.clients.load(std::sync::atomic::Ordering::Relaxed),
-            "resyncs": shared.hub.resyncs.load(std::sync::atomic::Ordering::Relaxed),
-        },
-    }))
-    .into_response()
-}
-
-fn list_nodes(api: &Api) -> warp::reply::Response {
-    let nodes: Vec<serde_json::Value> = api
-        .registry
-        .list()
-        .into_iter()
-        .map(|r| {
-            let last = api.shared.hub.state(&r.node_id);
-            serde_json::json!({
-                "node_id": r.node_id,
-                "name": r.name,
-                "location": r.location,
-                "sensor_type": r.sensor_type,
-                "registered_at": r.registered_at,
-                "mqtt_topic": format!("kaiabc/sensors/{}", r.node_id),
-                "last_seen": last.as_ref().map(|s| kaiabc_schemas::format_timestamp(&s.timestamp)),
-                "status": match api.shared.metrics.node_online(&r.node_id) {
-                    Some(true) => "online",
-                    Some(false) => "offline",
-                    None => "unknown",
-                },
-            })
-        })
-        .collect();
-    warp::reply::json(&serde_json::json!({ "nodes": nodes, "count": nodes.len() })).into_response()
-}
-
-async fn register(api: Arc<Api>, body: bytes::Bytes) -> warp::reply::Response {
-    let req: Registration = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return ApiError::InvalidParameter(e.to_string()).response(),
-    };
-    let reg = Arc::clone(&api.registry);
-    let done = tokio::task::spawn_blocking(move || reg.register(req)).await;
-    match done {
-        Ok(Ok((rec, key))) => warp::reply::with_status(
-            warp::reply::json(&serde_json::json!({
-                "node_id": rec.node_id,
-                "name": rec.name,
-                "location": rec.location,
-                "sensor_type": rec.sensor_type,
-                "registered_at": rec.registered_at,
-                "api_key": key,
-                "mqtt": {
-                    "topic": format!("kaiabc/sensors/{}", rec.node_id),
-                    "output_topic": format!("kaiabc/nodes/{}/output", rec.node_id),
-                    "username": rec.node_id,
-                    "password": "the api_key",
-                },
-            })),
-            StatusCode::CREATED,
-        )
-        .into_response(),
-        Ok(Err(AuthError::Exists(n))) => {
-            ApiError::NodeExists(format!("node {n:?} is already registered")).response()
-        }
-        Ok(Err(AuthError::Invalid(m))) => ApiError::InvalidParameter(m).response(),
-        Ok(Err(e)) => ApiError::Internal(e.to_string()).response(),
-        Err(e) => ApiError::Internal(e.to_string()).response(),
-    }
-}
-
-/// The answer when a message could not be made durable: nothing was accepted, send it again.
-pub(crate) fn not_stored(e: &crate::dataflow::inbound::IngestError) -> warp::reply::Response {
-    use crate::dataflow::inbound::IngestError;
-    use kaiabc_connectors::wal::WalError;
-    tracing::warn!(error = %e, code = e.code(), "a request was not stored");
-    let then = format!("nothing was accepted, retry later ({e})");
-    match e {
-        IngestError::Stopping | IngestError::Log(WalError::Closed) => {
-            ApiError::ShuttingDown(format!("the pipeline is stopping; {then}"))
-        }
-        IngestError::Log(WalError::Full { .. }) => {
-            ApiError::Overloaded(format!("the pipeline is not keeping up; {then}"))
-        }
-        _ => ApiError::StorageUnavailable(format!("the message could not be stored; {then}")),
-    }
-    .response()
-}
-
-/// Readings over HTTP: checked here for the answer, and sent into the dataflow either way, where
-/// the bad ones become dead letters exactly as over MQTT. The answer comes once the message is
-/// durable (the write-ahead log, or Kafka); if it cannot be made durable, 503 and nothing was
-/// accepted.
-async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::reply::Response {
-    let Principal::Node(node) = who else {
-        return ApiError::PermissionDenied("a node API key is required".into()).response();
-    };
-    let now = Utc::now();
-    let items: Vec<serde_json::Value> = match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Array(v)) if kind == "batch" => v,
-        Ok(serde_json::Value::Object(o)) if kind == "batch" => match o.get("readings") {
-            Some(serde_json::Value::Array(v)) => v.clone(),
-            // A batch whose `readings` is not a list is a mistake, not a reading.
-            Some(_) => {
-                return ApiError::InvalidPayload("readings must be an array of readings".into())
-                    .response()
-            }
-            None => vec![serde_json::Value::Object(o)],
-        },
-        Ok(v @ serde_json::Value::Object(_)) => vec![v],
-        Ok(_) => {
-            return ApiError::InvalidPayload(
-                "expected a reading object (or, for /batch, an array of them)".into(),
-            )
-            .response()
-        }
-        Err(e) => {
-            // Kept for the dead letters; the answer does not wait for it.
-            let unparsed = Inbound {
-                source: format!("http:/v1/sensors/{kind}"),
-                node: Ok(node),
-                payload: body.to_vec(),
-                received_at: now,
-            };
-            api.ingest.submit(&unparsed, Box::new(|_| {}));
-            return ApiError::ParseError(e.to_string()).response();
-        }
-    };
-    let max_age = chrono::Duration::microseconds((api.node_cfg.max_age_hours * 3.6e9) as i64);
-    let mut rejected = Vec::new();
-    let mut foreign = 0;
-    for (i, item) in items.iter().enumerate() {
-        let bytes = item.to_string().into_bytes();
-        let verdict = kaiabc_schemas::RawReading::from_json(&bytes)
-            .and_then(|r| r.validate(now))
-            .and_then(|r| kaiabc_schemas::validate::check_age(&r, now, max_age).map(|()| r));
-        match verdict {
-            Ok(r) if r.node_id != node => {
-                foreign += 1;
-                rejected.push(serde_json::json!({"index": i,
-                    "code": kaiabc_schemas::validate::Reason::InvalidNodeId.code(),
-                    "message": format!("this key is for node {node:?}, not {:?}", r.node_id)}));
-            }
-            Ok(_) => {}
-            Err(rej) => rejected.push(serde_json::json!({"index": i,
-                "code": rej.reason.code(), "message": rej.message})),
-        }
-    }
-    // Readings of another node make the whole request a forbidden one: all of it goes to the
-    // dead letters, none of it to a clock.
-    let vouched = if foreign > 0 {
-        Err(format!(
-            "the API key of node {node:?} cannot submit readings of other nodes"
-        ))
-    } else {
-        Ok(node.clone())
-    };
-    let msg = Inbound {
-        source: format!("http:/v1/sensors/{kind}"),
-        node: vouched,
-        payload: if items.len() == 1 && kind == "temperature" {
-            body.to_vec()
-        } else {
-            serde_json::to_vec(&items).unwrap_or_default()
-        },
-        received_at: now,
-    };
-    if let Err(e) = api.ingest.durable(&msg).await {
-        return not_stored(&e);
-    }
-    if foreign > 0 {
-        return ApiError::PermissionDenied(format!(
-            "this API key is for node {node:?} only; nothing was accepted"
-        ))
-        .response();
-    }
-    if kind == "temperature" && !rejected.is_empty() {
-        let r = &rejected[0];
-        let (code, message) = (
-            r["code"].as_str().unwrap_or_default(),
-            r["message"].as_str().unwrap_or_default(),
-        );
-        return ApiError::Validation {
-            message: format!("{code}: {message}"),
-            field_errors: Vec::new(),
-        }
-        .response();
-    }
-    warp::reply::with_status(
-        warp::reply::json(&serde_json::json!({
-            "accepted": items.len() - rejected.len(),
-            "rejected": rejected,
-            "node_id": node,
-        })),
-        StatusCode::ACCEPTED,
-    )
-    .into_response()
-}
-
-fn latest_state(shared: &LiveShared, node: Option<&str>) -> warp::reply::Response {
-    match node_state(shared, node) {
-        Ok(s) => warp::reply::json(&s).into_response(),
-        Err(resp) => *resp,
-    }
-}
-
-/// The latest state of `node`, or of the only node when none is named; else the error body.
-fn node_state(
-    shared: &LiveShared,
-    node: Option<&str>,
-) -> Result<kaiabc_schemas::OscillatorState, Box<warp::reply::Response>> {
-    let nodes = shared.hub.nodes();
-    let found = match node {
-        Some(n) => shared.hub.state(n),
-        None if nodes.len() == 1 => shared.hub.state(&nodes[0]),
-        None if nodes.is_empty() => None,
-        None => {
-            return Err(Box::new(
-                ApiError::InvalidParameter(
-                    "node_id is required when more than one node reports".into(),
-                )
-                .response(),
-            ))
-        }
-    };
-    found.ok_or_else(|| {
-        Box::new(
-            ApiError::NodeNotFound(match node {
-                Some(n) => format!("no state for node {n:?} yet"),
-                None => "no node has reported yet".to_string(),
-            })
-            .response(),
-        )
-    })
 }
 
 fn rejection(r: Rejection) -> warp::reply::Response {
@@ -1071,6 +510,7 @@ pub async fn serve(
 
 #[cfg(test)]
 mod tests {
+    use super::access::rank;
     use super::*;
 
     fn test_cfg() -> kaiabc_operators::node::NodeConfig {

@@ -1,0 +1,163 @@
+//! Read-only views of the live pipeline: health, Prometheus metrics, a node's latest
+//! oscillator state and the performance figures of `/v1/diagnostics/performance`.
+
+use chrono::Utc;
+use serde::Deserialize;
+use warp::http::StatusCode;
+use warp::Reply;
+
+use super::ApiError;
+use crate::dataflow::live::LiveShared;
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(super) struct StateQuery {
+    #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
+    pub(super) node_id: Option<String>,
+}
+
+/// `GET /v1/diagnostics/performance`: what the pipeline has done and how long a reading takes,
+/// from the same counters as `/metrics`.
+pub(super) fn performance(shared: &LiveShared) -> warp::reply::Response {
+    use kaiabc_operators::dataflow::APPLY_SECONDS_BOUNDS;
+    let m = &shared.metrics;
+    let t = m.totals();
+    let h = &t.nodes.apply_seconds;
+    let n = h.count();
+    // A quantile from the histogram: the upper bound of the bucket that holds it.
+    let quantile = |q: f64| -> Option<f64> {
+        if n == 0 {
+            return None;
+        }
+        let want = (q * n as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, c) in h.counts.iter().enumerate() {
+            seen += c;
+            if seen >= want {
+                return APPLY_SECONDS_BOUNDS.get(i).map(|b| b * 1e3);
+            }
+        }
+        None
+    };
+    let uptime = m.uptime().as_secs_f64();
+    warp::reply::json(&serde_json::json!({
+        "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
+        "uptime_seconds": uptime,
+        "events_received": m.events_in.load(std::sync::atomic::Ordering::Relaxed),
+        "readings_applied": t.nodes.applied,
+        "readings_late": t.nodes.late,
+        "duplicates": t.nodes.duplicates,
+        "readings_per_second": if uptime > 0.0 { t.nodes.applied as f64 / uptime } else { 0.0 },
+        "apply_ms": {
+            "mean": (n > 0).then(|| h.sum_seconds / n as f64 * 1e3),
+            "p50_at_most": quantile(0.5),
+            "p99_at_most": quantile(0.99),
+        },
+        "nodes": { "active": t.nodes.nodes, "restored": t.nodes.restored,
+            "connected": m.connected_nodes() },
+        "lake": { "commits": t.commits, "files": t.files, "rows": t.rows,
+            "node_checkpoints": t.checkpoints },
+        "websocket": {
+            "clients": shared.hub.clients.load(std::sync::atomic::Ordering::Relaxed),
+            "resyncs": shared.hub.resyncs.load(std::sync::atomic::Ordering::Relaxed),
+        },
+    }))
+    .into_response()
+}
+
+pub(super) fn latest_state(shared: &LiveShared, node: Option<&str>) -> warp::reply::Response {
+    match node_state(shared, node) {
+        Ok(s) => warp::reply::json(&s).into_response(),
+        Err(resp) => *resp,
+    }
+}
+
+/// The latest state of `node`, or of the only node when none is named; else the error body.
+pub(super) fn node_state(
+    shared: &LiveShared,
+    node: Option<&str>,
+) -> Result<kaiabc_schemas::OscillatorState, Box<warp::reply::Response>> {
+    let nodes = shared.hub.nodes();
+    let found = match node {
+        Some(n) => shared.hub.state(n),
+        None if nodes.len() == 1 => shared.hub.state(&nodes[0]),
+        None if nodes.is_empty() => None,
+        None => {
+            return Err(Box::new(
+                ApiError::InvalidParameter(
+                    "node_id is required when more than one node reports".into(),
+                )
+                .response(),
+            ))
+        }
+    };
+    found.ok_or_else(|| {
+        Box::new(
+            ApiError::NodeNotFound(match node {
+                Some(n) => format!("no state for node {n:?} yet"),
+                None => "no node has reported yet".to_string(),
+            })
+            .response(),
+        )
+    })
+}
+
+/// `GET /v1/health`: the server's state in the contract's shape. The lake is the database:
+/// while it cannot be written the answer is 503 `degraded`, with the reason, so health checks
+/// and load balancers see it.
+pub(super) fn health(shared: &LiveShared, started: std::time::Instant) -> warp::reply::Response {
+    let nodes = shared.hub.nodes().len();
+    let connected = shared.metrics.connected_nodes();
+    // The lake is the database: while it cannot be written the server says so
+    // (503, so health checks and load balancers see it), with the reason.
+    let failing = shared.durability.failing();
+    let mut body = serde_json::json!({
+        "status": if failing.is_some() { "degraded" } else { "healthy" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": started.elapsed().as_secs(),
+        "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
+        "components": {
+            "ode_solver": "operational",
+            "database": if failing.is_some() { "failing" } else { "operational" },
+            "sensor_nodes": { "connected": connected, "total": nodes },
+        },
+    });
+    let status = match &failing {
+        Some(f) => {
+            body["problems"] = serde_json::json!([{
+                "component": "database",
+                "reason": f.reason,
+                "failing_for_seconds": f.since.elapsed().as_secs_f64(),
+            }]);
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        None => StatusCode::OK,
+    };
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}
+
+/// `GET /metrics`: Prometheus's text format, the pipeline's counters and one gauge set per node.
+pub(super) fn metrics(shared: &LiveShared) -> warp::reply::Response {
+    let hub = &shared.hub;
+    let mut text = shared.metrics.render(
+        hub.clients.load(std::sync::atomic::Ordering::Relaxed),
+        hub.resyncs.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let states: Vec<_> = hub
+        .nodes()
+        .into_iter()
+        .filter_map(|n| {
+            let online = shared.metrics.node_online(&n);
+            hub.state(&n).map(|s| (s, online))
+        })
+        .collect();
+    let gauges: Vec<_> = states
+        .iter()
+        .map(|(state, online)| crate::metrics::NodeGauge {
+            state,
+            online: *online,
+        })
+        .collect();
+    crate::metrics::render_node_gauges(&mut text, &gauges);
+    shared.durability.render(&mut text);
+    warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response()
+}
