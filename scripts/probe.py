@@ -305,7 +305,7 @@ def main():
 
     # 4. One observer sending 15 messages of 10 000 patterns each.
     ws = ws_open(srv.http, srv.token("observer"))
-    msg = json.dumps({"type": "subscribe",
+    msg = json.dumps({"action": "subscribe",
                       "streams": [f"oscillator.state.n{i}" for i in range(10000)]})
     hs = []
     for _ in range(15):

@@ -362,9 +362,27 @@ fn valid_pattern(p: &str) -> bool {
     })
 }
 
+/// The specification's stream names for our families: a client may subscribe by either, and
+/// gets our events (`sensors.reading` carries the filtered temperature; `output.pwm` the duty
+/// that KOA maps to).
+const ALIASES: [(&str, &str); 2] = [
+    ("sensors.temperature.", "sensors.reading."),
+    ("output.koa.", "output.pwm."),
+];
+
+/// `p` in our stream names: a specification alias rewritten, anything else as it is.
+fn canonical(p: &str) -> String {
+    ALIASES
+        .iter()
+        .find_map(|(alias, ours)| p.strip_prefix(alias).map(|rest| format!("{ours}{rest}")))
+        .unwrap_or_else(|| p.to_string())
+}
+
+/// A client's message: `{"type" | "action": "subscribe" | "unsubscribe" | "ping", "streams"}`
+/// (the specification's clients send `action`).
 #[derive(Deserialize)]
 struct ClientMessage {
-    #[serde(rename = "type")]
+    #[serde(rename = "type", alias = "action")]
     kind: String,
     #[serde(default)]
     streams: Vec<String>,
@@ -406,20 +424,20 @@ impl Client {
             Ok(m) => m,
             Err(e) => return error_text("INVALID_MESSAGE", &e.to_string()),
         };
+        let streams: Vec<String> = msg.streams.iter().map(|p| canonical(p)).collect();
         match msg.kind.as_str() {
             "ping" => json!({"type": "pong"}).to_string(),
             "subscribe" | "unsubscribe" if msg.streams.is_empty() => {
                 error_text("INVALID_MESSAGE", "streams must list at least one stream")
             }
             "subscribe" => {
-                if let Some(bad) = msg.streams.iter().find(|s| !valid_pattern(s)) {
+                if let Some(bad) = streams.iter().find(|s| !valid_pattern(s)) {
                     return error_text(
                         "INVALID_STREAM",
-                        &format!("unknown stream {bad:?}; streams are oscillator.state.{{node}}, sensors.reading.{{node}}, output.pwm.{{node}}, alert, phase_shift.complete, with * wildcards"),
+                        &format!("unknown stream {bad:?}; streams are oscillator.state.{{node}}, sensors.reading.{{node}} (or sensors.temperature.{{node}}), output.pwm.{{node}} (or output.koa.{{node}}), alert, phase_shift.complete, with * wildcards"),
                     );
                 }
-                let mut new: Vec<String> = msg
-                    .streams
+                let mut new: Vec<String> = streams
                     .iter()
                     .filter(|s| !self.patterns.contains(s))
                     .cloned()
@@ -457,7 +475,7 @@ impl Client {
                 reply
             }
             "unsubscribe" => {
-                let gone: HashSet<&String> = msg.streams.iter().collect();
+                let gone: HashSet<&String> = streams.iter().collect();
                 let removed: Vec<String> = self
                     .patterns
                     .iter()
@@ -593,6 +611,44 @@ mod tests {
         assert!(glob("a*b*c", "aXXbYYc"));
         assert!(!glob("a*b*c", "aXXbYY"));
         assert!(glob("alert", "alert"));
+    }
+
+    /// The specification's client protocol: `action` instead of `type`, and its stream names
+    /// `sensors.temperature.{node}` and `output.koa.{node}` for our reading and PWM streams.
+    #[test]
+    fn the_specifications_action_and_stream_names_are_understood() {
+        let hub = Hub::default();
+        let mut c = Client::default();
+        let ack: Value = serde_json::from_str(&c.handle(
+            &hub,
+            r#"{"action": "subscribe", "streams": ["sensors.temperature.n1", "output.koa.*", "oscillator.state.n1"]}"#,
+        ))
+        .unwrap();
+        assert_eq!(ack["type"], "ack", "{ack}");
+        assert_eq!(
+            ack["streams"][0], "sensors.temperature.n1",
+            "the ack names what was asked"
+        );
+        assert_eq!(
+            c.patterns,
+            ["oscillator.state.n1", "output.pwm.*", "sensors.reading.n1"]
+        );
+        assert!(matches_any(&c.patterns, "sensors.reading.n1"));
+        assert!(matches_any(&c.patterns, "output.pwm.n7"));
+        let ack: Value = serde_json::from_str(&c.handle(
+            &hub,
+            r#"{"action": "unsubscribe", "streams": ["output.koa.*"]}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            ack["subscriptions"],
+            json!(["oscillator.state.n1", "sensors.reading.n1"])
+        );
+        let bad = c.handle(
+            &hub,
+            r#"{"action": "subscribe", "streams": ["sensors.humidity.n1"]}"#,
+        );
+        assert!(bad.contains("INVALID_STREAM"), "{bad}");
     }
 
     #[test]

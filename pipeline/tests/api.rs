@@ -194,7 +194,7 @@ fn settings_phase_shifts_analytics_bulk_and_diagnostics() {
         let mut ws = ws_observer(http).await;
         send(
             &mut ws,
-            serde_json::json!({"type": "subscribe", "streams": ["phase_shift.complete"]}),
+            serde_json::json!({"action": "subscribe", "streams": ["phase_shift.complete"]}),
         )
         .await;
         assert_eq!(next_json(&mut ws).await.unwrap()["type"], "ack");

@@ -146,7 +146,7 @@ fn a_node_publish_goes_through_the_bridge_and_kafka_to_websocket_lake_and_topics
         let mut ws = ws_observer(http).await;
         send(
             &mut ws,
-            serde_json::json!({"type": "subscribe", "streams": ["oscillator.state.k1"]}),
+            serde_json::json!({"action": "subscribe", "streams": ["oscillator.state.k1"]}),
         )
         .await;
         let ack = next_json(&mut ws).await.unwrap();

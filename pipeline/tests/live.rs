@@ -349,7 +349,7 @@ fn websocket_subscribers_get_a_snapshot_then_every_state_as_it_is_applied() {
         assert_eq!(err["error"]["code"], "INVALID_STREAM", "{err}");
         send(
             &mut ws,
-            serde_json::json!({"type": "subscribe",
+            serde_json::json!({"action": "subscribe",
                 "streams": ["oscillator.state.w1", "output.pwm.*"]}),
         )
         .await;
