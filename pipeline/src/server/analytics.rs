@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use super::lake::{bad, encode, lake_get, run, span, time_filter, ts, Range};
-use super::{at, body, Api, ApiError, Route};
+use super::lake::{bad, encode, run, span, time_filter, ts, Range};
+use super::{body, Api, ApiError, Route};
 use crate::auth::Principal;
 use crate::dataflow::inbound::Inbound;
 
@@ -94,7 +94,7 @@ fn stats(x: &[f64], y: &[f64]) -> (f64, f64, Option<f64>) {
 /// from the hourly KOA rhythm windows whose Lomb–Scargle peak is significant.
 /// The Lomb–Scargle periodogram (power against period) of a node's states over a range,
 /// searched over the rhythm windows' period range, with its peak and false-alarm probability.
-async fn periodogram(api: Arc<Api>, q: PeriodogramQuery) -> Result<Response, ApiError> {
+pub(super) async fn periodogram(api: Arc<Api>, q: PeriodogramQuery) -> Result<Response, ApiError> {
     use kaiabc_operators::rhythm::lomb_scargle::{LombScargle, PeakSearch};
     let r = Range::parse_for(q.node_id, &q.start, &q.end, PERIODOGRAM_DEFAULT_HOURS)?;
     let metric = q.metric.unwrap_or_else(|| "koa".into());
@@ -155,7 +155,7 @@ async fn periodogram(api: Arc<Api>, q: PeriodogramQuery) -> Result<Response, Api
     Ok(warp::reply::json(&body).into_response())
 }
 
-async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Response, ApiError> {
+pub(super) async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Response, ApiError> {
     let r = Range::parse_for(q.node_id, &q.start, &q.end, ANALYTICS_DEFAULT_HOURS)?;
     let sql = format!(
         "SELECT window_end, metric, period_hours, false_alarm_probability, power FROM rhythms \
@@ -221,7 +221,10 @@ async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Response, ApiE
 /// 24 h cosinor of each window) and its phase-locking value — the mean resultant length of
 /// those angles, 1 for a fixed phase relation, near 0 for none (Lachaux et al. 1999, Hum.
 /// Brain Mapp. 8:194) — with the share of windows whose KOA period matches the temperature's.
-async fn entrainment_efficiency(api: Arc<Api>, q: RangeQuery) -> Result<Response, ApiError> {
+pub(super) async fn entrainment_efficiency(
+    api: Arc<Api>,
+    q: RangeQuery,
+) -> Result<Response, ApiError> {
     let r = Range::parse_for(q.node_id, &q.start, &q.end, ANALYTICS_DEFAULT_HOURS)?;
     let sql = format!(
         "SELECT window_end, metric, period_hours, false_alarm_probability, acrophase_rad, \
@@ -332,7 +335,7 @@ pub const MAX_BULK_READINGS: usize = 10_000;
 
 /// `GET /v1/bulk/oscillator-states`: states of many nodes, in (timestamp, node_id) order, a
 /// page at a time; the cursor is the last row's key.
-async fn bulk_states(api: Arc<Api>, q: BulkStatesQuery) -> Result<Response, ApiError> {
+pub(super) async fn bulk_states(api: Arc<Api>, q: BulkStatesQuery) -> Result<Response, ApiError> {
     let nodes: Vec<String> = match &q.node_ids {
         None => Vec::new(),
         Some(s) => s.split(',').map(|n| n.trim().to_string()).collect(),
@@ -458,20 +461,10 @@ fn bulk_readings(api: &Api, body: &[u8]) -> Response {
     .into_response()
 }
 
-/// The routes of this module.
-pub(super) fn routes(api: &Arc<Api>) -> Vec<Route> {
-    let stability = lake_get(api, "/v1/analytics/period-stability", period_stability);
-    let efficiency = lake_get(
-        api,
-        "/v1/analytics/entrainment-efficiency",
-        entrainment_efficiency,
-    );
-    let states = lake_get(api, "/v1/bulk/oscillator-states", bulk_states);
-    let pg = lake_get(api, "/v1/analytics/periodogram", periodogram);
+/// `POST /v1/bulk/sensor-readings` (16 MiB at most).
+pub(super) fn bulk_readings_route(api: &Arc<Api>, at: super::Matched) -> Route {
     let a = Arc::clone(api);
-    let readings = at(api, "POST", "/v1/bulk/sensor-readings")
-        .and(body(16 * 1024 * 1024))
+    at.and(body(16 * 1024 * 1024))
         .map(move |_: Principal, b: bytes::Bytes| bulk_readings(&a, &b))
-        .boxed();
-    vec![stability, efficiency, states, readings, pg]
+        .boxed()
 }

@@ -88,7 +88,7 @@ pub(super) struct OverrideBody {
 
 /// Which endpoint: the action it issues, from the request body.
 #[derive(Clone, Copy, Debug)]
-pub(super) enum Endpoint {
+pub(super) enum Command {
     Reset,
     Pause,
     Resume,
@@ -151,13 +151,13 @@ impl SettingsBook {
 /// Logs the command, then hands it to the dataflow, ordered with the node's readings; 202.
 pub(super) fn issue(
     api: &Api,
-    endpoint: Endpoint,
+    endpoint: Command,
     who: Principal,
     body: &[u8],
 ) -> warp::reply::Response {
     let bad = |m: String| ApiError::InvalidParameter(m).response();
     let (node_id, action) = match endpoint {
-        Endpoint::ManualOverride => match serde_json::from_slice::<OverrideBody>(body) {
+        Command::ManualOverride => match serde_json::from_slice::<OverrideBody>(body) {
             Ok(b) => {
                 let pwm = match b.pwm {
                     None => None,
@@ -176,9 +176,9 @@ pub(super) fn issue(
             Ok(b) => (
                 b.node_id,
                 match endpoint {
-                    Endpoint::Reset => ControlAction::Reset,
-                    Endpoint::Pause => ControlAction::Pause,
-                    Endpoint::FilterReset => ControlAction::FilterReset,
+                    Command::Reset => ControlAction::Reset,
+                    Command::Pause => ControlAction::Pause,
+                    Command::FilterReset => ControlAction::FilterReset,
                     _ => ControlAction::Resume,
                 },
             ),
@@ -258,4 +258,19 @@ pub(super) fn send(
         return Err(Box::new(super::not_stored(&e)));
     }
     Ok(cmd)
+}
+
+/// A command endpoint's route: the body (16 KiB at most) is checked, logged and sent in.
+pub(super) fn route(
+    api: &std::sync::Arc<Api>,
+    at: super::Matched,
+    command: Command,
+) -> super::Route {
+    use warp::Filter;
+    let api = std::sync::Arc::clone(api);
+    at.and(super::body(16 * 1024))
+        .map(move |who: crate::auth::Principal, body: bytes::Bytes| {
+            issue(&api, command, who, &body)
+        })
+        .boxed()
 }

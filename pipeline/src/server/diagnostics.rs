@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use super::{at, body, Api, ApiError, Route};
+use super::{body, Api, ApiError, Route};
 use crate::auth::Principal;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -196,23 +196,29 @@ fn validate(body: &[u8]) -> warp::reply::Response {
     }
 }
 
-/// The routes of this module.
-pub(super) fn routes(api: &Arc<Api>) -> Vec<Route> {
+/// `GET /v1/diagnostics/logs`.
+pub(super) fn logs_route(api: &Arc<Api>, at: super::Matched) -> Route {
     let a = Arc::clone(api);
-    let logs = at(api, "GET", "/v1/diagnostics/logs")
-        .and(warp::query::<LogQuery>())
+    at.and(warp::query::<LogQuery>())
         .map(move |_: Principal, q: LogQuery| logs(&a, q))
-        .boxed();
+        .boxed()
+}
+
+/// `GET /v1/diagnostics/health-check`.
+pub(super) fn health_check_route(api: &Arc<Api>, at: super::Matched) -> Route {
     let a = Arc::clone(api);
-    let health = at(api, "GET", "/v1/diagnostics/health-check")
-        .then(move |_: Principal| health_check(Arc::clone(&a)))
-        .boxed();
-    let templates = at(api, "GET", "/v1/config/templates")
-        .map(|_: Principal| templates())
-        .boxed();
-    let validate = at(api, "POST", "/v1/config/validate")
-        .and(body(256 * 1024))
+    at.then(move |_: Principal| health_check(Arc::clone(&a)))
+        .boxed()
+}
+
+/// `GET /v1/config/templates`.
+pub(super) fn templates_route(_: &Arc<Api>, at: super::Matched) -> Route {
+    at.map(|_: Principal| templates()).boxed()
+}
+
+/// `POST /v1/config/validate` (256 KiB at most).
+pub(super) fn validate_route(_: &Arc<Api>, at: super::Matched) -> Route {
+    at.and(body(256 * 1024))
         .map(|_: Principal, b: bytes::Bytes| validate(&b))
-        .boxed();
-    vec![logs, health, templates, validate]
+        .boxed()
 }

@@ -31,12 +31,7 @@ pub(crate) fn not_stored(e: &crate::dataflow::inbound::IngestError) -> warp::rep
 /// the bad ones become dead letters exactly as over MQTT. The answer comes once the message is
 /// durable (the write-ahead log, or Kafka); if it cannot be made durable, 503 and nothing was
 /// accepted.
-pub(super) async fn ingest(
-    api: &Api,
-    kind: &str,
-    who: Principal,
-    body: &[u8],
-) -> warp::reply::Response {
+async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::reply::Response {
     let Principal::Node(node) = who else {
         return ApiError::PermissionDenied("a node API key is required".into()).response();
     };
@@ -140,4 +135,20 @@ pub(super) async fn ingest(
         StatusCode::ACCEPTED,
     )
     .into_response()
+}
+
+/// An ingestion endpoint's route (`kind`: `temperature` or `batch`; 1 MiB at most).
+pub(super) fn route(
+    api: &std::sync::Arc<Api>,
+    at: super::Matched,
+    kind: &'static str,
+) -> super::Route {
+    use warp::Filter;
+    let a = std::sync::Arc::clone(api);
+    at.and(super::body(1024 * 1024))
+        .then(move |who: Principal, body: bytes::Bytes| {
+            let api = std::sync::Arc::clone(&a);
+            async move { ingest(&api, kind, who, &body).await }
+        })
+        .boxed()
 }

@@ -229,7 +229,7 @@ pub(super) fn encode(
 
 /// A GET route whose handler reads the lake: the query string parsed into `Q`, a refusal
 /// answered with its error body.
-pub(super) fn lake_get<Q, F, Fut>(api: &Arc<Api>, path: &'static str, handler: F) -> super::Route
+pub(super) fn lake_get<Q, F, Fut>(api: &Arc<Api>, at: super::Matched, handler: F) -> super::Route
 where
     Q: serde::de::DeserializeOwned + Send + 'static,
     F: Fn(Arc<Api>, Q) -> Fut + Clone + Send + Sync + 'static,
@@ -237,8 +237,7 @@ where
 {
     let a = Arc::clone(api);
     use warp::Filter;
-    super::at(api, "GET", path)
-        .and(warp::query::<Q>())
+    at.and(warp::query::<Q>())
         .then(move |_: crate::auth::Principal, q: Q| {
             let answer = handler(Arc::clone(&a), q);
             async move { answer.await.unwrap_or_else(ApiError::into_response) }

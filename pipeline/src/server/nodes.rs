@@ -9,7 +9,7 @@ use warp::Reply;
 use super::{Api, ApiError};
 use crate::auth::{AuthError, Registration};
 
-pub(super) fn list_nodes(api: &Api) -> warp::reply::Response {
+fn list_nodes(api: &Api) -> warp::reply::Response {
     let nodes: Vec<serde_json::Value> = api
         .registry
         .list()
@@ -35,7 +35,7 @@ pub(super) fn list_nodes(api: &Api) -> warp::reply::Response {
     warp::reply::json(&serde_json::json!({ "nodes": nodes, "count": nodes.len() })).into_response()
 }
 
-pub(super) async fn register(api: Arc<Api>, body: bytes::Bytes) -> warp::reply::Response {
+async fn register(api: Arc<Api>, body: bytes::Bytes) -> warp::reply::Response {
     let req: Registration = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return ApiError::InvalidParameter(e.to_string()).response(),
@@ -68,4 +68,21 @@ pub(super) async fn register(api: Arc<Api>, body: bytes::Bytes) -> warp::reply::
         Ok(Err(e)) => ApiError::Internal(e.to_string()).response(),
         Err(e) => ApiError::Internal(e.to_string()).response(),
     }
+}
+
+/// `GET /v1/sensors/nodes`.
+pub(super) fn list_route(api: &Arc<Api>, at: super::Matched) -> super::Route {
+    use warp::Filter;
+    let a = Arc::clone(api);
+    at.map(move |_: crate::auth::Principal| list_nodes(&a))
+        .boxed()
+}
+
+/// `POST /v1/sensors/nodes` (16 KiB at most).
+pub(super) fn register_route(api: &Arc<Api>, at: super::Matched) -> super::Route {
+    use warp::Filter;
+    let a = Arc::clone(api);
+    at.and(super::body(16 * 1024))
+        .then(move |_: crate::auth::Principal, body: bytes::Bytes| register(Arc::clone(&a), body))
+        .boxed()
 }

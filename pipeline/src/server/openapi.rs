@@ -91,7 +91,7 @@ use super::diagnostics::LogQuery;
 use super::lake::{ExportQuery, HistoryQuery};
 use super::settings::NodeQuery;
 use super::shift::{PrcQuery, ShiftRequest};
-use super::StateQuery;
+use super::status::StateQuery;
 use kaiabc_schemas::{
     EntrainmentPatch, FilterPatch, MappingPatch, OscillatorState, SensorReading, SimulationPatch,
 };
@@ -458,8 +458,8 @@ pub fn document() -> Value {
     for o in &ops {
         let access = ENDPOINTS
             .iter()
-            .find(|(m, p, _)| *m == o.method && *p == o.path)
-            .map(|(_, _, a)| *a)
+            .find(|e| e.method == o.method && e.path == o.path)
+            .map(|e| e.access)
             .unwrap_or_else(|| panic!("{} {} is documented but not routed", o.method, o.path));
         let (security, who) = security(access);
         let mut operation = json!({
@@ -543,16 +543,17 @@ mod tests {
             for (method, _) in item.as_object().unwrap() {
                 let m = method.to_ascii_uppercase();
                 assert!(
-                    ENDPOINTS.iter().any(|(em, ep, _)| *em == m && ep == path),
+                    ENDPOINTS.iter().any(|e| e.method == m && e.path == path),
                     "{m} {path} is documented but not routed"
                 );
                 documented += 1;
             }
         }
-        for (m, p, access) in ENDPOINTS {
+        for e in ENDPOINTS {
+            let (m, p) = (e.method, e.path);
             let op = &doc["paths"][p][m.to_ascii_lowercase()];
             assert!(op.is_object(), "{m} {p} is routed but not documented");
-            assert_eq!(op["security"], security(*access).0, "{m} {p}");
+            assert_eq!(op["security"], security(e.access).0, "{m} {p}");
         }
         assert_eq!(documented, ENDPOINTS.len());
     }

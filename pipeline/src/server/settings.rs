@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use super::{at, body, control, Api, ApiError, Route};
+use super::{body, control, Api, ApiError, Route};
 use crate::auth::Principal;
 
 /// `?node_id=`: a node's settings, or the shared ones without it.
@@ -25,7 +25,7 @@ pub(super) struct NodeQuery {
 
 /// Which group of settings an endpoint reads and writes.
 #[derive(Clone, Copy, Debug)]
-enum Group {
+pub(super) enum Group {
     Entrainment,
     Mapping,
     Filter,
@@ -178,49 +178,40 @@ fn filter_state(api: &Api, node: Option<&str>) -> warp::reply::Response {
     }
 }
 
-/// The routes of this module.
-pub(super) fn routes(api: &Arc<Api>) -> Vec<Route> {
-    let mut out: Vec<Route> = Vec::new();
-    for (path, group) in [
-        ("/v1/entrainment/parameters", Group::Entrainment),
-        ("/v1/output/mapping", Group::Mapping),
-        ("/v1/filter/parameters", Group::Filter),
-        ("/v1/simulation/config", Group::Simulation),
-    ] {
-        let a = Arc::clone(api);
-        out.push(
-            at(api, "GET", path)
-                .and(warp::query::<NodeQuery>())
-                .map(move |_: Principal, q: NodeQuery| {
-                    let node = q.node_id.as_deref();
-                    if let Some(resp) = node.and_then(super::invalid_node_id) {
-                        return resp;
-                    }
-                    warp::reply::json(&with_node(node, group.values(&a, node))).into_response()
-                })
-                .boxed(),
-        );
-        let a = Arc::clone(api);
-        out.push(
-            at(api, "PUT", path)
-                .and(body(16 * 1024))
-                .map(move |who: Principal, b: bytes::Bytes| put(&a, group, who, &b))
-                .boxed(),
-        );
-    }
+/// `GET` of a settings group: the values in force for `node_id` (or the shared ones).
+pub(super) fn get_route(api: &Arc<Api>, at: super::Matched, group: Group) -> Route {
     let a = Arc::clone(api);
-    out.push(
-        at(api, "GET", "/v1/output/koa")
-            .and(warp::query::<NodeQuery>())
-            .map(move |_: Principal, q: NodeQuery| koa(&a, q.node_id.as_deref()))
-            .boxed(),
-    );
+    at.and(warp::query::<NodeQuery>())
+        .map(move |_: Principal, q: NodeQuery| {
+            let node = q.node_id.as_deref();
+            if let Some(resp) = node.and_then(super::invalid_node_id) {
+                return resp;
+            }
+            warp::reply::json(&with_node(node, group.values(&a, node))).into_response()
+        })
+        .boxed()
+}
+
+/// `PUT` of a settings group: a control command that changes them.
+pub(super) fn put_route(api: &Arc<Api>, at: super::Matched, group: Group) -> Route {
     let a = Arc::clone(api);
-    out.push(
-        at(api, "GET", "/v1/filter/state")
-            .and(warp::query::<NodeQuery>())
-            .map(move |_: Principal, q: NodeQuery| filter_state(&a, q.node_id.as_deref()))
-            .boxed(),
-    );
-    out
+    at.and(body(16 * 1024))
+        .map(move |who: Principal, b: bytes::Bytes| put(&a, group, who, &b))
+        .boxed()
+}
+
+/// `GET /v1/output/koa`.
+pub(super) fn koa_route(api: &Arc<Api>, at: super::Matched) -> Route {
+    let a = Arc::clone(api);
+    at.and(warp::query::<NodeQuery>())
+        .map(move |_: Principal, q: NodeQuery| koa(&a, q.node_id.as_deref()))
+        .boxed()
+}
+
+/// `GET /v1/filter/state`.
+pub(super) fn filter_state_route(api: &Arc<Api>, at: super::Matched) -> Route {
+    let a = Arc::clone(api);
+    at.and(warp::query::<NodeQuery>())
+        .map(move |_: Principal, q: NodeQuery| filter_state(&a, q.node_id.as_deref()))
+        .boxed()
 }

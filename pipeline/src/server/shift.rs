@@ -14,7 +14,7 @@ use serde_json::json;
 use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
-use super::{at, body, control, Api, ApiError, Route};
+use super::{body, control, Api, ApiError, Route};
 use crate::auth::Principal;
 
 /// Curves already computed, by their inputs (a curve takes up to seconds; a dashboard asks
@@ -237,17 +237,18 @@ async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp:
     }
 }
 
-/// The routes of this module.
-pub(super) fn routes(api: &Arc<Api>) -> Vec<Route> {
+/// `GET /v1/entrainment/prc`.
+pub(super) fn prc_route(api: &Arc<Api>, at: super::Matched) -> Route {
     let a = Arc::clone(api);
-    let prc = at(api, "GET", "/v1/entrainment/prc")
-        .and(warp::query::<PrcQuery>())
+    at.and(warp::query::<PrcQuery>())
         .then(move |_: Principal, q: PrcQuery| get_prc(Arc::clone(&a), q))
-        .boxed();
+        .boxed()
+}
+
+/// `POST /v1/entrainment/phase-shift`.
+pub(super) fn phase_shift_route(api: &Arc<Api>, at: super::Matched) -> Route {
     let a = Arc::clone(api);
-    let shift = at(api, "POST", "/v1/entrainment/phase-shift")
-        .and(body(16 * 1024))
+    at.and(body(16 * 1024))
         .then(move |who: Principal, b: bytes::Bytes| phase_shift(Arc::clone(&a), who, b))
-        .boxed();
-    vec![prc, shift]
+        .boxed()
 }

@@ -7,6 +7,7 @@ use warp::http::StatusCode;
 use warp::Reply;
 
 use super::ApiError;
+use crate::auth::Principal;
 use crate::dataflow::live::LiveShared;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -160,4 +161,47 @@ pub(super) fn metrics(shared: &LiveShared) -> warp::reply::Response {
     crate::metrics::render_node_gauges(&mut text, &gauges);
     shared.durability.render(&mut text);
     warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response()
+}
+
+/// `GET /v1/health`.
+pub(super) fn health_route(api: &std::sync::Arc<super::Api>, at: super::Matched) -> super::Route {
+    use warp::Filter;
+    let (shared, started) = (std::sync::Arc::clone(&api.shared), api.started);
+    at.map(move |_: Principal| health(&shared, started)).boxed()
+}
+
+/// `GET /metrics`.
+pub(super) fn metrics_route(api: &std::sync::Arc<super::Api>, at: super::Matched) -> super::Route {
+    use warp::Filter;
+    let shared = std::sync::Arc::clone(&api.shared);
+    at.map(move |_: Principal| metrics(&shared)).boxed()
+}
+
+/// `GET /v1/diagnostics/performance`.
+pub(super) fn performance_route(
+    api: &std::sync::Arc<super::Api>,
+    at: super::Matched,
+) -> super::Route {
+    use warp::Filter;
+    let shared = std::sync::Arc::clone(&api.shared);
+    at.map(move |_: Principal| performance(&shared)).boxed()
+}
+
+/// `GET /v1/oscillator/state`: a node's key reads its own clock only (without `node_id`, its
+/// own); a person reads any.
+pub(super) fn state_route(api: &std::sync::Arc<super::Api>, at: super::Matched) -> super::Route {
+    use warp::Filter;
+    let shared = std::sync::Arc::clone(&api.shared);
+    at.and(warp::query::<StateQuery>())
+        .map(
+            move |who: Principal, q: StateQuery| match (&who, q.node_id.as_deref()) {
+                (Principal::Node(own), Some(n)) if n != own => ApiError::PermissionDenied(format!(
+                    "the API key of node {own:?} may not read node {n:?}"
+                ))
+                .response(),
+                (Principal::Node(own), _) => latest_state(&shared, Some(own)),
+                (Principal::User(_), n) => latest_state(&shared, n),
+            },
+        )
+        .boxed()
 }
