@@ -119,8 +119,42 @@ impl Default for Hub {
     }
 }
 
+/// An `event` message in the API specification's envelope: `event` (the stream's family),
+/// `node_id`, `timestamp` and `data`; an alert also carries `severity`, `code`, `message` and
+/// `details` at the top, and a finished phase shift its `shift_id`. Our `stream` and `seq`
+/// (per stream, so a gap is visible) stand beside them.
 fn event_text(stream: &str, seq: u64, data: &Value) -> String {
-    json!({"type": "event", "stream": stream, "seq": seq, "data": data}).to_string()
+    let (event, node) = FAMILIES
+        .iter()
+        .find_map(|f| {
+            let family = f.strip_suffix('.')?;
+            stream.strip_prefix(f).map(|node| (family, Some(node)))
+        })
+        .unwrap_or((stream, None));
+    let node_id = data.get("node_id").and_then(Value::as_str).or(node);
+    let timestamp = data
+        .get("timestamp")
+        .filter(|t| t.is_string())
+        .cloned()
+        .unwrap_or_else(|| json!(kaiabc_schemas::format_timestamp(&chrono::Utc::now())));
+    let mut m = json!({
+        "type": "event",
+        "event": event,
+        "node_id": node_id,
+        "timestamp": timestamp,
+        "stream": stream,
+        "seq": seq,
+        "data": data,
+    });
+    if stream == "alert" {
+        for k in ["severity", "code", "message"] {
+            m[k] = data.get(k).cloned().unwrap_or(Value::Null);
+        }
+        m["details"] = json!({ "source": data.get("source") });
+    } else if stream == PHASE_SHIFT_STREAM {
+        m["shift_id"] = data.get("shift_id").cloned().unwrap_or(Value::Null);
+    }
+    m.to_string()
 }
 
 /// A node's output: the `output.pwm` event, and the retained MQTT message the node applies
@@ -611,6 +645,58 @@ mod tests {
         assert!(glob("a*b*c", "aXXbYYc"));
         assert!(!glob("a*b*c", "aXXbYY"));
         assert!(glob("alert", "alert"));
+    }
+
+    /// Events carry the specification's envelope beside our stream and sequence number.
+    #[test]
+    fn events_carry_the_specifications_envelope() {
+        let state: Value = serde_json::from_str(&event_text(
+            "oscillator.state.n1",
+            7,
+            &json!({"node_id": "n1", "timestamp": "2026-01-05T10:00:00.000000Z", "phase": 0.25}),
+        ))
+        .unwrap();
+        assert_eq!(state["event"], "oscillator.state");
+        assert_eq!(state["node_id"], "n1");
+        assert_eq!(state["timestamp"], "2026-01-05T10:00:00.000000Z");
+        assert_eq!(state["data"]["phase"], 0.25);
+        assert_eq!(
+            (state["stream"].as_str(), state["seq"].as_u64()),
+            (Some("oscillator.state.n1"), Some(7))
+        );
+        // A node id comes from the stream when the data has none.
+        let pwm: Value =
+            serde_json::from_str(&event_text("output.pwm.n-2", 1, &json!({}))).unwrap();
+        assert_eq!(
+            (pwm["event"].as_str(), pwm["node_id"].as_str()),
+            (Some("output.pwm"), Some("n-2"))
+        );
+        assert!(pwm["timestamp"].is_string());
+        let alert: Value = serde_json::from_str(&event_text(
+            "alert",
+            3,
+            &json!({"severity": "warning", "code": "OUT_OF_RANGE", "message": "too hot",
+                    "node_id": "n1", "source": "mqtt:kaiabc/sensors/n1",
+                    "timestamp": "2026-01-05T10:00:00.000000Z"}),
+        ))
+        .unwrap();
+        assert_eq!(alert["event"], "alert");
+        assert_eq!(
+            (alert["severity"].as_str(), alert["code"].as_str()),
+            (Some("warning"), Some("OUT_OF_RANGE"))
+        );
+        assert_eq!(alert["message"], "too hot");
+        assert_eq!(alert["details"]["source"], "mqtt:kaiabc/sensors/n1");
+        let shift: Value = serde_json::from_str(&event_text(
+            PHASE_SHIFT_STREAM,
+            1,
+            &json!({"shift_id": "shift_1", "node_id": "n1"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            (shift["event"].as_str(), shift["shift_id"].as_str()),
+            (Some("phase_shift.complete"), Some("shift_1"))
+        );
     }
 
     /// The specification's client protocol: `action` instead of `type`, and its stream names

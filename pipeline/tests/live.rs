@@ -373,6 +373,10 @@ fn websocket_subscribers_get_a_snapshot_then_every_state_as_it_is_applied() {
                 first_state = Some(published.elapsed());
                 assert_eq!(e["data"]["node_id"], "w1");
                 assert!(e["data"]["circadian_time"].is_number(), "{e}");
+                // The specification's envelope.
+                assert_eq!(e["event"], "oscillator.state", "{e}");
+                assert_eq!(e["node_id"], "w1", "{e}");
+                assert_eq!(e["timestamp"], e["data"]["timestamp"], "{e}");
             }
             got.push((stream, e["seq"].as_u64().unwrap()));
         }
