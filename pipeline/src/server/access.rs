@@ -72,12 +72,6 @@ pub(super) fn rank(r: Role) -> u8 {
     }
 }
 
-/// A client address that failed too many key checks this minute, refused for so much longer.
-#[derive(Debug)]
-pub(super) struct Blocked(pub(super) std::time::Duration);
-
-impl warp::reject::Reject for Blocked {}
-
 pub(super) fn refuse(e: ApiError) -> Rejection {
     warp::reject::custom(e)
 }
@@ -123,7 +117,7 @@ pub(super) fn authorise(
                         Some(ip) if !api.registry.verified(&key) => {
                             let turn = api.checks.turn(ip).await;
                             if let Some(left) = api.failed_auth.blocked(ip) {
-                                return Err(warp::reject::custom(Blocked(left)));
+                                return Err(refuse(blocked(left)));
                             }
                             Some(turn)
                         }
@@ -163,6 +157,19 @@ pub(super) fn authorise(
             }
         }
     })
+}
+
+/// The answer to an address that failed its share of key checks, `left` before its minute is
+/// over (rounded up: a client that waits this long is let in).
+fn blocked(left: std::time::Duration) -> ApiError {
+    let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    ApiError::RateLimitExceeded {
+        message: format!(
+            "more than {} failed key checks from this address in a minute; retry in {secs} s",
+            kaiabc_connectors::address_limits::FAILED_PER_MINUTE
+        ),
+        retry_after_seconds: secs,
+    }
 }
 
 /// The `token` parameter of a raw query string (JWTs need no percent-decoding).

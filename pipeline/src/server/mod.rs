@@ -32,7 +32,7 @@ mod shift;
 mod status;
 
 pub use access::Access;
-use access::{authorise, rate_headers, rate_limit, refuse, Blocked, Limited};
+use access::{authorise, rate_headers, rate_limit, refuse, Limited};
 use control::Command;
 pub use control::{ControlLog, SettingsBook};
 pub use error::ApiError;
@@ -451,17 +451,6 @@ fn rejection(r: Rejection) -> warp::reply::Response {
         .response();
         rate_headers(resp.headers_mut(), v);
         resp
-    } else if let Some(Blocked(left)) = r.find::<Blocked>() {
-        // Rounded up: a client that waits this long is let in.
-        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-        ApiError::RateLimitExceeded {
-            message: format!(
-                "more than {} failed key checks from this address in a minute; retry in {secs} s",
-                kaiabc_connectors::address_limits::FAILED_PER_MINUTE
-            ),
-            retry_after_seconds: secs,
-        }
-        .response()
     } else if let Some(e) = r.find::<ApiError>() {
         e.response()
     } else if r.is_not_found() {
@@ -545,6 +534,30 @@ mod tests {
             logs: Arc::default(),
         });
         (api, reader)
+    }
+
+    /// The API served on a loopback port by the real accept loop, with `node` registered:
+    /// (the API, the node's key, the address).
+    async fn serving_one_node(dir: &std::path::Path, node: &str) -> (Arc<Api>, String, SocketAddr) {
+        let (api, _reader) = test_api(dir);
+        let (_, key) = api
+            .registry
+            .register(crate::auth::Registration {
+                node_id: node.into(),
+                name: None,
+                location: None,
+                sensor_type: None,
+            })
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve(
+            listener,
+            listener::Guard::default(),
+            Arc::clone(&api),
+            std::future::pending(),
+        ));
+        (api, key, addr)
     }
 
     /// Every endpoint of [`ENDPOINTS`] × every kind of caller, in process: nobody gets 401 (or
@@ -707,24 +720,7 @@ mod tests {
     async fn chunked_bodies_are_read_and_the_dashboard_is_locked_down() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let dir = tempfile::tempdir().unwrap();
-        let (api, _reader) = test_api(dir.path());
-        let (_, key) = api
-            .registry
-            .register(crate::auth::Registration {
-                node_id: "c1".into(),
-                name: None,
-                location: None,
-                sensor_type: None,
-            })
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(
-            listener,
-            listener::Guard::default(),
-            Arc::clone(&api),
-            std::future::pending(),
-        ));
+        let (api, key, addr) = serving_one_node(dir.path(), "c1").await;
         let chunked = |chunks: Vec<String>| {
             let key = key.clone();
             async move {
@@ -797,24 +793,7 @@ mod tests {
     async fn an_address_with_too_many_failed_keys_is_refused_without_a_check() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let dir = tempfile::tempdir().unwrap();
-        let (api, _reader) = test_api(dir.path());
-        let (_, key) = api
-            .registry
-            .register(crate::auth::Registration {
-                node_id: "a1".into(),
-                name: None,
-                location: None,
-                sensor_type: None,
-            })
-            .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(
-            listener,
-            listener::Guard::default(),
-            Arc::clone(&api),
-            std::future::pending(),
-        ));
+        let (api, key, addr) = serving_one_node(dir.path(), "a1").await;
         let post = |from: &'static str, key: String| async move {
             let sock = tokio::net::TcpSocket::new_v4().unwrap();
             sock.bind(format!("{from}:0").parse().unwrap()).unwrap();
