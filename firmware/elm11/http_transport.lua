@@ -60,7 +60,10 @@ function M:upload(entries)
     local res = { kind = "accepted", removed = #entries, status = code, accepted = #entries, rejected = {} }
     if ok and type(d) == "table" then
       if type(d.accepted) == "number" then res.accepted = d.accepted end
-      if type(d.rejected) == "table" then res.rejected = d.rejected end
+      -- The list is `rejections` (`rejected` is their count); older servers sent the list
+      -- as `rejected`.
+      if type(d.rejections) == "table" then res.rejected = d.rejections
+      elseif type(d.rejected) == "table" then res.rejected = d.rejected end
     end
     return res
   elseif code == 401 or code == 403 then

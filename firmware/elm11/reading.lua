@@ -5,6 +5,9 @@ local M = {}
 
 M.T_MIN_K, M.T_MAX_K = 273.15, 323.15
 
+-- Reported with every reading: the server's node list shows what each node runs.
+M.FIRMWARE_VERSION = "1.3.0"
+
 function M.iso8601(t)
   return os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(t))
 end
@@ -19,6 +22,7 @@ function M.build(node_id, seq, t, m)
     timestamp = M.iso8601(t),
     sensor_type = "BME280",
     quality = "invalid",
+    firmware_version = M.FIRMWARE_VERSION,
   }
   if m then
     local k = m.temperature_c + 273.15

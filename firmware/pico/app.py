@@ -5,6 +5,7 @@ import json
 import time
 
 import config as config_mod
+import reading
 from backoff import Backoff
 from timeutil import SYNCED_AFTER, unix_now
 
@@ -83,7 +84,10 @@ def provision(cfg, raw, path, requests, log=print):
     config file, so later boots use the key. True once registered; False when the server
     could not be reached (try again later); ProvisionError when only a new config helps."""
     url = cfg["server_url"].rstrip("/") + "/v1/sensors/nodes"
-    body = json.dumps({"node_id": cfg["node_id"], "sensor_type": "BME280"})
+    body = json.dumps({"node_id": cfg["node_id"], "sensor_type": "BME280",
+                       "hardware_type": "raspberry_pi_pico", "runtime": "micropython",
+                       "sensor_types": ["temperature", "humidity", "pressure"],
+                       "firmware_version": reading.FIRMWARE_VERSION})
     headers = {"Authorization": "Bearer " + cfg["provisioning_token"],
                "Content-Type": "application/json"}
     try:

@@ -8,7 +8,10 @@ P_MIN, P_MAX = 30000, 110000  # Pa
 H_MIN, H_MAX = 0, 100  # %RH
 
 KEYS = ("node_id", "seq", "timestamp", "temperature_kelvin", "humidity_percent",
-        "pressure_pa", "sensor_type", "quality", "raw_values")
+        "pressure_pa", "sensor_type", "quality", "raw_values", "firmware_version")
+
+# Reported with every reading: the server's node list shows what each node runs.
+FIRMWARE_VERSION = "1.3.0"
 
 
 def _fixed(n, digits):
@@ -42,7 +45,8 @@ def _div_round(a, b):
 def make_reading(node_id, seq, timestamp, m, sensor_type="BME280"):
     """m: result of BME280.read() (needs t_centi, p_q24_8, h_q22_10) or None
     when the sensor read failed."""
-    r = {"node_id": node_id, "seq": seq, "timestamp": timestamp, "sensor_type": sensor_type}
+    r = {"node_id": node_id, "seq": seq, "timestamp": timestamp, "sensor_type": sensor_type,
+         "firmware_version": FIRMWARE_VERSION}
     if m is None:
         r.update(temperature_kelvin=None, humidity_percent=None, pressure_pa=None,
                  quality="invalid", raw_values=None)

@@ -154,7 +154,12 @@ class HttpTransport:
                 self.auth_failed = False
                 rejected = []
                 try:
-                    rejected = r.json().get("rejected") or []
+                    d = r.json()
+                    # The list is `rejections` (`rejected` is their count); older servers
+                    # sent the list as `rejected`.
+                    rejected = d.get("rejections") or []
+                    if not rejected and isinstance(d.get("rejected"), list):
+                        rejected = d["rejected"]
                 except Exception:
                     pass
                 for rj in rejected:

@@ -714,7 +714,8 @@ impl KalmanFilter {
         (1..=3).contains(&m).then(|| self.gates[m - 1])
     }
 
-    fn estimate(&self) -> Values {
+    /// The estimate of every variable seen so far, public units (K, %, Pa).
+    pub fn estimate(&self) -> Values {
         Values::from_filter_units(std::array::from_fn(|i| {
             self.initialised[i].then(|| self.x[i])
         }))

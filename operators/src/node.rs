@@ -220,6 +220,27 @@ pub struct NodeCheckpoint {
     /// Added in version 4: the summary of every key seen (before, `core.recent` held the last
     /// keys themselves).
     seen: KeyRuns,
+    /// Added in version 5.
+    more: CheckpointV5,
+}
+
+/// Version 4's layout.
+#[derive(Deserialize)]
+struct CheckpointV4 {
+    core: CheckpointCore,
+    control: NodeControl,
+    extra: CheckpointExtra,
+    seen: KeyRuns,
+}
+
+/// What version 5 added: the node's calibration and solver settings, and when a manual
+/// override ends (fields of [`NodeSettings`] and [`NodeControl`] that their earlier
+/// layouts, kept for older checkpoints, do not hold).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct CheckpointV5 {
+    calibration: Option<kaiabc_schemas::Calibration>,
+    integrator: Option<crate::integrator::IntegratorConfig>,
+    override_until: Option<i64>,
 }
 
 /// Version 3's layout.
@@ -264,6 +285,22 @@ pub struct NodeControl {
     pub paused_since: Option<i64>,
     /// The PWM duty held by a manual override.
     pub override_pwm: Option<u8>,
+    /// When (event time, µs) the manual override ends by itself; `None` holds it until
+    /// cleared. (Checkpointed apart, see `CheckpointV5`.)
+    #[serde(skip)]
+    pub override_until: Option<i64>,
+}
+
+/// What applying one reading to the filter and the clock gave.
+struct Stepped {
+    /// The filtered temperature (K).
+    kelvin: f64,
+    /// Its variance (K²).
+    variance: f64,
+    /// The temperature that drove the clock (the filtered one, held to the valid range).
+    drive: f64,
+    /// Whether the clock was entrained up to the reading (no free run across a gap).
+    entrained: bool,
 }
 
 /// Why a checkpoint could not be read or resumed.
@@ -287,7 +324,7 @@ pub enum CheckpointError {
 }
 
 /// The checkpoint encoding's version, its first byte; bumped when [`NodeCheckpoint`] changes.
-pub const CHECKPOINT_VERSION: u8 = 4;
+pub const CHECKPOINT_VERSION: u8 = 5;
 
 impl NodeCheckpoint {
     /// The checkpoint as bytes: the version, then the postcard encoding.
@@ -302,6 +339,17 @@ impl NodeCheckpoint {
         match bytes.split_first() {
             None => Err(CheckpointError::Empty),
             Some((&CHECKPOINT_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+            // Before calibration, solver settings and timed overrides.
+            Some((4, rest)) => {
+                let v4: CheckpointV4 = postcard::from_bytes(rest)?;
+                Ok(Self {
+                    core: v4.core,
+                    control: v4.control,
+                    extra: v4.extra,
+                    seen: v4.seen,
+                    more: CheckpointV5::default(),
+                })
+            }
             // Before duplicate summaries: the last keys themselves, in `core.recent`.
             Some((3, rest)) => {
                 let v3: CheckpointV3 = postcard::from_bytes(rest)?;
@@ -310,6 +358,7 @@ impl NodeCheckpoint {
                     control: v3.control,
                     extra: v3.extra,
                     seen: KeyRuns::default(),
+                    more: CheckpointV5::default(),
                 })
             }
             // Before parameter changes and phase shifts: the shared settings, no shift.
@@ -320,6 +369,7 @@ impl NodeCheckpoint {
                     control: v2.control,
                     extra: CheckpointExtra::default(),
                     seen: KeyRuns::default(),
+                    more: CheckpointV5::default(),
                 })
             }
             // Before control commands: no pause, no override.
@@ -328,6 +378,7 @@ impl NodeCheckpoint {
                 control: NodeControl::default(),
                 extra: CheckpointExtra::default(),
                 seen: KeyRuns::default(),
+                more: CheckpointV5::default(),
             }),
             Some((&v, _)) => Err(CheckpointError::Version(v)),
         }
@@ -340,12 +391,19 @@ impl NodeCheckpoint {
 
     /// The control state (pause, override).
     pub fn control(&self) -> NodeControl {
-        self.control
+        NodeControl {
+            override_until: self.more.override_until,
+            ..self.control
+        }
     }
 
     /// The node's own settings.
     pub fn settings(&self) -> NodeSettings {
-        self.extra.settings
+        NodeSettings {
+            calibration: self.more.calibration,
+            integrator: self.more.integrator,
+            ..self.extra.settings
+        }
     }
 }
 
@@ -391,6 +449,11 @@ impl NodeState {
                 shift: self.shift.as_ref().map(ShiftRun::checkpoint),
             },
             seen: self.dedup.seen.clone(),
+            more: CheckpointV5 {
+                calibration: self.settings.calibration,
+                integrator: self.settings.integrator,
+                override_until: self.control.override_until,
+            },
         }
     }
 
@@ -399,10 +462,14 @@ impl NodeState {
     pub fn resume(cfg: &NodeConfig, cp: NodeCheckpoint) -> Result<Self, CheckpointError> {
         let NodeCheckpoint {
             core: cp,
-            control,
-            extra,
+            mut control,
+            mut extra,
             mut seen,
+            more,
         } = cp;
+        extra.settings.calibration = more.calibration;
+        extra.settings.integrator = more.integrator;
+        control.override_until = more.override_until;
         // Every key of a checkpoint is in the lake's files (it was saved after their commit).
         for &(micros, seq) in &cp.recent {
             seen.insert(micros, seq);
@@ -479,7 +546,9 @@ impl NodeState {
             }
             ControlAction::Filter(_) => self.filter.set_params(eff.kalman)?,
             ControlAction::FilterReset => self.filter.reset(),
-            ControlAction::OutputMapping(_) | ControlAction::Simulation(_) => {}
+            ControlAction::OutputMapping(_)
+            | ControlAction::Simulation(_)
+            | ControlAction::Calibration(_) => {}
             ControlAction::PhaseShift(plan) => {
                 self.end_shift(cmd, PhaseShiftOutcome::Superseded, out);
                 match &mut self.clock {
@@ -615,6 +684,8 @@ impl NodeState {
                 reading,
                 filtered_temperature_kelvin: None,
                 kalman_variance: None,
+                filtered_humidity_percent: None,
+                filtered_pressure_pa: None,
                 late: true,
             }));
             return Ok(Disposition::Late);
@@ -626,15 +697,23 @@ impl NodeState {
                 reading,
                 filtered_temperature_kelvin: None,
                 kalman_variance: None,
+                filtered_humidity_percent: None,
+                filtered_pressure_pa: None,
                 late: false,
             }));
             return Ok(Disposition::Paused);
         }
         self.close_windows(cfg, micros, &reading.node_id, out);
-        let (kelvin, variance, drive, entrained) = match self.step(cfg, &reading, micros) {
+        let Stepped {
+            kelvin,
+            variance,
+            drive,
+            entrained,
+        } = match self.step(cfg, &reading, micros) {
             Ok(v) => v,
             Err(error) => return Err(Box::new(NodeFailure { error, reading })),
         };
+        let estimate = self.filter.estimate();
         let clock = self.clock.as_ref().expect("set above");
         let snap = clock.snapshot();
         let period = self.window_period.unwrap_or(snap.period_hours);
@@ -676,6 +755,8 @@ impl NodeState {
             reading,
             filtered_temperature_kelvin: Some(kelvin),
             kalman_variance: Some(variance),
+            filtered_humidity_percent: estimate.humidity_percent,
+            filtered_pressure_pa: estimate.pressure_pa,
             late: false,
         }));
         let done = match &self.shift {
@@ -694,28 +775,31 @@ impl NodeState {
         Ok(Disposition::Applied)
     }
 
-    /// The fallible part of applying a reading: the filter, then the clock. Returns the filtered
-    /// temperature, its variance, the temperature driving the clock and whether the clock was
-    /// entrained up to the reading.
+    /// The fallible part of applying a reading: the node's calibration, the filter, then the
+    /// clock.
     fn step(
         &mut self,
         cfg: &NodeConfig,
         reading: &SensorReading,
         micros: i64,
-    ) -> Result<(f64, f64, f64, bool), NodeError> {
+    ) -> Result<Stepped, NodeError> {
         let t_seconds = micros as f64 / 1e6;
+        let cal = self.settings.calibration.unwrap_or_default();
+        let kelvin_in = reading.temperature_kelvin + cal.temperature_offset;
         self.filter.update(
             t_seconds,
             &Measurement {
-                temperature_kelvin: Some(reading.temperature_kelvin),
-                humidity_percent: reading.humidity_percent,
-                pressure_pa: reading.pressure_pa,
+                temperature_kelvin: Some(kelvin_in),
+                humidity_percent: reading
+                    .humidity_percent
+                    .map(|h| (h + cal.humidity_offset).clamp(0.0, 100.0)),
+                pressure_pa: reading.pressure_pa.map(|p| p + cal.pressure_offset),
             },
         )?;
         let (kelvin, variance) = self
             .filter
             .estimate_temperature()
-            .unwrap_or((reading.temperature_kelvin, f64::NAN));
+            .unwrap_or((kelvin_in, f64::NAN));
         // The clock's temperature domain is the validation range; a filtered value a hair
         // outside it (noise at the edge) is held at the edge.
         let drive = kelvin.clamp(*VALID_KELVIN.start(), *VALID_KELVIN.end());
@@ -748,7 +832,12 @@ impl NodeState {
                 advance(t, drive)?;
             }
         }
-        Ok((kelvin, variance, drive, entrained))
+        Ok(Stepped {
+            kelvin,
+            variance,
+            drive,
+            entrained,
+        })
     }
 
     /// Closes every window whose end is at or before `micros` (the node's event time passing

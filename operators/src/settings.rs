@@ -1,7 +1,9 @@
 //! A node's own settings: the parameters its control commands changed, over the configuration
 //! every node shares.
 
-use kaiabc_schemas::{ControlAction, EntrainmentPatch, FilterPatch, MappingPatch, SimulationPatch};
+use kaiabc_schemas::{
+    Calibration, ControlAction, EntrainmentPatch, FilterPatch, MappingPatch, SimulationPatch,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::etf::Etf;
@@ -23,6 +25,13 @@ pub struct NodeSettings {
     pub max_gap_hours: Option<f64>,
     /// CT a reset starts at.
     pub initial_ct: Option<f64>,
+    /// Offsets added to the node's readings before the filter (none: the readings as sent).
+    /// (Serialised in checkpoints after the fields above, see `node::CheckpointV5`.)
+    #[serde(skip)]
+    pub calibration: Option<Calibration>,
+    /// Solver tolerances and step bounds (as for `calibration`, checkpointed apart).
+    #[serde(skip)]
+    pub integrator: Option<crate::integrator::IntegratorConfig>,
 }
 
 /// A parameter change that would leave a node with unusable settings.
@@ -123,6 +132,13 @@ impl NodeSettings {
                     }
                     next.initial_ct = Some(*ct);
                 }
+            }
+            ControlAction::Calibration(c) => {
+                c.validate().map_err(|reason| SettingsError {
+                    what: "calibration",
+                    reason,
+                })?;
+                next.calibration = (!c.is_zero()).then_some(*c);
             }
             _ => {}
         }

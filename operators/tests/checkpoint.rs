@@ -33,6 +33,7 @@ fn readings(node: &str) -> Vec<SensorReading> {
                 sensor_type: "BME280".into(),
                 quality: Quality::Good,
                 raw_values: None,
+                firmware_version: None,
             }
         })
         .collect()

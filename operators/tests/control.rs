@@ -170,14 +170,18 @@ fn an_override_holds_the_output_until_cleared_and_survives_a_checkpoint() {
 }
 
 #[test]
-fn version_1_to_3_checkpoints_still_resume() {
+fn version_1_to_4_checkpoints_still_resume() {
     let cfg = NodeConfig::new(ClockConfig::default()).unwrap();
     let mut a = NodeState::new(&cfg).unwrap();
     state(&cfg, &mut a, reading("a", 0, 0));
-    let v4 = a.checkpoint().to_bytes();
-    // Version 4 is version 3's fields, then the summary of keys seen; version 3 is version 2's,
-    // then the settings (five `None`s) and no phase shift (one `None`); version 2 is version
-    // 1's, then the control state (two `None`s). A `None` is one byte.
+    let v5 = a.checkpoint().to_bytes();
+    // Version 5 is version 4's fields, then no calibration, solver settings or override end
+    // (three `None`s); version 4 is version 3's, then the summary of keys seen; version 3 is
+    // version 2's, then the settings (five `None`s) and no phase shift (one `None`); version 2
+    // is version 1's, then the control state (two `None`s). A `None` is one byte.
+    assert_eq!(&v5[v5.len() - 3..], &[0; 3]);
+    let mut v4 = v5[..v5.len() - 3].to_vec();
+    v4[0] = 4;
     let seen = postcard::to_allocvec(&a.dedup().seen).unwrap();
     let mut v3 = v4[..v4.len() - seen.len()].to_vec();
     v3[0] = 3;
@@ -186,13 +190,65 @@ fn version_1_to_3_checkpoints_still_resume() {
     v2[0] = 2;
     let mut v1 = v3[..v3.len() - 8].to_vec();
     v1[0] = 1;
-    for old in [v1, v2, v3] {
+    for old in [v1, v2, v3, v4] {
         let cp = NodeCheckpoint::from_bytes(&old).unwrap();
         assert_eq!(cp.control(), Default::default());
         assert_eq!(cp.settings(), Default::default());
         assert_eq!(cp.last_micros(), a.checkpoint().last_micros());
         NodeState::resume(&cfg, cp).unwrap();
     }
+}
+
+#[test]
+fn a_calibration_offsets_the_readings_before_the_filter_and_survives_a_checkpoint() {
+    use kaiabc_schemas::Calibration;
+    let cfg = NodeConfig::new(ClockConfig::default()).unwrap();
+    let cal = Calibration {
+        temperature_offset: 0.5,
+        humidity_offset: -2.0,
+        pressure_offset: 0.0,
+    };
+    let mut a = NodeState::new(&cfg).unwrap();
+    ctl(
+        &cfg,
+        &mut a,
+        command("a", 0, ControlAction::Calibration(cal)),
+    );
+    let cp = NodeCheckpoint::from_bytes(&a.checkpoint().to_bytes()).unwrap();
+    assert_eq!(cp.settings().calibration, Some(cal));
+    let mut b = NodeState::resume(&cfg, cp).unwrap();
+    // The first reading initialises the filter at the measurement: the calibrated one.
+    let mut out = Vec::new();
+    let mut r = reading("a", 0, 1);
+    r.humidity_percent = Some(40.0);
+    b.apply(&cfg, r.clone(), &mut out).unwrap();
+    let row = out
+        .iter()
+        .find_map(|o| match o {
+            LakeRow::Reading(row) => Some(row.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        row.reading.temperature_kelvin, r.temperature_kelvin,
+        "stored as sent"
+    );
+    assert!((row.filtered_temperature_kelvin.unwrap() - (r.temperature_kelvin + 0.5)).abs() < 1e-9);
+    assert!((row.filtered_humidity_percent.unwrap() - 38.0).abs() < 1e-9);
+    // An implausible calibration changes nothing.
+    let bad = Calibration {
+        temperature_offset: 80.0,
+        ..cal
+    };
+    let mut out = Vec::new();
+    assert!(b
+        .control(
+            &cfg,
+            &command("a", 2, ControlAction::Calibration(bad)),
+            &mut out
+        )
+        .is_err());
+    assert_eq!(b.settings().calibration, Some(cal));
 }
 
 #[test]

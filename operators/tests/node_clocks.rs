@@ -38,6 +38,7 @@ fn readings() -> Vec<SensorReading> {
                 sensor_type: "BME280".into(),
                 quality: Quality::Good,
                 raw_values: None,
+                firmware_version: None,
             });
         }
     }

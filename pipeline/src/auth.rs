@@ -9,6 +9,7 @@ use std::time::Duration;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use chrono::Utc;
+use kaiabc_schemas::{Calibration, HardwareType, Runtime, SensorKind};
 use serde::{Deserialize, Serialize};
 
 /// Errors of authentication and the node registry.
@@ -243,7 +244,7 @@ fn random_hex(n: usize) -> String {
 }
 
 /// A registered node, as stored (the key only as its argon2 hash).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// The node.
     pub node_id: String,
@@ -255,6 +256,21 @@ pub struct NodeRecord {
     pub location: Option<String>,
     /// Its sensor.
     pub sensor_type: String,
+    /// Its board (registries written before it was asked for have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_type: Option<HardwareType>,
+    /// Its firmware's interpreter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<Runtime>,
+    /// What it measures.
+    #[serde(default = "bme280")]
+    pub sensor_types: Vec<SensorKind>,
+    /// The firmware version it was registered with (its readings report the current one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_version: Option<String>,
+    /// Offsets added to its readings before the filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
     /// When it was registered (RFC 3339).
     pub registered_at: String,
     /// The public part of its API key (finds the record without trying every hash).
@@ -264,7 +280,7 @@ pub struct NodeRecord {
 }
 
 /// What registering a node takes.
-#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
     /// The node id (`[A-Za-z0-9_-]{1,64}`).
@@ -279,6 +295,28 @@ pub struct Registration {
     /// Its sensor (default BME280).
     #[serde(default)]
     pub sensor_type: Option<String>,
+    /// Its board.
+    #[serde(default)]
+    pub hardware_type: Option<HardwareType>,
+    /// Its firmware's interpreter (default: the one our firmware for the board uses).
+    #[serde(default)]
+    pub runtime: Option<Runtime>,
+    /// What it measures (default: temperature, humidity and pressure, a BME280's); always
+    /// temperature, which drives the node's clock.
+    #[serde(default)]
+    #[schemars(extend("contains" = {"const": "temperature"}))]
+    pub sensor_types: Option<Vec<SensorKind>>,
+    /// Its firmware version (at most 64 characters).
+    #[serde(default)]
+    #[schemars(length(max = 64))]
+    pub firmware_version: Option<String>,
+    /// Offsets added to its readings before the Kalman filter.
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
+}
+
+fn bme280() -> Vec<SensorKind> {
+    SensorKind::BME280.to_vec()
 }
 
 /// The registered nodes, persisted as JSON (written atomically), with a cache of verified keys
@@ -437,6 +475,25 @@ impl Registry {
                 r.node_id
             )));
         }
+        if r.firmware_version
+            .as_ref()
+            .is_some_and(|v| v.chars().count() > 64)
+        {
+            return Err(AuthError::Invalid(
+                "firmware_version is longer than 64 characters".into(),
+            ));
+        }
+        if let Some(c) = &r.calibration {
+            c.validate().map_err(AuthError::Invalid)?;
+        }
+        let mut sensor_types = r.sensor_types.unwrap_or_else(bme280);
+        sensor_types.sort();
+        sensor_types.dedup();
+        if !sensor_types.contains(&SensorKind::Temperature) {
+            return Err(AuthError::Invalid(
+                "sensor_types must include temperature: it drives the node's clock".into(),
+            ));
+        }
         let key_id = random_hex(4);
         let key = format!("kab_{key_id}_{}", random_hex(24));
         let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
@@ -449,6 +506,11 @@ impl Registry {
             name: r.name,
             location: r.location,
             sensor_type: r.sensor_type.unwrap_or_else(|| "BME280".into()),
+            hardware_type: r.hardware_type,
+            runtime: r.runtime.or(r.hardware_type.map(HardwareType::runtime)),
+            sensor_types,
+            firmware_version: r.firmware_version,
+            calibration: r.calibration.filter(|c| !c.is_zero()),
             registered_at: kaiabc_schemas::format_timestamp(&Utc::now()),
             key_id,
             key_hash,
@@ -650,6 +712,7 @@ mod tests {
                 name: None,
                 location: None,
                 sensor_type: None,
+                ..Default::default()
             })
             .unwrap();
         let hashed = |r: &Registry| r.hashed.load(std::sync::atomic::Ordering::Relaxed);
@@ -692,6 +755,7 @@ mod tests {
             name: None,
             location: None,
             sensor_type: None,
+            ..Default::default()
         })
         .unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -713,6 +777,7 @@ mod tests {
                 name: Some("roof".into()),
                 location: None,
                 sensor_type: None,
+                ..Default::default()
             })
             .unwrap();
         assert!(key.starts_with(&format!("kab_{}_", rec.key_id)));
@@ -724,7 +789,8 @@ mod tests {
                 node_id: "pico_001".into(),
                 name: None,
                 location: None,
-                sensor_type: None
+                sensor_type: None,
+                ..Default::default()
             }),
             Err(AuthError::Exists(_))
         ));
@@ -733,7 +799,8 @@ mod tests {
                 node_id: "bad id".into(),
                 name: None,
                 location: None,
-                sensor_type: None
+                sensor_type: None,
+                ..Default::default()
             }),
             Err(AuthError::Invalid(_))
         ));

@@ -86,10 +86,35 @@ pub struct NodeLatest {
     pub reading: Option<(u64, SensorReading)>,
 }
 
+/// What the dataflow made of one reading, for the request that sent it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Applied {
+    /// Filtered temperature (K); `None` for a late reading, which is stored but not applied.
+    pub temperature_kelvin: Option<f64>,
+    /// Its variance (K²).
+    pub kalman_variance: Option<f64>,
+    /// Filtered relative humidity (%), once the filter has humidity.
+    pub humidity_percent: Option<f64>,
+    /// Filtered pressure (Pa), once the filter has pressure.
+    pub pressure_pa: Option<f64>,
+}
+
+/// A request waiting for its reading (node, event time, seq) to be applied.
+#[derive(Debug)]
+struct Waiter {
+    micros: i64,
+    seq: Option<i64>,
+    tx: tokio::sync::oneshot::Sender<Applied>,
+}
+
 /// The fan-out point between the dataflow and WebSocket clients.
 #[derive(Debug)]
 pub struct Hub {
     latest: Mutex<HashMap<String, NodeLatest>>,
+    /// Ingestion requests waiting for their readings, by node (see [`Hub::await_applied`]).
+    waiting: Mutex<HashMap<String, Vec<Waiter>>>,
+    /// Waiters registered (so publishing skips the lock when nobody waits).
+    waiters: AtomicU64,
     alerts: AtomicU64,
     /// Sequence of `phase_shift.complete`.
     shifts: AtomicU64,
@@ -108,6 +133,8 @@ impl Default for Hub {
     fn default() -> Self {
         Self {
             latest: Mutex::default(),
+            waiting: Mutex::default(),
+            waiters: AtomicU64::new(0),
             alerts: AtomicU64::new(0),
             shifts: AtomicU64::new(0),
             interest: Default::default(),
@@ -177,6 +204,72 @@ impl Hub {
     pub fn state(&self, node: &str) -> Option<OscillatorState> {
         let m = self.latest.lock().ok()?;
         m.get(node)?.state.as_ref().map(|(_, s)| s.clone())
+    }
+
+    /// A receiver that gets what the dataflow made of the reading of `node` at `micros` (with
+    /// `seq`) once it is applied. Register before sending the reading in; a reading the
+    /// dataflow drops (a duplicate, a dead letter) never resolves it, so wait with a timeout.
+    /// Dropping the receiver is enough to give up: closed waiters are pruned as others come.
+    pub fn await_applied(
+        &self,
+        node: &str,
+        micros: i64,
+        seq: Option<i64>,
+    ) -> tokio::sync::oneshot::Receiver<Applied> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if let Ok(mut w) = self.waiting.lock() {
+            let list = w.entry(node.to_string()).or_default();
+            let before = list.len();
+            list.retain(|x| !x.tx.is_closed());
+            self.waiters
+                .fetch_sub((before - list.len()) as u64, Ordering::AcqRel);
+            list.push(Waiter { micros, seq, tx });
+            self.waiters.fetch_add(1, Ordering::AcqRel);
+        }
+        rx
+    }
+
+    /// Resolves the waiters of a reading just applied.
+    fn resolve(&self, r: &kaiabc_schemas::ReadingRow) {
+        if self.waiters.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let Ok(mut w) = self.waiting.lock() else {
+            return;
+        };
+        let node = &r.reading.node_id;
+        let Some(list) = w.get_mut(node) else {
+            return;
+        };
+        let micros = r.reading.timestamp.timestamp_micros();
+        let before = list.len();
+        let mut i = 0;
+        while i < list.len() {
+            if list[i].micros == micros && list[i].seq == r.reading.seq {
+                let x = list.swap_remove(i);
+                let _ = x.tx.send(Applied {
+                    temperature_kelvin: r.filtered_temperature_kelvin,
+                    kalman_variance: r.kalman_variance,
+                    humidity_percent: r.filtered_humidity_percent,
+                    pressure_pa: r.filtered_pressure_pa,
+                });
+            } else if list[i].tx.is_closed() {
+                list.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        self.waiters
+            .fetch_sub((before - list.len()) as u64, Ordering::AcqRel);
+        if list.is_empty() {
+            w.remove(node);
+        }
+    }
+
+    /// Each node's latest reading.
+    pub fn latest_reading(&self, node: &str) -> Option<SensorReading> {
+        let m = self.latest.lock().ok()?;
+        m.get(node)?.reading.as_ref().map(|(_, r)| r.clone())
     }
 
     /// Counts `patterns` in (or out of) the interest of their families.
@@ -257,6 +350,7 @@ impl Hub {
                     }
                 }
                 LakeRow::Reading(r) => {
+                    self.resolve(r);
                     let node = &r.reading.node_id;
                     let l = m.entry(node.clone()).or_default();
                     let seq = l.reading.as_ref().map_or(0, |(q, _)| *q) + 1;

@@ -86,6 +86,61 @@ pub enum ControlAction {
     /// A temperature step added to the node's clock drive for a while, planned from the phase
     /// response curve; when the clock has settled the node reports the shift achieved.
     PhaseShift(PhaseShiftPlan),
+    /// The node's sensor calibration (from its registration): offsets added to its readings
+    /// before the Kalman filter, replacing any earlier calibration.
+    Calibration(Calibration),
+}
+
+/// Offsets added to a node's readings before its Kalman filter (the API specification's node
+/// `calibration`). The lake's `readings` keep the values as sent; the filtered columns and the
+/// clock see the calibrated ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Calibration {
+    /// Added to the temperature, K (a difference, so the same in °C), within ±20.
+    #[serde(default)]
+    #[schemars(range(min = -20.0, max = 20.0))]
+    pub temperature_offset: f64,
+    /// Added to the relative humidity, percentage points, within ±50.
+    #[serde(default)]
+    #[schemars(range(min = -50.0, max = 50.0))]
+    pub humidity_offset: f64,
+    /// Added to the pressure, Pa, within ±5000.
+    #[serde(default)]
+    #[schemars(range(min = -5000.0, max = 5000.0))]
+    pub pressure_offset: f64,
+}
+
+impl Calibration {
+    /// Whether every offset is zero (nothing to apply).
+    pub fn is_zero(&self) -> bool {
+        self.temperature_offset == 0.0 && self.humidity_offset == 0.0 && self.pressure_offset == 0.0
+    }
+
+    /// Checks the offsets are finite and plausible for a sensor's calibration: at most 20 K,
+    /// 50 percentage points and 5 000 Pa either way.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = |v: f64, max: f64| v.is_finite() && v.abs() <= max;
+        if !ok(self.temperature_offset, 20.0) {
+            return Err(format!(
+                "temperature_offset must be within ±20 K, got {}",
+                self.temperature_offset
+            ));
+        }
+        if !ok(self.humidity_offset, 50.0) {
+            return Err(format!(
+                "humidity_offset must be within ±50 %, got {}",
+                self.humidity_offset
+            ));
+        }
+        if !ok(self.pressure_offset, 5_000.0) {
+            return Err(format!(
+                "pressure_offset must be within ±5000 Pa, got {}",
+                self.pressure_offset
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Entrainment parameters to change; absent fields keep their values.

@@ -63,6 +63,13 @@ pub struct ReadingRow {
     pub filtered_temperature_kelvin: Option<f64>,
     /// Its variance, K².
     pub kalman_variance: Option<f64>,
+    /// The filtered relative humidity after this reading, % (`None` while the filter has no
+    /// humidity, and for a late reading).
+    #[serde(default)]
+    pub filtered_humidity_percent: Option<f64>,
+    /// The filtered pressure after this reading, Pa (as for humidity).
+    #[serde(default)]
+    pub filtered_pressure_pa: Option<f64>,
     /// Whether it arrived after a newer reading of its node had been applied.
     pub late: bool,
 }
@@ -159,6 +166,10 @@ fn readings() -> Schema {
         f64_col("raw_temperature", true),
         f64_col("raw_humidity", true),
         f64_col("raw_pressure", true),
+        // Added later: files written before lack them, and readers given the table's schema
+        // (DataFusion here, DuckDB with union_by_name, pyarrow datasets) see nulls.
+        f64_col("filtered_humidity_percent", true),
+        f64_col("filtered_pressure_pa", true),
     ])
 }
 

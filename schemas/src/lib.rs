@@ -8,13 +8,14 @@ pub mod json_schema;
 pub mod lake;
 pub mod phase_shift;
 pub mod reading;
+pub mod registry;
 pub mod rhythm;
 pub mod state;
 pub mod validate;
 
 pub use control::{
-    ControlAction, ControlCommand, EntrainmentPatch, FilterPatch, MappingFunction, MappingPatch,
-    PhaseShiftPlan, SimulationPatch,
+    Calibration, ControlAction, ControlCommand, EntrainmentPatch, FilterPatch, MappingFunction,
+    MappingPatch, PhaseShiftPlan, SimulationPatch,
 };
 pub use dead_letter::DeadLetter;
 pub use lake::{Checkpoint, LakeRow, NodeCheckpointEntry, ReadingRow, Table};
@@ -22,6 +23,7 @@ pub use phase_shift::{PhaseShiftOutcome, PhaseShiftReport};
 pub use reading::{
     format_timestamp, parse_timestamp, Quality, RawReading, RawValues, SensorReading,
 };
+pub use registry::{HardwareType, Runtime, SensorKind};
 pub use rhythm::{Metric, RhythmWindow};
 pub use state::{OscillatorState, StateVariables};
 pub use validate::{Reason, Rejection};

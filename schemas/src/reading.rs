@@ -105,6 +105,9 @@ pub struct SensorReading {
     /// The sensor's values before conversion, when the node sends them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw_values: Option<RawValues>,
+    /// The firmware the node runs, when it reports it (the node list shows the latest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_version: Option<String>,
 }
 
 /// A reading as it arrives (JSON or CSV): every field optional and the timestamp still text, so
@@ -141,6 +144,13 @@ pub struct RawReading {
     /// See [`SensorReading::raw_values`].
     #[serde(default)]
     pub raw_values: Option<RawValues>,
+    /// The API specification's single raw value: the temperature before conversion (°C), kept
+    /// as `raw_values.temperature` when `raw_values` does not give one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_value: Option<f64>,
+    /// See [`SensorReading::firmware_version`] (at most 64 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware_version: Option<String>,
 }
 
 impl RawReading {
@@ -179,6 +189,15 @@ impl RawReading {
                 ))
             })?,
         };
+        let firmware_version = match self.firmware_version {
+            Some(v) if v.chars().count() > 64 => {
+                return Err(with_node(Rejection::new(
+                    Reason::ParseError,
+                    "firmware_version is longer than 64 characters",
+                )))
+            }
+            v => v.filter(|v| !v.is_empty()),
+        };
         let reading = SensorReading {
             node_id,
             seq: self.seq,
@@ -192,7 +211,18 @@ impl RawReading {
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "unknown".to_string()),
             quality,
-            raw_values: self.raw_values,
+            raw_values: match (self.raw_values, self.raw_value) {
+                (Some(v), Some(t)) if v.temperature.is_none() => Some(RawValues {
+                    temperature: Some(t),
+                    ..v
+                }),
+                (None, Some(t)) => Some(RawValues {
+                    temperature: Some(t),
+                    ..RawValues::default()
+                }),
+                (v, _) => v,
+            },
+            firmware_version,
         };
         check_reading(&reading, now).map_err(|r| r.for_node(&reading.node_id))?;
         Ok(reading)

@@ -102,6 +102,36 @@ impl Reason {
         }
     }
 
+    /// The field a reading rejected for this reason got wrong, with the API's field-error code
+    /// and the valid range; `None` for reasons that are not about one field.
+    /// `MISSING_FIELD` names no field here: the rejection's message does.
+    pub fn field(self) -> Option<FieldRule> {
+        let rule = |field, code, range| FieldRule { field, code, range };
+        Some(match self {
+            Reason::InvalidNodeId => rule("node_id", "INVALID_FORMAT", None),
+            Reason::InvalidTimestamp => rule("timestamp", "INVALID_FORMAT", None),
+            Reason::FutureTimestamp | Reason::StaleTimestamp => {
+                rule("timestamp", "OUT_OF_RANGE", None)
+            }
+            Reason::TemperatureOutOfRange => rule(
+                "temperature_kelvin",
+                "OUT_OF_RANGE",
+                Some(TEMPERATURE_RANGE_K),
+            ),
+            Reason::HumidityOutOfRange => rule(
+                "humidity_percent",
+                "OUT_OF_RANGE",
+                Some(HUMIDITY_RANGE_PERCENT),
+            ),
+            Reason::PressureOutOfRange => {
+                rule("pressure_pa", "OUT_OF_RANGE", Some(PRESSURE_RANGE_PA))
+            }
+            Reason::LightOutOfRange => rule("light_lux", "OUT_OF_RANGE", None),
+            Reason::SensorInvalid => rule("quality", "SENSOR_INVALID", None),
+            _ => return None,
+        })
+    }
+
     /// Parses a code.
     pub fn from_code(code: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|r| r.code() == code)
@@ -112,6 +142,17 @@ impl std::fmt::Display for Reason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.code())
     }
+}
+
+/// The field a rejection is about (see [`Reason::field`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FieldRule {
+    /// The reading's field.
+    pub field: &'static str,
+    /// The API's field-error code: `OUT_OF_RANGE`, `INVALID_FORMAT`, `SENSOR_INVALID`.
+    pub code: &'static str,
+    /// The values allowed, when they are a closed range.
+    pub range: Option<(f64, f64)>,
 }
 
 /// A rejected event: the reason code, a message for people, and the node when it is known.
@@ -273,6 +314,7 @@ mod tests {
             sensor_type: "BME280".into(),
             quality: Quality::Good,
             raw_values: None,
+            firmware_version: None,
         }
     }
 

@@ -159,6 +159,8 @@ impl CsvColumns {
                 humidity: raw[1],
                 pressure: raw[2],
             }),
+            raw_value: None,
+            firmware_version: None,
         })
     }
 }

@@ -397,6 +397,8 @@ impl ParquetColumns {
                 humidity: raw[1],
                 pressure: raw[2],
             }),
+            raw_value: None,
+            firmware_version: None,
         }
     }
 }

@@ -329,10 +329,13 @@ mod tests {
                 sensor_type: "BME280".into(),
                 quality: Quality::Good,
                 raw_values: None,
+                firmware_version: None,
             },
             filtered_temperature_kelvin: None,
             kalman_variance: None,
             late: false,
+            filtered_humidity_percent: None,
+            filtered_pressure_pa: None,
         })
     }
 

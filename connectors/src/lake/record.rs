@@ -142,6 +142,10 @@ columns!(ReadingColumns for ReadingRow, Table::Readings, {
         => |x| append_option(x.reading.raw_values.as_ref().and_then(|v| v.humidity)),
     raw_pressure: Float64Builder = floats
         => |x| append_option(x.reading.raw_values.as_ref().and_then(|v| v.pressure)),
+    filtered_humidity_percent: Float64Builder = floats
+        => |x| append_option(x.filtered_humidity_percent),
+    filtered_pressure_pa: Float64Builder = floats
+        => |x| append_option(x.filtered_pressure_pa),
 });
 
 impl LakeRecord for ReadingRow {

@@ -516,10 +516,13 @@ mod tests {
                 sensor_type: "BME280".into(),
                 quality: Quality::Good,
                 raw_values: None,
+                firmware_version: None,
             },
             filtered_temperature_kelvin: Some(300.0),
             kalman_variance: Some(0.01),
             late: false,
+            filtered_humidity_percent: None,
+            filtered_pressure_pa: None,
         })
     }
 

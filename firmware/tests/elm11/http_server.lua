@@ -43,8 +43,8 @@ while true do
       for i, r in ipairs(arr) do
         if rs[r.seq] then rejected[#rejected + 1] = { index = i - 1, code = "OUT_OF_RANGE", message = "test reject" } end
       end
-      rbody = cjson.encode({ accepted = #arr - #rejected, rejected = rejected })
-      if #rejected == 0 then rbody = rbody:gsub('"rejected":{}', '"rejected":[]') end
+      rbody = cjson.encode({ accepted = #arr - #rejected, rejected = #rejected, rejections = rejected })
+      if #rejected == 0 then rbody = rbody:gsub('"rejections":{}', '"rejections":[]') end
     else
       rbody = '{"error":"programmed"}'
     end

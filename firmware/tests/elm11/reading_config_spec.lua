@@ -14,6 +14,7 @@ describe("reading JSON", function()
       temperature_kelvin = 298.23, humidity_percent = 41.2, pressure_pa = 100931.5,
       sensor_type = "BME280", quality = "good",
       raw_values = { temperature = 25.08, humidity = 41.2, pressure = 1009.315 },
+      firmware_version = reading.FIRMWARE_VERSION,
     }, d)
     assert.matches('"seq":17[,}]', reading.encode(r))
   end)

@@ -14,7 +14,7 @@ def test_json_shape_and_key_order():
     assert s == ('{"node_id": "pico_001", "seq": 17, "timestamp": "2026-11-27T13:05:00Z", '
                  '"temperature_kelvin": 298.23, "humidity_percent": 41.2, "pressure_pa": 100931.5, '
                  '"sensor_type": "BME280", "quality": "good", "raw_values": {"temperature": 25.08, '
-                 '"humidity": 41.2, "pressure": 1009.315}}'), s
+                 '"humidity": 41.2, "pressure": 1009.315}, "firmware_version": "1.3.0"}'), s
     d = json.loads(s)
     assert d["temperature_kelvin"] == 298.23 and d["raw_values"]["pressure"] == 1009.315
 

@@ -60,7 +60,8 @@ def test_mqtt_output_messages_delivered():
 
 def test_http_post_headers_body_and_202_with_rejections():
     rq = FakeRequests()
-    rq.script.append(Resp(202, {"accepted": 1, "rejected": [{"index": 1, "code": "OUT_OF_RANGE", "message": "x"}]}))
+    rq.script.append(Resp(200, {"accepted": 1, "rejected": 1,
+                                "rejections": [{"index": 1, "code": "OUT_OF_RANGE", "message": "x"}]}))
     t = HttpTransport(CFG, requests=rq, log=LOG.append)
     r = t.send(['{"seq": 1}', '{"seq": 2}'], 0)
     url, data, h = rq.posts[0]

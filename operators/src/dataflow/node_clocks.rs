@@ -219,6 +219,7 @@ pub trait NodeClocks<'scope> {
     ///             timestamp: parse_timestamp(&ts).unwrap(), temperature_kelvin: 303.15,
     ///             humidity_percent: None, pressure_pa: None, light_lux: None,
     ///             sensor_type: "BME280".into(), quality: Quality::Good, raw_values: None,
+    ///             firmware_version: None,
     ///         }.into())
     ///     })
     ///     .collect();

@@ -16,5 +16,6 @@ pub fn reading(node: &str, seq: i64, timestamp: DateTime<Utc>, kelvin: f64) -> S
         sensor_type: "BME280".into(),
         quality: Quality::Good,
         raw_values: None,
+        firmware_version: None,
     }
 }

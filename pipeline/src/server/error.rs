@@ -17,6 +17,58 @@ pub struct FieldError {
     pub code: String,
     /// In words.
     pub message: String,
+    /// The value sent, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provided: Option<serde_json::Value>,
+    /// The values allowed, `[low, high]`, when they are a range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_range: Option<[f64; 2]>,
+}
+
+impl FieldError {
+    /// A field error without a provided value or range.
+    pub fn new(
+        field: impl Into<String>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            field: field.into(),
+            code: code.into(),
+            message: message.into(),
+            provided: None,
+            valid_range: None,
+        }
+    }
+
+    /// The field error of a reading rejected with `rej` (`item` is the reading as sent,
+    /// `prefix` its place in the request, e.g. `readings[3].`), if the reason is about one field.
+    pub fn of_reading(
+        rej: &kaiabc_schemas::Rejection,
+        item: &serde_json::Value,
+        prefix: &str,
+    ) -> Option<Self> {
+        use kaiabc_schemas::Reason;
+        let rule = match rej.reason.field() {
+            Some(f) => f,
+            None if rej.reason == Reason::MissingField => {
+                let name = rej.message.split_whitespace().next().unwrap_or("?");
+                return Some(Self::new(
+                    format!("{prefix}{name}"),
+                    "MISSING_FIELD",
+                    rej.message.clone(),
+                ));
+            }
+            None => return None,
+        };
+        Some(Self {
+            field: format!("{prefix}{}", rule.field),
+            code: rule.code.into(),
+            message: rej.message.clone(),
+            provided: item.get(rule.field).cloned(),
+            valid_range: rule.range.map(|(a, b)| [a, b]),
+        })
+    }
 }
 
 /// A failed request, as the client is told.
@@ -247,11 +299,11 @@ mod tests {
 
         let invalid = ApiError::Validation {
             message: "2 fields".into(),
-            field_errors: vec![FieldError {
-                field: "temperature_kelvin".into(),
-                code: "OUT_OF_RANGE".into(),
-                message: "above 373.15".into(),
-            }],
+            field_errors: vec![FieldError::new(
+                "temperature_kelvin",
+                "OUT_OF_RANGE",
+                "above 373.15",
+            )],
         };
         let b = invalid.body("req_2");
         assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);

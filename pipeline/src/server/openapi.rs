@@ -33,6 +33,9 @@ enum Reply {
     Typed(SchemaFn),
     /// A JSON object whose fields the description names.
     Object,
+    /// A JSON object with at least these fields (the API contract's, for the endpoints it
+    /// lists), others welcome.
+    Has(&'static [&'static str]),
     /// Prometheus text.
     Metrics,
     /// CSV, JSON or Parquet, by `format`.
@@ -51,6 +54,9 @@ struct Op {
     query: Option<SchemaFn>,
     body: Option<Body>,
     status: u16,
+    /// A second success status with the same answer (ingestion: 200 once applied, 202 while
+    /// the pipeline is behind).
+    also: Option<u16>,
     reply: Reply,
 }
 
@@ -62,6 +68,7 @@ const fn op(method: &'static str, path: &'static str, summary: &'static str) -> 
         query: None,
         body: None,
         status: 200,
+        also: None,
         reply: Reply::Object,
     }
 }
@@ -79,6 +86,10 @@ impl Op {
         self.status = s;
         self
     }
+    const fn also(mut self, s: u16) -> Self {
+        self.also = Some(s);
+        self
+    }
     const fn reply(mut self, r: Reply) -> Self {
         self.reply = r;
         self
@@ -89,6 +100,7 @@ use super::analytics::{BulkStatesQuery, PeriodogramQuery, RangeQuery};
 use super::control::{NodeBody, OverrideBody};
 use super::diagnostics::LogQuery;
 use super::lake::{ExportQuery, HistoryQuery};
+use super::pagination::PageQuery;
 use super::settings::NodeQuery;
 use super::shift::{PrcQuery, ShiftRequest};
 use super::status::StateQuery;
@@ -134,15 +146,24 @@ fn ops() -> Vec<Op> {
         op(
             "GET",
             "/v1/sensors/nodes",
-            "The registered nodes with status and last seen",
-        ),
+            "The registered nodes with status and last seen, a page at a time",
+        )
+        .query(of::<PageQuery>)
+        .reply(Has(&["nodes", "pagination"])),
         op(
             "POST",
             "/v1/sensors/nodes",
             "Register a node: its API key and MQTT login",
         )
         .body(Json(of::<crate::auth::Registration>))
-        .status(201),
+        .status(201)
+        .reply(Has(&[
+            "success",
+            "node_id",
+            "hardware_type",
+            "api_key",
+            "mqtt_topic",
+        ])),
         op(
             "POST",
             "/v1/oscillator/reset",
@@ -166,17 +187,26 @@ fn ops() -> Vec<Op> {
         op(
             "POST",
             "/v1/sensors/temperature",
-            "Submit one reading with the node's API key",
+            "Submit one reading with the node's API key: 200 with its filtered value once \
+             applied, 202 if the pipeline is behind",
         )
         .body(Json(of::<SensorReading>))
-        .status(202),
+        .also(202)
+        .reply(Has(&[
+            "accepted",
+            "filtered_value",
+            "kalman_variance",
+            "message",
+        ])),
         op(
             "POST",
             "/v1/sensors/batch",
-            "Submit readings with the node's API key; per-reading rejections",
+            "Submit readings with the node's API key; per-reading rejections; the newest \
+             reading's filtered values once applied (200), or 202 if the pipeline is behind",
         )
         .body(Readings(true))
-        .status(202),
+        .also(202)
+        .reply(Has(&["accepted", "rejected", "latest_filtered"])),
         op(
             "GET",
             "/v1/entrainment/parameters",
@@ -418,6 +448,9 @@ fn success(g: &mut SchemaGenerator, o: &Op) -> Value {
     let content = match &o.reply {
         Reply::Typed(f) => json!({ "application/json": { "schema": f(g).to_value() } }),
         Reply::Object => json!({ "application/json": { "schema": { "type": "object" } } }),
+        Reply::Has(fields) => json!({ "application/json": { "schema": {
+            "type": "object", "required": fields,
+        } } }),
         Reply::Metrics => json!({ "text/plain": { "schema": { "type": "string" } } }),
         Reply::Export => json!({
             "text/csv": { "schema": { "type": "string" } },
@@ -477,6 +510,9 @@ pub fn document() -> Value {
                 },
             },
         });
+        if let Some(also) = o.also {
+            operation["responses"][also.to_string()] = success(&mut g, o);
+        }
         if matches!(o.reply, Reply::Validation) {
             operation["responses"]["422"] = json!({
                 "description": "The file is not a valid config: the errors",
