@@ -341,6 +341,17 @@ impl Clock {
         Ok(())
     }
 
+    /// Runs on under other solver tolerances and step bounds (a node's simulation settings
+    /// changed); the state is kept.
+    pub fn set_integrator(
+        &mut self,
+        ig: crate::integrator::IntegratorConfig,
+    ) -> Result<(), ClockError> {
+        self.ig.set_config(ig)?;
+        self.cfg.integrator = ig;
+        Ok(())
+    }
+
     /// Steps the temperature now (the next advance ramps from here): a planned temperature
     /// step begins or ends between readings.
     pub fn set_temperature(&mut self, temperature_k: f64) -> Result<(), ClockError> {

@@ -291,6 +291,26 @@ pub struct NodeControl {
     pub override_until: Option<i64>,
 }
 
+/// The model state of the API's six variables (µM), checked against the model's conserved
+/// totals (`KaiState::from_concentrations`).
+pub fn initial_state(
+    c: &kaiabc_schemas::StateVariables,
+    cfg: &NodeConfig,
+) -> Result<crate::model::KaiState, ClockError> {
+    crate::model::KaiState::from_concentrations(
+        &crate::model::Concentrations {
+            c_u: c.C_U,
+            c_s: c.C_S,
+            c_t: c.C_T,
+            c_st: c.C_ST,
+            a_free: c.A_free,
+            cabc_complex: c.CABC_complex,
+        },
+        &cfg.clock.params,
+    )
+    .map_err(ClockError::from)
+}
+
 /// What applying one reading to the filter and the clock gave.
 struct Stepped {
     /// The filtered temperature (K).
@@ -520,6 +540,14 @@ impl NodeState {
                 }
                 self.filter = KalmanFilter::new(eff.kalman)?;
             }
+            ControlAction::ResetTo { initial_conditions } => {
+                let state = initial_state(initial_conditions, cfg)?;
+                self.end_shift(cmd, PhaseShiftOutcome::Cancelled, out);
+                if let Some(clock) = &mut self.clock {
+                    clock.reset(InitialCondition::State(state))?;
+                }
+                self.filter = KalmanFilter::new(eff.kalman)?;
+            }
             ControlAction::Pause => {
                 // The twin cannot pause with the clock: a shift under way is abandoned.
                 self.end_shift(cmd, PhaseShiftOutcome::Cancelled, out);
@@ -535,7 +563,16 @@ impl NodeState {
                     }
                 }
             }
-            ControlAction::ManualOverride { pwm } => self.control.override_pwm = *pwm,
+            ControlAction::ManualOverride {
+                pwm,
+                duration_minutes,
+            } => {
+                self.control.override_pwm = *pwm;
+                self.control.override_until = match (pwm, duration_minutes) {
+                    (Some(_), Some(m)) => Some(micros + (m * 60e6) as i64),
+                    _ => None,
+                };
+            }
             ControlAction::Entrainment(_) => {
                 if let Some(clock) = &mut self.clock {
                     clock.set_etf(eff.etf)?;
@@ -545,10 +582,13 @@ impl NodeState {
                 }
             }
             ControlAction::Filter(_) => self.filter.set_params(eff.kalman)?,
+            ControlAction::Simulation(_) => {
+                if let Some(clock) = &mut self.clock {
+                    clock.set_integrator(eff.integrator)?;
+                }
+            }
             ControlAction::FilterReset => self.filter.reset(),
-            ControlAction::OutputMapping(_)
-            | ControlAction::Simulation(_)
-            | ControlAction::Calibration(_) => {}
+            ControlAction::OutputMapping(_) | ControlAction::Calibration(_) => {}
             ControlAction::PhaseShift(plan) => {
                 self.end_shift(cmd, PhaseShiftOutcome::Superseded, out);
                 match &mut self.clock {
@@ -702,6 +742,15 @@ impl NodeState {
                 late: false,
             }));
             return Ok(Disposition::Paused);
+        }
+        // A timed override ends at its end in event time, like everything else a replay redoes.
+        if self
+            .control
+            .override_until
+            .is_some_and(|until| micros >= until)
+        {
+            self.control.override_pwm = None;
+            self.control.override_until = None;
         }
         self.close_windows(cfg, micros, &reading.node_id, out);
         let Stepped {

@@ -2,7 +2,8 @@
 //! every node shares.
 
 use kaiabc_schemas::{
-    Calibration, ControlAction, EntrainmentPatch, FilterPatch, MappingPatch, SimulationPatch,
+    AtpaseConstraint, Calibration, ControlAction, EntrainmentPatch, FilterPatch, MappingPatch,
+    SimulationPatch, StructuralCoupling,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,13 @@ pub struct NodeSettings {
     /// Solver tolerances and step bounds (as for `calibration`, checkpointed apart).
     #[serde(skip)]
     pub integrator: Option<crate::integrator::IntegratorConfig>,
+    /// The API specification's structural-coupling fields: kept for the API to echo, no
+    /// effect on the clock (not checkpointed: the API folds them from the control log).
+    #[serde(skip)]
+    pub structural_coupling: StructuralCoupling,
+    /// As `structural_coupling`, the specification's ATPase-constraint fields.
+    #[serde(skip)]
+    pub atpase_constraint: AtpaseConstraint,
 }
 
 /// A parameter change that would leave a node with unusable settings.
@@ -57,6 +65,8 @@ pub struct Effective {
     pub max_gap_hours: f64,
     /// CT a reset starts at.
     pub initial_ct: f64,
+    /// Solver tolerances and step bounds.
+    pub integrator: crate::integrator::IntegratorConfig,
 }
 
 impl NodeSettings {
@@ -68,6 +78,7 @@ impl NodeSettings {
             kalman: self.kalman.unwrap_or(cfg.kalman),
             max_gap_hours: self.max_gap_hours.unwrap_or(cfg.max_gap_hours),
             initial_ct: self.initial_ct.unwrap_or(cfg.initial_ct),
+            integrator: self.integrator.unwrap_or(cfg.clock.integrator),
         }
     }
 
@@ -75,6 +86,7 @@ impl NodeSettings {
     pub fn clock_config(&self, cfg: &NodeConfig) -> crate::clock::ClockConfig {
         crate::clock::ClockConfig {
             etf: self.etf.unwrap_or(cfg.clock.etf),
+            integrator: self.integrator.unwrap_or(cfg.clock.integrator),
             ..cfg.clock
         }
     }
@@ -87,6 +99,12 @@ impl NodeSettings {
         let mut next = *self;
         match action {
             ControlAction::Entrainment(p) => {
+                if let Some(c) = &p.structural_coupling {
+                    next.structural_coupling = next.structural_coupling.merged(c);
+                }
+                if let Some(c) = &p.atpase_constraint {
+                    next.atpase_constraint = next.atpase_constraint.merged(c);
+                }
                 let etf = patch_etf(now.etf, p);
                 etf.validate().map_err(|e| SettingsError {
                     what: "entrainment parameters",
@@ -113,7 +131,29 @@ impl NodeSettings {
             ControlAction::Simulation(SimulationPatch {
                 max_gap_hours,
                 initial_ct,
+                absolute_tolerance,
+                relative_tolerance,
+                max_step_hours,
+                min_step_hours,
             }) => {
+                let mut ig = now.integrator;
+                for (field, v) in [
+                    (&mut ig.atol, absolute_tolerance),
+                    (&mut ig.rtol, relative_tolerance),
+                    (&mut ig.max_step, max_step_hours),
+                    (&mut ig.min_step, min_step_hours),
+                ] {
+                    if let Some(v) = v {
+                        *field = *v;
+                    }
+                }
+                if ig != now.integrator {
+                    ig.validate().map_err(|e| SettingsError {
+                        what: "simulation settings",
+                        reason: e.to_string(),
+                    })?;
+                    next.integrator = Some(ig);
+                }
                 if let Some(g) = max_gap_hours {
                     if !(g.is_finite() && *g > 0.0 && *g <= 24.0 * 30.0) {
                         return Err(SettingsError {

@@ -26,6 +26,7 @@ fn command(node: &str, minutes: i64, action: ControlAction) -> ControlCommand {
         issued_by: None,
         issued_at: None,
         action,
+        reason: None,
     }
 }
 
@@ -143,7 +144,14 @@ fn an_override_holds_the_output_until_cleared_and_survives_a_checkpoint() {
     ctl(
         &cfg,
         &mut a,
-        command("a", 1, ControlAction::ManualOverride { pwm: Some(hold) }),
+        command(
+            "a",
+            1,
+            ControlAction::ManualOverride {
+                pwm: Some(hold),
+                duration_minutes: None,
+            },
+        ),
     );
     ctl(&cfg, &mut a, command("a", 2, ControlAction::Pause));
     // Through a checkpoint, both the override and the pause are kept.
@@ -162,7 +170,14 @@ fn an_override_holds_the_output_until_cleared_and_survives_a_checkpoint() {
     ctl(
         &cfg,
         &mut b,
-        command("a", 41, ControlAction::ManualOverride { pwm: None }),
+        command(
+            "a",
+            41,
+            ControlAction::ManualOverride {
+                pwm: None,
+                duration_minutes: None,
+            },
+        ),
     );
     let (_, s) = state(&cfg, &mut b, reading("a", 3, 60));
     let s = s.unwrap();
@@ -334,4 +349,108 @@ fn parameter_changes_act_like_a_node_configured_so_and_survive_a_checkpoint() {
         .1
         .unwrap();
     assert_eq!(a, b);
+}
+
+#[test]
+fn a_timed_override_ends_by_itself_in_event_time_and_survives_a_checkpoint() {
+    let cfg = NodeConfig::new(ClockConfig::default()).unwrap();
+    let mut a = NodeState::new(&cfg).unwrap();
+    let (_, s) = state(&cfg, &mut a, reading("a", 0, 0));
+    let hold = if s.unwrap().output_pwm == 77 { 78 } else { 77 };
+    ctl(
+        &cfg,
+        &mut a,
+        command(
+            "a",
+            1,
+            ControlAction::ManualOverride {
+                pwm: Some(hold),
+                duration_minutes: Some(30.0),
+            },
+        ),
+    );
+    let cp = NodeCheckpoint::from_bytes(&a.checkpoint().to_bytes()).unwrap();
+    assert!(cp.control().override_until.is_some());
+    let mut b = NodeState::resume(&cfg, cp).unwrap();
+    // Minute 20 is inside the half hour from minute 1; minute 40 is past it.
+    let (_, s) = state(&cfg, &mut b, reading("a", 1, 20));
+    assert_eq!(s.unwrap().output_pwm, i32::from(hold));
+    let (_, s) = state(&cfg, &mut b, reading("a", 2, 40));
+    let s = s.unwrap();
+    assert_eq!(s.output_pwm, i32::from(cfg.mapping.pwm(s.koa_metric)));
+    assert_eq!(b.checkpoint().control().override_pwm, None);
+}
+
+#[test]
+fn a_reset_to_given_initial_conditions_restarts_the_clock_there() {
+    use kaiabc_schemas::StateVariables;
+    let cfg = NodeConfig::new(ClockConfig::default()).unwrap();
+    let mut a = NodeState::new(&cfg).unwrap();
+    state(&cfg, &mut a, reading("a", 0, 0));
+    // A state on the model's simplex: C_T, C_ST and C_S free, the rest implied by the totals
+    // (Rust et al. 2007: KaiC 3.4 µM, KaiA 1.3 µM).
+    let p = &cfg.clock.params;
+    let st = kaiabc_operators::model::KaiState {
+        t: 0.2 * p.c_total,
+        d: 0.1 * p.c_total,
+        s: 0.3 * p.c_total,
+    };
+    let c = st.concentrations(p);
+    let given = StateVariables {
+        C_U: c.c_u,
+        C_S: c.c_s,
+        C_T: c.c_t,
+        C_ST: c.c_st,
+        A_free: c.a_free,
+        CABC_complex: c.cabc_complex,
+    };
+    ctl(
+        &cfg,
+        &mut a,
+        command(
+            "a",
+            1,
+            ControlAction::ResetTo {
+                initial_conditions: given,
+            },
+        ),
+    );
+    // One second of model time later the state has barely moved from the given one.
+    let at = parse_timestamp(T0).unwrap() + chrono::Duration::seconds(61);
+    let mut out = Vec::new();
+    a.apply(&cfg, common::reading("a", 1, at, 300.0), &mut out)
+        .unwrap();
+    let s = out
+        .into_iter()
+        .find_map(|r| match r {
+            LakeRow::State(s) => Some(s),
+            _ => None,
+        })
+        .unwrap();
+    for (got, want) in [
+        (s.state_variables.C_T, given.C_T),
+        (s.state_variables.C_ST, given.C_ST),
+        (s.state_variables.C_S, given.C_S),
+    ] {
+        assert!((got - want).abs() < 0.01 * p.c_total, "{got} vs {want}");
+    }
+    // A state that breaks the conserved totals is refused and changes nothing.
+    let bad = StateVariables {
+        A_free: given.A_free + 0.5,
+        ..given
+    };
+    let mut out = Vec::new();
+    assert!(a
+        .control(
+            &cfg,
+            &command(
+                "a",
+                2,
+                ControlAction::ResetTo {
+                    initial_conditions: bad
+                }
+            ),
+            &mut out
+        )
+        .is_err());
 }

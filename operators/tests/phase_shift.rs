@@ -84,6 +84,7 @@ fn the_planned_step_achieves_the_curve_s_prediction_through_a_checkpoint() {
         issued_by: None,
         issued_at: None,
         action: ControlAction::PhaseShift(plan),
+        reason: None,
     };
     let mut out = Vec::new();
     node.control(&cfg, &cmd, &mut out).unwrap();
@@ -134,6 +135,7 @@ fn a_reset_cancels_a_shift_and_a_node_without_a_clock_says_so() {
         issued_by: None,
         issued_at: None,
         action,
+        reason: None,
     };
     let mut node = NodeState::new(&cfg).unwrap();
     let mut out = Vec::new();

@@ -378,6 +378,8 @@ impl Metrics {
                 t.nodes.duplicates += f.nodes.duplicates;
                 t.nodes.nodes += f.nodes.nodes;
                 t.nodes.restored += f.nodes.restored;
+                t.nodes.clock_failures += f.nodes.clock_failures;
+                t.nodes.filter_failures += f.nodes.filter_failures;
                 t.nodes.apply_seconds.merge(&f.nodes.apply_seconds);
                 t.commits += f.commits;
                 t.files += f.files;
@@ -386,6 +388,31 @@ impl Metrics {
             }
         }
         t
+    }
+
+    /// The solver's measured figures (the API's `performance_metrics`): clock advances (one
+    /// per applied reading, each an adaptive integration to the reading's time) per second
+    /// since start, the mean time to apply a reading (filter, clock, windows), and the share
+    /// of readings whose filter and integration succeeded.
+    pub fn solver_figures(&self) -> serde_json::Value {
+        let t = self.totals();
+        let up = self.uptime().as_secs_f64();
+        let h = &t.nodes.apply_seconds;
+        let n = h.count();
+        let applied = t.nodes.applied;
+        let failed = t.nodes.clock_failures + t.nodes.filter_failures;
+        serde_json::json!({
+            "average_steps_per_second": if up > 0.0 { applied as f64 / up } else { 0.0 },
+            "average_iteration_time_ms": if n > 0 { h.sum_seconds / n as f64 * 1e3 } else { 0.0 },
+            "stability_index": if applied + failed > 0 {
+                applied as f64 / (applied + failed) as f64
+            } else {
+                1.0
+            },
+            "readings_applied": applied,
+            "integration_failures": t.nodes.clock_failures,
+            "filter_failures": t.nodes.filter_failures,
+        })
     }
 
     /// Seconds since the pipeline started.

@@ -84,6 +84,20 @@ pub struct NodeLatest {
     pub state: Option<(u64, OscillatorState)>,
     /// The node's last reading, and its sequence number.
     pub reading: Option<(u64, SensorReading)>,
+    /// The KOA of the state before the latest (for its direction).
+    pub prev_koa: Option<f64>,
+}
+
+/// Where the KOA output stands in its cycle: `peak` and `trough` within 5 % of the ends of its
+/// 0–1 range, else `ascending` or `descending` by the change since the previous state.
+pub fn koa_phase(koa: f64, prev: Option<f64>) -> Option<&'static str> {
+    if koa >= 0.95 {
+        Some("peak")
+    } else if koa <= 0.05 {
+        Some("trough")
+    } else {
+        prev.map(|p| if koa >= p { "ascending" } else { "descending" })
+    }
 }
 
 /// What the dataflow made of one reading, for the request that sent it.
@@ -266,6 +280,13 @@ impl Hub {
         }
     }
 
+    /// A node's latest state with the KOA of the state before it.
+    pub fn state_with_prev(&self, node: &str) -> Option<(OscillatorState, Option<f64>)> {
+        let m = self.latest.lock().ok()?;
+        let l = m.get(node)?;
+        l.state.as_ref().map(|(_, s)| (s.clone(), l.prev_koa))
+    }
+
     /// Each node's latest reading.
     pub fn latest_reading(&self, node: &str) -> Option<SensorReading> {
         let m = self.latest.lock().ok()?;
@@ -332,6 +353,7 @@ impl Hub {
                 LakeRow::State(s) => {
                     let l = m.entry(s.node_id.clone()).or_default();
                     let seq = l.state.as_ref().map_or(0, |(q, _)| *q) + 1;
+                    l.prev_koa = l.state.as_ref().map(|(_, p)| p.koa_metric);
                     l.state = Some((seq, s.clone()));
                     let mut events = Vec::new();
                     if wants(STATE) {

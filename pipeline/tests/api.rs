@@ -78,14 +78,12 @@ fn settings_phase_shifts_analytics_bulk_and_diagnostics() {
         r#"{"node_id":"ps1","rate_scale":1.02}"#,
         &researcher,
     );
-    assert_eq!(s, 202, "{b}");
-    assert_eq!(b["values"]["parameters"]["rate_scale"], 1.02);
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["success"], true);
+    assert_eq!(b["values"]["etf"]["rate_scale"], 1.02);
     let (_, b) = get(http, "/v1/entrainment/parameters?node_id=ps1").unwrap();
     assert_eq!(
-        (
-            b["customised"].as_bool(),
-            b["parameters"]["rate_scale"].as_f64()
-        ),
+        (b["customised"].as_bool(), b["etf"]["rate_scale"].as_f64()),
         (Some(true), Some(1.02))
     );
     // Invalid together, unknown fields, nothing to change: 400, and nothing changed.
@@ -123,7 +121,8 @@ fn settings_phase_shifts_analytics_bulk_and_diagnostics() {
         r#"{"node_id":"ps1","invert":true}"#,
         &researcher,
     );
-    assert_eq!(s, 202, "{b}");
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["test_values"]["koa_0.0"]["pwm"], 255, "inverted: {b}");
     assert_eq!(
         call(
             "PUT",
@@ -171,7 +170,12 @@ fn settings_phase_shifts_analytics_bulk_and_diagnostics() {
         r#"{"node_id":"ps1","target_shift_hours":1.0,"settle_cycles":2}"#,
         &researcher,
     );
-    assert_eq!(s, 202, "{plan}");
+    assert_eq!(s, 200, "{plan}");
+    assert_eq!(plan["success"], true);
+    assert_eq!(
+        plan["expected_phase_change"],
+        plan["plan"]["predicted_shift_hours"]
+    );
     // Planning is deterministic: the same curve and phase give the same step.
     assert_eq!(plan["plan"]["start"], dry["plan"]["start"]);
     assert_eq!(plan["plan"]["delta_k"], dry["plan"]["delta_k"]);

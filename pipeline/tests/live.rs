@@ -279,7 +279,7 @@ fn a_restart_after_sigterm_resumes_every_clock_where_it_stopped() {
     // An empty range still names its columns.
     let (_, _, body) = get_bytes(
         http,
-        "/v1/analytics/export?node_id=nobody&data=rhythms",
+        "/v1/analytics/export?node_id=nobody&data=rhythms&format=csv",
         &researcher,
     );
     assert!(String::from_utf8(body).unwrap().starts_with("node_id,"));
@@ -953,7 +953,7 @@ fn control_commands_reach_the_clock_in_order_with_readings_are_logged_and_surviv
         &format!(r#"{{"node_id":"c1","pwm":{hold}}}"#),
         &researcher,
     );
-    assert_eq!(status, 202, "{body}");
+    assert_eq!(status, 200, "{body}");
     assert_eq!(body["command"]["control"], "manual_override");
     publish(mqtt, &readings_of("c1", 3..=3));
     assert_eq!(state_of(3)["output_pwm"], hold);
@@ -961,7 +961,7 @@ fn control_commands_reach_the_clock_in_order_with_readings_are_logged_and_surviv
     // Paused: reading 4 is recorded but gives no state; after the resume, reading 5 does.
     assert_eq!(
         post("/v1/simulation/pause", r#"{"node_id":"c1"}"#, &researcher).0,
-        202
+        200
     );
     publish(mqtt, &readings_of("c1", 4..=4));
     // The broker acknowledges before it forwards: wait until the pipeline has reading 4, so
@@ -973,7 +973,7 @@ fn control_commands_reach_the_clock_in_order_with_readings_are_logged_and_surviv
     });
     assert_eq!(
         post("/v1/simulation/resume", r#"{"node_id":"c1"}"#, &researcher).0,
-        202
+        200
     );
     publish(mqtt, &readings_of("c1", 5..=5));
     assert_eq!(state_of(5)["output_pwm"], hold);

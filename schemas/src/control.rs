@@ -29,6 +29,9 @@ pub struct ControlCommand {
     #[serde(default, skip_serializing_if = "Option::is_none", with = "rfc3339_opt")]
     #[schemars(with = "Option<String>")]
     pub issued_at: Option<DateTime<Utc>>,
+    /// Why, as the issuer said (the API's `reason`), for the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// What to do.
     #[serde(flatten)]
     pub action: ControlAction,
@@ -67,10 +70,21 @@ pub enum ControlAction {
     Pause,
     /// The clock continues from the state it held, as if the paused time had not passed.
     Resume,
-    /// The node's PWM output is held at `pwm` (0–255) until cleared with `pwm: null`.
+    /// The node's PWM output is held at `pwm` (0–255) until cleared with `pwm: null`, or for
+    /// `duration_minutes` of the node's event time.
     ManualOverride {
         /// The duty to hold, or `None` to follow the clock again.
         pwm: Option<u8>,
+        /// How long the override holds, in the node's event time from the command's timestamp
+        /// (so a replay of the control log ends it where it ended live); until cleared if absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_minutes: Option<f64>,
+    },
+    /// The clock restarts from this state (µM; the Kalman filter restarts too), as
+    /// [`ControlAction::Reset`] does from its initial condition.
+    ResetTo {
+        /// The six state variables, consistent with the model's conserved totals.
+        initial_conditions: crate::StateVariables,
     },
     /// Changes some of the node's entrainment (temperature-dependence) parameters; the clock
     /// keeps its state and runs on under the new rates.
@@ -159,6 +173,94 @@ pub struct EntrainmentPatch {
     /// Multiplies every rate (the free-running period scales as 1 / rate_scale).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_scale: Option<f64>,
+    /// The API specification's structural-coupling fields: stored and echoed, no effect here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub structural_coupling: Option<StructuralCoupling>,
+    /// The API specification's ATPase-constraint fields: stored and echoed, no effect here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atpase_constraint: Option<AtpaseConstraint>,
+}
+
+/// The API specification's `structural_coupling` (a KaiC structural-transition model). The
+/// Rust et al. (2007) model the clocks run has no counterpart for these: they are accepted,
+/// stored with the node's settings and echoed, and every answer that takes them says they have
+/// no effect.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StructuralCoupling {
+    /// Baseline of the structural state (0–10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 10.0))]
+    pub baseline_d_i: Option<f64>,
+    /// How temperature would modulate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modulation_function: Option<ModulationFunction>,
+    /// Its sensitivity (0–10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 10.0))]
+    pub sensitivity: Option<f64>,
+}
+
+/// The specification's modulation functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModulationFunction {
+    /// Linear.
+    Linear,
+    /// A sigmoid.
+    NonlinearSigmoid,
+    /// Exponential.
+    Exponential,
+}
+
+/// The API specification's `atpase_constraint` (KaiC's ATPase as the period's pacemaker); as
+/// for [`StructuralCoupling`], stored and echoed with no effect on this model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AtpaseConstraint {
+    /// Baseline hydrolysis fraction (0–1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub baseline_f_hyd: Option<f64>,
+    /// Wild type (compensated) or the specification's case II mutant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_dependence: Option<TemperatureDependence>,
+    /// Coupling strength (0–10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 10.0))]
+    pub coupling_strength: Option<f64>,
+}
+
+/// The specification's ATPase temperature dependences.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TemperatureDependence {
+    /// Temperature-compensated (wild type).
+    Compensated,
+    /// The specification's case II mutant.
+    CaseIiMutant,
+}
+
+impl StructuralCoupling {
+    /// `self` with the fields `p` sets.
+    pub fn merged(self, p: &Self) -> Self {
+        Self {
+            baseline_d_i: p.baseline_d_i.or(self.baseline_d_i),
+            modulation_function: p.modulation_function.or(self.modulation_function),
+            sensitivity: p.sensitivity.or(self.sensitivity),
+        }
+    }
+}
+
+impl AtpaseConstraint {
+    /// `self` with the fields `p` sets.
+    pub fn merged(self, p: &Self) -> Self {
+        Self {
+            baseline_f_hyd: p.baseline_f_hyd.or(self.baseline_f_hyd),
+            temperature_dependence: p.temperature_dependence.or(self.temperature_dependence),
+            coupling_strength: p.coupling_strength.or(self.coupling_strength),
+        }
+    }
 }
 
 /// Shape of the KOA → PWM curve.
@@ -233,6 +335,18 @@ pub struct SimulationPatch {
     /// The circadian time a reset clock starts at (0–24).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_ct: Option<f64>,
+    /// The integrator's absolute tolerance (µM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute_tolerance: Option<f64>,
+    /// The integrator's relative tolerance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_tolerance: Option<f64>,
+    /// The integrator's largest step (h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_step_hours: Option<f64>,
+    /// The integrator's smallest step (h) before it reports `ODE_INSTABILITY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_step_hours: Option<f64>,
 }
 
 /// A planned temperature step: `delta_k` added to the clock's drive from `start` for
@@ -276,7 +390,13 @@ mod tests {
     fn commands_read_and_write_their_wire_form() {
         let json = r#"{"control":"manual_override","pwm":128,"node_id":"p1","timestamp":"2026-01-05T10:00:00Z"}"#;
         let c: ControlCommand = serde_json::from_str(json).unwrap();
-        assert_eq!(c.action, ControlAction::ManualOverride { pwm: Some(128) });
+        assert_eq!(
+            c.action,
+            ControlAction::ManualOverride {
+                pwm: Some(128),
+                duration_minutes: None
+            }
+        );
         assert_eq!(c.node_id, "p1");
         let back: ControlCommand =
             serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
@@ -350,6 +470,7 @@ mod tests {
                 delta_k: 5.0,
                 settle_cycles: 3,
             }),
+            reason: None,
         };
         let text = serde_json::to_string(&plan).unwrap();
         assert!(text.contains(r#""control":"phase_shift""#), "{text}");

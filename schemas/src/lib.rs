@@ -14,8 +14,9 @@ pub mod state;
 pub mod validate;
 
 pub use control::{
-    Calibration, ControlAction, ControlCommand, EntrainmentPatch, FilterPatch, MappingFunction,
-    MappingPatch, PhaseShiftPlan, SimulationPatch,
+    AtpaseConstraint, Calibration, ControlAction, ControlCommand, EntrainmentPatch, FilterPatch,
+    MappingFunction, MappingPatch, ModulationFunction, PhaseShiftPlan, SimulationPatch,
+    StructuralCoupling, TemperatureDependence,
 };
 pub use dead_letter::DeadLetter;
 pub use lake::{Checkpoint, LakeRow, NodeCheckpointEntry, ReadingRow, Table};

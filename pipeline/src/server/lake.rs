@@ -16,12 +16,23 @@ pub(super) struct HistoryQuery {
     #[schemars(required)]
     #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
     node_id: Option<String>,
+    /// The range's start (default: a day before its end).
+    #[schemars(extend("format" = "date-time"))]
+    start_time: Option<String>,
+    /// The range's end, exclusive (default: now).
+    #[schemars(extend("format" = "date-time"))]
+    end_time: Option<String>,
+    /// The same as `start_time`.
     #[schemars(extend("format" = "date-time"))]
     start: Option<String>,
+    /// The same as `end_time`.
     #[schemars(extend("format" = "date-time"))]
     end: Option<String>,
-    #[schemars(extend("enum" = ["raw", "1m", "5m", "15m", "1h", "6h", "1d"]))]
+    #[schemars(extend("enum" = ["raw", "1s", "10s", "1m", "5m", "10m", "15m", "1h", "6h", "1d"]))]
     resolution: Option<String>,
+    /// Comma-separated state variables for `series` (default: all).
+    #[schemars(pattern(r"^[A-Za-z_]+(,[A-Za-z_]+)*$"))]
+    variables: Option<String>,
     #[schemars(range(min = 1, max = 10_000))]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
@@ -34,10 +45,21 @@ pub(super) struct ExportQuery {
     #[schemars(required)]
     #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
     node_id: Option<String>,
+    /// The range's start (default: a day before its end).
+    #[schemars(extend("format" = "date-time"))]
+    start_time: Option<String>,
+    /// The range's end, exclusive (default: now).
+    #[schemars(extend("format" = "date-time"))]
+    end_time: Option<String>,
+    /// The same as `start_time`.
     #[schemars(extend("format" = "date-time"))]
     start: Option<String>,
+    /// The same as `end_time`.
     #[schemars(extend("format" = "date-time"))]
     end: Option<String>,
+    /// Comma-separated columns to keep (default: all; `timestamp` always).
+    #[schemars(pattern(r"^[A-Za-z_]+(,[A-Za-z_]+)*$"))]
+    variables: Option<String>,
     /// Time buckets (states only; readings and rhythms are exported raw).
     #[schemars(extend("enum" = ["raw", "1m", "5m", "15m", "1h", "6h", "1d"]))]
     resolution: Option<String>,
@@ -49,8 +71,11 @@ pub(super) struct ExportQuery {
 
 /// The time buckets `resolution` may name, as SQL intervals.
 const RESOLUTIONS: &[(&str, &str)] = &[
+    ("1s", "1 second"),
+    ("10s", "10 seconds"),
     ("1m", "1 minute"),
     ("5m", "5 minutes"),
+    ("10m", "10 minutes"),
     ("15m", "15 minutes"),
     ("1h", "1 hour"),
     ("6h", "6 hours"),
@@ -245,10 +270,66 @@ where
         .boxed()
 }
 
+/// One of two names of a time parameter (the specification's first), not both.
+fn either(
+    name: &str,
+    spec: Option<String>,
+    ours: Option<String>,
+) -> Result<Option<String>, ApiError> {
+    match (spec, ours) {
+        (Some(_), Some(_)) => Err(bad(format!(
+            "{name}_time and {name} name the same thing: send one"
+        ))),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// The names in a comma-separated `variables`, each one of `allowed`.
+fn variables(v: Option<&str>, allowed: &[&str]) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(v) = v else { return Ok(None) };
+    let mut out = Vec::new();
+    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !allowed.contains(&name) {
+            return Err(bad(format!(
+                "variables: {name:?} is not one of {}",
+                allowed.join(", ")
+            )));
+        }
+        if !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The state variables `history` and a states export can give.
+const STATE_VARIABLES: &[&str] = &[
+    "seq",
+    "samples",
+    "circadian_time",
+    "phase",
+    "period_hours",
+    "C_U",
+    "C_S",
+    "C_T",
+    "C_ST",
+    "A_free",
+    "CABC_complex",
+    "koa_metric",
+    "output_pwm",
+    "entrainment_active",
+    "temperature_kelvin",
+    "raw_temperature_kelvin",
+];
+
 /// `GET /v1/oscillator/history`: a node's committed states from the lake, raw or averaged
-/// into time buckets, oldest first, a page at a time (`next_cursor`).
+/// into time buckets, oldest first, a page at a time (`next_cursor`): as `points` (rows) and
+/// as the specification's `series` (one array per variable, `variables` picking them).
 pub(super) async fn history(api: Arc<Api>, q: HistoryQuery) -> Result<Response, ApiError> {
-    let r = Range::parse(q.node_id, &q.start, &q.end)?;
+    let start = either("start", q.start_time, q.start)?;
+    let end = either("end", q.end_time, q.end)?;
+    let wanted = variables(q.variables.as_deref(), STATE_VARIABLES)?;
+    let r = Range::parse(q.node_id, &start, &end)?;
     let limit = q.limit.unwrap_or(1000);
     if limit == 0 || limit > MAX_HISTORY_LIMIT {
         return Err(bad(format!("limit must be 1-{MAX_HISTORY_LIMIT}")));
@@ -273,9 +354,39 @@ pub(super) async fn history(api: Arc<Api>, q: HistoryQuery) -> Result<Response, 
     } else {
         None
     };
+    let names: Vec<String> = match wanted {
+        Some(w) => w,
+        None => points
+            .first()
+            .and_then(|p| p.as_object())
+            .map(|o| o.keys().filter(|k| *k != "timestamp").cloned().collect())
+            .unwrap_or_default(),
+    };
+    let mut series = serde_json::Map::new();
+    series.insert(
+        "timestamp".into(),
+        points.iter().map(|p| p["timestamp"].clone()).collect(),
+    );
+    for name in &names {
+        series.insert(
+            name.clone(),
+            points.iter().map(|p| p[name.as_str()].clone()).collect(),
+        );
+    }
+    let hardware = api
+        .registry
+        .list()
+        .into_iter()
+        .find(|n| n.node_id == r.node)
+        .and_then(|n| n.hardware_type);
     Ok(warp::reply::json(&serde_json::json!({
         "node_id": r.node,
+        "hardware_type": hardware,
         "resolution": resolution,
+        "start_time": ts(r.start),
+        "end_time": ts(r.end),
+        "data_points": points.len(),
+        "series": series,
         "start": ts(r.start),
         "end": ts(r.end),
         "count": points.len(),
@@ -285,12 +396,36 @@ pub(super) async fn history(api: Arc<Api>, q: HistoryQuery) -> Result<Response, 
     .into_response())
 }
 
+/// `batches` with only the columns `keep` names (comma-separated) and the time columns.
+fn project(batches: Vec<RecordBatch>, keep: &str) -> Result<Vec<RecordBatch>, ApiError> {
+    let Some(first) = batches.first() else {
+        return Ok(batches);
+    };
+    let schema = first.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let wanted = variables(Some(keep), &names)?.unwrap_or_default();
+    let indices: Vec<usize> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            matches!(**n, "timestamp" | "window_end" | "node_id") || wanted.iter().any(|w| w == *n)
+        })
+        .map(|(i, _)| i)
+        .collect();
+    batches
+        .iter()
+        .map(|b| b.project(&indices).map_err(failed))
+        .collect()
+}
+
 /// `GET /v1/analytics/export`: a node's `data` (states, readings or rhythms) in the range as
 /// CSV, JSON or Parquet, as a download. States may be downsampled with `resolution`.
 pub(super) async fn export(api: Arc<Api>, q: ExportQuery) -> Result<Response, ApiError> {
     use kaiabc_connectors::lake::OutputFormat;
-    let r = Range::parse(q.node_id, &q.start, &q.end)?;
-    let format = q.format.unwrap_or_else(|| "csv".into());
+    let start = either("start", q.start_time, q.start)?;
+    let end = either("end", q.end_time, q.end)?;
+    let r = Range::parse(q.node_id, &start, &end)?;
+    let format = q.format.unwrap_or_else(|| "json".into());
     let (content_type, ext) = match format.as_str() {
         "csv" => ("text/csv", "csv"),
         "json" => ("application/json", "json"),
@@ -316,7 +451,10 @@ pub(super) async fn export(api: Arc<Api>, q: ExportQuery) -> Result<Response, Ap
         }
         (d, _) => return Err(bad(format!("data {d:?}: states, readings or rhythms"))),
     };
-    let batches = run(&api, &sql).await?;
+    let mut batches = run(&api, &sql).await?;
+    if let Some(keep) = &q.variables {
+        batches = project(batches, keep)?;
+    }
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if rows > MAX_EXPORT_ROWS {
         return Err(bad(format!(

@@ -705,7 +705,7 @@ mod tests {
             &bearer,
         )
         .await;
-        assert_eq!(held.status().as_u16(), 202, "{:?}", held.body());
+        assert_eq!(held.status().as_u16(), 200, "{:?}", held.body());
         let half = call(
             "POST",
             "/v1/output/manual-override",

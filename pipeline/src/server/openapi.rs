@@ -19,8 +19,9 @@ fn of<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
 enum Body {
     /// JSON of this schema.
     Json(SchemaFn),
-    /// JSON of this schema plus the `node_id` the settings endpoints take with it.
-    WithNode(SchemaFn),
+    /// A settings change: this patch's fields, the `node_id` (required unless `false`), a
+    /// `reason`, and the API specification's shapes of the group (`contract`).
+    Settings(SchemaFn, fn(&mut SchemaGenerator) -> Value, bool),
     /// An array of readings or `{"readings": [...]}`; with `true`, one reading too.
     Readings(bool),
     /// A config file (TOML text).
@@ -97,7 +98,7 @@ impl Op {
 }
 
 use super::analytics::{BulkStatesQuery, PeriodogramQuery, RangeQuery};
-use super::control::{NodeBody, OverrideBody};
+use super::control::{NodeBody, OverrideBody, ResetBody};
 use super::diagnostics::LogQuery;
 use super::lake::{ExportQuery, HistoryQuery};
 use super::pagination::PageQuery;
@@ -107,6 +108,65 @@ use super::status::StateQuery;
 use kaiabc_schemas::{
     EntrainmentPatch, FilterPatch, MappingPatch, OscillatorState, SensorReading, SimulationPatch,
 };
+
+/// The specification's shape of an entrainment change: `parameters` with its three groups.
+fn etf_contract(g: &mut SchemaGenerator) -> Value {
+    let number = json!({ "type": "number" });
+    json!({ "parameters": {
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "arrhenius_scaling": {
+                "type": "object",
+                "additionalProperties": false,
+                "properties": {
+                    "activation_energy_kJ_mol": number,
+                    "basal_activation_energy_kJ_mol": number,
+                    "pre_exponential_factor": { "type": "number", "exclusiveMinimum": 0 },
+                },
+            },
+            "structural_coupling": of::<kaiabc_schemas::StructuralCoupling>(g).to_value(),
+            "atpase_constraint": of::<kaiabc_schemas::AtpaseConstraint>(g).to_value(),
+        },
+    } })
+}
+
+/// The filter's noises also as the specification's per-variable objects.
+fn filter_contract(g: &mut SchemaGenerator) -> Value {
+    let patch = of::<FilterPatch>(g);
+    let array = resolve(g, patch.as_value())["properties"]["process_noise"].clone();
+    let per_variable = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "temperature": { "type": "number" },
+            "humidity": { "type": "number" },
+            "pressure": { "type": "number" },
+        },
+    });
+    let either = json!({ "anyOf": [array, per_variable] });
+    json!({ "process_noise": either, "measurement_noise": either })
+}
+
+/// The specification's solver settings: `tolerance {absolute, relative}` and step sizes (h).
+fn simulation_contract(_: &mut SchemaGenerator) -> Value {
+    json!({
+        "tolerance": {
+            "type": "object",
+            "additionalProperties": false,
+            "properties": {
+                "absolute": { "type": "number" },
+                "relative": { "type": "number" },
+            },
+        },
+        "max_step_size": { "type": "number" },
+        "min_step_size": { "type": "number" },
+    })
+}
+
+fn no_contract(_: &mut SchemaGenerator) -> Value {
+    json!({})
+}
 
 /// Every operation, in the order of [`ENDPOINTS`].
 fn ops() -> Vec<Op> {
@@ -121,9 +181,19 @@ fn ops() -> Vec<Op> {
         op(
             "GET",
             "/v1/oscillator/history",
-            "A node's states from the lake, downsampled by `resolution`, paged by `cursor`",
+            "A node's states from the lake, downsampled by `resolution`, paged by `cursor`, as \
+             rows and as the specification's `series`",
         )
-        .query(of::<HistoryQuery>),
+        .query(of::<HistoryQuery>)
+        .reply(Has(&[
+            "node_id",
+            "hardware_type",
+            "start_time",
+            "end_time",
+            "resolution",
+            "data_points",
+            "series",
+        ])),
         op(
             "GET",
             "/v1/ws",
@@ -167,23 +237,23 @@ fn ops() -> Vec<Op> {
         op(
             "POST",
             "/v1/oscillator/reset",
-            "Reset a node's clock to its initial condition",
+            "Reset a node's clock to its initial condition, or to the given state",
         )
-        .body(Json(of::<NodeBody>))
-        .status(202),
+        .body(Json(of::<ResetBody>))
+        .reply(Has(&["success", "message", "node_id", "timestamp"])),
         op("POST", "/v1/simulation/pause", "Pause a node's clock")
             .body(Json(of::<NodeBody>))
-            .status(202),
+            .reply(Has(&["success", "state_saved", "paused_at_ct"])),
         op("POST", "/v1/simulation/resume", "Resume a node's clock")
             .body(Json(of::<NodeBody>))
-            .status(202),
+            .reply(Has(&["success", "resumed_from_ct", "timestamp"])),
         op(
             "POST",
             "/v1/output/manual-override",
-            "Hold a node's PWM duty, or release it with null",
+            "Hold a node's PWM duty (for a while, in its event time), or release it",
         )
         .body(Json(of::<OverrideBody>))
-        .status(202),
+        .reply(Has(&["success", "override_id", "expires_at"])),
         op(
             "POST",
             "/v1/sensors/temperature",
@@ -218,21 +288,35 @@ fn ops() -> Vec<Op> {
             "/v1/entrainment/parameters",
             "Change a node's temperature-dependence parameters",
         )
-        .body(WithNode(of::<EntrainmentPatch>))
-        .status(202),
+        .body(Settings(of::<EntrainmentPatch>, etf_contract, true))
+        .reply(Has(&[
+            "success",
+            "message",
+            "effective_timestamp",
+            "previous_parameters",
+            "new_parameters",
+        ])),
         op(
             "GET",
             "/v1/entrainment/prc",
-            "The model's phase response curve for a temperature step",
+            "The model's phase response curves for a warm and a cold temperature step",
         )
-        .query(of::<PrcQuery>),
+        .query(of::<PrcQuery>)
+        .reply(Has(&["model", "reference", "resolution", "data"])),
         op(
             "POST",
             "/v1/entrainment/phase-shift",
             "Plan (and send) a temperature step for a wanted phase shift",
         )
         .body(Json(of::<ShiftRequest>))
-        .status(202),
+        .reply(Has(&[
+            "success",
+            "shift_id",
+            "expected_phase_change",
+            "current_circadian_time",
+            "optimal_ct_window",
+            "estimated_completion",
+        ])),
         op(
             "GET",
             "/v1/simulation/config",
@@ -244,8 +328,8 @@ fn ops() -> Vec<Op> {
             "/v1/simulation/config",
             "Change a node's simulation settings",
         )
-        .body(WithNode(of::<SimulationPatch>))
-        .status(202),
+        .body(Settings(of::<SimulationPatch>, simulation_contract, false))
+        .reply(Has(&["success", "message", "restart_required"])),
         op("GET", "/v1/output/koa", "A node's KOA output and PWM duty").query(of::<NodeQuery>),
         op(
             "GET",
@@ -258,8 +342,8 @@ fn ops() -> Vec<Op> {
             "/v1/output/mapping",
             "Change a node's KOA to PWM mapping",
         )
-        .body(WithNode(of::<MappingPatch>))
-        .status(202),
+        .body(Settings(of::<MappingPatch>, no_contract, true))
+        .reply(Has(&["success", "message", "test_values"])),
         op("GET", "/v1/filter/state", "A node's Kalman filter state").query(of::<NodeQuery>),
         op(
             "GET",
@@ -272,11 +356,11 @@ fn ops() -> Vec<Op> {
             "/v1/filter/parameters",
             "Change a node's Kalman filter parameters",
         )
-        .body(WithNode(of::<FilterPatch>))
-        .status(202),
+        .body(Settings(of::<FilterPatch>, filter_contract, true))
+        .reply(Has(&["success", "message", "filter_reset"])),
         op("POST", "/v1/filter/reset", "Reset a node's Kalman filter")
             .body(Json(of::<NodeBody>))
-            .status(202),
+            .reply(Has(&["success", "message", "timestamp"])),
         op(
             "GET",
             "/v1/analytics/period-stability",
@@ -397,17 +481,25 @@ fn resolve(g: &SchemaGenerator, s: &Value) -> Value {
 fn request_body(g: &mut SchemaGenerator, b: &Body) -> Value {
     let (mime, schema) = match b {
         Body::Json(f) => ("application/json", f(g).to_value()),
-        Body::WithNode(f) => {
+        Body::Settings(f, contract, node_required) => {
             // The patch's own fields plus node_id, in one object: an `allOf` of two closed
             // objects would admit no body at all.
             let patch = f(g);
             let mut merged = resolve(g, patch.as_value());
             merged["properties"]["node_id"] = json!({ "type": "string", "minLength": 1 });
+            merged["properties"]["reason"] = json!({ "type": "string", "maxLength": 500 });
+            if let Value::Object(extra) = contract(g) {
+                for (k, v) in extra {
+                    merged["properties"][k] = v;
+                }
+            }
             let mut required = merged["required"].as_array().cloned().unwrap_or_default();
-            required.push(json!("node_id"));
+            if *node_required {
+                required.push(json!("node_id"));
+            }
             merged["required"] = Value::Array(required);
             // At least one field to change besides the node.
-            merged["minProperties"] = json!(2);
+            merged["minProperties"] = json!(if *node_required { 2 } else { 1 });
             ("application/json", merged)
         }
         Body::Readings(single) => {
@@ -634,7 +726,17 @@ mod tests {
         h.sort();
         assert_eq!(
             h,
-            ["cursor", "end", "limit", "node_id", "resolution", "start"]
+            [
+                "cursor",
+                "end",
+                "end_time",
+                "limit",
+                "node_id",
+                "resolution",
+                "start",
+                "start_time",
+                "variables"
+            ]
         );
         assert_eq!(names("/v1/oscillator/state"), ["node_id"]);
         let shift = &doc["paths"]["/v1/entrainment/phase-shift"]["post"]["requestBody"];
@@ -642,6 +744,6 @@ mod tests {
             .as_str()
             .unwrap();
         let req = doc.pointer(r.trim_start_matches('#')).unwrap();
-        assert_eq!(req["required"], json!(["node_id", "target_shift_hours"]));
+        assert_eq!(req["required"], json!(["node_id"]));
     }
 }

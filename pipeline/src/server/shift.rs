@@ -11,7 +11,6 @@ use kaiabc_operators::prc::{phase_response_curve, Prc, PrcConfig};
 use kaiabc_schemas::{ControlAction, PhaseShiftPlan};
 use serde::Deserialize;
 use serde_json::json;
-use warp::http::StatusCode;
 use warp::{Filter, Reply};
 
 use super::{body, control, Api, ApiError, Route};
@@ -41,6 +40,11 @@ pub(super) struct PrcQuery {
     resolution: Option<usize>,
     #[schemars(range(min = 2, max = 40))]
     settle_cycles: Option<usize>,
+    /// `standard` (the default step) or `custom` (the step `delta_k` and `duration_minutes`
+    /// name); the answer's `data` gives, per CT, the shift of a warm step
+    /// (`phase_shift_advance`) and of the same step cold (`phase_shift_delay`).
+    #[schemars(extend("enum" = ["standard", "custom"]))]
+    model: Option<String>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -48,8 +52,29 @@ pub(super) struct PrcQuery {
 pub(super) struct ShiftRequest {
     #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
     node_id: String,
-    /// The shift wanted (h, advance positive), within ±12.
-    target_shift_hours: f64,
+    /// The shift wanted (h, advance positive); or `shift_type` with `magnitude_hours`.
+    #[serde(default)]
+    #[schemars(range(min = -12.0, max = 12.0))]
+    target_shift_hours: Option<f64>,
+    /// `advance` or `delay` (with `magnitude_hours`).
+    #[serde(default)]
+    shift_type: Option<ShiftType>,
+    /// The size of the shift wanted (h).
+    #[serde(default)]
+    #[schemars(range(min = 0.0, max = 12.0))]
+    magnitude_hours: Option<f64>,
+    /// How to shift: a `temperature_step` (the only method this model plans).
+    #[serde(default)]
+    method: Option<ShiftMethod>,
+    /// The step (K): positive warm, negative cold (the specification's name of `delta_k` with
+    /// the direction in its sign).
+    #[serde(default)]
+    #[schemars(range(min = -30.0, max = 30.0))]
+    temperature_delta_kelvin: Option<f64>,
+    /// Why (kept with the command in the control log).
+    #[serde(default)]
+    #[schemars(length(max = 500))]
+    reason: Option<String>,
     /// Size of the step (K); warm and cold steps are both considered unless `direction` says.
     #[serde(default = "default_delta")]
     delta_k: f64,
@@ -72,6 +97,21 @@ fn default_duration() -> f64 {
 }
 fn default_settle() -> u32 {
     3
+}
+
+/// The specification's shift types.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum ShiftType {
+    Advance,
+    Delay,
+}
+
+/// The specification's shift methods: only a temperature step is planned here.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum ShiftMethod {
+    TemperatureStep,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -123,24 +163,109 @@ async fn curve(
 
 async fn get_prc(api: Arc<Api>, q: PrcQuery) -> warp::reply::Response {
     let d = PrcConfig::default();
+    let model = q.model.clone().unwrap_or_else(|| "standard".into());
+    let standard = match model.as_str() {
+        "standard" => true,
+        "custom" => false,
+        m => {
+            return ApiError::InvalidParameter(format!("model {m:?}: standard or custom"))
+                .response()
+        }
+    };
+    if standard && (q.delta_k.is_some() || q.duration_minutes.is_some()) {
+        return ApiError::InvalidParameter(
+            "delta_k and duration_minutes describe a custom step: add model=custom".into(),
+        )
+        .response();
+    }
     let cfg = PrcConfig {
         delta_k: q.delta_k.unwrap_or(d.delta_k),
         duration_minutes: q.duration_minutes.unwrap_or(d.duration_minutes),
-        resolution: q.resolution.unwrap_or(d.resolution),
+        resolution: q.resolution.unwrap_or(24),
         settle_cycles: q.settle_cycles.unwrap_or(d.settle_cycles),
     };
     if let Some(resp) = q.node_id.as_deref().and_then(super::invalid_node_id) {
         return resp;
     }
-    match curve(&api, q.node_id.as_deref(), cfg).await {
-        Ok((c, state)) => warp::reply::json(&json!({
-            "node_id": q.node_id,
-            "prc": &*c,
-            "node_circadian_time": state.as_ref().map(|s| s.circadian_time),
-        }))
-        .into_response(),
-        Err(r) => *r,
+    // The step as asked, and the same step of the other sign: the curve of a warm and of a
+    // cold step at each circadian time.
+    let other = PrcConfig {
+        delta_k: -cfg.delta_k,
+        ..cfg
+    };
+    let (c, state) = match curve(&api, q.node_id.as_deref(), cfg).await {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let (o, _) = match curve(&api, q.node_id.as_deref(), other).await {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let (warm, cold) = if cfg.delta_k >= 0.0 {
+        (&c, &o)
+    } else {
+        (&o, &c)
+    };
+    let data: Vec<serde_json::Value> = warm
+        .points
+        .iter()
+        .zip(&cold.points)
+        .map(|(w, k)| {
+            json!({
+                "circadian_time": w.circadian_time,
+                "phase_shift_advance": w.phase_shift_hours,
+                "phase_shift_delay": k.phase_shift_hours,
+            })
+        })
+        .collect();
+    warp::reply::json(&json!({
+        "model": model,
+        "reference": format!(
+            "Rust et al. 2007 (Science 318:809) KaiABC model, curve by direct simulation of a \
+             ±{} K step for {} min at each circadian time (asymptotic shift after {} cycles)",
+            cfg.delta_k.abs(), cfg.duration_minutes, cfg.settle_cycles
+        ),
+        "resolution": data.len(),
+        "data": data,
+        "node_id": q.node_id,
+        "prc": &*c,
+        "node_circadian_time": state.as_ref().map(|s| s.circadian_time),
+    }))
+    .into_response()
+}
+
+/// The circadian-time window where a step of `curve` gives at least 80 % of its largest shift
+/// of the sign of `target`, as the specification writes it (`"16-22"`, wrapping past 24).
+fn optimal_window(curve: &Prc, target: f64) -> Option<String> {
+    let signed: Vec<(f64, f64)> = curve
+        .points
+        .iter()
+        .map(|p| (p.circadian_time, p.phase_shift_hours * target.signum()))
+        .collect();
+    let best = signed.iter().map(|x| x.1).fold(0.0f64, f64::max);
+    if best <= 0.0 {
+        return None;
     }
+    let good: Vec<bool> = signed.iter().map(|x| x.1 >= 0.8 * best).collect();
+    let n = good.len();
+    // The longest run of good points, going round the circle.
+    let (mut best_run, mut best_start) = (0, 0);
+    for start in 0..n {
+        if good[start] && !good[(start + n - 1) % n] || (start == 0 && good.iter().all(|g| *g)) {
+            let len = (0..n).take_while(|k| good[(start + k) % n]).count();
+            if len > best_run {
+                (best_run, best_start) = (len, start);
+            }
+        }
+    }
+    let step = 24.0 / n as f64;
+    let from = signed[best_start].0;
+    let to = (from + step * best_run as f64).rem_euclid(24.0);
+    Some(format!(
+        "{:.0}-{:.0}",
+        from,
+        if to == 0.0 { 24.0 } else { to }
+    ))
 }
 
 async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp::reply::Response {
@@ -153,8 +278,37 @@ async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp:
             ))
         }
     };
-    if !(req.target_shift_hours.is_finite() && req.target_shift_hours.abs() <= 12.0) {
-        return bad("target_shift_hours must be within ±12".into());
+    let mut req = req;
+    let target = match (req.target_shift_hours, req.shift_type, req.magnitude_hours) {
+        (Some(t), None, None) => t,
+        (None, Some(kind), Some(m)) if m.is_finite() && m >= 0.0 => match kind {
+            ShiftType::Advance => m,
+            ShiftType::Delay => -m,
+        },
+        (None, _, _) => {
+            return bad(
+                "name the shift: target_shift_hours, or shift_type with magnitude_hours".into(),
+            )
+        }
+        _ => return bad("target_shift_hours or shift_type with magnitude_hours, not both".into()),
+    };
+    if !(target.is_finite() && target.abs() <= 12.0) {
+        return bad("the shift must be within ±12 h".into());
+    }
+    if let Some(t) = req.temperature_delta_kelvin {
+        if !(t.is_finite() && t != 0.0) {
+            return bad("temperature_delta_kelvin must be a non-zero number of kelvin".into());
+        }
+        req.delta_k = t.abs();
+        req.direction = if t > 0.0 {
+            Direction::Warm
+        } else {
+            Direction::Cold
+        };
+    }
+    let _ = req.method; // A temperature step is the only method (serde refuses others).
+    if req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+        return bad("reason is longer than 500 characters".into());
     }
     if !(req.delta_k.is_finite() && req.delta_k > 0.0) {
         return bad("delta_k is the step's size: a positive number of kelvin".into());
@@ -191,26 +345,36 @@ async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp:
         }
     }
     let refs: Vec<&Prc> = curves.iter().map(|c| &**c).collect();
-    let Some(choice) = choose(
-        &refs,
-        now.circadian_time,
-        now.period_hours,
-        req.target_shift_hours,
-    ) else {
+    let Some(choice) = choose(&refs, now.circadian_time, now.period_hours, target) else {
         return bad("the curve has no points".into());
     };
     let start = now.timestamp + chrono::Duration::milliseconds((choice.wait_hours * 3.6e6) as i64);
     let plan = PhaseShiftPlan {
         shift_id: format!("ps_{}_{}", req.node_id, Utc::now().timestamp_micros()),
-        target_shift_hours: req.target_shift_hours,
+        target_shift_hours: target,
         predicted_shift_hours: choice.predicted_shift_hours,
         start,
         duration_minutes: req.duration_minutes,
         delta_k: choice.delta_k,
         settle_cycles: req.settle_cycles,
     };
-    let miss = (choice.predicted_shift_hours - req.target_shift_hours).abs();
+    let miss = (choice.predicted_shift_hours - target).abs();
+    let chosen = curves
+        .iter()
+        .find(|c| c.config.delta_k == choice.delta_k)
+        .unwrap_or(&curves[0]);
+    let completion = start + chrono::Duration::milliseconds((req.duration_minutes * 60e3) as i64);
+    let settled = completion
+        + chrono::Duration::milliseconds(
+            (f64::from(req.settle_cycles) * now.period_hours * 3.6e6) as i64,
+        );
     let mut answer = json!({
+        "success": true,
+        "expected_phase_change": choice.predicted_shift_hours,
+        "current_circadian_time": now.circadian_time,
+        "optimal_ct_window": optimal_window(chosen, target),
+        "estimated_completion": kaiabc_schemas::format_timestamp(&completion),
+        "settled_by": kaiabc_schemas::format_timestamp(&settled),
         "node_id": req.node_id,
         "shift_id": plan.shift_id,
         "plan": plan,
@@ -227,11 +391,17 @@ async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp:
     if req.dry_run {
         return warp::reply::json(&answer).into_response();
     }
-    match control::send(&api, who, req.node_id, ControlAction::PhaseShift(plan)) {
+    let reason = req.reason.clone();
+    match control::send_with_reason(
+        &api,
+        who,
+        req.node_id,
+        ControlAction::PhaseShift(plan),
+        reason,
+    ) {
         Ok(cmd) => {
             answer["command"] = serde_json::to_value(&cmd).unwrap_or_default();
-            warp::reply::with_status(warp::reply::json(&answer), StatusCode::ACCEPTED)
-                .into_response()
+            warp::reply::json(&answer).into_response()
         }
         Err(r) => *r,
     }
