@@ -7,6 +7,10 @@ and checking every response field the contract lists, with its meaning and units
 
 It starts its own server on loopback ports over a fresh lake, prints one line per check and a
 summary, and exits non-zero if any check failed. Standard library only.
+
+Checks listed in PENDING are parts of the contract not built yet: they are run and reported,
+a failure of one does not fail the run, and one that holds fails it until it is taken off the
+list (so the list only shrinks).
 """
 
 import argparse
@@ -24,11 +28,20 @@ from probe import Server, http, now_iso, ws_frame, ws_open  # noqa: E402
 
 RESULTS = []
 
+# Not built yet (see DEVELOPERS.md, "The API contract").
+PENDING = {
+    "GET /analytics/period-stability?days=7: 200",
+    "period-stability fields",
+    "entrainment-efficiency fields",
+    "GET /analytics/export?format=hdf5: 200 with a download",
+}
+
 
 def check(name, ok, detail=""):
     RESULTS.append((name, bool(ok), detail))
-    print(f"{'ok    ' if ok else 'FAILED'} | {name}" + (f" | {detail}" if not ok else ""),
-          flush=True)
+    tag = ("ok    " if ok else "FAILED") if name not in PENDING else \
+        ("HOLDS " if ok else "pending")
+    print(f"{tag} | {name}" + (f" | {detail}" if not ok else ""), flush=True)
     return ok
 
 
@@ -115,11 +128,16 @@ def main():
         run(srv)
     finally:
         srv.stop()
-    failed = [r for r in RESULTS if not r[1]]
-    print(f"\n{len(RESULTS) - len(failed)} of {len(RESULTS)} contract checks held")
+    failed = [r for r in RESULTS if not r[1] and r[0] not in PENDING]
+    pending = [r for r in RESULTS if not r[1] and r[0] in PENDING]
+    now_hold = [r for r in RESULTS if r[1] and r[0] in PENDING]
+    held = sum(1 for r in RESULTS if r[1])
+    print(f"\n{held} of {len(RESULTS)} contract checks held; {len(pending)} pending (not built)")
     for name, _, detail in failed:
         print(f"  FAILED {name}: {detail}")
-    sys.exit(1 if failed else 0)
+    for name, _, _ in now_hold:
+        print(f"  HOLDS NOW, take it off PENDING: {name}")
+    sys.exit(1 if failed or now_hold else 0)
 
 
 def run(srv):

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every Rust test (unit, integration, property, doc,
 # CLI end-to-end), a check that the committed Python reference values still come out of
-# their generator scripts, Schemathesis against the OpenAPI document, the dashboard in
-# Chromium, and the firmware. Installs what it needs (a Python venv outside the clone).
+# their generator scripts, Schemathesis against the OpenAPI document, the API contract's
+# conformance test, the dashboard in Chromium, and the firmware. Installs what it needs (a Python venv outside the clone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +36,9 @@ py="$(./scripts/pyenv.sh)"
 
 step "the API against its OpenAPI document (Schemathesis, a live kaiabc run)"
 ./scripts/schemathesis.sh
+
+step "the API against the specification's contract (its example requests, every field)"
+./scripts/contract.sh
 
 step "the dashboard in a real browser (headless Chromium, WebDriver)"
 ./scripts/dashboard.sh

@@ -82,6 +82,9 @@ pub struct NodeConfig {
     /// a late reading that far back no longer means anything to the clock, and a node whose
     /// clock jumped must not drag the others through its gap.
     pub max_age_hours: f64,
+    /// Attach the whole filter to each reading's row (the live API serves it; replay does not
+    /// need the allocation).
+    pub filter_snapshots: bool,
 }
 
 impl NodeConfig {
@@ -97,6 +100,7 @@ impl NodeConfig {
             max_gap_hours: 1.0,
             window: WindowConfig::default(),
             max_age_hours: 7.0 * 24.0,
+            filter_snapshots: false,
         })
     }
 }
@@ -727,6 +731,7 @@ impl NodeState {
                 filtered_humidity_percent: None,
                 filtered_pressure_pa: None,
                 late: true,
+                filter: None,
             }));
             return Ok(Disposition::Late);
         }
@@ -740,6 +745,7 @@ impl NodeState {
                 filtered_humidity_percent: None,
                 filtered_pressure_pa: None,
                 late: false,
+                filter: None,
             }));
             return Ok(Disposition::Paused);
         }
@@ -788,6 +794,7 @@ impl NodeState {
                     .override_pwm
                     .unwrap_or_else(|| self.settings.effective(cfg).mapping.pwm(snap.koa_metric)),
             ),
+            manual_override: self.control.override_pwm.is_some(),
             entrainment_active: entrained,
             temperature_kelvin: drive,
             raw_temperature_kelvin: reading.temperature_kelvin,
@@ -807,6 +814,23 @@ impl NodeState {
             filtered_humidity_percent: estimate.humidity_percent,
             filtered_pressure_pa: estimate.pressure_pa,
             late: false,
+            filter: cfg.filter_snapshots.then(|| {
+                let v = self.filter.view();
+                Box::new(kaiabc_schemas::FilterSnapshot {
+                    estimate: [
+                        v.estimate.temperature_kelvin,
+                        v.estimate.humidity_percent,
+                        v.estimate.pressure_pa,
+                    ],
+                    covariance: v.covariance,
+                    innovation: [
+                        v.last_innovation.temperature_kelvin,
+                        v.last_innovation.humidity_percent,
+                        v.last_innovation.pressure_pa,
+                    ],
+                    measurement_count: v.measurement_count,
+                })
+            }),
         }));
         let done = match &self.shift {
             Some(run) if run.achieved().is_some() => Some(run.report(

@@ -51,6 +51,8 @@ impl WorkerFigures {
 /// The pipeline's metrics.
 #[derive(Debug)]
 pub struct Metrics {
+    /// HTTP answers (see [`Metrics::http_answered`]).
+    http: HttpCounters,
     started: Instant,
     readings: Mutex<BTreeMap<(String, String), u64>>,
     last_seen: Mutex<BTreeMap<String, Instant>>,
@@ -70,6 +72,14 @@ pub struct Metrics {
     wal_committed: Mutex<(u64, u64)>,
 }
 
+/// Counters of HTTP answers.
+#[derive(Debug, Default)]
+struct HttpCounters {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    micros: AtomicU64,
+}
+
 /// Offsets the pipeline committed to its consumer group.
 #[derive(Debug, Default)]
 struct KafkaFigures {
@@ -80,6 +90,7 @@ struct KafkaFigures {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
+            http: HttpCounters::default(),
             started: Instant::now(),
             readings: Mutex::default(),
             last_seen: Mutex::default(),
@@ -413,6 +424,28 @@ impl Metrics {
             "integration_failures": t.nodes.clock_failures,
             "filter_failures": t.nodes.filter_failures,
         })
+    }
+
+    /// An HTTP answer given: its status and how long the request took.
+    pub fn http_answered(&self, status: u16, elapsed: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.http.requests.fetch_add(1, Relaxed);
+        if status >= 400 {
+            self.http.errors.fetch_add(1, Relaxed);
+        }
+        self.http
+            .micros
+            .fetch_add(elapsed.as_micros() as u64, Relaxed);
+    }
+
+    /// HTTP requests answered, of them errors (4xx and 5xx), and their total time (µs).
+    pub fn http_figures(&self) -> (u64, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.http.requests.load(Relaxed),
+            self.http.errors.load(Relaxed),
+            self.http.micros.load(Relaxed),
+        )
     }
 
     /// Seconds since the pipeline started.

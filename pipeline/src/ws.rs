@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use kaiabc_schemas::{LakeRow, OscillatorState, SensorReading};
+use kaiabc_schemas::{LakeRow, OscillatorState, ReadingRow, SensorReading};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
@@ -83,7 +83,7 @@ pub struct NodeLatest {
     /// its `output.pwm` event).
     pub state: Option<(u64, OscillatorState)>,
     /// The node's last reading, and its sequence number.
-    pub reading: Option<(u64, SensorReading)>,
+    pub reading: Option<(u64, ReadingRow)>,
     /// The KOA of the state before the latest (for its direction).
     pub prev_koa: Option<f64>,
 }
@@ -198,10 +198,26 @@ fn event_text(stream: &str, seq: u64, data: &Value) -> String {
     m.to_string()
 }
 
-/// A node's output: the `output.pwm` event, and the retained MQTT message the node applies
-/// (with the period and phase it needs to keep the output going while offline).
+/// A `sensors.reading` event's data: the contract's `temperature_kelvin` (filtered; null for a
+/// late reading, which is stored but not applied), `temperature_raw` (as sent),
+/// `kalman_variance` and `quality`, with the rest of the lake's row.
+fn reading_data(r: &ReadingRow) -> Value {
+    let mut data = serde_json::to_value(r).unwrap_or(Value::Null);
+    data["temperature_raw"] = json!(r.reading.temperature_kelvin);
+    data["temperature_kelvin"] = json!(r.filtered_temperature_kelvin);
+    data
+}
+
+/// A node's output: the `output.pwm` event (the contract's `duty_cycle` 0–255,
+/// `duty_cycle_percent`, `koa_source`, `manual_override`), and the retained MQTT message the node
+/// applies (with the period and phase it needs to keep the output going while offline).
 pub fn pwm_of(s: &OscillatorState) -> Value {
+    let duty = s.output_pwm.clamp(0, 255);
     json!({
+        "duty_cycle": duty,
+        "duty_cycle_percent": f64::from(duty) / 255.0 * 100.0,
+        "koa_source": s.koa_metric,
+        "manual_override": s.manual_override,
         "node_id": s.node_id,
         "timestamp": kaiabc_schemas::format_timestamp(&s.timestamp),
         "seq": s.seq,
@@ -287,10 +303,28 @@ impl Hub {
         l.state.as_ref().map(|(_, s)| (s.clone(), l.prev_koa))
     }
 
+    /// A node's filter after its latest applied reading, with that reading's time.
+    pub fn filter(
+        &self,
+        node: &str,
+    ) -> Option<(
+        chrono::DateTime<chrono::Utc>,
+        kaiabc_schemas::FilterSnapshot,
+    )> {
+        let m = self.latest.lock().ok()?;
+        let (_, r) = m.get(node)?.reading.as_ref()?;
+        r.filter
+            .as_ref()
+            .map(|f| (r.reading.timestamp, (**f).clone()))
+    }
+
     /// Each node's latest reading.
     pub fn latest_reading(&self, node: &str) -> Option<SensorReading> {
         let m = self.latest.lock().ok()?;
-        m.get(node)?.reading.as_ref().map(|(_, r)| r.clone())
+        m.get(node)?
+            .reading
+            .as_ref()
+            .map(|(_, r)| r.reading.clone())
     }
 
     /// Counts `patterns` in (or out of) the interest of their families.
@@ -310,7 +344,7 @@ impl Hub {
     pub fn last_event_time(&self, node: &str) -> Option<chrono::DateTime<chrono::Utc>> {
         let m = self.latest.lock().ok()?;
         let l = m.get(node)?;
-        let r = l.reading.as_ref().map(|(_, r)| r.timestamp);
+        let r = l.reading.as_ref().map(|(_, r)| r.reading.timestamp);
         let s = l.state.as_ref().map(|(_, s)| s.timestamp);
         r.max(s)
     }
@@ -376,12 +410,17 @@ impl Hub {
                     let node = &r.reading.node_id;
                     let l = m.entry(node.clone()).or_default();
                     let seq = l.reading.as_ref().map_or(0, |(q, _)| *q) + 1;
-                    l.reading = Some((seq, r.reading.clone()));
+                    let mut row = r.clone();
+                    if row.filter.is_none() {
+                        // A late or paused reading leaves the filter as it was.
+                        row.filter = l.reading.as_mut().and_then(|(_, p)| p.filter.take());
+                    }
+                    l.reading = Some((seq, row));
                     if !wants(READING) {
                         return;
                     }
                     let stream = format!("sensors.reading.{node}");
-                    let data = serde_json::to_value(r).unwrap_or(Value::Null);
+                    let data = reading_data(r);
                     out.push(Published {
                         text: event_text(&stream, seq, &data),
                         stream,
@@ -451,7 +490,7 @@ impl Hub {
             if let Some((seq, r)) = &l.reading {
                 let st = format!("sensors.reading.{node}");
                 if matches_any(patterns, &st) {
-                    out.push((st, *seq, serde_json::to_value(r).unwrap_or(Value::Null)));
+                    out.push((st, *seq, reading_data(r)));
                 }
             }
         }

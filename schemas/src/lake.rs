@@ -72,6 +72,25 @@ pub struct ReadingRow {
     pub filtered_pressure_pa: Option<f64>,
     /// Whether it arrived after a newer reading of its node had been applied.
     pub late: bool,
+    /// The node's whole Kalman filter after this reading, for the live API (`/filter/state`);
+    /// filled only when the node is configured to (`NodeConfig::filter_snapshots`), never in
+    /// the lake.
+    #[serde(skip)]
+    pub filter: Option<Box<FilterSnapshot>>,
+}
+
+/// A node's three-variable Kalman filter after a reading: estimate (K, %, Pa), covariance
+/// (row-major, filter units K, %, hPa), the reading's innovation, and the readings taken.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FilterSnapshot {
+    /// Temperature (K), humidity (%), pressure (Pa); `None` until the variable is seen.
+    pub estimate: [Option<f64>; 3],
+    /// The posterior covariance, K, %, hPa.
+    pub covariance: [[f64; 3]; 3],
+    /// Measured minus predicted of the last reading, per variable (K, %, Pa).
+    pub innovation: [Option<f64>; 3],
+    /// Readings the filter took.
+    pub measurement_count: u64,
 }
 
 /// The lake's tables.

@@ -19,7 +19,7 @@ pub use control::{
     StructuralCoupling, TemperatureDependence,
 };
 pub use dead_letter::DeadLetter;
-pub use lake::{Checkpoint, LakeRow, NodeCheckpointEntry, ReadingRow, Table};
+pub use lake::{Checkpoint, FilterSnapshot, LakeRow, NodeCheckpointEntry, ReadingRow, Table};
 pub use phase_shift::{PhaseShiftOutcome, PhaseShiftReport};
 pub use reading::{
     format_timestamp, parse_timestamp, Quality, RawReading, RawValues, SensorReading,

@@ -62,3 +62,18 @@ impl SensorKind {
     /// What a BME280 measures: the default of a node registered without `sensor_types`.
     pub const BME280: [SensorKind; 3] = [Self::Temperature, Self::Humidity, Self::Pressure];
 }
+
+/// A node id on the wire, `^[A-Za-z0-9_-]{1,64}$` (checked where it is used; the type carries
+/// the pattern into JSON schemas).
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(transparent)]
+pub struct NodeId(#[schemars(pattern(crate::validate::NODE_ID_PATTERN))] pub String);
+
+impl std::ops::Deref for NodeId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}

@@ -48,6 +48,9 @@ pub struct OscillatorState {
     pub koa_metric: f64,
     /// PWM duty for the node's output, 0–255.
     pub output_pwm: i32,
+    /// Whether a manual override holds the output (`output_pwm` is then the override's duty).
+    #[serde(default)]
+    pub manual_override: bool,
     /// Whether the clock was driven by fresh readings up to this one (false after a gap longer
     /// than the configured maximum, across which it ran free at the last temperature).
     pub entrainment_active: bool,

@@ -336,6 +336,7 @@ mod tests {
             late: false,
             filtered_humidity_percent: None,
             filtered_pressure_pa: None,
+            filter: None,
         })
     }
 

@@ -323,8 +323,9 @@ def scenario(title, binary, admin, external_broker, steps, outage, override_at):
         if i == override_at:
             for n in good:
                 status, body = server.call("POST", "/v1/output/manual-override", admin,
-                                           {"node_id": n.name, "pwm": overrides[n.name]})
-                if status != 202:
+                                           {"node_id": n.name, "override_enabled": True,
+                                            "pwm_value": overrides[n.name]})
+                if status != 200 or not body.get("success"):
                     fail("manual override of %s: %s %s" % (n.name, status, body))
         for n in nodes:
             n.send("step %d" % (start + 60 * i))

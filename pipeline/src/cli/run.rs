@@ -261,6 +261,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let mut node_cfg =
         NodeConfig::new(ClockConfig::default()).context("building the clock configuration")?;
     node_cfg.max_age_hours = a.max_reading_age_hours as f64;
+    // The live API serves each node's whole filter (`/v1/filter/state`).
+    node_cfg.filter_snapshots = true;
     let api_cfg = Arc::new(node_cfg.clone());
     let restored = open_checkpoints(&a.lake)
         .with_context(|| format!("reading the checkpoints of the lake {}", a.lake.display()))?;

@@ -407,10 +407,14 @@ pub(super) async fn bulk_states(api: Arc<Api>, q: BulkStatesQuery) -> Result<Res
 
 /// `POST /v1/bulk/sensor-readings` (admin): readings of any nodes, e.g. a backlog imported
 /// from a node's SD card; each node's readings enter the dataflow as one batch, and invalid
-/// ones become dead letters there, exactly as on the node's own path.
-fn bulk_readings(api: &Api, body: &[u8]) -> Response {
+/// ones become dead letters there, exactly as on the node's own path. Once durable, the answer
+/// waits (as ingestion does) for the dataflow to apply them: per reading its `status`
+/// (`processed`, `rejected`, or `pending` if the pipeline is behind) and filtered temperature;
+/// 200 when every valid reading was applied, else 202.
+async fn bulk_readings(api: Arc<Api>, body: bytes::Bytes) -> Response {
+    let started = std::time::Instant::now();
     let bad = |m: String| ApiError::InvalidPayload(m).response();
-    let items: Vec<Value> = match serde_json::from_slice::<Value>(body) {
+    let items: Vec<Value> = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Array(v)) => v,
         Ok(Value::Object(mut o)) => match o.remove("readings") {
             Some(Value::Array(v)) => v,
@@ -428,15 +432,29 @@ fn bulk_readings(api: &Api, body: &[u8]) -> Response {
     let now = Utc::now();
     let mut by_node: BTreeMap<Option<String>, Vec<Value>> = BTreeMap::new();
     let mut rejected = Vec::new();
+    // Per reading: its node and, if valid, the receiver of what the dataflow made of it.
+    let mut results: Vec<(
+        Option<String>,
+        Option<tokio::sync::oneshot::Receiver<crate::ws::Applied>>,
+    )> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let bytes = item.to_string().into_bytes();
         let node = match kaiabc_schemas::RawReading::from_json(&bytes).and_then(|r| r.validate(now))
         {
-            Ok(r) => Some(r.node_id),
+            Ok(r) => {
+                let rx =
+                    api.shared
+                        .hub
+                        .await_applied(&r.node_id, r.timestamp.timestamp_micros(), r.seq);
+                results.push((Some(r.node_id.clone()), Some(rx)));
+                Some(r.node_id)
+            }
             Err(rej) => {
                 rejected.push(json!({"index": i, "code": rej.reason.code(),
                     "message": rej.message}));
-                rej.node_id.filter(|n| crate::auth::valid_node_id(n))
+                let node = rej.node_id.filter(|n| crate::auth::valid_node_id(n));
+                results.push((node.clone(), None));
+                node
             }
         };
         by_node.entry(node).or_default().push(item);
@@ -450,21 +468,137 @@ fn bulk_readings(api: &Api, body: &[u8]) -> Response {
             received_at: now,
         })
         .collect();
-    if let Err(e) = api.ingest.durable_all_blocking(&messages) {
-        return super::not_stored(&e);
+    let a = Arc::clone(&api);
+    match tokio::task::spawn_blocking(move || a.ingest.durable_all_blocking(&messages)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return super::not_stored(&e),
+        Err(e) => return ApiError::Internal(e.to_string()).response(),
+    }
+    let deadline = tokio::time::Instant::now() + super::ingest::APPLIED_WAIT;
+    let mut out = Vec::with_capacity(results.len());
+    let mut pending = 0;
+    for (node, rx) in results {
+        let (status, filtered) = match rx {
+            None => ("rejected", None),
+            Some(rx) => match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(a)) => ("processed", a.temperature_kelvin),
+                _ => {
+                    pending += 1;
+                    ("pending", None)
+                }
+            },
+        };
+        out.push(json!({"node_id": node, "status": status, "filtered_temperature": filtered}));
     }
     let total = rejected.len();
+    let status = if pending == 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
     warp::reply::with_status(
-        warp::reply::json(&json!({"rejected": rejected, "rejected_count": total})),
-        StatusCode::ACCEPTED,
+        warp::reply::json(&json!({
+            "accepted": out.len() - total,
+            "rejected": total,
+            "processing_time_ms": started.elapsed().as_secs_f64() * 1e3,
+            "results": out,
+            "rejections": rejected,
+            "rejected_count": total,
+        })),
+        status,
     )
     .into_response()
+}
+
+/// The body of `POST /v1/bulk/oscillator-states`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct BulkLatestRequest {
+    /// The nodes (at most 1000).
+    #[schemars(length(max = 1000))]
+    node_ids: Vec<kaiabc_schemas::registry::NodeId>,
+    /// `minimal`, `standard` (default) or `full` (every field of the state).
+    #[serde(default)]
+    #[schemars(extend("enum" = ["minimal", "standard", "full"]))]
+    detail_level: Option<String>,
+}
+
+/// `POST /v1/bulk/oscillator-states`: each named node's latest state (`circadian_time`,
+/// `phase`, `koa_metric`, `status`; everything at `detail_level=full`), or for a node without
+/// one `{"error": "node_offline" | "node_not_found", "last_seen"}`.
+fn bulk_latest(api: &Api, body: &[u8]) -> Response {
+    let req: BulkLatestRequest = match super::json_object(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::InvalidParameter(format!(
+                "expected {{\"node_ids\": [...], \"detail_level\"?}}: {e}"
+            ))
+            .response()
+        }
+    };
+    let full = match req.detail_level.as_deref() {
+        None | Some("minimal") | Some("standard") => false,
+        Some("full") => true,
+        Some(d) => {
+            return ApiError::InvalidParameter(format!(
+                "detail_level {d:?}: minimal, standard or full"
+            ))
+            .response()
+        }
+    };
+    if req.node_ids.len() > 1000 {
+        return ApiError::InvalidParameter("at most 1000 node_ids".into()).response();
+    }
+    let mut states = serde_json::Map::new();
+    for n in &req.node_ids {
+        if !crate::auth::valid_node_id(n) {
+            return ApiError::InvalidParameter(format!("node_ids: {n:?} is not a node id"))
+                .response();
+        }
+        let online = api.shared.metrics.node_online(n) == Some(true);
+        let entry = match api.shared.hub.state(n) {
+            Some(s) if full => {
+                let mut v = serde_json::to_value(&s).unwrap_or_default();
+                v["status"] = json!(if online { "online" } else { "offline" });
+                v
+            }
+            Some(s) => json!({
+                "circadian_time": s.circadian_time,
+                "phase": s.phase,
+                "koa_metric": s.koa_metric,
+                "status": if online { "online" } else { "offline" },
+                "timestamp": kaiabc_schemas::format_timestamp(&s.timestamp),
+            }),
+            None => {
+                let known = api.registry.list().iter().any(|r| r.node_id == n.0);
+                json!({
+                    "error": if known { "node_offline" } else { "node_not_found" },
+                    "last_seen": api.shared.hub.last_event_time(n)
+                        .map(|t| kaiabc_schemas::format_timestamp(&t)),
+                })
+            }
+        };
+        states.insert(n.0.clone(), entry);
+    }
+    warp::reply::json(&json!({
+        "states": states,
+        "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
+    }))
+    .into_response()
+}
+
+/// `POST /v1/bulk/oscillator-states` (64 KiB at most).
+pub(super) fn bulk_latest_route(api: &Arc<Api>, at: super::Matched) -> Route {
+    let a = Arc::clone(api);
+    at.and(body(64 * 1024))
+        .map(move |_: Principal, b: bytes::Bytes| bulk_latest(&a, &b))
+        .boxed()
 }
 
 /// `POST /v1/bulk/sensor-readings` (16 MiB at most).
 pub(super) fn bulk_readings_route(api: &Arc<Api>, at: super::Matched) -> Route {
     let a = Arc::clone(api);
     at.and(body(16 * 1024 * 1024))
-        .map(move |_: Principal, b: bytes::Bytes| bulk_readings(&a, &b))
+        .then(move |_: Principal, b: bytes::Bytes| bulk_readings(Arc::clone(&a), b))
         .boxed()
 }

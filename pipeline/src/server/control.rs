@@ -311,7 +311,7 @@ pub(super) fn issue(
 ) -> warp::reply::Response {
     let mut warnings = Vec::new();
     let (node_id, action, reason) = match endpoint {
-        Command::ManualOverride => match serde_json::from_slice::<OverrideBody>(body) {
+        Command::ManualOverride => match super::json_object::<OverrideBody>(body) {
             Ok(b) => match override_pwm(&b) {
                 Ok(pwm) => (
                     b.node_id,
@@ -330,7 +330,7 @@ pub(super) fn issue(
                 ))
             }
         },
-        Command::Reset => match serde_json::from_slice::<ResetBody>(body) {
+        Command::Reset => match super::json_object::<ResetBody>(body) {
             Ok(b) => {
                 let action = match &b.initial_conditions {
                     None => ControlAction::Reset,
@@ -352,7 +352,7 @@ pub(super) fn issue(
                 ))
             }
         },
-        _ => match serde_json::from_slice::<NodeBody>(body) {
+        _ => match super::json_object::<NodeBody>(body) {
             Ok(b) => (
                 b.node_id,
                 match endpoint {

@@ -237,10 +237,17 @@ fn states_sql(r: &Range, interval: Option<&str>, after: Option<i64>, limit: usiz
     }
 }
 
+/// Queries of the lake running now (the API's `database.connections_active`).
+pub(super) static QUERIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 pub(super) async fn run(api: &Api, sql: &str) -> Result<Vec<RecordBatch>, ApiError> {
-    kaiabc_connectors::lake::query(&api.lake, sql)
+    use std::sync::atomic::Ordering::Relaxed;
+    QUERIES.fetch_add(1, Relaxed);
+    let out = kaiabc_connectors::lake::query(&api.lake, sql)
         .await
-        .map_err(failed)
+        .map_err(failed);
+    QUERIES.fetch_sub(1, Relaxed);
+    out
 }
 
 pub(super) fn encode(

@@ -46,6 +46,16 @@ impl Default for Guard {
 /// office's dashboards, fit; one client cannot hold the server's whole cap.
 pub const DEFAULT_MAX_PER_ADDRESS: usize = 256;
 
+/// HTTP connections open now, over every listener of the process (the API's
+/// `active_connections`).
+pub static OPEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// An accepted connection, holding its place among the open ones until it is dropped.
 pub struct Guarded {
     io: Pin<Box<TimeoutStream<TcpStream>>>,
@@ -228,6 +238,7 @@ pub fn guarded(
                 let _ = sock.set_nodelay(true);
                 let mut io = TimeoutStream::new(sock);
                 io.set_read_timeout(Some(guard.idle));
+                OPEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let conn = Guarded {
                     io: Box::pin(io),
                     _place: place,

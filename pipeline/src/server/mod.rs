@@ -21,10 +21,13 @@ mod analytics;
 mod control;
 mod dashboard;
 mod diagnostics;
+mod docs;
 mod error;
 mod ingest;
 mod lake;
 pub mod listener;
+mod mock;
+mod node_config;
 mod nodes;
 mod openapi;
 mod pagination;
@@ -56,6 +59,18 @@ pub fn request_id() -> String {
         "req_{:016x}",
         base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
     )
+}
+
+/// A request body that must be a JSON object (serde would also take a struct's fields from an
+/// array, in order: `[null, null]`), read into `T`.
+fn json_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(v @ serde_json::Value::Object(_)) => {
+            serde_json::from_value(v).map_err(|e| e.to_string())
+        }
+        Ok(_) => Err("the body must be a JSON object".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The 400 for a node id the API would not accept (`None` if it is fine).
@@ -224,6 +239,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
         |api, at| lake_get(api, at, analytics::bulk_states),
     ),
     ep(
+        "POST",
+        "/v1/bulk/oscillator-states",
+        RESEARCHER,
+        analytics::bulk_latest_route,
+    ),
+    ep(
         "GET",
         "/v1/diagnostics/logs",
         ADMIN,
@@ -236,6 +257,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
         diagnostics::health_check_route,
     ),
     ep(
+        "POST",
+        "/v1/diagnostics/health-check",
+        RESEARCHER,
+        diagnostics::health_check_post_route,
+    ),
+    ep(
         "GET",
         "/v1/config/templates",
         OBSERVER,
@@ -245,7 +272,31 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "POST",
         "/v1/config/validate",
         RESEARCHER,
+        diagnostics::validate_node_route,
+    ),
+    ep(
+        "POST",
+        "/v1/config/server/validate",
+        RESEARCHER,
         diagnostics::validate_route,
+    ),
+    ep(
+        "GET",
+        "/v1/mock/sensor-data",
+        OBSERVER,
+        mock::sensor_data_route,
+    ),
+    ep(
+        "POST",
+        "/v1/mock/simulate-oscillator",
+        OBSERVER,
+        mock::simulate_route,
+    ),
+    ep(
+        "GET",
+        "/v1/mock/test-scenarios",
+        OBSERVER,
+        mock::scenarios_route,
     ),
     ep("GET", "/v1/openapi.json", Access::Public, openapi_route),
 ];
@@ -384,12 +435,20 @@ pub fn routes(
             .map(dashboard::page)
             .boxed(),
     );
+    all.push(warp::get().and(warp::path!("docs")).map(docs::page).boxed());
+    all.push(
+        warp::get()
+            .and(warp::path!("docs" / "rapidoc-min.js"))
+            .map(docs::script)
+            .boxed(),
+    );
     all.push(wrong_method());
     let all = all
         .into_iter()
         .reduce(|a, b| a.or(b).unify().boxed())
         .expect("there are routes");
-    rate_limit(Arc::clone(&api))
+    let metrics = Arc::clone(&api.shared.metrics);
+    let answered = rate_limit(Arc::clone(&api))
         .and(all)
         .map(|v: Option<Verdict>, mut resp: warp::reply::Response| {
             if let Some(v) = v {
@@ -412,7 +471,14 @@ pub fn routes(
                 }
             }
             resp
-        })
+        });
+    // Every answer counted with its time (the API's `network` figures).
+    warp::any().map(Instant::now).and(answered).map(
+        move |started: Instant, resp: warp::reply::Response| {
+            metrics.http_answered(resp.status().as_u16(), started.elapsed());
+            resp
+        },
+    )
 }
 
 /// 405 with `Allow` (RFC 9110 §15.5.6) for a known path asked with a method it does not serve.

@@ -71,7 +71,7 @@ fn list_nodes(api: &Api, q: &PageQuery) -> warp::reply::Response {
 }
 
 async fn register(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp::reply::Response {
-    let req: Registration = match serde_json::from_slice(&body) {
+    let req: Registration = match super::json_object(&body) {
         Ok(r) => r,
         Err(e) => return ApiError::InvalidParameter(e.to_string()).response(),
     };

@@ -19,6 +19,8 @@ fn of<T: JsonSchema>(g: &mut SchemaGenerator) -> Schema {
 enum Body {
     /// JSON of this schema.
     Json(SchemaFn),
+    /// JSON of this schema, or no body at all (the defaults).
+    OptionalJson(SchemaFn),
     /// A settings change: this patch's fields, the `node_id` (required unless `false`), a
     /// `reason`, and the API specification's shapes of the group (`contract`).
     Settings(SchemaFn, fn(&mut SchemaGenerator) -> Value, bool),
@@ -97,10 +99,13 @@ impl Op {
     }
 }
 
+use super::analytics::BulkLatestRequest;
 use super::analytics::{BulkStatesQuery, PeriodogramQuery, RangeQuery};
 use super::control::{NodeBody, OverrideBody, ResetBody};
-use super::diagnostics::LogQuery;
+use super::diagnostics::{HealthCheckRequest, LogQuery, TemplateQuery};
 use super::lake::{ExportQuery, HistoryQuery};
+use super::mock::{SensorDataQuery, SimulateRequest};
+use super::node_config::NodeConfigBody;
 use super::pagination::PageQuery;
 use super::settings::NodeQuery;
 use super::shift::{PrcQuery, ShiftRequest};
@@ -382,26 +387,91 @@ fn ops() -> Vec<Op> {
         op(
             "POST",
             "/v1/bulk/sensor-readings",
-            "Admin upload of readings of any nodes",
+            "Admin upload of readings of any nodes: per reading its status and filtered \
+             temperature once applied (200), or 202 if the pipeline is behind",
         )
         .body(Readings(false))
-        .status(202),
+        .also(202)
+        .reply(Has(&[
+            "accepted",
+            "rejected",
+            "processing_time_ms",
+            "results",
+        ])),
         op(
             "GET",
             "/v1/bulk/oscillator-states",
             "States of many nodes, paged, or each node's latest",
         )
         .query(of::<BulkStatesQuery>),
-        op("GET", "/v1/diagnostics/logs", "Recent log lines").query(of::<LogQuery>),
+        op(
+            "POST",
+            "/v1/bulk/oscillator-states",
+            "The latest state of each named node (or why it has none)",
+        )
+        .body(Json(of::<BulkLatestRequest>))
+        .reply(Has(&["states", "timestamp"])),
+        op(
+            "GET",
+            "/v1/diagnostics/logs",
+            "Recent log events, newest first, paged",
+        )
+        .query(of::<LogQuery>)
+        .reply(Has(&["logs", "pagination"])),
         op(
             "GET",
             "/v1/diagnostics/health-check",
             "Checks of the lake, the dataflow and the broker",
         ),
-        op("GET", "/v1/config/templates", "Config file templates"),
-        op("POST", "/v1/config/validate", "Check a config file")
-            .body(Toml)
-            .reply(Validation),
+        op(
+            "POST",
+            "/v1/diagnostics/health-check",
+            "Checks of the named components (database, oscillator, network, control)",
+        )
+        .body(OptionalJson(of::<HealthCheckRequest>))
+        .reply(Has(&["overall_status", "checks", "timestamp"])),
+        op(
+            "GET",
+            "/v1/config/templates",
+            "A node's configuration for its board (the firmware's config.json in the \
+             specification's shape), and the server's config file template",
+        )
+        .query(of::<TemplateQuery>)
+        .reply(Has(&["templates", "firmware_config"])),
+        op(
+            "POST",
+            "/v1/config/validate",
+            "Check a node's configuration against what its firmware reads",
+        )
+        .body(Json(of::<NodeConfigBody>))
+        .reply(Has(&["valid", "warnings", "optimizations"])),
+        op(
+            "POST",
+            "/v1/config/server/validate",
+            "Check the server's config file",
+        )
+        .body(Toml)
+        .reply(Validation),
+        op(
+            "GET",
+            "/v1/mock/sensor-data",
+            "Synthetic readings of a diurnal temperature cycle with seeded noise",
+        )
+        .query(of::<SensorDataQuery>)
+        .reply(Has(&["readings"])),
+        op(
+            "POST",
+            "/v1/mock/simulate-oscillator",
+            "A run of the KaiABC model under a constant or 24 h cycling temperature",
+        )
+        .body(OptionalJson(of::<SimulateRequest>))
+        .reply(Has(&["points"])),
+        op(
+            "GET",
+            "/v1/mock/test-scenarios",
+            "Named test scenarios with the requests that build them",
+        )
+        .reply(Has(&["scenarios"])),
         op("GET", "/v1/openapi.json", "This document"),
     ]
 }
@@ -480,7 +550,7 @@ fn resolve(g: &SchemaGenerator, s: &Value) -> Value {
 
 fn request_body(g: &mut SchemaGenerator, b: &Body) -> Value {
     let (mime, schema) = match b {
-        Body::Json(f) => ("application/json", f(g).to_value()),
+        Body::Json(f) | Body::OptionalJson(f) => ("application/json", f(g).to_value()),
         Body::Settings(f, contract, node_required) => {
             // The patch's own fields plus node_id, in one object: an `allOf` of two closed
             // objects would admit no body at all.
@@ -533,7 +603,8 @@ fn request_body(g: &mut SchemaGenerator, b: &Body) -> Value {
             json!({ "type": "string", "minLength": 1, "description": "A config file (TOML)" }),
         ),
     };
-    json!({ "required": true, "content": { mime: { "schema": schema } } })
+    let required = !matches!(b, Body::OptionalJson(_));
+    json!({ "required": required, "content": { mime: { "schema": schema } } })
 }
 
 fn success(g: &mut SchemaGenerator, o: &Op) -> Value {

@@ -405,14 +405,32 @@ fn koa(api: &Api, node: Option<&str>) -> warp::reply::Response {
 /// The PWM frequency both firmwares drive their output at.
 pub(crate) const PWM_FREQUENCY_HZ: u32 = 1000;
 
-/// The filter's view after the latest reading.
+/// The filter's view after the latest reading: the specification's three-variable state
+/// (`state_estimate`, 3×3 `covariance_matrix` in K, %, hPa, `innovation`,
+/// `measurement_count`), beside our temperature figures.
 fn filter_state(api: &Api, node: Option<&str>) -> warp::reply::Response {
     match super::node_state(&api.shared, node) {
         Ok(s) => {
             let params = api.book.get(&s.node_id).effective(&api.node_cfg).kalman;
+            let snap = api.shared.hub.filter(&s.node_id);
+            let f = snap.as_ref().map(|(_, f)| f);
             warp::reply::json(&json!({
                 "node_id": s.node_id,
+                "filter_type": "kalman_random_walk",
                 "timestamp": kaiabc_schemas::format_timestamp(&s.timestamp),
+                "state_estimate": {
+                    "temperature_kelvin": f.map_or(Some(s.temperature_kelvin), |f| f.estimate[0]),
+                    "humidity_percent": f.and_then(|f| f.estimate[1]),
+                    "pressure_pa": f.and_then(|f| f.estimate[2]),
+                },
+                "covariance_matrix": f.map(|f| f.covariance),
+                "covariance_units": ["K", "%", "hPa"],
+                "innovation": {
+                    "temperature": f.and_then(|f| f.innovation[0]),
+                    "humidity": f.and_then(|f| f.innovation[1]),
+                    "pressure": f.and_then(|f| f.innovation[2]),
+                },
+                "measurement_count": f.map(|f| f.measurement_count),
                 "filtered_temperature_kelvin": s.temperature_kelvin,
                 "raw_temperature_kelvin": s.raw_temperature_kelvin,
                 "innovation_kelvin": s.raw_temperature_kelvin - s.temperature_kelvin,

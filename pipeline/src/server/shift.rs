@@ -193,11 +193,16 @@ async fn get_prc(api: Arc<Api>, q: PrcQuery) -> warp::reply::Response {
         delta_k: -cfg.delta_k,
         ..cfg
     };
-    let (c, state) = match curve(&api, q.node_id.as_deref(), cfg).await {
+    // Both at once: each takes a core for up to seconds.
+    let (first, second) = tokio::join!(
+        curve(&api, q.node_id.as_deref(), cfg),
+        curve(&api, q.node_id.as_deref(), other)
+    );
+    let (c, state) = match first {
         Ok(v) => v,
         Err(r) => return *r,
     };
-    let (o, _) = match curve(&api, q.node_id.as_deref(), other).await {
+    let (o, _) = match second {
         Ok(v) => v,
         Err(r) => return *r,
     };
@@ -270,7 +275,7 @@ fn optimal_window(curve: &Prc, target: f64) -> Option<String> {
 
 async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp::reply::Response {
     let bad = |m: String| ApiError::InvalidParameter(m).response();
-    let req: ShiftRequest = match serde_json::from_slice(&body) {
+    let req: ShiftRequest = match super::json_object(&body) {
         Ok(r) => r,
         Err(e) => {
             return bad(format!(

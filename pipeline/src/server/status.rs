@@ -16,9 +16,69 @@ pub(super) struct StateQuery {
     pub(super) node_id: Option<String>,
 }
 
-/// `GET /v1/diagnostics/performance`: what the pipeline has done and how long a reading takes,
-/// from the same counters as `/metrics`.
-pub(super) fn performance(shared: &LiveShared) -> warp::reply::Response {
+/// CPU seconds this process has used (`/proc/self/stat`: user + system).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces), counted from `state` as 3.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // The kernel's USER_HZ is 100 on Linux's supported architectures.
+    Some(ticks / 100.0)
+}
+
+/// Resident memory of this process, MB (`/proc/self/status`).
+fn process_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Bytes in the files under `dir`, recursively.
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => bytes_under(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// `GET /v1/diagnostics/performance`: the specification's `server`, `oscillator`, `database`
+/// and `network` figures, each measured (CPU as the average since start, a query of the lake
+/// timed now, the lake's size on disk), beside what the pipeline has done and how long a
+/// reading takes, from the same counters as `/metrics`.
+pub(super) async fn performance_answer(api: std::sync::Arc<super::Api>) -> warp::reply::Response {
+    let t = std::time::Instant::now();
+    let queried =
+        kaiabc_connectors::lake::query(&api.lake, "SELECT count(*) AS n FROM states WHERE false")
+            .await;
+    let query_ms = queried.is_ok().then(|| t.elapsed().as_secs_f64() * 1e3);
+    let lake = api.lake.clone();
+    let storage_gb = tokio::task::spawn_blocking(move || bytes_under(&lake) as f64 / 1e9)
+        .await
+        .ok();
+    performance(&api.shared, query_ms, storage_gb)
+}
+
+/// The answer of [`performance_answer`] from its measured parts.
+pub(super) fn performance(
+    shared: &LiveShared,
+    query_ms: Option<f64>,
+    storage_gb: Option<f64>,
+) -> warp::reply::Response {
     use kaiabc_operators::dataflow::APPLY_SECONDS_BOUNDS;
     let m = &shared.metrics;
     let t = m.totals();
@@ -40,7 +100,31 @@ pub(super) fn performance(shared: &LiveShared) -> warp::reply::Response {
         None
     };
     let uptime = m.uptime().as_secs_f64();
+    let (requests, errors, micros) = m.http_figures();
+    let solver = m.solver_figures();
     warp::reply::json(&serde_json::json!({
+        "server": {
+            "cpu_usage_percent": process_cpu_seconds().map(|s| s / uptime.max(1e-9) * 100.0),
+            "memory_usage_mb": process_rss_mb(),
+            "active_connections": super::listener::OPEN.load(std::sync::atomic::Ordering::Relaxed),
+            "uptime_seconds": uptime,
+        },
+        "oscillator": {
+            "average_integration_time_ms": solver["average_iteration_time_ms"],
+            "stability_index": solver["stability_index"],
+            "active_nodes": t.nodes.nodes,
+            "total_simulations": t.nodes.applied,
+        },
+        "database": {
+            "connections_active": super::lake::QUERIES.load(std::sync::atomic::Ordering::Relaxed),
+            "query_latency_ms": query_ms,
+            "storage_used_gb": storage_gb,
+        },
+        "network": {
+            "requests_per_second": if uptime > 0.0 { requests as f64 / uptime } else { 0.0 },
+            "error_rate_percent": if requests > 0 { errors as f64 / requests as f64 * 100.0 } else { 0.0 },
+            "average_response_time_ms": if requests > 0 { micros as f64 / requests as f64 / 1e3 } else { 0.0 },
+        },
         "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
         "uptime_seconds": uptime,
         "events_received": m.events_in.load(std::sync::atomic::Ordering::Relaxed),
@@ -183,8 +267,9 @@ pub(super) fn performance_route(
     at: super::Matched,
 ) -> super::Route {
     use warp::Filter;
-    let shared = std::sync::Arc::clone(&api.shared);
-    at.map(move |_: Principal| performance(&shared)).boxed()
+    let a = std::sync::Arc::clone(api);
+    at.then(move |_: Principal| performance_answer(std::sync::Arc::clone(&a)))
+        .boxed()
 }
 
 /// `GET /v1/oscillator/state`: a node's key reads its own clock only (without `node_id`, its
