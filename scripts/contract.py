@@ -30,8 +30,6 @@ RESULTS = []
 
 # Not built yet (see DEVELOPERS.md, "The API contract").
 PENDING = {
-    "GET /analytics/period-stability?days=7: 200",
-    "period-stability fields",
     "entrainment-efficiency fields",
     "GET /analytics/export?format=hdf5: 200 with a download",
 }

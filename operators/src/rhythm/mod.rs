@@ -8,6 +8,7 @@
 
 pub mod cosinor;
 pub mod lomb_scargle;
+pub mod stability;
 
 pub use cosinor::{cosinor, CosinorFit};
 pub use lomb_scargle::{FrequencyGrid, LombScargle, Peak, PeakSearch, Periodogram};

@@ -27,6 +27,22 @@ pub(super) struct RangeQuery {
     start: Option<String>,
     #[schemars(extend("format" = "date-time"))]
     end: Option<String>,
+    /// Days before `end` (instead of `start`).
+    #[schemars(range(min = 1, max = 3650))]
+    days: Option<u32>,
+}
+
+impl RangeQuery {
+    /// The range: `start` as given, else `days` (else the default) before `end`.
+    fn range(&self) -> Result<Range, ApiError> {
+        if self.start.is_some() && self.days.is_some() {
+            return Err(bad("start and days both set the range's start: send one"));
+        }
+        let hours = self
+            .days
+            .map_or(ANALYTICS_DEFAULT_HOURS, |d| i64::from(d) * 24);
+        Range::parse_for(self.node_id.clone(), &self.start, &self.end, hours)
+    }
 }
 
 /// `?node_id=&start=&end=&metric=`: the periodogram of one node's series.
@@ -156,10 +172,10 @@ pub(super) async fn periodogram(api: Arc<Api>, q: PeriodogramQuery) -> Result<Re
 }
 
 pub(super) async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Response, ApiError> {
-    let r = Range::parse_for(q.node_id, &q.start, &q.end, ANALYTICS_DEFAULT_HOURS)?;
+    let r = q.range()?;
     let sql = format!(
-        "SELECT window_end, metric, period_hours, false_alarm_probability, power FROM rhythms \
-         WHERE {} ORDER BY window_end, metric",
+        "SELECT window_end, metric, period_hours, false_alarm_probability, power, mesor FROM \
+         rhythms WHERE {} ORDER BY window_end, metric",
         r.filter("window_end")
     );
     let all = rows(&api, &sql).await?;
@@ -201,7 +217,52 @@ pub(super) async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Res
     };
     let zg =
         (!zeitgeber.is_empty()).then(|| zeitgeber.iter().sum::<f64>() / zeitgeber.len() as f64);
+    // Period against the window's mean temperature (its cosinor MESOR), window by window.
+    let mean_kelvin: BTreeMap<&str, f64> = all
+        .iter()
+        .filter(|w| w["metric"] == "temperature_kelvin")
+        .filter_map(|w| Some((w["window_end"].as_str()?, num(w, "mesor")?)))
+        .collect();
+    let pairs: Vec<(f64, f64)> = koa
+        .iter()
+        .filter_map(|k| Some((*mean_kelvin.get(k.2.as_str()?)?, k.1)))
+        .collect();
+    let pt = kaiabc_operators::rhythm::stability::period_temperature(&pairs);
+    let y: Vec<f64> = koa.iter().map(|k| k.1).collect();
+    let (mean, sd) = if y.is_empty() {
+        (None, None)
+    } else {
+        let m = y.iter().sum::<f64>() / y.len() as f64;
+        let v = y.iter().map(|p| (p - m).powi(2)).sum::<f64>() / (y.len().max(2) - 1) as f64;
+        (Some(m), Some(v.sqrt()))
+    };
+    let cv = mean.zip(sd).map(|(m, s)| s / m);
+    // Thresholds on the coefficient of variation of the KOA period across windows: a
+    // well-compensated, entrained clock varies by well under 1 %.
+    let quality = match (y.len(), cv) {
+        (n, _) if n < 3 => "insufficient_data",
+        (_, Some(c)) if c < 0.01 => "excellent",
+        (_, Some(c)) if c < 0.02 => "good",
+        (_, Some(c)) if c < 0.05 => "fair",
+        _ => "poor",
+    };
     Ok(warp::reply::json(&json!({
+        "analysis_period": { "start": ts(r.start), "end": ts(r.end) },
+        "statistics": {
+            "mean_period_hours": mean,
+            "std_deviation_hours": sd,
+            "min_period_hours": y.iter().cloned().reduce(f64::min),
+            "max_period_hours": y.iter().cloned().reduce(f64::max),
+            "q10_value": pt.map(|p| p.q10),
+            "coefficient_variation": cv,
+            "windows": y.len(),
+        },
+        "temperature_correlation": {
+            "pearson_r": pt.map(|p| p.pearson_r),
+            "p_value": pt.map(|p| p.p_value),
+            "windows": pt.map_or(0, |p| p.n),
+        },
+        "quality_assessment": quality,
         "node_id": r.node,
         "start": ts(r.start),
         "end": ts(r.end),
@@ -225,7 +286,7 @@ pub(super) async fn entrainment_efficiency(
     api: Arc<Api>,
     q: RangeQuery,
 ) -> Result<Response, ApiError> {
-    let r = Range::parse_for(q.node_id, &q.start, &q.end, ANALYTICS_DEFAULT_HOURS)?;
+    let r = q.range()?;
     let sql = format!(
         "SELECT window_end, metric, period_hours, false_alarm_probability, acrophase_rad, \
          p_value FROM rhythms WHERE {} ORDER BY window_end, metric",

@@ -369,9 +369,16 @@ fn ops() -> Vec<Op> {
         op(
             "GET",
             "/v1/analytics/period-stability",
-            "Period estimates of a range and their spread",
+            "Period estimates of a range, their spread, Q10 and correlation with temperature",
         )
-        .query(of::<RangeQuery>),
+        .query(of::<RangeQuery>)
+        .reply(Has(&[
+            "node_id",
+            "analysis_period",
+            "statistics",
+            "temperature_correlation",
+            "quality_assessment",
+        ])),
         op(
             "GET",
             "/v1/analytics/entrainment-efficiency",
