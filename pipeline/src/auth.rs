@@ -530,6 +530,11 @@ impl Registry {
         Ok((record, key))
     }
 
+    /// One registered node's record.
+    pub fn get(&self, node: &str) -> Option<NodeRecord> {
+        self.nodes.read().ok()?.get(node).cloned()
+    }
+
     /// Every registered node.
     pub fn list(&self) -> Vec<NodeRecord> {
         self.nodes

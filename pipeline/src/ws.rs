@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use kaiabc_schemas::{LakeRow, OscillatorState, ReadingRow, SensorReading};
+use kaiabc_schemas::{LakeRow, OscillatorState, ReadingRow};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
@@ -318,13 +318,11 @@ impl Hub {
             .map(|f| (r.reading.timestamp, (**f).clone()))
     }
 
-    /// Each node's latest reading.
-    pub fn latest_reading(&self, node: &str) -> Option<SensorReading> {
+    /// The firmware version a node's latest reading reported.
+    pub fn reported_firmware(&self, node: &str) -> Option<String> {
         let m = self.latest.lock().ok()?;
-        m.get(node)?
-            .reading
-            .as_ref()
-            .map(|(_, r)| r.reading.clone())
+        let (_, r) = m.get(node)?.reading.as_ref()?;
+        r.reading.firmware_version.clone()
     }
 
     /// Counts `patterns` in (or out of) the interest of their families.

@@ -631,7 +631,7 @@ fn bulk_latest(api: &Api, body: &[u8]) -> Response {
                 "timestamp": kaiabc_schemas::format_timestamp(&s.timestamp),
             }),
             None => {
-                let known = api.registry.list().iter().any(|r| r.node_id == n.0);
+                let known = api.registry.get(n).is_some();
                 json!({
                     "error": if known { "node_offline" } else { "node_not_found" },
                     "last_seen": api.shared.hub.last_event_time(n)

@@ -26,13 +26,14 @@ static DASHBOARD_CSP: std::sync::LazyLock<warp::http::HeaderValue> =
 /// The dashboard page (`pipeline/assets/dashboard.html`): HTML, CSS and script in one file.
 const DASHBOARD: &str = include_str!("../../assets/dashboard.html");
 
-/// `GET /`: the page, public like any web page (it asks for a token and calls the API with it).
-pub(super) fn page() -> warp::reply::Response {
-    let mut resp = warp::reply::html(DASHBOARD).into_response();
+/// A page's answer locked down: its content policy, no framing by other sites (clickjacking),
+/// no type sniffing. The dashboard and the API documentation share it.
+pub(super) fn locked(
+    mut resp: warp::reply::Response,
+    csp: warp::http::HeaderValue,
+) -> warp::reply::Response {
     let h = resp.headers_mut();
-    // Its script and style are inline in the page; it talks to this origin only, and no
-    // other site may frame it (clickjacking the controls).
-    h.insert("content-security-policy", DASHBOARD_CSP.clone());
+    h.insert("content-security-policy", csp);
     h.insert(
         "x-frame-options",
         warp::http::HeaderValue::from_static("DENY"),
@@ -41,6 +42,17 @@ pub(super) fn page() -> warp::reply::Response {
         "x-content-type-options",
         warp::http::HeaderValue::from_static("nosniff"),
     );
+    resp
+}
+
+/// `GET /`: the page, public like any web page (it asks for a token and calls the API with it).
+pub(super) fn page() -> warp::reply::Response {
+    // Its script and style are inline in the page; it talks to this origin only.
+    let mut resp = locked(
+        warp::reply::html(DASHBOARD).into_response(),
+        DASHBOARD_CSP.clone(),
+    );
+    let h = resp.headers_mut();
     h.insert(
         "referrer-policy",
         warp::http::HeaderValue::from_static("no-referrer"),

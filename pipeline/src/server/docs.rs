@@ -29,21 +29,8 @@ const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 
     img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
 
-fn locked(mut resp: warp::reply::Response) -> warp::reply::Response {
-    let h = resp.headers_mut();
-    h.insert(
-        "content-security-policy",
-        warp::http::HeaderValue::from_static(DOCS_CSP),
-    );
-    h.insert(
-        "x-content-type-options",
-        warp::http::HeaderValue::from_static("nosniff"),
-    );
-    h.insert(
-        "x-frame-options",
-        warp::http::HeaderValue::from_static("DENY"),
-    );
-    resp
+fn locked(resp: warp::reply::Response) -> warp::reply::Response {
+    super::dashboard::locked(resp, warp::http::HeaderValue::from_static(DOCS_CSP))
 }
 
 /// `GET /docs`.

@@ -380,12 +380,7 @@ pub(super) async fn history(api: Arc<Api>, q: HistoryQuery) -> Result<Response, 
             points.iter().map(|p| p[name.as_str()].clone()).collect(),
         );
     }
-    let hardware = api
-        .registry
-        .list()
-        .into_iter()
-        .find(|n| n.node_id == r.node)
-        .and_then(|n| n.hardware_type);
+    let hardware = api.registry.get(&r.node).and_then(|n| n.hardware_type);
     Ok(warp::reply::json(&serde_json::json!({
         "node_id": r.node,
         "hardware_type": hardware,

@@ -22,10 +22,8 @@ fn mqtt_topic(node: &str) -> String {
 /// last seen, the firmware it reports).
 fn listed(api: &Api, r: &NodeRecord) -> Value {
     let hub = &api.shared.hub;
-    let reported = hub.latest_reading(&r.node_id);
-    let firmware = reported
-        .as_ref()
-        .and_then(|x| x.firmware_version.clone())
+    let firmware = hub
+        .reported_firmware(&r.node_id)
         .or_else(|| r.firmware_version.clone());
     let online = api.shared.metrics.node_online(&r.node_id) == Some(true);
     json!({
