@@ -75,7 +75,7 @@ pub(super) fn template(hw: HardwareType, kalman: &kaiabc_operators::kalman::Kalm
                 "wifi": match hw {
                     HardwareType::RaspberryPiPico => json!({"ssid": f["wifi"]["ssid"],
                         "security": "wpa2", "reconnect_attempts": 0,
-                        "reconnect_delay_ms": 1000}),
+                        "reconnect_delay_ms": 2000}),
                     HardwareType::Elm11 => Value::Null,
                 },
                 "mqtt": {"broker": f["mqtt_host"], "port": f["mqtt_port"], "tls": false,
@@ -91,8 +91,8 @@ pub(super) fn template(hw: HardwareType, kalman: &kaiabc_operators::kalman::Kalm
         },
         "firmware_config": f,
         "notes": {
-            "reconnect_attempts": "0: the firmware retries for ever, with backoff from \
-                reconnect_delay_ms",
+            "reconnect_attempts": "0: the firmware retries for ever, its delay doubling from \
+                reconnect_delay_ms up to 300 s (firmware/pico/transport.py)",
             "tls": "the firmwares connect without TLS",
         },
     })
