@@ -6,7 +6,8 @@ and checking every response field the contract lists, with its meaning and units
     python3 scripts/contract.py --kaiabc target/debug/kaiabc
 
 It starts its own server on loopback ports over a fresh lake, prints one line per check and a
-summary, and exits non-zero if any check failed. Standard library only.
+summary, and exits non-zero if any check failed. Standard library only (with h5py present,
+it also reads the HDF5 export).
 
 Checks listed in PENDING are parts of the contract not built yet: they are run and reported,
 a failure of one does not fail the run, and one that holds fails it until it is taken off the
@@ -29,10 +30,7 @@ from probe import Server, http, now_iso, ws_frame, ws_open  # noqa: E402
 RESULTS = []
 
 # Not built yet (see DEVELOPERS.md, "The API contract").
-PENDING = {
-    "entrainment-efficiency fields",
-    "GET /analytics/export?format=hdf5: 200 with a download",
-}
+PENDING = set()
 
 
 def check(name, ok, detail=""):
@@ -121,9 +119,17 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--kaiabc", required=True)
     a = ap.parse_args()
-    srv = Server(a.kaiabc, extra=("--rate-limit-user", "100000", "--rate-limit-node", "100000"))
+    # The examples below send more than the contract's limits allow a minute; a second
+    # server with the defaults checks the limits themselves.
+    srv = Server(a.kaiabc, extra=("--rate-limit-ingest", "100000", "--rate-limit-query",
+                                  "100000", "--rate-limit-change", "100000"))
     try:
         run(srv)
+    finally:
+        srv.stop()
+    srv = Server(a.kaiabc)
+    try:
+        rate_limits(srv)
     finally:
         srv.stop()
     failed = [r for r in RESULTS if not r[1] and r[0] not in PENDING]
@@ -400,6 +406,7 @@ def run(srv):
     st, hd, doc = researcher.call("GET", "/v1/analytics/export", query=window)
     check("GET /analytics/export (default json): 200 JSON", st == 200 and
           hd.get("content-type", "").startswith("application/json"), f"{st} {hd}")
+    json_rows = doc if isinstance(doc, list) else []
     st, hd, doc = researcher.call("GET", "/v1/analytics/export", query=dict(window, format="csv"))
     check("GET /analytics/export?format=csv: 200 CSV", st == 200 and
           hd.get("content-type", "").startswith("text/csv"), f"{st} {hd}")
@@ -409,9 +416,31 @@ def run(srv):
     if st == 200:
         has("binary export fields", doc, "export_id", "status", "download_url", "expires_at",
             "size_bytes", "record_count")
-        st2, hd2, _ = http(srv.http, "GET", urllib.parse.urlparse(doc["download_url"]).path,
+        st2, hd2, body = http(srv.http, "GET", urllib.parse.urlparse(doc["download_url"]).path,
                            researcher.headers)
         check("the export's download_url serves the file", st2 == 200, f"{st2} {hd2}")
+        check("the download is an HDF5 file of size_bytes",
+              body[:8] == b"\x89HDF\r\n\x1a\n" and len(body) == doc["size_bytes"] and
+              hd2.get("content-type") == "application/x-hdf5", f"{len(body)} {hd2}")
+        check("record_count is the JSON export's row count",
+              doc["record_count"] == len(json_rows) > 0, f"{doc} vs {len(json_rows)} rows")
+        try:
+            import h5py  # in the suite's environment (scripts/requirements.txt)
+        except ImportError:
+            h5py = None
+        if h5py is not None:
+            import io
+            with h5py.File(io.BytesIO(body), "r") as f:
+                kelvin = list(f["states/temperature_kelvin"][()])
+                ok = (f.attrs["node_id"] == "pico_001" and
+                      int(f.attrs["record_count"]) == len(json_rows) and
+                      kelvin == [r["temperature_kelvin"] for r in json_rows] and
+                      f["states/timestamp"].attrs["units"].startswith("microseconds since"))
+                check("h5py reads the HDF5 export: the JSON export's values", ok,
+                      f"{dict(f.attrs)} {kelvin[:3]}")
+        st3, _, doc3 = researcher.call("GET", "/v1/downloads/export_nothing.hdf5")
+        check("an unknown download: 404 EXPORT_NOT_FOUND", st3 == 404 and
+              doc3["error"]["code"] == "EXPORT_NOT_FOUND", f"{st3} {doc3}")
 
     # ---- 9. Bulk -----------------------------------------------------------------------
     now = now_iso()
@@ -513,6 +542,52 @@ def run(srv):
     if ev:
         check("sensors.reading: temperature_kelvin filtered, temperature_raw as sent",
               ev["data"].get("temperature_raw") == 298.65, str(ev))
+
+
+def rate_limits(srv):
+    """The contract's rate-limit classes, with the server's defaults."""
+    admin = Client(srv.http, {"Authorization": "Bearer " + srv.token("admin")})
+    st, hd, doc = admin.call("POST", "/v1/sensors/nodes", {"node_id": "rl_001"})
+    check("configuration updates: 10 a minute per client",
+          st == 201 and hd.get("x-ratelimit-limit") == "10", f"{st} {hd}")
+    node = Client(srv.http, {"X-API-Key": doc["api_key"]})
+    t0 = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=5)
+    st, hd, _ = node.call("POST", "/v1/sensors/temperature", {
+        "node_id": "rl_001", "timestamp": iso(t0), "temperature_kelvin": 298.0})
+    check("ingestion: 100 a minute per node", st in (200, 202) and
+          hd.get("x-ratelimit-limit") == "100", f"{st} {hd}")
+    st, hd, _ = admin.call("GET", "/v1/sensors/nodes")
+    check("state queries: 60 a minute per client", st == 200 and
+          hd.get("x-ratelimit-limit") == "60", f"{st} {hd}")
+    for _ in range(10):
+        st, hd, doc = admin.call("PUT", "/v1/output/mapping", {"node_id": "rl_001"})
+    check("the 11th configuration update in a minute: 429 RATE_LIMIT_EXCEEDED with "
+          "retry_after_seconds", st == 429 and doc["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+          and doc["error"].get("retry_after_seconds", 0) > 0, f"{st} {doc}")
+    st, hd, _ = admin.call("GET", "/v1/sensors/nodes")
+    check("a client's queries are not spent by its updates", st == 200, f"{st}")
+    token = srv.token("observer")
+    socks = [ws_open(srv.http, token) for _ in range(5)]
+    s = socket.create_connection(("127.0.0.1", srv.http), timeout=10)
+    s.sendall((f"GET /v1/ws?token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+               "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = s.recv(4096)
+    s.close()
+    check("a 6th concurrent WebSocket connection of a client: 429", b" 429 " in head[:20],
+          head[:200].decode(errors="replace"))
+    socks.pop().close()
+    ok = False
+    for _ in range(50):
+        try:
+            socks.append(ws_open(srv.http, token))
+            ok = True
+            break
+        except AssertionError:
+            time.sleep(0.1)
+    check("a closed WebSocket gives its client's slot back", ok)
+    for s in socks:
+        s.close()
 
 
 if __name__ == "__main__":

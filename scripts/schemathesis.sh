@@ -15,7 +15,7 @@ port() { "$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 http="$(port)"; mqtt="$(port)"
 export KAIABC_JWT_SECRET="schemathesis-secret-schemathesis-0123"
 "$bin" run --http "127.0.0.1:$http" --mqtt-listen "127.0.0.1:$mqtt" --lake "$work/lake" \
-  --state-dir "$work/state" --rate-limit-user 1000000 --rate-limit-node 1000000 \
+  --state-dir "$work/state" --rate-limit-ingest 1000000 --rate-limit-query 1000000 --rate-limit-change 1000000 \
   --commit-interval-seconds 1 >"$work/server.log" 2>&1 &
 server=$!
 cleanup() { kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true; rm -rf "$work"; }

@@ -76,6 +76,20 @@ pub struct ShiftCheckpoint {
     twin_peaks: Vec<f64>,
 }
 
+/// A cycle whose shift is within this of the achieved one has settled (h): a quarter hour,
+/// about 1 % of a cycle and well above the solver's error in a peak (< 0.01 h).
+pub const SETTLED_WITHIN_HOURS: f64 = 0.25;
+
+/// `x` wrapped into (−P/2, P/2].
+fn wrap(x: f64, period: f64) -> f64 {
+    let w = x.rem_euclid(period);
+    if w > period / 2.0 {
+        w - period
+    } else {
+        w
+    }
+}
+
 fn hours(t: &DateTime<Utc>) -> f64 {
     crate::node::hours_since_epoch(t.timestamp_micros())
 }
@@ -171,21 +185,45 @@ impl ShiftRun {
         Ok(())
     }
 
-    /// The achieved shift once both clocks have passed the plan's settling peaks: the twin's
-    /// `settle_cycles`-th peak after the step minus the clock's, wrapped into (−P/2, P/2].
-    pub fn achieved(&self) -> Option<f64> {
-        let k = self.plan.settle_cycles.max(1) as usize;
-        let (real, twin) = (self.real_peaks.get(k - 1)?, self.twin_peaks.get(k - 1)?);
+    /// The shift of each cycle measured so far after the step, with the clock's peak it was
+    /// measured at: the twin's `i`-th peak after the step minus the clock's, wrapped into
+    /// (−P/2, P/2] with the twin's period.
+    fn cycle_shifts(&self) -> Option<Vec<(f64, f64)>> {
         let period = self
             .twin
             .as_ref()
             .map(|c| c.snapshot().period_hours)
             .filter(|p| p.is_finite() && *p > 0.0)?;
-        let mut shift = (twin - real).rem_euclid(period);
-        if shift > period / 2.0 {
-            shift -= period;
-        }
-        Some(shift)
+        Some(
+            self.real_peaks
+                .iter()
+                .zip(&self.twin_peaks)
+                .map(|(real, twin)| (*real, wrap(twin - real, period)))
+                .collect(),
+        )
+    }
+
+    /// The achieved shift once both clocks have passed the plan's settling peaks: the shift of
+    /// the `settle_cycles`-th cycle after the step.
+    pub fn achieved(&self) -> Option<f64> {
+        let k = self.plan.settle_cycles.max(1) as usize;
+        self.cycle_shifts()?.get(k - 1).map(|(_, s)| *s)
+    }
+
+    /// Hours from the step's end to the first peak from which every cycle's shift, up to the
+    /// settling peak, is within [`SETTLED_WITHIN_HOURS`] of the achieved shift: how long the
+    /// clock's transient lasted, as far as peaks can tell (the first peak after the step is
+    /// the soonest it can be measured).
+    pub fn settling_time(&self) -> Option<f64> {
+        let k = self.plan.settle_cycles.max(1) as usize;
+        let shifts = self.cycle_shifts()?;
+        let shifts = shifts.get(..k)?;
+        let (_, last) = shifts[k - 1];
+        let settled_from = shifts
+            .iter()
+            .rposition(|(_, s)| (s - last).abs() > SETTLED_WITHIN_HOURS)
+            .map_or(0, |i| i + 1);
+        Some(shifts[settled_from].0 - self.end_h)
     }
 
     /// The report of this run ending with `outcome` at event time `at`.
@@ -209,6 +247,10 @@ impl ShiftRun {
             predicted_shift_hours: self.plan.predicted_shift_hours,
             achieved_shift_hours: match outcome {
                 PhaseShiftOutcome::Completed => self.achieved(),
+                _ => None,
+            },
+            settling_time_hours: match outcome {
+                PhaseShiftOutcome::Completed => self.settling_time(),
                 _ => None,
             },
             outcome,
@@ -252,5 +294,52 @@ impl ShiftRun {
             Some(t) => t.set_etf(etf),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with(peaks: &[(f64, f64)], settle_cycles: u32) -> ShiftRun {
+        let plan = PhaseShiftPlan {
+            shift_id: "s".into(),
+            target_shift_hours: 2.0,
+            predicted_shift_hours: 2.0,
+            start: DateTime::<Utc>::from_timestamp(0, 0).unwrap(),
+            duration_minutes: 60.0,
+            delta_k: 5.0,
+            settle_cycles,
+        };
+        let mut run = ShiftRun::unstarted(plan);
+        run.end_h = 10.0;
+        // The twin gives the period the shifts wrap with (20.7 h at 30 °C).
+        let twin = Clock::new(
+            ClockConfig::default(),
+            0.0,
+            303.15,
+            crate::clock::InitialCondition::CircadianTime(0.0),
+        );
+        run.twin = Some(twin.unwrap());
+        run.real_peaks = peaks.iter().map(|p| p.0).collect();
+        run.twin_peaks = peaks.iter().map(|p| p.1).collect();
+        run
+    }
+
+    /// Peaks 1.0, 1.9 and 2.0 h early: the second is within a quarter hour of the third, so
+    /// the clock settled at its second peak, 30 h after the step.
+    #[test]
+    fn the_transient_ends_at_the_first_peak_that_stays_near_the_final_shift() {
+        let run = run_with(&[(20.0, 21.0), (40.0, 41.9), (60.0, 62.0)], 3);
+        assert!((run.achieved().unwrap() - 2.0).abs() < 1e-12);
+        assert!((run.settling_time().unwrap() - 30.0).abs() < 1e-12);
+        // A shift at the first peak already: settled as soon as it can be measured.
+        let run = run_with(&[(20.0, 22.0), (40.0, 42.1), (60.0, 62.0)], 3);
+        assert!((run.settling_time().unwrap() - 10.0).abs() < 1e-12);
+        // Wandering off and back counts as unsettled until it is back.
+        let run = run_with(&[(20.0, 22.0), (40.0, 41.0), (60.0, 62.0)], 3);
+        assert!((run.settling_time().unwrap() - 50.0).abs() < 1e-12);
+        // Not enough peaks yet: nothing to say.
+        assert!(run_with(&[(20.0, 22.0)], 3).settling_time().is_none());
     }
 }

@@ -102,8 +102,7 @@ fn main() {
     ] {
         let dir = tempfile::tempdir().unwrap();
         let lake = dir.path().join("lake");
-        let args: Vec<&str> = [&["--rate-limit-node", "100000000"][..], flags].concat();
-        let (server, http, _) = launch(&lake, &args);
+        let (server, http, _) = launch(&lake, flags);
         let admin = token("admin");
         let auth = format!("Bearer {admin}");
         let mut keys = Vec::new();

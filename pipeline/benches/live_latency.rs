@@ -335,16 +335,7 @@ fn main() {
         }
         let dir = tempfile::tempdir().unwrap();
         // Every simulated node connects from 127.0.0.1.
-        let flags = [
-            *extra,
-            &[
-                "--rate-limit-user",
-                "100000000",
-                "--mqtt-max-connections-per-address",
-                "100000",
-            ],
-        ]
-        .concat();
+        let flags = [*extra, &["--mqtt-max-connections-per-address", "100000"]].concat();
         let (server, http, mqtt) = launch(&dir.path().join("lake"), &flags);
         let tag = "n";
         let keys = logins.then(|| register_nodes(http, tag, nodes));

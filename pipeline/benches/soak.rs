@@ -153,14 +153,7 @@ fn main() {
     let lake = dir.path().join("lake");
     let (server, http, mqtt) = launch(
         &lake,
-        &[
-            "--rate-limit-node",
-            "100000000",
-            "--http-max-connections",
-            "256",
-            "--http-idle-seconds",
-            "5",
-        ],
+        &["--http-max-connections", "256", "--http-idle-seconds", "5"],
     );
     let pid = server.0.id();
     let auth = format!("Bearer {}", token("admin"));

@@ -147,8 +147,6 @@ fn main() {
         &dir.path().join("lake"),
         &[
             "--mqtt-anonymous",
-            "--rate-limit-user",
-            "100000000",
             "--http-max-connections",
             &connections,
             "--http-max-connections-per-address",

@@ -1,41 +1,92 @@
-//! Per-credential rate limits (token buckets) for the HTTP API, with the `X-RateLimit-*`
-//! headers on every limited response and 429 plus `Retry-After` when a bucket is empty.
+//! Per-client rate limits for the HTTP API, by the contract's classes (ingestion, state
+//! queries, configuration changes) as token buckets, with the `X-RateLimit-*` headers on every
+//! limited response and 429 plus `Retry-After` when a bucket is empty; and the cap on a
+//! client's concurrent WebSocket connections.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Requests per minute, per credential kind.
+/// What a client may spend: requests a minute per class, and WebSocket connections at once.
+/// The defaults are the API contract's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
-    /// Per node API key.
-    pub node_per_minute: u32,
-    /// Per bearer token.
-    pub user_per_minute: u32,
+    /// Readings submitted (single, batch or bulk) a minute per credential: for a node key,
+    /// per node.
+    pub ingest_per_minute: u32,
+    /// State queries (every `GET`, and the `POST`s that only read) a minute per credential.
+    pub query_per_minute: u32,
+    /// Configuration and control changes (`PUT`, registration, commands) a minute per
+    /// credential.
+    pub change_per_minute: u32,
+    /// WebSocket connections open at once per client (its node, or its token's subject).
+    pub ws_per_client: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        Self::CONTRACT
+    }
+}
+
+impl Limits {
+    /// The API contract's limits: ingestion 100 a minute per node, state queries 60 and
+    /// configuration updates 10 a minute per client, 5 WebSocket connections per client.
+    pub const CONTRACT: Self = Self {
+        ingest_per_minute: 100,
+        query_per_minute: 60,
+        change_per_minute: 10,
+        ws_per_client: 5,
+    };
+
+    /// The same limit for every class (tests that must not be limited).
+    #[cfg(test)]
+    pub fn all(per_minute: u32) -> Self {
         Self {
-            node_per_minute: 120,
-            user_per_minute: 600,
+            ingest_per_minute: per_minute,
+            query_per_minute: per_minute,
+            change_per_minute: per_minute,
+            ws_per_client: per_minute,
+        }
+    }
+
+    fn per_minute(&self, class: Class) -> u32 {
+        match class {
+            Class::Ingest => self.ingest_per_minute,
+            Class::Query => self.query_per_minute,
+            Class::Change => self.change_per_minute,
         }
     }
 }
 
-/// Which kind of credential a request carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// `X-API-Key`.
-    Node,
-    /// A bearer token.
-    User,
+/// The contract's rate-limit class of a request; each has its own bucket per credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Sensor readings in.
+    Ingest,
+    /// Reads: state, history, analytics, diagnostics.
+    Query,
+    /// Changes: settings, registration, control commands.
+    Change,
+}
+
+impl Class {
+    /// Its name, as the OpenAPI document and the 429's message give it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingestion",
+            Self::Query => "state queries",
+            Self::Change => "configuration updates",
+        }
+    }
 }
 
 /// The state of one request's bucket, for the headers.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Verdict {
+    /// The class whose bucket it took from.
+    pub class: Class,
     /// Whether the request may go on.
     pub allowed: bool,
     /// The bucket's size (requests per minute).
@@ -54,16 +105,39 @@ struct Bucket {
     at: Instant,
 }
 
-/// Token buckets keyed by a hash of the credential (so keys and tokens are not kept).
+/// Token buckets keyed by a hash of the class and the credential (so keys and tokens are not
+/// kept), and the open WebSocket connections per client.
 #[derive(Debug)]
 pub struct RateLimiter {
     limits: Limits,
     buckets: Mutex<HashMap<u64, Bucket>>,
+    sockets: Arc<Mutex<HashMap<u64, u32>>>,
     hasher: foldhash::quality::RandomState,
 }
 
 /// Buckets kept before idle ones are dropped.
 const MAX_BUCKETS: usize = 100_000;
+
+/// One open WebSocket connection counted against its client; dropping it (the connection
+/// closed) gives the slot back.
+#[derive(Debug)]
+pub struct Socket {
+    key: u64,
+    sockets: Arc<Mutex<HashMap<u64, u32>>>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.sockets.lock() {
+            if let Some(n) = open.get_mut(&self.key) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&self.key);
+                }
+            }
+        }
+    }
+}
 
 impl RateLimiter {
     /// A limiter with these limits.
@@ -71,22 +145,41 @@ impl RateLimiter {
         Self {
             limits,
             buckets: Mutex::default(),
+            sockets: Arc::default(),
             hasher: foldhash::quality::RandomState::default(),
         }
     }
 
-    /// Takes one request from the bucket of `credential`.
-    pub fn check(&self, kind: Kind, credential: &str, now: Instant) -> Verdict {
-        let per_minute = match kind {
-            Kind::Node => self.limits.node_per_minute,
-            Kind::User => self.limits.user_per_minute,
+    /// The limits it applies.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Opens a WebSocket connection for `client`, or `None` when it already has its limit's
+    /// worth open.
+    pub fn open_socket(&self, client: &str) -> Option<Socket> {
+        let key = self.hasher.hash_one(("ws", client));
+        let mut open = self.sockets.lock().ok()?;
+        let n = open.entry(key).or_insert(0);
+        if *n >= self.limits.ws_per_client.max(1) {
+            return None;
         }
-        .max(1);
+        *n += 1;
+        Some(Socket {
+            key,
+            sockets: Arc::clone(&self.sockets),
+        })
+    }
+
+    /// Takes one request of `class` from the bucket of `credential`.
+    pub fn check(&self, class: Class, credential: &str, now: Instant) -> Verdict {
+        let per_minute = self.limits.per_minute(class).max(1);
         let capacity = f64::from(per_minute);
         let rate = capacity / 60.0;
-        let key = self.hasher.hash_one((kind as u8, credential));
+        let key = self.hasher.hash_one((class, credential));
         let Ok(mut buckets) = self.buckets.lock() else {
             return Verdict {
+                class,
                 allowed: true,
                 limit: per_minute,
                 remaining: per_minute,
@@ -109,6 +202,7 @@ impl RateLimiter {
             b.tokens -= 1.0;
         }
         Verdict {
+            class,
             allowed,
             limit: per_minute,
             remaining: b.tokens.floor() as u32,
@@ -129,32 +223,50 @@ mod tests {
     #[test]
     fn a_bucket_empties_refuses_and_refills_at_its_rate() {
         let rl = RateLimiter::new(Limits {
-            node_per_minute: 6,
-            user_per_minute: 60,
+            ingest_per_minute: 6,
+            ..Limits::default()
         });
         let t0 = Instant::now();
         for i in 0..6 {
-            let v = rl.check(Kind::Node, "k1", t0);
+            let v = rl.check(Class::Ingest, "k1", t0);
             assert!(v.allowed, "{i}");
             assert_eq!(v.remaining, 5 - i);
         }
-        let v = rl.check(Kind::Node, "k1", t0);
+        let v = rl.check(Class::Ingest, "k1", t0);
         assert!(!v.allowed);
         assert_eq!((v.remaining, v.retry_after, v.limit), (0, 10, 6));
-        // Another credential has its own bucket; a user's is bigger.
-        assert!(rl.check(Kind::Node, "k2", t0).allowed);
-        assert_eq!(rl.check(Kind::User, "k1", t0).remaining, 59);
+        // Another credential has its own bucket; so has another class of the same one.
+        assert!(rl.check(Class::Ingest, "k2", t0).allowed);
+        assert_eq!(rl.check(Class::Query, "k1", t0).remaining, 59);
+        assert_eq!(rl.check(Class::Change, "k1", t0).remaining, 9);
         // One token per 10 s comes back.
         assert!(
-            rl.check(Kind::Node, "k1", t0 + Duration::from_secs(10))
+            rl.check(Class::Ingest, "k1", t0 + Duration::from_secs(10))
                 .allowed
         );
         assert!(
-            !rl.check(Kind::Node, "k1", t0 + Duration::from_secs(11))
+            !rl.check(Class::Ingest, "k1", t0 + Duration::from_secs(11))
                 .allowed
         );
-        let full = rl.check(Kind::Node, "k1", t0 + Duration::from_secs(600));
+        let full = rl.check(Class::Ingest, "k1", t0 + Duration::from_secs(600));
         assert!(full.allowed);
         assert_eq!(full.remaining, 5);
+    }
+
+    #[test]
+    fn a_client_holds_its_share_of_sockets_until_they_close() {
+        let rl = RateLimiter::new(Limits {
+            ws_per_client: 2,
+            ..Limits::default()
+        });
+        let a = rl.open_socket("ada").unwrap();
+        let _b = rl.open_socket("ada").unwrap();
+        assert!(rl.open_socket("ada").is_none());
+        assert!(rl.open_socket("bob").is_some(), "another client's share");
+        drop(a);
+        assert!(
+            rl.open_socket("ada").is_some(),
+            "a closed socket's slot is back"
+        );
     }
 }

@@ -52,12 +52,11 @@ fn kaiabc_run(lake: &Path, http: u16, mqtt: u16, extra: &[&str]) -> Command {
         "--state-dir",
         // As `common::live::launch` names it.
         lake.with_extension("state").to_str().unwrap(),
-        "--rate-limit-node",
-        "1000000",
         "--commit-interval-seconds",
         COMMIT_SECONDS,
     ])
     .args(extra)
+    .envs(crate::common::live::UNLIMITED)
     .env("KAIABC_JWT_SECRET", SECRET);
     c
 }

@@ -692,7 +692,19 @@ fn roles_api_keys_and_mqtt_credentials_are_enforced() {
 fn rate_limits_answer_429_with_retry_after_and_count_down_in_headers() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let (server, http, _) = start_with(&lake, &["--mqtt-anonymous", "--rate-limit-node", "3"]);
+    // The contract's limits but for ingestion, cut to 3 a minute.
+    let (server, http, _) = start_with(
+        &lake,
+        &[
+            "--mqtt-anonymous",
+            "--rate-limit-ingest",
+            "3",
+            "--rate-limit-query",
+            "60",
+            "--rate-limit-change",
+            "10",
+        ],
+    );
     let admin = format!("Bearer {}", token("admin"));
     let (status, body) = request(
         http,
@@ -702,7 +714,9 @@ fn rate_limits_answer_429_with_retry_after_and_count_down_in_headers() {
         r#"{"node_id":"rl1"}"#,
     );
     assert_eq!(status, 201);
-    assert_eq!(last_header("x-ratelimit-limit").as_deref(), Some("600"));
+    // Registration is a configuration change: 10 a minute.
+    assert_eq!(last_header("x-ratelimit-limit").as_deref(), Some("10"));
+    assert_eq!(last_header("x-ratelimit-remaining").as_deref(), Some("9"));
     let key = body["api_key"].as_str().unwrap().to_string();
     for (k, left) in [(1, "2"), (2, "1"), (3, "0")] {
         let (status, _) = request(
@@ -735,6 +749,17 @@ fn rate_limits_answer_429_with_retry_after_and_count_down_in_headers() {
     let now = chrono::Utc::now().timestamp();
     assert!((now..=now + 120).contains(&reset), "{reset} vs now {now}");
     assert_eq!(last_header("x-api-version").as_deref(), Some("1.0.0"));
+    // The node's state queries are a class of their own, with their own bucket.
+    let (status, _) = request(
+        http,
+        "GET",
+        "/v1/oscillator/state?node_id=rl1",
+        &[("X-API-Key", &key)],
+        "",
+    );
+    assert!(matches!(status, 200 | 404), "{status}");
+    assert_eq!(last_header("x-ratelimit-limit").as_deref(), Some("60"));
+    assert_eq!(last_header("x-ratelimit-remaining").as_deref(), Some("59"));
     // The admin's own bucket is separate.
     let (status, _) = request(
         http,
@@ -744,6 +769,7 @@ fn rate_limits_answer_429_with_retry_after_and_count_down_in_headers() {
         "",
     );
     assert_eq!(status, 200);
+    assert_eq!(last_header("x-ratelimit-limit").as_deref(), Some("60"));
     stop(server);
 }
 

@@ -255,6 +255,7 @@ fn phase_shifts() -> Schema {
         f64_col("predicted_shift_hours", false),
         f64_col("achieved_shift_hours", true),
         Field::new("outcome", DataType::Utf8, false),
+        f64_col("settling_time_hours", true),
     ])
 }
 

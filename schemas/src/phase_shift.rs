@@ -61,6 +61,10 @@ pub struct PhaseShiftReport {
     pub predicted_shift_hours: f64,
     /// The shift measured against an unperturbed twin of the clock (h); absent unless completed.
     pub achieved_shift_hours: Option<f64>,
+    /// Hours from the step's end to the peak from which the clock's shift stayed within a
+    /// quarter hour of the achieved one (its transient); absent unless completed.
+    #[serde(default)]
+    pub settling_time_hours: Option<f64>,
     /// How it ended.
     pub outcome: PhaseShiftOutcome,
 }

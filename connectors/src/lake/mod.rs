@@ -8,6 +8,7 @@
 //! also keeps per-node checkpoints in `_checkpoints/` (see [`open_checkpoints`]).
 
 mod checkpoint;
+mod hdf5;
 mod keys;
 mod lookup;
 mod query;
@@ -20,6 +21,7 @@ use kaiabc_schemas::Table;
 
 pub use arrow::array::RecordBatch;
 pub use checkpoint::{checkpoint_dir, open_checkpoints, CheckpointWriter, Restored};
+pub use hdf5::hdf5_bytes;
 pub use keys::{existing_keys, for_each_reading_key, ExistingKeys};
 pub use lookup::{ReadingLookup, DEFAULT_CACHED_ROWS};
 pub use query::{parquet_bytes, query, session, write_batches, OutputFormat};
@@ -58,6 +60,9 @@ pub enum LakeError {
     /// A configuration value is unusable.
     #[error("invalid lake configuration: {0}")]
     Config(String),
+    /// Writing an HDF5 export failed.
+    #[error("hdf5 export: {0}")]
+    Hdf5(String),
     /// A checkpoint file is unreadable.
     #[error("checkpoint {path}: {why}")]
     Checkpoint {
@@ -78,6 +83,7 @@ impl LakeError {
             Self::Query(_) => "LAKE_QUERY",
             Self::Config(_) => "LAKE_CONFIG",
             Self::Checkpoint { .. } => "LAKE_CHECKPOINT",
+            Self::Hdf5(_) => "LAKE_HDF5",
         }
     }
 

@@ -274,6 +274,8 @@ columns!(PhaseShiftColumns for PhaseShiftReport, Table::PhaseShifts, {
     achieved_shift_hours: Float64Builder = floats
         => |x| append_option(x.achieved_shift_hours),
     outcome: StringBuilder = strings => |x| append_value(x.outcome.as_str()),
+    settling_time_hours: Float64Builder = floats
+        => |x| append_option(x.settling_time_hours),
 });
 
 impl LakeRecord for PhaseShiftReport {

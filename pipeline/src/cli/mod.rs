@@ -32,7 +32,7 @@ enum Command {
     Query(lake::QueryArgs),
     /// Run the live pipeline: MQTT (embedded or external), optionally Kafka, dataflow, HTTP
     /// API, lake.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Config files: `kaiabc config template` prints one with every key.
     #[command(subcommand)]
     Config(ConfigCommand),

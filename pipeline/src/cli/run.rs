@@ -75,12 +75,19 @@ pub struct RunArgs {
     /// Where the node registry and the generated JWT secret live.
     #[arg(long, default_value = "data/state", env = "KAIABC_STATE_DIR")]
     state_dir: PathBuf,
-    /// HTTP requests a minute per node API key (429 beyond).
-    #[arg(long, default_value_t = 120, env = "KAIABC_RATE_LIMIT_NODE")]
-    rate_limit_node: u32,
-    /// HTTP requests a minute per bearer token (429 beyond).
-    #[arg(long, default_value_t = 600, env = "KAIABC_RATE_LIMIT_USER")]
-    rate_limit_user: u32,
+    /// Readings a minute per API key or token: single, batch or bulk requests (429 beyond).
+    #[arg(long, default_value_t = Limits::CONTRACT.ingest_per_minute, env = "KAIABC_RATE_LIMIT_INGEST")]
+    rate_limit_ingest: u32,
+    /// State queries a minute per API key or token: reads of state, history, analytics,
+    /// diagnostics (429 beyond).
+    #[arg(long, default_value_t = Limits::CONTRACT.query_per_minute, env = "KAIABC_RATE_LIMIT_QUERY")]
+    rate_limit_query: u32,
+    /// Configuration updates and control commands a minute per API key or token (429 beyond).
+    #[arg(long, default_value_t = Limits::CONTRACT.change_per_minute, env = "KAIABC_RATE_LIMIT_CHANGE")]
+    rate_limit_change: u32,
+    /// WebSocket connections open at once per client (a node, or a token's subject).
+    #[arg(long, default_value_t = Limits::CONTRACT.ws_per_client, env = "KAIABC_WS_PER_CLIENT")]
+    ws_per_client: u32,
     /// HTTP (and WebSocket) connections open at once; one more is answered 503.
     #[arg(long, default_value_t = 4096, env = "KAIABC_HTTP_MAX_CONNECTIONS")]
     http_max_connections: usize,
@@ -400,8 +407,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
         failed_auth,
         checks: Default::default(),
         limiter: RateLimiter::new(Limits {
-            node_per_minute: a.rate_limit_node,
-            user_per_minute: a.rate_limit_user,
+            ingest_per_minute: a.rate_limit_ingest,
+            query_per_minute: a.rate_limit_query,
+            change_per_minute: a.rate_limit_change,
+            ws_per_client: a.ws_per_client,
         }),
     });
     let guard = crate::server::listener::Guard {

@@ -10,7 +10,7 @@ use warp::{Filter, Rejection};
 
 use super::{listener, Api, ApiError};
 use crate::auth::{Claims, Principal, Role};
-use crate::ratelimit::{Kind, Verdict};
+use crate::ratelimit::{Class, Verdict};
 
 /// The credentials a request presents: an `X-API-Key`, a bearer token (the `Authorization`
 /// header's, or `?token=` for browsers' WebSockets), and the client's address.
@@ -181,29 +181,36 @@ fn query_token(query: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Takes a request from its credential's bucket (requests without one are not limited: they
-/// can only reach the public endpoints).
+/// Takes a request from its credential's bucket for the request's class (requests without a
+/// credential are not limited: they can only reach the public endpoints).
 pub(super) fn rate_limit(
     api: Arc<Api>,
 ) -> impl Filter<Extract = (Option<Verdict>,), Error = Rejection> + Clone {
-    credentials().and_then(move |creds: Credentials| {
-        let api = Arc::clone(&api);
-        async move {
-            // The credential `authorise` checks, not merely the header that came: a
-            // junk `Authorization` beside a `?token=` must not open a new bucket.
-            let (kind, cred) = match (creds.api_key, creds.token) {
-                (Some(k), _) => (Kind::Node, k),
-                (None, Some(t)) => (Kind::User, t),
-                (None, None) => return Ok(None),
-            };
-            let v = api.limiter.check(kind, &cred, Instant::now());
-            if v.allowed {
-                Ok(Some(v))
-            } else {
-                Err(warp::reject::custom(Limited(v)))
-            }
-        }
-    })
+    warp::method()
+        .and(warp::path::full())
+        .and(credentials())
+        .and_then(
+            move |method: warp::http::Method, path: warp::path::FullPath, creds: Credentials| {
+                let api = Arc::clone(&api);
+                async move {
+                    // The credential `authorise` checks, not merely the header that came: a
+                    // junk `Authorization` beside a `?token=` must not open a new bucket.
+                    let Some(cred) = creds.api_key.or(creds.token) else {
+                        return Ok(None);
+                    };
+                    // A path no endpoint serves is answered 404 or 405, but still costs a
+                    // query: probing must not be free.
+                    let class = super::endpoint(method.as_str(), path.as_str())
+                        .map_or(Class::Query, |e| e.class);
+                    let v = api.limiter.check(class, &cred, Instant::now());
+                    if v.allowed {
+                        Ok(Some(v))
+                    } else {
+                        Err(warp::reject::custom(Limited(v)))
+                    }
+                }
+            },
+        )
 }
 
 /// A request over its rate limit.

@@ -282,11 +282,204 @@ pub(super) async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Res
 /// 24 h cosinor of each window) and its phase-locking value — the mean resultant length of
 /// those angles, 1 for a fixed phase relation, near 0 for none (Lachaux et al. 1999, Hum.
 /// Brain Mapp. 8:194) — with the share of windows whose KOA period matches the temperature's.
+/// `?node_id=&shift_id=&start=&end=&days=`: a node's phase shifts and phase locking.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EfficiencyQuery {
+    #[schemars(required)]
+    #[schemars(pattern(kaiabc_schemas::validate::NODE_ID_PATTERN))]
+    node_id: Option<String>,
+    /// One phase shift (the id its request returned), whenever it was.
+    #[schemars(pattern(r"^[A-Za-z0-9_-]{1,128}$"))]
+    shift_id: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
+    start: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
+    end: Option<String>,
+    /// Days before `end` (instead of `start`).
+    #[schemars(range(min = 1, max = 3650))]
+    days: Option<u32>,
+}
+
+/// The most shifts `recent_shifts` lists, newest first.
+const RECENT_SHIFTS: usize = 50;
+
+/// A shift's efficiency (achieved over target) in this band reaches its target.
+const ON_TARGET: std::ops::RangeInclusive<f64> = 0.8..=1.2;
+
+/// One row of `phase_shifts`, as the efficiency report reads it.
+struct ShiftRow {
+    shift_id: String,
+    completed_at: Value,
+    delta_k: f64,
+    target: f64,
+    predicted: f64,
+    achieved: Option<f64>,
+    settling: Option<f64>,
+    outcome: String,
+}
+
+impl ShiftRow {
+    fn of(v: &Value) -> Self {
+        Self {
+            shift_id: v["shift_id"].as_str().unwrap_or_default().to_string(),
+            completed_at: v["completed_at"].clone(),
+            delta_k: num(v, "delta_k").unwrap_or(f64::NAN),
+            target: num(v, "target_shift_hours").unwrap_or(f64::NAN),
+            predicted: num(v, "predicted_shift_hours").unwrap_or(f64::NAN),
+            achieved: num(v, "achieved_shift_hours"),
+            settling: num(v, "settling_time_hours"),
+            outcome: v["outcome"].as_str().unwrap_or_default().to_string(),
+        }
+    }
+
+    /// Achieved over asked: 1 is on target, 0.5 half way, negative the wrong way.
+    fn efficiency(&self) -> Option<f64> {
+        self.achieved
+            .filter(|_| self.target.abs() > 1e-9)
+            .map(|a| a / self.target)
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "shift_id": self.shift_id,
+            "timestamp": self.completed_at,
+            "type": if self.target >= 0.0 { "advance" } else { "delay" },
+            "target_shift_hours": self.target,
+            "predicted_shift_hours": self.predicted,
+            "actual_shift_hours": self.achieved,
+            "efficiency": self.efficiency(),
+            "settling_time_hours": self.settling,
+            "temperature_delta_applied": self.delta_k,
+            "outcome": self.outcome,
+        })
+    }
+}
+
+/// What the shifts say to do next, from their figures: each line names the figure it rests
+/// on.
+fn recommendations(shifts: &[ShiftRow]) -> Vec<String> {
+    let done: Vec<&ShiftRow> = shifts.iter().filter(|s| s.efficiency().is_some()).collect();
+    let mut out = Vec::new();
+    if done.is_empty() {
+        out.push(
+            "No phase shift of this node has completed in the range: ask for one \
+             (POST /v1/entrainment/phase-shift) to measure how the clock responds."
+                .to_string(),
+        );
+    } else {
+        let n = done.len() as f64;
+        let mean = |f: &dyn Fn(&ShiftRow) -> f64| done.iter().map(|s| f(s)).sum::<f64>() / n;
+        let efficiency = mean(&|s| s.efficiency().unwrap_or(0.0));
+        // How much of the target the curve itself promised: below the band, the step was too
+        // small for the target whatever the clock did.
+        let promised = mean(&|s| s.predicted / s.target);
+        let step = mean(&|s| s.delta_k.abs());
+        if ON_TARGET.contains(&efficiency) {
+            out.push(format!(
+                "Shifts reach {:.0} % of their targets on average: keep the current \
+                 temperature steps (±{step:.1} K).",
+                efficiency * 100.0
+            ));
+        } else if efficiency < *ON_TARGET.start() && promised < *ON_TARGET.start() {
+            out.push(format!(
+                "Shifts reach {:.0} % of their targets, and the phase response curve promised \
+                 only {:.0} % at ±{step:.1} K: ask for smaller shifts, or allow a larger or \
+                 longer temperature step.",
+                efficiency * 100.0,
+                promised * 100.0
+            ));
+        } else if efficiency < *ON_TARGET.start() {
+            out.push(format!(
+                "Shifts reach {:.0} % of their targets although the phase response curve \
+                 promised {:.0} %: the node's temperature moved during the steps, or the curve \
+                 no longer fits its clock (GET /v1/entrainment/prc recomputes it).",
+                efficiency * 100.0,
+                promised * 100.0
+            ));
+        } else {
+            out.push(format!(
+                "Shifts overshoot, reaching {:.0} % of their targets: use smaller temperature \
+                 steps than ±{step:.1} K or shorter ones.",
+                efficiency * 100.0
+            ));
+        }
+    }
+    let longest = shifts
+        .iter()
+        .filter_map(|s| s.settling)
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    let interrupted = shifts
+        .iter()
+        .filter(|s| s.outcome == "superseded" || s.outcome == "cancelled")
+        .count();
+    if interrupted > 0 {
+        out.push(format!(
+            "{interrupted} shift(s) were superseded or cancelled before they settled: leave \
+             {} between requests.",
+            longest.map_or("a few cycles".to_string(), |h| format!("at least {h:.1} h"))
+        ));
+    } else if let Some(h) = longest.filter(|h| *h > 24.0) {
+        out.push(format!(
+            "The clock took up to {h:.1} h to settle after a step: wait that long before \
+             judging or repeating a shift."
+        ));
+    }
+    out
+}
+
+/// `GET /v1/analytics/entrainment-efficiency`: the node's recent phase shifts (what was asked,
+/// what the curve predicted, what the clock did and how long it took to settle), their mean
+/// efficiency and what to do next; and how closely the clock follows its temperature cycle
+/// (phase locking of KOA to temperature, matching periods).
 pub(super) async fn entrainment_efficiency(
     api: Arc<Api>,
-    q: RangeQuery,
+    q: EfficiencyQuery,
 ) -> Result<Response, ApiError> {
-    let r = q.range()?;
+    let r = RangeQuery {
+        node_id: q.node_id,
+        start: q.start,
+        end: q.end,
+        days: q.days,
+    }
+    .range()?;
+    let shift_filter = match &q.shift_id {
+        // One shift, whenever it was: the id is checked (its pattern) before it is quoted.
+        Some(id)
+            if id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+        {
+            format!("node_id = '{}' AND shift_id = '{id}'", r.node)
+        }
+        Some(id) => return Err(bad(format!("shift_id: {id:?} is not a shift id"))),
+        None => r.filter("completed_at"),
+    };
+    let shifts: Vec<ShiftRow> = rows(
+        &api,
+        &format!(
+            "SELECT shift_id, completed_at, delta_k, target_shift_hours, predicted_shift_hours, \
+             achieved_shift_hours, settling_time_hours, outcome FROM phase_shifts WHERE \
+             {shift_filter} ORDER BY completed_at DESC LIMIT {RECENT_SHIFTS}"
+        ),
+    )
+    .await?
+    .iter()
+    .map(ShiftRow::of)
+    .collect();
+    if q.shift_id.is_some() && shifts.is_empty() {
+        return Err(ApiError::ShiftNotFound(format!(
+            "node {} has no finished phase shift {}",
+            r.node,
+            q.shift_id.unwrap_or_default()
+        )));
+    }
+    let efficiencies: Vec<f64> = shifts.iter().filter_map(ShiftRow::efficiency).collect();
+    let average_efficiency = (!efficiencies.is_empty())
+        .then(|| efficiencies.iter().sum::<f64>() / efficiencies.len() as f64);
+    let shifts_json: Vec<Value> = shifts.iter().map(ShiftRow::json).collect();
+    let advice = recommendations(&shifts);
     let sql = format!(
         "SELECT window_end, metric, period_hours, false_alarm_probability, acrophase_rad, \
          p_value FROM rhythms WHERE {} ORDER BY window_end, metric",
@@ -353,6 +546,9 @@ pub(super) async fn entrainment_efficiency(
         .unwrap_or((0.0, 0.0));
     Ok(warp::reply::json(&json!({
         "node_id": r.node,
+        "recent_shifts": shifts_json,
+        "average_efficiency": average_efficiency,
+        "recommendations": advice,
         "start": ts(r.start),
         "end": ts(r.end),
         "windows": by_window.len(),

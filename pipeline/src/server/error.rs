@@ -106,6 +106,15 @@ pub enum ApiError {
     /// 404: no such endpoint or resource.
     #[error("{0}")]
     NotFound(String),
+    /// 404: the node has no finished phase shift of that id.
+    #[error("{0}")]
+    ShiftNotFound(String),
+    /// 404: no export of that name was written here.
+    #[error("{0}")]
+    ExportNotFound(String),
+    /// 410: the export was written, but its download has expired (and is deleted).
+    #[error("{0}")]
+    ExportExpired(String),
     /// 405, with the methods the path serves (for `Allow`; empty when unknown).
     #[error("{message}")]
     MethodNotAllowed {
@@ -159,7 +168,11 @@ impl ApiError {
             Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::AuthenticationFailed(_) => StatusCode::UNAUTHORIZED,
             Self::PermissionDenied(_) => StatusCode::FORBIDDEN,
-            Self::NodeNotFound(_) | Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NodeNotFound(_)
+            | Self::NotFound(_)
+            | Self::ShiftNotFound(_)
+            | Self::ExportNotFound(_) => StatusCode::NOT_FOUND,
+            Self::ExportExpired(_) => StatusCode::GONE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::NodeExists(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) | Self::TooManyReadings(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -183,6 +196,9 @@ impl ApiError {
             Self::PermissionDenied(_) => "PERMISSION_DENIED",
             Self::NodeNotFound(_) => "NODE_NOT_FOUND",
             Self::NotFound(_) => "NOT_FOUND",
+            Self::ShiftNotFound(_) => "SHIFT_NOT_FOUND",
+            Self::ExportNotFound(_) => "EXPORT_NOT_FOUND",
+            Self::ExportExpired(_) => "EXPORT_EXPIRED",
             Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             Self::NodeExists(_) => "NODE_EXISTS",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",

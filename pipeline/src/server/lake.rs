@@ -63,7 +63,9 @@ pub(super) struct ExportQuery {
     /// Time buckets (states only; readings and rhythms are exported raw).
     #[schemars(extend("enum" = ["raw", "1m", "5m", "15m", "1h", "6h", "1d"]))]
     resolution: Option<String>,
-    #[schemars(extend("enum" = ["csv", "json", "parquet"]))]
+    /// `json` (the default) and `csv` answer with the data, `parquet` too; `hdf5` answers
+    /// with a link under `/v1/downloads/`, kept for a day.
+    #[schemars(extend("enum" = ["json", "csv", "hdf5", "parquet"]))]
     format: Option<String>,
     #[schemars(extend("enum" = ["states", "readings", "rhythms"]))]
     data: Option<String>,
@@ -420,6 +422,43 @@ fn project(batches: Vec<RecordBatch>, keep: &str) -> Result<Vec<RecordBatch>, Ap
         .collect()
 }
 
+/// An HDF5 export: the file is written for download and the answer links to it (the API
+/// contract's shape for a binary export).
+async fn hdf5_download(
+    api: &Api,
+    batches: Vec<RecordBatch>,
+    r: &Range,
+    data: &str,
+    rows: usize,
+) -> Result<Response, ApiError> {
+    let lake = api.lake.clone();
+    let (node, start, end, group) = (r.node.clone(), ts(r.start), ts(r.end), data.to_string());
+    let stored = tokio::task::spawn_blocking(move || {
+        let attrs = [
+            ("node_id", node.as_str()),
+            ("start_time", start.as_str()),
+            ("end_time", end.as_str()),
+            ("data", group.as_str()),
+            ("source", "KaiABC Stream export"),
+        ];
+        let bytes =
+            kaiabc_connectors::lake::hdf5_bytes(&batches, &group, &attrs).map_err(failed)?;
+        super::downloads::store(&lake, "hdf5", &bytes)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("writing the export: {e}")))??;
+    Ok(warp::reply::json(&serde_json::json!({
+        "export_id": stored.export_id,
+        "status": "completed",
+        "format": "hdf5",
+        "download_url": format!("/v1/downloads/{}", stored.file),
+        "expires_at": stored.expires_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "size_bytes": stored.size_bytes,
+        "record_count": rows,
+    }))
+    .into_response())
+}
+
 /// `GET /v1/analytics/export`: a node's `data` (states, readings or rhythms) in the range as
 /// CSV, JSON or Parquet, as a download. States may be downsampled with `resolution`.
 pub(super) async fn export(api: Arc<Api>, q: ExportQuery) -> Result<Response, ApiError> {
@@ -432,7 +471,8 @@ pub(super) async fn export(api: Arc<Api>, q: ExportQuery) -> Result<Response, Ap
         "csv" => ("text/csv", "csv"),
         "json" => ("application/json", "json"),
         "parquet" => ("application/vnd.apache.parquet", "parquet"),
-        f => return Err(bad(format!("format {f:?}: csv, json or parquet"))),
+        "hdf5" => ("application/x-hdf5", "hdf5"),
+        f => return Err(bad(format!("format {f:?}: json, csv, hdf5 or parquet"))),
     };
     let data = q.data.unwrap_or_else(|| "states".into());
     let resolution = q.resolution.unwrap_or_else(|| "raw".into());
@@ -462,6 +502,9 @@ pub(super) async fn export(api: Arc<Api>, q: ExportQuery) -> Result<Response, Ap
         return Err(bad(format!(
             "more than {MAX_EXPORT_ROWS} rows: narrow the range or use a coarser resolution"
         )));
+    }
+    if format == "hdf5" {
+        return hdf5_download(&api, batches, &r, &data, rows).await;
     }
     let body = match format.as_str() {
         "parquet" => kaiabc_connectors::lake::parquet_bytes(&batches).map_err(failed)?,

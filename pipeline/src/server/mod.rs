@@ -14,7 +14,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::auth::{Jwt, Principal, Registry, Role};
 use crate::dataflow::inbound::Ingest;
 use crate::dataflow::live::LiveShared;
-use crate::ratelimit::{RateLimiter, Verdict};
+use crate::ratelimit::{Class, RateLimiter, Verdict};
 
 mod access;
 mod analytics;
@@ -22,6 +22,7 @@ mod control;
 mod dashboard;
 mod diagnostics;
 mod docs;
+mod downloads;
 mod error;
 mod ingest;
 mod lake;
@@ -95,21 +96,70 @@ pub struct Endpoint {
     pub path: &'static str,
     /// Who may call it.
     pub access: Access,
+    /// Its rate-limit class.
+    pub class: Class,
     /// Builds its route from the API and the endpoint's [`Matched`] filter.
     serve: fn(&Arc<Api>, Matched) -> Route,
 }
 
+/// An endpoint in its usual rate-limit class: a node's own endpoints ingest, a `GET` queries,
+/// anything else changes something ([`Endpoint::reads`] and [`Endpoint::ingests`] say
+/// otherwise where that is wrong).
 const fn ep(
     method: &'static str,
     path: &'static str,
     access: Access,
     serve: fn(&Arc<Api>, Matched) -> Route,
 ) -> Endpoint {
+    let class = if matches!(access, Access::Node) {
+        Class::Ingest
+    } else if method.as_bytes()[0] == b'G' {
+        Class::Query
+    } else {
+        Class::Change
+    };
     Endpoint {
         method,
         path,
         access,
+        class,
         serve,
+    }
+}
+
+impl Endpoint {
+    /// A `POST` that only reads (its body is a query): a state query.
+    const fn reads(self) -> Self {
+        Self {
+            class: Class::Query,
+            ..self
+        }
+    }
+
+    /// Takes readings: ingestion.
+    const fn ingests(self) -> Self {
+        Self {
+            class: Class::Ingest,
+            ..self
+        }
+    }
+}
+
+/// The endpoint a request is for, if any.
+pub(super) fn endpoint(method: &str, path: &str) -> Option<&'static Endpoint> {
+    ENDPOINTS
+        .iter()
+        .find(|e| e.method == method && path_matches(e.path, path))
+}
+
+/// Whether `path` is one of `pattern`'s: the pattern itself, or, for a pattern ending in a
+/// `{parameter}` segment, its prefix and one more non-empty segment.
+pub(super) fn path_matches(pattern: &str, path: &str) -> bool {
+    match pattern.rfind("/{") {
+        Some(i) if pattern.ends_with('}') => path
+            .strip_prefix(&pattern[..=i])
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/')),
+        _ => pattern == path,
     }
 }
 
@@ -135,6 +185,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ep("GET", "/v1/analytics/export", RESEARCHER, |api, at| {
         lake_get(api, at, lake::export)
     }),
+    ep("GET", "/v1/downloads/{file}", RESEARCHER, downloads::route),
     ep(
         "GET",
         "/v1/diagnostics/performance",
@@ -231,7 +282,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/v1/bulk/sensor-readings",
         ADMIN,
         analytics::bulk_readings_route,
-    ),
+    )
+    .ingests(),
     ep(
         "GET",
         "/v1/bulk/oscillator-states",
@@ -243,7 +295,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/v1/bulk/oscillator-states",
         RESEARCHER,
         analytics::bulk_latest_route,
-    ),
+    )
+    .reads(),
     ep(
         "GET",
         "/v1/diagnostics/logs",
@@ -261,7 +314,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/v1/diagnostics/health-check",
         RESEARCHER,
         diagnostics::health_check_post_route,
-    ),
+    )
+    .reads(),
     ep(
         "GET",
         "/v1/config/templates",
@@ -273,13 +327,15 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/v1/config/validate",
         RESEARCHER,
         diagnostics::validate_node_route,
-    ),
+    )
+    .reads(),
     ep(
         "POST",
         "/v1/config/server/validate",
         RESEARCHER,
         diagnostics::validate_route,
-    ),
+    )
+    .reads(),
     ep(
         "GET",
         "/v1/mock/sensor-data",
@@ -291,7 +347,8 @@ pub const ENDPOINTS: &[Endpoint] = &[
         "/v1/mock/simulate-oscillator",
         OBSERVER,
         mock::simulate_route,
-    ),
+    )
+    .reads(),
     ep(
         "GET",
         "/v1/mock/test-scenarios",
@@ -351,7 +408,7 @@ fn at(api: &Arc<Api>, e: &Endpoint) -> Matched {
     };
     warp::path::full()
         .and_then(move |p: warp::path::FullPath| async move {
-            if p.as_str() == path {
+            if path_matches(path, p.as_str()) {
                 Ok(())
             } else {
                 Err(warp::reject::not_found())
@@ -365,13 +422,32 @@ fn at(api: &Arc<Api>, e: &Endpoint) -> Matched {
 
 /// `GET /v1/ws`: the WebSocket upgrade (client messages of 64 KiB at most).
 fn ws_route(api: &Arc<Api>, at: Matched) -> Route {
-    let shared = Arc::clone(&api.shared);
+    let api = Arc::clone(api);
     at.and(warp::ws())
-        .map(move |_: Principal, ws: warp::ws::Ws| {
-            let hub = Arc::clone(&shared.hub);
+        .map(move |who: Principal, ws: warp::ws::Ws| {
+            // The contract's cap is per client: a node, or the person a token names.
+            let client = match &who {
+                Principal::Node(id) => format!("node:{id}"),
+                Principal::User(claims) => format!("user:{}", claims.sub),
+            };
+            let Some(slot) = api.limiter.open_socket(&client) else {
+                let most = api.limiter.limits().ws_per_client;
+                return ApiError::RateLimitExceeded {
+                    message: format!(
+                        "{most} WebSocket connections are open for this client already; \
+                         close one first"
+                    ),
+                    retry_after_seconds: 1,
+                }
+                .response();
+            };
+            let hub = Arc::clone(&api.shared.hub);
             ws.max_message_size(crate::ws::MAX_CLIENT_MESSAGE)
                 .max_frame_size(crate::ws::MAX_CLIENT_MESSAGE)
-                .on_upgrade(move |socket| crate::ws::serve_client(socket, hub))
+                .on_upgrade(move |socket| async move {
+                    crate::ws::serve_client(socket, hub).await;
+                    drop(slot);
+                })
                 .into_response()
         })
         .boxed()
@@ -490,7 +566,7 @@ fn wrong_method() -> Route {
             |m: warp::http::Method, p: warp::path::FullPath| async move {
                 let allowed: Vec<&str> = ENDPOINTS
                     .iter()
-                    .filter(|e| e.path == p.as_str())
+                    .filter(|e| path_matches(e.path, p.as_str()))
                     .map(|e| e.method)
                     .collect();
                 if allowed.is_empty() || allowed.contains(&m.as_str()) {
@@ -510,8 +586,10 @@ fn rejection(r: Rejection) -> warp::reply::Response {
     if let Some(Limited(v)) = r.find::<Limited>() {
         let mut resp = ApiError::RateLimitExceeded {
             message: format!(
-                "rate limit of {} requests a minute exceeded; retry in {} s",
-                v.limit, v.retry_after
+                "rate limit of {} {} a minute exceeded; retry in {} s",
+                v.limit,
+                v.class.name(),
+                v.retry_after
             ),
             retry_after_seconds: v.retry_after,
         }
@@ -568,13 +646,7 @@ mod tests {
     }
 
     fn test_api(dir: &std::path::Path) -> (Arc<Api>, kaiabc_connectors::wal::WalReader) {
-        test_api_with(
-            dir,
-            crate::ratelimit::Limits {
-                node_per_minute: 1_000_000,
-                user_per_minute: 1_000_000,
-            },
-        )
+        test_api_with(dir, crate::ratelimit::Limits::all(1_000_000))
     }
 
     fn test_api_with(
@@ -652,7 +724,7 @@ mod tests {
             let call = |auth: Option<String>| {
                 let mut r = warp::test::request()
                     .method(method)
-                    .path(path)
+                    .path(&path.replace("{file}", "export_x.hdf5"))
                     .body(r#"{"node_id":"zz"}"#);
                 if let Some(t) = auth {
                     r = r.header("authorization", format!("Bearer {t}"));
@@ -969,8 +1041,8 @@ mod tests {
         let (api, _reader) = test_api_with(
             dir.path(),
             crate::ratelimit::Limits {
-                node_per_minute: 1_000_000,
-                user_per_minute: 3,
+                query_per_minute: 3,
+                ..crate::ratelimit::Limits::all(1_000_000)
             },
         );
         let filter = routes(Arc::clone(&api));
@@ -992,6 +1064,17 @@ mod tests {
 
     /// The table names each method and path once (a second entry would never be reached),
     /// all under `/v1` but the Prometheus scrape.
+    #[test]
+    fn a_parameter_matches_one_segment() {
+        let p = "/v1/downloads/{file}";
+        assert!(path_matches(p, "/v1/downloads/a.hdf5"));
+        assert!(!path_matches(p, "/v1/downloads/"));
+        assert!(!path_matches(p, "/v1/downloads/a/b"));
+        assert!(!path_matches(p, "/v1/downloadsx/a"));
+        assert!(path_matches("/v1/health", "/v1/health"));
+        assert!(!path_matches("/v1/health", "/v1/health/x"));
+    }
+
     #[test]
     fn every_endpoint_is_unique_and_under_v1() {
         let mut seen = std::collections::HashSet::new();

@@ -41,8 +41,10 @@ enum Reply {
     Has(&'static [&'static str]),
     /// Prometheus text.
     Metrics,
-    /// CSV, JSON or Parquet, by `format`.
+    /// CSV, JSON or Parquet, by `format`; for HDF5 a link to the file.
     Export,
+    /// A file for download (an export's).
+    Download,
     /// A WebSocket upgrade.
     Upgrade,
     /// The config check: 200 when valid, 422 with the errors when not.
@@ -100,7 +102,7 @@ impl Op {
 }
 
 use super::analytics::BulkLatestRequest;
-use super::analytics::{BulkStatesQuery, PeriodogramQuery, RangeQuery};
+use super::analytics::{BulkStatesQuery, EfficiencyQuery, PeriodogramQuery, RangeQuery};
 use super::control::{NodeBody, OverrideBody, ResetBody};
 use super::diagnostics::{HealthCheckRequest, LogQuery, TemplateQuery};
 use super::lake::{ExportQuery, HistoryQuery};
@@ -209,10 +211,16 @@ fn ops() -> Vec<Op> {
         op(
             "GET",
             "/v1/analytics/export",
-            "Readings, states or rhythms of a range as CSV, JSON or Parquet",
+            "Readings, states or rhythms of a range as JSON, CSV or Parquet, or HDF5 for download",
         )
         .query(of::<ExportQuery>)
         .reply(Export),
+        op(
+            "GET",
+            "/v1/downloads/{file}",
+            "A file an export wrote (HDF5), for a day after the export",
+        )
+        .reply(Download),
         op(
             "GET",
             "/v1/diagnostics/performance",
@@ -382,9 +390,16 @@ fn ops() -> Vec<Op> {
         op(
             "GET",
             "/v1/analytics/entrainment-efficiency",
-            "How closely a node's clock follows its environment",
+            "A node's phase shifts (target, achieved, efficiency, settling time), advice, \
+             and how closely its clock follows its environment",
         )
-        .query(of::<RangeQuery>),
+        .query(of::<EfficiencyQuery>)
+        .reply(Has(&[
+            "node_id",
+            "recent_shifts",
+            "average_efficiency",
+            "recommendations",
+        ])),
         op(
             "GET",
             "/v1/analytics/periodogram",
@@ -624,10 +639,29 @@ fn success(g: &mut SchemaGenerator, o: &Op) -> Value {
         Reply::Metrics => json!({ "text/plain": { "schema": { "type": "string" } } }),
         Reply::Export => json!({
             "text/csv": { "schema": { "type": "string" } },
-            "application/json": { "schema": { "type": "array", "items": { "type": "object" } } },
+            "application/json": { "schema": { "oneOf": [
+                { "type": "array", "items": { "type": "object" } },
+                {
+                    "type": "object",
+                    "description": "format=hdf5: the file is kept for download",
+                    "required": ["export_id", "status", "download_url", "expires_at",
+                                 "size_bytes", "record_count"],
+                    "properties": {
+                        "export_id": { "type": "string" },
+                        "status": { "type": "string", "enum": ["completed"] },
+                        "download_url": { "type": "string" },
+                        "expires_at": { "type": "string", "format": "date-time" },
+                        "size_bytes": { "type": "integer", "minimum": 0 },
+                        "record_count": { "type": "integer", "minimum": 0 },
+                    },
+                },
+            ] } },
             "application/vnd.apache.parquet": {
                 "schema": { "type": "string", "format": "binary" }
             },
+        }),
+        Reply::Download => json!({
+            "application/x-hdf5": { "schema": { "type": "string", "format": "binary" } },
         }),
         Reply::Upgrade => {
             return json!({ "description": "Switching Protocols: the WebSocket is open" })
@@ -659,15 +693,19 @@ pub fn document() -> Value {
     let ops = ops();
     let mut paths = Map::new();
     for o in &ops {
-        let access = ENDPOINTS
+        let e = ENDPOINTS
             .iter()
             .find(|e| e.method == o.method && e.path == o.path)
-            .map(|e| e.access)
             .unwrap_or_else(|| panic!("{} {} is documented but not routed", o.method, o.path));
-        let (security, who) = security(access);
+        let (security, who) = security(e.access);
         let mut operation = json!({
             "summary": o.summary,
-            "description": who,
+            "description": match e.access {
+                // Without a credential there is no bucket to take from.
+                Access::Public => who,
+                _ => format!("{who} Rate limit: {}.", e.class.name()),
+            },
+            "x-rate-limit-class": e.class.name(),
             "operationId": format!("{} {}", o.method, o.path),
             "security": security,
             "responses": {
@@ -691,6 +729,16 @@ pub fn document() -> Value {
         }
         if let Some(q) = o.query {
             operation["parameters"] = parameters(&mut g, q);
+        }
+        if let Some(i) = o.path.rfind("/{") {
+            // The path's parameter (only a last segment is one: `path_matches`).
+            let name = o.path[i + 2..].trim_end_matches('}');
+            operation["parameters"] = json!([{
+                "name": name,
+                "in": "path",
+                "required": true,
+                "schema": { "type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$" },
+            }]);
         }
         if let Some(b) = &o.body {
             operation["requestBody"] = request_body(&mut g, b);

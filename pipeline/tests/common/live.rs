@@ -322,6 +322,14 @@ pub fn publish_as(
     })
 }
 
+/// The rate limits' settings, lifted.
+pub const UNLIMITED: [(&str, &str); 4] = [
+    ("KAIABC_RATE_LIMIT_INGEST", "100000000"),
+    ("KAIABC_RATE_LIMIT_QUERY", "100000000"),
+    ("KAIABC_RATE_LIMIT_CHANGE", "100000000"),
+    ("KAIABC_WS_PER_CLIENT", "100000"),
+];
+
 /// Starts `kaiabc run` on free ports over `lake` (MQTT without credentials) and waits until it
 /// is healthy.
 pub fn start(lake: &std::path::Path) -> (Server, SocketAddr, u16) {
@@ -355,6 +363,10 @@ pub fn launch(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, u1
         // The tests' readings are dated in January 2026 (`reading`), beyond the default horizon
         // of a week before their receipt; a flag a test gives still wins.
         .env("KAIABC_MAX_READING_AGE_HOURS", "87600")
+        // The contract's rate limits (10 changes a minute, 5 WebSockets per client) are for
+        // people and nodes, not for tests that register dozens of nodes or open many sockets
+        // with one token; a test of the limits gives its own flags, which win.
+        .envs(UNLIMITED)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
