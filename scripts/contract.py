@@ -317,6 +317,12 @@ def run(srv):
           f"{st} {doc}")
     has("phase-shift fields", doc or {}, "success", "shift_id", "expected_phase_change",
         "current_circadian_time", "optimal_ct_window", "estimated_completion")
+    st, _, doc = researcher.call("POST", "/v1/entrainment/phase-shift", {
+        "node_id": "pico_001", "shift_type": "delay", "magnitude_hours": 2.0,
+        "method": "parameter_modulation"})
+    check("phase-shift method=parameter_modulation: 200, a step of the KaiA total alone",
+          st == 200 and doc.get("method") == "parameter_modulation" and
+          doc["plan"]["kaia_factor"] != 1.0 and doc["plan"]["delta_k"] == 0.0, f"{st} {doc}")
     st, _, doc = observer.call("GET", "/v1/entrainment/prc",
                                query={"model": "standard", "resolution": 24})
     check("GET /entrainment/prc?model=standard&resolution=24: 200", st == 200, f"{st} {doc}")

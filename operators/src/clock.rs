@@ -352,6 +352,23 @@ impl Clock {
         Ok(())
     }
 
+    /// The KaiA total the clock runs with (µM).
+    pub fn kaia_total(&self) -> f64 {
+        self.cfg.params.a_total
+    }
+
+    /// Runs on with another KaiA total (µM), the state kept: a planned KaiA step begins or ends
+    /// (KaiA added to or taken from the reaction; free KaiA follows at once).
+    pub fn set_kaia_total(&mut self, a_total: f64) -> Result<(), ClockError> {
+        let params = crate::model::KaiParams {
+            a_total,
+            ..self.cfg.params
+        };
+        params.validate()?;
+        self.cfg.params = params;
+        Ok(())
+    }
+
     /// Steps the temperature now (the next advance ramps from here): a planned temperature
     /// step begins or ends between readings.
     pub fn set_temperature(&mut self, temperature_k: f64) -> Result<(), ClockError> {

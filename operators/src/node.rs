@@ -503,10 +503,14 @@ impl NodeState {
             Some(c) => Some(Clock::resume(clock_cfg, cfg.reference.clone(), c)?),
             None => None,
         };
+        let mut clock = clock;
         let shift = match extra.shift {
             Some(s) => Some(ShiftRun::resume(s, clock_cfg, cfg.reference.clone())?),
             None => None,
         };
+        if let (Some(run), Some(c)) = (&shift, &mut clock) {
+            run.reapply(c)?;
+        }
         Ok(Self {
             clock,
             filter: cp.filter,
@@ -629,6 +633,9 @@ impl NodeState {
         out: &mut Vec<NodeOutput>,
     ) {
         if let Some(run) = self.shift.take() {
+            if let Some(clock) = &mut self.clock {
+                run.release(clock);
+            }
             out.push(NodeOutput::PhaseShift(run.report(
                 &cmd.node_id,
                 cmd.timestamp,

@@ -20,6 +20,8 @@ pub struct Choice {
     pub wait_hours: f64,
     /// The step (K).
     pub delta_k: f64,
+    /// The KaiA factor of the step (1: none).
+    pub kaia_factor: f64,
     /// The shift the curve predicts (h, advance positive).
     pub predicted_shift_hours: f64,
 }
@@ -36,6 +38,7 @@ pub fn choose(curves: &[&Prc], ct: f64, period_hours: f64, target: f64) -> Optio
                 circadian_time: p.circadian_time,
                 wait_hours: wait,
                 delta_k: prc.config.delta_k,
+                kaia_factor: prc.config.kaia_factor,
                 predicted_shift_hours: p.phase_shift_hours,
             };
             // Misses within a minute are the same; then sooner is better.
@@ -107,6 +110,7 @@ impl ShiftRun {
         if run.start_h <= now_h {
             run.twin = Some(clock.clone());
             clock.set_temperature(clock.temperature_k() + run.plan.delta_k)?;
+            run.modulate(clock)?;
         }
         Ok(run)
     }
@@ -163,13 +167,44 @@ impl ShiftRun {
                 // The twin is the clock as it stands when the step begins.
                 self.twin = Some(clock.clone());
                 clock.set_temperature(b + self.plan.delta_k)?;
+                self.modulate(clock)?;
             } else {
                 clock.set_temperature(b)?;
+                self.release(clock);
             }
         }
         if t > clock.t_hours() {
             let off = self.offset_at(t);
             self.step(clock, t, base, base + off)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the step's KaiA total on `clock` (the twin keeps the configured one).
+    fn modulate(&self, clock: &mut Clock) -> Result<(), ClockError> {
+        match &self.twin {
+            Some(twin) if self.plan.kaia_factor != 1.0 => {
+                clock.set_kaia_total(twin.kaia_total() * self.plan.kaia_factor)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives `clock` back its configured KaiA total: the step ended, or the run was cancelled
+    /// inside it.
+    pub fn release(&self, clock: &mut Clock) {
+        if let Some(twin) = &self.twin {
+            // The twin's total is the configured one, valid by construction.
+            let _ = clock.set_kaia_total(twin.kaia_total());
+        }
+    }
+
+    /// After a resume inside the step, sets its KaiA total on `clock` again (a checkpoint
+    /// keeps the clock's state, not its parameters).
+    pub fn reapply(&self, clock: &mut Clock) -> Result<(), ClockError> {
+        let t = clock.t_hours();
+        if self.start_h <= t && t < self.end_h {
+            self.modulate(clock)?;
         }
         Ok(())
     }
@@ -243,6 +278,7 @@ impl ShiftRun {
             step_start: time(self.start_h),
             step_end: time(self.end_h),
             delta_k: self.plan.delta_k,
+            kaia_factor: self.plan.kaia_factor,
             target_shift_hours: self.plan.target_shift_hours,
             predicted_shift_hours: self.plan.predicted_shift_hours,
             achieved_shift_hours: match outcome {
@@ -309,6 +345,7 @@ mod tests {
             start: DateTime::<Utc>::from_timestamp(0, 0).unwrap(),
             duration_minutes: 60.0,
             delta_k: 5.0,
+            kaia_factor: 1.0,
             settle_cycles,
         };
         let mut run = ShiftRun::unstarted(plan);

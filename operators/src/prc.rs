@@ -1,5 +1,6 @@
-//! Phase response curve by simulation: a temperature step of ΔT for D minutes at each circadian
-//! time, and the asymptotic phase shift it leaves behind.
+//! Phase response curve by simulation: a temperature step of ΔT (or a step of the KaiA total,
+//! the `parameter_modulation` shift) for D minutes at each circadian time, and the asymptotic
+//! phase shift it leaves behind.
 //!
 //! Computed, never tabulated, so it always matches the configured model and ETF. Under a single
 //! Arrhenius factor (`uncompensated`) the step only speeds the clock up by the factor `f` for D,
@@ -28,7 +29,19 @@ pub struct PrcConfig {
     /// Cycles allowed for the perturbed clock to return to the limit cycle before the shift is
     /// read off (the asymptotic phase shift).
     pub settle_cycles: usize,
+    /// The KaiA total during the step, as a factor of the configured one: 1 leaves it alone;
+    /// 2 adds as much KaiA again, 0.5 takes half away (KaiA added to or depleted from the
+    /// reaction, the perturbation of a `parameter_modulation` shift).
+    #[serde(default = "unchanged")]
+    pub kaia_factor: f64,
 }
+
+fn unchanged() -> f64 {
+    1.0
+}
+
+/// The range of [`PrcConfig::kaia_factor`]: up to four times the KaiA, or down to a tenth.
+pub const KAIA_FACTORS: std::ops::RangeInclusive<f64> = 0.1..=4.0;
 
 impl Default for PrcConfig {
     fn default() -> Self {
@@ -37,6 +50,7 @@ impl Default for PrcConfig {
             duration_minutes: 120.0,
             resolution: 24,
             settle_cycles: 8,
+            kaia_factor: 1.0,
         }
     }
 }
@@ -105,6 +119,12 @@ pub fn phase_response_curve(cfg: &ClockConfig, prc: &PrcConfig) -> Result<Prc, C
             format!("must be 2–40, got {}", prc.settle_cycles),
         ));
     }
+    if !(prc.kaia_factor.is_finite() && KAIA_FACTORS.contains(&prc.kaia_factor)) {
+        return Err(invalid(
+            "kaia_factor",
+            format!("must be within 0.1–4, got {}", prc.kaia_factor),
+        ));
+    }
     let base = cfg.reference_temperature_k;
     let pulse = base + prc.delta_k;
     if !VALID_KELVIN.contains(&pulse) {
@@ -136,7 +156,12 @@ pub fn phase_response_curve(cfg: &ClockConfig, prc: &PrcConfig) -> Result<Prc, C
     let mut points = Vec::with_capacity(prc.resolution);
     for i in 0..prc.resolution {
         let ct = 24.0 * i as f64 / prc.resolution as f64;
-        let shift = shift_at(cfg, &lc, ct, pulse, d, prc.settle_cycles)?;
+        let step = Step {
+            kelvin: pulse,
+            a_total: cfg.params.a_total * prc.kaia_factor,
+            hours: d,
+        };
+        let shift = shift_at(cfg, &lc, ct, step, prc.settle_cycles)?;
         points.push(PrcPoint {
             circadian_time: ct,
             phase_shift_hours: shift,
@@ -152,16 +177,31 @@ pub fn phase_response_curve(cfg: &ClockConfig, prc: &PrcConfig) -> Result<Prc, C
     })
 }
 
+/// What the perturbed clock runs under for how long.
+#[derive(Clone, Copy, Debug)]
+struct Step {
+    /// Temperature (K).
+    kelvin: f64,
+    /// KaiA total (µM).
+    a_total: f64,
+    /// Length (h).
+    hours: f64,
+}
+
 /// Runs the unperturbed and perturbed clocks from CT `ct` and compares their last peaks.
 fn shift_at(
     cfg: &ClockConfig,
     lc: &LimitCycle,
     ct: f64,
-    pulse_k: f64,
-    d: f64,
+    step: Step,
     settle: usize,
 ) -> Result<f64, ClockError> {
     let p = &cfg.params;
+    let d = step.hours;
+    let pulsed = crate::model::KaiParams {
+        a_total: step.a_total,
+        ..*p
+    };
     let base = cfg.reference_temperature_k;
     let period = lc.period_hours;
     // Start exactly on the orbit: integrate from the recorded peak (CT 12) for the time to `ct`.
@@ -183,7 +223,7 @@ fn shift_at(
         };
         if pulse {
             ig.advance_to(
-                &mut KaiSystem::new(p, &cfg.etf, Constant(pulse_k)),
+                &mut KaiSystem::new(&pulsed, &cfg.etf, Constant(step.kelvin)),
                 tau + d,
                 &mut observe,
             )?;

@@ -53,6 +53,7 @@ fn the_planned_step_achieves_the_curve_s_prediction_through_a_checkpoint() {
             duration_minutes: 120.0,
             resolution: 24,
             settle_cycles: 4,
+            kaia_factor: 1.0,
         };
         phase_response_curve(&cfg.clock, &p).unwrap()
     };
@@ -76,6 +77,7 @@ fn the_planned_step_achieves_the_curve_s_prediction_through_a_checkpoint() {
         start,
         duration_minutes: 120.0,
         delta_k: choice.delta_k,
+        kaia_factor: choice.kaia_factor,
         settle_cycles: 3,
     };
     let cmd = ControlCommand {
@@ -127,6 +129,7 @@ fn a_reset_cancels_a_shift_and_a_node_without_a_clock_says_so() {
         start: at(600),
         duration_minutes: 60.0,
         delta_k: 5.0,
+        kaia_factor: 1.0,
         settle_cycles: 2,
     };
     let cmd = |m: i64, action| ControlCommand {
@@ -180,4 +183,97 @@ fn a_reset_cancels_a_shift_and_a_node_without_a_clock_says_so() {
         ]
     );
     assert!(node.shift().is_none());
+}
+
+/// A `parameter_modulation` shift: a step of the KaiA total chosen from its curve moves the
+/// node's clock as predicted, the node's KaiA is back to the configured total after the step,
+/// and a checkpoint taken inside the step resumes with the step's KaiA (a checkpoint keeps the
+/// clock's state, not its parameters).
+#[test]
+fn a_kaia_step_achieves_its_curve_s_prediction_through_a_checkpoint_inside_the_step() {
+    let cfg = NodeConfig::new(ClockConfig::default()).unwrap();
+    let mut node = NodeState::new(&cfg).unwrap();
+    assert!(feed(&cfg, &mut node, 0, 24 * 60).is_empty());
+    let snap = node.clock().unwrap().snapshot();
+    let configured = node.clock().unwrap().kaia_total();
+    let prc = |kaia_factor: f64| {
+        let p = PrcConfig {
+            delta_k: 0.0,
+            duration_minutes: 120.0,
+            resolution: 24,
+            settle_cycles: 4,
+            kaia_factor,
+        };
+        phase_response_curve(&cfg.clock, &p).unwrap()
+    };
+    let (more, less) = (prc(2.0), prc(0.5));
+    let target = -2.0;
+    let choice = choose(
+        &[&more, &less],
+        snap.circadian_time,
+        snap.period_hours,
+        target,
+    )
+    .unwrap();
+    assert!(choice.predicted_shift_hours < -1.0, "{choice:?}");
+    assert!(
+        choice.kaia_factor != 1.0 && choice.delta_k == 0.0,
+        "{choice:?}"
+    );
+    let now = 24 * 60 - 20;
+    let wait_minutes = (choice.wait_hours * 60.0).round() as i64;
+    let plan = PhaseShiftPlan {
+        shift_id: "k1".into(),
+        target_shift_hours: target,
+        predicted_shift_hours: choice.predicted_shift_hours,
+        start: at(now + wait_minutes),
+        duration_minutes: 120.0,
+        delta_k: 0.0,
+        kaia_factor: choice.kaia_factor,
+        settle_cycles: 3,
+    };
+    assert_eq!(plan.method(), "parameter_modulation");
+    let cmd = ControlCommand {
+        node_id: "n".into(),
+        timestamp: at(now + 1),
+        issued_by: None,
+        issued_at: None,
+        action: ControlAction::PhaseShift(plan),
+        reason: None,
+    };
+    let mut out = Vec::new();
+    node.control(&cfg, &cmd, &mut out).unwrap();
+    // An hour into the step (on a reading's minute): checkpoint and resume.
+    let inside = (now + wait_minutes + 60) / 20 * 20 + 20;
+    assert!(feed(&cfg, &mut node, now + 20, inside).is_empty());
+    let stepped = node.clock().unwrap().kaia_total();
+    assert!(
+        (stepped - configured * choice.kaia_factor).abs() < 1e-12,
+        "{stepped} inside the step"
+    );
+    let mut resumed = NodeState::resume(
+        &cfg,
+        NodeCheckpoint::from_bytes(&node.checkpoint().to_bytes()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(resumed.clock().unwrap().kaia_total(), stepped);
+    let end = inside + 6 * 24 * 60;
+    let done = feed(&cfg, &mut node, inside, end);
+    let again = feed(&cfg, &mut resumed, inside, end);
+    assert_eq!(done, again);
+    assert_eq!(done.len(), 1, "{done:?}");
+    let r = &done[0];
+    assert_eq!(
+        (r.outcome, r.kaia_factor),
+        (PhaseShiftOutcome::Completed, choice.kaia_factor)
+    );
+    assert_eq!(node.clock().unwrap().kaia_total(), configured);
+    let achieved = r.achieved_shift_hours.unwrap();
+    // Live tolerances against the curve's tight ones, 3 settling cycles against 4.
+    assert!(
+        (achieved - choice.predicted_shift_hours).abs() < 0.05,
+        "achieved {achieved} h, predicted {} h",
+        choice.predicted_shift_hours
+    );
+    assert!(r.settling_time_hours.is_some_and(|h| h > 0.0), "{r:?}");
 }

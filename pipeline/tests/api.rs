@@ -158,6 +158,38 @@ fn settings_phase_shifts_analytics_bulk_and_diagnostics() {
     );
     assert_eq!(s, 200, "{dry}");
     assert_eq!(dry["dry_run"], true);
+    // The specification's other method: a step of the KaiA total, the temperature left alone.
+    let (s, kaia) = call(
+        "POST",
+        "/v1/entrainment/phase-shift",
+        r#"{"node_id":"ps1","shift_type":"delay","magnitude_hours":2.0,
+            "method":"parameter_modulation","dry_run":true}"#,
+        &researcher,
+    );
+    assert_eq!(s, 200, "{kaia}");
+    assert_eq!(kaia["method"], "parameter_modulation", "{kaia}");
+    assert_eq!(kaia["plan"]["delta_k"], 0.0, "{kaia}");
+    let factor = kaia["plan"]["kaia_factor"].as_f64().unwrap();
+    assert!(factor == 2.0 || factor == 0.5, "{kaia}");
+    assert!(
+        kaia["expected_phase_change"].as_f64().unwrap() < 0.0,
+        "{kaia}"
+    );
+    let (s, refused) = call(
+        "POST",
+        "/v1/entrainment/phase-shift",
+        r#"{"node_id":"ps1","target_shift_hours":1.0,"method":"parameter_modulation",
+            "temperature_delta_kelvin":3.0}"#,
+        &researcher,
+    );
+    assert_eq!(s, 400, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("kaia_factor"),
+        "{refused}"
+    );
     let (s, plan) = call(
         "POST",
         "/v1/entrainment/phase-shift",

@@ -349,8 +349,9 @@ pub struct SimulationPatch {
     pub min_step_hours: Option<f64>,
 }
 
-/// A planned temperature step: `delta_k` added to the clock's drive from `start` for
-/// `duration_minutes`.
+/// A planned step: `delta_k` added to the clock's drive, and the KaiA total multiplied by
+/// `kaia_factor`, from `start` for `duration_minutes` (a `temperature_step` shift moves the
+/// temperature alone, a `parameter_modulation` shift the KaiA alone).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PhaseShiftPlan {
@@ -368,8 +369,26 @@ pub struct PhaseShiftPlan {
     pub duration_minutes: f64,
     /// The step (K, positive = warmer).
     pub delta_k: f64,
+    /// The KaiA total during the step, as a factor of the configured one (1: unchanged).
+    #[serde(default = "unchanged")]
+    pub kaia_factor: f64,
     /// Cycles after the step before the achieved shift is read off.
     pub settle_cycles: u32,
+}
+
+fn unchanged() -> f64 {
+    1.0
+}
+
+impl PhaseShiftPlan {
+    /// The specification's name of how the shift is made.
+    pub fn method(&self) -> &'static str {
+        if self.kaia_factor == 1.0 {
+            "temperature_step"
+        } else {
+            "parameter_modulation"
+        }
+    }
 }
 
 impl ControlCommand {
@@ -468,6 +487,7 @@ mod tests {
                 start: "2026-01-05T12:00:00Z".parse().unwrap(),
                 duration_minutes: 120.0,
                 delta_k: 5.0,
+                kaia_factor: 1.0,
                 settle_cycles: 3,
             }),
             reason: None,
@@ -475,5 +495,9 @@ mod tests {
         let text = serde_json::to_string(&plan).unwrap();
         assert!(text.contains(r#""control":"phase_shift""#), "{text}");
         assert_eq!(serde_json::from_str::<ControlCommand>(&text).unwrap(), plan);
+        // A plan logged before the KaiA step existed is a temperature step.
+        let old = text.replace(r#""kaia_factor":1.0,"#, "");
+        assert_ne!(old, text);
+        assert_eq!(serde_json::from_str::<ControlCommand>(&old).unwrap(), plan);
     }
 }

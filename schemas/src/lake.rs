@@ -256,6 +256,7 @@ fn phase_shifts() -> Schema {
         f64_col("achieved_shift_hours", true),
         Field::new("outcome", DataType::Utf8, false),
         f64_col("settling_time_hours", true),
+        f64_col("kaia_factor", true),
     ])
 }
 

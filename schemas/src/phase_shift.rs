@@ -55,6 +55,10 @@ pub struct PhaseShiftReport {
     pub step_end: DateTime<Utc>,
     /// The step (K).
     pub delta_k: f64,
+    /// The KaiA total during the step, as a factor of the configured one (1: unchanged; else
+    /// a `parameter_modulation` shift).
+    #[serde(default = "unchanged")]
+    pub kaia_factor: f64,
     /// The shift asked for (h, advance positive).
     pub target_shift_hours: f64,
     /// The shift the phase response curve predicted (h).
@@ -67,4 +71,8 @@ pub struct PhaseShiftReport {
     pub settling_time_hours: Option<f64>,
     /// How it ended.
     pub outcome: PhaseShiftOutcome,
+}
+
+fn unchanged() -> f64 {
+    1.0
 }

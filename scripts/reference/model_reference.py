@@ -23,6 +23,9 @@ It writes `operators/tests/data/model_reference.json` with:
                    a = 5 and 2.5 K, from several initial phases of the 30 degC limit cycle:
                    peak-to-peak periods over days 12-20 and the peak time of total
                    phosphorylation modulo 24 h on the last days.
+* `kaia_prc`       a KaiA step (A_tot x2 and x0.5 for 2 h at 30 degC, the compensated preset):
+                   the asymptotic phase shift at 4 phases after the peak of total
+                   phosphorylation.
 * `uncompensated_prc`  the time-rescaling check: with E0 == EA every rate is multiplied by the
                    same Arrhenius factor f, so a +5 K pulse of length D advances the clock by
                    (f - 1)*D at every phase; compared with simulation at 4 phases.
@@ -473,11 +476,53 @@ def uncompensated_prc():
     }
 
 
+def kaia_prc():
+    """A KaiA step (A_tot times a factor for D hours at the reference temperature, the
+    `parameter_modulation` phase shift): the asymptotic shift at 4 phases, read off the 8th
+    peak of total phosphorylation after the step against the unperturbed run."""
+    dur = 2.0
+    rhs = make_rhs("compensated", THETA_REF)
+    base = limit_cycle_state("compensated")
+    horizon = 12 * 24.0 + 48.0
+    sol_ref, ev_ref = run(rhs, 0.0, horizon, base)
+    tp_ref = ev_ref[("total", "max")][0]
+    period = float(np.mean(np.diff(tp_ref)))
+    t0 = tp_ref[0]
+    out = {"preset": "compensated", "theta_K": THETA_REF, "pulse_duration_hours": dur,
+           "reference_period_hours": period, "factors": {}}
+    for factor in (2.0, 0.5):
+        pulsed = make_rhs("compensated", THETA_REF, a_tot=A_TOT * factor)
+        shifts = []
+        for frac in (0.0, 0.25, 0.5, 0.75):
+            ts = t0 + frac * period
+            s_pulse, _ = run(pulsed, ts, ts + dur, sol_ref.sol(ts), with_events=False)
+            _, ev = run(rhs, ts + dur, horizon, s_pulse.y[:, -1])
+            tp = ev[("total", "max")][0]
+            k = np.nonzero(tp > ts + dur)[0][7]
+            kr = np.argmin(np.abs(tp_ref - tp[k]))
+            shifts.append({"pulse_start_phase_fraction_after_total_peak": frac,
+                           "shift_hours_advance_positive": float(tp_ref[kr] - tp[k])})
+        out["factors"][f"{factor:g}"] = shifts
+    return out
+
+
+SECTIONS = (("free_running", free_running), ("damped", damped), ("entrainment", entrainment),
+            ("uncompensated_prc", uncompensated_prc), ("kaia_prc", kaia_prc))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     root = Path(__file__).resolve().parents[2]
     ap.add_argument("--out", default=str(root / "operators/tests/data/model_reference.json"))
+    ap.add_argument("--only", help="recompute this section alone, keeping the others")
     args = ap.parse_args()
+    if args.only:
+        out = Path(args.out)
+        doc = json.loads(out.read_text())
+        doc[args.only] = dict(SECTIONS)[args.only]()
+        out.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"wrote {args.only} into {out}", file=sys.stderr)
+        return
     t_start = time.time()
     doc = {
         "source": {
@@ -510,8 +555,7 @@ def main():
             "presets": PRESETS,
         },
     }
-    for name, fn in (("free_running", free_running), ("damped", damped),
-                     ("entrainment", entrainment), ("uncompensated_prc", uncompensated_prc)):
+    for name, fn in SECTIONS:
         t = time.time()
         doc[name] = fn()
         print(f"{name}: {time.time() - t:.1f} s", file=sys.stderr)

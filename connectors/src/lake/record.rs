@@ -276,6 +276,7 @@ columns!(PhaseShiftColumns for PhaseShiftReport, Table::PhaseShifts, {
     outcome: StringBuilder = strings => |x| append_value(x.outcome.as_str()),
     settling_time_hours: Float64Builder = floats
         => |x| append_option(x.settling_time_hours),
+    kaia_factor: Float64Builder = floats => |x| append_value(x.kaia_factor),
 });
 
 impl LakeRecord for PhaseShiftReport {

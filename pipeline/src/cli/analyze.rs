@@ -92,6 +92,7 @@ pub fn prc(a: &PrcArgs) -> Result<()> {
             delta_k: a.delta_k,
             duration_minutes: a.duration_minutes,
             resolution: a.resolution,
+            kaia_factor: a.kaia_factor,
             ..Default::default()
         },
     )
@@ -100,8 +101,8 @@ pub fn prc(a: &PrcArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&prc)?);
     } else {
         println!(
-            "# PRC: {:+} K for {} min at {} K, free-running period {:.3} h; time-rescaling shift {:+.4} h",
-            a.delta_k, a.duration_minutes, prc.base_temperature_k, prc.period_hours, prc.time_rescaling_shift_hours
+            "# PRC: {:+} K and KaiA ×{} for {} min at {} K, free-running period {:.3} h; time-rescaling shift {:+.4} h",
+            a.delta_k, a.kaia_factor, a.duration_minutes, prc.base_temperature_k, prc.period_hours, prc.time_rescaling_shift_hours
         );
         println!("circadian_time,phase_shift_hours,phase_shift_ct_hours");
         for p in &prc.points {

@@ -208,6 +208,10 @@ pub struct PrcArgs {
     /// Length of the step (min).
     #[arg(long, default_value_t = 120.0)]
     duration_minutes: f64,
+    /// The KaiA total during the step, as a factor of the configured one (a KaiA step, the
+    /// `parameter_modulation` shift; with --delta-k 0 for the KaiA alone).
+    #[arg(long, default_value_t = 1.0)]
+    kaia_factor: f64,
     /// Temperature dependence of the rates.
     #[arg(long, value_enum, default_value = "compensated")]
     etf: EtfArg,

@@ -75,7 +75,7 @@ pub struct RunArgs {
     /// Where the node registry and the generated JWT secret live.
     #[arg(long, default_value = "data/state", env = "KAIABC_STATE_DIR")]
     state_dir: PathBuf,
-    /// Readings a minute per API key or token: single, batch or bulk requests (429 beyond).
+    /// Ingestion requests a minute per API key or token: single, batch or bulk (429 beyond).
     #[arg(long, default_value_t = Limits::CONTRACT.ingest_per_minute, env = "KAIABC_RATE_LIMIT_INGEST")]
     rate_limit_ingest: u32,
     /// State queries a minute per API key or token: reads of state, history, analytics,

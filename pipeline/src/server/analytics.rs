@@ -312,6 +312,7 @@ struct ShiftRow {
     shift_id: String,
     completed_at: Value,
     delta_k: f64,
+    kaia_factor: f64,
     target: f64,
     predicted: f64,
     achieved: Option<f64>,
@@ -325,6 +326,8 @@ impl ShiftRow {
             shift_id: v["shift_id"].as_str().unwrap_or_default().to_string(),
             completed_at: v["completed_at"].clone(),
             delta_k: num(v, "delta_k").unwrap_or(f64::NAN),
+            // Files written before the column: temperature steps.
+            kaia_factor: num(v, "kaia_factor").unwrap_or(1.0),
             target: num(v, "target_shift_hours").unwrap_or(f64::NAN),
             predicted: num(v, "predicted_shift_hours").unwrap_or(f64::NAN),
             achieved: num(v, "achieved_shift_hours"),
@@ -351,6 +354,8 @@ impl ShiftRow {
             "efficiency": self.efficiency(),
             "settling_time_hours": self.settling,
             "temperature_delta_applied": self.delta_k,
+            "method": if self.kaia_factor == 1.0 { "temperature_step" } else { "parameter_modulation" },
+            "kaia_factor": self.kaia_factor,
             "outcome": self.outcome,
         })
     }
@@ -374,36 +379,45 @@ fn recommendations(shifts: &[ShiftRow]) -> Vec<String> {
         // How much of the target the curve itself promised: below the band, the step was too
         // small for the target whatever the clock did.
         let promised = mean(&|s| s.predicted / s.target);
-        let step = mean(&|s| s.delta_k.abs());
-        if ON_TARGET.contains(&efficiency) {
-            out.push(format!(
-                "Shifts reach {:.0} % of their targets on average: keep the current \
-                 temperature steps (±{step:.1} K).",
-                efficiency * 100.0
-            ));
-        } else if efficiency < *ON_TARGET.start() && promised < *ON_TARGET.start() {
-            out.push(format!(
-                "Shifts reach {:.0} % of their targets, and the phase response curve promised \
-                 only {:.0} % at ±{step:.1} K: ask for smaller shifts, or allow a larger or \
-                 longer temperature step.",
-                efficiency * 100.0,
-                promised * 100.0
-            ));
-        } else if efficiency < *ON_TARGET.start() {
-            out.push(format!(
-                "Shifts reach {:.0} % of their targets although the phase response curve \
-                 promised {:.0} %: the node's temperature moved during the steps, or the curve \
-                 no longer fits its clock (GET /v1/entrainment/prc recomputes it).",
-                efficiency * 100.0,
-                promised * 100.0
-            ));
-        } else {
-            out.push(format!(
-                "Shifts overshoot, reaching {:.0} % of their targets: use smaller temperature \
-                 steps than ±{step:.1} K or shorter ones.",
-                efficiency * 100.0
-            ));
+        // The steps, as the shifts made them: temperature, KaiA, or both kinds.
+        let (temperature, kaia): (Vec<&&ShiftRow>, Vec<&&ShiftRow>) =
+            done.iter().partition(|s| s.kaia_factor == 1.0);
+        let mut kinds = Vec::new();
+        if !temperature.is_empty() {
+            let k =
+                temperature.iter().map(|s| s.delta_k.abs()).sum::<f64>() / temperature.len() as f64;
+            kinds.push(format!("temperature steps of ±{k:.1} K"));
         }
+        if !kaia.is_empty() {
+            let f = kaia.iter().map(|s| s.kaia_factor).sum::<f64>() / kaia.len() as f64;
+            kinds.push(format!("KaiA steps of ×{f:.2}"));
+        }
+        let steps = kinds.join(" and ");
+        let pct = efficiency * 100.0;
+        out.push(if ON_TARGET.contains(&efficiency) {
+            format!(
+                "Shifts reach {pct:.0} % of their targets on average: keep the current {steps}."
+            )
+        } else if efficiency < *ON_TARGET.start() && promised < *ON_TARGET.start() {
+            format!(
+                "Shifts reach {pct:.0} % of their targets, and the phase response curve \
+                 promised only {:.0} % with {steps}: ask for smaller shifts, or allow a larger \
+                 or longer step.",
+                promised * 100.0
+            )
+        } else if efficiency < *ON_TARGET.start() {
+            format!(
+                "Shifts reach {pct:.0} % of their targets although the phase response curve \
+                 promised {:.0} % with {steps}: the node's temperature moved during the steps, or the curve \
+                 no longer fits its clock (GET /v1/entrainment/prc recomputes it).",
+                promised * 100.0
+            )
+        } else {
+            format!(
+                "Shifts overshoot, reaching {pct:.0} % of their targets: use smaller or shorter \
+                 steps than the {steps}."
+            )
+        });
     }
     let longest = shifts
         .iter()
@@ -459,7 +473,7 @@ pub(super) async fn entrainment_efficiency(
     let shifts: Vec<ShiftRow> = rows(
         &api,
         &format!(
-            "SELECT shift_id, completed_at, delta_k, target_shift_hours, predicted_shift_hours, \
+            "SELECT shift_id, completed_at, delta_k, kaia_factor, target_shift_hours, predicted_shift_hours, \
              achieved_shift_hours, settling_time_hours, outcome FROM phase_shifts WHERE \
              {shift_filter} ORDER BY completed_at DESC LIMIT {RECENT_SHIFTS}"
         ),
@@ -858,4 +872,56 @@ pub(super) fn bulk_readings_route(api: &Arc<Api>, at: super::Matched) -> Route {
     at.and(body(16 * 1024 * 1024))
         .then(move |_: Principal, b: bytes::Bytes| bulk_readings(Arc::clone(&a), b))
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shift(target: f64, predicted: f64, achieved: Option<f64>, kaia: f64) -> ShiftRow {
+        ShiftRow {
+            shift_id: "s".into(),
+            completed_at: Value::Null,
+            delta_k: if kaia == 1.0 { 5.0 } else { 0.0 },
+            kaia_factor: kaia,
+            target,
+            predicted,
+            achieved,
+            settling: achieved.map(|_| 30.0),
+            outcome: if achieved.is_some() {
+                "completed"
+            } else {
+                "superseded"
+            }
+            .into(),
+        }
+    }
+
+    /// Each branch of the advice follows from the figures it names.
+    #[test]
+    fn the_advice_follows_the_shifts_figures() {
+        let advice = |rows: &[ShiftRow]| recommendations(rows).join(" | ");
+        assert!(advice(&[]).contains("No phase shift"));
+        // Half the target, and the curve promised little more: the step was too small.
+        let a = advice(&[shift(2.0, 1.1, Some(1.0), 1.0)]);
+        assert!(
+            a.contains("50 %") && a.contains("promised only 55 %"),
+            "{a}"
+        );
+        assert!(a.contains("temperature steps of ±5.0 K"), "{a}");
+        // Short of a promise the curve made: the clock did not follow it.
+        let a = advice(&[shift(2.0, 2.0, Some(1.0), 2.0)]);
+        assert!(
+            a.contains("although") && a.contains("KaiA steps of ×2.00"),
+            "{a}"
+        );
+        assert!(advice(&[shift(1.0, 1.0, Some(1.5), 1.0)]).contains("overshoot"));
+        // On target; a superseded shift asks for spacing by the longest settling time.
+        let a = advice(&[shift(1.0, 1.0, Some(0.95), 1.0), shift(1.0, 1.0, None, 1.0)]);
+        assert!(
+            a.contains("keep the current") && a.contains("1 shift(s) were superseded"),
+            "{a}"
+        );
+        assert!(a.contains("at least 30.0 h"), "{a}");
+    }
 }

@@ -63,9 +63,15 @@ pub(super) struct ShiftRequest {
     #[serde(default)]
     #[schemars(range(min = 0.0, max = 12.0))]
     magnitude_hours: Option<f64>,
-    /// How to shift: a `temperature_step` (the only method this model plans).
+    /// How to shift: `temperature_step` (the default) or `parameter_modulation` (a step of
+    /// the KaiA total).
     #[serde(default)]
     method: Option<ShiftMethod>,
+    /// For `parameter_modulation`: the KaiA total during the step as a factor of the
+    /// configured one (0.1–4; default: ×2 and ×0.5 both considered).
+    #[serde(default)]
+    #[schemars(range(min = 0.1, max = 4.0))]
+    kaia_factor: Option<f64>,
     /// The step (K): positive warm, negative cold (the specification's name of `delta_k` with
     /// the direction in its sign).
     #[serde(default)]
@@ -107,12 +113,21 @@ enum ShiftType {
     Delay,
 }
 
-/// The specification's shift methods: only a temperature step is planned here.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, schemars::JsonSchema)]
+/// The specification's shift methods.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum ShiftMethod {
+    /// A step of the node's temperature drive (`delta_k`, warm or cold).
+    #[default]
     TemperatureStep,
+    /// A step of the model's KaiA total (`kaia_factor`; KaiA added to or taken from the
+    /// reaction), at the node's temperature.
+    ParameterModulation,
 }
+
+/// The KaiA steps a `parameter_modulation` shift considers unless `kaia_factor` names one:
+/// twice the KaiA and half of it (the clock answers both strongly, at different phases).
+const KAIA_STEPS: [f64; 2] = [2.0, 0.5];
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -183,6 +198,7 @@ async fn get_prc(api: Arc<Api>, q: PrcQuery) -> warp::reply::Response {
         duration_minutes: q.duration_minutes.unwrap_or(d.duration_minutes),
         resolution: q.resolution.unwrap_or(24),
         settle_cycles: q.settle_cycles.unwrap_or(d.settle_cycles),
+        ..d
     };
     if let Some(resp) = q.node_id.as_deref().and_then(super::invalid_node_id) {
         return resp;
@@ -311,7 +327,33 @@ async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp:
             Direction::Cold
         };
     }
-    let _ = req.method; // A temperature step is the only method (serde refuses others).
+    let method = req.method.unwrap_or_default();
+    let kaia_steps: Vec<f64> = match (method, req.kaia_factor) {
+        (ShiftMethod::TemperatureStep, None) => vec![1.0],
+        (ShiftMethod::TemperatureStep, Some(_)) => {
+            return bad("kaia_factor is the step of a parameter_modulation shift".into())
+        }
+        (ShiftMethod::ParameterModulation, _)
+            if req.temperature_delta_kelvin.is_some() || req.direction != Direction::Either =>
+        {
+            return bad(
+                "a parameter_modulation shift steps the KaiA total, not the temperature: \
+                 kaia_factor instead of temperature_delta_kelvin or direction"
+                    .into(),
+            )
+        }
+        (ShiftMethod::ParameterModulation, Some(f))
+            if f.is_finite() && kaiabc_operators::prc::KAIA_FACTORS.contains(&f) && f != 1.0 =>
+        {
+            vec![f]
+        }
+        (ShiftMethod::ParameterModulation, Some(f)) => {
+            return bad(format!(
+                "kaia_factor must be within 0.1–4 and not 1, got {f}"
+            ))
+        }
+        (ShiftMethod::ParameterModulation, None) => KAIA_STEPS.to_vec(),
+    };
     if req.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
         return bad("reason is longer than 500 characters".into());
     }
@@ -331,22 +373,27 @@ async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp:
         ))
         .response();
     };
-    let signs: &[f64] = match req.direction {
-        Direction::Warm => &[1.0],
-        Direction::Cold => &[-1.0],
-        Direction::Either => &[1.0, -1.0],
+    let signs: &[f64] = match (method, req.direction) {
+        // The KaiA step alone: the temperature stays.
+        (ShiftMethod::ParameterModulation, _) => &[0.0],
+        (_, Direction::Warm) => &[1.0],
+        (_, Direction::Cold) => &[-1.0],
+        (_, Direction::Either) => &[1.0, -1.0],
     };
     let mut curves = Vec::new();
     for sign in signs {
-        let cfg = PrcConfig {
-            delta_k: sign * req.delta_k,
-            duration_minutes: req.duration_minutes,
-            resolution: 48,
-            settle_cycles: 4,
-        };
-        match curve(&api, Some(&req.node_id), cfg).await {
-            Ok((c, _)) => curves.push(c),
-            Err(r) => return *r,
+        for &kaia_factor in &kaia_steps {
+            let cfg = PrcConfig {
+                delta_k: sign * req.delta_k,
+                duration_minutes: req.duration_minutes,
+                resolution: 48,
+                settle_cycles: 4,
+                kaia_factor,
+            };
+            match curve(&api, Some(&req.node_id), cfg).await {
+                Ok((c, _)) => curves.push(c),
+                Err(r) => return *r,
+            }
         }
     }
     let refs: Vec<&Prc> = curves.iter().map(|c| &**c).collect();
@@ -361,12 +408,13 @@ async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp:
         start,
         duration_minutes: req.duration_minutes,
         delta_k: choice.delta_k,
+        kaia_factor: choice.kaia_factor,
         settle_cycles: req.settle_cycles,
     };
     let miss = (choice.predicted_shift_hours - target).abs();
     let chosen = curves
         .iter()
-        .find(|c| c.config.delta_k == choice.delta_k)
+        .find(|c| c.config.delta_k == choice.delta_k && c.config.kaia_factor == choice.kaia_factor)
         .unwrap_or(&curves[0]);
     let completion = start + chrono::Duration::milliseconds((req.duration_minutes * 60e3) as i64);
     let settled = completion
@@ -382,6 +430,7 @@ async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp:
         "settled_by": kaiabc_schemas::format_timestamp(&settled),
         "node_id": req.node_id,
         "shift_id": plan.shift_id,
+        "method": plan.method(),
         "plan": plan,
         "at_circadian_time": choice.circadian_time,
         "wait_hours": choice.wait_hours,
