@@ -565,20 +565,63 @@ fn canonical(p: &str) -> String {
         .unwrap_or_else(|| p.to_string())
 }
 
+/// What a client's message asks for.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Ask {
+    /// Add stream patterns; answered with an `ack` holding their snapshot.
+    Subscribe,
+    /// Drop stream patterns; answered with an `ack` listing what is left.
+    Unsubscribe,
+    /// Answered with a `pong`.
+    Ping,
+}
+
 /// A client's message: `{"type" | "action": "subscribe" | "unsubscribe" | "ping", "streams"}`
 /// (the specification's clients send `action`).
 #[derive(Deserialize)]
 struct ClientMessage {
     #[serde(rename = "type", alias = "action")]
-    kind: String,
+    ask: Ask,
     #[serde(default)]
     streams: Vec<String>,
 }
 
-fn error_text(code: &str, message: &str) -> String {
-    json!({"type": "error", "error": {"code": code, "message": message,
-        "timestamp": kaiabc_schemas::format_timestamp(&chrono::Utc::now())}})
-    .to_string()
+/// Why a client's message is refused: the `error` reply's code and message.
+#[derive(Debug, thiserror::Error)]
+enum WsError {
+    /// Not JSON, or not a message this server knows.
+    #[error("{0}")]
+    InvalidMessage(String),
+    /// A stream pattern that names no stream.
+    #[error("unknown stream {0:?}; streams are oscillator.state.{{node}}, sensors.reading.{{node}} (or sensors.temperature.{{node}}), output.pwm.{{node}} (or output.koa.{{node}}), alert, phase_shift.complete, with * wildcards")]
+    InvalidStream(String),
+    /// More patterns than a client may hold.
+    #[error("a client may hold at most {MAX_PATTERNS} stream patterns (it has {held}, and asked for {asked} more); use wildcards")]
+    TooManyStreams {
+        /// Patterns it holds.
+        held: usize,
+        /// New patterns it asked for.
+        asked: usize,
+    },
+}
+
+impl WsError {
+    /// The stable code of the `error` reply.
+    fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidMessage(_) => "INVALID_MESSAGE",
+            Self::InvalidStream(_) => "INVALID_STREAM",
+            Self::TooManyStreams { .. } => "TOO_MANY_STREAMS",
+        }
+    }
+
+    /// The `error` reply.
+    fn text(&self) -> String {
+        json!({"type": "error", "error": {"code": self.code(), "message": self.to_string(),
+            "timestamp": kaiabc_schemas::format_timestamp(&chrono::Utc::now())}})
+        .to_string()
+    }
 }
 
 /// One client's subscriptions and the last sequence number it was sent per stream.
@@ -605,24 +648,26 @@ impl Client {
         msg.to_string()
     }
 
-    /// Handles a text message from the client; returns the replies.
+    /// Handles a text message from the client; returns the reply.
     fn handle(&mut self, hub: &Hub, text: &str) -> String {
-        let msg: ClientMessage = match serde_json::from_str(text) {
-            Ok(m) => m,
-            Err(e) => return error_text("INVALID_MESSAGE", &e.to_string()),
-        };
+        self.answer(hub, text).unwrap_or_else(|e| e.text())
+    }
+
+    fn answer(&mut self, hub: &Hub, text: &str) -> Result<String, WsError> {
+        let msg: ClientMessage = serde_json::from_str(text).map_err(|e| {
+            WsError::InvalidMessage(format!("{e} (messages: subscribe, unsubscribe, ping)"))
+        })?;
+        if msg.ask != Ask::Ping && msg.streams.is_empty() {
+            return Err(WsError::InvalidMessage(
+                "streams must list at least one stream".into(),
+            ));
+        }
         let streams: Vec<String> = msg.streams.iter().map(|p| canonical(p)).collect();
-        match msg.kind.as_str() {
-            "ping" => json!({"type": "pong"}).to_string(),
-            "subscribe" | "unsubscribe" if msg.streams.is_empty() => {
-                error_text("INVALID_MESSAGE", "streams must list at least one stream")
-            }
-            "subscribe" => {
+        Ok(match msg.ask {
+            Ask::Ping => json!({"type": "pong"}).to_string(),
+            Ask::Subscribe => {
                 if let Some(bad) = streams.iter().find(|s| !valid_pattern(s)) {
-                    return error_text(
-                        "INVALID_STREAM",
-                        &format!("unknown stream {bad:?}; streams are oscillator.state.{{node}}, sensors.reading.{{node}} (or sensors.temperature.{{node}}), output.pwm.{{node}} (or output.koa.{{node}}), alert, phase_shift.complete, with * wildcards"),
-                    );
+                    return Err(WsError::InvalidStream(bad.clone()));
                 }
                 let mut new: Vec<String> = streams
                     .iter()
@@ -632,15 +677,10 @@ impl Client {
                 new.sort();
                 new.dedup();
                 if self.patterns.len() + new.len() > MAX_PATTERNS {
-                    return error_text(
-                        "TOO_MANY_STREAMS",
-                        &format!(
-                            "a client may hold at most {MAX_PATTERNS} stream patterns (it has {}, \
-                             and asked for {} more); use wildcards",
-                            self.patterns.len(),
-                            new.len()
-                        ),
-                    );
+                    return Err(WsError::TooManyStreams {
+                        held: self.patterns.len(),
+                        asked: new.len(),
+                    });
                 }
                 hub.interest_in(&new, true);
                 self.patterns.extend(new.iter().cloned());
@@ -661,7 +701,7 @@ impl Client {
                 }
                 reply
             }
-            "unsubscribe" => {
+            Ask::Unsubscribe => {
                 let gone: HashSet<&String> = streams.iter().collect();
                 let removed: Vec<String> = self
                     .patterns
@@ -675,11 +715,7 @@ impl Client {
                     "subscriptions": self.patterns})
                 .to_string()
             }
-            other => error_text(
-                "INVALID_MESSAGE",
-                &format!("unknown message type {other:?} (subscribe, unsubscribe, ping)"),
-            ),
-        }
+        })
     }
 
     /// Whether to send `p`: subscribed, and newer than what the client has.
