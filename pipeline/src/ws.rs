@@ -2,9 +2,10 @@
 //! snapshot of the current values, then events with per-stream sequence numbers. A client that
 //! falls behind never slows the pipeline: it gets a resync notice and a fresh snapshot.
 //!
-//! Client → server: `{"type":"subscribe","streams":[…]}`, `{"type":"unsubscribe","streams":[…]}`,
-//! `{"type":"ping"}`. Server → client: `ack` (with `snapshot`), `event`, `resync`, `pong`,
-//! `error`. Streams: `oscillator.state.{node}`, `sensors.reading.{node}`, `output.pwm.{node}`,
+//! Client → server ([`ClientMessage`]): `{"action":"subscribe","streams":[…]}`,
+//! `{"action":"unsubscribe","streams":[…]}`, `{"action":"ping"}` (`type` for `action` too).
+//! Server → client ([`ServerMessage`], tagged by `type`): `ack` (with `snapshot`), `event`,
+//! `resync`, `pong`, `error`. Streams: `oscillator.state.{node}`, `sensors.reading.{node}`, `output.pwm.{node}`,
 //! `alert`, `phase_shift.complete`.
 
 use std::collections::{HashMap, HashSet};
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use kaiabc_schemas::{LakeRow, OscillatorState, ReadingRow};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 use warp::ws::{Message, WebSocket};
@@ -172,30 +173,103 @@ fn event_text(stream: &str, seq: u64, data: &Value) -> String {
             stream.strip_prefix(f).map(|node| (family, Some(node)))
         })
         .unwrap_or((stream, None));
-    let node_id = data.get("node_id").and_then(Value::as_str).or(node);
-    let timestamp = data
-        .get("timestamp")
-        .filter(|t| t.is_string())
-        .cloned()
-        .unwrap_or_else(|| json!(kaiabc_schemas::format_timestamp(&chrono::Utc::now())));
-    let mut m = json!({
-        "type": "event",
-        "event": event,
-        "node_id": node_id,
-        "timestamp": timestamp,
-        "stream": stream,
-        "seq": seq,
-        "data": data,
+    let field = |k: &str| data.get(k).cloned().unwrap_or(Value::Null);
+    let alert = (stream == "alert").then(|| AlertFields {
+        severity: field("severity"),
+        code: field("code"),
+        message: field("message"),
+        details: json!({ "source": data.get("source") }),
     });
-    if stream == "alert" {
-        for k in ["severity", "code", "message"] {
-            m[k] = data.get(k).cloned().unwrap_or(Value::Null);
-        }
-        m["details"] = json!({ "source": data.get("source") });
-    } else if stream == PHASE_SHIFT_STREAM {
-        m["shift_id"] = data.get("shift_id").cloned().unwrap_or(Value::Null);
+    ServerMessage::Event(Event {
+        event,
+        node_id: data.get("node_id").and_then(Value::as_str).or(node),
+        timestamp: data
+            .get("timestamp")
+            .filter(|t| t.is_string())
+            .cloned()
+            .unwrap_or_else(|| json!(kaiabc_schemas::format_timestamp(&chrono::Utc::now()))),
+        stream,
+        seq,
+        data,
+        alert,
+        shift_id: (stream == PHASE_SHIFT_STREAM).then(|| field("shift_id")),
+    })
+    .text()
+}
+
+/// What the server sends a client, tagged by `type`.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ServerMessage<'a> {
+    /// Answers a subscribe (with the new patterns' snapshot) or an unsubscribe (with the
+    /// patterns left).
+    Ack {
+        action: Ask,
+        /// The streams as the client named them.
+        streams: &'a [String],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        snapshot: Option<Vec<SnapshotItem>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subscriptions: Option<&'a [String]>,
+    },
+    /// Answers a ping.
+    Pong,
+    /// The client fell `missed` events behind: the latest item of each subscribed stream.
+    Resync {
+        missed: u64,
+        snapshot: Vec<SnapshotItem>,
+    },
+    /// A refused message.
+    Error { error: ErrorBody },
+    /// One published item.
+    Event(Event<'a>),
+}
+
+impl ServerMessage<'_> {
+    fn text(&self) -> String {
+        // Serialising these types cannot fail (string keys, finite JSON values).
+        serde_json::to_string(self).unwrap_or_default()
     }
-    m.to_string()
+}
+
+/// The latest item of one stream, in an `ack` or a `resync`.
+#[derive(Serialize)]
+struct SnapshotItem {
+    stream: String,
+    seq: u64,
+    data: Value,
+}
+
+/// The `error` of a refusal.
+#[derive(Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: String,
+    timestamp: String,
+}
+
+/// An `event` in the API specification's envelope, with our `stream` and `seq`.
+#[derive(Serialize)]
+struct Event<'a> {
+    event: &'a str,
+    node_id: Option<&'a str>,
+    timestamp: Value,
+    stream: &'a str,
+    seq: u64,
+    data: &'a Value,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    alert: Option<AlertFields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shift_id: Option<Value>,
+}
+
+/// An alert's own fields, at the top of its event.
+#[derive(Serialize)]
+struct AlertFields {
+    severity: Value,
+    code: Value,
+    message: Value,
+    details: Value,
 }
 
 /// A `sensors.reading` event's data: the contract's `temperature_kelvin` (filtered; null for a
@@ -566,7 +640,7 @@ fn canonical(p: &str) -> String {
 }
 
 /// What a client's message asks for.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 enum Ask {
     /// Add stream patterns; answered with an `ack` holding their snapshot.
@@ -618,9 +692,14 @@ impl WsError {
 
     /// The `error` reply.
     fn text(&self) -> String {
-        json!({"type": "error", "error": {"code": self.code(), "message": self.to_string(),
-            "timestamp": kaiabc_schemas::format_timestamp(&chrono::Utc::now())}})
-        .to_string()
+        ServerMessage::Error {
+            error: ErrorBody {
+                code: self.code(),
+                message: self.to_string(),
+                timestamp: kaiabc_schemas::format_timestamp(&chrono::Utc::now()),
+            },
+        }
+        .text()
     }
 }
 
@@ -632,20 +711,25 @@ struct Client {
 }
 
 impl Client {
-    fn snapshot_message(&mut self, hub: &Hub, kind: &str, extra: Value) -> String {
-        let snap = hub.snapshot(&self.patterns);
-        let items: Vec<Value> = snap
+    /// The latest item of each stream the client's patterns match, noting each one's sequence
+    /// number as sent.
+    fn snapshot(&mut self, hub: &Hub) -> Vec<SnapshotItem> {
+        hub.snapshot(&self.patterns)
             .into_iter()
             .map(|(stream, seq, data)| {
                 self.last.insert(stream.clone(), seq);
-                json!({"stream": stream, "seq": seq, "data": data})
+                SnapshotItem { stream, seq, data }
             })
-            .collect();
-        let mut msg = json!({"type": kind, "snapshot": items});
-        if let (Value::Object(m), Value::Object(e)) = (&mut msg, extra) {
-            m.extend(e);
+            .collect()
+    }
+
+    /// The `resync` of a client that fell `missed` events behind.
+    fn resync(&mut self, hub: &Hub, missed: u64) -> String {
+        ServerMessage::Resync {
+            missed,
+            snapshot: self.snapshot(hub),
         }
-        msg.to_string()
+        .text()
     }
 
     /// Handles a text message from the client; returns the reply.
@@ -664,7 +748,7 @@ impl Client {
         }
         let streams: Vec<String> = msg.streams.iter().map(|p| canonical(p)).collect();
         Ok(match msg.ask {
-            Ask::Ping => json!({"type": "pong"}).to_string(),
+            Ask::Ping => ServerMessage::Pong.text(),
             Ask::Subscribe => {
                 if let Some(bad) = streams.iter().find(|s| !valid_pattern(s)) {
                     return Err(WsError::InvalidStream(bad.clone()));
@@ -690,11 +774,13 @@ impl Client {
                     patterns: new,
                     last: HashMap::new(),
                 };
-                let reply = only_new.snapshot_message(
-                    hub,
-                    "ack",
-                    json!({"action": "subscribe", "streams": msg.streams}),
-                );
+                let reply = ServerMessage::Ack {
+                    action: Ask::Subscribe,
+                    streams: &msg.streams,
+                    snapshot: Some(only_new.snapshot(hub)),
+                    subscriptions: None,
+                }
+                .text();
                 for (k, v) in only_new.last {
                     let e = self.last.entry(k).or_insert(v);
                     *e = (*e).max(v);
@@ -711,9 +797,13 @@ impl Client {
                     .collect();
                 hub.interest_in(&removed, false);
                 self.patterns.retain(|p| !gone.contains(p));
-                json!({"type": "ack", "action": "unsubscribe", "streams": msg.streams,
-                    "subscriptions": self.patterns})
-                .to_string()
+                ServerMessage::Ack {
+                    action: Ask::Unsubscribe,
+                    streams: &msg.streams,
+                    snapshot: None,
+                    subscriptions: Some(&self.patterns),
+                }
+                .text()
             }
         })
     }
@@ -771,11 +861,7 @@ pub async fn serve_client(socket: WebSocket, hub: Arc<Hub>) {
                         }
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
                             hub.resyncs.fetch_add(1, Ordering::Relaxed);
-                            out.push(Message::text(client.snapshot_message(
-                                &hub,
-                                "resync",
-                                json!({"missed": missed}),
-                            )));
+                            out.push(Message::text(client.resync(&hub, missed)));
                         }
                         Err(broadcast::error::RecvError::Closed) => closed = true,
                     }
@@ -1003,9 +1089,7 @@ mod tests {
             other => panic!("expected a lag, got {other:?}"),
         };
         assert_eq!(missed, CLIENT_BUFFER as u64);
-        let resync: Value =
-            serde_json::from_str(&c.snapshot_message(&hub, "resync", json!({"missed": missed})))
-                .unwrap();
+        let resync: Value = serde_json::from_str(&c.resync(&hub, missed)).unwrap();
         assert_eq!(resync["type"], "resync");
         assert_eq!(resync["snapshot"][0]["stream"], "oscillator.state.a");
         assert_eq!(resync["snapshot"][0]["seq"], n);
