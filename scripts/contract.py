@@ -25,7 +25,8 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from probe import Server, http, now_iso, ws_frame, ws_open  # noqa: E402
+from probe import (Server, http, mqtt_connect_packet, mqtt_publish, now_iso,  # noqa: E402
+                   ws_frame, ws_open)
 
 RESULTS = []
 
@@ -447,6 +448,51 @@ def run(srv):
         st3, _, doc3 = researcher.call("GET", "/v1/downloads/export_nothing.hdf5")
         check("an unknown download: 404 EXPORT_NOT_FOUND", st3 == 404 and
               doc3["error"]["code"] == "EXPORT_NOT_FOUND", f"{st3} {doc3}")
+
+    # ---- Errors: NODE_OFFLINE --------------------------------------------------------
+    # A node with a clock announces itself offline (as its Last Will would) over MQTT; a shift
+    # is planned from the clock's current phase, so it cannot be planned for that node.
+    st, _, doc = admin.call("POST", "/v1/sensors/nodes", {"node_id": "pico_009"})
+    off_key = doc["api_key"]
+    st, _, _ = Client(srv.http, {"X-API-Key": off_key}).call("POST", "/v1/sensors/temperature", {
+        "node_id": "pico_009", "timestamp": iso(t0), "temperature_kelvin": 298.0})
+    m = socket.create_connection(("127.0.0.1", srv.mqtt), timeout=10)
+    m.sendall(mqtt_connect_packet("pico_009", "pico_009", off_key))
+    connack = m.recv(4)
+    m.sendall(mqtt_publish("kaiabc/nodes/pico_009/status", b"offline", 1))
+    puback = m.recv(4)
+    m.close()
+    check("MQTT: a node logs in and publishes its status", connack[:1] == b"\x20" and
+          connack[3:4] == b"\x00" and puback[:1] == b"\x40", f"{connack!r} {puback!r}")
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        st, _, doc = researcher.call("POST", "/v1/entrainment/phase-shift", {
+            "node_id": "pico_009", "shift_type": "advance", "magnitude_hours": 1.0,
+            "method": "temperature_step"})
+        if st not in (200, 404):  # 404: its reading is not applied yet
+            break
+        time.sleep(0.2)
+    check("an offline node: NODE_OFFLINE with recovery_suggestions",
+          doc.get("error", {}).get("code") == "NODE_OFFLINE", f"{st} {doc}")
+    has("NODE_OFFLINE recovery_suggestions fields", doc or {},
+        "error.recovery_suggestions.0.action", "error.recovery_suggestions.0.description",
+        "error.recovery_suggestions.0.priority")
+
+    # ---- Errors: ODE_INSTABILITY ------------------------------------------------------
+    # Solver bounds the clock cannot meet (tolerances of 1e-14 with steps of at least 0.2 h):
+    # its next step fails, and the reading's answer says so.
+    st, _, doc = admin.call("POST", "/v1/sensors/nodes", {"node_id": "pico_008"})
+    ode = Client(srv.http, {"X-API-Key": doc["api_key"]})
+    ode.call("POST", "/v1/sensors/temperature", {
+        "node_id": "pico_008", "timestamp": iso(t0), "temperature_kelvin": 298.0})
+    researcher.call("PUT", "/v1/simulation/config", {
+        "node_id": "pico_008", "tolerance": {"absolute": 1e-15, "relative": 1e-14},
+        "min_step_size": 0.2, "max_step_size": 0.3})
+    st, _, doc = ode.call("POST", "/v1/sensors/temperature", {
+        "node_id": "pico_008", "timestamp": iso(t0 + dt.timedelta(minutes=20)),
+        "temperature_kelvin": 298.0})
+    check("a reading the clock fails on: 422 ODE_INSTABILITY",
+          st == 422 and doc["error"]["code"] == "ODE_INSTABILITY", f"{st} {doc}")
 
     # ---- 9. Bulk -----------------------------------------------------------------------
     now = now_iso()

@@ -114,12 +114,26 @@ pub struct Applied {
     pub pressure_pa: Option<f64>,
 }
 
+/// What the dataflow made of a reading a request waits for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// The node took it (or stored it as late).
+    Applied(Applied),
+    /// The node's clock or filter failed on it: kept as a dead letter of this reason.
+    Failed {
+        /// `ODE_INSTABILITY` or `FILTER_DIVERGENCE`.
+        reason: kaiabc_schemas::Reason,
+        /// What failed.
+        message: String,
+    },
+}
+
 /// A request waiting for its reading (node, event time, seq) to be applied.
 #[derive(Debug)]
 struct Waiter {
     micros: i64,
     seq: Option<i64>,
-    tx: tokio::sync::oneshot::Sender<Applied>,
+    tx: tokio::sync::oneshot::Sender<Outcome>,
 }
 
 /// The fan-out point between the dataflow and WebSocket clients.
@@ -319,7 +333,7 @@ impl Hub {
         node: &str,
         micros: i64,
         seq: Option<i64>,
-    ) -> tokio::sync::oneshot::Receiver<Applied> {
+    ) -> tokio::sync::oneshot::Receiver<Outcome> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if let Ok(mut w) = self.waiting.lock() {
             let list = w.entry(node.to_string()).or_default();
@@ -335,28 +349,74 @@ impl Hub {
 
     /// Resolves the waiters of a reading just applied.
     fn resolve(&self, r: &kaiabc_schemas::ReadingRow) {
+        let micros = r.reading.timestamp.timestamp_micros();
+        self.settle(
+            &r.reading.node_id,
+            micros,
+            |_| Some(r.reading.seq),
+            || {
+                Outcome::Applied(Applied {
+                    temperature_kelvin: r.filtered_temperature_kelvin,
+                    kalman_variance: r.kalman_variance,
+                    humidity_percent: r.filtered_humidity_percent,
+                    pressure_pa: r.filtered_pressure_pa,
+                })
+            },
+        );
+    }
+
+    /// Resolves the waiters of a reading the node's clock or filter failed on. The dead
+    /// letter's `received_at` is the reading's event time; its seq is read from the payload,
+    /// only when a waiter is there to need it (a rare path).
+    fn fail(&self, d: &kaiabc_schemas::DeadLetter) {
+        use kaiabc_schemas::Reason;
+        let (Reason::OdeInstability | Reason::FilterDivergence, Some(node)) =
+            (d.reason, &d.node_id)
+        else {
+            return;
+        };
+        let seq = |_: ()| {
+            serde_json::from_str::<Value>(&d.payload)
+                .ok()
+                .map(|v| v.get("seq").and_then(Value::as_i64))
+        };
+        self.settle(node, d.received_at.timestamp_micros(), seq, || {
+            Outcome::Failed {
+                reason: d.reason,
+                message: d.message.clone(),
+            }
+        });
+    }
+
+    /// Sends `outcome` to the waiters of `node`'s reading at `micros` whose seq is `seq` (read
+    /// only if a waiter for that time exists; `None` matches nothing), and prunes closed ones.
+    fn settle(
+        &self,
+        node: &str,
+        micros: i64,
+        seq: impl FnOnce(()) -> Option<Option<i64>>,
+        outcome: impl Fn() -> Outcome,
+    ) {
         if self.waiters.load(Ordering::Acquire) == 0 {
             return;
         }
         let Ok(mut w) = self.waiting.lock() else {
             return;
         };
-        let node = &r.reading.node_id;
         let Some(list) = w.get_mut(node) else {
             return;
         };
-        let micros = r.reading.timestamp.timestamp_micros();
+        let seq = if list.iter().any(|x| x.micros == micros) {
+            seq(())
+        } else {
+            None
+        };
         let before = list.len();
         let mut i = 0;
         while i < list.len() {
-            if list[i].micros == micros && list[i].seq == r.reading.seq {
+            if list[i].micros == micros && Some(list[i].seq) == seq {
                 let x = list.swap_remove(i);
-                let _ = x.tx.send(Applied {
-                    temperature_kelvin: r.filtered_temperature_kelvin,
-                    kalman_variance: r.kalman_variance,
-                    humidity_percent: r.filtered_humidity_percent,
-                    pressure_pa: r.filtered_pressure_pa,
-                });
+                let _ = x.tx.send(outcome());
             } else if list[i].tx.is_closed() {
                 list.swap_remove(i);
             } else {
@@ -500,6 +560,7 @@ impl Hub {
                     });
                 }
                 LakeRow::DeadLetter(d) => {
+                    self.fail(d);
                     let seq = self.alerts.fetch_add(1, Ordering::Relaxed) + 1;
                     if !wants(ALERT) {
                         return;
@@ -1049,6 +1110,37 @@ mod tests {
         for bad in ["", "oscillator.state.", "temperature", "temp*", "alerts"] {
             assert!(!valid_pattern(bad), "{bad}");
         }
+    }
+
+    /// A request waiting for a reading the node's clock fails on is told so, by the dead
+    /// letter's node, event time and seq; a waiter for another seq of the same time is not.
+    #[test]
+    fn a_reading_the_clock_failed_on_resolves_its_waiter_with_the_failure() {
+        use kaiabc_schemas::{DeadLetter, Reason, Rejection};
+        let hub = Hub::default();
+        let at: chrono::DateTime<chrono::Utc> = "2026-01-05T10:00:00Z".parse().unwrap();
+        let mut mine = hub.await_applied("n1", at.timestamp_micros(), Some(7));
+        let mut other = hub.await_applied("n1", at.timestamp_micros(), Some(8));
+        let letter = |reason| {
+            LakeRow::DeadLetter(DeadLetter::new(
+                at,
+                "node:n1",
+                br#"{"node_id":"n1","timestamp":"2026-01-05T10:00:00Z","seq":7}"#,
+                Rejection::new(reason, "non-finite state".to_string()).for_node("n1"),
+            ))
+        };
+        // A duplicate is not a failure of the node: nothing is resolved.
+        hub.publish(&letter(Reason::Duplicate));
+        assert!(mine.try_recv().is_err());
+        hub.publish(&letter(Reason::OdeInstability));
+        assert_eq!(
+            mine.try_recv().unwrap(),
+            Outcome::Failed {
+                reason: Reason::OdeInstability,
+                message: "non-finite state".into()
+            }
+        );
+        assert!(other.try_recv().is_err(), "seq 8 is another reading");
     }
 
     fn state(node: &str, seq: i64) -> LakeRow {

@@ -706,7 +706,7 @@ async fn bulk_readings(api: Arc<Api>, body: bytes::Bytes) -> Response {
     // Per reading: its node and, if valid, the receiver of what the dataflow made of it.
     let mut results: Vec<(
         Option<String>,
-        Option<tokio::sync::oneshot::Receiver<crate::ws::Applied>>,
+        Option<tokio::sync::oneshot::Receiver<crate::ws::Outcome>>,
     )> = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let bytes = item.to_string().into_bytes();
@@ -752,7 +752,9 @@ async fn bulk_readings(api: Arc<Api>, body: bytes::Bytes) -> Response {
         let (status, filtered) = match rx {
             None => ("rejected", None),
             Some(rx) => match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(a)) => ("processed", a.temperature_kelvin),
+                Ok(Ok(crate::ws::Outcome::Applied(a))) => ("processed", a.temperature_kelvin),
+                // The node's clock or filter failed on it (a dead letter).
+                Ok(Ok(crate::ws::Outcome::Failed { .. })) => ("rejected", None),
                 _ => {
                     pending += 1;
                     ("pending", None)

@@ -123,6 +123,20 @@ pub enum ApiError {
         /// The path's methods.
         allow: Vec<&'static str>,
     },
+    /// 409: the node is not reporting, and the request needs its current state.
+    #[error("{message}")]
+    NodeOffline {
+        /// Why the node is needed, in words.
+        message: String,
+        /// When the node last reported.
+        last_seen: Option<String>,
+    },
+    /// 422: the node's clock failed on the reading (kept as a dead letter).
+    #[error("{0}")]
+    OdeInstability(String),
+    /// 422: the node's Kalman filter failed on the reading (kept as a dead letter).
+    #[error("{0}")]
+    FilterDivergence(String),
     /// 409: the node is already registered.
     #[error("{0}")]
     NodeExists(String),
@@ -173,6 +187,8 @@ impl ApiError {
             | Self::ShiftNotFound(_)
             | Self::ExportNotFound(_) => StatusCode::NOT_FOUND,
             Self::ExportExpired(_) => StatusCode::GONE,
+            Self::NodeOffline { .. } => StatusCode::CONFLICT,
+            Self::OdeInstability(_) | Self::FilterDivergence(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::NodeExists(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) | Self::TooManyReadings(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -199,6 +215,9 @@ impl ApiError {
             Self::ShiftNotFound(_) => "SHIFT_NOT_FOUND",
             Self::ExportNotFound(_) => "EXPORT_NOT_FOUND",
             Self::ExportExpired(_) => "EXPORT_EXPIRED",
+            Self::NodeOffline { .. } => "NODE_OFFLINE",
+            Self::OdeInstability(_) => "ODE_INSTABILITY",
+            Self::FilterDivergence(_) => "FILTER_DIVERGENCE",
             Self::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             Self::NodeExists(_) => "NODE_EXISTS",
             Self::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
@@ -226,6 +245,16 @@ impl ApiError {
             }
             Self::MethodNotAllowed { allow, .. } if !allow.is_empty() => {
                 error["details"] = serde_json::json!({ "allow": allow });
+            }
+            Self::NodeOffline { last_seen, .. } => {
+                error["details"] = serde_json::json!({ "last_seen": last_seen });
+                error["recovery_suggestions"] = OFFLINE_SUGGESTIONS
+                    .iter()
+                    .map(|(action, description, priority)| {
+                        serde_json::json!({"action": action, "description": description,
+                            "priority": priority})
+                    })
+                    .collect();
             }
             Self::RateLimitExceeded {
                 retry_after_seconds,
@@ -276,6 +305,26 @@ impl ApiError {
     }
 }
 
+/// What to try when a node is offline, most likely first: `(action, description, priority)`.
+const OFFLINE_SUGGESTIONS: [(&str, &str, &str); 4] = [
+    (
+        "check_power",
+        "Verify the node has an adequate power supply",
+        "high",
+    ),
+    (
+        "check_network",
+        "Ensure Wi-Fi connectivity and signal strength, and that the broker is reachable",
+        "high",
+    ),
+    ("restart_node", "Power-cycle the device", "medium"),
+    (
+        "update_firmware",
+        "Check the node's firmware_version against the current release",
+        "low",
+    ),
+];
+
 impl warp::reject::Reject for ApiError {}
 
 impl Reply for ApiError {
@@ -287,6 +336,37 @@ impl Reply for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The contract's NODE_OFFLINE carries recovery suggestions; a node's failures on a
+    /// reading are 422s of their own codes.
+    #[test]
+    fn node_failures_and_an_offline_node_have_the_contract_s_codes() {
+        let off = ApiError::NodeOffline {
+            message: "node p1 is not reporting".into(),
+            last_seen: Some("2026-01-05T10:00:00Z".into()),
+        };
+        assert_eq!(off.status(), StatusCode::CONFLICT);
+        let body = off.body("req_1");
+        assert_eq!(body["error"]["code"], "NODE_OFFLINE");
+        assert_eq!(
+            body["error"]["details"]["last_seen"],
+            "2026-01-05T10:00:00Z"
+        );
+        let s = body["error"]["recovery_suggestions"].as_array().unwrap();
+        assert_eq!(s.len(), 4);
+        assert!(s.iter().all(|x| x["action"].is_string()
+            && x["description"].is_string()
+            && ["high", "medium", "low"].contains(&x["priority"].as_str().unwrap())));
+        for (e, code) in [
+            (ApiError::OdeInstability("x".into()), "ODE_INSTABILITY"),
+            (ApiError::FilterDivergence("x".into()), "FILTER_DIVERGENCE"),
+        ] {
+            assert_eq!(
+                (e.status(), e.code()),
+                (StatusCode::UNPROCESSABLE_ENTITY, code)
+            );
+        }
+    }
 
     #[test]
     fn each_error_has_its_status_code_and_headers() {

@@ -9,6 +9,7 @@ use super::error::FieldError;
 use super::{Api, ApiError};
 use crate::auth::Principal;
 use crate::dataflow::inbound::Inbound;
+use crate::ws::Outcome;
 
 /// The answer when a message could not be made durable: nothing was accepted, send it again.
 pub(crate) fn not_stored(e: &crate::dataflow::inbound::IngestError) -> warp::reply::Response {
@@ -180,14 +181,27 @@ async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::rep
         }
         .response();
     }
-    let applied = match applied {
+    let outcome = match applied {
         Some(rx) => tokio::time::timeout(APPLIED_WAIT, rx)
             .await
             .ok()
             .and_then(Result::ok),
         None => None,
     };
-    let status = if applied.is_some() || newest.is_none() {
+    let (applied, failed) = match outcome {
+        Some(Outcome::Applied(a)) => (Some(a), None),
+        Some(Outcome::Failed { reason, message }) => (None, Some((reason, message))),
+        None => (None, None),
+    };
+    if let (Some((reason, message)), "temperature") = (&failed, kind) {
+        let message = format!("{message}; the reading is kept as a dead letter");
+        return match reason {
+            kaiabc_schemas::Reason::FilterDivergence => ApiError::FilterDivergence(message),
+            _ => ApiError::OdeInstability(message),
+        }
+        .response();
+    }
+    let status = if applied.is_some() || failed.is_some() || newest.is_none() {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
@@ -197,6 +211,9 @@ async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::rep
             "stored; not applied to the clock (the node is paused, or the reading is late)"
         }
         Some(_) => "sensor data processed",
+        None if failed.is_some() => {
+            "stored; the node failed on the newest reading (see failed; kept as a dead letter)"
+        }
         None if newest.is_none() => "nothing to apply: every reading was rejected",
         None => "stored; the pipeline will apply it shortly",
     };
@@ -216,6 +233,9 @@ async fn ingest(api: &Api, kind: &str, who: Principal, body: &[u8]) -> warp::rep
             "rejections": rejections,
             "field_errors": field_errors,
             "latest_filtered": applied.as_ref().map(filtered_json),
+            "failed": failed.as_ref().map(|(reason, message)| {
+                serde_json::json!({"code": reason.code(), "message": message})
+            }),
             "message": message,
             "node_id": node,
         })

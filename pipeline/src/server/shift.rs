@@ -373,6 +373,19 @@ async fn phase_shift(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp:
         ))
         .response();
     };
+    if api.shared.metrics.node_online(&req.node_id) == Some(false) {
+        // Its clock's phase is as old as its last reading: a plan from it would miss.
+        return ApiError::NodeOffline {
+            message: format!(
+                "node {:?} is not reporting: a shift is planned from the clock's current phase, \
+                 and its last reading is from {}",
+                req.node_id,
+                kaiabc_schemas::format_timestamp(&now.timestamp)
+            ),
+            last_seen: Some(kaiabc_schemas::format_timestamp(&now.timestamp)),
+        }
+        .response();
+    }
     let signs: &[f64] = match (method, req.direction) {
         // The KaiA step alone: the temperature stays.
         (ShiftMethod::ParameterModulation, _) => &[0.0],
