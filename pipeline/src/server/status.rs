@@ -67,10 +67,38 @@ pub(super) async fn performance_answer(api: std::sync::Arc<super::Api>) -> warp:
             .await;
     let query_ms = queried.is_ok().then(|| t.elapsed().as_secs_f64() * 1e3);
     let lake = api.lake.clone();
-    let storage_gb = tokio::task::spawn_blocking(move || bytes_under(&lake) as f64 / 1e9)
+    let storage_gb = tokio::task::spawn_blocking(move || LAKE_SIZE.bytes(&lake) as f64 / 1e9)
         .await
         .ok();
     performance(&api.shared, query_ms, storage_gb)
+}
+
+/// How old a measurement of the lake's size may be: walking a lake of years of files on every
+/// call would make the figure the endpoint's cost.
+const LAKE_SIZE_FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The lake's size on disk, measured at most once per [`LAKE_SIZE_FRESH_FOR`].
+static LAKE_SIZE: LakeSize = LakeSize(std::sync::Mutex::new(None));
+
+struct LakeSize(std::sync::Mutex<Option<(std::time::Instant, std::path::PathBuf, u64)>>);
+
+impl LakeSize {
+    /// The bytes under `lake`: the last measurement if it is fresh and of the same lake, else
+    /// a new walk (blocking; call off the runtime). Concurrent callers walk once: the lock is
+    /// held across the walk.
+    fn bytes(&self, lake: &std::path::Path) -> u64 {
+        let Ok(mut last) = self.0.lock() else {
+            return bytes_under(lake);
+        };
+        match &*last {
+            Some((at, path, n)) if path == lake && at.elapsed() < LAKE_SIZE_FRESH_FOR => *n,
+            _ => {
+                let n = bytes_under(lake);
+                *last = Some((std::time::Instant::now(), lake.to_path_buf(), n));
+                n
+            }
+        }
+    }
 }
 
 /// The answer of [`performance_answer`] from its measured parts.
@@ -289,4 +317,32 @@ pub(super) fn state_route(api: &std::sync::Arc<super::Api>, at: super::Matched) 
             },
         )
         .boxed()
+}
+
+#[cfg(test)]
+mod lake_size_tests {
+    use super::*;
+
+    /// Within a minute the measured size is reused (a new file shows in the next minute's
+    /// walk); another lake is walked at once.
+    #[test]
+    fn the_lake_is_walked_at_most_once_a_minute() {
+        let size = LakeSize(std::sync::Mutex::new(None));
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::write(a.path().join("x"), [0u8; 10]).unwrap();
+        assert_eq!(size.bytes(a.path()), 10);
+        std::fs::write(a.path().join("y"), [0u8; 5]).unwrap();
+        assert_eq!(size.bytes(a.path()), 10, "fresh for a minute");
+        std::fs::write(b.path().join("z"), [0u8; 3]).unwrap();
+        assert_eq!(size.bytes(b.path()), 3);
+        // Aged past the minute: walked again.
+        if let Ok(mut last) = size.0.lock() {
+            *last = Some((
+                std::time::Instant::now() - LAKE_SIZE_FRESH_FOR * 2,
+                a.path().to_path_buf(),
+                10,
+            ));
+        }
+        assert_eq!(size.bytes(a.path()), 15);
+    }
 }
