@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAIRS = [
     ("scripts/reference/model_reference.py", "operators/tests/data/model_reference.json"),
     ("scripts/reference/rhythm_reference.py", "operators/tests/data/rhythm_reference.json"),
+    ("scripts/reference/fleet_reference.py", "operators/tests/data/fleet_reference.json"),
 ]
 # Fields that describe the run rather than the result.
 IGNORED = {"python", "elapsed_seconds", "generated_at", "runtime_seconds"}

@@ -26,6 +26,7 @@ pub mod dataflow;
 pub mod dedup;
 pub mod error;
 pub mod etf;
+pub mod fleet;
 pub mod integrator;
 pub mod kalman;
 pub mod limit_cycle;
