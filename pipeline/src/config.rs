@@ -130,6 +130,42 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "timely worker threads",
     ),
     (
+        "fleet.offline_after",
+        "KAIABC_OFFLINE_AFTER",
+        "--offline-after",
+        "minutes without a reading before a node is offline",
+    ),
+    (
+        "fleet.stale_after",
+        "KAIABC_STALE_AFTER",
+        "--stale-after",
+        "minutes without a reading before a node is stale",
+    ),
+    (
+        "fleet.outlier_distance_hours",
+        "KAIABC_OUTLIER_DISTANCE_HOURS",
+        "--outlier-distance-hours",
+        "hours from its group's median period before a node is an outlier",
+    ),
+    (
+        "fleet.outlier_windows",
+        "KAIABC_OUTLIER_WINDOWS",
+        "--outlier-windows",
+        "rhythm windows an outlier is judged over",
+    ),
+    (
+        "fleet.dead_letter_alert_per_hour",
+        "KAIABC_DEAD_LETTER_ALERT_PER_HOUR",
+        "--dead-letter-alert-per-hour",
+        "dead letters in a node's last hour above which DEAD_LETTER_RATE is raised",
+    ),
+    (
+        "fleet.desync_below",
+        "KAIABC_DESYNC_BELOW",
+        "--desync-below",
+        "order parameter R below which a group is DESYNCHRONIZED",
+    ),
+    (
         "limits.ingest_per_minute",
         "KAIABC_RATE_LIMIT_INGEST",
         "--rate-limit-ingest",

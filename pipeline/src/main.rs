@@ -10,6 +10,7 @@ mod cli;
 mod config;
 mod dataflow;
 mod durability;
+mod fleet;
 mod logs;
 mod metrics;
 mod ratelimit;

@@ -192,7 +192,11 @@ fn event_text(stream: &str, seq: u64, data: &Value) -> String {
         severity: field("severity"),
         code: field("code"),
         message: field("message"),
-        details: json!({ "source": data.get("source") }),
+        // The fleet's alerts carry their own details; a dead letter's are where it came from.
+        details: data
+            .get("details")
+            .cloned()
+            .unwrap_or_else(|| json!({ "source": data.get("source") })),
     });
     ServerMessage::Event(Event {
         event,
@@ -500,6 +504,20 @@ impl Hub {
         if let Ok(mut m) = self.latest.lock() {
             m.entry(s.node_id.clone()).or_default().state = Some((0, s.clone()));
         }
+    }
+
+    /// Sends an `alert` event (the fleet's alerts, raised or cleared) to its subscribers.
+    pub fn alert(&self, data: &Value) {
+        let seq = self.alerts.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.interest[ALERT].load(Ordering::Acquire) == 0 {
+            return;
+        }
+        // No subscriber is not an error.
+        let _ = self.tx.send(Arc::new(Published {
+            text: event_text("alert", seq, data),
+            stream: "alert".into(),
+            seq,
+        }));
     }
 
     /// Publishes what a lake row means to subscribers: a state (and its PWM output), a

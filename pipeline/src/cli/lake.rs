@@ -47,6 +47,12 @@ pub struct ReplayArgs {
     /// into the readings by time, so the replay reproduces them. May be given more than once.
     #[arg(long)]
     control: Vec<PathBuf>,
+    /// The node registry (`nodes.json` in a live run's `--state-dir`) the fleet's views group
+    /// nodes by; without it every node is `unassigned`.
+    #[arg(long)]
+    registry: Option<PathBuf>,
+    #[command(flatten)]
+    fleet: crate::fleet::FleetArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -107,6 +113,11 @@ pub fn replay(a: &ReplayArgs) -> Result<()> {
         now: chrono::Utc::now(),
         progress: std::io::stderr().is_terminal() && !a.json,
         control: crate::dataflow::replay::read_control_logs(&a.control)?,
+        fleet: a.fleet.config()?,
+        registry: match &a.registry {
+            Some(p) => crate::fleet::registry_file(p)?,
+            None => Vec::new(),
+        },
     };
     if !(a.max_reading_age_hours.is_finite() && a.max_reading_age_hours > 0.0) {
         bail!("--max-reading-age-hours must be a positive number");

@@ -48,6 +48,8 @@ pub struct RunArgs {
     /// Allowed lateness of event time, seconds (when a lake day is complete).
     #[arg(long, default_value_t = 60, env = "KAIABC_LATENESS_SECONDS")]
     lateness_seconds: u64,
+    #[command(flatten)]
+    fleet: crate::fleet::FleetArgs,
     /// A reading older than this (hours) before the time of receipt, or before its node's
     /// newest reading, is refused as `STALE_TIMESTAMP` (a node whose clock is wrong must not
     /// drag its clock and its windows through decades).
@@ -273,10 +275,16 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let api_cfg = Arc::new(node_cfg.clone());
     let restored = open_checkpoints(&a.lake)
         .with_context(|| format!("reading the checkpoints of the lake {}", a.lake.display()))?;
-    let shared = Arc::new(LiveShared::default());
+    let shared = Arc::new(LiveShared {
+        fleet: Arc::new(crate::fleet::FleetBook::new(a.fleet.config()?)),
+        ..LiveShared::default()
+    });
     shared.seed(&restored);
     let jwt = jwt_for(&a.state_dir)?;
     let registry = Arc::new(Registry::open(a.state_dir.join("nodes.json"))?);
+    for r in registry.list() {
+        shared.fleet.registry_change(&r, 1);
+    }
     let auth: Option<Authenticator> = if a.mqtt_anonymous {
         tracing::warn!("MQTT clients may publish without credentials (--mqtt-anonymous)");
         None
@@ -287,8 +295,13 @@ pub fn run(a: &RunArgs) -> Result<()> {
         }))
     };
     let on_status: StatusHook = {
-        let metrics = Arc::clone(&shared.metrics);
-        Arc::new(move |node: &str, payload: &[u8]| metrics.set_status(node, payload))
+        let (metrics, fleet) = (Arc::clone(&shared.metrics), Arc::clone(&shared.fleet));
+        Arc::new(move |node: &str, payload: &[u8]| {
+            metrics.set_status(node, payload);
+            if let Some(online) = metrics.node_online(node) {
+                fleet.liveness(node, online);
+            }
+        })
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

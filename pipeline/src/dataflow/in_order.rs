@@ -25,6 +25,17 @@ pub trait InOrder<'scope, D: 'static> {
         D2: Clone + 'static,
         L: FnMut(D) -> Result<D1, D2> + 'static;
 
+    /// Passes the stream on unchanged, and sends what `func` makes of each record (where it
+    /// makes something) on a second stream, both in arrival order.
+    #[allow(clippy::type_complexity)]
+    fn tap_in_order<D2, F>(
+        self,
+        func: F,
+    ) -> (Stream<'scope, u64, Vec<D>>, Stream<'scope, u64, Vec<D2>>)
+    where
+        D2: Clone + 'static,
+        F: FnMut(&D) -> Option<D2> + 'static;
+
     /// Calls `func` on each record in arrival order and passes the stream on unchanged.
     fn inspect_in_order<F>(self, func: F) -> Stream<'scope, u64, Vec<D>>
     where
@@ -64,6 +75,39 @@ impl<'scope, D: Clone + 'static> InOrder<'scope, D> for Stream<'scope, u64, Vec<
             }
         });
         (ok_stream, err_stream)
+    }
+
+    fn tap_in_order<D2, F>(
+        self,
+        mut func: F,
+    ) -> (Stream<'scope, u64, Vec<D>>, Stream<'scope, u64, Vec<D2>>)
+    where
+        D2: Clone + 'static,
+        F: FnMut(&D) -> Option<D2> + 'static,
+    {
+        let mut builder = OperatorBuilder::new("TapInOrder".to_owned(), self.scope());
+        let mut input = builder.new_input(self, Pipeline);
+        let (same, same_stream) = builder.new_output::<Vec<D>>();
+        let (tap, tap_stream) = builder.new_output::<Vec<D2>>();
+        let mut same = OutputBuilder::<_, CapacityContainerBuilder<Vec<D>>>::from(same);
+        let mut tap = OutputBuilder::<_, CapacityContainerBuilder<Vec<D2>>>::from(tap);
+        builder.build(move |_| {
+            move |_frontiers| {
+                let mut same = same.activate();
+                let mut tap = tap.activate();
+                input.for_each(|cap, data| {
+                    let mut tapped = tap.session(&cap);
+                    for d in data.iter() {
+                        if let Some(x) = func(d) {
+                            tapped.give(x);
+                        }
+                    }
+                    drop(tapped);
+                    same.session(&cap).give_container(data);
+                });
+            }
+        });
+        (same_stream, tap_stream)
     }
 
     fn inspect_in_order<F>(self, mut func: F) -> Stream<'scope, u64, Vec<D>>

@@ -31,13 +31,15 @@ use crate::ws::Hub;
 use super::aligner::Aligner;
 pub use super::in_order::InOrder;
 use super::inbound::Inbound;
-use super::lake_rows;
 use super::lake_sink::{LakeSink, SinkOptions, SinkReport};
 use super::parse::{Incoming, LogFile, ParseStats};
 use super::past::{lake_keys, LakeSummaries};
 use super::source::OffsetSource;
 use super::stamper::Stamper;
+use super::{lake_rows, with_fleet};
+use differential_dataflow::input::{Input as _, InputSession};
 use kaiabc_operators::dedup::FilesProgress;
+use kaiabc_operators::fleet::{NodeEvent, NodeMeta};
 
 /// How long the source's worker parks when neither the source nor the dataflow has work: the
 /// most a newly arrived message waits before it enters the dataflow.
@@ -82,6 +84,9 @@ pub struct LiveShared {
     pub kafka: std::sync::OnceLock<KafkaProducer>,
     /// Whether the lake is being written (the sinks report failures and recoveries here).
     pub durability: Arc<crate::durability::Durability>,
+    /// The fleet's views and alerts, and the registry changes and status messages on their way
+    /// into the dataflow.
+    pub fleet: Arc<crate::fleet::FleetBook>,
 }
 
 impl LiveShared {
@@ -228,11 +233,14 @@ pub fn run_live(
             let writer = LakeWriter::new(opts.lake.clone(), index).map_err(|e| e.to_string())?;
             let in_files = Arc::new(FilesProgress::default());
             let lake = lake_keys(&summaries, &writer, &in_files);
-            let (mut input, mut cap) = worker.dataflow::<u64, _, _>(|scope| {
+            let (mut input, mut cap, mut fleet_in) = worker.dataflow::<u64, _, _>(|scope| {
                 let ((records_in, records_cap), records) =
                     scope.new_unordered_input::<CapacityContainerBuilder<Vec<Incoming>>>();
+                let ((liveness_in, liveness_cap), liveness) =
+                    scope.new_unordered_input::<CapacityContainerBuilder<Vec<NodeEvent>>>();
+                let (registry_in, registry) = scope.new_collection::<(String, NodeMeta), isize>();
                 let latest = Arc::clone(&shared);
-                lake_rows(
+                let rows = lake_rows(
                     records,
                     &files,
                     None,
@@ -249,6 +257,18 @@ pub fn run_live(
                         request: Some(Arc::clone(&hand.request)),
                         sent: Some(Arc::clone(&hand.sent[index])),
                     }),
+                );
+                let fleet = Arc::clone(&shared);
+                with_fleet(
+                    rows,
+                    Some(liveness),
+                    registry,
+                    shared.fleet.cfg.clone(),
+                    move |c| {
+                        for event in fleet.fleet.apply(c) {
+                            fleet.hub.alert(&event);
+                        }
+                    },
                 )
                 .inspect_in_order(move |row: &LakeRow| latest.publish(row))
                 .lake_sink(
@@ -269,7 +289,12 @@ pub fn run_live(
                         retry: Some(Arc::clone(&shared.durability)),
                     },
                 );
-                (records_in, records_cap)
+                let fleet_in = FleetInputs {
+                    registry: registry_in,
+                    liveness: liveness_in,
+                    liveness_cap,
+                };
+                (records_in, records_cap, fleet_in)
             });
             if index == 0 {
                 let source = source
@@ -287,11 +312,12 @@ pub fn run_live(
                     ),
                     stamper: Stamper::new(opts.lateness),
                 }
-                .run(worker, &mut input, &mut cap, &shared, &stats);
+                .run(worker, &mut input, &mut cap, &mut fleet_in, &shared, &stats);
             }
-            // Dropping the input and its capability closes the input.
+            // Dropping the inputs and their capabilities closes them.
             drop(cap);
             drop(input);
+            drop(fleet_in);
             while worker.step_or_park(Some(Duration::from_millis(20))) {
                 stats.publish(index, &shared.metrics);
             }
@@ -314,6 +340,37 @@ pub fn run_live(
     Ok(summary)
 }
 
+/// The fleet's own inputs (on worker 0): registry records and status messages, sent at the
+/// source's capability and advanced with it.
+struct FleetInputs {
+    registry: InputSession<u64, (String, NodeMeta), isize>,
+    liveness: UnorderedHandle<u64, CapacityContainerBuilder<Vec<NodeEvent>>>,
+    liveness_cap: ActivateCapability<u64>,
+}
+
+impl FleetInputs {
+    /// Sends what the server queued, at `at`, and moves both inputs up to it.
+    fn feed(&mut self, book: &crate::fleet::FleetBook, at: u64) {
+        if at > *self.liveness_cap.time() {
+            self.liveness_cap = self.liveness_cap.delayed(&at);
+        }
+        let mut events = book.take_liveness();
+        if !events.is_empty() {
+            self.liveness
+                .activate()
+                .session(&self.liveness_cap)
+                .give_container(&mut events);
+        }
+        if at > *self.registry.time() {
+            self.registry.advance_to(at);
+        }
+        for (node, meta, diff) in book.take_registry_changes() {
+            self.registry.update((node, meta), diff);
+        }
+        self.registry.flush();
+    }
+}
+
 /// Worker 0's loop: reads the source (through the aligner's checkpoint rounds), stamps event
 /// time, feeds the dataflow's input and steps the worker, until the final round is over.
 struct SourceLoop {
@@ -328,6 +385,7 @@ impl SourceLoop {
         worker: &mut timely::worker::Worker,
         input: &mut UnorderedHandle<u64, CapacityContainerBuilder<Vec<Incoming>>>,
         cap: &mut ActivateCapability<u64>,
+        fleet: &mut FleetInputs,
         shared: &LiveShared,
         stats: &WorkerStats,
     ) {
@@ -359,6 +417,7 @@ impl SourceLoop {
             if self.stamper.watermark() > *cap.time() {
                 *cap = cap.delayed(&self.stamper.watermark());
             }
+            fleet.feed(&shared.fleet, *cap.time());
             // Run the dataflow while it has work; when it has none and nothing came in, park
             // briefly: a new message waits at most IDLE_PARK.
             worker.step_or_park(Some(if idle { IDLE_PARK } else { Duration::ZERO }));

@@ -30,6 +30,9 @@ use chrono::{DateTime, Utc};
 use kaiabc_connectors::lake::ExistingKeys;
 use kaiabc_operators::dataflow::{Checkpointing, NodeClocks, NodeStats, Ordering, Routed};
 use kaiabc_operators::dedup::LakeKeys;
+use kaiabc_operators::fleet::{
+    fleet_views, FleetChanges, FleetConfig, FleetOutput, NodeEvent, NodeMeta,
+};
 use kaiabc_operators::node::NodeConfig;
 use kaiabc_schemas::LakeRow;
 use timely::dataflow::operators::Concat;
@@ -83,4 +86,26 @@ pub fn lake_rows<'scope>(
         None => readings.node_clocks(cfg, ordering, lake, Rc::clone(stats)),
     };
     clocks.concat(dead)
+}
+
+/// The fleet's views over a worker's rows (see `kaiabc_operators::fleet`): the rows pass on
+/// unchanged, and each completed tick's changes of the views go to `sink`. `more` adds events
+/// the rows do not carry (live: status messages). `registry` is the
+/// collection of `(node, meta)` records the nodes are grouped by.
+pub fn with_fleet<'scope>(
+    rows: Stream<'scope, u64, Vec<LakeRow>>,
+    more: Option<Stream<'scope, u64, Vec<NodeEvent>>>,
+    registry: differential_dataflow::VecCollection<'scope, u64, (String, NodeMeta)>,
+    cfg: FleetConfig,
+    mut sink: impl FnMut(&FleetChanges) + 'static,
+) -> Stream<'scope, u64, Vec<LakeRow>> {
+    use timely::dataflow::operators::Inspect;
+    let (rows, mut events) = rows.tap_in_order(NodeEvent::of);
+    if let Some(more) = more {
+        events = events.concat(more);
+    }
+    fleet_views(events, registry, cfg)
+        .fleet_changes()
+        .inspect(move |c: &FleetChanges| sink(c));
+    rows
 }

@@ -35,8 +35,12 @@ use timely::dataflow::ProbeHandle;
 use super::lake_sink::{LakeSink, SinkOptions, SinkReport};
 use super::parse::{Incoming, LogFile, ParseStats};
 use super::past::{lake_keys, LakeSummaries};
-use super::{lake_rows, tick_of};
+use super::{lake_rows, tick_of, with_fleet};
+use crate::fleet::FleetBook;
+use differential_dataflow::input::Input as _;
 use kaiabc_operators::dedup::FilesProgress;
+use kaiabc_operators::fleet::NodeMeta;
+use std::sync::Mutex;
 
 /// How fast to replay.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -82,6 +86,10 @@ pub struct ReplayOptions {
     pub progress: bool,
     /// Control commands, sorted by time, merged into the readings as event time passes them.
     pub control: Vec<kaiabc_schemas::ControlCommand>,
+    /// The fleet's views' thresholds.
+    pub fleet: kaiabc_operators::fleet::FleetConfig,
+    /// The registry's records the fleet's views group nodes by (as of the replay's start).
+    pub registry: Vec<(String, kaiabc_operators::fleet::NodeMeta)>,
 }
 
 /// Reads control logs (JSON lines of commands), sorted by time. A bad line is an error: the
@@ -136,6 +144,11 @@ pub struct ReplaySummary {
     /// Time in each stage, summed over workers: reading, parsing and validating; per-node
     /// processing (filter, clock, windows); the lake (encoding and writing Parquet).
     pub stage_busy: [Duration; 3],
+    /// The fleet's views where the input ended (`GET /v1/fleet/summary`'s shape), and every
+    /// alert raised and cleared, in order.
+    pub fleet: serde_json::Value,
+    /// See `fleet`.
+    pub alerts: Vec<serde_json::Value>,
 }
 
 impl ReplaySummary {
@@ -170,8 +183,16 @@ impl ReplaySummary {
                 "nodes": self.stage_busy[1].as_secs_f64(),
                 "lake": self.stage_busy[2].as_secs_f64(),
             },
+            "fleet": self.fleet,
+            "alerts": self.alerts,
         })
     }
+}
+
+/// Where a worker sends the fleet's changes: the run's book, and the alerts in order.
+struct FleetSink {
+    book: Arc<FleetBook>,
+    alerts: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 /// Per-worker results, summed after the run.
@@ -198,10 +219,17 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
     let node_cfg = Arc::new(node_cfg);
     let opts = Arc::new(opts);
     let config = timely::Config::process(opts.workers);
+    let book = Arc::new(FleetBook::new(opts.fleet.clone()));
+    let alerts: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
     let guards = timely::execute(config, {
         let opts = Arc::clone(&opts);
+        let (book, alerts) = (Arc::clone(&book), Arc::clone(&alerts));
         move |worker| -> Result<WorkerResult, String> {
-            run_worker(worker, &opts, &files, &node_cfg, &keys, &summaries)
+            let fleet = FleetSink {
+                book: Arc::clone(&book),
+                alerts: Arc::clone(&alerts),
+            };
+            run_worker(worker, &opts, &files, &node_cfg, &keys, &summaries, fleet)
         }
     })
     .map_err(|e| anyhow!("starting the workers: {e}"))?;
@@ -249,6 +277,8 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
         summary.files_committed += r.sink.committed.files;
         summary.rows_committed += r.sink.committed.rows;
     }
+    summary.fleet = book.summary();
+    summary.alerts = std::mem::take(&mut *alerts.lock().map_err(|_| anyhow!("alerts lock"))?);
     summary.elapsed = started.elapsed();
     summary.state_bytes_per_node = state_bytes as f64 / summary.nodes.max(1) as f64;
     Ok(summary)
@@ -278,6 +308,7 @@ fn run_worker(
     node_cfg: &Arc<NodeConfig>,
     keys: &Arc<kaiabc_connectors::lake::ExistingKeys>,
     summaries: &Arc<LakeSummaries>,
+    fleet: FleetSink,
 ) -> Result<WorkerResult, String> {
     let index = worker.index();
     let stats = Rc::new(RefCell::new(NodeStats::default()));
@@ -287,10 +318,11 @@ fn run_worker(
     let in_files = Arc::new(FilesProgress::default());
     let lake = lake_keys(summaries, &writer, &in_files);
     let probe = ProbeHandle::new();
-    let (input, cap) = worker.dataflow::<u64, _, _>(|scope| {
+    let (input, cap, mut registry) = worker.dataflow::<u64, _, _>(|scope| {
         let ((records_in, records_cap), records) =
             scope.new_unordered_input::<CapacityContainerBuilder<Vec<Incoming>>>();
-        lake_rows(
+        let (registry_in, registry) = scope.new_collection::<(String, NodeMeta), isize>();
+        let rows = lake_rows(
             records,
             files,
             Some(opts.now),
@@ -301,7 +333,13 @@ fn run_worker(
             &parse_stats,
             &stats,
             None,
-        )
+        );
+        with_fleet(rows, None, registry, opts.fleet.clone(), move |c| {
+            let events = fleet.book.apply(c);
+            if let Ok(mut a) = fleet.alerts.lock() {
+                a.extend(events);
+            }
+        })
         .probe_with(&probe)
         .lake_sink(
             writer,
@@ -311,8 +349,15 @@ fn run_worker(
                 ..SinkOptions::default()
             },
         );
-        (records_in, records_cap)
+        (records_in, records_cap, registry_in)
     });
+    // The registry as it stands, at the start of event time; then its input closes.
+    if index == 0 {
+        for (node, meta) in &opts.registry {
+            registry.insert((node.clone(), meta.clone()));
+        }
+    }
+    registry.close();
 
     let mut result = WorkerResult::default();
     if index == 0 {

@@ -24,6 +24,7 @@ mod diagnostics;
 mod docs;
 mod downloads;
 mod error;
+mod fleet;
 mod ingest;
 mod lake;
 pub mod listener;
@@ -193,6 +194,16 @@ pub const ENDPOINTS: &[Endpoint] = &[
         status::performance_route,
     ),
     ep("GET", "/v1/sensors/nodes", OBSERVER, nodes::list_route),
+    ep("GET", "/v1/fleet/summary", OBSERVER, fleet::summary_route),
+    ep("GET", "/v1/fleet/groups", OBSERVER, fleet::groups_route),
+    ep(
+        "GET",
+        "/v1/fleet/synchrony",
+        OBSERVER,
+        fleet::synchrony_route,
+    ),
+    ep("GET", "/v1/fleet/outliers", OBSERVER, fleet::outliers_route),
+    ep("GET", "/v1/alerts", OBSERVER, fleet::alerts_route),
     ep("POST", "/v1/sensors/nodes", ADMIN, nodes::register_route),
     ep("POST", "/v1/oscillator/reset", RESEARCHER, |api, at| {
         control::route(api, at, Command::Reset)

@@ -84,6 +84,8 @@ async fn register(api: Arc<Api>, who: Principal, body: bytes::Bytes) -> warp::re
         Ok(Err(e)) => return ApiError::Internal(e.to_string()).response(),
         Err(e) => return ApiError::Internal(e.to_string()).response(),
     };
+    // The fleet's views group it from now on.
+    api.shared.fleet.registry_change(&rec, 1);
     // The calibration reaches the node's clock as a command in its stream, logged like every
     // other, so a replay applies it where it was applied live.
     if let Some(c) = rec.calibration {

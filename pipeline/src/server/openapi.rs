@@ -234,6 +234,51 @@ fn ops() -> Vec<Op> {
         .query(of::<PageQuery>)
         .reply(Has(&["nodes", "pagination"])),
         op(
+            "GET",
+            "/v1/fleet/summary",
+            "The fleet at the watermark: nodes by status and board, synchrony, period, KOA and \
+             temperature statistics, outliers, active alerts by code, dead letters by node, hour \
+             and reason",
+        )
+        .reply(Has(&[
+            "as_of",
+            "fleet",
+            "groups",
+            "alerts_active",
+            "dead_letters",
+        ])),
+        op(
+            "GET",
+            "/v1/fleet/groups",
+            "Each group's view (by location, hardware type, or the fleet), maintained \
+             incrementally",
+        )
+        .query(of::<super::fleet::ByQuery>)
+        .reply(Has(&["as_of", "by", "count", "groups"])),
+        op(
+            "GET",
+            "/v1/fleet/synchrony",
+            "Each group's phase synchrony: the Kuramoto order parameter R, the mean phase and \
+             the circular spread of circadian time",
+        )
+        .query(of::<super::fleet::ByQuery>)
+        .reply(Has(&["as_of", "by", "groups"])),
+        op(
+            "GET",
+            "/v1/fleet/outliers",
+            "Nodes whose median period over their last rhythm windows is further than the \
+             configured distance from their group's median",
+        )
+        .query(of::<super::fleet::ByQuery>)
+        .reply(Has(&["as_of", "by", "distance_hours", "outliers"])),
+        op(
+            "GET",
+            "/v1/alerts",
+            "Active alerts (offline nodes, failing clocks and filters, dead-letter rates, \
+             period drift, desynchronised groups) and those recently cleared",
+        )
+        .reply(Has(&["as_of", "count", "active", "recent"])),
+        op(
             "POST",
             "/v1/sensors/nodes",
             "Register a node: its API key and MQTT login",

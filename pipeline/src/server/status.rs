@@ -271,6 +271,7 @@ pub(super) fn metrics(shared: &LiveShared) -> warp::reply::Response {
         })
         .collect();
     crate::metrics::render_node_gauges(&mut text, &gauges);
+    shared.fleet.render_metrics(&mut text);
     shared.durability.render(&mut text);
     warp::reply::with_header(text, "content-type", "text/plain; version=0.0.4").into_response()
 }

@@ -1,0 +1,227 @@
+//! The fleet's views and alerts in a live `kaiabc run`: registered nodes grouped by location and
+//! board, a node that goes silent raised as `NODE_OFFLINE` on event time (on `/v1/alerts`, the
+//! WebSocket's `alert` stream and `/metrics`) and cleared when it reports again; and a replay of
+//! the same readings with the same registry raising and clearing the same alerts.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use common::live::*;
+use serde_json::{json, Value};
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+/// `(code, node, raised_at, cleared_at)` of an alert as `/v1/alerts` or a replay lists it.
+fn key(a: &Value) -> (String, String, String, String) {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    (
+        s(&a["code"]),
+        s(&a["node_id"]),
+        s(&a["raised_at"]),
+        s(&a["cleared_at"]),
+    )
+}
+
+#[test]
+fn a_silent_node_is_offline_on_every_surface_then_clears_and_a_replay_agrees() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let flags = ["--offline-after", "3", "--stale-after", "1"];
+    let (server, http, mqtt) = start_with(&lake, &[&["--mqtt-anonymous"][..], &flags].concat());
+    let admin = token("admin");
+    for (node, location, hw) in [
+        ("fa", "chamber-1", "raspberry_pi_pico"),
+        ("fb", "chamber-1", "elm11"),
+        ("fc", "field", "raspberry_pi_pico"),
+    ] {
+        let (status, body) = request(
+            http,
+            "POST",
+            "/v1/sensors/nodes",
+            &[("Authorization", &bearer(&admin))],
+            &json!({"node_id": node, "location": location, "hardware_type": hw}).to_string(),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    let rt = ws_runtime();
+    let mut ws = rt.block_on(async {
+        let mut ws = ws_observer(http).await;
+        send(
+            &mut ws,
+            json!({"action": "subscribe", "streams": ["alert"]}),
+        )
+        .await;
+        ws
+    });
+
+    // fa reports for minutes 0–2, fb and fc for 0–10: with 60 s of lateness event time
+    // reaches minute 9, past fa's offline time (2 + 3).
+    let mut sent: Vec<(String, String)> = Vec::new();
+    let mut seq = std::collections::HashMap::new();
+    let mut minute = |nodes: &[&str], m: u32, sent: &mut Vec<(String, String)>| {
+        for n in nodes {
+            let s = seq.entry(n.to_string()).or_insert(0i64);
+            *s += 1;
+            let msg = (
+                format!("kaiabc/sensors/{n}"),
+                reading(n, *s, m, 300.0 + m as f64 * 0.1),
+            );
+            publish(mqtt, std::slice::from_ref(&msg));
+            sent.push(msg);
+        }
+    };
+    for m in 0..=10 {
+        let nodes: &[&str] = if m <= 2 {
+            &["fa", "fb", "fc"]
+        } else {
+            &["fb", "fc"]
+        };
+        minute(nodes, m, &mut sent);
+    }
+    let summary = wait_until("fa offline in the fleet's summary", || {
+        get(http, "/v1/fleet/summary")
+            .filter(|(s, b)| *s == 200 && b["fleet"]["status"]["offline"] == 1)
+    })
+    .1;
+    assert_eq!(summary["fleet"]["nodes"], 3, "{summary}");
+    assert_eq!(summary["fleet"]["status"]["online"], 2, "{summary}");
+    assert_eq!(
+        summary["fleet"]["hardware"]["raspberry_pi_pico"], 2,
+        "{summary}"
+    );
+    // Two live clocks: R is defined, in [0, 1].
+    let r = summary["fleet"]["synchrony"]["order_parameter"]
+        .as_f64()
+        .unwrap();
+    assert!((0.0..=1.0).contains(&r), "{summary}");
+    assert_eq!(summary["alerts_active"]["NODE_OFFLINE"], 1, "{summary}");
+
+    let (status, groups) = get(http, "/v1/fleet/groups?by=location").unwrap();
+    assert_eq!(status, 200);
+    let chamber = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["group"] == "chamber-1")
+        .unwrap();
+    assert_eq!(chamber["nodes"], 2, "{groups}");
+    assert_eq!(chamber["status"]["offline"], 1, "{groups}");
+    let (status, body) = get(http, "/v1/fleet/groups?by=planet").unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "INVALID_PARAMETER", "{body}");
+    let (status, sync) = get(http, "/v1/fleet/synchrony?by=hardware_type").unwrap();
+    assert_eq!(
+        (status, sync["by"].as_str()),
+        (200, Some("hardware_type")),
+        "{sync}"
+    );
+    let (status, outliers) = get(http, "/v1/fleet/outliers").unwrap();
+    assert_eq!(status, 200, "{outliers}");
+
+    let (_, alerts) = get(http, "/v1/alerts").unwrap();
+    let active = alerts["active"].as_array().unwrap();
+    assert_eq!(active.len(), 1, "{alerts}");
+    assert_eq!(active[0]["code"], "NODE_OFFLINE");
+    assert_eq!(active[0]["node_id"], "fa");
+    assert_eq!(
+        active[0]["raised_at"], "2026-01-05T10:05:00.000000Z",
+        "{alerts}"
+    );
+    assert_eq!(
+        active[0]["details"]["last_seen"], "2026-01-05T10:02:00.000000Z",
+        "{alerts}"
+    );
+    let event = rt.block_on(async {
+        loop {
+            let m = next_json(&mut ws).await.expect("the socket closed");
+            if m["event"] == "alert" {
+                return m;
+            }
+        }
+    });
+    assert_eq!(
+        (
+            event["code"].as_str(),
+            event["node_id"].as_str(),
+            event["severity"].as_str()
+        ),
+        (Some("NODE_OFFLINE"), Some("fa"), Some("warning")),
+        "{event}"
+    );
+    let (_, metrics) = get_text(http, "/metrics");
+    assert!(
+        metrics.contains("kaiabc_alerts_active{code=\"NODE_OFFLINE\",severity=\"warning\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "kaiabc_fleet_nodes{by=\"location\",group=\"chamber-1\",status=\"offline\"} 1"
+        ),
+        "{metrics}"
+    );
+    promtool_check(metrics.split("\r\n\r\n").nth(1).unwrap());
+
+    // fa comes back at minute 12; event time moves on to 13.
+    minute(&["fb", "fc"], 11, &mut sent);
+    for m in 12..=14 {
+        minute(&["fa", "fb", "fc"], m, &mut sent);
+    }
+    let alerts = wait_until("fa's alert cleared", || {
+        get(http, "/v1/alerts")
+            .filter(|(_, b)| b["count"] == 0)
+            .map(|(_, b)| b)
+    });
+    let recent = alerts["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 1, "{alerts}");
+    assert_eq!(
+        recent[0]["cleared_at"], "2026-01-05T10:12:00.000000Z",
+        "{alerts}"
+    );
+    let cleared = rt.block_on(async {
+        loop {
+            let m = next_json(&mut ws).await.expect("the socket closed");
+            if m["event"] == "alert" {
+                return m;
+            }
+        }
+    });
+    assert_eq!(cleared["data"]["state"], "cleared", "{cleared}");
+    assert_eq!(
+        cleared["details"]["last_seen"], "2026-01-05T10:02:00.000000Z",
+        "{cleared}"
+    );
+    let live: BTreeSet<_> = recent.iter().map(key).collect();
+    stop(server);
+
+    // The same readings replayed with the same registry and thresholds.
+    let log = dir.path().join("sent.jsonl");
+    let lines: Vec<&str> = sent.iter().map(|(_, p)| p.as_str()).collect();
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
+        .args(["replay", log.to_str().unwrap(), "--json", "--registry"])
+        .arg(lake.with_extension("state").join("nodes.json"))
+        .arg("--lake")
+        .arg(dir.path().join("replayed"))
+        .args(flags)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let replayed: BTreeSet<_> = summary["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["state"] == "cleared")
+        .map(key)
+        .collect();
+    assert_eq!(live, replayed, "{summary}");
+    assert_eq!(summary["fleet"]["groups"]["location"], 2, "{summary}");
+}
