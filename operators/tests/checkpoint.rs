@@ -47,6 +47,8 @@ fn rows_json(rows: &[LakeRow]) -> Vec<String> {
             LakeRow::Rhythm(x) => serde_json::to_string(x).unwrap(),
             LakeRow::DeadLetter(x) => serde_json::to_string(x).unwrap(),
             LakeRow::PhaseShift(x) => serde_json::to_string(x).unwrap(),
+            LakeRow::Fleet(x) => serde_json::to_string(x).unwrap(),
+            LakeRow::Alert(x) => serde_json::to_string(x).unwrap(),
             LakeRow::Checkpoint(_) => "checkpoint".into(),
         })
         .collect()

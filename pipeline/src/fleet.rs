@@ -411,20 +411,6 @@ fn group_json(s: &FleetState, g: &GroupKey, agg: &GroupAgg) -> Value {
 
 /// An alert as `/v1/alerts` lists it and as the WebSocket's `alert` event carries it.
 pub fn alert_json(a: &Alert, raised_at: u64, cleared_at: Option<u64>) -> Value {
-    let subject = match (&a.node, &a.group) {
-        (Some(n), _) => format!("node {n}"),
-        (None, Some(g)) => format!("{} {}", g.by.as_str(), g.value),
-        (None, None) => "the fleet".into(),
-    };
-    let what = match a.code {
-        AlertCode::NodeOffline if a.last_will => "went offline (its Last Will)".to_string(),
-        AlertCode::NodeOffline => "has sent no reading for the offline threshold".to_string(),
-        AlertCode::OdeInstability => "failed its clock's integration".to_string(),
-        AlertCode::FilterDivergence => "had its Kalman filter diverge".to_string(),
-        AlertCode::DeadLetterRate => "sent more dead letters in an hour than the threshold".into(),
-        AlertCode::PeriodDrift => "runs at a period outside its group's band".to_string(),
-        AlertCode::Desynchronized => "lost phase synchrony (R below the threshold)".to_string(),
-    };
     let state = if cleared_at.is_some() {
         "cleared"
     } else {
@@ -434,7 +420,7 @@ pub fn alert_json(a: &Alert, raised_at: u64, cleared_at: Option<u64>) -> Value {
         "code": a.code.as_str(),
         "severity": a.code.severity().as_str(),
         "node_id": a.node,
-        "message": format!("{subject} {what}"),
+        "message": a.message(),
         "timestamp": tick_time(cleared_at.unwrap_or(raised_at)),
         "state": state,
         "raised_at": tick_time(raised_at),

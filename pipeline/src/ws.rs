@@ -609,7 +609,11 @@ impl Hub {
                         seq,
                     });
                 }
-                LakeRow::Rhythm(_) | LakeRow::Checkpoint(_) => {}
+                // The fleet's alerts reach subscribers from the fleet's book (`Hub::alert`).
+                LakeRow::Rhythm(_)
+                | LakeRow::Checkpoint(_)
+                | LakeRow::Fleet(_)
+                | LakeRow::Alert(_) => {}
             }
         }
         for p in out {

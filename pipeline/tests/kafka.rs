@@ -179,6 +179,20 @@ fn a_node_publish_goes_through_the_bridge_and_kafka_to_websocket_lake_and_topics
         assert!(state["circadian_time"].is_number(), "{state}");
     }
 
+    // Readings ten minutes apart: by event time k1 was silent past the offline threshold (5
+    // minutes) between them, which kaiabc.alerts carries, keyed by node.
+    let alerts = consume_until(&kafka, "kaiabc.alerts", |s| !s.is_empty());
+    assert_eq!(alerts[0].0, "k1", "{alerts:?}");
+    assert_eq!(
+        (alerts[0].1["code"].as_str(), alerts[0].1["state"].as_str()),
+        (Some("NODE_OFFLINE"), Some("raised")),
+        "{alerts:?}"
+    );
+    assert_eq!(
+        alerts[0].1["at"], "2026-01-05T00:15:00.000000Z",
+        "{alerts:?}"
+    );
+
     let (status, metrics) = get_text(http, "/metrics");
     assert_eq!(status, 200);
     let body = metrics.split("\r\n\r\n").nth(1).unwrap();

@@ -53,6 +53,8 @@ fn all_rows(lake: &Path) -> String {
         ("states", "node_id, timestamp"),
         ("rhythms", "node_id, window_end, metric"),
         ("dead_letters", "received_at, source"),
+        ("fleet", "snapshot_at, group_by, \"group\""),
+        ("alerts", "at, code, node_id, state"),
     ] {
         out += &query_csv(lake, &format!("SELECT * FROM {table} ORDER BY {order}"));
     }
@@ -587,4 +589,92 @@ fn a_replayed_control_log_applies_its_commands_between_the_readings() {
         err.contains("commands.jsonl:1: not a control command"),
         "{err}"
     );
+}
+
+/// The numbers of a CSV answer, row by row (its header dropped; text cells kept as they are).
+fn cells(csv: &str) -> Vec<Vec<String>> {
+    csv.lines()
+        .skip(1)
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect()
+}
+
+#[test]
+fn the_fleet_s_hourly_views_match_sql_over_the_replayed_states() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.csv");
+    let text = ok(&[
+        "datasets", "generate", "--nodes", "9", "--days", "1", "--seed", "7",
+    ]);
+    std::fs::write(&log, text).unwrap();
+    // Nodes in three locations by number, boards alternating.
+    let registry: Vec<serde_json::Value> = (0..9)
+        .map(|n| {
+            serde_json::json!({
+                "node_id": format!("node_{n:05}"),
+                "location": format!("loc{}", n % 3),
+                "hardware_type": if n % 2 == 0 { "raspberry_pi_pico" } else { "elm11" },
+                "sensor_type": "BME280",
+                "registered_at": "2025-01-01T00:00:00Z",
+                "key_id": "00000000",
+                "key_hash": "-",
+            })
+        })
+        .collect();
+    let reg = dir.path().join("nodes.json");
+    std::fs::write(&reg, serde_json::to_string(&registry).unwrap()).unwrap();
+    let lake = dir.path().join("lake");
+    replay(
+        &lake,
+        &[log.display().to_string()],
+        &["--workers", "2", "--registry", reg.to_str().unwrap()],
+    );
+    for hour in ["03", "12", "23"] {
+        let at = format!("TIMESTAMP '2025-01-01T{hour}:00:00Z'");
+        let views = query_csv(
+            &lake,
+            &format!(
+                "SELECT \"group\", nodes, online, clocks, order_parameter, mean_phase, \
+                 period_mean_hours, koa_min, koa_max, temperature_mean_kelvin, \
+                 temperature_max_kelvin, elm11 FROM fleet WHERE snapshot_at = {at} \
+                 AND group_by IN ('fleet', 'location') ORDER BY \"group\""
+            ),
+        );
+        // Independently: each node's last state before the hour, grouped with SQL.
+        let last = format!(
+            "SELECT node_id, phase, period_hours, koa_metric, temperature_kelvin, \
+             'loc' || CAST(CAST(substr(node_id, 6) AS BIGINT) % 3 AS VARCHAR) AS loc, \
+             CAST(substr(node_id, 6) AS BIGINT) % 2 AS elm, \
+             row_number() OVER (PARTITION BY node_id ORDER BY timestamp DESC, seq DESC) AS rn \
+             FROM states WHERE timestamp < {at}"
+        );
+        let stats = "count(*) AS n, count(*) AS online, count(*) AS clocks, \
+             sqrt(power(avg(cos(2 * pi() * phase)), 2) + power(avg(sin(2 * pi() * phase)), 2)), \
+             (atan2(avg(sin(2 * pi() * phase)), avg(cos(2 * pi() * phase))) / (2 * pi()) + 1) % 1, \
+             avg(period_hours), min(koa_metric), max(koa_metric), avg(temperature_kelvin), \
+             max(temperature_kelvin), sum(elm)";
+        let sql = query_csv(
+            &lake,
+            &format!(
+                "WITH last AS ({last}) \
+                 SELECT g, {stats} FROM (SELECT *, 'all' AS g FROM last UNION ALL \
+                 SELECT *, loc AS g FROM last) WHERE rn = 1 GROUP BY g ORDER BY g"
+            ),
+        );
+        let (views, sql) = (cells(&views), cells(&sql));
+        assert_eq!(views.len(), 4, "{hour}: {views:?}");
+        assert_eq!(views.len(), sql.len(), "{hour}");
+        for (v, s) in views.iter().zip(&sql) {
+            assert_eq!(v[0], s[0]);
+            for (i, (a, b)) in v.iter().zip(s).enumerate().skip(1) {
+                let (a, b): (f64, f64) = (a.parse().unwrap(), b.parse().unwrap());
+                // Fixed-point sums: phases to 2⁻³² of a cycle, other sums to 2⁻²⁴.
+                assert!(
+                    (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                    "{hour}, group {}, column {i}: views {a}, SQL {b}",
+                    v[0]
+                );
+            }
+        }
+    }
 }

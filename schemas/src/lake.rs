@@ -8,7 +8,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use serde::{Deserialize, Serialize};
 
 use crate::reading::SensorReading;
-use crate::{DeadLetter, OscillatorState, PhaseShiftReport, RhythmWindow};
+use crate::{AlertRow, DeadLetter, FleetSnapshot, OscillatorState, PhaseShiftReport, RhythmWindow};
 
 /// Any lake row, for streams that carry several tables.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +23,10 @@ pub enum LakeRow {
     DeadLetter(DeadLetter),
     /// A `phase_shifts` row.
     PhaseShift(PhaseShiftReport),
+    /// A `fleet` row: a group's view at the top of an hour.
+    Fleet(Box<FleetSnapshot>),
+    /// An `alerts` row: an alert raised or cleared.
+    Alert(Box<AlertRow>),
     /// Not a table row: a barrier in one worker's row stream carrying the checkpoints of the
     /// nodes that changed since the previous one. The lake sink commits every row before it,
     /// then saves the checkpoints, so saved node state always matches committed rows.
@@ -106,16 +110,22 @@ pub enum Table {
     DeadLetters,
     /// Planned phase shifts and the shift each achieved.
     PhaseShifts,
+    /// Each group's view (fleet, location, hardware type) at the top of every hour.
+    Fleet,
+    /// Every alert raised and cleared.
+    Alerts,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 7] = [
         Table::Readings,
         Table::States,
         Table::Rhythms,
         Table::DeadLetters,
         Table::PhaseShifts,
+        Table::Fleet,
+        Table::Alerts,
     ];
 
     /// The table's name: its directory under the lake root and its SQL name.
@@ -126,6 +136,8 @@ impl Table {
             Table::Rhythms => "rhythms",
             Table::DeadLetters => "dead_letters",
             Table::PhaseShifts => "phase_shifts",
+            Table::Fleet => "fleet",
+            Table::Alerts => "alerts",
         }
     }
 
@@ -137,6 +149,8 @@ impl Table {
             Table::Rhythms => "window_end",
             Table::DeadLetters => "received_at",
             Table::PhaseShifts => "completed_at",
+            Table::Fleet => "snapshot_at",
+            Table::Alerts => "at",
         }
     }
 
@@ -148,6 +162,8 @@ impl Table {
             Table::Rhythms => rhythms(),
             Table::DeadLetters => dead_letters(),
             Table::PhaseShifts => phase_shifts(),
+            Table::Fleet => fleet(),
+            Table::Alerts => alerts(),
         })
     }
 
@@ -240,6 +256,61 @@ fn dead_letters() -> Schema {
         Field::new("message", DataType::Utf8, false),
         Field::new("payload", DataType::Utf8, false),
         Field::new("node_id", DataType::Utf8, true),
+    ])
+}
+
+fn fleet() -> Schema {
+    let mut fields = vec![
+        Field::new("snapshot_at", timestamp_type(), false),
+        Field::new("group_by", DataType::Utf8, false),
+        Field::new("group", DataType::Utf8, false),
+    ];
+    for c in [
+        "nodes",
+        "online",
+        "stale",
+        "offline",
+        "failing",
+        "raspberry_pi_pico",
+        "elm11",
+        "unknown_hardware",
+        "clocks",
+    ] {
+        fields.push(Field::new(c, DataType::Int64, false));
+    }
+    for c in [
+        "order_parameter",
+        "mean_phase",
+        "spread_ct_hours",
+        "period_mean_hours",
+        "period_min_hours",
+        "period_median_hours",
+        "period_max_hours",
+        "koa_mean",
+        "koa_min",
+        "koa_max",
+        "temperature_mean_kelvin",
+        "temperature_min_kelvin",
+        "temperature_max_kelvin",
+    ] {
+        fields.push(f64_col(c, true));
+    }
+    fields.push(Field::new("outliers", DataType::Int64, false));
+    Schema::new(fields)
+}
+
+fn alerts() -> Schema {
+    Schema::new(vec![
+        Field::new("at", timestamp_type(), false),
+        Field::new("state", DataType::Utf8, false),
+        Field::new("code", DataType::Utf8, false),
+        Field::new("severity", DataType::Utf8, false),
+        Field::new("node_id", DataType::Utf8, true),
+        Field::new("group_by", DataType::Utf8, true),
+        Field::new("group", DataType::Utf8, true),
+        Field::new("raised_at", timestamp_type(), false),
+        Field::new("last_seen", timestamp_type(), true),
+        Field::new("message", DataType::Utf8, false),
     ])
 }
 

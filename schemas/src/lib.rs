@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod dead_letter;
+pub mod fleet;
 pub mod json_schema;
 pub mod lake;
 pub mod phase_shift;
@@ -19,6 +20,7 @@ pub use control::{
     StructuralCoupling, TemperatureDependence,
 };
 pub use dead_letter::DeadLetter;
+pub use fleet::{AlertRow, FleetSnapshot};
 pub use lake::{Checkpoint, FilterSnapshot, LakeRow, NodeCheckpointEntry, ReadingRow, Table};
 pub use phase_shift::{PhaseShiftOutcome, PhaseShiftReport};
 pub use reading::{

@@ -25,6 +25,11 @@ pub const READINGS_TOPIC: &str = "kaiabc.readings";
 pub const STATES_TOPIC: &str = "kaiabc.states";
 /// Rejected input as JSON `DeadLetter`s, keyed by node id when known.
 pub const DEAD_LETTERS_TOPIC: &str = "kaiabc.dead-letters";
+/// Each group's view at the top of every hour (`FleetSnapshot` JSON), keyed by
+/// `{group_by}/{group}`.
+pub const FLEET_TOPIC: &str = "kaiabc.fleet";
+/// Each alert raised or cleared (`AlertRow` JSON), keyed by its node or its group.
+pub const ALERTS_TOPIC: &str = "kaiabc.alerts";
 /// The consumer group of the pipeline.
 pub const PIPELINE_GROUP: &str = "kaiabc-pipeline";
 
@@ -123,10 +128,16 @@ pub async fn ensure_topics(cfg: &KafkaConfig) -> Result<(), KafkaError> {
         .client()
         .create()
         .map_err(KafkaError::client("connecting the admin client"))?;
-    let topics: Vec<NewTopic<'_>> = [READINGS_TOPIC, STATES_TOPIC, DEAD_LETTERS_TOPIC]
-        .iter()
-        .map(|t| NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(1)))
-        .collect();
+    let topics: Vec<NewTopic<'_>> = [
+        READINGS_TOPIC,
+        STATES_TOPIC,
+        DEAD_LETTERS_TOPIC,
+        FLEET_TOPIC,
+        ALERTS_TOPIC,
+    ]
+    .iter()
+    .map(|t| NewTopic::new(t, cfg.partitions, TopicReplication::Fixed(1)))
+    .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(&topics, &opts)

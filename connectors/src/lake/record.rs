@@ -12,7 +12,8 @@ use arrow::error::ArrowError;
 use chrono::{DateTime, NaiveDate, Utc};
 pub use kaiabc_schemas::LakeRow;
 use kaiabc_schemas::{
-    DeadLetter, OscillatorState, PhaseShiftReport, ReadingRow, RhythmWindow, Table,
+    AlertRow, DeadLetter, FleetSnapshot, OscillatorState, PhaseShiftReport, ReadingRow,
+    RhythmWindow, Table,
 };
 
 /// A row of one of the lake's tables.
@@ -289,5 +290,79 @@ impl LakeRecord for PhaseShiftReport {
 
     fn time_micros(&self) -> i64 {
         micros(&self.completed_at)
+    }
+}
+
+columns!(FleetColumns for FleetSnapshot, Table::Fleet, {
+    snapshot_at: TimestampMicrosecondBuilder = utc_micros
+        => |x| append_value(micros(&x.snapshot_at)),
+    group_by: StringBuilder = strings => |x| append_value(&x.group_by),
+    group: StringBuilder = strings => |x| append_value(&x.group),
+    nodes: Int64Builder = ints64 => |x| append_value(x.nodes),
+    online: Int64Builder = ints64 => |x| append_value(x.online),
+    stale: Int64Builder = ints64 => |x| append_value(x.stale),
+    offline: Int64Builder = ints64 => |x| append_value(x.offline),
+    failing: Int64Builder = ints64 => |x| append_value(x.failing),
+    raspberry_pi_pico: Int64Builder = ints64 => |x| append_value(x.raspberry_pi_pico),
+    elm11: Int64Builder = ints64 => |x| append_value(x.elm11),
+    unknown_hardware: Int64Builder = ints64 => |x| append_value(x.unknown_hardware),
+    clocks: Int64Builder = ints64 => |x| append_value(x.clocks),
+    order_parameter: Float64Builder = floats => |x| append_option(x.order_parameter),
+    mean_phase: Float64Builder = floats => |x| append_option(x.mean_phase),
+    spread_ct_hours: Float64Builder = floats => |x| append_option(x.spread_ct_hours),
+    period_mean_hours: Float64Builder = floats => |x| append_option(x.period_mean_hours),
+    period_min_hours: Float64Builder = floats => |x| append_option(x.period_min_hours),
+    period_median_hours: Float64Builder = floats => |x| append_option(x.period_median_hours),
+    period_max_hours: Float64Builder = floats => |x| append_option(x.period_max_hours),
+    koa_mean: Float64Builder = floats => |x| append_option(x.koa_mean),
+    koa_min: Float64Builder = floats => |x| append_option(x.koa_min),
+    koa_max: Float64Builder = floats => |x| append_option(x.koa_max),
+    temperature_mean_kelvin: Float64Builder = floats
+        => |x| append_option(x.temperature_mean_kelvin),
+    temperature_min_kelvin: Float64Builder = floats
+        => |x| append_option(x.temperature_min_kelvin),
+    temperature_max_kelvin: Float64Builder = floats
+        => |x| append_option(x.temperature_max_kelvin),
+    outliers: Int64Builder = ints64 => |x| append_value(x.outliers),
+});
+
+impl LakeRecord for FleetSnapshot {
+    const TABLE: Table = Table::Fleet;
+    type Columns = FleetColumns;
+
+    fn sort_key(&self) -> (&str, i64, &str) {
+        (&self.group_by, micros(&self.snapshot_at), &self.group)
+    }
+
+    fn time_micros(&self) -> i64 {
+        micros(&self.snapshot_at)
+    }
+}
+
+columns!(AlertColumns for AlertRow, Table::Alerts, {
+    at: TimestampMicrosecondBuilder = utc_micros => |x| append_value(micros(&x.at)),
+    state: StringBuilder = strings => |x| append_value(&x.state),
+    code: StringBuilder = strings => |x| append_value(&x.code),
+    severity: StringBuilder = strings => |x| append_value(&x.severity),
+    node_id: StringBuilder = strings => |x| append_option(x.node_id.as_deref()),
+    group_by: StringBuilder = strings => |x| append_option(x.group_by.as_deref()),
+    group: StringBuilder = strings => |x| append_option(x.group.as_deref()),
+    raised_at: TimestampMicrosecondBuilder = utc_micros
+        => |x| append_value(micros(&x.raised_at)),
+    last_seen: TimestampMicrosecondBuilder = utc_micros
+        => |x| append_option(x.last_seen.as_ref().map(micros)),
+    message: StringBuilder = strings => |x| append_value(&x.message),
+});
+
+impl LakeRecord for AlertRow {
+    const TABLE: Table = Table::Alerts;
+    type Columns = AlertColumns;
+
+    fn sort_key(&self) -> (&str, i64, &str) {
+        ("", micros(&self.at), &self.code)
+    }
+
+    fn time_micros(&self) -> i64 {
+        micros(&self.at)
     }
 }

@@ -9,7 +9,8 @@ use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::take_record_batch;
 use chrono::{NaiveDate, Utc};
 use kaiabc_schemas::{
-    DeadLetter, OscillatorState, PhaseShiftReport, ReadingRow, RhythmWindow, Table,
+    AlertRow, DeadLetter, FleetSnapshot, OscillatorState, PhaseShiftReport, ReadingRow,
+    RhythmWindow, Table,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -201,6 +202,8 @@ pub struct LakeWriter {
     rhythms: Buffer<RhythmWindow>,
     dead_letters: Buffer<DeadLetter>,
     phase_shifts: Buffer<PhaseShiftReport>,
+    fleet: Buffer<FleetSnapshot>,
+    alerts: Buffer<AlertRow>,
     staged: Vec<Staged>,
     /// Sorted batches whose staging failed (a full disk, no file descriptors): written again
     /// before anything else is staged, so a transient error loses no row.
@@ -259,6 +262,8 @@ impl LakeWriter {
             rhythms: Buffer::default(),
             dead_letters: Buffer::default(),
             phase_shifts: Buffer::default(),
+            fleet: Buffer::default(),
+            alerts: Buffer::default(),
             staged: Vec::new(),
             unstaged: Vec::new(),
             unsynced: Default::default(),
@@ -291,6 +296,8 @@ impl LakeWriter {
             + n(&self.rhythms)
             + n(&self.dead_letters)
             + n(&self.phase_shifts)
+            + n(&self.fleet)
+            + n(&self.alerts)
     }
 
     /// Buffers one row (staging its partition if the buffer is full).
@@ -301,6 +308,8 @@ impl LakeWriter {
             LakeRow::Rhythm(r) => self.push_into(r, |w| &mut w.rhythms),
             LakeRow::DeadLetter(r) => self.push_into(r, |w| &mut w.dead_letters),
             LakeRow::PhaseShift(r) => self.push_into(r, |w| &mut w.phase_shifts),
+            LakeRow::Fleet(r) => self.push_into(*r, |w| &mut w.fleet),
+            LakeRow::Alert(r) => self.push_into(*r, |w| &mut w.alerts),
             // A barrier, not a row: the lake sink commits at it and saves its checkpoints.
             LakeRow::Checkpoint(_) => Ok(()),
         }
@@ -344,7 +353,9 @@ impl LakeWriter {
         self.roll_table(before, |w| &mut w.states)?;
         self.roll_table(before, |w| &mut w.rhythms)?;
         self.roll_table(before, |w| &mut w.dead_letters)?;
-        self.roll_table(before, |w| &mut w.phase_shifts)
+        self.roll_table(before, |w| &mut w.phase_shifts)?;
+        self.roll_table(before, |w| &mut w.fleet)?;
+        self.roll_table(before, |w| &mut w.alerts)
     }
 
     fn roll_table<R: LakeRecord>(

@@ -111,6 +111,25 @@ impl Alert {
         }
     }
 
+    /// What it is about, in words.
+    pub fn message(&self) -> String {
+        let subject = match (&self.node, &self.group) {
+            (Some(n), _) => format!("node {n}"),
+            (None, Some(g)) => format!("{} {}", g.by.as_str(), g.value),
+            (None, None) => "the fleet".into(),
+        };
+        let what = match self.code {
+            AlertCode::NodeOffline if self.last_will => "went offline (its Last Will)",
+            AlertCode::NodeOffline => "has sent no reading for the offline threshold",
+            AlertCode::OdeInstability => "failed its clock's integration",
+            AlertCode::FilterDivergence => "had its Kalman filter diverge",
+            AlertCode::DeadLetterRate => "sent more dead letters in an hour than the threshold",
+            AlertCode::PeriodDrift => "runs at a period outside its group's band",
+            AlertCode::Desynchronized => "lost phase synchrony (R below the threshold)",
+        };
+        format!("{subject} {what}")
+    }
+
     /// The node rules: offline, failing, dead-letter rate.
     pub fn of_node(node: &str, view: &NodeView, cfg: &FleetConfig) -> Vec<Alert> {
         let mut out = Vec::new();

@@ -9,6 +9,7 @@
 
 pub mod alert;
 pub mod group;
+pub mod lake;
 pub mod node;
 pub mod output;
 pub mod synchrony;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use alert::{Alert, AlertCode, Severity};
 pub use group::{GroupAgg, GroupBy, GroupKey, Measure, NodeMeta, Spread, Sum};
+pub use lake::{alert_row, FleetRows};
 pub use node::{ClockView, NodeEvent, NodeFact, NodeTracker, NodeView, Status};
 pub use output::{AlertChange, FleetChanges, FleetOutput, FleetState};
 pub use synchrony::{Moments, PHASE_SCALE};

@@ -22,7 +22,7 @@ type Pending = BTreeMap<u64, (Capability<u64>, Vec<(FleetFact, isize)>)>;
 
 /// One worker's changes to the fleet's views at one tick: retractions first, then insertions,
 /// each in the facts' order.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FleetChanges {
     /// The tick (minute of event time).
     pub time: u64,

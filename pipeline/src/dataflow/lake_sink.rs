@@ -28,7 +28,7 @@ pub struct SinkReport {
     /// Committed files and rows.
     pub committed: CommitSummary,
     /// Rows per table received: readings, states, rhythms, dead letters, phase shifts.
-    pub rows: [u64; 5],
+    pub rows: [u64; 7],
     /// The first error (the sink stops writing after it).
     pub error: Option<LakeError>,
     /// Time spent in the writer (buffering, encoding, writing, committing).
@@ -474,6 +474,8 @@ impl LakeSink for Stream<'_, u64, Vec<LakeRow>> {
                                 LakeRow::Rhythm(_) => 2,
                                 LakeRow::DeadLetter(_) => 3,
                                 LakeRow::PhaseShift(_) => 4,
+                                LakeRow::Fleet(_) => 5,
+                                LakeRow::Alert(_) => 6,
                                 LakeRow::Checkpoint(_) => {
                                     barriers = true;
                                     continue;

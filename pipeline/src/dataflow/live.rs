@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use kaiabc_connectors::file::LineParser;
-use kaiabc_connectors::kafka::{KafkaProducer, DEAD_LETTERS_TOPIC, STATES_TOPIC};
+use kaiabc_connectors::kafka::{
+    KafkaProducer, ALERTS_TOPIC, DEAD_LETTERS_TOPIC, FLEET_TOPIC, STATES_TOPIC,
+};
 use kaiabc_connectors::lake::{existing_keys, CheckpointWriter, LakeConfig, LakeWriter, Restored};
 use kaiabc_connectors::mqtt::MqttOutput;
 use kaiabc_operators::dataflow::{Checkpointing, NodeStats, Ordering};
@@ -115,6 +117,18 @@ impl LiveShared {
                     }
                 }
             }
+            LakeRow::Fleet(f) => {
+                let key = format!("{}/{}", f.group_by, f.group);
+                self.to_kafka(FLEET_TOPIC, Some(&key), f);
+            }
+            LakeRow::Alert(a) => {
+                let key = a.node_id.clone().or_else(|| {
+                    a.group
+                        .as_ref()
+                        .map(|g| format!("{}/{g}", a.group_by.as_deref().unwrap_or("")))
+                });
+                self.to_kafka(ALERTS_TOPIC, key.as_deref(), a);
+            }
             LakeRow::DeadLetter(d) => {
                 if let (Some(k), Ok(json)) = (self.kafka.get(), serde_json::to_vec(d)) {
                     if let Err(e) =
@@ -125,6 +139,23 @@ impl LiveShared {
                 }
             }
             _ => {}
+        }
+    }
+}
+
+impl LiveShared {
+    /// Sends a record as JSON to a topic, in Kafka mode.
+    fn to_kafka(&self, topic: &str, key: Option<&str>, value: &impl serde::Serialize) {
+        let Some(k) = self.kafka.get() else {
+            return;
+        };
+        match serde_json::to_vec(value) {
+            Ok(json) => {
+                if let Err(e) = k.send(topic, key, &json, &[], None) {
+                    tracing::warn!(error = %e, topic, "Kafka");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, topic, "encoding a record"),
         }
     }
 }

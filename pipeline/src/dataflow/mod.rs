@@ -31,7 +31,7 @@ use kaiabc_connectors::lake::ExistingKeys;
 use kaiabc_operators::dataflow::{Checkpointing, NodeClocks, NodeStats, Ordering, Routed};
 use kaiabc_operators::dedup::LakeKeys;
 use kaiabc_operators::fleet::{
-    fleet_views, FleetChanges, FleetConfig, FleetOutput, NodeEvent, NodeMeta,
+    fleet_views, FleetChanges, FleetConfig, FleetOutput, FleetRows, NodeEvent, NodeMeta,
 };
 use kaiabc_operators::node::NodeConfig;
 use kaiabc_schemas::LakeRow;
@@ -88,8 +88,9 @@ pub fn lake_rows<'scope>(
     clocks.concat(dead)
 }
 
-/// The fleet's views over a worker's rows (see `kaiabc_operators::fleet`): the rows pass on
-/// unchanged, and each completed tick's changes of the views go to `sink`. `more` adds events
+/// The fleet's views over a worker's rows (see `kaiabc_operators::fleet`): the rows pass on,
+/// joined (on worker 0) by the `fleet` and `alerts` rows, and each completed tick's changes of
+/// the views go to `sink`. `more` adds events
 /// the rows do not carry (live: status messages). `registry` is the
 /// collection of `(node, meta)` records the nodes are grouped by.
 pub fn with_fleet<'scope>(
@@ -104,8 +105,9 @@ pub fn with_fleet<'scope>(
     if let Some(more) = more {
         events = events.concat(more);
     }
-    fleet_views(events, registry, cfg)
+    let fleet = fleet_views(events, registry, cfg)
         .fleet_changes()
-        .inspect(move |c: &FleetChanges| sink(c));
-    rows
+        .inspect(move |c: &FleetChanges| sink(c))
+        .fleet_rows();
+    rows.concat(fleet)
 }
