@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs (once) the servers and tools the tests run for real, from Debian's packages:
 # Mosquitto and its clients (the external MQTT broker and a real node), Prometheus's
-# promtool (checks /metrics), and Chromium with its WebDriver (the dashboard's browser test). Quiet when everything is there already.
+# promtool (checks /metrics and the alerting rules), Alertmanager's amtool (checks its config),
+# and Chromium with its WebDriver (the dashboard's browser test). Quiet when everything is there already.
 set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [[ -x /usr/sbin/mosquitto ]] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if ((${#need[@]})); then

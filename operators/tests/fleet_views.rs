@@ -10,9 +10,10 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::Input;
 use kaiabc_operators::fleet::{
     fleet_views, AlertChange, AlertCode, ClockView, FleetChanges, FleetConfig, FleetFact,
-    FleetOutput, FleetState, GroupBy, GroupKey, Measure, NodeEvent, NodeMeta, OrdF64, Status,
+    FleetOutput, FleetRows, FleetState, GroupBy, GroupKey, Measure, NodeEvent, NodeMeta, OrdF64,
+    Status,
 };
-use kaiabc_schemas::Reason;
+use kaiabc_schemas::{LakeRow, Reason};
 use timely::dataflow::operators::vec::Input as _;
 use timely::dataflow::operators::{Inspect, Probe};
 use timely::dataflow::ProbeHandle;
@@ -28,11 +29,24 @@ enum In {
 /// before it closes (timers before `end` fire; later ones are dropped with the input), and
 /// returns each tick's changes from every worker, consolidated and sorted.
 fn run(workers: usize, inputs: Vec<(u64, In)>, end: u64, cfg: FleetConfig) -> Vec<FleetChanges> {
+    run_all(workers, inputs, end, cfg).0
+}
+
+/// As [`run`], with the lake rows the changes make (sorted as `kaiabc query` would).
+fn run_all(
+    workers: usize,
+    inputs: Vec<(u64, In)>,
+    end: u64,
+    cfg: FleetConfig,
+) -> (Vec<FleetChanges>, Vec<String>) {
     let out: Arc<Mutex<Vec<FleetChanges>>> = Arc::default();
     let sink = Arc::clone(&out);
+    let rows: Arc<Mutex<Vec<String>>> = Arc::default();
+    let row_sink = Arc::clone(&rows);
     let inputs = Arc::new(inputs);
     timely::execute(timely::Config::process(workers), move |worker| {
         let sink = Arc::clone(&sink);
+        let row_sink = Arc::clone(&row_sink);
         let cfg = cfg.clone();
         let probe = ProbeHandle::new();
         let p = probe.clone();
@@ -42,6 +56,15 @@ fn run(workers: usize, inputs: Vec<(u64, In)>, end: u64, cfg: FleetConfig) -> Ve
             fleet_views(events, registry, cfg)
                 .fleet_changes()
                 .inspect(move |c: &FleetChanges| sink.lock().unwrap().push(c.clone()))
+                .fleet_rows()
+                .inspect(move |r: &LakeRow| {
+                    let text = match r {
+                        LakeRow::Fleet(f) => serde_json::to_string(f).unwrap(),
+                        LakeRow::Alert(a) => serde_json::to_string(a).unwrap(),
+                        _ => String::new(),
+                    };
+                    row_sink.lock().unwrap().push(text);
+                })
                 .probe_with(&p);
             (events_in, registry_in)
         });
@@ -68,6 +91,8 @@ fn run(workers: usize, inputs: Vec<(u64, In)>, end: u64, cfg: FleetConfig) -> Ve
         while worker.step() {}
     })
     .unwrap();
+    let mut lake = std::mem::take(&mut *rows.lock().unwrap());
+    lake.sort();
     let all = std::mem::take(&mut *out.lock().unwrap());
     let mut by_time: BTreeMap<u64, Vec<(FleetFact, isize)>> = BTreeMap::new();
     for c in all {
@@ -81,8 +106,18 @@ fn run(workers: usize, inputs: Vec<(u64, In)>, end: u64, cfg: FleetConfig) -> Ve
             FleetChanges { time, changes }
         })
         .filter(|c| !c.changes.is_empty())
-        .collect()
+        .collect::<Vec<_>>()
+        .pipe(|changes| (changes, lake))
 }
+
+/// `x.pipe(f)` is `f(x)`.
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+
+impl<T> Pipe for T {}
 
 fn clock(phase: f64) -> ClockView {
     ClockView {
@@ -440,10 +475,13 @@ fn the_views_are_the_same_for_one_and_four_workers() {
             }
         }
     }
-    let one = run(1, inputs.clone(), 200, FleetConfig::default());
-    let four = run(4, inputs, 200, FleetConfig::default());
+    let (one, one_rows) = run_all(1, inputs.clone(), 200, FleetConfig::default());
+    let (four, four_rows) = run_all(4, inputs, 200, FleetConfig::default());
     assert!(one.len() > 100, "{} ticks changed", one.len());
     assert_eq!(one, four);
+    // Hourly views of the fleet, 7 locations and 2 boards at 60 and 120, and the alerts.
+    assert!(one_rows.len() > 2 * 10, "{}", one_rows.len());
+    assert_eq!(one_rows, four_rows);
     let (states, alerts) = replay(&one);
     assert!(alerts
         .iter()
@@ -451,4 +489,35 @@ fn the_views_are_the_same_for_one_and_four_workers() {
     assert_eq!(at(&states, 30).groups[&fleet()].nodes, 300);
     assert!(at(&states, 75).groups[&fleet()].offline >= 6);
     let _ = Status::Online;
+}
+
+#[test]
+fn hourly_rows_skip_the_empty_years_before_the_first_reading_and_stop_with_the_input() {
+    // Registered at tick 0; readings from tick 1 200 000 (an hour) for 150 minutes.
+    let base = 1_200_000u64;
+    let mut inputs = vec![(0, In::Registry("a".into(), meta("lab", "elm11"), 1))];
+    inputs.extend((0..150).map(|m| state("a", base + m, 0.1 + m as f64 * 1e-3)));
+    let (_, rows) = run_all(2, inputs, base + 150, FleetConfig::default());
+    let fleet: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap())
+        .filter(|r| r["group_by"] == "fleet")
+        .collect();
+    let hours: Vec<&str> = fleet
+        .iter()
+        .map(|r| r["snapshot_at"].as_str().unwrap())
+        .collect();
+    // Nothing for the registry alone (not one row per hour since 1970), then each hour the
+    // views changed in, as they stood at its end; none after the input ended.
+    assert_eq!(
+        hours,
+        ["1972-04-13T09:00:00.000000Z", "1972-04-13T10:00:00.000000Z"]
+    );
+    assert_eq!(
+        (fleet[0]["offline"].as_i64(), fleet[0]["online"].as_i64()),
+        (Some(0), Some(1))
+    );
+    // The mean phase at 10:00 is the last before it: 0.1 + 119·0.001.
+    let p = fleet[1]["mean_phase"].as_f64().unwrap();
+    assert!((p - 0.219).abs() < 1e-9, "{p}");
 }

@@ -50,6 +50,7 @@ fn the_compose_file_names_its_services_files_and_variables() {
         "bridge",
         "kaiabc",
         "prometheus",
+        "alertmanager",
         "grafana",
     ] {
         assert!(names.contains(&want), "no {want} service in {names:?}");
@@ -159,6 +160,54 @@ fn prometheus_config_passes_promtool_and_scrapes_the_pipeline() {
     assert_eq!(
         job["static_configs"][0]["targets"][0].as_str(),
         Some("kaiabc:8000")
+    );
+}
+
+/// Runs a checker (`promtool`, `amtool`) in `dir`; panics with its output unless it succeeds.
+fn check(tool_env: &str, tool: &str, dir: &str, args: &[&str]) -> String {
+    let tool = std::env::var(tool_env).unwrap_or_else(|_| tool.into());
+    let out = Command::new(&tool)
+        .args(args)
+        .current_dir(root().join(dir))
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e} (scripts/services.sh installs it)"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{tool} {args:?}: {text}");
+    text
+}
+
+#[test]
+fn alerting_rules_pass_promtool_and_their_unit_tests_and_alertmanager_s_config_passes_amtool() {
+    let rules = check(
+        "KAIABC_PROMTOOL",
+        "promtool",
+        "deploy/prometheus",
+        &["check", "rules", "alerts.yml"],
+    );
+    assert!(rules.contains("7 rules found"), "{rules}");
+    // Synthetic series of the metrics the pipeline exports: each rule fires and resolves when
+    // it should (alerts.test.yml).
+    check(
+        "KAIABC_PROMTOOL",
+        "promtool",
+        "deploy/prometheus",
+        &["test", "rules", "alerts.test.yml"],
+    );
+    check(
+        "KAIABC_AMTOOL",
+        "amtool",
+        "deploy/alertmanager",
+        &["check-config", "alertmanager.yml"],
+    );
+    let p = yaml("deploy/prometheus/prometheus.yml");
+    assert_eq!(p["rule_files"][0].as_str(), Some("alerts.yml"));
+    assert_eq!(
+        p["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"][0].as_str(),
+        Some("alertmanager:9093")
     );
 }
 

@@ -163,7 +163,21 @@ fn a_silent_node_is_offline_on_every_surface_then_clears_and_a_replay_agrees() {
         ),
         "{metrics}"
     );
-    promtool_check(metrics.split("\r\n\r\n").nth(1).unwrap());
+    let body = metrics.split("\r\n\r\n").nth(1).unwrap();
+    promtool_check(body);
+    // Every metric the stack's alerting rules read is one this server exports.
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yml"),
+    )
+    .unwrap();
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("kaiabc_") {
+            assert!(
+                body.contains(&format!("\n{word}")),
+                "{word} is not exported:\n{body}"
+            );
+        }
+    }
 
     // fa comes back at minute 12; event time moves on to 13.
     minute(&["fb", "fc"], 11, &mut sent);

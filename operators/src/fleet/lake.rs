@@ -83,10 +83,53 @@ pub fn alert_row(a: &Alert, tick: u64, raised_at: u64, raised: bool) -> AlertRow
 
 /// Extension trait: the fleet's changes as lake rows.
 pub trait FleetRows<'scope> {
-    /// Gathers the changes on worker 0 and emits `fleet` rows at every hour the frontier passes
-    /// (each group's view with every change before the hour applied) and `alerts` rows as
-    /// alerts are raised and cleared. When the input ends, no further hour is written.
+    /// Gathers the changes on worker 0 and emits `fleet` rows at each hour that event time
+    /// crosses after the views changed (each group's view with every change before the hour
+    /// applied; an hour in which nothing changed is not written again, nor the empty years
+    /// before a first reading), and `alerts` rows as alerts are raised and cleared. When the
+    /// input ends, no further hour is written.
     fn fleet_rows(self) -> Stream<'scope, u64, Vec<LakeRow>>;
+}
+
+/// When the next `fleet` rows are due: at the first hour after a change. An hour in which
+/// nothing changed is not written again, and nothing is written before any node has been heard
+/// from (the registry alone, applied at the start of event time, would otherwise date rows in
+/// 1970). Only ticks with changes and the hours themselves decide, so the rows do not depend
+/// on how far the frontier jumps at a time.
+#[derive(Debug, Default)]
+struct Hours {
+    /// The hour the next rows are due at.
+    due: Option<u64>,
+    /// Whether any node has been online yet.
+    heard: bool,
+}
+
+impl Hours {
+    /// Writes the due rows if `upto` (a tick being applied, or the frontier) has reached their
+    /// hour: every tick before it has been applied, none after.
+    fn reach(&mut self, state: &FleetState, upto: u64, rows: &mut Vec<LakeRow>) {
+        let Some(hour) = self.due.filter(|h| *h <= upto) else {
+            return;
+        };
+        self.due = None;
+        if self.heard {
+            rows.extend(
+                state
+                    .groups
+                    .keys()
+                    .filter_map(|g| state.snapshot(g, hour))
+                    .map(|s| LakeRow::Fleet(Box::new(s))),
+            );
+        }
+    }
+
+    /// Notes a tick's changes.
+    fn changed(&mut self, state: &FleetState, tick: u64) {
+        if self.due.is_none() {
+            self.due = Some(tick - tick % HOUR + HOUR);
+        }
+        self.heard = self.heard || state.groups.values().any(|g| g.online + g.stale > 0);
+    }
 }
 
 /// Changes held until their tick is complete, with a capability at it.
@@ -98,8 +141,9 @@ impl<'scope> FleetRows<'scope> for Stream<'scope, u64, Vec<FleetChanges>> {
             let mut pending = Pending::new();
             let mut state = FleetState::default();
             let mut raised: HashMap<Alert, u64> = HashMap::new();
-            // The next hour to write, and a capability no later than it.
-            let mut next: Option<(u64, Capability<u64>)> = None;
+            // The last tick applied, with a capability no later than any row still to send.
+            let mut last: Option<(u64, Capability<u64>)> = None;
+            let mut hours = Hours::default();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     for c in data.drain(..) {
@@ -112,30 +156,13 @@ impl<'scope> FleetRows<'scope> for Stream<'scope, u64, Vec<FleetChanges>> {
                     }
                 });
                 let mut rows: Vec<LakeRow> = Vec::new();
-                let snapshots = |state: &FleetState, hour: u64, rows: &mut Vec<LakeRow>| {
-                    rows.extend(
-                        state
-                            .groups
-                            .keys()
-                            .filter_map(|g| state.snapshot(g, hour))
-                            .map(|s| LakeRow::Fleet(Box::new(s))),
-                    );
-                };
                 while let Some(entry) = pending.first_entry() {
                     if frontier.less_equal(entry.key()) {
                         break;
                     }
                     let (t, (cap, changes)) = entry.remove_entry();
-                    // Hours before this tick see the state without it.
-                    match next.as_mut() {
-                        None => next = Some((t - t % HOUR + HOUR, cap.delayed(&t))),
-                        Some((hour, _)) => {
-                            while *hour <= t {
-                                snapshots(&state, *hour, &mut rows);
-                                *hour += HOUR;
-                            }
-                        }
-                    }
+                    // The hour before this tick sees the views without it.
+                    hours.reach(&state, t, &mut rows);
                     for c in &changes {
                         for change in state.apply(c) {
                             rows.push(LakeRow::Alert(Box::new(match change {
@@ -150,31 +177,28 @@ impl<'scope> FleetRows<'scope> for Stream<'scope, u64, Vec<FleetChanges>> {
                             })));
                         }
                     }
+                    if changes.iter().any(|c| !c.changes.is_empty()) {
+                        hours.changed(&state, t);
+                    }
                     if !rows.is_empty() {
                         output.session(&cap).give_container(&mut rows);
                     }
+                    last = Some((t, cap));
                 }
-                if frontier.is_empty() {
+                let Some(f) = frontier.frontier().iter().min().copied() else {
                     // Event time stopped: no later hour is written.
-                    next = None;
+                    last = None;
                     return;
-                }
-                // Hours the frontier has passed with no change since (every tick before them is
-                // complete, so applied above).
-                if let Some((hour, held)) = next.as_mut() {
-                    while !frontier.less_than(hour) {
-                        snapshots(&state, *hour, &mut rows);
-                        if !rows.is_empty() {
-                            output.session(&*held).give_container(&mut rows);
-                        }
-                        *hour += HOUR;
+                };
+                // An hour the frontier has passed with no tick since.
+                if let Some((_, held)) = last.as_mut() {
+                    hours.reach(&state, f, &mut rows);
+                    if !rows.is_empty() {
+                        output.session(&*held).give_container(&mut rows);
                     }
-                    // Hold no later than needed: the next hour, or the input's frontier if that
-                    // is earlier (so downstream progress is not held back).
-                    let f = frontier.frontier().iter().min().copied().unwrap_or(*hour);
-                    let keep = f.min(*hour);
-                    if *held.time() < keep {
-                        held.downgrade(&keep);
+                    // Hold no later than the frontier: rows of later hours go out at or after it.
+                    if *held.time() < f {
+                        held.downgrade(&f);
                     }
                 }
             }
