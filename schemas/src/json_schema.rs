@@ -4,7 +4,8 @@
 use schemars::{schema_for, Schema};
 
 use crate::{
-    ControlCommand, DeadLetter, OscillatorState, PhaseShiftReport, RhythmWindow, SensorReading,
+    AlertRow, ControlCommand, DeadLetter, FleetSnapshot, OscillatorState, PhaseShiftReport,
+    RhythmWindow, SensorReading,
 };
 
 /// `(file name, schema)` for every event type.
@@ -19,6 +20,8 @@ pub fn documents() -> Vec<(&'static str, Schema)> {
             "phase_shift_report.schema.json",
             schema_for!(PhaseShiftReport),
         ),
+        ("fleet_snapshot.schema.json", schema_for!(FleetSnapshot)),
+        ("alert_row.schema.json", schema_for!(AlertRow)),
     ]
 }
 
