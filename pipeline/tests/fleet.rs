@@ -239,3 +239,94 @@ fn a_silent_node_is_offline_on_every_surface_then_clears_and_a_replay_agrees() {
     assert_eq!(live, replayed, "{summary}");
     assert_eq!(summary["fleet"]["groups"]["location"], 2, "{summary}");
 }
+
+/// Publishes `payload` to `topic` with QoS 1 as client `id`, with a Last Will (`offline`, on
+/// the node's status topic), announces itself `online`, then vanishes without a DISCONNECT: the
+/// broker sends the will.
+fn online_then_gone(mqtt: u16, node: &str) {
+    use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, QoS};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut o = MqttOptions::new(format!("{node}-client"), "127.0.0.1", mqtt);
+        o.set_keep_alive(std::time::Duration::from_secs(5));
+        let status = format!("kaiabc/nodes/{node}/status");
+        o.set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
+        let (client, mut events) = AsyncClient::new(o, 10);
+        client
+            .publish(&status, QoS::AtLeastOnce, true, "online")
+            .await
+            .unwrap();
+        loop {
+            if let Ok(Event::Incoming(Incoming::PubAck(_))) = events.poll().await {
+                break;
+            }
+        }
+        drop(events);
+        drop(client);
+    });
+}
+
+#[test]
+fn a_live_fleet_that_falls_silent_still_goes_offline_and_a_last_will_raises_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let (server, http, mqtt) = start_with(
+        &lake,
+        &[
+            "--mqtt-anonymous",
+            "--offline-after",
+            "1",
+            "--stale-after",
+            "1",
+            "--lateness-seconds",
+            "0",
+        ],
+    );
+    // One reading, stamped 150 s ago (a node reporting in real time), then silence from the
+    // whole fleet: event time follows the wall clock, so the node is already past its offline
+    // minute when the source next idles.
+    let at = chrono::Utc::now() - chrono::Duration::seconds(150);
+    let reading = json!({
+        "node_id": "rt1",
+        "seq": 1,
+        "timestamp": kaiabc_schemas::format_timestamp(&at),
+        "temperature_kelvin": 300.0,
+        "humidity_percent": 40.0,
+        "pressure_pa": 101000.0,
+        "sensor_type": "BME280",
+    })
+    .to_string();
+    publish(mqtt, &[("kaiabc/sensors/rt1".to_string(), reading)]);
+    // A second node announces itself and drops: its Last Will. Status messages are stamped at
+    // the watermark, and a tick's events apply once event time has passed it: with event time
+    // following the wall clock, within the next minute.
+    online_then_gone(mqtt, "lw1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(100);
+    let alerts = loop {
+        let (_, b) = get(http, "/v1/alerts").unwrap();
+        if b["count"] == 2 {
+            break b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not both offline: {b}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let active = alerts["active"].as_array().unwrap();
+    let by_node = |n: &str| active.iter().find(|a| a["node_id"] == n).unwrap();
+    assert_eq!(by_node("rt1")["code"], "NODE_OFFLINE", "{alerts}");
+    assert_eq!(by_node("rt1")["details"]["last_will"], false, "{alerts}");
+    assert_eq!(by_node("lw1")["details"]["last_will"], true, "{alerts}");
+    assert!(
+        by_node("lw1")["message"]
+            .as_str()
+            .unwrap()
+            .contains("Last Will"),
+        "{alerts}"
+    );
+    stop(server);
+}

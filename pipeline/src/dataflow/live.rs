@@ -441,6 +441,11 @@ impl SourceLoop {
                     .fetch_add(1, AtomicOrdering::Relaxed);
                 self.stamper.stamp(msg);
             }
+            if idle {
+                // A silent live fleet still ages: see `Stamper::follow_wall_clock`.
+                self.stamper
+                    .follow_wall_clock(chrono::Utc::now().timestamp_micros());
+            }
             for (t, mut run) in self.stamper.drain() {
                 let at = cap.delayed(&t);
                 input.activate().session(&at).give_container(&mut run);

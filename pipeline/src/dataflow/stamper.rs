@@ -14,6 +14,10 @@ use super::inbound::Inbound;
 use super::parse::Incoming;
 use super::tick_of;
 
+/// How close (ticks) to the wall clock a stream's watermark must be for event time to follow
+/// the wall clock through a silence: an hour.
+pub const LIVE_WITHIN: u64 = 60;
+
 /// Stamps records in arrival order, in runs of one tick: a command and the readings around it
 /// must reach their node in the order they came in.
 #[derive(Debug)]
@@ -76,6 +80,21 @@ impl Stamper {
         }
     }
 
+    /// Lets event time follow the wall clock through a silence, when the stream is live: its
+    /// watermark within [`LIVE_WITHIN`] of `now` less the lateness. A fleet that stops sending
+    /// entirely then still turns stale and offline, and its alerts are raised. A stream of old
+    /// readings (a backfill, a test's fixed dates) keeps pure event time. Returns whether the
+    /// watermark moved.
+    pub fn follow_wall_clock(&mut self, now_micros: i64) -> bool {
+        let wall = tick_of(now_micros - self.lateness_micros);
+        let live = self.max_seen.is_some() && wall.saturating_sub(self.watermark) <= LIVE_WITHIN;
+        if wall > self.watermark && live {
+            self.watermark = wall;
+            return true;
+        }
+        false
+    }
+
     /// Moves the watermark up to the newest event time read, less the lateness, and hands out
     /// the stamped runs, oldest first.
     pub fn drain(&mut self) -> std::vec::Drain<'_, (u64, Vec<Incoming>)> {
@@ -125,6 +144,35 @@ fn route_and_time(msg: &Inbound, record: &[u8]) -> (Option<u64>, Option<i64>, Op
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_time_follows_the_wall_clock_only_for_a_live_stream() {
+        let minute = 60_000_000i64;
+        let now = 1_000_000 * minute;
+        // A live stream: its last reading 3 minutes ago.
+        let mut live = Stamper::new(Duration::from_secs(60));
+        live.stamp(&msg(&format!(
+            r#"{{"node_id":"n1","timestamp":"{}","temperature_kelvin":300}}"#,
+            kaiabc_schemas::format_timestamp(
+                &chrono::DateTime::from_timestamp_micros(now - 3 * minute).unwrap()
+            )
+        )));
+        live.drain();
+        assert_eq!(live.watermark(), 1_000_000 - 4);
+        assert!(live.follow_wall_clock(now));
+        assert_eq!(live.watermark(), 1_000_000 - 1);
+        // A backfill of readings a year old keeps its event time.
+        let mut old = Stamper::new(Duration::from_secs(60));
+        old.stamp(&msg(
+            r#"{"node_id":"n1","timestamp":"2000-01-01T00:00:00Z","temperature_kelvin":300}"#,
+        ));
+        old.drain();
+        let w = old.watermark();
+        assert!(!old.follow_wall_clock(now));
+        assert_eq!(old.watermark(), w);
+        // Nothing read yet: nothing to follow.
+        assert!(!Stamper::new(Duration::ZERO).follow_wall_clock(now));
+    }
 
     fn msg(payload: &str) -> Inbound {
         Inbound {
