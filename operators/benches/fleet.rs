@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use differential_dataflow::input::Input as _;
 use kaiabc_operators::fleet::{
-    fleet_views, ClockView, FleetConfig, FleetOutput, GroupAgg, GroupBy, GroupKey, NodeEvent,
+    fleet_views, ClockView, FleetConfig, FleetOutput, GroupAgg, GroupBy, GroupKey, Name, NodeEvent,
     NodeMeta, NodeView, OrdF64, Status,
 };
 use timely::dataflow::operators::vec::Input as _;
@@ -83,17 +83,23 @@ fn main() {
         let seen = std::rc::Rc::clone(&changes);
         let (mut events, mut registry) = worker.dataflow::<u64, _, _>(|scope| {
             let (events_in, events) = scope.new_input::<NodeEvent>();
-            let (registry_in, registry) = scope.new_collection::<(String, NodeMeta), isize>();
-            fleet_views(events, registry, FleetConfig::default())
+            let (registry_in, registry) = scope.new_collection::<(Name, NodeMeta), isize>();
+            // Every state changes the views (the default refreshes a node's clock every 10
+            // minutes of its event time): the cost measured is that of a change.
+            let cfg = FleetConfig {
+                clock_resolution_minutes: 1,
+                ..FleetConfig::default()
+            };
+            fleet_views(events, registry, cfg)
                 .fleet_changes()
                 .inspect(move |c| seen.set(seen.get() + c.changes.len()))
                 .probe_with(&probe);
             (events_in, registry_in)
         });
-        let names: Vec<String> = (0..nodes).map(|n| format!("node_{n:06}")).collect();
+        let names: Vec<Name> = (0..nodes).map(|n| format!("node_{n:06}").into()).collect();
         let metas: Vec<NodeMeta> = (0..nodes)
             .map(|n| NodeMeta {
-                location: format!("site-{:03}", n % groups),
+                location: format!("site-{:03}", n % groups).into(),
                 hardware_type: if n % 2 == 0 {
                     "raspberry_pi_pico"
                 } else {

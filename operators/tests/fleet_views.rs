@@ -10,8 +10,8 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::input::Input;
 use kaiabc_operators::fleet::{
     fleet_views, AlertChange, AlertCode, ClockView, FleetChanges, FleetConfig, FleetFact,
-    FleetOutput, FleetRows, FleetState, GroupBy, GroupKey, Measure, NodeEvent, NodeMeta, OrdF64,
-    Status,
+    FleetOutput, FleetRows, FleetState, GroupBy, GroupKey, Measure, Name, NodeEvent, NodeMeta,
+    OrdF64, Status,
 };
 use kaiabc_schemas::{LakeRow, Reason};
 use timely::dataflow::operators::vec::Input as _;
@@ -22,7 +22,7 @@ use timely::dataflow::ProbeHandle;
 #[derive(Clone)]
 enum In {
     Event(NodeEvent),
-    Registry(String, NodeMeta, isize),
+    Registry(Name, NodeMeta, isize),
 }
 
 /// Runs the views over `inputs` (ticks non-decreasing), with the input advanced to `end`
@@ -52,7 +52,7 @@ fn run_all(
         let p = probe.clone();
         let (mut events, mut registry) = worker.dataflow::<u64, _, _>(move |scope| {
             let (events_in, events) = scope.new_input::<NodeEvent>();
-            let (registry_in, registry) = scope.new_collection::<(String, NodeMeta), isize>();
+            let (registry_in, registry) = scope.new_collection::<(Name, NodeMeta), isize>();
             fleet_views(events, registry, cfg)
                 .fleet_changes()
                 .inspect(move |c: &FleetChanges| sink.lock().unwrap().push(c.clone()))
@@ -119,6 +119,14 @@ trait Pipe: Sized {
 
 impl<T> Pipe for T {}
 
+/// The views refreshed by every state (the default refreshes a node's clock every 10 minutes).
+fn every_state() -> FleetConfig {
+    FleetConfig {
+        clock_resolution_minutes: 1,
+        ..FleetConfig::default()
+    }
+}
+
 fn clock(phase: f64) -> ClockView {
     ClockView {
         phase: OrdF64::from(phase),
@@ -177,7 +185,7 @@ fn r_is_one_in_phase_and_near_zero_for_phases_spread_evenly() {
     // 24 nodes at the same phase at tick 1, then spread k/24 round the cycle at tick 2.
     let mut inputs: Vec<_> = (0..24).map(|k| state(&format!("n{k}"), 1, 0.3)).collect();
     inputs.extend((0..24).map(|k| state(&format!("n{k}"), 2, k as f64 / 24.0)));
-    let (states, _) = replay(&run(1, inputs, 3, FleetConfig::default()));
+    let (states, _) = replay(&run(1, inputs, 3, every_state()));
     let r = |t| {
         at(&states, t).groups[&fleet()]
             .phase
@@ -365,13 +373,13 @@ fn registry_records_place_nodes_in_groups_and_move_them() {
     );
     assert!(s5
         .outliers
-        .contains_key(&(loc("chamber-1"), "c".to_string())));
+        .contains_key(&(loc("chamber-1"), Name::from("c"))));
     let s8 = at(&states, 8);
     assert_eq!(s8.groups[&loc("chamber-1")].nodes, 2);
     assert_eq!(s8.groups[&loc("field")].nodes, 2);
     assert!(!s8
         .outliers
-        .contains_key(&(loc("chamber-1"), "c".to_string())));
+        .contains_key(&(loc("chamber-1"), Name::from("c"))));
     let drift: Vec<_> = alerts
         .iter()
         .filter_map(|c| match c {
@@ -399,7 +407,7 @@ fn a_group_whose_clocks_drift_apart_is_desynchronized_until_they_align() {
         inputs.push(state(&format!("n{k}"), 3, 0.1 + 0.01 * k as f64));
     }
     inputs.sort_by_key(|(t, _)| *t);
-    let (_, alerts) = replay(&run(1, inputs, 4, FleetConfig::default()));
+    let (_, alerts) = replay(&run(1, inputs, 4, every_state()));
     let desync: Vec<_> = alerts
         .iter()
         .filter_map(|c| match c {
@@ -440,7 +448,11 @@ fn the_views_are_the_same_for_one_and_four_workers() {
         };
         inputs.push((
             0,
-            In::Registry(format!("n{n}"), meta(&format!("loc{}", n % 7), hw), 1),
+            In::Registry(
+                format!("n{n}").into(),
+                meta(&format!("loc{}", n % 7), hw),
+                1,
+            ),
         ));
     }
     for t in 0..180u64 {
@@ -453,7 +465,7 @@ fn the_views_are_the_same_for_one_and_four_workers() {
                 inputs.push((
                     t,
                     In::Event(NodeEvent::DeadLetter {
-                        node: Some(format!("n{n}")),
+                        node: Some(format!("n{n}").into()),
                         reason: Reason::TemperatureOutOfRange,
                         at: t as i64 * 60_000_000,
                     }),
@@ -468,7 +480,7 @@ fn the_views_are_the_same_for_one_and_four_workers() {
                 inputs.push((
                     t,
                     In::Event(NodeEvent::Window {
-                        node: format!("n{n}"),
+                        node: format!("n{n}").into(),
                         period_hours: Some(24.0 + (r % 40) as f64 * 0.1),
                     }),
                 ));
@@ -517,7 +529,7 @@ fn hourly_rows_skip_the_empty_years_before_the_first_reading_and_stop_with_the_i
         (fleet[0]["offline"].as_i64(), fleet[0]["online"].as_i64()),
         (Some(0), Some(1))
     );
-    // The mean phase at 10:00 is the last before it: 0.1 + 119·0.001.
+    // The clock at 10:00 is as refreshed at 09:50 (every 10 minutes): 0.1 + 110·0.001.
     let p = fleet[1]["mean_phase"].as_f64().unwrap();
-    assert!((p - 0.219).abs() < 1e-9, "{p}");
+    assert!((p - 0.21).abs() < 1e-9, "{p}");
 }

@@ -142,6 +142,12 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "minutes without a reading before a node is stale",
     ),
     (
+        "fleet.resolution_minutes",
+        "KAIABC_FLEET_RESOLUTION_MINUTES",
+        "--fleet-resolution-minutes",
+        "minutes between refreshes of a node's clock in the fleet's views",
+    ),
+    (
         "fleet.outlier_distance_hours",
         "KAIABC_OUTLIER_DISTANCE_HOURS",
         "--outlier-distance-hours",

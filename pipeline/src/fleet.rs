@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use kaiabc_operators::fleet::{
     Alert, AlertChange, AlertCode, FleetChanges, FleetConfig, FleetState, GroupAgg, GroupBy,
-    GroupKey, Measure, NodeEvent, NodeMeta, Sum,
+    GroupKey, Measure, Name, NodeEvent, NodeMeta, Sum,
 };
 use serde_json::{json, Value};
 
@@ -46,7 +46,7 @@ struct Book {
 #[derive(Debug, Default)]
 pub struct FleetBook {
     book: Mutex<Book>,
-    registry: Mutex<Vec<(String, NodeMeta, isize)>>,
+    registry: Mutex<Vec<(Name, NodeMeta, isize)>>,
     liveness: Mutex<Vec<NodeEvent>>,
     /// The thresholds the views run with (for the answers' context).
     pub cfg: FleetConfig,
@@ -63,9 +63,10 @@ pub fn meta_of(r: &NodeRecord) -> NodeMeta {
             .location
             .clone()
             .filter(|l| !l.is_empty())
-            .unwrap_or_else(|| kaiabc_operators::fleet::group::UNASSIGNED.into()),
-        hardware_type: name(r.hardware_type.and_then(|h| serde_json::to_value(h).ok())),
-        runtime: name(r.runtime.and_then(|h| serde_json::to_value(h).ok())),
+            .unwrap_or_else(|| kaiabc_operators::fleet::group::UNASSIGNED.into())
+            .into(),
+        hardware_type: name(r.hardware_type.and_then(|h| serde_json::to_value(h).ok())).into(),
+        runtime: name(r.runtime.and_then(|h| serde_json::to_value(h).ok())).into(),
     }
 }
 
@@ -81,7 +82,7 @@ impl FleetBook {
     /// Queues a registry record for the dataflow (`diff` −1 retracts it).
     pub fn registry_change(&self, r: &NodeRecord, diff: isize) {
         if let Ok(mut q) = self.registry.lock() {
-            q.push((r.node_id.clone(), meta_of(r), diff));
+            q.push((r.node_id.as_str().into(), meta_of(r), diff));
         }
     }
 
@@ -89,7 +90,7 @@ impl FleetBook {
     pub fn liveness(&self, node: &str, online: bool) {
         if let Ok(mut q) = self.liveness.lock() {
             q.push(NodeEvent::Liveness {
-                node: node.to_string(),
+                node: node.into(),
                 online,
             });
         }
@@ -104,7 +105,7 @@ impl FleetBook {
     }
 
     /// The registry changes queued since the last call.
-    pub fn take_registry_changes(&self) -> Vec<(String, NodeMeta, isize)> {
+    pub fn take_registry_changes(&self) -> Vec<(Name, NodeMeta, isize)> {
         self.registry
             .lock()
             .map(|mut q| std::mem::take(&mut *q))
@@ -187,6 +188,7 @@ impl FleetBook {
     fn thresholds(&self) -> Value {
         let c = &self.cfg;
         json!({
+            "clock_resolution_minutes": c.clock_resolution_minutes,
             "stale_after_minutes": c.stale_after_minutes,
             "offline_after_minutes": c.offline_after_minutes,
             "outlier_windows": c.outlier_windows,
@@ -444,6 +446,11 @@ pub struct FleetArgs {
     /// A node with no reading for this many minutes of event time is stale.
     #[arg(long, default_value_t = 2, env = "KAIABC_STALE_AFTER")]
     pub stale_after: u64,
+    /// Minutes of a node's event time between refreshes of its clock in the fleet's views
+    /// (phase, period, KOA, temperature; statuses and alerts are not delayed). 1 follows every
+    /// reading, at ten times the cost for nodes reporting every minute.
+    #[arg(long, default_value_t = 10, env = "KAIABC_FLEET_RESOLUTION_MINUTES")]
+    pub fleet_resolution_minutes: u64,
     /// A node whose median period over its last `--outlier-windows` rhythm windows is further
     /// than this (hours) from its group's median is an outlier (`PERIOD_DRIFT` in its location).
     #[arg(long, default_value_t = 1.0, env = "KAIABC_OUTLIER_DISTANCE_HOURS")]
@@ -484,6 +491,7 @@ impl FleetArgs {
             "--desync-below must be between 0 and 1"
         );
         Ok(FleetConfig {
+            clock_resolution_minutes: self.fleet_resolution_minutes,
             stale_after_minutes: self.stale_after,
             offline_after_minutes: self.offline_after,
             outlier_windows: self.outlier_windows,
@@ -496,7 +504,7 @@ impl FleetArgs {
 }
 
 /// The registry file's records as the fleet groups them (a missing file is an empty registry).
-pub fn registry_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, NodeMeta)>> {
+pub fn registry_file(path: &std::path::Path) -> anyhow::Result<Vec<(Name, NodeMeta)>> {
     use anyhow::Context;
     let text = match std::fs::read(path) {
         Ok(t) => t,
@@ -507,6 +515,6 @@ pub fn registry_file(path: &std::path::Path) -> anyhow::Result<Vec<(String, Node
         .with_context(|| format!("{}: not a node registry", path.display()))?;
     Ok(records
         .iter()
-        .map(|r| (r.node_id.clone(), meta_of(r)))
+        .map(|r| (Name::from(r.node_id.as_str()), meta_of(r)))
         .collect())
 }

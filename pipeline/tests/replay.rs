@@ -627,7 +627,15 @@ fn the_fleet_s_hourly_views_match_sql_over_the_replayed_states() {
     replay(
         &lake,
         &[log.display().to_string()],
-        &["--workers", "2", "--registry", reg.to_str().unwrap()],
+        // Every state refreshes the views, so they hold each node's last state before the hour.
+        &[
+            "--workers",
+            "2",
+            "--registry",
+            reg.to_str().unwrap(),
+            "--fleet-resolution-minutes",
+            "1",
+        ],
     );
     for hour in ["03", "12", "23"] {
         let at = format!("TIMESTAMP '2025-01-01T{hour}:00:00Z'");

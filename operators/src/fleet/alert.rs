@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::group::{GroupAgg, GroupBy, GroupKey};
 use super::node::{NodeView, Status};
-use super::FleetConfig;
+use super::{FleetConfig, Name};
 use kaiabc_schemas::Reason;
 
 /// How serious an alert is (the contract's `severity`).
@@ -90,7 +90,7 @@ pub struct Alert {
     /// What it is about.
     pub code: AlertCode,
     /// The node it is about, for node alerts.
-    pub node: Option<String>,
+    pub node: Option<Name>,
     /// The group it is about (the node's group for `PERIOD_DRIFT`).
     pub group: Option<GroupKey>,
     /// For `NODE_OFFLINE`: the node's last reading, µs since the epoch (`None`: its Last Will
@@ -101,10 +101,10 @@ pub struct Alert {
 }
 
 impl Alert {
-    fn node(code: AlertCode, node: &str) -> Self {
+    fn node(code: AlertCode, node: &Name) -> Self {
         Self {
             code,
-            node: Some(node.to_string()),
+            node: Some(node.clone()),
             group: None,
             last_seen: None,
             last_will: false,
@@ -131,7 +131,7 @@ impl Alert {
     }
 
     /// The node rules: offline, failing, dead-letter rate.
-    pub fn of_node(node: &str, view: &NodeView, cfg: &FleetConfig) -> Vec<Alert> {
+    pub fn of_node(node: &Name, view: &NodeView, cfg: &FleetConfig) -> Vec<Alert> {
         let mut out = Vec::new();
         // A registered node never heard from is offline but raises nothing: it may not be
         // installed yet.
@@ -156,7 +156,7 @@ impl Alert {
     }
 
     /// A node outside its location group's band.
-    pub fn drift(node: &str, group: &GroupKey) -> Option<Alert> {
+    pub fn drift(node: &Name, group: &GroupKey) -> Option<Alert> {
         (group.by == GroupBy::Location).then(|| Self {
             group: Some(group.clone()),
             ..Self::node(AlertCode::PeriodDrift, node)

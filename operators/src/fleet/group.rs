@@ -6,7 +6,7 @@ use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semig
 use serde::{Deserialize, Serialize};
 
 use super::node::{NodeView, Status};
-use super::{Moments, OrdF64};
+use super::{Moments, Name, OrdF64};
 
 /// How nodes are grouped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ pub struct GroupKey {
     /// The grouping.
     pub by: GroupBy,
     /// The group's value (`all` for the fleet).
-    pub value: String,
+    pub value: Name,
 }
 
 /// The value of the fleet's one group.
@@ -59,11 +59,11 @@ pub const UNKNOWN: &str = "unknown";
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct NodeMeta {
     /// Where it is.
-    pub location: String,
+    pub location: Name,
     /// Its board (`raspberry_pi_pico`, `elm11`, or `unknown`).
-    pub hardware_type: String,
+    pub hardware_type: Name,
     /// Its firmware's interpreter, or `unknown`.
-    pub runtime: String,
+    pub runtime: Name,
 }
 
 impl Default for NodeMeta {
@@ -176,7 +176,7 @@ impl GroupAgg {
             Status::Stale => a.stale = 1,
             Status::Offline => a.offline = 1,
         }
-        match meta.hardware_type.as_str() {
+        match &*meta.hardware_type {
             "raspberry_pi_pico" => a.pico = 1,
             "elm11" => a.elm11 = 1,
             _ => a.unknown_hardware = 1,

@@ -25,6 +25,66 @@ pub use output::{AlertChange, FleetChanges, FleetOutput, FleetState};
 pub use synchrony::{Moments, PHASE_SCALE};
 pub use views::{fleet_views, FleetFact};
 
+/// A node id or a group's value in the fleet's records: shared, so the many records a change
+/// makes copy a pointer, not the text (a `String` per record was a third of the views' time).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(std::sync::Arc<str>);
+
+impl std::ops::Deref for Name {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for Name {
+    fn from(s: &str) -> Self {
+        Self(s.into())
+    }
+}
+
+impl From<String> for Name {
+    fn from(s: String) -> Self {
+        Self(s.into())
+    }
+}
+
+impl PartialEq<str> for Name {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Name {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl Serialize for Name {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::from)
+    }
+}
+
 /// An `f64` as a `u64` whose integer order is the float's total order (collection data must
 /// be `Ord`): the sign bit flipped for positives, every bit for negatives.
 #[derive(
@@ -50,6 +110,10 @@ impl From<f64> for OrdF64 {
 /// The fleet's thresholds and windows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FleetConfig {
+    /// A node's clock (phase, period, KOA, temperature) is refreshed in the views once per
+    /// this many minutes of its event time, by its first state at or after each boundary;
+    /// statuses, failures and dead letters change the views at once. 1 follows every state.
+    pub clock_resolution_minutes: u64,
     /// A node with no reading for this long (event time) is stale.
     pub stale_after_minutes: u64,
     /// A node with no reading for this long (event time) is offline.
@@ -71,6 +135,7 @@ pub struct FleetConfig {
 impl Default for FleetConfig {
     fn default() -> Self {
         Self {
+            clock_resolution_minutes: 10,
             stale_after_minutes: 2,
             offline_after_minutes: 5,
             outlier_windows: 3,

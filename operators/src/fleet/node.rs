@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::{FleetConfig, OrdF64};
+use super::{FleetConfig, Name, OrdF64};
 use crate::dataflow::node_hash;
 
 /// Ticks of event time are minutes.
@@ -67,12 +67,12 @@ pub struct ClockView {
 pub struct NodeView {
     /// Whether it is reporting.
     pub status: Status,
-    /// Event time of its last reading or dead letter, µs since the epoch (`None`: registered,
-    /// never heard from).
+    /// Event time of its last reading or dead letter as of the view's last change, µs since
+    /// the epoch (`None`: registered, never heard from): exact when it went offline.
     pub last_seen: Option<i64>,
     /// Whether it went offline by its Last Will (live only).
     pub last_will: bool,
-    /// Its latest state, once it has one.
+    /// Its latest state as of the last clock refresh (see `FleetConfig::clock_resolution_minutes`).
     pub clock: Option<ClockView>,
     /// The median period of its last rhythm windows (KOA), once one has closed with a period.
     pub window_period: Option<OrdF64>,
@@ -113,7 +113,7 @@ pub enum NodeEvent {
     /// A node's new state.
     State {
         /// The node.
-        node: String,
+        node: Name,
         /// The reading's event time, µs since the epoch.
         at: i64,
         /// What the state says.
@@ -122,14 +122,14 @@ pub enum NodeEvent {
     /// A rhythm window of a node's KOA closed.
     Window {
         /// The node.
-        node: String,
+        node: Name,
         /// Its Lomb–Scargle period, h (`None`: no peak).
         period_hours: Option<f64>,
     },
     /// A dead letter.
     DeadLetter {
         /// The node it names, if any.
-        node: Option<String>,
+        node: Option<Name>,
         /// Why.
         reason: Reason,
         /// When it was received, µs since the epoch.
@@ -138,7 +138,7 @@ pub enum NodeEvent {
     /// Live only: a node's status message (its Last Will when `online` is false).
     Liveness {
         /// The node.
-        node: String,
+        node: Name,
         /// Online (`true`) or gone.
         online: bool,
     },
@@ -149,7 +149,7 @@ impl NodeEvent {
     pub fn of(row: &LakeRow) -> Option<Self> {
         match row {
             LakeRow::State(s) => Some(Self::State {
-                node: s.node_id.clone(),
+                node: s.node_id.as_str().into(),
                 at: s.timestamp.timestamp_micros(),
                 clock: ClockView {
                     phase: OrdF64::from(s.phase),
@@ -160,11 +160,11 @@ impl NodeEvent {
                 },
             }),
             LakeRow::Rhythm(w) if w.metric == Metric::Koa => Some(Self::Window {
-                node: w.node_id.clone(),
+                node: w.node_id.as_str().into(),
                 period_hours: w.period_hours.filter(|p| p.is_finite()),
             }),
             LakeRow::DeadLetter(d) => Some(Self::DeadLetter {
-                node: d.node_id.clone(),
+                node: d.node_id.as_deref().map(Name::from),
                 reason: d.reason,
                 at: d.received_at.timestamp_micros(),
             }),
@@ -172,12 +172,12 @@ impl NodeEvent {
         }
     }
 
-    fn node(&self) -> Option<&str> {
+    fn node(&self) -> Option<&Name> {
         match self {
             Self::State { node, .. } | Self::Window { node, .. } | Self::Liveness { node, .. } => {
                 Some(node)
             }
-            Self::DeadLetter { node, .. } => node.as_deref(),
+            Self::DeadLetter { node, .. } => node.as_ref(),
         }
     }
 }
@@ -188,9 +188,9 @@ impl NodeEvent {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum NodeFact {
     /// A node's view.
-    View(String, NodeView),
+    View(Name, NodeView),
     /// One dead letter of a node (or of none) in the hour starting at the tick, for a reason.
-    DeadLetters(Option<String>, u64, Reason),
+    DeadLetters(Option<Name>, u64, Reason),
 }
 
 /// A timer: what to check at a tick. Each node has at most one liveness and one dead-letter
@@ -199,9 +199,9 @@ pub enum NodeFact {
 #[derive(Clone, Debug)]
 enum Timer {
     /// Its status by the age of its last reading.
-    Liveness(String),
+    Liveness(Name),
     /// Its dead letters older than an hour leave its last hour.
-    DeadExpiry(String),
+    DeadExpiry(Name),
     /// Dead-letter hours older than the retention are retracted.
     Hours,
 }
@@ -210,6 +210,10 @@ enum Timer {
 #[derive(Debug)]
 struct Tracked {
     view: NodeView,
+    /// Event time of its last reading or dead letter.
+    seen: Option<i64>,
+    /// The tick its clock was last refreshed at.
+    clock_tick: Option<u64>,
     /// The tick it was last heard from.
     last_tick: u64,
     /// The latest time its view was emitted at (a later event of the node is emitted no
@@ -229,6 +233,8 @@ impl Tracked {
     fn new() -> Self {
         Self {
             view: NodeView::never_seen(),
+            seen: None,
+            clock_tick: None,
             last_tick: 0,
             out_time: 0,
             windows: VecDeque::new(),
@@ -242,10 +248,10 @@ impl Tracked {
 /// The tracker's state on one worker.
 struct Tracker {
     cfg: FleetConfig,
-    nodes: HashMap<String, Tracked>,
+    nodes: HashMap<Name, Tracked>,
     timers: BTreeMap<u64, Vec<Timer>>,
     /// Dead letters by (hour, node, reason), until retracted.
-    hours: BTreeMap<(u64, Option<String>, Reason), isize>,
+    hours: BTreeMap<(u64, Option<Name>, Reason), isize>,
     /// Changes to send: (fact, time, diff).
     out: Vec<(NodeFact, u64, isize)>,
 }
@@ -253,32 +259,33 @@ struct Tracker {
 impl Tracker {
     /// Notes that `node` was heard from at `tick` (event time `at`), and arms its liveness
     /// timer.
-    fn heard(&mut self, node: &str, tick: u64, at: i64) -> &mut Tracked {
+    fn heard(&mut self, node: &Name, tick: u64, at: i64) -> &mut Tracked {
         let first = self
             .cfg
             .stale_after_minutes
             .min(self.cfg.offline_after_minutes);
-        let t = self
-            .nodes
-            .entry(node.to_string())
-            .or_insert_with(Tracked::new);
+        let t = self.nodes.entry(node.clone()).or_insert_with(Tracked::new);
         t.last_tick = t.last_tick.max(tick);
         if !t.liveness_armed {
             t.liveness_armed = true;
             self.timers
                 .entry(t.last_tick + first)
                 .or_default()
-                .push(Timer::Liveness(node.to_string()));
+                .push(Timer::Liveness(node.clone()));
+        }
+        t.seen = Some(t.seen.map_or(at, |s| s.max(at)));
+        if t.view.status != Status::Online {
+            // Back (or new): the view changes anyway.
+            t.view.last_seen = t.seen;
         }
         t.view.status = Status::Online;
         t.view.last_will = false;
-        t.view.last_seen = Some(t.view.last_seen.map_or(at, |s| s.max(at)));
         t
     }
 
     /// Applies one event at `tick`, noting the node's old view for [`Tracker::emit`].
     fn apply(&mut self, ev: NodeEvent, tick: u64) {
-        let Some(node) = ev.node().map(str::to_string) else {
+        let Some(node) = ev.node().cloned() else {
             if let NodeEvent::DeadLetter { reason, .. } = ev {
                 self.dead_hour(None, reason, tick);
             }
@@ -287,8 +294,16 @@ impl Tracker {
         let before = self.nodes.get(&node).map(|t| t.view.clone());
         match ev {
             NodeEvent::State { at, clock, .. } => {
+                let res = self.cfg.clock_resolution_minutes.max(1);
                 let t = self.heard(&node, tick, at);
-                t.view.clock = Some(clock);
+                // The clock part of the view is refreshed once per resolution window, by the
+                // first state at or after each boundary: a reading a minute then costs the
+                // views one change in ten, not one per reading.
+                if t.clock_tick.is_none_or(|c| tick / res > c / res) || t.view.failing.is_some() {
+                    t.view.clock = Some(clock);
+                    t.view.last_seen = t.seen;
+                    t.clock_tick = Some(tick);
+                }
                 t.view.failing = None;
             }
             NodeEvent::Window { period_hours, .. } => {
@@ -336,7 +351,7 @@ impl Tracker {
     }
 
     /// Counts a dead letter in its hour, and sets the timer that retracts the hour.
-    fn dead_hour(&mut self, node: Option<String>, reason: Reason, tick: u64) {
+    fn dead_hour(&mut self, node: Option<Name>, reason: Reason, tick: u64) {
         let hour = tick - tick % HOUR;
         *self.hours.entry((hour, node.clone(), reason)).or_default() += 1;
         self.out
@@ -350,7 +365,7 @@ impl Tracker {
 
     /// Sends `node`'s view if it changed from `before`: the old one retracted and the new one
     /// inserted, at `time` or the node's last output time, whichever is later.
-    fn emit(&mut self, node: &str, before: Option<NodeView>, time: u64) {
+    fn emit(&mut self, node: &Name, before: Option<NodeView>, time: u64) {
         let Some(t) = self.nodes.get_mut(node) else {
             return;
         };
@@ -360,11 +375,10 @@ impl Tracker {
         let at = time.max(t.out_time);
         t.out_time = at;
         if let Some(old) = before {
-            self.out
-                .push((NodeFact::View(node.to_string(), old), at, -1));
+            self.out.push((NodeFact::View(node.clone(), old), at, -1));
         }
         self.out
-            .push((NodeFact::View(node.to_string(), t.view.clone()), at, 1));
+            .push((NodeFact::View(node.clone(), t.view.clone()), at, 1));
     }
 
     /// Fires the timers at `tick`, re-arming those that fired early.
@@ -380,6 +394,8 @@ impl Tracker {
                     let before = Some(t.view.clone());
                     let next = if age >= offline {
                         t.view.status = Status::Offline;
+                        // Stays put while it is offline (the alert carries it).
+                        t.view.last_seen = t.seen;
                         None
                     } else if age >= stale {
                         if t.view.status == Status::Online {
@@ -494,7 +510,7 @@ pub trait NodeTracker<'scope> {
 
 impl<'scope> NodeTracker<'scope> for Stream<'scope, u64, Vec<NodeEvent>> {
     fn node_tracker(self, cfg: FleetConfig) -> Stream<'scope, u64, Vec<(NodeFact, u64, isize)>> {
-        let pact = Exchange::new(|e: &NodeEvent| node_hash(e.node().unwrap_or("")));
+        let pact = Exchange::new(|e: &NodeEvent| node_hash(e.node().map_or("", |n| n)));
         self.unary_frontier(pact, "NodeTracker", move |initial, _info| {
             // Data come with their own capabilities; timers are held by one at (or before)
             // the earliest.

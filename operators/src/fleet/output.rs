@@ -14,7 +14,7 @@ use timely::dataflow::Stream;
 use super::alert::Alert;
 use super::group::{GroupAgg, GroupKey, Measure, Spread};
 use super::views::FleetFact;
-use super::OrdF64;
+use super::{Name, OrdF64};
 use kaiabc_schemas::Reason;
 
 /// Each tick's pending updates, with the capability to send them at.
@@ -77,9 +77,9 @@ pub struct FleetState {
     /// Each group's order statistics, by measure.
     pub spreads: BTreeMap<(GroupKey, Measure), Spread>,
     /// Outliers by group and node: the node's window period and the group's median.
-    pub outliers: BTreeMap<(GroupKey, String), (OrdF64, OrdF64)>,
+    pub outliers: BTreeMap<(GroupKey, Name), (OrdF64, OrdF64)>,
     /// Dead letters by node, hour (tick) and reason.
-    pub dead_letters: BTreeMap<(Option<String>, u64, Reason), isize>,
+    pub dead_letters: BTreeMap<(Option<Name>, u64, Reason), isize>,
     /// The active alerts.
     pub alerts: BTreeSet<Alert>,
 }

@@ -12,7 +12,7 @@ use timely::dataflow::Stream;
 use super::alert::Alert;
 use super::group::{GroupAgg, GroupKey, Measure, NodeMeta, Spread};
 use super::node::{NodeEvent, NodeFact, NodeTracker, NodeView};
-use super::{FleetConfig, OrdF64};
+use super::{FleetConfig, Name, OrdF64};
 
 /// A record of the fleet's views. Each is produced on one worker (by its key's hash), and
 /// while a group's values stay the same its record does: a change is the old record retracted
@@ -25,10 +25,10 @@ pub enum FleetFact {
     Spread(GroupKey, Measure, Spread),
     /// A node whose window period is further than the configured distance from its group's
     /// median: the node, its window period and the group's median.
-    Outlier(GroupKey, String, OrdF64, OrdF64),
+    Outlier(GroupKey, Name, OrdF64, OrdF64),
     /// Dead letters of a node (or of none) in the hour starting at the tick, for a reason; the
     /// count is the record's multiplicity.
-    DeadLetters(Option<String>, u64, Reason),
+    DeadLetters(Option<Name>, u64, Reason),
     /// An active alert.
     Alert(Alert),
 }
@@ -40,7 +40,7 @@ pub enum FleetFact {
 /// # Examples
 /// ```
 /// use differential_dataflow::input::Input;
-/// use kaiabc_operators::fleet::{fleet_views, ClockView, FleetConfig, FleetFact, GroupBy, NodeEvent, OrdF64};
+/// use kaiabc_operators::fleet::{fleet_views, ClockView, FleetConfig, FleetFact, GroupBy, Name, NodeEvent, OrdF64};
 /// use timely::dataflow::operators::{Capture, ToStream};
 /// use timely::dataflow::operators::capture::Extract;
 ///
@@ -51,10 +51,10 @@ pub enum FleetFact {
 /// };
 /// // Three nodes in phase: the fleet's R is 1.
 /// let events: Vec<NodeEvent> = ["a", "b", "c"].iter()
-///     .map(|n| NodeEvent::State { node: n.to_string(), at: 0, clock: at(0.25) })
+///     .map(|n| NodeEvent::State { node: (*n).into(), at: 0, clock: at(0.25) })
 ///     .collect();
 /// let out = timely::example(move |scope| {
-///     let (_registry_in, registry) = scope.new_collection::<(String, _), isize>();
+///     let (_registry_in, registry) = scope.new_collection::<(Name, _), isize>();
 ///     fleet_views(events.to_stream(scope), registry, FleetConfig::default())
 ///         .inner
 ///         .capture()
@@ -69,7 +69,7 @@ pub enum FleetFact {
 /// ```
 pub fn fleet_views<'scope>(
     events: Stream<'scope, u64, Vec<NodeEvent>>,
-    registry: VecCollection<'scope, u64, (String, NodeMeta)>,
+    registry: VecCollection<'scope, u64, (Name, NodeMeta)>,
     cfg: FleetConfig,
 ) -> VecCollection<'scope, u64, FleetFact> {
     let facts = events.node_tracker(cfg.clone()).as_collection();
@@ -88,7 +88,7 @@ pub fn fleet_views<'scope>(
     // registered but never heard from.
     let seen = views.clone().map(|(node, _)| node);
     let registered = registry.clone().map(|(node, _)| node);
-    let members: VecCollection<'scope, u64, (String, (NodeView, NodeMeta))> = views
+    let members: VecCollection<'scope, u64, (Name, (NodeView, NodeMeta))> = views
         .clone()
         .join(registry.clone())
         .concat(

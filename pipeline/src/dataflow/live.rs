@@ -41,7 +41,7 @@ use super::stamper::Stamper;
 use super::{lake_rows, with_fleet};
 use differential_dataflow::input::{Input as _, InputSession};
 use kaiabc_operators::dedup::FilesProgress;
-use kaiabc_operators::fleet::{NodeEvent, NodeMeta};
+use kaiabc_operators::fleet::{Name, NodeEvent, NodeMeta};
 
 /// How long the source's worker parks when neither the source nor the dataflow has work: the
 /// most a newly arrived message waits before it enters the dataflow.
@@ -269,7 +269,7 @@ pub fn run_live(
                     scope.new_unordered_input::<CapacityContainerBuilder<Vec<Incoming>>>();
                 let ((liveness_in, liveness_cap), liveness) =
                     scope.new_unordered_input::<CapacityContainerBuilder<Vec<NodeEvent>>>();
-                let (registry_in, registry) = scope.new_collection::<(String, NodeMeta), isize>();
+                let (registry_in, registry) = scope.new_collection::<(Name, NodeMeta), isize>();
                 let latest = Arc::clone(&shared);
                 let rows = lake_rows(
                     records,
@@ -374,7 +374,7 @@ pub fn run_live(
 /// The fleet's own inputs (on worker 0): registry records and status messages, sent at the
 /// source's capability and advanced with it.
 struct FleetInputs {
-    registry: InputSession<u64, (String, NodeMeta), isize>,
+    registry: InputSession<u64, (Name, NodeMeta), isize>,
     liveness: UnorderedHandle<u64, CapacityContainerBuilder<Vec<NodeEvent>>>,
     liveness_cap: ActivateCapability<u64>,
 }

@@ -31,7 +31,7 @@ use kaiabc_connectors::lake::ExistingKeys;
 use kaiabc_operators::dataflow::{Checkpointing, NodeClocks, NodeStats, Ordering, Routed};
 use kaiabc_operators::dedup::LakeKeys;
 use kaiabc_operators::fleet::{
-    fleet_views, FleetChanges, FleetConfig, FleetOutput, FleetRows, NodeEvent, NodeMeta,
+    fleet_views, FleetChanges, FleetConfig, FleetOutput, FleetRows, Name, NodeEvent, NodeMeta,
 };
 use kaiabc_operators::node::NodeConfig;
 use kaiabc_schemas::LakeRow;
@@ -96,7 +96,7 @@ pub fn lake_rows<'scope>(
 pub fn with_fleet<'scope>(
     rows: Stream<'scope, u64, Vec<LakeRow>>,
     more: Option<Stream<'scope, u64, Vec<NodeEvent>>>,
-    registry: differential_dataflow::VecCollection<'scope, u64, (String, NodeMeta)>,
+    registry: differential_dataflow::VecCollection<'scope, u64, (Name, NodeMeta)>,
     cfg: FleetConfig,
     mut sink: impl FnMut(&FleetChanges) + 'static,
 ) -> Stream<'scope, u64, Vec<LakeRow>> {

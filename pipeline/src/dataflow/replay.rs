@@ -39,7 +39,7 @@ use super::{lake_rows, tick_of, with_fleet};
 use crate::fleet::FleetBook;
 use differential_dataflow::input::Input as _;
 use kaiabc_operators::dedup::FilesProgress;
-use kaiabc_operators::fleet::NodeMeta;
+use kaiabc_operators::fleet::{Name, NodeMeta};
 use std::sync::Mutex;
 
 /// How fast to replay.
@@ -89,7 +89,10 @@ pub struct ReplayOptions {
     /// The fleet's views' thresholds.
     pub fleet: kaiabc_operators::fleet::FleetConfig,
     /// The registry's records the fleet's views group nodes by (as of the replay's start).
-    pub registry: Vec<(String, kaiabc_operators::fleet::NodeMeta)>,
+    pub registry: Vec<(
+        kaiabc_operators::fleet::Name,
+        kaiabc_operators::fleet::NodeMeta,
+    )>,
 }
 
 /// Reads control logs (JSON lines of commands), sorted by time. A bad line is an error: the
@@ -321,7 +324,7 @@ fn run_worker(
     let (input, cap, mut registry) = worker.dataflow::<u64, _, _>(|scope| {
         let ((records_in, records_cap), records) =
             scope.new_unordered_input::<CapacityContainerBuilder<Vec<Incoming>>>();
-        let (registry_in, registry) = scope.new_collection::<(String, NodeMeta), isize>();
+        let (registry_in, registry) = scope.new_collection::<(Name, NodeMeta), isize>();
         let rows = lake_rows(
             records,
             files,
