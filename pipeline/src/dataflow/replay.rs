@@ -86,8 +86,8 @@ pub struct ReplayOptions {
     pub progress: bool,
     /// Control commands, sorted by time, merged into the readings as event time passes them.
     pub control: Vec<kaiabc_schemas::ControlCommand>,
-    /// The fleet's views' thresholds.
-    pub fleet: kaiabc_operators::fleet::FleetConfig,
+    /// The fleet's views' thresholds (`None`: no fleet views, `fleet` or `alerts` rows).
+    pub fleet: Option<kaiabc_operators::fleet::FleetConfig>,
     /// The registry's records the fleet's views group nodes by (as of the replay's start).
     pub registry: Vec<(
         kaiabc_operators::fleet::Name,
@@ -222,7 +222,7 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
     let node_cfg = Arc::new(node_cfg);
     let opts = Arc::new(opts);
     let config = timely::Config::process(opts.workers);
-    let book = Arc::new(FleetBook::new(opts.fleet.clone()));
+    let book = Arc::new(FleetBook::new(opts.fleet.clone().unwrap_or_default()));
     let alerts: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
     let guards = timely::execute(config, {
         let opts = Arc::clone(&opts);
@@ -280,7 +280,9 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
         summary.files_committed += r.sink.committed.files;
         summary.rows_committed += r.sink.committed.rows;
     }
-    summary.fleet = book.summary();
+    if opts.fleet.is_some() {
+        summary.fleet = book.summary();
+    }
     summary.alerts = std::mem::take(&mut *alerts.lock().map_err(|_| anyhow!("alerts lock"))?);
     summary.elapsed = started.elapsed();
     summary.state_bytes_per_node = state_bytes as f64 / summary.nodes.max(1) as f64;
@@ -337,14 +339,16 @@ fn run_worker(
             &stats,
             None,
         );
-        with_fleet(rows, None, registry, opts.fleet.clone(), move |c| {
-            let events = fleet.book.apply(c);
-            if let Ok(mut a) = fleet.alerts.lock() {
-                a.extend(events);
-            }
-        })
-        .probe_with(&probe)
-        .lake_sink(
+        let rows = match opts.fleet.clone() {
+            Some(cfg) => with_fleet(rows, None, registry, cfg, move |c| {
+                let events = fleet.book.apply(c);
+                if let Ok(mut a) = fleet.alerts.lock() {
+                    a.extend(events);
+                }
+            }),
+            None => rows,
+        };
+        rows.probe_with(&probe).lake_sink(
             writer,
             Rc::clone(&report),
             SinkOptions {
