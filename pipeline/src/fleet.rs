@@ -8,13 +8,35 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 
 use kaiabc_operators::fleet::{
-    Alert, AlertChange, AlertCode, FleetChanges, FleetConfig, FleetState, GroupAgg, GroupBy,
-    GroupKey, Measure, Name, NodeEvent, NodeMeta, Sum,
+    Alert, AlertChange, AlertCode, FleetChanges, FleetConfig, FleetFact, FleetState, GroupAgg,
+    GroupBy, GroupKey, Measure, Name, NodeEvent, NodeMeta, Sum,
 };
 use serde_json::{json, Value};
 
 use crate::auth::NodeRecord;
 use crate::metrics::{header, label};
+
+/// The WebSocket stream of the fleet's summary (`GET /v1/fleet/summary`'s answer).
+pub const SUMMARY_STREAM: &str = "fleet.summary";
+
+/// The WebSocket streams of the groups, `fleet.group.{by}.{value}` (each group's view as
+/// `GET /v1/fleet/groups` shows it).
+pub const GROUP_STREAMS: &str = "fleet.group.";
+
+/// A group's WebSocket stream.
+pub fn group_stream(g: &GroupKey) -> String {
+    format!("{GROUP_STREAMS}{}.{}", g.by.as_str(), g.value)
+}
+
+/// What applying a tick's changes did: the `alert` events to send, and the fleet's streams
+/// that changed with their new sequence numbers.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The `alert` events of the alerts raised and cleared.
+    pub alerts: Vec<Value>,
+    /// `(stream, seq)` of each fleet stream whose value changed.
+    pub streams: Vec<(String, u64)>,
+}
 
 /// Alerts cleared that `/v1/alerts` still lists.
 const RECENT_ALERTS: usize = 200;
@@ -40,6 +62,9 @@ struct Book {
     state: FleetState,
     raised: HashMap<Alert, u64>,
     recent: VecDeque<AlertRecord>,
+    /// Each fleet stream's sequence number (bumped on every change, whether or not anyone
+    /// listens, so a snapshot and the events after it agree).
+    seqs: HashMap<String, u64>,
 }
 
 /// The fleet's views and alerts for the API, kept current by the dataflow.
@@ -112,13 +137,36 @@ impl FleetBook {
             .unwrap_or_default()
     }
 
-    /// Applies a worker's changes of one tick; returns the `alert` events of the alerts it
-    /// raised and cleared.
-    pub fn apply(&self, c: &FleetChanges) -> Vec<Value> {
+    /// Applies a worker's changes of one tick: the alerts it raised and cleared, and the fleet
+    /// streams that changed.
+    pub fn apply(&self, c: &FleetChanges) -> Applied {
         let Ok(mut b) = self.book.lock() else {
-            return Vec::new();
+            return Applied::default();
         };
         let changes = b.state.apply(c);
+        let mut groups: Vec<String> = c
+            .changes
+            .iter()
+            .filter_map(|(f, _)| match f {
+                FleetFact::Group(g, _)
+                | FleetFact::Spread(g, _, _)
+                | FleetFact::Outlier(g, _, _, _) => Some(group_stream(g)),
+                _ => None,
+            })
+            .collect();
+        groups.sort();
+        groups.dedup();
+        if !c.changes.is_empty() {
+            groups.push(SUMMARY_STREAM.into());
+        }
+        let streams = groups
+            .into_iter()
+            .map(|s| {
+                let seq = b.seqs.entry(s.clone()).or_default();
+                *seq += 1;
+                (s, *seq)
+            })
+            .collect();
         let mut events = Vec::with_capacity(changes.len());
         for ch in changes {
             match ch {
@@ -138,7 +186,50 @@ impl FleetBook {
                 }
             }
         }
-        events
+        Applied {
+            alerts: events,
+            streams,
+        }
+    }
+
+    /// The current value of a fleet stream, if it exists.
+    pub fn render(&self, stream: &str) -> Option<Value> {
+        let b = self.book.lock().ok()?;
+        self.render_locked(&b, stream)
+    }
+
+    fn render_locked(&self, b: &Book, stream: &str) -> Option<Value> {
+        if stream == SUMMARY_STREAM {
+            return Some(self.summary_of(&b.state));
+        }
+        let rest = stream.strip_prefix(GROUP_STREAMS)?;
+        let (by, value) = rest.split_once('.')?;
+        let g = GroupKey {
+            by: GroupBy::parse(by)?,
+            value: value.into(),
+        };
+        b.state
+            .groups
+            .get(&g)
+            .map(|agg| group_json(&b.state, &g, agg))
+    }
+
+    /// The fleet's streams that `wants` picks, with their values and sequence numbers (a
+    /// WebSocket subscriber's snapshot).
+    pub fn snapshot(&self, wants: &dyn Fn(&str) -> bool) -> Vec<(String, u64, Value)> {
+        let Ok(b) = self.book.lock() else {
+            return Vec::new();
+        };
+        let mut streams: Vec<String> = b.state.groups.keys().map(group_stream).collect();
+        streams.push(SUMMARY_STREAM.into());
+        streams
+            .into_iter()
+            .filter(|s| wants(s))
+            .filter_map(|s| {
+                let seq = b.seqs.get(&s).copied().unwrap_or(0);
+                self.render_locked(&b, &s).map(|v| (s, seq, v))
+            })
+            .collect()
     }
 
     /// `GET /v1/fleet/summary`.
@@ -146,7 +237,10 @@ impl FleetBook {
         let Ok(b) = self.book.lock() else {
             return Value::Null;
         };
-        let s = &b.state;
+        self.summary_of(&b.state)
+    }
+
+    fn summary_of(&self, s: &FleetState) -> Value {
         let fleet = GroupKey {
             by: GroupBy::Fleet,
             value: kaiabc_operators::fleet::group::FLEET.into(),

@@ -6,7 +6,7 @@
 //! `{"action":"unsubscribe","streams":[…]}`, `{"action":"ping"}` (`type` for `action` too).
 //! Server → client ([`ServerMessage`], tagged by `type`): `ack` (with `snapshot`), `event`,
 //! `resync`, `pong`, `error`. Streams: `oscillator.state.{node}`, `sensors.reading.{node}`, `output.pwm.{node}`,
-//! `alert`, `phase_shift.complete`.
+//! `alert`, `phase_shift.complete`, `fleet.summary`, `fleet.group.{by}.{value}`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,13 +34,16 @@ pub const MAX_PATTERNS: usize = 256;
 /// The largest message a client may send (a subscribe of [`MAX_PATTERNS`] long patterns fits).
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 
-/// The stream families a client may subscribe to (a node id follows the first three).
-const FAMILIES: [&str; 5] = [
+/// The stream families a client may subscribe to (a node id follows the first three; a
+/// grouping and a group the last).
+const FAMILIES: [&str; 7] = [
     "oscillator.state.",
     "sensors.reading.",
     "output.pwm.",
     "alert",
     PHASE_SHIFT_STREAM,
+    crate::fleet::SUMMARY_STREAM,
+    crate::fleet::GROUP_STREAMS,
 ];
 
 /// Indexes of [`FAMILIES`].
@@ -49,6 +52,21 @@ const READING: usize = 1;
 const PWM: usize = 2;
 const ALERT: usize = 3;
 const SHIFT: usize = 4;
+const FLEET_SUMMARY: usize = 5;
+const FLEET_GROUP: usize = 6;
+
+/// The current value of the fleet's streams a predicate picks: `(stream, seq, data)`.
+pub type FleetSnapshot =
+    Box<dyn Fn(&dyn Fn(&str) -> bool) -> Vec<(String, u64, Value)> + Send + Sync>;
+
+/// Where snapshots of the fleet's streams come from (the fleet's book).
+pub struct FleetSource(pub FleetSnapshot);
+
+impl std::fmt::Debug for FleetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FleetSource")
+    }
+}
 
 /// The families a valid pattern can match.
 fn families_of(p: &str) -> impl Iterator<Item = usize> + '_ {
@@ -156,6 +174,8 @@ pub struct Hub {
     pub clients: AtomicU64,
     /// Resyncs sent to lagging clients.
     pub resyncs: AtomicU64,
+    /// Where snapshots of the fleet's streams come from (the fleet's book), once it runs.
+    pub fleet: std::sync::OnceLock<FleetSource>,
 }
 
 impl Default for Hub {
@@ -171,6 +191,7 @@ impl Default for Hub {
             shutdown: watch::channel(false).0,
             clients: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
+            fleet: std::sync::OnceLock::new(),
         }
     }
 }
@@ -187,6 +208,8 @@ fn event_text(stream: &str, seq: u64, data: &Value) -> String {
             stream.strip_prefix(f).map(|node| (family, Some(node)))
         })
         .unwrap_or((stream, None));
+    // The fleet's streams name a group, not a node.
+    let node = node.filter(|_| !event.starts_with("fleet."));
     let field = |k: &str| data.get(k).cloned().unwrap_or(Value::Null);
     let alert = (stream == "alert").then(|| AlertFields {
         severity: field("severity"),
@@ -506,6 +529,22 @@ impl Hub {
         }
     }
 
+    /// Whether anyone subscribes to the fleet's streams (their values are rendered only then).
+    pub fn fleet_interest(&self) -> bool {
+        self.interest[FLEET_SUMMARY].load(Ordering::Acquire) > 0
+            || self.interest[FLEET_GROUP].load(Ordering::Acquire) > 0
+    }
+
+    /// Sends a fleet stream's new value (its book assigned `seq`) to its subscribers.
+    pub fn publish_fleet(&self, stream: &str, seq: u64, data: &Value) {
+        // No subscriber is not an error.
+        let _ = self.tx.send(Arc::new(Published {
+            text: event_text(stream, seq, data),
+            stream: stream.into(),
+            seq,
+        }));
+    }
+
     /// Sends an `alert` event (the fleet's alerts, raised or cleared) to its subscribers.
     pub fn alert(&self, data: &Value) {
         let seq = self.alerts.fetch_add(1, Ordering::Relaxed) + 1;
@@ -624,6 +663,15 @@ impl Hub {
 
     /// The current value of every stream matching `patterns`: `(stream, seq, data)`.
     fn snapshot(&self, patterns: &[String]) -> Vec<(String, u64, Value)> {
+        let mut out = self.node_snapshot(patterns);
+        if let Some(fleet) = self.fleet.get() {
+            out.extend((fleet.0)(&|stream: &str| matches_any(patterns, stream)));
+        }
+        out
+    }
+
+    /// [`Hub::snapshot`] of the nodes' streams.
+    fn node_snapshot(&self, patterns: &[String]) -> Vec<(String, u64, Value)> {
         let Ok(m) = self.latest.lock() else {
             return Vec::new();
         };
@@ -751,7 +799,7 @@ enum WsError {
     #[error("{0}")]
     InvalidMessage(String),
     /// A stream pattern that names no stream.
-    #[error("unknown stream {0:?}; streams are oscillator.state.{{node}}, sensors.reading.{{node}} (or sensors.temperature.{{node}}), output.pwm.{{node}} (or output.koa.{{node}}), alert, phase_shift.complete, with * wildcards")]
+    #[error("unknown stream {0:?}; streams are oscillator.state.{{node}}, sensors.reading.{{node}} (or sensors.temperature.{{node}}), output.pwm.{{node}} (or output.koa.{{node}}), alert, phase_shift.complete, fleet.summary, fleet.group.{{by}}.{{value}}, with * wildcards")]
     InvalidStream(String),
     /// More patterns than a client may hold.
     #[error("a client may hold at most {MAX_PATTERNS} stream patterns (it has {held}, and asked for {asked} more); use wildcards")]

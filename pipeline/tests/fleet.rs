@@ -52,9 +52,14 @@ fn a_silent_node_is_offline_on_every_surface_then_clears_and_a_replay_agrees() {
         let mut ws = ws_observer(http).await;
         send(
             &mut ws,
-            json!({"action": "subscribe", "streams": ["alert"]}),
+            json!({"action": "subscribe", "streams": ["alert", "fleet.summary", "fleet.group.location.*"]}),
         )
         .await;
+        // The fleet's streams come with a snapshot, as the nodes' do.
+        let ack = next_json(&mut ws).await.unwrap();
+        assert_eq!(ack["type"], "ack", "{ack}");
+        let snap = ack["snapshot"].as_array().unwrap();
+        assert!(snap.iter().any(|i| i["stream"] == "fleet.summary"), "{ack}");
         ws
     });
 
@@ -135,14 +140,27 @@ fn a_silent_node_is_offline_on_every_surface_then_clears_and_a_replay_agrees() {
         active[0]["details"]["last_seen"], "2026-01-05T10:02:00.000000Z",
         "{alerts}"
     );
+    // The group streams' changes arrive in sequence, each a group's view as `/v1/fleet/groups`
+    // shows it.
+    let mut group_seqs: Vec<u64> = Vec::new();
+    let mut chamber_nodes = None;
     let event = rt.block_on(async {
         loop {
             let m = next_json(&mut ws).await.expect("the socket closed");
+            if m["stream"] == "fleet.group.location.chamber-1" {
+                group_seqs.push(m["seq"].as_u64().unwrap());
+                chamber_nodes = m["data"]["nodes"].as_i64();
+                assert_eq!(m["event"], "fleet.group", "{m}");
+                assert!(m["node_id"].is_null(), "{m}");
+            }
             if m["event"] == "alert" {
                 return m;
             }
         }
     });
+    assert!(!group_seqs.is_empty());
+    assert!(group_seqs.windows(2).all(|w| w[1] > w[0]), "{group_seqs:?}");
+    assert_eq!(chamber_nodes, Some(2));
     assert_eq!(
         (
             event["code"].as_str(),

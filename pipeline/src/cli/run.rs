@@ -280,6 +280,12 @@ pub fn run(a: &RunArgs) -> Result<()> {
         ..LiveShared::default()
     });
     shared.seed(&restored);
+    {
+        // WebSocket subscribers to the fleet's streams get their snapshot from its book.
+        let book = Arc::clone(&shared.fleet);
+        let source: crate::ws::FleetSnapshot = Box::new(move |wants| book.snapshot(wants));
+        let _ = shared.hub.fleet.set(crate::ws::FleetSource(source));
+    }
     let jwt = jwt_for(&a.state_dir)?;
     let registry = Arc::new(Registry::open(a.state_dir.join("nodes.json"))?);
     for r in registry.list() {

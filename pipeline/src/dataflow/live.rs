@@ -296,8 +296,17 @@ pub fn run_live(
                     registry,
                     shared.fleet.cfg.clone(),
                     move |c| {
-                        for event in fleet.fleet.apply(c) {
-                            fleet.hub.alert(&event);
+                        let applied = fleet.fleet.apply(c);
+                        for event in &applied.alerts {
+                            fleet.hub.alert(event);
+                        }
+                        // Rendered only for subscribers; the sequence numbers move regardless.
+                        if fleet.hub.fleet_interest() {
+                            for (stream, seq) in applied.streams {
+                                if let Some(v) = fleet.fleet.render(&stream) {
+                                    fleet.hub.publish_fleet(&stream, seq, &v);
+                                }
+                            }
                         }
                     },
                 )

@@ -341,9 +341,9 @@ fn run_worker(
         );
         let rows = match opts.fleet.clone() {
             Some(cfg) => with_fleet(rows, None, registry, cfg, move |c| {
-                let events = fleet.book.apply(c);
+                let applied = fleet.book.apply(c);
                 if let Ok(mut a) = fleet.alerts.lock() {
-                    a.extend(events);
+                    a.extend(applied.alerts);
                 }
             }),
             None => rows,
