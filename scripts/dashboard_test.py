@@ -3,8 +3,10 @@
 driven over WebDriver (selenium) against a real `kaiabc run`.
 
 Logs in with a token, picks a node, sees its values change live while readings are posted,
-holds its PWM from the control panel and sees the new duty arrive, checks an observer sees no
-controls and a bad token is refused, and saves a screenshot.
+holds its PWM from the control panel and sees the new duty arrive, opens the fleet page (the
+node's group and synchrony, the node on the circadian-time dial, the alerts) and goes from it
+back to the node, checks an observer sees no controls and a bad token is refused, and saves
+screenshots.
 
 Usage: scripts/dashboard.sh  (env: KAIABC_SCREENSHOT, default $CARGO_TARGET_DIR/dashboard.png)
 """
@@ -190,6 +192,24 @@ def run(binary, base, env, work):
         shot = os.environ.get("KAIABC_SCREENSHOT", "dashboard.png")
         driver.save_screenshot(shot)
         print("screenshot: " + shot)
+
+        # The fleet page: the node's group with its synchrony, the node on the circadian-time
+        # dial, the alert list; clicking the node opens its page.
+        driver.find_element(By.ID, "tab-fleet").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#f-groups tr[data-group="unassigned"]'))
+        wait.until(lambda d: d.find_element(By.ID, "f-dial").get_attribute("data-dots") == "1")
+        group = driver.find_element(By.CSS_SELECTOR, '#f-groups tr[data-group="unassigned"]').text
+        alerts = driver.find_element(By.ID, "f-alerts").text
+        if not alerts:
+            fail("the fleet page shows no alert list")
+        print("fleet: group row %r; alerts: %r" % (group, alerts[:80]))
+        fleet_shot = shot[:-4] + "-fleet.png" if shot.endswith(".png") else shot + "-fleet.png"
+        driver.save_screenshot(fleet_shot)
+        print("screenshot: " + fleet_shot)
+        driver.find_element(By.CSS_SELECTOR, '#f-nodes tr[data-node="dash1"]').click()
+        wait.until(lambda d: d.find_element(By.ID, "app").is_displayed()
+                   and d.find_element(By.ID, "node-title").text == "Node dash1")
+        print("fleet: the node's row opens its page")
 
         # An observer sees the nodes but no controls.
         login(observer)

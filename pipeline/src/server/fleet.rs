@@ -1,5 +1,6 @@
 //! The fleet's views over HTTP: `GET /v1/fleet/summary`, `/v1/fleet/groups?by=`,
-//! `/v1/fleet/synchrony?by=`, `/v1/fleet/outliers?by=` and `/v1/alerts`, answered from the
+//! `/v1/fleet/synchrony?by=`, `/v1/fleet/outliers?by=`, `/v1/fleet/nodes?by=` and
+//! `/v1/alerts`, answered from the
 //! book the dataflow keeps current (see `crate::fleet`).
 
 use std::sync::Arc;
@@ -90,4 +91,58 @@ pub(super) fn outliers_route(api: &Arc<Api>, at: Matched) -> Route {
 /// `GET /v1/alerts`.
 pub(super) fn alerts_route(api: &Arc<Api>, at: Matched) -> Route {
     plain(api, at, FleetBook::alerts)
+}
+
+/// One node on the fleet page's dial: its group, status and circadian time.
+fn node_entry(
+    api: &Api,
+    node: &str,
+    by: GroupBy,
+    meta: Option<&kaiabc_operators::fleet::NodeMeta>,
+) -> Value {
+    let group = match (by, meta) {
+        (GroupBy::Fleet, _) => kaiabc_operators::fleet::group::FLEET.to_string(),
+        (GroupBy::Location, Some(m)) => m.location.to_string(),
+        (GroupBy::HardwareType, Some(m)) => m.hardware_type.to_string(),
+        (GroupBy::Location, None) => kaiabc_operators::fleet::group::UNASSIGNED.to_string(),
+        (GroupBy::HardwareType, None) => kaiabc_operators::fleet::group::UNKNOWN.to_string(),
+    };
+    let state = api.shared.hub.state(node);
+    let online = api.shared.metrics.node_online(node) == Some(true);
+    serde_json::json!({
+        "node_id": node,
+        "group": group,
+        "status": if online { "online" } else { "offline" },
+        "circadian_time": state.as_ref().map(|s| s.circadian_time),
+        "period_hours": state.as_ref().map(|s| s.period_hours),
+    })
+}
+
+/// `GET /v1/fleet/nodes?by=`: every node with its group, status and circadian time (the fleet
+/// page's dial).
+pub(super) fn nodes_route(api: &Arc<Api>, at: Matched) -> Route {
+    let a = Arc::clone(api);
+    at.and(warp::query::<ByQuery>())
+        .map(move |_: Principal, q: ByQuery| {
+            let by = q.by();
+            let metas: std::collections::BTreeMap<String, kaiabc_operators::fleet::NodeMeta> = a
+                .registry
+                .list()
+                .iter()
+                .map(|r| (r.node_id.clone(), crate::fleet::meta_of(r)))
+                .collect();
+            let mut ids: std::collections::BTreeSet<String> = metas.keys().cloned().collect();
+            ids.extend(a.shared.hub.nodes());
+            let nodes: Vec<Value> = ids
+                .iter()
+                .map(|n| node_entry(&a, n, by, metas.get(n)))
+                .collect();
+            warp::reply::json(&serde_json::json!({
+                "by": by.as_str(),
+                "count": nodes.len(),
+                "nodes": nodes,
+            }))
+            .into_response()
+        })
+        .boxed()
 }

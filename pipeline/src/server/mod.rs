@@ -203,6 +203,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         fleet::synchrony_route,
     ),
     ep("GET", "/v1/fleet/outliers", OBSERVER, fleet::outliers_route),
+    ep("GET", "/v1/fleet/nodes", OBSERVER, fleet::nodes_route),
     ep("GET", "/v1/alerts", OBSERVER, fleet::alerts_route),
     ep("POST", "/v1/sensors/nodes", ADMIN, nodes::register_route),
     ep("POST", "/v1/oscillator/reset", RESEARCHER, |api, at| {

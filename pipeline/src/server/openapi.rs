@@ -273,6 +273,13 @@ fn ops() -> Vec<Op> {
         .reply(Has(&["as_of", "by", "distance_hours", "outliers"])),
         op(
             "GET",
+            "/v1/fleet/nodes",
+            "Every node with its group, status and circadian time (the fleet page's dial)",
+        )
+        .query(of::<super::fleet::ByQuery>)
+        .reply(Has(&["by", "count", "nodes"])),
+        op(
+            "GET",
             "/v1/alerts",
             "Active alerts (offline nodes, failing clocks and filters, dead-letter rates, \
              period drift, desynchronised groups) and those recently cleared",
