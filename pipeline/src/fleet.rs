@@ -48,6 +48,11 @@ fn tick_time(tick: u64) -> String {
         .unwrap_or_default()
 }
 
+/// The tick the views stand at, as RFC 3339 (`null` before any change).
+fn as_of(s: &FleetState) -> Option<String> {
+    (s.time > 0).then(|| tick_time(s.time))
+}
+
 /// An alert with when it was raised (and cleared).
 #[derive(Clone, Debug)]
 struct AlertRecord {
@@ -262,7 +267,7 @@ impl FleetBook {
             *alerts.entry(a.code.as_str()).or_default() += 1;
         }
         json!({
-            "as_of": tick_time(s.time),
+            "as_of": as_of(s),
             "fleet": s.groups.get(&fleet).map(|agg| group_json(s, &fleet, agg)),
             "groups": {
                 "location": count(GroupBy::Location),
@@ -306,7 +311,7 @@ impl FleetBook {
             .map(|(g, agg)| group_json(s, g, agg))
             .collect();
         json!({
-            "as_of": tick_time(s.time),
+            "as_of": as_of(s),
             "by": by.as_str(),
             "count": groups.len(),
             "groups": groups,
@@ -330,7 +335,7 @@ impl FleetBook {
             })
             .collect();
         json!({
-            "as_of": tick_time(s.time),
+            "as_of": as_of(s),
             "by": by.as_str(),
             "groups": groups,
         })
@@ -358,7 +363,7 @@ impl FleetBook {
             })
             .collect();
         json!({
-            "as_of": tick_time(s.time),
+            "as_of": as_of(s),
             "by": by.as_str(),
             "distance_hours": self.cfg.outlier_distance_hours,
             "windows": self.cfg.outlier_windows,
@@ -386,7 +391,7 @@ impl FleetBook {
         active.sort_by(|x, y| (x.raised_at, &x.alert).cmp(&(y.raised_at, &y.alert)));
         let show = |r: &AlertRecord| alert_json(&r.alert, r.raised_at, r.cleared_at);
         json!({
-            "as_of": tick_time(b.state.time),
+            "as_of": as_of(&b.state),
             "count": active.len(),
             "active": active.iter().map(show).collect::<Vec<_>>(),
             "recent": b.recent.iter().map(show).collect::<Vec<_>>(),
