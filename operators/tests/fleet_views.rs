@@ -98,7 +98,7 @@ fn run_all(
     for c in all {
         by_time.entry(c.time).or_default().extend(c.changes);
     }
-    by_time
+    let changes = by_time
         .into_iter()
         .map(|(time, mut changes)| {
             consolidate(&mut changes);
@@ -106,18 +106,9 @@ fn run_all(
             FleetChanges { time, changes }
         })
         .filter(|c| !c.changes.is_empty())
-        .collect::<Vec<_>>()
-        .pipe(|changes| (changes, lake))
+        .collect();
+    (changes, lake)
 }
-
-/// `x.pipe(f)` is `f(x)`.
-trait Pipe: Sized {
-    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
-        f(self)
-    }
-}
-
-impl<T> Pipe for T {}
 
 /// The views refreshed by every state (the default refreshes a node's clock every 10 minutes).
 fn every_state() -> FleetConfig {

@@ -43,9 +43,7 @@ const RECENT_ALERTS: usize = 200;
 
 /// A tick (minute of event time) as RFC 3339.
 fn tick_time(tick: u64) -> String {
-    chrono::DateTime::from_timestamp(tick as i64 * 60, 0)
-        .map(|t| kaiabc_schemas::format_timestamp(&t))
-        .unwrap_or_default()
+    kaiabc_schemas::format_timestamp(&kaiabc_operators::fleet::tick_start(tick))
 }
 
 /// The tick the views stand at, as RFC 3339 (`null` before any change).
@@ -298,20 +296,30 @@ impl FleetBook {
         })
     }
 
-    /// `GET /v1/fleet/groups?by=`.
-    pub fn groups(&self, by: GroupBy) -> Value {
+    /// Each group of grouping `by` as `view` renders it, and when the views stand.
+    fn per_group(
+        &self,
+        by: GroupBy,
+        view: impl Fn(&FleetState, &GroupKey, &GroupAgg) -> Value,
+    ) -> (Option<String>, Vec<Value>) {
         let Ok(b) = self.book.lock() else {
-            return Value::Null;
+            return (None, Vec::new());
         };
         let s = &b.state;
-        let groups: Vec<Value> = s
+        let groups = s
             .groups
             .iter()
             .filter(|(g, _)| g.by == by)
-            .map(|(g, agg)| group_json(s, g, agg))
+            .map(|(g, agg)| view(s, g, agg))
             .collect();
+        (as_of(s), groups)
+    }
+
+    /// `GET /v1/fleet/groups?by=`.
+    pub fn groups(&self, by: GroupBy) -> Value {
+        let (as_of, groups) = self.per_group(by, group_json);
         json!({
-            "as_of": as_of(s),
+            "as_of": as_of,
             "by": by.as_str(),
             "count": groups.len(),
             "groups": groups,
@@ -320,22 +328,13 @@ impl FleetBook {
 
     /// `GET /v1/fleet/synchrony?by=`.
     pub fn synchrony(&self, by: GroupBy) -> Value {
-        let Ok(b) = self.book.lock() else {
-            return Value::Null;
-        };
-        let s = &b.state;
-        let groups: Vec<Value> = s
-            .groups
-            .iter()
-            .filter(|(g, _)| g.by == by)
-            .map(|(g, agg)| {
-                let mut v = synchrony_json(agg);
-                v["group"] = json!(g.value);
-                v
-            })
-            .collect();
+        let (as_of, groups) = self.per_group(by, |_, g, agg| {
+            let mut v = synchrony_json(agg);
+            v["group"] = json!(g.value);
+            v
+        });
         json!({
-            "as_of": as_of(s),
+            "as_of": as_of,
             "by": by.as_str(),
             "groups": groups,
         })

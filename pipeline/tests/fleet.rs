@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use common::live::*;
 use serde_json::{json, Value};
@@ -233,20 +232,20 @@ fn a_silent_node_is_offline_on_every_surface_then_clears_and_a_replay_agrees() {
     let log = dir.path().join("sent.jsonl");
     let lines: Vec<&str> = sent.iter().map(|(_, p)| p.as_str()).collect();
     std::fs::write(&log, lines.join("\n") + "\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
-        .args(["replay", log.to_str().unwrap(), "--json", "--registry"])
-        .arg(lake.with_extension("state").join("nodes.json"))
-        .arg("--lake")
-        .arg(dir.path().join("replayed"))
-        .args(flags)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let registry = lake.with_extension("state").join("nodes.json");
+    let replayed_lake = dir.path().join("replayed");
+    let mut args = vec![
+        "replay",
+        log.to_str().unwrap(),
+        "--json",
+        "--registry",
+        registry.to_str().unwrap(),
+        "--lake",
+        replayed_lake.to_str().unwrap(),
+    ];
+    args.extend(flags);
+    let out = common::ok(&args);
+    let summary: Value = serde_json::from_str(&out).unwrap();
     let replayed: BTreeSet<_> = summary["alerts"]
         .as_array()
         .unwrap()
@@ -258,9 +257,8 @@ fn a_silent_node_is_offline_on_every_surface_then_clears_and_a_replay_agrees() {
     assert_eq!(summary["fleet"]["groups"]["location"], 2, "{summary}");
 }
 
-/// Publishes `payload` to `topic` with QoS 1 as client `id`, with a Last Will (`offline`, on
-/// the node's status topic), announces itself `online`, then vanishes without a DISCONNECT: the
-/// broker sends the will.
+/// Connects as `node` with a Last Will (`offline`, on its status topic), announces itself
+/// `online` (QoS 1), then vanishes without a DISCONNECT: the broker sends the will.
 fn online_then_gone(mqtt: u16, node: &str) {
     use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, QoS};
     let rt = tokio::runtime::Builder::new_current_thread()

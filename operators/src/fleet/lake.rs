@@ -20,7 +20,8 @@ use super::output::{AlertChange, FleetChanges, FleetState};
 /// Ticks (minutes) per snapshot.
 const HOUR: u64 = 60;
 
-fn at(tick: u64) -> DateTime<Utc> {
+/// The start of a tick (a minute of event time).
+pub fn tick_start(tick: u64) -> DateTime<Utc> {
     DateTime::from_timestamp(tick as i64 * 60, 0).unwrap_or_default()
 }
 
@@ -35,7 +36,7 @@ impl FleetState {
             spread(Measure::TemperatureKelvin),
         );
         Some(FleetSnapshot {
-            snapshot_at: at(tick),
+            snapshot_at: tick_start(tick),
             group_by: g.by.as_str().into(),
             group: g.value.to_string(),
             nodes: agg.nodes,
@@ -68,14 +69,14 @@ impl FleetState {
 /// An alert raised or cleared at `tick` as an `alerts` row.
 pub fn alert_row(a: &Alert, tick: u64, raised_at: u64, raised: bool) -> AlertRow {
     AlertRow {
-        at: at(tick),
+        at: tick_start(tick),
         state: if raised { "raised" } else { "cleared" }.into(),
         code: a.code.as_str().into(),
         severity: a.code.severity().as_str().into(),
         node_id: a.node.as_ref().map(|n| n.to_string()),
         group_by: a.group.as_ref().map(|g| g.by.as_str().to_string()),
         group: a.group.as_ref().map(|g| g.value.to_string()),
-        raised_at: at(raised_at),
+        raised_at: tick_start(raised_at),
         last_seen: a.last_seen.and_then(DateTime::from_timestamp_micros),
         message: a.message(),
     }

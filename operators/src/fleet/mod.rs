@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub use alert::{Alert, AlertCode, Severity};
 pub use group::{GroupAgg, GroupBy, GroupKey, Measure, NodeMeta, Spread, Sum};
-pub use lake::{alert_row, FleetRows};
+pub use lake::{alert_row, tick_start, FleetRows};
 pub use node::{ClockView, NodeEvent, NodeFact, NodeTracker, NodeView, Status};
 pub use output::{AlertChange, FleetChanges, FleetOutput, FleetState};
 pub use synchrony::{Moments, PHASE_SCALE};
