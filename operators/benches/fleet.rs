@@ -2,18 +2,18 @@
 //! on one worker. Prints the time to build the views from scratch, the amortised cost of a
 //! state change in rounds of different sizes (a round is one tick: the changes that complete
 //! together), the memory the views hold per node, and, as the baseline measured in the same
-//! run, a rescan that recomputes every group's aggregate from all nodes.
+//! run, a rescan that recomputes every group's aggregate and medians from all nodes.
 //!
 //! `cargo bench -p kaiabc-operators --bench fleet` (`-- --nodes N --groups G` to change the
-//! size). Under `cargo test` it runs once on 2 000 nodes as a smoke test.
+//! size, `--round K` for only the ticks of K changes). Under `cargo test` it runs once on 2 000 nodes as a smoke test.
 
 use std::collections::HashMap;
 use std::time::Instant;
 
 use differential_dataflow::input::Input as _;
 use kaiabc_operators::fleet::{
-    fleet_views, ClockView, FleetConfig, FleetOutput, GroupAgg, GroupBy, GroupKey, Name, NodeEvent,
-    NodeMeta, NodeView, OrdF64, Status,
+    fleet_views, ClockView, FleetConfig, FleetOutput, GroupAgg, GroupBy, GroupKey, Measure, Name,
+    NodeEvent, NodeMeta, NodeView, OrdF64, Status,
 };
 use timely::dataflow::operators::vec::Input as _;
 use timely::dataflow::operators::{Inspect, Probe};
@@ -71,11 +71,19 @@ fn main() {
     let nodes = arg("--nodes", if full { 100_000 } else { 2_000 });
     let groups = arg("--groups", 100).max(1);
     // (changes per tick, ticks)
-    let rounds: Vec<(usize, usize)> = if full {
+    let mut rounds: Vec<(usize, usize)> = if full {
         vec![(1, 200), (100, 100), (1_000, 40), (10_000, 10), (nodes, 3)]
     } else {
         vec![(1, 5), (100, 3), (nodes, 1)]
     };
+    // `--round K`: only the rounds of K changes a tick (to profile one size).
+    if let Some(k) = args
+        .iter()
+        .position(|a| a == "--round")
+        .map(|_| arg("--round", 0))
+    {
+        rounds.retain(|(n, _)| *n == k);
+    }
     let rss_before = rss();
     let report = timely::execute_directly(move |worker| {
         let probe = ProbeHandle::new();
@@ -85,9 +93,14 @@ fn main() {
             let (events_in, events) = scope.new_input::<NodeEvent>();
             let (registry_in, registry) = scope.new_collection::<(Name, NodeMeta), isize>();
             // Every state changes the views (the default refreshes a node's clock every 10
-            // minutes of its event time): the cost measured is that of a change.
+            // minutes of its event time), and no status changes by timer during the run (a
+            // node that reported in one round would go stale two ticks later and offline five
+            // ticks later, a tick's changes then being three times the states sent): the cost
+            // measured is that of a state change.
             let cfg = FleetConfig {
                 clock_resolution_minutes: 1,
+                stale_after_minutes: 100_000,
+                offline_after_minutes: 100_000,
                 ..FleetConfig::default()
             };
             fleet_views(events, registry, cfg)
@@ -175,13 +188,26 @@ fn main() {
         for _ in 0..if full { 5 } else { 1 } {
             let started = Instant::now();
             let mut all: HashMap<GroupKey, GroupAgg> = HashMap::new();
+            let mut values: HashMap<(GroupKey, Measure), Vec<f64>> = HashMap::new();
             for (v, m) in &views {
                 let agg = GroupAgg::of(v, m);
                 for g in m.groups() {
                     use differential_dataflow::difference::Semigroup;
-                    all.entry(g).or_default().plus_equals(&agg);
+                    all.entry(g.clone()).or_default().plus_equals(&agg);
+                    for (measure, x) in Measure::of(v) {
+                        values
+                            .entry((g.clone(), measure))
+                            .or_default()
+                            .push(x.get());
+                    }
                 }
             }
+            // And each group's median of each measure.
+            let medians: usize = values
+                .values_mut()
+                .map(|v| median(v).is_finite() as usize)
+                .sum();
+            assert_eq!(medians, values.len());
             assert!(all.contains_key(&GroupKey {
                 by: GroupBy::Fleet,
                 value: "all".into()
@@ -209,7 +235,7 @@ fn main() {
         per_node
     );
     println!(
-        "  baseline, a rescan of every node's aggregate: {:.2} ms a tick",
+        "  baseline, a rescan of every group's aggregate and medians: {:.2} ms a tick",
         rescan * 1e3
     );
     println!(

@@ -12,6 +12,7 @@ pub mod group;
 pub mod lake;
 pub mod node;
 pub mod output;
+pub mod spread;
 pub mod synchrony;
 pub mod views;
 
@@ -22,6 +23,7 @@ pub use group::{GroupAgg, GroupBy, GroupKey, Measure, NodeMeta, Spread, Sum};
 pub use lake::{alert_row, tick_start, FleetRows};
 pub use node::{ClockView, NodeEvent, NodeFact, NodeTracker, NodeView, Status};
 pub use output::{AlertChange, FleetChanges, FleetOutput, FleetState};
+pub use spread::GroupSpreads;
 pub use synchrony::{Moments, PHASE_SCALE};
 pub use views::{fleet_views, FleetFact};
 
