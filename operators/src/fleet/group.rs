@@ -257,6 +257,14 @@ pub enum Measure {
 }
 
 impl Measure {
+    /// Every measure, in order (a measure's index is its position here).
+    pub const ALL: [Measure; 4] = [
+        Measure::PeriodHours,
+        Measure::Koa,
+        Measure::TemperatureKelvin,
+        Measure::WindowPeriodHours,
+    ];
+
     /// The name used in the API and the lake.
     pub fn as_str(self) -> &'static str {
         match self {

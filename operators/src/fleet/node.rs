@@ -16,7 +16,9 @@
 //! over the same input change the same views at the same ticks. When the input ends the
 //! pending timers are dropped, not fired: event time stops where the input stops.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use foldhash::{HashMap, HashMapExt};
 
 use kaiabc_schemas::{LakeRow, Metric, Reason};
 use serde::{Deserialize, Serialize};

@@ -4,10 +4,12 @@
 //!
 //! Differential's `reduce` hands its closure every value of a key that changed, so the fleet
 //! group's median cost a read of all its nodes' values whenever any of them changed (half the
-//! views' time at 100 000 nodes). Here each `(group, measure)` keeps its values as two ordered
+//! views' time at 100 000 nodes). Here each group keeps, per measure, its values as two ordered
 //! halves (see [`Halves`]); the median is read off the boundary between them, and outliers are
 //! the ends of the halves beyond the configured distance, so a median that moves touches only the
-//! outliers it changes. Time is totally ordered (ticks), so the operator applies each completed
+//! outliers it changes. The clock measures keep bare values (a multiset: only their order
+//! statistics are asked for); the window period keeps `(value, node)`, to name its outliers. A
+//! node's change is one update per group carrying all its measures. Time is totally ordered (ticks), so the operator applies each completed
 //! tick's updates in order and sends each touched key's old record retracted and new one inserted,
 //! as `reduce` would.
 
@@ -25,26 +27,56 @@ use super::group::{GroupKey, Measure, Spread};
 use super::views::FleetFact;
 use super::{Name, OrdF64};
 
-/// One member of a group's values: the value, then the node (so equal values stay distinct).
+/// A member of the window-period halves: the value, then the node (so equal values stay
+/// distinct and outliers are named).
 type Member = (OrdF64, Name);
 
-/// A multiset of members as two ordered halves: `low` holds the smaller ⌈n/2⌉, `high` the rest,
-/// and every member of `low` is at most every member of `high`. The median's two middle ranks,
-/// (n−1)/2 and n/2, are then `low`'s last and (for an even n) `high`'s first.
-#[derive(Debug, Default)]
-struct Halves {
-    low: BTreeMap<Member, u32>,
-    high: BTreeMap<Member, u32>,
+/// What a group's halves hold: ordered by its value first.
+trait Valued: Ord + Clone + std::fmt::Debug {
+    /// The value.
+    fn value(&self) -> OrdF64;
+}
+
+impl Valued for OrdF64 {
+    fn value(&self) -> OrdF64 {
+        *self
+    }
+}
+
+impl Valued for Member {
+    fn value(&self) -> OrdF64 {
+        self.0
+    }
+}
+
+/// A multiset as two ordered halves: `low` holds the smaller ⌈n/2⌉, `high` the rest, and every
+/// member of `low` is at most every member of `high`. The median's two middle ranks, (n−1)/2 and
+/// n/2, are then `low`'s last and (for an even n) `high`'s first.
+#[derive(Debug)]
+struct Halves<K> {
+    low: BTreeMap<K, u32>,
+    high: BTreeMap<K, u32>,
     low_n: u64,
     high_n: u64,
 }
 
-impl Halves {
+impl<K> Default for Halves<K> {
+    fn default() -> Self {
+        Self {
+            low: BTreeMap::new(),
+            high: BTreeMap::new(),
+            low_n: 0,
+            high_n: 0,
+        }
+    }
+}
+
+impl<K: Valued> Halves<K> {
     fn len(&self) -> u64 {
         self.low_n + self.high_n
     }
 
-    fn insert(&mut self, m: Member) {
+    fn insert(&mut self, m: K) {
         if self.low.last_key_value().is_none_or(|(top, _)| m <= *top) {
             *self.low.entry(m).or_default() += 1;
             self.low_n += 1;
@@ -57,7 +89,7 @@ impl Halves {
 
     /// Removes one copy of `m`; `false` if it is not held (an update that retracts what was
     /// never inserted, which a consistent collection does not send).
-    fn remove(&mut self, m: &Member) -> bool {
+    fn remove(&mut self, m: &K) -> bool {
         let (half, n) = if self.low.contains_key(m) {
             (&mut self.low, &mut self.low_n)
         } else if self.high.contains_key(m) {
@@ -91,7 +123,7 @@ impl Halves {
     /// Applies a tick's updates: one at a time when they are few against the values held,
     /// otherwise by merging them, sorted, with the values and rebuilding both halves (O(n + k
     /// log k) for k updates, against O(k log n) with a cache miss per tree level).
-    fn apply(&mut self, mut updates: Vec<(Member, isize)>) {
+    fn apply(&mut self, mut updates: Vec<(K, isize)>) {
         if updates.len() < 64 || (updates.len() as u64) < self.len() / 8 {
             // Insertions first, so a retraction always finds what it retracts.
             updates.sort_by_key(|(_, d)| std::cmp::Reverse(*d > 0));
@@ -107,13 +139,21 @@ impl Halves {
             }
             return;
         }
-        differential_dataflow::consolidation::consolidate(&mut updates);
+        // Consolidated: sorted (unstable: equal members are summed anyway), equal ones summed.
+        updates.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        updates.dedup_by(|later, first| {
+            let same = later.0 == first.0;
+            if same {
+                first.1 += later.1;
+            }
+            same
+        });
+        updates.retain(|(_, d)| *d != 0);
         let held = std::mem::take(&mut self.low)
             .into_iter()
             .chain(std::mem::take(&mut self.high))
             .map(|(m, c)| (m, c as isize));
-        let mut merged: Vec<(Member, isize)> =
-            Vec::with_capacity(self.len() as usize + updates.len());
+        let mut merged: Vec<(K, isize)> = Vec::with_capacity(self.len() as usize + updates.len());
         let mut changes = updates.into_iter().peekable();
         for (m, c) in held {
             while let Some(u) = changes.next_if(|(u, _)| *u < m) {
@@ -123,6 +163,14 @@ impl Halves {
             merged.push((m, c));
         }
         merged.extend(changes);
+        // A member split between the halves came out twice, side by side: one count.
+        merged.dedup_by(|later, first| {
+            let same = later.0 == first.0;
+            if same {
+                first.1 += later.1;
+            }
+            same
+        });
         merged.retain(|(_, c)| *c > 0);
         let n: u64 = merged.iter().map(|(_, c)| *c as u64).sum();
         let mut want = n.div_ceil(2);
@@ -150,11 +198,11 @@ impl Halves {
     /// Min, median (the mean of the middle two for an even count) and max; `None` when empty.
     fn spread(&self) -> Option<Spread> {
         let (lo_first, lo_last) = (
-            self.low.first_key_value()?.0 .0,
-            self.low.last_key_value()?.0 .0,
+            self.low.first_key_value()?.0.value(),
+            self.low.last_key_value()?.0.value(),
         );
-        let hi_first = self.high.first_key_value().map(|(m, _)| m.0);
-        let hi_last = self.high.last_key_value().map(|(m, _)| m.0);
+        let hi_first = self.high.first_key_value().map(|(m, _)| m.value());
+        let hi_last = self.high.last_key_value().map(|(m, _)| m.value());
         let upper = if self.len() % 2 == 1 {
             lo_last
         } else {
@@ -169,8 +217,8 @@ impl Halves {
 
     /// The members further than `distance` from `median`: they are a prefix of `low` and a
     /// suffix of `high`, since the median lies between the halves.
-    fn beyond(&self, median: f64, distance: f64) -> impl Iterator<Item = (&Member, u32)> + '_ {
-        let far = move |m: &&Member| (m.0.get() - median).abs() > distance;
+    fn beyond(&self, median: f64, distance: f64) -> impl Iterator<Item = (&K, u32)> + '_ {
+        let far = move |m: &&K| (m.value().get() - median).abs() > distance;
         let below = self.low.iter().take_while(move |(m, _)| far(m));
         let above = self.high.iter().rev().take_while(move |(m, _)| far(m));
         below.chain(above).map(|(m, c)| (m, *c))
@@ -178,7 +226,7 @@ impl Halves {
 }
 
 /// Takes one copy of an entry's member out of its half.
-fn pop_one(mut e: std::collections::btree_map::OccupiedEntry<'_, Member, u32>) -> Member {
+fn pop_one<K: Ord + Clone>(mut e: std::collections::btree_map::OccupiedEntry<'_, K, u32>) -> K {
     if *e.get() > 1 {
         *e.get_mut() -= 1;
         e.key().clone()
@@ -188,7 +236,7 @@ fn pop_one(mut e: std::collections::btree_map::OccupiedEntry<'_, Member, u32>) -
 }
 
 /// Removes one copy of `m` from a half (which holds it).
-fn take_one(half: &mut BTreeMap<Member, u32>, m: &Member) {
+fn take_one<K: Ord>(half: &mut BTreeMap<K, u32>, m: &K) {
     if let Some(c) = half.get_mut(m) {
         *c -= 1;
         if *c == 0 {
@@ -197,53 +245,101 @@ fn take_one(half: &mut BTreeMap<Member, u32>, m: &Member) {
     }
 }
 
-/// The key of a group's values: the group and the measure.
-type SpreadKey = (GroupKey, Measure);
+/// A node's values of each measure, in [`Measure::ALL`]'s order (`None`: it has none).
+pub type NodeValues = [Option<OrdF64>; 4];
 
-/// One key's state on its worker.
+/// The clock measures, whose values are kept bare.
+const CLOCK: [Measure; 3] = [
+    Measure::PeriodHours,
+    Measure::Koa,
+    Measure::TemperatureKelvin,
+];
+
+/// One group's values on its worker.
 #[derive(Debug, Default)]
-struct KeyState {
-    halves: Halves,
+struct GroupValues {
+    /// By measure, in [`CLOCK`]'s order.
+    clock: [Halves<OrdF64>; 3],
+    /// The window periods, with their nodes.
+    window: Halves<Member>,
 }
 
-/// The facts a key holds: its spread and (for the window period) its outliers.
-fn facts_of(key: &SpreadKey, halves: &Halves, distance: f64) -> Vec<FleetFact> {
-    let Some(spread) = halves.spread() else {
-        return Vec::new();
-    };
-    let (group, measure) = key;
-    let mut facts = vec![FleetFact::Spread(group.clone(), *measure, spread)];
-    if *measure == Measure::WindowPeriodHours {
-        for ((p, node), _) in halves.beyond(spread.median.get(), distance) {
-            facts.push(FleetFact::Outlier(
-                group.clone(),
-                node.clone(),
-                *p,
-                spread.median,
-            ));
+impl GroupValues {
+    fn is_empty(&self) -> bool {
+        self.window.len() == 0 && self.clock.iter().all(|h| h.len() == 0)
+    }
+
+    /// Applies a tick's updates of the group's members.
+    fn apply(&mut self, updates: &[((Name, NodeValues), isize)]) {
+        for (i, halves) in self.clock.iter_mut().enumerate() {
+            let m = CLOCK[i] as usize;
+            let values: Vec<(OrdF64, isize)> = updates
+                .iter()
+                .filter_map(|((_, v), d)| v[m].map(|x| (x, *d)))
+                .collect();
+            if !values.is_empty() {
+                halves.apply(values);
+            }
+        }
+        let w = Measure::WindowPeriodHours as usize;
+        let windows: Vec<(Member, isize)> = updates
+            .iter()
+            .filter_map(|((node, v), d)| v[w].map(|x| ((x, node.clone()), *d)))
+            .collect();
+        if !windows.is_empty() {
+            self.window.apply(windows);
         }
     }
-    facts
+
+    /// The facts the group holds: a spread per measure with values and the window period's
+    /// outliers.
+    fn facts(&self, group: &GroupKey, distance: f64) -> Vec<FleetFact> {
+        let mut facts: Vec<FleetFact> = CLOCK
+            .iter()
+            .zip(&self.clock)
+            .filter_map(|(m, h)| h.spread().map(|s| FleetFact::Spread(group.clone(), *m, s)))
+            .collect();
+        if let Some(spread) = self.window.spread() {
+            facts.push(FleetFact::Spread(
+                group.clone(),
+                Measure::WindowPeriodHours,
+                spread,
+            ));
+            for ((p, node), _) in self.window.beyond(spread.median.get(), distance) {
+                facts.push(FleetFact::Outlier(
+                    group.clone(),
+                    node.clone(),
+                    *p,
+                    spread.median,
+                ));
+            }
+        }
+        facts
+    }
 }
 
 /// Extension trait: the order statistics and outliers of a collection of group members.
 pub trait GroupSpreads<'scope> {
-    /// From `((group, measure), (value, node))` members, each group's [`FleetFact::Spread`] per
-    /// measure and, for [`Measure::WindowPeriodHours`], a [`FleetFact::Outlier`] for each node
-    /// further than `distance` hours from the group's median.
+    /// From `(group, (node, values))` members, each group's [`FleetFact::Spread`] per measure
+    /// and, for [`Measure::WindowPeriodHours`], a [`FleetFact::Outlier`] for each node further
+    /// than `distance` hours from the group's median.
     fn group_spreads(self, distance: f64) -> VecCollection<'scope, u64, FleetFact>;
 }
 
-/// Updates held until their tick is complete, with the capability they came with.
-type Stash = BTreeMap<u64, (Capability<u64>, Vec<((SpreadKey, Member), isize)>)>;
+/// A group member's update.
+type Update = ((GroupKey, (Name, NodeValues)), isize);
 
-impl<'scope> GroupSpreads<'scope> for VecCollection<'scope, u64, (SpreadKey, Member)> {
+/// Updates held until their tick is complete, with the capability they came with.
+type Stash = BTreeMap<u64, (Capability<u64>, Vec<Update>)>;
+
+impl<'scope> GroupSpreads<'scope> for VecCollection<'scope, u64, (GroupKey, (Name, NodeValues))> {
     fn group_spreads(self, distance: f64) -> VecCollection<'scope, u64, FleetFact> {
-        let pact = Exchange::new(|u: &((SpreadKey, Member), u64, isize)| u.0 .0.hashed());
+        let pact =
+            Exchange::new(|u: &((GroupKey, (Name, NodeValues)), u64, isize)| u.0 .0.hashed());
         self.inner
             .unary_frontier(pact, "GroupSpreads", move |_initial, _info| {
                 let mut stash = Stash::new();
-                let mut keys: HashMap<SpreadKey, KeyState> = HashMap::new();
+                let mut groups: HashMap<GroupKey, GroupValues> = HashMap::new();
                 move |(input, frontier), output| {
                     input.for_each(|cap, data| {
                         for (member, t, d) in data.drain(..) {
@@ -259,24 +355,19 @@ impl<'scope> GroupSpreads<'scope> for VecCollection<'scope, u64, (SpreadKey, Mem
                             break;
                         }
                         let (t, (cap, updates)) = entry.remove_entry();
-                        let mut by_key: HashMap<SpreadKey, Vec<(Member, isize)>> =
-                            HashMap::default();
-                        for ((key, member), d) in updates {
-                            by_key.entry(key).or_default().push((member, d));
-                        }
-                        // Each touched key's facts before the tick.
-                        let mut before: Vec<(SpreadKey, Vec<FleetFact>)> = Vec::new();
-                        for (key, updates) in by_key {
-                            let state = keys.entry(key.clone()).or_default();
-                            before.push((key.clone(), facts_of(&key, &state.halves, distance)));
-                            state.halves.apply(updates);
+                        let mut by_group: HashMap<GroupKey, Vec<((Name, NodeValues), isize)>> =
+                            HashMap::new();
+                        for ((group, member), d) in updates {
+                            by_group.entry(group).or_default().push((member, d));
                         }
                         let mut session = output.session(&cap);
-                        for (key, old) in before {
-                            let state = keys.get(&key).expect("touched keys exist");
-                            let new = facts_of(&key, &state.halves, distance);
-                            if state.halves.len() == 0 {
-                                keys.remove(&key);
+                        for (group, updates) in by_group {
+                            let state = groups.entry(group.clone()).or_default();
+                            let old = state.facts(&group, distance);
+                            state.apply(&updates);
+                            let new = state.facts(&group, distance);
+                            if state.is_empty() {
+                                groups.remove(&group);
                             }
                             if old == new {
                                 continue;
@@ -310,7 +401,7 @@ mod tests {
 
     #[test]
     fn halves_keep_the_median_through_inserts_and_removals() {
-        let mut h = Halves::default();
+        let mut h: Halves<Member> = Halves::default();
         let mut held: Vec<(f64, Name)> = Vec::new();
         let mut x = 0x2545_F491_4F6C_DD1Du64;
         for step in 0..2_000u32 {
@@ -335,7 +426,7 @@ mod tests {
 
     #[test]
     fn batches_of_any_size_give_the_same_spread_and_outliers() {
-        let mut h = Halves::default();
+        let mut h: Halves<Member> = Halves::default();
         let mut held: Vec<(OrdF64, Name)> = Vec::new();
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
         let mut next = || {
@@ -384,8 +475,35 @@ mod tests {
     }
 
     #[test]
+    fn repeated_bare_values_split_between_the_halves_count_once() {
+        let mut h: Halves<OrdF64> = Halves::default();
+        let mut held: Vec<f64> = Vec::new();
+        let mut x = 0x2545_F491_4F6C_DD1Du64;
+        for (round, size) in [70usize, 5, 200, 130, 9, 400, 80].iter().enumerate() {
+            let mut batch: Vec<(OrdF64, isize)> = Vec::new();
+            for _ in 0..*size {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x % 2 == 0 && !held.is_empty() {
+                    let v = held.remove((x % held.len() as u64) as usize);
+                    batch.push((OrdF64::from(v), -1));
+                } else {
+                    // Three values only: every one is split between the halves.
+                    let v = f64::from((x % 3) as u32);
+                    held.push(v);
+                    batch.push((OrdF64::from(v), 1));
+                }
+            }
+            h.apply(batch);
+            assert_eq!(h.len() as usize, held.len(), "round {round}");
+            assert_eq!(h.spread(), reference(&held), "round {round}");
+        }
+    }
+
+    #[test]
     fn outliers_are_the_ends_beyond_the_distance() {
-        let mut h = Halves::default();
+        let mut h: Halves<Member> = Halves::default();
         for (i, v) in [20.0, 23.5, 24.0, 24.2, 24.4, 27.0, 30.0]
             .iter()
             .enumerate()

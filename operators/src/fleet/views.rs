@@ -3,11 +3,10 @@
 //! statistics of each measure, the outliers against the group's median window period, dead
 //! letters by node and hour, and the alert rules, all as one collection of [`FleetFact`]s.
 
-use std::collections::HashMap;
-
 use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::{AsCollection, VecCollection};
+use foldhash::{HashMap, HashMapExt};
 use kaiabc_schemas::Reason;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Pipeline;
@@ -17,7 +16,7 @@ use timely::dataflow::Stream;
 use super::alert::Alert;
 use super::group::{GroupAgg, GroupKey, Measure, NodeMeta, Spread};
 use super::node::{NodeEvent, NodeFact, NodeTracker};
-use super::spread::GroupSpreads;
+use super::spread::{GroupSpreads, NodeValues};
 use super::{FleetConfig, Name, OrdF64};
 
 /// A record of the fleet's views. Each is produced on one worker (by its key's hash), and
@@ -126,14 +125,15 @@ pub fn fleet_views<'scope>(
     let spreads = members
         .clone()
         .flat_map(|(node, (view, meta))| {
-            let groups = meta.groups();
-            let mut out = Vec::with_capacity(12);
+            let mut values: NodeValues = [None; 4];
             for (m, v) in Measure::of(&view) {
-                for g in &groups {
-                    out.push(((g.clone(), m), (v, node.clone())));
-                }
+                values[m as usize] = Some(v);
             }
-            out
+            let any = values.iter().any(Option::is_some);
+            meta.groups()
+                .into_iter()
+                .filter(move |_| any)
+                .map(move |g| (g, (node.clone(), values)))
         })
         .group_spreads(cfg.outlier_distance_hours);
 
