@@ -270,7 +270,7 @@ impl GroupValues {
     }
 
     /// Applies a tick's updates of the group's members.
-    fn apply(&mut self, updates: &[((Name, NodeValues), isize)]) {
+    fn apply(&mut self, updates: &[MemberUpdate]) {
         for (i, halves) in self.clock.iter_mut().enumerate() {
             let m = CLOCK[i] as usize;
             let values: Vec<(OrdF64, isize)> = updates
@@ -326,6 +326,9 @@ pub trait GroupSpreads<'scope> {
     fn group_spreads(self, distance: f64) -> VecCollection<'scope, u64, FleetFact>;
 }
 
+/// A node's values in a group, and its multiplicity.
+type MemberUpdate = ((Name, NodeValues), isize);
+
 /// A group member's update.
 type Update = ((GroupKey, (Name, NodeValues)), isize);
 
@@ -355,8 +358,7 @@ impl<'scope> GroupSpreads<'scope> for VecCollection<'scope, u64, (GroupKey, (Nam
                             break;
                         }
                         let (t, (cap, updates)) = entry.remove_entry();
-                        let mut by_group: HashMap<GroupKey, Vec<((Name, NodeValues), isize)>> =
-                            HashMap::new();
+                        let mut by_group: HashMap<GroupKey, Vec<MemberUpdate>> = HashMap::new();
                         for ((group, member), d) in updates {
                             by_group.entry(group).or_default().push((member, d));
                         }
@@ -485,7 +487,7 @@ mod tests {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                if x % 2 == 0 && !held.is_empty() {
+                if x.is_multiple_of(2) && !held.is_empty() {
                     let v = held.remove((x % held.len() as u64) as usize);
                     batch.push((OrdF64::from(v), -1));
                 } else {
