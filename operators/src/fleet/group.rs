@@ -306,7 +306,8 @@ pub struct Spread {
 }
 
 impl Spread {
-    /// The spread of sorted, distinct values with their counts (as `reduce` hands them).
+    /// The spread of sorted, distinct values with their counts, computed from all of them (what
+    /// the incremental halves of [`crate::fleet::spread`] are checked against).
     pub fn of_sorted(values: &[(&OrdF64, isize)]) -> Option<Self> {
         let n: isize = values.iter().map(|(_, c)| *c).sum();
         if n <= 0 {

@@ -5,7 +5,7 @@
 //!
 //! An update costs work in proportion to what changed: a node's new state retracts its old
 //! view, and each of its groups' aggregates moves by the difference (a difference type, not a
-//! rescan); order statistics are recomputed only for the groups whose values changed in a tick.
+//! rescan); order statistics move in O(log n) per change ([`spread`]).
 
 pub mod alert;
 pub mod group;
