@@ -5,7 +5,7 @@
 //! Differential's `reduce` hands its closure every value of a key that changed, so the fleet
 //! group's median cost a read of all its nodes' values whenever any of them changed (half the
 //! views' time at 100 000 nodes). Here each group keeps, per measure, its values as two ordered
-//! halves (see [`Halves`]); the median is read off the boundary between them, and outliers are
+//! halves (`Halves`); the median is read off the boundary between them, and outliers are
 //! the ends of the halves beyond the configured distance, so a median that moves touches only the
 //! outliers it changes. The clock measures keep bare values (a multiset: only their order
 //! statistics are asked for); the window period keeps `(value, node)`, to name its outliers. A
