@@ -193,6 +193,28 @@ fn a_node_publish_goes_through_the_bridge_and_kafka_to_websocket_lake_and_topics
         "{alerts:?}"
     );
 
+    // Fifty minutes later by event time: the hour has passed, and kaiabc.fleet carries each
+    // group's view at its top, keyed by `{group_by}/{group}`. k1 went silent after 00:20, so
+    // at 01:00 the fleet is one node, offline.
+    mosquitto_pub(mqtt, topic, &reading_k("k1", 7));
+    let fleet = consume_until(&kafka, "kaiabc.fleet", |s| {
+        s.iter().any(|(key, _)| key == "fleet/all")
+    });
+    let (_, all) = fleet.iter().find(|(key, _)| key == "fleet/all").unwrap();
+    assert_eq!(
+        (all["group_by"].as_str(), all["group"].as_str()),
+        (Some("fleet"), Some("all")),
+        "{all}"
+    );
+    let counts = (all["nodes"].as_i64(), all["offline"].as_i64());
+    assert_eq!(counts, (Some(1), Some(1)), "{all}");
+    assert!(
+        all["snapshot_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2026-01-05T01:00:00")),
+        "{all}"
+    );
+
     let (status, metrics) = get_text(http, "/metrics");
     assert_eq!(status, 200);
     let body = metrics.split("\r\n\r\n").nth(1).unwrap();
@@ -210,7 +232,7 @@ fn a_node_publish_goes_through_the_bridge_and_kafka_to_websocket_lake_and_topics
 
     assert_eq!(
         csv(&lake, "SELECT node_id, seq FROM readings ORDER BY seq"),
-        "node_id,seq\nk1,1\nk1,2\n"
+        "node_id,seq\nk1,1\nk1,2\nk1,7\n"
     );
     let dl = csv(&lake, "SELECT reason, source FROM dead_letters");
     assert_eq!(dl, "reason,source\nPARSE_ERROR,mqtt:kaiabc/sensors/k1\n");
