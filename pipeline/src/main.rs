@@ -7,6 +7,7 @@ use clap::Parser;
 mod auth;
 mod bridge;
 mod cli;
+mod cluster;
 mod config;
 mod dataflow;
 mod durability;

@@ -21,7 +21,7 @@ fn dataset(name: &str) -> String {
 }
 
 mod common;
-use common::live::csv as query_csv;
+use common::live::{all_rows, csv as query_csv};
 use common::{kaiabc, ok};
 
 fn replay(lake: &Path, files: &[String], extra: &[&str]) -> serde_json::Value {
@@ -43,22 +43,6 @@ fn entry<'a>(m: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .iter()
         .find(|f| f["path"].as_str().unwrap().ends_with(name))
         .unwrap()
-}
-
-/// Every row of every table, sorted, as CSV (the `date` partition column included).
-fn all_rows(lake: &Path) -> String {
-    let mut out = String::new();
-    for (table, order) in [
-        ("readings", "node_id, timestamp"),
-        ("states", "node_id, timestamp"),
-        ("rhythms", "node_id, window_end, metric"),
-        ("dead_letters", "received_at, source"),
-        ("fleet", "snapshot_at, group_by, \"group\""),
-        ("alerts", "at, code, node_id, state"),
-    ] {
-        out += &query_csv(lake, &format!("SELECT * FROM {table} ORDER BY {order}"));
-    }
-    out
 }
 
 #[test]

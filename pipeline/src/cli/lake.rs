@@ -23,10 +23,12 @@ pub struct ReplayArgs {
     /// The files' format; inferred from each file's extension when not given.
     #[arg(long, value_enum)]
     format: Option<FileFormat>,
-    /// Timely worker threads.
+    /// Timely worker threads (in each process of a cluster).
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// The lake's root directory.
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
+    /// The lake's root directory (one directory shared by every process of a cluster).
     #[arg(long, default_value = "data/lake")]
     lake: PathBuf,
     /// Pace: max, realtime, or xN (event time N times faster than the wall clock).
@@ -111,6 +113,7 @@ pub fn replay(a: &ReplayArgs) -> Result<()> {
     let opts = ReplayOptions {
         files,
         workers: a.workers,
+        cluster: a.cluster.clone(),
         lake: LakeConfig::at(&a.lake),
         speed: a.speed,
         lateness: Duration::from_secs_f64(a.lateness_seconds),
@@ -135,6 +138,13 @@ pub fn replay(a: &ReplayArgs) -> Result<()> {
         serde_json::to_writer_pretty(&mut out, &s.to_json())?;
         writeln!(out)?;
         return Ok(());
+    }
+    if a.cluster.is_cluster() {
+        writeln!(
+            out,
+            "process          {} of {}: the counts are this process's workers'; the lake holds every process's rows",
+            a.cluster.process, a.cluster.processes
+        )?;
     }
     writeln!(out, "events in        {}", s.events_in)?;
     writeln!(

@@ -295,6 +295,7 @@ pub fn run_live(
                     Some(liveness),
                     registry,
                     shared.fleet.cfg.clone(),
+                    crate::cluster::first_of_process(index, opts.workers),
                     move |c| {
                         let applied = fleet.fleet.apply(c);
                         for event in &applied.alerts {

@@ -89,25 +89,33 @@ pub fn lake_rows<'scope>(
 }
 
 /// The fleet's views over a worker's rows (see `kaiabc_operators::fleet`): the rows pass on,
-/// joined (on worker 0) by the `fleet` and `alerts` rows, and each completed tick's changes of
-/// the views go to `sink`. `more` adds events
-/// the rows do not carry (live: status messages). `registry` is the
-/// collection of `(node, meta)` records the nodes are grouped by.
+/// joined (on worker 0) by the `fleet` and `alerts` rows. Each completed tick's changes of the
+/// views are broadcast to every worker, and go to `sink` where `applies` (one worker a
+/// process: each process's book, and so its API, holds the whole cluster's views). `more`
+/// adds events the rows do not carry (live: status messages). `registry` is the collection of
+/// `(node, meta)` records the nodes are grouped by.
 pub fn with_fleet<'scope>(
     rows: Stream<'scope, u64, Vec<LakeRow>>,
     more: Option<Stream<'scope, u64, Vec<NodeEvent>>>,
     registry: differential_dataflow::VecCollection<'scope, u64, (Name, NodeMeta)>,
     cfg: FleetConfig,
+    applies: bool,
     mut sink: impl FnMut(&FleetChanges) + 'static,
 ) -> Stream<'scope, u64, Vec<LakeRow>> {
+    use timely::dataflow::operators::vec::Broadcast;
     use timely::dataflow::operators::Inspect;
     let (rows, mut events) = rows.tap_in_order(NodeEvent::of);
     if let Some(more) = more {
         events = events.concat(more);
     }
-    let fleet = fleet_views(events, registry, cfg)
-        .fleet_changes()
-        .inspect(move |c: &FleetChanges| sink(c))
-        .fleet_rows();
-    rows.concat(fleet)
+    let changes = fleet_views(events, registry, cfg).fleet_changes();
+    changes
+        .clone()
+        .broadcast()
+        .inspect(move |c: &FleetChanges| {
+            if applies {
+                sink(c)
+            }
+        });
+    rows.concat(changes.fleet_rows())
 }

@@ -72,8 +72,10 @@ impl std::str::FromStr for Speed {
 pub struct ReplayOptions {
     /// Files with their formats, read in this order.
     pub files: Vec<(PathBuf, Format)>,
-    /// Timely worker threads.
+    /// Timely worker threads (in this process).
     pub workers: usize,
+    /// The cluster this process is part of (one process by default).
+    pub cluster: crate::cluster::ClusterArgs,
     /// The lake.
     pub lake: LakeConfig,
     /// Pace.
@@ -221,7 +223,10 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
     let files = Arc::new(log_files(&opts.files)?);
     let node_cfg = Arc::new(node_cfg);
     let opts = Arc::new(opts);
-    let config = timely::Config::process(opts.workers);
+    let config = opts
+        .cluster
+        .timely_config(opts.workers)
+        .map_err(|e| anyhow!("{e} [{}]", e.code()))?;
     let book = Arc::new(FleetBook::new(opts.fleet.clone().unwrap_or_default()));
     let alerts: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
     let guards = timely::execute(config, {
@@ -316,6 +321,8 @@ fn run_worker(
     fleet: FleetSink,
 ) -> Result<WorkerResult, String> {
     let index = worker.index();
+    // The fleet's changes reach every worker; one a process applies them to its book.
+    let applies = crate::cluster::first_of_process(index, opts.workers);
     let stats = Rc::new(RefCell::new(NodeStats::default()));
     let parse_stats = Rc::new(RefCell::new(ParseStats::default()));
     let report = Rc::new(RefCell::new(SinkReport::default()));
@@ -340,7 +347,7 @@ fn run_worker(
             None,
         );
         let rows = match opts.fleet.clone() {
-            Some(cfg) => with_fleet(rows, None, registry, cfg, move |c| {
+            Some(cfg) => with_fleet(rows, None, registry, cfg, applies, move |c| {
                 let applied = fleet.book.apply(c);
                 if let Ok(mut a) = fleet.alerts.lock() {
                     a.extend(applied.alerts);

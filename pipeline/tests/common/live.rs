@@ -413,6 +413,22 @@ pub fn csv(lake: &std::path::Path, sql: &str) -> String {
     ])
 }
 
+/// Every row of every table of a lake, sorted, as CSV (the `date` partition column included).
+pub fn all_rows(lake: &std::path::Path) -> String {
+    let mut out = String::new();
+    for (table, order) in [
+        ("readings", "node_id, timestamp"),
+        ("states", "node_id, timestamp"),
+        ("rhythms", "node_id, window_end, metric"),
+        ("dead_letters", "received_at, source"),
+        ("fleet", "snapshot_at, group_by, \"group\""),
+        ("alerts", "at, code, node_id, state"),
+    ] {
+        out += &csv(lake, &format!("SELECT * FROM {table} ORDER BY {order}"));
+    }
+    out
+}
+
 pub fn readings_of(node: &str, seqs: std::ops::RangeInclusive<i64>) -> Vec<(String, String)> {
     seqs.map(|k| {
         let kelvin = 300.0 + 0.7 * k as f64;

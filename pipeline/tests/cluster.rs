@@ -1,0 +1,143 @@
+//! `kaiabc` as a timely cluster: several processes on loopback, started as a user would start
+//! them (the real binary, a hosts file), against one process over the same input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::crash::ports;
+use common::live::all_rows;
+use common::ok;
+
+fn dataset(name: &str) -> String {
+    // Read when the test runs: a shared target directory may hold binaries built from a
+    // clone at another path.
+    let manifest =
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
+    Path::new(&manifest)
+        .parent()
+        .unwrap()
+        .join("datasets")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A hosts file for `n` processes on loopback.
+fn hosts(dir: &Path, n: usize) -> PathBuf {
+    let path = dir.join("hosts");
+    let lines: String = ports::<8>()[..n]
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}\n"))
+        .collect();
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+/// Waits for every process, killing them all if one fails or they take longer than `limit`
+/// (a cluster whose member died must not hang the test).
+fn wait_all(mut children: Vec<Child>, limit: Duration) {
+    let started = Instant::now();
+    let mut done = vec![false; children.len()];
+    while done.iter().any(|d| !d) {
+        for (i, c) in children.iter_mut().enumerate() {
+            if done[i] {
+                continue;
+            }
+            if let Some(status) = c.try_wait().unwrap() {
+                done[i] = true;
+                if !status.success() {
+                    let mut err = String::new();
+                    if let Some(mut e) = c.stderr.take() {
+                        std::io::Read::read_to_string(&mut e, &mut err).ok();
+                    }
+                    for other in children.iter_mut() {
+                        other.kill().ok();
+                    }
+                    panic!("process {i} failed ({status}): {err}");
+                }
+            }
+        }
+        if started.elapsed() > limit {
+            for c in children.iter_mut() {
+                c.kill().ok();
+            }
+            panic!("the cluster did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_replay_by_two_processes_writes_the_rows_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        dataset("greensboro-field.csv"),
+        dataset("pacific-coast.jsonl"),
+    ];
+    let one = dir.path().join("one");
+    let mut args = vec!["replay", "--json", "--lake", one.to_str().unwrap()];
+    args.extend(files.iter().map(String::as_str));
+    ok(&args);
+
+    let two = dir.path().join("two");
+    let hosts = hosts(dir.path(), 2);
+    let children: Vec<Child> = (0..2)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_kaiabc"))
+                .args(["replay", "--workers", "1", "--processes", "2"])
+                .args(["--process", &i.to_string()])
+                .arg("--hosts")
+                .arg(&hosts)
+                .arg("--lake")
+                .arg(&two)
+                .args(&files)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    wait_all(children, Duration::from_secs(300));
+
+    let rows = all_rows(&one);
+    assert!(rows.lines().count() > 60_000);
+    assert_eq!(rows, all_rows(&two), "1 process vs 2 × 1 worker");
+}
+
+#[test]
+fn bad_cluster_flags_are_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let file = dataset("greensboro-field.csv");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["replay", "--lake", lake.to_str().unwrap()];
+        args.extend(extra);
+        args.push(&file);
+        common::kaiabc(&args)
+    };
+    let out = run(&["--processes", "2"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CLUSTER_NO_HOSTS"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hosts = hosts(dir.path(), 2);
+    let out = run(&[
+        "--processes",
+        "2",
+        "--process",
+        "2",
+        "--hosts",
+        hosts.to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CLUSTER_PROCESS_OUT_OF_RANGE"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!lake.join("readings").exists(), "nothing written");
+}
