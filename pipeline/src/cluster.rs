@@ -167,6 +167,39 @@ impl ClusterArgs {
     }
 }
 
+/// The exit status of a process that lost a peer of its cluster (`EX_TEMPFAIL`): a supervisor
+/// restarts the cluster, which resumes from its last checkpoint.
+pub const EXIT_PEER_LOST: i32 = 75;
+
+/// In a cluster, a process whose peer died cannot go on (a timely cluster is static): timely's
+/// network threads panic on the closed socket, and the workers then on the poisoned queues.
+/// This hook turns the first of those panics into one line on stderr and an exit with
+/// [`EXIT_PEER_LOST`], instead of a page of backtraces from each thread or a worker waiting for
+/// progress that will not come. Other panics keep the default hook.
+pub fn exit_when_a_peer_is_lost() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        let thread = std::thread::current().name().unwrap_or("").to_string();
+        let network = thread.starts_with("timely:send") || thread.starts_with("timely:recv");
+        if network || message.contains("timely communication error") || message.contains("poisoned")
+        {
+            tracing::error!(
+                thread,
+                message,
+                "a process of the cluster is gone; stopping so the cluster can be restarted"
+            );
+            std::process::exit(EXIT_PEER_LOST);
+        }
+        default(info);
+    }));
+}
+
 /// Whether the worker of this global index is its process's first (with `workers` threads a
 /// process): the one that applies the fleet's changes to the process's book.
 pub fn first_of_process(index: usize, workers: usize) -> bool {

@@ -141,3 +141,63 @@ fn bad_cluster_flags_are_refused_before_anything_runs() {
     );
     assert!(!lake.join("readings").exists(), "nothing written");
 }
+
+#[test]
+fn when_a_process_dies_the_others_stop_with_a_status_that_asks_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Long enough that the replay is mid-stream when a process is killed.
+    let log = dir.path().join("big.csv");
+    ok(&[
+        "datasets",
+        "generate",
+        "--nodes",
+        "2000",
+        "--days",
+        "1",
+        "-o",
+        log.to_str().unwrap(),
+    ]);
+    let hosts = hosts(dir.path(), 2);
+    let lake = dir.path().join("lake");
+    let mut children: Vec<Child> = (0..2)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_kaiabc"))
+                .args(["replay", "--processes", "2"])
+                .args(["--process", &i.to_string()])
+                .arg("--hosts")
+                .arg(&hosts)
+                .arg("--lake")
+                .arg(&lake)
+                .arg(&log)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut survivor = children.remove(0);
+    let mut victim = children.remove(0);
+    assert!(
+        survivor.try_wait().unwrap().is_none(),
+        "still replaying when its peer is killed"
+    );
+    victim.kill().unwrap(); // SIGKILL
+    victim.wait().unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = survivor.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            survivor.kill().ok();
+            panic!("the surviving process hangs");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut survivor.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(75), "{err}");
+    assert!(err.contains("a process of the cluster is gone"), "{err}");
+    assert!(!err.contains("stack backtrace"), "{err}");
+}

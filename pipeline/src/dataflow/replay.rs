@@ -227,6 +227,9 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
         .cluster
         .timely_config(opts.workers)
         .map_err(|e| anyhow!("{e} [{}]", e.code()))?;
+    if opts.cluster.is_cluster() {
+        crate::cluster::exit_when_a_peer_is_lost();
+    }
     let book = Arc::new(FleetBook::new(opts.fleet.clone().unwrap_or_default()));
     let alerts: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
     let guards = timely::execute(config, {
