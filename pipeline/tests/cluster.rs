@@ -201,3 +201,85 @@ fn when_a_process_dies_the_others_stop_with_a_status_that_asks_for_a_restart() {
     assert!(err.contains("a process of the cluster is gone"), "{err}");
     assert!(!err.contains("stack backtrace"), "{err}");
 }
+
+#[test]
+fn each_process_reads_its_own_kafka_partitions_from_the_group_s_offsets() {
+    use kaiabc_connectors::kafka::{ensure_topics, KafkaConfig, KafkaSource, READINGS_TOPIC};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_kafka, brokers) = common::kafka::tansu(dir.path(), "sqlite://tansu.db");
+    let cfg = KafkaConfig {
+        group: "cluster-partitions".into(),
+        ..KafkaConfig::new(brokers.clone())
+    };
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(ensure_topics(&cfg))
+        .unwrap();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("broker.address.family", "v4")
+        .create()
+        .unwrap();
+    for p in 0..cfg.partitions {
+        for k in 0..8 {
+            let payload = format!("{p}/{k}");
+            producer
+                .send(
+                    BaseRecord::to(READINGS_TOPIC)
+                        .partition(p)
+                        .key("n")
+                        .payload(&payload),
+                )
+                .unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    // Everything a process's source reads, as (partition, offset, payload).
+    let drain = |source: &mut KafkaSource, want: usize| {
+        let mut got = Vec::new();
+        let started = Instant::now();
+        while got.len() < want && started.elapsed() < Duration::from_secs(60) {
+            if let Some(r) = source.poll(Duration::from_millis(100)) {
+                let r = r.unwrap();
+                got.push((r.partition, r.offset, String::from_utf8(r.payload).unwrap()));
+            }
+        }
+        got.sort();
+        got
+    };
+    let mut first = KafkaSource::assigned(&cfg, 0, 2).unwrap();
+    let mut second = KafkaSource::assigned(&cfg, 1, 2).unwrap();
+    let a = drain(&mut first, 16);
+    let b = drain(&mut second, 16);
+    let partitions = |v: &[(i32, i64, String)]| {
+        let mut p: Vec<i32> = v.iter().map(|r| r.0).collect();
+        p.dedup();
+        p
+    };
+    assert_eq!(partitions(&a), [0, 2], "{a:?}");
+    assert_eq!(partitions(&b), [1, 3], "{b:?}");
+    assert_eq!((a.len(), b.len()), (16, 16));
+    assert!(a
+        .iter()
+        .all(|(p, k, payload)| *payload == format!("{p}/{k}")));
+
+    // Process 0 committed half of each of its partitions: its next source starts there.
+    first
+        .commit(&[(0, 4), (2, 4)].into_iter().collect())
+        .unwrap();
+    drop(first);
+    let mut again = KafkaSource::assigned(&cfg, 0, 2).unwrap();
+    let rest = drain(&mut again, 8);
+    assert_eq!(rest.len(), 8, "{rest:?}");
+    assert!(
+        rest.iter().all(|(p, k, _)| [0, 2].contains(p) && *k >= 4),
+        "{rest:?}"
+    );
+    assert!(
+        again.poll(Duration::from_millis(500)).is_none(),
+        "nothing more"
+    );
+}

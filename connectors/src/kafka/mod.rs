@@ -103,6 +103,9 @@ pub enum KafkaError {
     /// The broker did not answer in time.
     #[error("Kafka: {0}")]
     Timeout(String),
+    /// The topic has no partitions to read (it does not exist yet).
+    #[error("Kafka topic {0} has no partitions (create it first: `kaiabc run` does)")]
+    NoPartitions(&'static str),
 }
 
 impl KafkaError {
@@ -113,6 +116,7 @@ impl KafkaError {
             Self::CreateTopic { .. } => "KAFKA_CREATE_TOPIC",
             Self::QueueFull => "KAFKA_QUEUE_FULL",
             Self::Timeout(_) => "KAFKA_TIMEOUT",
+            Self::NoPartitions(_) => "KAFKA_NO_PARTITIONS",
         }
     }
 

@@ -19,6 +19,9 @@ use super::{
 /// How long an offset commit may wait for the broker.
 pub const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
+/// How long reading the topic's partitions may wait for the broker.
+const METADATA_WAIT: Duration = Duration::from_secs(10);
+
 /// The next offset to read, per partition of `kaiabc.readings`.
 pub type Offsets = BTreeMap<i32, i64>;
 
@@ -107,6 +110,58 @@ impl KafkaSource {
     /// Joins the group and subscribes to `kaiabc.readings`. A new group starts at the earliest
     /// offsets: nothing produced before the pipeline's first start is skipped.
     pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaError> {
+        let source = Self::unassigned(cfg)?;
+        source
+            .consumer
+            .subscribe(&[READINGS_TOPIC])
+            .map_err(KafkaError::client("subscribing"))?;
+        Ok(source)
+    }
+
+    /// Reads the partitions `p` of `kaiabc.readings` with `p mod processes = process`, as Arroyo
+    /// assigns partitions to a source's subtasks, each from the group's committed offset (the
+    /// earliest where there is none). The assignment is static, with no group rebalance: a
+    /// process of a timely cluster always reads the same partitions, and the cluster's exchange
+    /// takes each reading to the worker that owns its node. The partitions are those the
+    /// broker lists when the source starts (the topic must exist).
+    pub fn assigned(
+        cfg: &KafkaConfig,
+        process: usize,
+        processes: usize,
+    ) -> Result<Self, KafkaError> {
+        let source = Self::unassigned(cfg)?;
+        let metadata = source
+            .consumer
+            .fetch_metadata(Some(READINGS_TOPIC), METADATA_WAIT)
+            .map_err(KafkaError::client("reading the topic's partitions"))?;
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == READINGS_TOPIC)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .ok_or(KafkaError::NoPartitions(READINGS_TOPIC))?;
+        let mut tpl = TopicPartitionList::new();
+        for p in topic.partitions() {
+            if (p.id() as usize) % processes.max(1) == process {
+                tpl.add_partition_offset(READINGS_TOPIC, p.id(), Offset::Stored)
+                    .map_err(KafkaError::client("building the assignment"))?;
+            }
+        }
+        tracing::info!(
+            process,
+            processes,
+            partitions = ?tpl.elements().iter().map(|e| e.partition()).collect::<Vec<_>>(),
+            "Kafka partitions assigned by process"
+        );
+        source
+            .consumer
+            .assign(&tpl)
+            .map_err(KafkaError::client("assigning partitions"))?;
+        Ok(source)
+    }
+
+    /// A consumer in the group, committing by hand, not yet reading any partition.
+    fn unassigned(cfg: &KafkaConfig) -> Result<Self, KafkaError> {
         let mut c = cfg.client();
         c.set("group.id", &cfg.group)
             .set("enable.auto.commit", "false")
@@ -128,9 +183,6 @@ impl KafkaSource {
         let consumer = BaseConsumer::from_config_and_context(&c, context)
             .map(Arc::new)
             .map_err(KafkaError::client("creating the consumer"))?;
-        consumer
-            .subscribe(&[READINGS_TOPIC])
-            .map_err(KafkaError::client("subscribing"))?;
         Ok(Self {
             consumer,
             positions: Offsets::new(),
