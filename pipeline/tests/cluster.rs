@@ -283,3 +283,129 @@ fn each_process_reads_its_own_kafka_partitions_from_the_group_s_offsets() {
         "nothing more"
     );
 }
+
+/// The processes whose parent is `pid` (from `/proc`).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …: the command may hold spaces, so split after its ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+#[test]
+fn kaiabc_cluster_launches_three_processes_that_write_the_rows_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        dataset("greensboro-field.csv"),
+        dataset("pacific-coast.jsonl"),
+    ];
+    let one = dir.path().join("one");
+    let mut args = vec!["replay", "--lake", one.to_str().unwrap()];
+    args.extend(files.iter().map(String::as_str));
+    ok(&args);
+
+    let three = dir.path().join("three");
+    let mut args = vec![
+        "cluster",
+        "--processes",
+        "3",
+        "--",
+        "replay",
+        "--lake",
+        three.to_str().unwrap(),
+    ];
+    args.extend(files.iter().map(String::as_str));
+    ok(&args);
+    assert_eq!(all_rows(&one), all_rows(&three), "1 process vs 3");
+
+    let out = common::kaiabc(&["cluster", "--", "run"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not built yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn kaiabc_cluster_stops_every_process_when_one_dies_and_says_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("big.csv");
+    ok(&[
+        "datasets",
+        "generate",
+        "--nodes",
+        "2000",
+        "--days",
+        "1",
+        "-o",
+        log.to_str().unwrap(),
+    ]);
+    let lake = dir.path().join("lake");
+    let mut supervisor = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
+        .args(["cluster", "--processes", "2", "--", "replay", "--lake"])
+        .arg(&lake)
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let children = loop {
+        let c = children_of(supervisor.id());
+        if c.len() == 2 {
+            break c;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{c:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_secs(3));
+    // SIGKILL process 1 (the later pid is the later process).
+    let victim = *children.iter().max().unwrap();
+    assert!(Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(status) = supervisor.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(180) {
+            supervisor.kill().ok();
+            panic!("the supervisor hangs");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut supervisor.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("process 1 died"), "{err}");
+    assert!(
+        children_of(supervisor.id()).is_empty(),
+        "no process is left"
+    );
+    for pid in children {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z "),
+            "process {pid} still runs"
+        );
+    }
+}

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod analyze;
+mod cluster;
 mod datasets;
 mod lake;
 mod run;
@@ -43,6 +44,8 @@ enum Command {
     /// Synthetic sensor logs.
     #[command(subcommand)]
     Datasets(datasets::DatasetsCommand),
+    /// Launch and supervise a timely cluster of local processes running `replay …` or `run …`.
+    Cluster(cluster::ClusterCommandArgs),
 }
 
 /// ETF presets as the CLI spells them.
@@ -253,6 +256,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Datasets(datasets::DatasetsCommand::Generate(a)) => datasets::generate(&a),
+        Command::Cluster(a) => cluster::cluster(&a),
     }
 }
 
