@@ -22,6 +22,9 @@ pub struct ClusterArgs {
     /// comments are skipped).
     #[arg(long, env = "KAIABC_HOSTS")]
     pub hosts: Option<PathBuf>,
+    /// How long a process waits for the others of its cluster to connect, seconds.
+    #[arg(long, default_value_t = 60, env = "KAIABC_CLUSTER_CONNECT_SECONDS")]
+    pub connect_seconds: u64,
 }
 
 impl Default for ClusterArgs {
@@ -30,6 +33,7 @@ impl Default for ClusterArgs {
             processes: 1,
             process: 0,
             hosts: None,
+            connect_seconds: 60,
         }
     }
 }
@@ -69,6 +73,30 @@ pub enum ClusterError {
         /// `--processes`.
         processes: usize,
     },
+    /// This process could not listen at its address.
+    #[error("listening for the cluster at {address}: {source}")]
+    Listen {
+        /// Its address in the hosts file.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A process did not connect in time.
+    #[error("process {process} ({address}) did not connect within {seconds} s")]
+    ConnectTimeout {
+        /// The process waited for.
+        process: usize,
+        /// Its address in the hosts file.
+        address: String,
+        /// `--connect-seconds`.
+        seconds: u64,
+    },
+    /// A connection failed while the cluster was forming.
+    #[error("connecting the cluster: {0}")]
+    Network(std::io::Error),
+    /// Timely could not start the workers.
+    #[error("starting the workers: {0}")]
+    Start(String),
     /// A line is not `host:port`.
     #[error("the hosts file {path}, line {line}: {text:?} is not host:port")]
     BadAddress {
@@ -91,6 +119,10 @@ impl ClusterError {
             Self::ReadHosts { .. } => "CLUSTER_READ_HOSTS",
             Self::HostCount { .. } => "CLUSTER_HOST_COUNT",
             Self::BadAddress { .. } => "CLUSTER_BAD_ADDRESS",
+            Self::Listen { .. } => "CLUSTER_LISTEN",
+            Self::ConnectTimeout { .. } => "CLUSTER_CONNECT_TIMEOUT",
+            Self::Network(_) => "CLUSTER_NETWORK",
+            Self::Start(_) => "CLUSTER_START",
         }
     }
 }
@@ -167,6 +199,124 @@ impl ClusterArgs {
     }
 }
 
+impl ClusterArgs {
+    /// Runs `func` on each of this process's `workers` threads, in the cluster the flags
+    /// describe. The processes connect on their own terms rather than timely's: each listens at
+    /// its address first, dials those before it and accepts those after it, and gives up after
+    /// `--connect-seconds` with [`ClusterError::ConnectTimeout`] (timely's own setup retries
+    /// forever and prints each retry on standard output, where a replay's `--json` goes).
+    pub fn execute<T, F>(
+        &self,
+        workers: usize,
+        func: F,
+    ) -> Result<timely::communication::WorkerGuards<T>, ClusterError>
+    where
+        T: Send + 'static,
+        F: Fn(&mut timely::worker::Worker) -> T + Send + Sync + 'static,
+    {
+        use timely::communication::allocator::zero_copy::initialize::initialize_networking_from_sockets;
+        use timely::communication::allocator::{AllocatorBuilder, ProcessBuilder};
+        let config = self.timely_config(workers)?;
+        let timely::CommunicationConfig::Cluster {
+            threads,
+            process,
+            addresses,
+            ..
+        } = config.communication
+        else {
+            return timely::execute(config, func).map_err(ClusterError::Start);
+        };
+        let timeout = std::time::Duration::from_secs(self.connect_seconds);
+        let sockets = connect(&addresses, process, timeout)?;
+        tracing::info!(process, processes = addresses.len(), "cluster connected");
+        let hooks = timely::communication::Hooks::default();
+        let allocators =
+            ProcessBuilder::new_typed_vector(threads, hooks.refill.clone(), hooks.spill.clone());
+        let (builders, guard) =
+            initialize_networking_from_sockets(allocators, sockets, process, threads, hooks)
+                .map_err(ClusterError::Network)?;
+        let builders = builders.into_iter().map(AllocatorBuilder::Tcp).collect();
+        timely::execute::execute_from(builders, Box::new(guard), config.worker, func)
+            .map_err(ClusterError::Start)
+    }
+}
+
+/// Connects this process (`me`) with every other: listens at its own address, dials each
+/// process before it (sending its index, as timely does: a big-endian `u64`), and accepts each
+/// after it (reading theirs). The result has a stream per other process, `None` at `me`.
+fn connect(
+    addresses: &[String],
+    me: usize,
+    timeout: std::time::Duration,
+) -> Result<Vec<Option<std::net::TcpStream>>, ClusterError> {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let deadline = std::time::Instant::now() + timeout;
+    let late = |process: usize| ClusterError::ConnectTimeout {
+        process,
+        address: addresses[process].clone(),
+        seconds: timeout.as_secs(),
+    };
+    let mut sockets: Vec<Option<TcpStream>> = addresses.iter().map(|_| None).collect();
+    let listener = TcpListener::bind(&addresses[me]).map_err(|source| ClusterError::Listen {
+        address: addresses[me].clone(),
+        source,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(ClusterError::Network)?;
+    for (i, address) in addresses.iter().enumerate().take(me) {
+        let mut stream = loop {
+            match TcpStream::connect(address) {
+                Ok(s) => break s,
+                Err(e) => {
+                    if std::time::Instant::now() > deadline {
+                        return Err(late(i));
+                    }
+                    tracing::debug!(process = i, address, error = %e, "waiting for a process of the cluster");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            }
+        };
+        stream.set_nodelay(true).map_err(ClusterError::Network)?;
+        stream
+            .write_all(&(me as u64).to_be_bytes())
+            .map_err(ClusterError::Network)?;
+        sockets[i] = Some(stream);
+    }
+    while let Some(missing) = (me + 1..addresses.len()).find(|i| sockets[*i].is_none()) {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                stream
+                    .set_nonblocking(false)
+                    .map_err(ClusterError::Network)?;
+                stream.set_nodelay(true).map_err(ClusterError::Network)?;
+                let mut index = [0u8; 8];
+                stream
+                    .read_exact(&mut index)
+                    .map_err(ClusterError::Network)?;
+                let index = u64::from_be_bytes(index) as usize;
+                if index > me && index < addresses.len() && sockets[index].is_none() {
+                    sockets[index] = Some(stream);
+                } else {
+                    tracing::warn!(
+                        index,
+                        "a connection that is not a later process of the cluster, closed"
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > deadline {
+                    return Err(late(missing));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(ClusterError::Network(e)),
+        }
+    }
+    Ok(sockets)
+}
+
 /// The exit status of a process that lost a peer of its cluster (`EX_TEMPFAIL`): a supervisor
 /// restarts the cluster, which resumes from its last checkpoint.
 pub const EXIT_PEER_LOST: i32 = 75;
@@ -215,6 +365,7 @@ mod tests {
             processes,
             process,
             hosts: hosts.map(Path::to_path_buf),
+            connect_seconds: 1,
         }
     }
 

@@ -87,20 +87,60 @@ fn a_replay_by_two_processes_writes_the_rows_of_one() {
     let children: Vec<Child> = (0..2)
         .map(|i| {
             Command::new(env!("CARGO_BIN_EXE_kaiabc"))
-                .args(["replay", "--workers", "1", "--processes", "2"])
+                .args(["replay", "--json", "--workers", "1", "--processes", "2"])
                 .args(["--process", &i.to_string()])
                 .arg("--hosts")
                 .arg(&hosts)
                 .arg("--lake")
                 .arg(&two)
                 .args(&files)
-                .stdout(Stdio::null())
+                // A file, not a pipe: the summary lists every alert (~200 kB), more than a
+                // pipe holds while nobody reads it.
+                .stdout(std::fs::File::create(dir.path().join(format!("out-{i}.json"))).unwrap())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
         .collect();
     wait_all(children, Duration::from_secs(300));
+    let outputs: Vec<String> = (0..2)
+        .map(|i| std::fs::read_to_string(dir.path().join(format!("out-{i}.json"))).unwrap())
+        .collect();
+    // Standard output is the summary alone (no connection chatter), process 0's with the
+    // records it read.
+    let summaries: Vec<serde_json::Value> = outputs
+        .iter()
+        .map(|o| serde_json::from_str(o).unwrap_or_else(|e| panic!("{e}: {o}")))
+        .collect();
+    assert!(summaries[0]["events_in"].as_u64().unwrap() > 30_000);
+    assert_eq!(summaries[1]["events_in"], 0);
+    // Each process applied its nodes' share; together, all.
+    let accepted: u64 = summaries
+        .iter()
+        .map(|s| s["accepted"].as_u64().unwrap())
+        .sum();
+    assert!(summaries
+        .iter()
+        .all(|s| s["accepted"].as_u64().unwrap() > 0));
+    let readings = common::live::csv(&two, "SELECT count(*) AS n FROM readings");
+    assert_eq!(readings, format!("n\n{accepted}\n"));
+    // Every process's book holds the whole cluster's fleet (the changes are broadcast).
+    assert_eq!(summaries[0]["fleet"], summaries[1]["fleet"]);
+    // The same alerts raised and cleared (in the order each process's book saw them, which
+    // follows the arrival of the broadcast changes).
+    let alerts = |s: &serde_json::Value| {
+        let mut a: Vec<String> = s["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        a.sort();
+        a
+    };
+    let (a0, a1) = (alerts(&summaries[0]), alerts(&summaries[1]));
+    assert!(!a0.is_empty());
+    assert!(a0 == a1, "{} alerts against {}", a0.len(), a1.len());
 
     let rows = all_rows(&one);
     assert!(rows.lines().count() > 60_000);
@@ -138,6 +178,21 @@ fn bad_cluster_flags_are_refused_before_anything_runs() {
         String::from_utf8_lossy(&out.stderr).contains("CLUSTER_PROCESS_OUT_OF_RANGE"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    // A process whose peers never come gives up, and says whom it waited for.
+    let out = run(&[
+        "--processes",
+        "2",
+        "--hosts",
+        hosts.to_str().unwrap(),
+        "--connect-seconds",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CLUSTER_CONNECT_TIMEOUT") && err.contains("process 1"),
+        "{err}"
     );
     assert!(!lake.join("readings").exists(), "nothing written");
 }

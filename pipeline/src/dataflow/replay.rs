@@ -223,27 +223,25 @@ pub fn replay(opts: ReplayOptions, node_cfg: NodeConfig) -> Result<ReplaySummary
     let files = Arc::new(log_files(&opts.files)?);
     let node_cfg = Arc::new(node_cfg);
     let opts = Arc::new(opts);
-    let config = opts
-        .cluster
-        .timely_config(opts.workers)
-        .map_err(|e| anyhow!("{e} [{}]", e.code()))?;
     if opts.cluster.is_cluster() {
         crate::cluster::exit_when_a_peer_is_lost();
     }
     let book = Arc::new(FleetBook::new(opts.fleet.clone().unwrap_or_default()));
     let alerts: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
-    let guards = timely::execute(config, {
-        let opts = Arc::clone(&opts);
-        let (book, alerts) = (Arc::clone(&book), Arc::clone(&alerts));
-        move |worker| -> Result<WorkerResult, String> {
-            let fleet = FleetSink {
-                book: Arc::clone(&book),
-                alerts: Arc::clone(&alerts),
-            };
-            run_worker(worker, &opts, &files, &node_cfg, &keys, &summaries, fleet)
-        }
-    })
-    .map_err(|e| anyhow!("starting the workers: {e}"))?;
+    let guards = opts
+        .cluster
+        .execute(opts.workers, {
+            let opts = Arc::clone(&opts);
+            let (book, alerts) = (Arc::clone(&book), Arc::clone(&alerts));
+            move |worker| -> Result<WorkerResult, String> {
+                let fleet = FleetSink {
+                    book: Arc::clone(&book),
+                    alerts: Arc::clone(&alerts),
+                };
+                run_worker(worker, &opts, &files, &node_cfg, &keys, &summaries, fleet)
+            }
+        })
+        .map_err(|e| anyhow!("starting the workers: {e} [{}]", e.code()))?;
     let mut summary = ReplaySummary::default();
     let mut state_bytes = 0u64;
     for r in guards.join() {
