@@ -12,17 +12,42 @@ use common::live::all_rows;
 use common::ok;
 
 fn dataset(name: &str) -> String {
-    // Read when the test runs: a shared target directory may hold binaries built from a
-    // clone at another path.
-    let manifest =
-        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into());
-    Path::new(&manifest)
-        .parent()
-        .unwrap()
+    common::deploy::root()
         .join("datasets")
         .join(name)
         .display()
         .to_string()
+}
+
+/// A generated log of 2 000 nodes × 1 day (2.88 M readings): long enough that a replay is
+/// mid-stream seconds after it starts.
+fn big_log(dir: &Path) -> PathBuf {
+    let log = dir.join("big.csv");
+    ok(&[
+        "datasets",
+        "generate",
+        "--nodes",
+        "2000",
+        "--days",
+        "1",
+        "-o",
+        log.to_str().unwrap(),
+    ]);
+    log
+}
+
+/// `kaiabc replay` as process `i` of `n`, writing to `lake`, stderr piped.
+fn replay_process(i: usize, n: usize, hosts: &Path, lake: &Path, inputs: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kaiabc"));
+    c.args(["replay", "--workers", "1", "--processes", &n.to_string()])
+        .args(["--process", &i.to_string()])
+        .arg("--hosts")
+        .arg(hosts)
+        .arg("--lake")
+        .arg(lake)
+        .args(inputs)
+        .stderr(Stdio::piped());
+    c
 }
 
 /// A hosts file for `n` processes on loopback.
@@ -86,18 +111,13 @@ fn a_replay_by_two_processes_writes_the_rows_of_one() {
     let hosts = hosts(dir.path(), 2);
     let children: Vec<Child> = (0..2)
         .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_kaiabc"))
-                .args(["replay", "--json", "--workers", "1", "--processes", "2"])
-                .args(["--process", &i.to_string()])
-                .arg("--hosts")
-                .arg(&hosts)
-                .arg("--lake")
-                .arg(&two)
-                .args(&files)
+            let inputs: Vec<&str> = std::iter::once("--json")
+                .chain(files.iter().map(String::as_str))
+                .collect();
+            replay_process(i, 2, &hosts, &two, &inputs)
                 // A file, not a pipe: the summary lists every alert (~200 kB), more than a
                 // pipe holds while nobody reads it.
                 .stdout(std::fs::File::create(dir.path().join(format!("out-{i}.json"))).unwrap())
-                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
@@ -200,32 +220,13 @@ fn bad_cluster_flags_are_refused_before_anything_runs() {
 #[test]
 fn when_a_process_dies_the_others_stop_with_a_status_that_asks_for_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    // Long enough that the replay is mid-stream when a process is killed.
-    let log = dir.path().join("big.csv");
-    ok(&[
-        "datasets",
-        "generate",
-        "--nodes",
-        "2000",
-        "--days",
-        "1",
-        "-o",
-        log.to_str().unwrap(),
-    ]);
+    let log = big_log(dir.path());
     let hosts = hosts(dir.path(), 2);
     let lake = dir.path().join("lake");
     let mut children: Vec<Child> = (0..2)
         .map(|i| {
-            Command::new(env!("CARGO_BIN_EXE_kaiabc"))
-                .args(["replay", "--processes", "2"])
-                .args(["--process", &i.to_string()])
-                .arg("--hosts")
-                .arg(&hosts)
-                .arg("--lake")
-                .arg(&lake)
-                .arg(&log)
+            replay_process(i, 2, &hosts, &lake, &[log.to_str().unwrap()])
                 .stdout(Stdio::null())
-                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
         })
@@ -399,17 +400,7 @@ fn kaiabc_cluster_launches_three_processes_that_write_the_rows_of_one() {
 #[test]
 fn kaiabc_cluster_stops_every_process_when_one_dies_and_says_which() {
     let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("big.csv");
-    ok(&[
-        "datasets",
-        "generate",
-        "--nodes",
-        "2000",
-        "--days",
-        "1",
-        "-o",
-        log.to_str().unwrap(),
-    ]);
+    let log = big_log(dir.path());
     let lake = dir.path().join("lake");
     let mut supervisor = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
         .args(["cluster", "--processes", "2", "--", "replay", "--lake"])

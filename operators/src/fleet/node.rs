@@ -264,26 +264,27 @@ impl Tracked {
     }
 }
 
-/// Sends a node's memberships under `view`, `sign` times each: `(view, meta)` for each of its
-/// registry records, or with `default` when it has none and has been heard from.
-#[allow(clippy::too_many_arguments)]
-fn members(
-    out: &mut Vec<(NodeFact, u64, isize)>,
-    default: &NodeMeta,
-    node: &Name,
-    view: &NodeView,
-    metas: &[(NodeMeta, isize)],
-    heard: bool,
+/// Where one node's membership changes go at one time: `(view, meta)` records, `sign` times
+/// each of its registry records, or with `default` when it has none and has been heard from.
+struct Memberships<'a> {
+    out: &'a mut Vec<(NodeFact, u64, isize)>,
+    default: &'a NodeMeta,
+    node: &'a Name,
     at: u64,
-    sign: isize,
-) {
-    let fact = |m: &NodeMeta| NodeFact::Member(node.clone(), view.clone(), m.clone());
-    if metas.is_empty() {
-        if heard {
-            out.push((fact(default), at, sign));
+}
+
+impl Memberships<'_> {
+    fn send(&mut self, view: &NodeView, metas: &[(NodeMeta, isize)], heard: bool, sign: isize) {
+        let (node, at) = (self.node, self.at);
+        let fact = |m: &NodeMeta| NodeFact::Member(node.clone(), view.clone(), m.clone());
+        if metas.is_empty() {
+            if heard {
+                self.out.push((fact(self.default), at, sign));
+            }
+        } else {
+            self.out
+                .extend(metas.iter().map(|(m, c)| (fact(m), at, sign * c)));
         }
-    } else {
-        out.extend(metas.iter().map(|(m, c)| (fact(m), at, sign * c)));
     }
 }
 
@@ -424,11 +425,16 @@ impl Tracker {
         }
         let at = time.max(t.out_time);
         t.out_time = at;
-        let default = &self.default_meta;
+        let mut send = Memberships {
+            out: &mut self.out,
+            default: &self.default_meta,
+            node,
+            at,
+        };
         if let Some((old, heard)) = before {
-            members(&mut self.out, default, node, &old, &t.metas, heard, at, -1);
+            send.send(&old, &t.metas, heard, -1);
         }
-        members(&mut self.out, default, node, &t.view, &t.metas, true, at, 1);
+        send.send(&t.view, &t.metas, true, 1);
     }
 
     /// Applies a registry change at `tick`: the node's memberships under its old records
@@ -437,32 +443,19 @@ impl Tracker {
         let t = self.nodes.entry(node.clone()).or_insert_with(Tracked::new);
         let at = tick.max(t.out_time);
         t.out_time = at;
-        let default = &self.default_meta;
-        members(
-            &mut self.out,
-            default,
-            &node,
-            &t.view,
-            &t.metas,
-            t.heard,
+        let mut send = Memberships {
+            out: &mut self.out,
+            default: &self.default_meta,
+            node: &node,
             at,
-            -1,
-        );
+        };
+        send.send(&t.view, &t.metas, t.heard, -1);
         match t.metas.iter_mut().find(|(m, _)| *m == meta) {
             Some((_, c)) => *c += diff,
             None => t.metas.push((meta, diff)),
         }
         t.metas.retain(|(_, c)| *c != 0);
-        members(
-            &mut self.out,
-            default,
-            &node,
-            &t.view,
-            &t.metas,
-            t.heard,
-            at,
-            1,
-        );
+        send.send(&t.view, &t.metas, t.heard, 1);
         if !t.heard && t.metas.is_empty() {
             self.nodes.remove(&node);
         }
