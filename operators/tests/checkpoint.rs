@@ -146,9 +146,8 @@ fn run_operator(
                     kaiabc_operators::dedup::LakeKeys::none(),
                     Rc::clone(&stats),
                     Checkpointing {
-                        every: std::time::Duration::from_secs(3600),
                         restore: Arc::clone(&restore),
-                        request: None,
+                        sources: 1,
                         sent: None,
                     },
                 )
@@ -211,23 +210,22 @@ fn the_operator_ends_with_a_barrier_after_its_rows_and_resumes_from_it() {
     assert_eq!((s3.restored, s3.restore_failures), (0, 1));
 }
 
-/// A source that asks for a checkpoint (as the Kafka source does before committing offsets)
-/// gets a barrier stamped with its request, after the rows of everything it sent before asking,
-/// without waiting for the operator's own timer.
+/// With two sources, a round's barrier waits for both sources' markers and follows everything
+/// each sent before its marker: what the second source sends before its marker is in the
+/// barrier's checkpoint, as in Flink's aligned checkpoints.
 #[test]
-fn a_requested_barrier_follows_everything_sent_before_the_request() {
-    use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+fn a_rounds_barrier_follows_every_sources_marker() {
+    use kaiabc_operators::dataflow::NodeInput;
     let rs = readings("n");
     let (tx, rx) = std::sync::mpsc::channel();
-    let request = Arc::new(AtomicU64::new(0));
-    let req = Arc::clone(&request);
     // `execute_directly` wants a `Sync` closure.
     let rx = std::sync::Mutex::new(rx);
-    let barrier = timely::execute_directly(move |worker| {
+    let (barrier, sent) = timely::execute_directly(move |worker| {
         let cfg = Arc::new(NodeConfig::new(ClockConfig::default()).unwrap());
         let mut input: InputHandle<u64, timely::container::CapacityContainerBuilder<Vec<Routed>>> =
             InputHandle::new();
         let stats = Rc::new(RefCell::new(NodeStats::default()));
+        let sent = Rc::new(std::cell::Cell::new(0u64));
         worker.dataflow::<u64, _, _>(|scope| {
             input
                 .to_stream(scope)
@@ -237,54 +235,56 @@ fn a_requested_barrier_follows_everything_sent_before_the_request() {
                     kaiabc_operators::dedup::LakeKeys::none(),
                     Rc::clone(&stats),
                     Checkpointing {
-                        // The timer never fires within the test.
-                        every: std::time::Duration::from_secs(3600),
                         restore: Arc::new(HashMap::new()),
-                        request: Some(Arc::clone(&req)),
-                        sent: None,
+                        sources: 2,
+                        sent: Some(Rc::clone(&sent)),
                     },
                 )
                 .capture_into(tx);
         });
+        let marker = NodeInput::Marker {
+            epoch: 1,
+            worker: 0,
+        };
+        let rx = rx.lock().unwrap();
+        let barriers = |worker: &mut timely::worker::Worker| -> Vec<_> {
+            for _ in 0..5 {
+                worker.step();
+            }
+            rx.try_iter()
+                .flat_map(|e| match e {
+                    Event::Messages(_, rows) => rows,
+                    Event::Progress(_) => Vec::new(),
+                })
+                .filter_map(|r| match r {
+                    LakeRow::Checkpoint(c) => Some(c),
+                    _ => None,
+                })
+                .collect()
+        };
+        // The first source: ten readings, then its marker.
         for (i, r) in rs[..10].iter().enumerate() {
             input.send((i as u64, r.clone().into()));
         }
+        input.send((10, marker.clone()));
         input.flush();
-        for _ in 0..5 {
-            worker.step();
-        }
-        assert_eq!(stats.borrow().received, 10);
-        let rx = rx.lock().unwrap();
-        let before: Vec<LakeRow> = rx
-            .try_iter()
-            .flat_map(|e| match e {
-                Event::Messages(_, rows) => rows,
-                Event::Progress(_) => Vec::new(),
-            })
-            .collect();
         assert!(
-            !before.iter().any(|r| matches!(r, LakeRow::Checkpoint(_))),
-            "a barrier before any request or timer"
+            barriers(worker).is_empty(),
+            "a barrier with one marker of two"
         );
-        req.store(1, AtomicOrdering::Release);
-        let started = std::time::Instant::now();
-        while started.elapsed() < std::time::Duration::from_secs(10) {
-            worker.step_or_park(Some(std::time::Duration::from_millis(1)));
-            for e in rx.try_iter() {
-                if let Event::Messages(_, rows) = e {
-                    for r in rows {
-                        if let LakeRow::Checkpoint(c) = r {
-                            return c;
-                        }
-                    }
-                }
-            }
-        }
-        panic!("no barrier within 10 s of the request");
+        assert_eq!(sent.get(), 0);
+        // The second source: one more reading of the node, then its marker.
+        input.send((11, rs[10].clone().into()));
+        input.send((12, marker));
+        input.flush();
+        let got = barriers(worker);
+        assert_eq!(stats.borrow().received, 11);
+        (got, sent.get())
     });
-    assert_eq!(barrier.epoch, 1);
-    assert_eq!(barrier.nodes.len(), 1);
-    let latest = barrier.nodes[0].latest.as_ref().expect("latest state");
-    assert_eq!(latest.seq, Some(9));
-    assert_eq!(request.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(barrier.len(), 1, "one barrier for the round: {barrier:?}");
+    assert_eq!(barrier[0].epoch, 1);
+    assert_eq!(sent, 1);
+    assert_eq!(barrier[0].nodes.len(), 1);
+    let latest = barrier[0].nodes[0].latest.as_ref().expect("latest state");
+    assert_eq!(latest.seq, Some(10));
 }

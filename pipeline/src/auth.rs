@@ -328,6 +328,9 @@ fn bme280() -> Vec<SensorKind> {
 pub struct Registry {
     path: PathBuf,
     nodes: RwLock<BTreeMap<String, NodeRecord>>,
+    /// The file's modification time when last read or written: another process of a cluster
+    /// sharing the state directory may have registered a node since.
+    loaded: Mutex<Option<std::time::SystemTime>>,
     verified: Mutex<HashMap<String, String>>,
     failed: Mutex<Failed>,
     pool: Pool,
@@ -409,6 +412,26 @@ impl Pool {
     }
 }
 
+/// A file's modification time (`None` if it does not exist).
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The registry's records in `path` (none if there is no file yet).
+fn read_records(path: &Path) -> Result<BTreeMap<String, NodeRecord>, AuthError> {
+    match std::fs::read(path) {
+        Ok(b) => {
+            restrict(path)?;
+            let list: Vec<NodeRecord> = serde_json::from_slice(&b).map_err(|e| {
+                AuthError::Invalid(format!("{}: not a node registry: {e}", path.display()))
+            })?;
+            Ok(list.into_iter().map(|r| (r.node_id.clone(), r)).collect())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
 /// Whether a node id is acceptable (the validation rule of readings).
 pub fn valid_node_id(id: &str) -> bool {
     !id.is_empty()
@@ -422,20 +445,12 @@ impl Registry {
     /// Opens (or starts) the registry at `path`.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, AuthError> {
         let path = path.into();
-        let nodes = match std::fs::read(&path) {
-            Ok(b) => {
-                restrict(&path)?;
-                let list: Vec<NodeRecord> = serde_json::from_slice(&b).map_err(|e| {
-                    AuthError::Invalid(format!("{}: not a node registry: {e}", path.display()))
-                })?;
-                list.into_iter().map(|r| (r.node_id.clone(), r)).collect()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => return Err(io(&path)(e)),
-        };
+        let loaded = modified(&path);
+        let nodes = read_records(&path)?;
         Ok(Self {
             path,
             nodes: RwLock::new(nodes),
+            loaded: Mutex::new(loaded),
             verified: Mutex::default(),
             failed: Mutex::default(),
             pool: Pool::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
@@ -464,7 +479,36 @@ impl Registry {
             f.sync_all()
         };
         write().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))
+        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))?;
+        if let Ok(mut l) = self.loaded.lock() {
+            *l = modified(&self.path);
+        }
+        Ok(())
+    }
+
+    /// Reads the file again if it changed since this process last read or wrote it (another
+    /// process of the cluster registered a node); whether it did.
+    fn refresh(&self) -> bool {
+        let now = modified(&self.path);
+        let Ok(mut loaded) = self.loaded.lock() else {
+            return false;
+        };
+        if now == *loaded {
+            return false;
+        }
+        match read_records(&self.path) {
+            Ok(nodes) => {
+                if let Ok(mut n) = self.nodes.write() {
+                    *n = nodes;
+                }
+                *loaded = now;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the node registry again");
+                false
+            }
+        }
     }
 
     /// Registers a node and returns its record and its API key (shown this once).
@@ -532,7 +576,8 @@ impl Registry {
 
     /// One registered node's record.
     pub fn get(&self, node: &str) -> Option<NodeRecord> {
-        self.nodes.read().ok()?.get(node).cloned()
+        let find = || self.nodes.read().ok()?.get(node).cloned();
+        find().or_else(|| self.refresh().then(find).flatten())
     }
 
     /// Every registered node.
@@ -570,11 +615,14 @@ impl Registry {
             .strip_prefix("kab_")
             .and_then(|k| k.split('_').next())
             .ok_or_else(refuse)?;
-        let record = self
-            .nodes
-            .read()
-            .ok()
-            .and_then(|n| n.values().find(|r| r.key_id == key_id).cloned())
+        let find = || {
+            self.nodes
+                .read()
+                .ok()
+                .and_then(|n| n.values().find(|r| r.key_id == key_id).cloned())
+        };
+        let record = find()
+            .or_else(|| self.refresh().then(find).flatten())
             .ok_or_else(refuse)?;
         let hash = PasswordHash::new(&record.key_hash).map_err(|_| refuse())?;
         let ok = self.pool.run(|| {

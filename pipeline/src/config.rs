@@ -130,6 +130,30 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "timely worker threads",
     ),
     (
+        "cluster.processes",
+        "KAIABC_PROCESSES",
+        "--processes",
+        "processes in the timely cluster (above 1: input from Kafka)",
+    ),
+    (
+        "cluster.process",
+        "KAIABC_PROCESS",
+        "--process",
+        "this process's index in the cluster",
+    ),
+    (
+        "cluster.hosts",
+        "KAIABC_HOSTS",
+        "--hosts",
+        "the cluster's hosts file: host:port a line, in process order",
+    ),
+    (
+        "cluster.connect_seconds",
+        "KAIABC_CLUSTER_CONNECT_SECONDS",
+        "--connect-seconds",
+        "how long a process waits for the others to connect",
+    ),
+    (
         "fleet.offline_after",
         "KAIABC_OFFLINE_AFTER",
         "--offline-after",

@@ -12,7 +12,6 @@ use kaiabc_operators::dataflow::{NodeStats, APPLY_SECONDS_BOUNDS};
 use kaiabc_schemas::LakeRow;
 
 use crate::dataflow::lake_sink::SinkReport;
-use crate::dataflow::parse::ParseStats;
 
 /// A node counts as connected while its last reading is younger than this (wall time).
 pub const CONNECTED_WITHIN: Duration = Duration::from_secs(300);
@@ -30,15 +29,12 @@ pub struct WorkerFigures {
     pub rows: u64,
     /// Node checkpoints saved.
     pub checkpoints: u64,
-    /// Records the parser took, and how many became readings.
-    pub parsed: (u64, u64),
 }
 
 impl WorkerFigures {
     /// The figures of a worker's operator and sink.
-    pub fn of(nodes: &NodeStats, parse: &ParseStats, sink: &SinkReport) -> Self {
+    pub fn of(nodes: &NodeStats, sink: &SinkReport) -> Self {
         Self {
-            parsed: (parse.records, parse.readings),
             nodes: *nodes,
             commits: sink.commits,
             files: sink.committed.files as u64,
@@ -212,18 +208,6 @@ impl Metrics {
             }
             w[index] = figures;
         }
-    }
-
-    /// Whether the workers have handled `sent` records: each was parsed, and each reading
-    /// among them reached its node's clock. Only meaningful while no more are being sent.
-    pub fn handled(&self, sent: u64) -> bool {
-        let Ok(w) = self.workers.lock() else {
-            return false;
-        };
-        let (records, readings, received) = w.iter().fold((0, 0, 0), |a, f| {
-            (a.0 + f.parsed.0, a.1 + f.parsed.1, a.2 + f.nodes.received)
-        });
-        records == sent && readings == received
     }
 
     /// Records a position commit of the live source.

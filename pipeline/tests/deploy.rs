@@ -48,7 +48,10 @@ fn the_compose_file_names_its_services_files_and_variables() {
         "kafka",
         "mosquitto",
         "bridge",
-        "kaiabc",
+        "cluster-init",
+        "kaiabc-0",
+        "kaiabc-1",
+        "kaiabc-2",
         "prometheus",
         "alertmanager",
         "grafana",
@@ -79,7 +82,7 @@ fn the_compose_file_names_its_services_files_and_variables() {
                 assert!(root().join(src).exists(), "{name}: {src} does not exist");
             }
         }
-        if name != "mosquitto-init" {
+        if !name.ends_with("-init") {
             assert!(!s["healthcheck"].is_badvalue(), "{name}: no health check");
         }
         // Every variable it takes from .env is in the example.
@@ -134,7 +137,7 @@ fn the_stack_sets_only_settings_the_binary_reads() {
     // The pipeline leaves MQTT → Kafka to the bridge service, which runs `kaiabc bridge`.
     let s = &c["services"];
     assert_eq!(
-        s["kaiabc"]["environment"]["KAIABC_NO_BRIDGE"].as_str(),
+        s["kaiabc-0"]["environment"]["KAIABC_NO_BRIDGE"].as_str(),
         Some("true")
     );
     assert_eq!(s["bridge"]["command"][0].as_str(), Some("bridge"));
@@ -159,7 +162,7 @@ fn prometheus_config_passes_promtool_and_scrapes_the_pipeline() {
     assert_eq!(job["metrics_path"].as_str(), Some("/metrics"));
     assert_eq!(
         job["static_configs"][0]["targets"][0].as_str(),
-        Some("kaiabc:8000")
+        Some("kaiabc-0:8000")
     );
 }
 

@@ -65,6 +65,45 @@ impl Restored {
 /// of earlier runs. A file that cannot be read is an error (not silently skipped: that would
 /// restart its nodes from scratch and their rows would no longer match their clocks).
 pub fn open_checkpoints(root: &Path) -> Result<Restored, LakeError> {
+    let (restored, names) = read_all(root)?;
+    if !names.is_empty() {
+        let dir = checkpoint_dir(root);
+        let mut entries: Vec<&NodeCheckpointEntry> = restored.nodes.values().collect();
+        entries.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        write_file(root, &format!("r{:08}-base.ckpt", restored.run), entries)?;
+        for name in &names {
+            let path = dir.join(name);
+            std::fs::remove_file(&path).map_err(LakeError::io("remove", &path))?;
+        }
+        sync_dir(&dir)?;
+    }
+    Ok(restored)
+}
+
+/// How often [`read_checkpoints`] lists the files again when one vanished as it read.
+const READ_ATTEMPTS: usize = 20;
+
+/// Reads every checkpoint under `root` without compacting them: for the other processes of a
+/// cluster sharing the lake, while the first one ([`open_checkpoints`]) compacts. A file
+/// that vanishes while it is read was replaced by that compaction's base (written before the
+/// files it covers are deleted), so the files are listed and read again.
+pub fn read_checkpoints(root: &Path) -> Result<Restored, LakeError> {
+    let mut attempt = 0;
+    loop {
+        match read_all(root) {
+            Err(LakeError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && attempt < READ_ATTEMPTS =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other.map(|(restored, _)| restored),
+        }
+    }
+}
+
+/// Every checkpoint under `root`, in order, and the names of the files read.
+fn read_all(root: &Path) -> Result<(Restored, Vec<String>), LakeError> {
     let dir = checkpoint_dir(root);
     std::fs::create_dir_all(&dir).map_err(LakeError::io("create", &dir))?;
     std::fs::create_dir_all(staging_dir(root)).map_err(LakeError::io("create", root))?;
@@ -95,17 +134,7 @@ pub fn open_checkpoints(root: &Path) -> Result<Restored, LakeError> {
         }
         restored.files += 1;
     }
-    if !names.is_empty() {
-        let mut entries: Vec<&NodeCheckpointEntry> = restored.nodes.values().collect();
-        entries.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-        write_file(root, &format!("r{:08}-base.ckpt", restored.run), entries)?;
-        for (_, name) in &names {
-            let path = dir.join(name);
-            std::fs::remove_file(&path).map_err(LakeError::io("remove", &path))?;
-        }
-        sync_dir(&dir)?;
-    }
-    Ok(restored)
+    Ok((restored, names.into_iter().map(|(_, n)| n).collect()))
 }
 
 /// The run number of a checkpoint file name (`r{run}-….ckpt`).

@@ -20,7 +20,9 @@ use std::path::{Path, PathBuf};
 use kaiabc_schemas::Table;
 
 pub use arrow::array::RecordBatch;
-pub use checkpoint::{checkpoint_dir, open_checkpoints, CheckpointWriter, Restored};
+pub use checkpoint::{
+    checkpoint_dir, open_checkpoints, read_checkpoints, CheckpointWriter, Restored,
+};
 pub use hdf5::hdf5_bytes;
 pub use keys::{existing_keys, for_each_reading_key, ExistingKeys};
 pub use lookup::{ReadingLookup, DEFAULT_CACHED_ROWS};

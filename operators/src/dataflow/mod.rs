@@ -5,7 +5,7 @@ pub mod node_clocks;
 
 pub use node_clocks::{
     Checkpointing, Histogram, NodeClocks, NodeInput, NodeStats, Ordering, Routed,
-    APPLY_SECONDS_BOUNDS, REQUEST_POLL,
+    APPLY_SECONDS_BOUNDS,
 };
 
 /// A stable hash of a node id, for exchanging a node's readings to one worker. Stable across

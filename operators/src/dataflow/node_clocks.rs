@@ -6,8 +6,6 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use std::time::{Duration, Instant};
-
 use chrono::{DateTime, Utc};
 use foldhash::HashMap;
 use kaiabc_schemas::{
@@ -26,29 +24,41 @@ use crate::node::{Disposition, NodeCheckpoint, NodeConfig, NodeError, NodeState}
 /// An input with its position in the input (ties between equal keys break by it).
 pub type Routed = (u64, NodeInput);
 
-/// What reaches a node: a reading, or a control command, in the node's input order.
+/// What reaches a node: a reading, or a control command, in the node's input order; or a
+/// source's checkpoint marker, in the worker's.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum NodeInput {
     /// A validated reading.
     Reading(SensorReading),
     /// A command for the node's clock.
     Control(ControlCommand),
+    /// A source's marker for checkpoint round `epoch`, sent to every worker (see
+    /// [`Checkpointing::sources`]): everything that source sent before it is ahead of it on
+    /// the channel, and the source sends nothing after it until the round's barriers are out.
+    Marker {
+        /// The round.
+        epoch: u64,
+        /// The worker it goes to.
+        worker: u64,
+    },
 }
 
 impl NodeInput {
-    /// The node it is for.
+    /// The node it is for (a marker's is empty).
     pub fn node_id(&self) -> &str {
         match self {
             Self::Reading(r) => &r.node_id,
             Self::Control(c) => &c.node_id,
+            Self::Marker { .. } => "",
         }
     }
 
-    /// Its event time.
+    /// Its event time (a marker's is the Unix epoch).
     pub fn timestamp(&self) -> DateTime<Utc> {
         match self {
             Self::Reading(r) => r.timestamp,
             Self::Control(c) => c.timestamp,
+            Self::Marker { .. } => DateTime::UNIX_EPOCH,
         }
     }
 
@@ -57,7 +67,15 @@ impl NodeInput {
     pub fn seq(&self) -> Option<i64> {
         match self {
             Self::Reading(r) => r.seq,
-            Self::Control(_) => None,
+            Self::Control(_) | Self::Marker { .. } => None,
+        }
+    }
+
+    /// Where the exchange sends it: its node's worker, or a marker's own.
+    pub fn route(&self) -> u64 {
+        match self {
+            Self::Marker { worker, .. } => *worker,
+            other => node_hash(other.node_id()),
         }
     }
 }
@@ -160,25 +178,25 @@ impl Histogram {
 }
 
 /// Checkpointing of per-node state, for a pipeline that restarts (live mode).
+///
+/// Barriers are aligned as Flink aligns them: each of the `sources` sends a
+/// [`NodeInput::Marker`] of round `e` to every worker when it pauses for the round. Channels
+/// are FIFO between two workers, so once a worker has the markers of all sources, it has
+/// everything they sent before pausing; it then sends a [`LakeRow::Checkpoint`] barrier of
+/// epoch `e` after the rows of all of it. This holds across processes: it needs no shared
+/// memory, only the channels.
 #[derive(Clone, Debug)]
 pub struct Checkpointing {
-    /// Wall time between checkpoint barriers (each one is also a lake commit).
-    pub every: Duration,
     /// Encoded states ([`NodeCheckpoint::to_bytes`]) to resume nodes from when this worker
     /// first sees them.
     pub restore: Arc<std::collections::HashMap<String, Vec<u8>>>,
-    /// Checkpoint requests: when the value grows, the operator sends a barrier at once (polled
-    /// every [`REQUEST_POLL`]), stamped with the value as its `epoch`. A source uses this to
-    /// align its own commits (Kafka offsets) with the saved state.
-    pub request: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// How many sources send markers (a round's barrier waits for a marker from each).
+    pub sources: usize,
     /// Set to each barrier's epoch once the barrier is sent: everything the operator takes
     /// after that comes after the barrier, so a source that waits for it may read on while
     /// the sink commits.
-    pub sent: Option<Arc<std::sync::atomic::AtomicU64>>,
+    pub sent: Option<Rc<std::cell::Cell<u64>>>,
 }
-
-/// How often a checkpointing operator with a request counter checks it.
-pub const REQUEST_POLL: Duration = Duration::from_millis(2);
 
 impl NodeStats {
     fn count_failure(&mut self, e: &NodeError) {
@@ -249,9 +267,11 @@ pub trait NodeClocks<'scope> {
     ) -> Stream<'scope, u64, Vec<LakeRow>>;
 
     /// [`NodeClocks::node_clocks`] with checkpoints: nodes resume from `ckpt.restore` when
-    /// first seen, and every `ckpt.every` (and when the input ends) a [`LakeRow::Checkpoint`]
-    /// barrier carries the checkpoints of the nodes that changed since the previous one, after
-    /// every row those changes produced.
+    /// first seen, and at each round whose markers have come from every source (see
+    /// [`Checkpointing`]), and when the input ends, a [`LakeRow::Checkpoint`] barrier carries
+    /// the checkpoints of the nodes that changed since the previous one, after every row those
+    /// changes produced. Markers are for [`Ordering::Immediate`]; with
+    /// [`Ordering::Frontier`] they are dropped.
     fn node_clocks_checkpointed(
         self,
         cfg: Arc<NodeConfig>,
@@ -293,19 +313,14 @@ fn build<'scope>(
     stats: Rc<RefCell<NodeStats>>,
     ckpt: Option<Checkpointing>,
 ) -> Stream<'scope, u64, Vec<LakeRow>> {
-    let pact = Exchange::new(|(_, r): &Routed| node_hash(r.node_id()));
-    let scope = stream.scope();
-    stream.unary_frontier(pact, "NodeClocks", move |cap, info| {
+    let pact = Exchange::new(|(_, r): &Routed| r.route());
+    stream.unary_frontier(pact, "NodeClocks", move |cap, _info| {
         let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Routed>)> = BTreeMap::new();
         let mut out: Vec<LakeRow> = Vec::new();
         let mut reported = false;
-        // Checkpointing holds a capability at the input frontier, to send barriers while no
-        // reading arrives, and re-activates itself for the next barrier.
-        let activator = scope.activator_for(info.address);
-        let mut retained = ckpt.as_ref().map(|c| {
-            activator.activate_after(c.every);
-            cap
-        });
+        // Checkpointing holds a capability at the input frontier, for the barrier at the end
+        // of the input.
+        let mut retained = ckpt.as_ref().map(|_| cap);
         let mut worker = Worker {
             nodes: HashMap::default(),
             cfg: Arc::clone(&cfg),
@@ -315,7 +330,8 @@ fn build<'scope>(
             dirty: ckpt.as_ref().map(|_| HashMap::default()),
             touched: Vec::new(),
         };
-        let mut last_barrier = Instant::now();
+        // Markers received per round, until every source's is in.
+        let mut markers: BTreeMap<u64, usize> = BTreeMap::new();
         let mut answered = 0u64;
         move |(input, frontier), output| {
             // In arrival order (`for_each_stamp` would sort by time): live, a command and the
@@ -329,10 +345,33 @@ fn build<'scope>(
                 let time = *owned.time();
                 match ordering {
                     Ordering::Immediate => {
-                        worker.apply(&mut stats.borrow_mut(), data, &mut out);
+                        // Up to each marker, then the marker: a round's barrier follows the
+                        // rows of everything before the last source's marker.
+                        let mut chunk: Vec<Routed> = Vec::with_capacity(data.len());
+                        for item in data.drain(..) {
+                            let NodeInput::Marker { epoch, .. } = item.1 else {
+                                chunk.push(item);
+                                continue;
+                            };
+                            worker.apply(&mut stats.borrow_mut(), &mut chunk, &mut out);
+                            output.session(&owned).give_iterator(out.drain(..));
+                            let Some(c) = &ckpt else { continue };
+                            let seen = markers.entry(epoch).or_default();
+                            *seen += 1;
+                            if *seen >= c.sources {
+                                markers.remove(&epoch);
+                                answered = answered.max(epoch);
+                                output.session(&owned).give(worker.barrier(answered));
+                                if let Some(sent) = &c.sent {
+                                    sent.set(answered);
+                                }
+                            }
+                        }
+                        worker.apply(&mut stats.borrow_mut(), &mut chunk, &mut out);
                         output.session(&owned).give_iterator(out.drain(..));
                     }
                     Ordering::Frontier => {
+                        data.retain(|(_, i)| !matches!(i, NodeInput::Marker { .. }));
                         let entry = stash.entry(time).or_insert_with(|| (owned, Vec::new()));
                         entry.1.append(data);
                     }
@@ -355,47 +394,17 @@ fn build<'scope>(
                 worker.apply(&mut stats.borrow_mut(), &mut batch, &mut out);
                 output.session(&cap).give_iterator(out.drain(..));
             }
-            if let (Some(c), Some(held)) = (&ckpt, retained.as_mut()) {
-                let done = frontier.is_empty();
-                let requested = c
-                    .request
-                    .as_ref()
-                    .map_or(0, |r| r.load(std::sync::atomic::Ordering::Acquire));
-                if done || last_barrier.elapsed() >= c.every || requested > answered {
-                    answered = requested;
-                    let dirty = worker.dirty.as_mut().expect("checkpointing keeps it");
-                    let mut entries: Vec<NodeCheckpointEntry> = dirty
-                        .drain()
-                        .filter_map(|(node_id, latest)| {
-                            let state = worker.nodes.get(&node_id)?.checkpoint().to_bytes();
-                            Some(NodeCheckpointEntry {
-                                node_id,
-                                state,
-                                latest,
-                            })
-                        })
-                        .collect();
-                    entries.sort_by(|a, b| a.node_id.cmp(&b.node_id));
-                    output.session(&*held).give(LakeRow::Checkpoint(Checkpoint {
-                        nodes: entries,
-                        epoch: answered,
-                    }));
-                    if let Some(sent) = &c.sent {
-                        sent.store(answered, std::sync::atomic::Ordering::Release);
-                    }
-                    last_barrier = Instant::now();
-                }
+            if let Some(held) = retained.as_mut() {
                 match frontier.frontier().first() {
-                    None => retained = None,
+                    // The input is over: a last barrier with what changed since the previous.
+                    None => {
+                        output.session(&*held).give(worker.barrier(answered));
+                        retained = None;
+                    }
                     Some(&t) => {
                         if *held.time() < t {
                             held.downgrade(&t);
                         }
-                        let next = c.every.saturating_sub(last_barrier.elapsed());
-                        activator.activate_after(match c.request {
-                            Some(_) => next.min(REQUEST_POLL),
-                            None => next,
-                        });
                     }
                 }
             }
@@ -462,6 +471,27 @@ struct Worker {
 }
 
 impl Worker {
+    /// A barrier of `epoch` with the checkpoints of the nodes changed since the last one.
+    fn barrier(&mut self, epoch: u64) -> LakeRow {
+        let dirty = self.dirty.as_mut().expect("checkpointing keeps it");
+        let mut entries: Vec<NodeCheckpointEntry> = dirty
+            .drain()
+            .filter_map(|(node_id, latest)| {
+                let state = self.nodes.get(&node_id)?.checkpoint().to_bytes();
+                Some(NodeCheckpointEntry {
+                    node_id,
+                    state,
+                    latest,
+                })
+            })
+            .collect();
+        entries.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        LakeRow::Checkpoint(Checkpoint {
+            nodes: entries,
+            epoch,
+        })
+    }
+
     /// Applies a batch (already in order) and notes which nodes changed.
     fn apply(&mut self, st: &mut NodeStats, batch: &mut Vec<Routed>, out: &mut Vec<LakeRow>) {
         let mut ctx = Ctx {
@@ -511,6 +541,7 @@ fn apply(
     for (_, input) in batch.drain(..) {
         let reading = match input {
             NodeInput::Reading(r) => r,
+            NodeInput::Marker { .. } => continue,
             NodeInput::Control(cmd) => {
                 let node = match node_for(nodes, ctx, &cmd.node_id, st) {
                     Ok(n) => n,

@@ -1,8 +1,9 @@
-//! `kaiabc cluster`: launches a timely cluster of local processes (`kaiabc replay` with
-//! `--processes N --process I --hosts FILE` added, on free loopback ports) and supervises it. A
-//! timely cluster is static, so when one process dies the others stop (exit 75, see
-//! `crate::cluster`); the supervisor then stops the rest and reports which one died. (A live run
-//! in a cluster, which would be restarted from its last checkpoint, is not built yet.)
+//! `kaiabc cluster`: launches a timely cluster of local processes (`kaiabc replay …` or
+//! `kaiabc run …` with `--processes N --process I --hosts FILE` added, on free loopback ports)
+//! and supervises it. A timely cluster is static, so when one process dies the others stop
+//! (exit 75, see `crate::cluster`); the supervisor then stops the rest and names the one that
+//! died. A replay then fails (it is not resumable mid-way); a live cluster is started again,
+//! and resumes from its last aligned checkpoint.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ pub struct ClusterCommandArgs {
     /// the system's temporary directory.
     #[arg(long)]
     hosts_file: Option<PathBuf>,
-    /// The command each process runs: `replay …` (after `--`).
+    /// The command each process runs: `replay …` or `run …` (after `--`).
     #[arg(required = true, last = true)]
     command: Vec<String>,
 }
@@ -168,13 +169,11 @@ pub fn cluster(a: &ClusterCommandArgs) -> Result<()> {
     if a.processes == 0 {
         bail!("--processes must be at least 1");
     }
-    match a.command.first().map(String::as_str) {
-        Some("replay") => {}
-        Some("run") => {
-            bail!("`kaiabc run` in a cluster is not built yet; `kaiabc cluster -- replay …` is")
-        }
-        other => bail!("kaiabc cluster runs `replay …`, not {other:?}"),
-    }
+    let live = match a.command.first().map(String::as_str) {
+        Some("replay") => false,
+        Some("run") => true,
+        other => bail!("kaiabc cluster runs `replay …` or `run …`, not {other:?}"),
+    };
     if a.command
         .iter()
         .any(|c| matches!(c.as_str(), "--processes" | "--process" | "--hosts"))
@@ -186,15 +185,46 @@ pub fn cluster(a: &ClusterCommandArgs) -> Result<()> {
     });
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(Arc::clone(&stop))?;
-    match run_once(a, &hosts, &stop)? {
-        Ended::Done | Ended::Stopped => Ok(()),
-        Ended::Failed(i, status) => bail!("process {i} failed ({status})"),
-        Ended::Lost(i, status) => bail!(
-            "process {i} died ({status}); the others stopped. A replay is not resumable mid-way: \
-             remove the lake it wrote to and run it again"
-        ),
+    let mut backoff = RESTART_FIRST;
+    loop {
+        let started = Instant::now();
+        match run_once(a, &hosts, &stop)? {
+            Ended::Done | Ended::Stopped => return Ok(()),
+            Ended::Failed(i, status) => bail!("process {i} failed ({status})"),
+            Ended::Lost(i, status) if !live => bail!(
+                "process {i} died ({status}); the others stopped. A replay is not resumable \
+                 mid-way: remove the lake it wrote to and run it again"
+            ),
+            Ended::Lost(i, status) => {
+                // A cluster that ran a while starts again at once; one that keeps dying backs
+                // off, up to RESTART_MAX.
+                if started.elapsed() > RESTART_RESET {
+                    backoff = RESTART_FIRST;
+                }
+                eprintln!(
+                    "kaiabc cluster: process {i} died ({status}); the others stopped; \
+                     starting the cluster again in {:.1} s, from its last checkpoint",
+                    backoff.as_secs_f64()
+                );
+                let until = Instant::now() + backoff;
+                while Instant::now() < until {
+                    if stop.load(Ordering::SeqCst) {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                backoff = (backoff * 2).min(RESTART_MAX);
+            }
+        }
     }
 }
+
+/// The wait before a live cluster's first restart…
+const RESTART_FIRST: Duration = Duration::from_millis(500);
+/// …doubling while it keeps dying, up to this…
+const RESTART_MAX: Duration = Duration::from_secs(30);
+/// …and back to the first once a run has lasted this long.
+const RESTART_RESET: Duration = Duration::from_secs(60);
 
 /// Sets `stop` on SIGTERM or Ctrl-C (the supervisor then sends SIGTERM to every process).
 fn watch_signals(stop: Arc<AtomicBool>) -> Result<()> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 use kaiabc_connectors::kafka::{ensure_topics, KafkaConfig, KafkaProducer, KafkaSource};
-use kaiabc_connectors::lake::{open_checkpoints, LakeConfig};
+use kaiabc_connectors::lake::{open_checkpoints, read_checkpoints, LakeConfig};
 use kaiabc_connectors::mqtt::{
     start_client, start_embedded_broker, Authenticator, BrokerOptions, ClientOptions, StatusHook,
 };
@@ -45,6 +45,10 @@ pub struct RunArgs {
     /// Timely worker threads.
     #[arg(long, default_value_t = 1, env = "KAIABC_WORKERS")]
     workers: usize,
+    /// One process of a timely cluster (reading Kafka; with --http and --mqtt-listen ports
+    /// offset by the process index, so that one set of flags serves every process of a host).
+    #[command(flatten)]
+    cluster: crate::cluster::ClusterArgs,
     /// Allowed lateness of event time, seconds (when a lake day is complete).
     #[arg(long, default_value_t = 60, env = "KAIABC_LATENESS_SECONDS")]
     lateness_seconds: u64,
@@ -267,14 +271,36 @@ pub fn run(a: &RunArgs) -> Result<()> {
         a.max_reading_age_hours > 0,
         "--max-reading-age-hours must be positive"
     );
+    // In a cluster every process reads its share of Kafka's partitions: MQTT and HTTP reach
+    // them through each process's broker and API (or `kaiabc bridge`), never a local log.
+    let cluster = a.cluster.clone();
+    anyhow::ensure!(
+        !cluster.is_cluster() || a.kafka.kafka_brokers.is_some(),
+        "--processes {} needs --kafka-brokers: a cluster reads its input from Kafka",
+        cluster.processes
+    );
+    cluster.timely_config(a.workers)?;
+    let offset = |addr: SocketAddr| -> SocketAddr {
+        let mut addr = addr;
+        if cluster.is_cluster() && addr.port() != 0 {
+            addr.set_port(addr.port() + cluster.process as u16);
+        }
+        addr
+    };
+    let (http_addr, mqtt_addr) = (offset(a.http), offset(a.mqtt_listen));
     let mut node_cfg =
         NodeConfig::new(ClockConfig::default()).context("building the clock configuration")?;
     node_cfg.max_age_hours = a.max_reading_age_hours as f64;
     // The live API serves each node's whole filter (`/v1/filter/state`).
     node_cfg.filter_snapshots = true;
     let api_cfg = Arc::new(node_cfg.clone());
-    let restored = open_checkpoints(&a.lake)
-        .with_context(|| format!("reading the checkpoints of the lake {}", a.lake.display()))?;
+    // The processes of a cluster share the lake: the first compacts the checkpoints, the
+    // others only read them.
+    let restored = match cluster.process {
+        0 => open_checkpoints(&a.lake),
+        _ => read_checkpoints(&a.lake),
+    }
+    .with_context(|| format!("reading the checkpoints of the lake {}", a.lake.display()))?;
     let shared = Arc::new(LiveShared {
         fleet: Arc::new(crate::fleet::FleetBook::new(a.fleet.config()?)),
         ..LiveShared::default()
@@ -288,8 +314,11 @@ pub fn run(a: &RunArgs) -> Result<()> {
     }
     let jwt = jwt_for(&a.state_dir)?;
     let registry = Arc::new(Registry::open(a.state_dir.join("nodes.json"))?);
-    for r in registry.list() {
-        shared.fleet.registry_change(&r, 1);
+    // The fleet's registry collection is cluster-wide: one process feeds what it held at start.
+    if cluster.process == 0 {
+        for r in registry.list() {
+            shared.fleet.registry_change(&r, 1);
+        }
     }
     let auth: Option<Authenticator> = if a.mqtt_anonymous {
         tracing::warn!("MQTT clients may publish without credentials (--mqtt-anonymous)");
@@ -327,7 +356,11 @@ pub fn run(a: &RunArgs) -> Result<()> {
             Some(cfg) => {
                 prepare_topics(&runtime, cfg)?;
                 let producer = KafkaProducer::new(cfg)?;
-                let consumer = KafkaSource::new(cfg)?;
+                let consumer = if cluster.is_cluster() {
+                    KafkaSource::assigned(cfg, cluster.process, cluster.processes)?
+                } else {
+                    KafkaSource::new(cfg)?
+                };
                 let _ = shared.metrics.kafka_lag.set(consumer.lag());
                 let _ = shared.metrics.kafka_producer.set(producer.clone());
                 let _ = shared.kafka.set(producer.clone());
@@ -368,14 +401,20 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let failed_auth = Arc::new(kaiabc_connectors::address_limits::FailedAuth::default());
     let mqtt = match &a.mqtt_url {
         Some(url) => {
-            let handler = match (&producer, a.no_bridge) {
-                (Some(_), true) => None,
+            // In a cluster, one process bridges the external broker's readings (each would
+            // otherwise write every reading to Kafka once).
+            let handler = match (&producer, a.no_bridge, cluster.process) {
+                (Some(_), true, _) | (Some(_), false, 1..) => None,
                 _ => Some(bridge::to_ingest(ingest.clone())),
             };
             let output = start_client(
                 ClientOptions {
                     url: url.clone(),
-                    client_id: a.mqtt_client_id.clone(),
+                    // Each process keeps its own persistent session.
+                    client_id: match cluster.is_cluster() {
+                        true => format!("{}-{}", a.mqtt_client_id, cluster.process),
+                        false => a.mqtt_client_id.clone(),
+                    },
                     persistent: true,
                 },
                 handler,
@@ -386,7 +425,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         }
         None => {
             let broker = start_embedded_broker(
-                a.mqtt_listen,
+                mqtt_addr,
                 Arc::new(ingest.clone()),
                 BrokerOptions {
                     auth,
@@ -403,7 +442,8 @@ pub fn run(a: &RunArgs) -> Result<()> {
     };
     let listener = {
         let _guard = runtime.enter();
-        http_listener(a.http).with_context(|| format!("cannot listen for HTTP on {}", a.http))?
+        http_listener(http_addr)
+            .with_context(|| format!("cannot listen for HTTP on {http_addr}"))?
     };
     let http = listener.local_addr()?;
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -450,13 +490,17 @@ pub fn run(a: &RunArgs) -> Result<()> {
         }
     });
     eprintln!(
-        "kaiabc run: MQTT on {mqtt}, HTTP on http://{http}/v1, lake in {} ({} nodes to resume){}",
+        "kaiabc run: MQTT on {mqtt}, HTTP on http://{http}/v1, lake in {} ({} nodes to resume){}{}",
         a.lake.display(),
         restored.nodes.len(),
         kafka
             .as_ref()
             .map(|k| format!(", Kafka at {}", k.brokers))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        match cluster.is_cluster() {
+            true => format!(", process {} of {}", cluster.process, cluster.processes),
+            false => String::new(),
+        }
     );
     let summary = run_live(
         LiveOptions {
@@ -465,6 +509,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             lateness: Duration::from_secs(a.lateness_seconds),
             commit_every: Duration::from_secs(a.commit_interval_seconds),
             background_writer: !a.lake_inline,
+            cluster: cluster.clone(),
         },
         node_cfg,
         source,

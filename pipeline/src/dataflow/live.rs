@@ -3,8 +3,9 @@
 //! the lake committed and the source's position committed at aligned checkpoints.
 //!
 //! `run_live` wires the parts: the source ([`OffsetSource`]) and its checkpoint rounds
-//! ([`Aligner`]) on worker 0, the event-time [`Stamper`], the shared graph ([`lake_rows`]) and the
-//! lake sink on every worker, and the workers' figures for `/metrics`.
+//! ([`Aligner`], [`Rounds`]) and the event-time [`Stamper`] on each process's first worker, the
+//! shared graph ([`lake_rows`]) and the lake sink on every worker, the states shared with the
+//! other processes of a cluster, and the workers' figures for `/metrics`.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -22,20 +23,22 @@ use kaiabc_connectors::lake::{existing_keys, CheckpointWriter, LakeConfig, LakeW
 use kaiabc_connectors::mqtt::MqttOutput;
 use kaiabc_operators::dataflow::{Checkpointing, NodeStats, Ordering};
 use kaiabc_operators::node::NodeConfig;
-use kaiabc_schemas::{LakeRow, Reason};
+use kaiabc_schemas::{LakeRow, OscillatorState, Reason};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::{UnorderedHandle, UnorderedInput};
-use timely::dataflow::operators::ActivateCapability;
+use timely::dataflow::operators::{ActivateCapability, Probe};
+use timely::dataflow::ProbeHandle;
 
 use crate::metrics::{Metrics, WorkerFigures};
 use crate::ws::Hub;
 
-use super::aligner::Aligner;
+use super::aligner::{Aligner, Step};
 pub use super::in_order::InOrder;
 use super::inbound::Inbound;
 use super::lake_sink::{LakeSink, SinkOptions, SinkReport};
 use super::parse::{Incoming, LogFile, ParseStats};
 use super::past::{lake_keys, LakeSummaries};
+use super::rounds::Rounds;
 use super::source::OffsetSource;
 use super::stamper::Stamper;
 use super::{lake_rows, with_fleet};
@@ -60,6 +63,8 @@ pub struct LiveOptions {
     pub commit_every: Duration,
     /// Write the lake on a thread per worker (see [`SinkOptions::background`]).
     pub background_writer: bool,
+    /// The cluster this process is part of (one process by default).
+    pub cluster: crate::cluster::ClusterArgs,
 }
 
 impl LiveShared {
@@ -144,6 +149,22 @@ impl LiveShared {
 }
 
 impl LiveShared {
+    /// Applies a tick's changes of the fleet's views to the book, and tells subscribers.
+    fn apply_fleet(&self, c: &kaiabc_operators::fleet::FleetChanges) {
+        let applied = self.fleet.apply(c);
+        for event in &applied.alerts {
+            self.hub.alert(event);
+        }
+        // Rendered only for subscribers; the sequence numbers move regardless.
+        if self.hub.fleet_interest() {
+            for (stream, seq) in applied.streams {
+                if let Some(v) = self.fleet.render(&stream) {
+                    self.hub.publish_fleet(&stream, seq, &v);
+                }
+            }
+        }
+    }
+
     /// Sends a record as JSON to a topic, in Kafka mode.
     fn to_kafka(&self, topic: &str, key: Option<&str>, value: &impl serde::Serialize) {
         let Some(k) = self.kafka.get() else {
@@ -198,11 +219,7 @@ struct WorkerStats {
 impl WorkerStats {
     /// Copies the figures out for `/metrics`.
     fn publish(&self, index: usize, metrics: &Metrics) {
-        let figures = WorkerFigures::of(
-            &self.nodes.borrow(),
-            &self.parse.borrow(),
-            &self.sink.borrow(),
-        );
+        let figures = WorkerFigures::of(&self.nodes.borrow(), &self.sink.borrow());
         metrics.set_worker(index, figures);
     }
 
@@ -215,20 +232,12 @@ impl WorkerStats {
     }
 }
 
-/// The checkpoint handshake between the source's aligner and the workers: the aligner raises
-/// `request`, each worker's `NodeClocks` answers with a barrier of that epoch and notes it in
-/// `sent`, and each sink records in `acks` the epoch it has committed and saved.
-#[derive(Clone)]
-struct Handshake {
-    request: Arc<AtomicU64>,
-    sent: Arc<Vec<Arc<AtomicU64>>>,
-    acks: Arc<Vec<AtomicU64>>,
-}
-
-/// Runs the live dataflow on the messages of `source` until `shared.stop` is set, then drains
-/// it and commits the lake. Nodes resume from `restored` (opened from the lake's checkpoints);
-/// every aligned checkpoint commits the lake, saves the checkpoints of the nodes that changed,
-/// and then commits the source's position.
+/// Runs the live dataflow on the messages of `source` until `shared.stop` is set (here, or in
+/// any process of the cluster), then drains it and commits the lake. Nodes resume from
+/// `restored` (opened from the lake's checkpoints); every aligned checkpoint commits the lake,
+/// saves the checkpoints of the nodes that changed, and then commits the source's position.
+/// In a cluster each process runs its own source (its share of Kafka's partitions) on its
+/// first worker.
 pub fn run_live(
     opts: LiveOptions,
     node_cfg: NodeConfig,
@@ -237,135 +246,31 @@ pub fn run_live(
     restored: &Restored,
 ) -> Result<LiveSummary> {
     anyhow::ensure!(opts.workers >= 1, "--workers must be at least 1");
-    let hand = Handshake {
-        request: Arc::new(AtomicU64::new(0)),
-        sent: Arc::new(
-            (0..opts.workers)
-                .map(|_| Arc::new(AtomicU64::new(0)))
-                .collect(),
-        ),
-        acks: Arc::new((0..opts.workers).map(|_| AtomicU64::new(0)).collect()),
-    };
-    let run = restored.run;
-    let restore = Arc::new(restored.states());
-    let keys = Arc::new(existing_keys(&opts.lake.root)?);
-    let summaries = LakeSummaries::read(&opts.lake.root)?;
-    let files = Arc::new(vec![LogFile {
-        name: "mqtt".into(),
-        parser: Some(LineParser::Jsonl),
-    }]);
-    let node_cfg = Arc::new(node_cfg);
-    let source = Arc::new(Mutex::new(Some(source)));
-    let guards = timely::execute(timely::Config::process(opts.workers), {
-        let shared = Arc::clone(&shared);
-        move |worker| -> Result<WorkerResult, String> {
-            let index = worker.index();
-            let stats = WorkerStats::default();
-            let writer = LakeWriter::new(opts.lake.clone(), index).map_err(|e| e.to_string())?;
-            let in_files = Arc::new(FilesProgress::default());
-            let lake = lake_keys(&summaries, &writer, &in_files);
-            let (mut input, mut cap, mut fleet_in) = worker.dataflow::<u64, _, _>(|scope| {
-                let ((records_in, records_cap), records) =
-                    scope.new_unordered_input::<CapacityContainerBuilder<Vec<Incoming>>>();
-                let ((liveness_in, liveness_cap), liveness) =
-                    scope.new_unordered_input::<CapacityContainerBuilder<Vec<NodeEvent>>>();
-                let (registry_in, registry) = scope.new_collection::<(Name, NodeMeta), isize>();
-                let latest = Arc::clone(&shared);
-                let rows = lake_rows(
-                    records,
-                    &files,
-                    None,
-                    &keys,
-                    lake,
-                    &node_cfg,
-                    Ordering::Immediate,
-                    &stats.parse,
-                    &stats.nodes,
-                    Some(Checkpointing {
-                        // The source's aligned rounds pace the barriers.
-                        every: Duration::from_secs(3600),
-                        restore: Arc::clone(&restore),
-                        request: Some(Arc::clone(&hand.request)),
-                        sent: Some(Arc::clone(&hand.sent[index])),
-                    }),
-                );
-                let fleet = Arc::clone(&shared);
-                with_fleet(
-                    rows,
-                    Some(liveness),
-                    registry,
-                    shared.fleet.cfg.clone(),
-                    crate::cluster::first_of_process(index, opts.workers),
-                    move |c| {
-                        let applied = fleet.fleet.apply(c);
-                        for event in &applied.alerts {
-                            fleet.hub.alert(event);
-                        }
-                        // Rendered only for subscribers; the sequence numbers move regardless.
-                        if fleet.hub.fleet_interest() {
-                            for (stream, seq) in applied.streams {
-                                if let Some(v) = fleet.fleet.render(&stream) {
-                                    fleet.hub.publish_fleet(&stream, seq, &v);
-                                }
-                            }
-                        }
-                    },
-                )
-                .inspect_in_order(move |row: &LakeRow| latest.publish(row))
-                .lake_sink(
-                    writer,
-                    Rc::clone(&stats.sink),
-                    SinkOptions {
-                        // The checkpoint barriers pace the commits.
-                        commit_every: None,
-                        checkpoints: Some(CheckpointWriter::new(&opts.lake.root, run, index)),
-                        on_checkpoint: Some({
-                            let acks = Arc::clone(&hand.acks);
-                            Box::new(move |epoch: u64| {
-                                acks[index].fetch_max(epoch, AtomicOrdering::AcqRel);
-                            }) as Box<dyn Fn(u64) + Send>
-                        }),
-                        background: opts.background_writer,
-                        files: Some(in_files),
-                        retry: Some(Arc::clone(&shared.durability)),
-                    },
-                );
-                let fleet_in = FleetInputs {
-                    registry: registry_in,
-                    liveness: liveness_in,
-                    liveness_cap,
-                };
-                (records_in, records_cap, fleet_in)
-            });
-            if index == 0 {
-                let source = source
-                    .lock()
-                    .map_err(|_| "the source's lock is poisoned".to_string())?
-                    .take()
-                    .ok_or("worker 0 started twice")?;
-                SourceLoop {
-                    source,
-                    aligner: Aligner::new(
-                        Arc::clone(&hand.request),
-                        Arc::clone(&hand.sent),
-                        Arc::clone(&hand.acks),
-                        opts.commit_every,
-                    ),
-                    stamper: Stamper::new(opts.lateness),
-                }
-                .run(worker, &mut input, &mut cap, &mut fleet_in, &shared, &stats);
-            }
-            // Dropping the inputs and their capabilities closes them.
-            drop(cap);
-            drop(input);
-            drop(fleet_in);
-            while worker.step_or_park(Some(Duration::from_millis(20))) {
-                stats.publish(index, &shared.metrics);
-            }
-            Ok(stats.take())
-        }
-    })
-    .map_err(|e| anyhow!("starting the workers: {e}"))?;
+    if opts.cluster.is_cluster() {
+        crate::cluster::exit_when_a_peer_is_lost();
+    }
+    let ctx = Arc::new(WorkerContext {
+        run: restored.run,
+        restore: Arc::new(restored.states()),
+        keys: Arc::new(existing_keys(&opts.lake.root)?),
+        summaries: LakeSummaries::read(&opts.lake.root)?,
+        files: Arc::new(vec![LogFile {
+            name: "mqtt".into(),
+            parser: Some(LineParser::Jsonl),
+        }]),
+        node_cfg: Arc::new(node_cfg),
+        source: Mutex::new(Some(source)),
+        shared: Arc::clone(&shared),
+        opts,
+    });
+    let guards = ctx
+        .opts
+        .cluster
+        .execute(ctx.opts.workers, {
+            let ctx = Arc::clone(&ctx);
+            move |worker| run_worker(worker, &ctx)
+        })
+        .map_err(|e| anyhow!("starting the workers: {e} [{}]", e.code()))?;
     let mut summary = LiveSummary::default();
     for r in guards.join() {
         let r = r
@@ -379,6 +284,203 @@ pub fn run_live(
     // Read once every worker has finished (the source counts as it reads).
     summary.events_in = shared.metrics.events_in.load(AtomicOrdering::Relaxed);
     Ok(summary)
+}
+
+/// What every worker of a live run starts from.
+struct WorkerContext {
+    opts: LiveOptions,
+    run: u64,
+    restore: Arc<std::collections::HashMap<String, Vec<u8>>>,
+    keys: Arc<kaiabc_connectors::lake::ExistingKeys>,
+    summaries: Arc<LakeSummaries>,
+    files: Arc<Vec<LogFile>>,
+    node_cfg: Arc<NodeConfig>,
+    /// This process's source, taken by its first worker.
+    source: Mutex<Option<Box<dyn OffsetSource>>>,
+    shared: Arc<LiveShared>,
+}
+
+/// The inputs a worker feeds (only a process's first worker keeps them open).
+struct Inputs {
+    records: UnorderedHandle<u64, CapacityContainerBuilder<Vec<Incoming>>>,
+    cap: ActivateCapability<u64>,
+    fleet: FleetInputs,
+}
+
+/// One worker: builds the dataflow and the rounds, runs the process's source on its first
+/// worker, and steps until the dataflow is done.
+fn run_worker(
+    worker: &mut timely::worker::Worker,
+    ctx: &WorkerContext,
+) -> Result<WorkerResult, String> {
+    let index = worker.index();
+    let stats = WorkerStats::default();
+    let shared = &ctx.shared;
+    let (inputs, done, mut rounds) = build(worker, ctx, &stats)?;
+    if crate::cluster::first_of_process(index, ctx.opts.workers) {
+        let source = ctx
+            .source
+            .lock()
+            .map_err(|_| "the source's lock is poisoned".to_string())?
+            .take()
+            .ok_or("the process's source started twice")?;
+        let processes = ctx.opts.cluster.processes;
+        SourceLoop {
+            source,
+            aligner: Aligner::new(ctx.opts.commit_every),
+            stamper: Stamper::new(ctx.opts.lateness).one_of_several(processes > 1),
+        }
+        .run(worker, inputs, &mut rounds, shared, &stats);
+    } else {
+        // Dropping the inputs and their capabilities closes them.
+        drop(inputs);
+    }
+    // The rounds stay open while this worker's operators may still send barriers and save.
+    while !done.done() {
+        worker.step_or_park(Some(Duration::from_millis(20)));
+        rounds.advance();
+        stats.publish(index, &shared.metrics);
+    }
+    rounds.close();
+    while worker.step_or_park(Some(Duration::from_millis(20))) {
+        stats.publish(index, &shared.metrics);
+    }
+    Ok(stats.take())
+}
+
+/// Builds a worker's live dataflow, then its rounds: the inputs, a probe that is done once
+/// every row has gone to the sink, and the rounds.
+fn build(
+    worker: &mut timely::worker::Worker,
+    ctx: &WorkerContext,
+    stats: &WorkerStats,
+) -> Result<(Inputs, ProbeHandle<u64>, Rounds), String> {
+    let index = worker.index();
+    let opts = &ctx.opts;
+    let shared = &ctx.shared;
+    let writer = LakeWriter::new(opts.lake.clone(), index).map_err(|e| e.to_string())?;
+    let in_files = Arc::new(FilesProgress::default());
+    let lake = lake_keys(&ctx.summaries, &writer, &in_files);
+    // Set by this worker's node operator and sink, read by its rounds (same thread, and the
+    // sink's own thread).
+    let barrier_sent = Rc::new(std::cell::Cell::new(0u64));
+    let round_saved = Arc::new(AtomicU64::new(0));
+    let (inputs, done) = worker.dataflow::<u64, _, _>(|scope| {
+        let ((records_in, records_cap), records) =
+            scope.new_unordered_input::<CapacityContainerBuilder<Vec<Incoming>>>();
+        let ((liveness_in, liveness_cap), liveness) =
+            scope.new_unordered_input::<CapacityContainerBuilder<Vec<NodeEvent>>>();
+        let (registry_in, registry) = scope.new_collection::<(Name, NodeMeta), isize>();
+        let rows = lake_rows(
+            records,
+            &ctx.files,
+            None,
+            &ctx.keys,
+            lake,
+            &ctx.node_cfg,
+            Ordering::Immediate,
+            &stats.parse,
+            &stats.nodes,
+            Some(Checkpointing {
+                restore: Arc::clone(&ctx.restore),
+                // One source a process, each sending its markers to every worker.
+                sources: opts.cluster.processes,
+                sent: Some(Rc::clone(&barrier_sent)),
+            }),
+        );
+        let fleet = Arc::clone(shared);
+        let latest = Arc::clone(shared);
+        let rows = with_fleet(
+            rows,
+            Some(liveness),
+            registry,
+            shared.fleet.cfg.clone(),
+            crate::cluster::first_of_process(index, opts.workers),
+            move |c| fleet.apply_fleet(c),
+        )
+        .inspect_in_order(move |row: &LakeRow| latest.publish(row));
+        if opts.cluster.is_cluster() {
+            let hub = Arc::clone(&shared.hub);
+            share_states(rows.clone(), opts.cluster.processes, opts.workers, hub);
+        }
+        let (done, rows) = rows.probe();
+        rows.lake_sink(
+            writer,
+            Rc::clone(&stats.sink),
+            SinkOptions {
+                // The checkpoint barriers pace the commits.
+                commit_every: None,
+                checkpoints: Some(CheckpointWriter::new(&opts.lake.root, ctx.run, index)),
+                on_checkpoint: Some({
+                    let saved = Arc::clone(&round_saved);
+                    Box::new(move |epoch: u64| {
+                        saved.fetch_max(epoch, AtomicOrdering::AcqRel);
+                    }) as Box<dyn Fn(u64) + Send>
+                }),
+                background: opts.background_writer,
+                files: Some(in_files),
+                retry: Some(Arc::clone(&shared.durability)),
+            },
+        );
+        let inputs = Inputs {
+            records: records_in,
+            cap: records_cap,
+            fleet: FleetInputs {
+                registry: registry_in,
+                liveness: liveness_in,
+                liveness_cap,
+            },
+        };
+        (inputs, done)
+    });
+    let stop = Arc::clone(shared);
+    let mut rounds = Rounds::new(worker, move || {
+        stop.stop.store(true, AtomicOrdering::SeqCst)
+    });
+    rounds.barrier_sent = barrier_sent;
+    rounds.round_saved = round_saved;
+    Ok((inputs, done, rounds))
+}
+
+/// Sends each state the worker's nodes produce to the first worker of every other process,
+/// which serves it (REST and WebSocket) as its own: any process answers for any node.
+fn share_states<'scope>(
+    rows: timely::dataflow::Stream<'scope, u64, Vec<LakeRow>>,
+    processes: usize,
+    workers: usize,
+    hub: Arc<Hub>,
+) {
+    use timely::dataflow::channels::pact::{Exchange, Pipeline};
+    use timely::dataflow::operators::generic::operator::Operator;
+    let me = rows.scope().index() / workers;
+    let copies = rows.unary::<CapacityContainerBuilder<Vec<(u64, Box<OscillatorState>)>>, _, _, _>(
+        Pipeline,
+        "ShareStates",
+        move |_, _| {
+            move |input, output| {
+                input.for_each(|time, data| {
+                    let mut session = output.session(&time);
+                    for row in data.iter() {
+                        let LakeRow::State(s) = row else { continue };
+                        for p in (0..processes).filter(|p| *p != me) {
+                            session.give(((p * workers) as u64, Box::new(s.clone())));
+                        }
+                    }
+                });
+            }
+        },
+    );
+    copies.sink(
+        Exchange::new(|(to, _): &(u64, Box<OscillatorState>)| *to),
+        "ServeStates",
+        move |(input, _)| {
+            input.for_each(|_, data| {
+                for (_, state) in data.drain(..) {
+                    hub.publish(&LakeRow::State(*state));
+                }
+            });
+        },
+    );
 }
 
 /// The fleet's own inputs (on worker 0): registry records and status messages, sent at the
@@ -412,8 +514,9 @@ impl FleetInputs {
     }
 }
 
-/// Worker 0's loop: reads the source (through the aligner's checkpoint rounds), stamps event
-/// time, feeds the dataflow's input and steps the worker, until the final round is over.
+/// A process's source loop (on its first worker): reads the source (through the aligner's
+/// checkpoint rounds), stamps event time, feeds the dataflow's inputs and steps the worker,
+/// until the final round is over.
 struct SourceLoop {
     source: Box<dyn OffsetSource>,
     aligner: Aligner,
@@ -424,24 +527,34 @@ impl SourceLoop {
     fn run(
         mut self,
         worker: &mut timely::worker::Worker,
-        input: &mut UnorderedHandle<u64, CapacityContainerBuilder<Vec<Incoming>>>,
-        cap: &mut ActivateCapability<u64>,
-        fleet: &mut FleetInputs,
+        mut inputs: Inputs,
+        rounds: &mut Rounds,
         shared: &LiveShared,
         stats: &WorkerStats,
     ) {
         let index = worker.index();
+        let (leader, peers) = (index == 0, worker.peers());
         let mut batch: Vec<Inbound> = Vec::new();
         loop {
             let stopping = shared.stop.load(AtomicOrdering::SeqCst);
+            if stopping {
+                rounds.stop_all();
+            }
+            rounds.advance();
             batch.clear();
-            let sent = self.stamper.sent();
             let source = self.source.as_mut();
-            if self
-                .aligner
-                .step(source, stopping, sent, &shared.metrics, &mut batch)
-            {
-                return;
+            let step = self.aligner.step(
+                source,
+                rounds,
+                leader,
+                stopping,
+                &shared.metrics,
+                &mut batch,
+            );
+            match step {
+                Step::Done => return,
+                Step::Markers(epoch) => self.stamper.markers(epoch, peers),
+                Step::Read => {}
             }
             let idle = batch.is_empty();
             for msg in &batch {
@@ -456,9 +569,14 @@ impl SourceLoop {
                 self.stamper
                     .follow_wall_clock(chrono::Utc::now().timestamp_micros());
             }
+            let Inputs {
+                records,
+                cap,
+                fleet,
+            } = &mut inputs;
             for (t, mut run) in self.stamper.drain() {
                 let at = cap.delayed(&t);
-                input.activate().session(&at).give_container(&mut run);
+                records.activate().session(&at).give_container(&mut run);
             }
             if self.stamper.watermark() > *cap.time() {
                 *cap = cap.delayed(&self.stamper.watermark());

@@ -10,6 +10,7 @@ pub mod live;
 pub mod parse;
 pub mod past;
 pub mod replay;
+pub mod rounds;
 pub mod source;
 pub mod stamper;
 
@@ -85,7 +86,11 @@ pub fn lake_rows<'scope>(
         Some(c) => readings.node_clocks_checkpointed(cfg, ordering, lake, Rc::clone(stats), c),
         None => readings.node_clocks(cfg, ordering, lake, Rc::clone(stats)),
     };
-    clocks.concat(dead)
+    // Dead letters first: when a record that became one and a checkpoint marker after it
+    // reach this worker together, the dead letter must be ahead of the barrier the marker
+    // releases, or it would be committed a round late (and lost if the round's position were
+    // committed before a crash). `concatenate` drains its inputs in order.
+    dead.concat(clocks)
 }
 
 /// The fleet's views over a worker's rows (see `kaiabc_operators::fleet`): the rows pass on,

@@ -48,6 +48,9 @@ pub struct Incoming {
     pub payload: Vec<u8>,
     /// A Parquet row arrives parsed (boxed: records are moved several times on their way).
     pub parsed: Option<Box<Result<RawReading, Rejection>>>,
+    /// Not a record but a source's checkpoint marker of this round, for the worker `route`
+    /// (see [`kaiabc_operators::dataflow::Checkpointing`]).
+    pub marker: Option<u64>,
 }
 
 /// What one worker's parser did.
@@ -108,8 +111,16 @@ impl<'scope> ParseValidate<'scope> for Stream<'scope, u64, Vec<Incoming>> {
                     let mut st = stats.borrow_mut();
                     // In arrival order, which live commands rely on.
                     input.for_each(|time, batch| {
-                        st.records += batch.len() as u64;
                         for r in batch.drain(..) {
+                            if let Some(epoch) = r.marker {
+                                let worker = r.route;
+                                out.push(Parsed::Reading((
+                                    r.ordinal,
+                                    NodeInput::Marker { epoch, worker },
+                                )));
+                                continue;
+                            }
+                            st.records += 1;
                             if let Some(p) = parse_one(&files, limits, &keys, &mut st, r) {
                                 if matches!(p, Parsed::Reading(_)) {
                                     st.readings += 1;

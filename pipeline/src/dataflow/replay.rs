@@ -548,6 +548,7 @@ fn read_all(
                 source: None,
                 payload: rec.payload.to_vec(),
                 parsed: rec.parsed.map(Box::new),
+                marker: None,
             });
             if let Some(m) = max_seen {
                 src.watermark = src.watermark.max(tick_of(m - lateness));
@@ -596,5 +597,6 @@ fn push_command(src: &mut Source, cmd: &kaiabc_schemas::ControlCommand, ordinal:
             source: None,
             payload: serde_json::to_vec(cmd).expect("a command always encodes"),
             parsed: None,
+            marker: None,
         });
 }
