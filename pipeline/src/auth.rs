@@ -797,6 +797,29 @@ mod tests {
         assert_eq!(reg.authenticate(&key).unwrap(), "w1");
     }
 
+    /// Two processes of a cluster share the state directory: a node registered through one is
+    /// known to the other at its first request (the file is read again when it changed).
+    #[test]
+    fn a_node_registered_by_another_process_is_found_on_its_first_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nodes.json");
+        let first = Registry::open(&path).unwrap();
+        let second = Registry::open(&path).unwrap();
+        assert!(second.get("pico_9").is_none());
+        let (_, key) = first
+            .register(Registration {
+                node_id: "pico_9".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(second.authenticate(&key).unwrap(), "pico_9");
+        assert!(second.get("pico_9").is_some());
+        assert_eq!(second.list().len(), 1);
+        // Without a change to the file, a miss reads nothing again.
+        assert!(!second.refresh());
+        assert!(second.get("pico_10").is_none());
+    }
+
     #[test]
     fn the_registry_is_readable_by_its_owner_only() {
         use std::os::unix::fs::PermissionsExt;

@@ -251,6 +251,31 @@ mod tests {
         }
     }
 
+    /// The other processes of a cluster read what the first compacts, and leave the files be.
+    #[test]
+    fn reading_without_compacting_sees_the_same_nodes_and_keeps_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let first = open_checkpoints(root).unwrap();
+        let mut w0 = CheckpointWriter::new(root, first.run, 0);
+        let mut w1 = CheckpointWriter::new(root, first.run, 1);
+        w0.write(&[entry("a", 1)]).unwrap();
+        w1.write(&[entry("b", 1)]).unwrap();
+        w0.write(&[entry("a", 2)]).unwrap();
+        let files = || std::fs::read_dir(checkpoint_dir(root)).unwrap().count();
+        let read = read_checkpoints(root).unwrap();
+        assert_eq!(files(), 3, "nothing compacted");
+        let opened = open_checkpoints(root).unwrap();
+        assert_eq!(files(), 1, "compacted into the base");
+        assert_eq!((read.run, read.files), (opened.run, opened.files));
+        assert_eq!(read.nodes, opened.nodes);
+        assert_eq!(read.nodes["a"].state, vec![2; 3]);
+        // After the compaction, a reader sees the base alone, and the same nodes.
+        let again = read_checkpoints(root).unwrap();
+        assert_eq!(again.nodes, opened.nodes);
+        assert_eq!(again.run, opened.run + 1);
+    }
+
     #[test]
     fn later_segments_win_and_opening_folds_runs_into_one_base() {
         let dir = tempfile::tempdir().unwrap();

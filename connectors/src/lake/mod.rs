@@ -11,6 +11,7 @@ mod checkpoint;
 mod hdf5;
 mod keys;
 mod lookup;
+pub mod object;
 mod query;
 mod record;
 mod writer;
@@ -26,7 +27,7 @@ pub use checkpoint::{
 pub use hdf5::hdf5_bytes;
 pub use keys::{existing_keys, for_each_reading_key, ExistingKeys};
 pub use lookup::{ReadingLookup, DEFAULT_CACHED_ROWS};
-pub use query::{parquet_bytes, query, session, write_batches, OutputFormat};
+pub use query::{collect, parquet_bytes, query, session, write_batches, OutputFormat};
 pub use record::{Columns, LakeRecord, LakeRow};
 pub use writer::{LakeConfig, LakeWriter};
 
@@ -65,6 +66,9 @@ pub enum LakeError {
     /// Writing an HDF5 export failed.
     #[error("hdf5 export: {0}")]
     Hdf5(String),
+    /// Object storage (S3) refused or failed an operation.
+    #[error("object storage: {0}")]
+    Object(String),
     /// A checkpoint file is unreadable.
     #[error("checkpoint {path}: {why}")]
     Checkpoint {
@@ -86,6 +90,7 @@ impl LakeError {
             Self::Config(_) => "LAKE_CONFIG",
             Self::Checkpoint { .. } => "LAKE_CHECKPOINT",
             Self::Hdf5(_) => "LAKE_HDF5",
+            Self::Object(_) => "LAKE_OBJECT_STORE",
         }
     }
 

@@ -44,7 +44,12 @@ pub async fn session(root: &Path) -> Result<SessionContext, LakeError> {
 
 /// Runs one SQL statement over the lake; the result has at least one (perhaps empty) batch.
 pub async fn query(root: &Path, sql: &str) -> Result<Vec<RecordBatch>, LakeError> {
-    let ctx = session(root).await?;
+    collect(&session(root).await?, sql).await
+}
+
+/// Runs one SQL statement in a session over a lake (a directory's, or a bucket's); the result
+/// has at least one (perhaps empty) batch.
+pub async fn collect(ctx: &SessionContext, sql: &str) -> Result<Vec<RecordBatch>, LakeError> {
     let df = ctx.sql(sql).await?;
     let schema = Arc::new(df.schema().as_arrow().clone());
     let mut batches = df.collect().await?;

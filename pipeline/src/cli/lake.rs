@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use kaiabc_connectors::file::Format;
+use kaiabc_connectors::lake::object::{self, S3Location};
 use kaiabc_connectors::lake::{self, LakeConfig, OutputFormat};
 use kaiabc_operators::clock::ClockConfig;
 use kaiabc_operators::node::NodeConfig;
@@ -73,7 +74,8 @@ enum FileFormat {
 pub struct QueryArgs {
     /// One SQL statement (DataFusion's dialect).
     sql: String,
-    /// The lake's root directory.
+    /// The lake's root directory, or `s3://BUCKET/PREFIX` (credentials and endpoint from the
+    /// `AWS_*` environment variables; `AWS_ENDPOINT_URL` for an S3-compatible server).
     #[arg(long, default_value = "data/lake")]
     lake: PathBuf,
     /// Output format.
@@ -191,7 +193,14 @@ pub fn query(a: &QueryArgs) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let batches = rt.block_on(lake::query(&a.lake, &a.sql))?;
+    let s3 = a.lake.to_str().and_then(S3Location::parse);
+    let batches = match s3 {
+        Some(at) => rt.block_on(async {
+            let ctx = object::session(&at).await?;
+            lake::collect(&ctx, &a.sql).await
+        })?,
+        None => rt.block_on(lake::query(&a.lake, &a.sql))?,
+    };
     let format = match a.format {
         QueryFormat::Table => OutputFormat::Table,
         QueryFormat::Csv => OutputFormat::Csv,
@@ -202,5 +211,44 @@ pub fn query(a: &QueryArgs) -> Result<()> {
     if matches!(format, OutputFormat::Json) {
         writeln!(out)?;
     }
+    Ok(())
+}
+
+/// `kaiabc lake …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum LakeCommand {
+    /// Upload the lake's committed files that the bucket does not hold yet (same key, same
+    /// size), under the same paths; DuckDB, DataFusion, Spark and pyarrow then read the bucket.
+    Push(PushArgs),
+}
+
+/// Arguments of `kaiabc lake push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The lake's root directory.
+    #[arg(long, default_value = "data/lake")]
+    lake: PathBuf,
+    /// Where: `s3://BUCKET/PREFIX` (credentials, region and endpoint from the `AWS_*`
+    /// environment variables; `AWS_ENDPOINT_URL` for an S3-compatible server).
+    #[arg(long)]
+    to: String,
+}
+
+pub fn push(a: &PushArgs) -> Result<()> {
+    let Some(to) = S3Location::parse(&a.to) else {
+        bail!("--to {:?} is not s3://BUCKET[/PREFIX]", a.to);
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let store = to.store()?;
+    let pushed = rt
+        .block_on(object::push(&a.lake, &to, store.as_ref()))
+        .with_context(|| format!("pushing {} to {}", a.lake.display(), a.to))?;
+    eprintln!(
+        "kaiabc lake push: {} files uploaded ({} bytes), {} already there",
+        pushed.uploaded, pushed.bytes, pushed.skipped
+    );
     Ok(())
 }

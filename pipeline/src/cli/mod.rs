@@ -29,8 +29,12 @@ enum Command {
     Analyze(AnalyzeCommand),
     /// Replay sensor logs through the dataflow into the Parquet lake.
     Replay(lake::ReplayArgs),
-    /// Run SQL over the lake (tables readings, states, rhythms, dead_letters).
+    /// Run SQL over the lake (tables readings, states, rhythms, dead_letters), a directory or
+    /// `s3://BUCKET/PREFIX`.
     Query(lake::QueryArgs),
+    /// The lake on object storage: `kaiabc lake push` mirrors its committed files to S3.
+    #[command(subcommand)]
+    Lake(lake::LakeCommand),
     /// Run the live pipeline: MQTT (embedded or external), optionally Kafka, dataflow, HTTP
     /// API, lake.
     Run(Box<run::RunArgs>),
@@ -240,6 +244,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Analyze(AnalyzeCommand::Prc(a)) => analyze::prc(&a),
         Command::Replay(a) => lake::replay(&a),
         Command::Query(a) => lake::query(&a),
+        Command::Lake(lake::LakeCommand::Push(a)) => lake::push(&a),
         Command::Run(a) => run::run(&a),
         Command::Token(a) => run::token(&a),
         Command::Bridge(a) => run::bridge(&a),

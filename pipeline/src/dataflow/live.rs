@@ -442,8 +442,48 @@ fn build(
     Ok((inputs, done, rounds))
 }
 
-/// Sends each state the worker's nodes produce to the first worker of every other process,
-/// which serves it (REST and WebSocket) as its own: any process answers for any node.
+/// A node's row as the other processes of a cluster serve it. Readings and dead letters
+/// travel as JSON: their `serde` forms (flattened and free-form fields) are not ones bincode,
+/// timely's encoding, can size.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+enum Shared {
+    /// Its latest state (REST, WebSocket).
+    State(OscillatorState),
+    /// A reading applied, as JSON (answers an HTTP ingest waiting for it, the WebSocket).
+    Reading(Vec<u8>),
+    /// A reading its clock or filter refused, as JSON (answers an HTTP ingest waiting for it).
+    Dead(Vec<u8>),
+}
+
+impl Shared {
+    fn of(row: &LakeRow) -> Option<Self> {
+        match row {
+            LakeRow::State(s) => Some(Self::State(s.clone())),
+            LakeRow::Reading(r) => json(r).map(Self::Reading),
+            LakeRow::DeadLetter(d) if d.node_id.is_some() => json(d).map(Self::Dead),
+            _ => None,
+        }
+    }
+
+    fn into_row(self) -> Option<LakeRow> {
+        match self {
+            Self::State(s) => Some(LakeRow::State(s)),
+            Self::Reading(r) => serde_json::from_slice(&r).ok().map(LakeRow::Reading),
+            Self::Dead(d) => serde_json::from_slice(&d).ok().map(LakeRow::DeadLetter),
+        }
+    }
+}
+
+/// A row as JSON, for the other processes.
+fn json<T: serde::Serialize>(v: &T) -> Option<Vec<u8>> {
+    serde_json::to_vec(v)
+        .map_err(|e| tracing::error!(error = %e, "encoding a row for the cluster"))
+        .ok()
+}
+
+/// Sends the states, readings and node dead letters the worker's nodes produce to the first
+/// worker of every other process, which serves them (REST, WebSocket, an HTTP ingest waiting
+/// for its reading) as its own: any process answers for any node.
 fn share_states<'scope>(
     rows: timely::dataflow::Stream<'scope, u64, Vec<LakeRow>>,
     processes: usize,
@@ -453,17 +493,16 @@ fn share_states<'scope>(
     use timely::dataflow::channels::pact::{Exchange, Pipeline};
     use timely::dataflow::operators::generic::operator::Operator;
     let me = rows.scope().index() / workers;
-    let copies = rows.unary::<CapacityContainerBuilder<Vec<(u64, Box<OscillatorState>)>>, _, _, _>(
+    let copies = rows.unary::<CapacityContainerBuilder<Vec<(u64, Box<Shared>)>>, _, _, _>(
         Pipeline,
-        "ShareStates",
+        "ShareRows",
         move |_, _| {
             move |input, output| {
                 input.for_each(|time, data| {
                     let mut session = output.session(&time);
-                    for row in data.iter() {
-                        let LakeRow::State(s) = row else { continue };
+                    for shared in data.iter().filter_map(Shared::of) {
                         for p in (0..processes).filter(|p| *p != me) {
-                            session.give(((p * workers) as u64, Box::new(s.clone())));
+                            session.give(((p * workers) as u64, Box::new(shared.clone())));
                         }
                     }
                 });
@@ -471,12 +510,12 @@ fn share_states<'scope>(
         },
     );
     copies.sink(
-        Exchange::new(|(to, _): &(u64, Box<OscillatorState>)| *to),
-        "ServeStates",
+        Exchange::new(|(to, _): &(u64, Box<Shared>)| *to),
+        "ServeRows",
         move |(input, _)| {
             input.for_each(|_, data| {
-                for (_, state) in data.drain(..) {
-                    hub.publish(&LakeRow::State(*state));
+                for row in data.drain(..).filter_map(|(_, s)| s.into_row()) {
+                    hub.publish(&row);
                 }
             });
         },
