@@ -4,7 +4,7 @@
 //!
 //! `run_live` wires the parts: the source ([`OffsetSource`]) and its checkpoint rounds
 //! ([`Aligner`], [`Rounds`]) and the event-time [`Stamper`] on each process's first worker, the
-//! shared graph ([`lake_rows`]) and the lake sink on every worker, the states shared with the
+//! shared graph ([`lake_rows`]) and the lake sink on every worker, the node rows shared with the
 //! other processes of a cluster, and the workers' figures for `/metrics`.
 
 use std::cell::RefCell;
@@ -401,7 +401,7 @@ fn build(
         .inspect_in_order(move |row: &LakeRow| latest.publish(row));
         if opts.cluster.is_cluster() {
             let hub = Arc::clone(&shared.hub);
-            share_states(rows.clone(), opts.cluster.processes, opts.workers, hub);
+            share_rows(rows.clone(), opts.cluster.processes, opts.workers, hub);
         }
         let (done, rows) = rows.probe();
         rows.lake_sink(
@@ -484,7 +484,7 @@ fn json<T: serde::Serialize>(v: &T) -> Option<Vec<u8>> {
 /// Sends the states, readings and node dead letters the worker's nodes produce to the first
 /// worker of every other process, which serves them (REST, WebSocket, an HTTP ingest waiting
 /// for its reading) as its own: any process answers for any node.
-fn share_states<'scope>(
+fn share_rows<'scope>(
     rows: timely::dataflow::Stream<'scope, u64, Vec<LakeRow>>,
     processes: usize,
     workers: usize,
