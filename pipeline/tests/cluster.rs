@@ -484,22 +484,6 @@ fn node_rows(lake: &Path) -> String {
     out
 }
 
-/// Reading `k` of node `n`: every 10 minutes from 2026-01-05, a warming and cooling day.
-fn live_reading(node: &str, k: i64) -> String {
-    let t = chrono::DateTime::parse_from_rfc3339("2026-01-05T00:00:00Z").unwrap()
-        + chrono::Duration::minutes(10 * k);
-    let kelvin = 298.0 + 4.0 * (k as f64 * std::f64::consts::TAU / 144.0).sin();
-    serde_json::json!({
-        "node_id": node,
-        "seq": k,
-        "timestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "temperature_kelvin": kelvin,
-        "humidity_percent": 40.0,
-        "sensor_type": "BME280",
-    })
-    .to_string()
-}
-
 fn live_node(i: usize) -> String {
     format!("c{i:02}")
 }
@@ -516,7 +500,7 @@ fn produce(brokers: &str, ks: std::ops::RangeInclusive<i64>, gap: Duration) {
         .unwrap();
     for k in ks {
         for i in 0..LIVE_NODES {
-            let (node, payload) = (live_node(i), live_reading(&live_node(i), k));
+            let (node, payload) = (live_node(i), common::live::reading_k(&live_node(i), k));
             producer
                 .send(BaseRecord::to(READINGS_TOPIC).key(&node).payload(&payload))
                 .unwrap();

@@ -57,22 +57,6 @@ fn pipeline(lake: &Path, kafka: &str, mqtt_port: u16) -> (Server, SocketAddr) {
     (server, http)
 }
 
-/// A reading `k` of `node`: every 10 minutes from 2026-01-05, a warming and cooling day.
-fn reading_k(node: &str, k: i64) -> String {
-    let t = chrono::DateTime::parse_from_rfc3339("2026-01-05T00:00:00Z").unwrap()
-        + chrono::Duration::minutes(10 * k);
-    let kelvin = 298.0 + 4.0 * (k as f64 * std::f64::consts::TAU / 144.0).sin();
-    serde_json::json!({
-        "node_id": node,
-        "seq": k,
-        "timestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "temperature_kelvin": kelvin,
-        "humidity_percent": 40.0,
-        "sensor_type": "BME280",
-    })
-    .to_string()
-}
-
 /// `mosquitto_pub`, QoS 1: a real node's publish.
 fn mosquitto_pub(port: u16, topic: &str, payload: &str) {
     let out = Command::new("mosquitto_pub")

@@ -11,20 +11,6 @@ use common::deploy::root;
 use common::kafka::{wait_for_port, Proc};
 use common::live::free_port;
 
-/// The project's Python (a venv with moto, boto3 and pyarrow).
-fn python() -> PathBuf {
-    let py = Command::new("bash")
-        .arg(root().join("scripts/pyenv.sh"))
-        .output()
-        .expect("scripts/pyenv.sh");
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    PathBuf::from(String::from_utf8(py.stdout).unwrap().trim())
-}
-
 const BUCKET: &str = "kaiabc-lake";
 
 /// moto's S3 server on a free loopback port, with an empty bucket; its endpoint.
@@ -81,7 +67,7 @@ fn kaiabc_s3(endpoint: &str, args: &[&str]) -> Output {
 
 #[test]
 fn a_lake_pushed_to_s3_answers_the_same_sql_and_pyarrow_reads_it() {
-    let py = python();
+    let py = common::deploy::python();
     let (_server, endpoint) = s3_server(&py);
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");

@@ -87,16 +87,7 @@ fn the_datasets_land_in_the_lake_as_the_manifest_says_and_real_readers_agree() {
 
     // DuckDB and pyarrow read every table with the documented schema, and the counts per node
     // and the dead letters' reasons and line numbers match the manifest.
-    let py = Command::new("bash")
-        .arg(root().join("scripts/pyenv.sh"))
-        .output()
-        .expect("scripts/pyenv.sh");
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let python = String::from_utf8(py.stdout).unwrap().trim().to_string();
+    let python = common::deploy::python();
     let mut check = Command::new(python);
     check
         .arg(root().join("scripts/check_lake.py"))

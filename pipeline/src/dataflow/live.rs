@@ -434,11 +434,9 @@ fn build(
         (inputs, done)
     });
     let stop = Arc::clone(shared);
-    let mut rounds = Rounds::new(worker, move || {
+    let rounds = Rounds::new(worker, barrier_sent, round_saved, move || {
         stop.stop.store(true, AtomicOrdering::SeqCst)
     });
-    rounds.barrier_sent = barrier_sent;
-    rounds.round_saved = round_saved;
     Ok((inputs, done, rounds))
 }
 

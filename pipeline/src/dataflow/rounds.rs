@@ -38,15 +38,22 @@ pub struct Rounds {
     stops: Option<Signal>,
     stop_sent: bool,
     /// The last barrier this worker's node operator has sent (set by the operator).
-    pub barrier_sent: Rc<Cell<u64>>,
+    barrier_sent: Rc<Cell<u64>>,
     /// The last round this worker's sink has saved (set by the sink's hook, on its thread).
-    pub round_saved: Arc<AtomicU64>,
+    round_saved: Arc<AtomicU64>,
 }
 
 impl Rounds {
     /// Builds the rounds' dataflow on `worker` (every worker must, in the same order as its
-    /// other dataflows). `stopped` is called on every worker when any process stops.
-    pub fn new(worker: &mut Worker, stopped: impl Fn() + 'static) -> Self {
+    /// other dataflows). `barrier_sent` and `round_saved` are where this worker's node operator
+    /// and sink note what they have done; `stopped` is called on every worker when any process
+    /// stops.
+    pub fn new(
+        worker: &mut Worker,
+        barrier_sent: Rc<Cell<u64>>,
+        round_saved: Arc<AtomicU64>,
+        stopped: impl Fn() + 'static,
+    ) -> Self {
         let leader = worker.index() == 0;
         let (mut called, mut sent, mut saved, mut stops) =
             (Signal::new(), Signal::new(), Signal::new(), Signal::new());
@@ -74,8 +81,8 @@ impl Rounds {
             saved_probe,
             stops: Some(stops),
             stop_sent: false,
-            barrier_sent: Rc::new(Cell::new(0)),
-            round_saved: Arc::new(AtomicU64::new(0)),
+            barrier_sent,
+            round_saved,
         }
     }
 

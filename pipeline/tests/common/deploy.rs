@@ -115,3 +115,17 @@ pub fn assert_dashboards_query_exported(text: &str) {
         }
     }
 }
+
+/// The project's Python (`scripts/pyenv.sh` makes its venv once): SciPy, pyarrow, DuckDB, moto.
+pub fn python() -> std::path::PathBuf {
+    let py = std::process::Command::new("bash")
+        .arg(root().join("scripts/pyenv.sh"))
+        .output()
+        .expect("scripts/pyenv.sh");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    std::path::PathBuf::from(String::from_utf8(py.stdout).unwrap().trim())
+}

@@ -512,3 +512,19 @@ pub fn read_status(r: &mut BufReader<TcpStream>) -> std::io::Result<u16> {
     r.read_exact(&mut sink)?;
     Ok(status)
 }
+
+/// A reading `k` of `node`: every 10 minutes from 2026-01-05, a warming and cooling day.
+pub fn reading_k(node: &str, k: i64) -> String {
+    let t = chrono::DateTime::parse_from_rfc3339("2026-01-05T00:00:00Z").unwrap()
+        + chrono::Duration::minutes(10 * k);
+    let kelvin = 298.0 + 4.0 * (k as f64 * std::f64::consts::TAU / 144.0).sin();
+    serde_json::json!({
+        "node_id": node,
+        "seq": k,
+        "timestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "temperature_kelvin": kelvin,
+        "humidity_percent": 40.0,
+        "sensor_type": "BME280",
+    })
+    .to_string()
+}
