@@ -20,6 +20,9 @@ PAIRS = [
     ("scripts/reference/model_reference.py", "operators/tests/data/model_reference.json"),
     ("scripts/reference/rhythm_reference.py", "operators/tests/data/rhythm_reference.json"),
     ("scripts/reference/fleet_reference.py", "operators/tests/data/fleet_reference.json"),
+    ("scripts/reference/wavelet_reference.py", "operators/tests/data/wavelet_reference.json"),
+    ("scripts/reference/cosinor_reference.py", "operators/tests/data/cosinor_reference.json"),
+    ("scripts/reference/trend_reference.py", "operators/tests/data/trend_reference.json"),
 ]
 # Fields that describe the run rather than the result.
 IGNORED = {"python", "elapsed_seconds", "generated_at", "runtime_seconds"}

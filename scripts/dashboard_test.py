@@ -12,6 +12,7 @@ Usage: scripts/dashboard.sh  (env: KAIABC_SCREENSHOT, default $CARGO_TARGET_DIR/
 """
 import datetime as dt
 import json
+import math
 import os
 import signal
 import socket
@@ -26,7 +27,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 SECRET = "dashboard-secret-dashboard-secret-0123"
 WAIT = 20
@@ -114,6 +115,32 @@ def run(binary, base, env, work):
     for k in (297.0, 297.5, 298.0):
         post(k)
 
+    # A second node with three days of a 24 h temperature cycle (every 20 min), for the
+    # scalogram.
+    _, reg2 = call(base, "POST", "/v1/sensors/nodes", {"node_id": "dash2"},
+                   {"Authorization": "Bearer " + admin})
+    # The last one 5 minutes ago, so that dash2 is online on the fleet page too.
+    start = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=71, minutes=45)
+    cycle = [{"node_id": "dash2", "seq": i + 1,
+              "timestamp": (start + dt.timedelta(minutes=20 * i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+              "temperature_kelvin": 300.0 + 3.0 * math.sin(2 * math.pi * i / 72.0)}
+             for i in range(216)]
+    for i in range(0, len(cycle), 50):
+        status, body = call(base, "POST", "/v1/sensors/batch", cycle[i:i + 50],
+                            {"X-API-Key": reg2["api_key"]})
+        if status not in (200, 202) or body["accepted"] != len(cycle[i:i + 50]):
+            fail("posting dash2's readings: %s %s" % (status, body))
+    # Until the lake has committed them (every 10 s), the scalogram has nothing to show.
+    deadline = time.time() + 60
+    while True:
+        _, w = call_get(base, "/v1/analytics/wavelet?node_id=dash2&variable=temperature_kelvin",
+                        admin)
+        if w.get("power"):
+            break
+        if time.time() > deadline:
+            fail("dash2's states never reached the lake: %s" % w)
+        time.sleep(1)
+
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100"):
@@ -154,6 +181,33 @@ def run(binary, base, env, work):
         # The periodogram panel answers (three readings are too few for a peak: it says so).
         wait.until(lambda d: "states" in d.find_element(By.ID, "period").text)
         print("periodogram: " + driver.find_element(By.ID, "period").text)
+
+        # The scalogram of dash2's temperature: drawn, and its strongest period is the 24 h of
+        # the cycle its readings follow (the wavelet scales are 6 % apart).
+        driver.find_element(By.CSS_SELECTOR, 'tr.node[data-node="dash2"]').click()
+        Select(driver.find_element(By.ID, "w-var")).select_by_value("temperature_kelvin")
+        try:
+            wait.until(lambda d: "strongest period" in d.find_element(By.ID, "wavelet").text)
+        except Exception:
+            fail("no scalogram: %s" % driver.find_element(By.ID, "wavelet").text)
+        text = driver.find_element(By.ID, "wavelet").text
+        strongest = float(text.split("strongest period ")[1].split(" h")[0])
+        if abs(strongest - 24.0) > 2.0:
+            fail("the scalogram's strongest period is %s h: %s" % (strongest, text))
+        painted = driver.execute_script(
+            "const c = document.getElementById('c-wave'), d = c.getContext('2d')"
+            ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
+            "for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n;")
+        if painted < 100000:
+            fail("the scalogram canvas is nearly blank (%d pixels painted)" % painted)
+        print("scalogram: " + text)
+        scalogram_shot = os.path.join(os.path.dirname(os.environ.get("KAIABC_SCREENSHOT", "dashboard.png")) or ".",
+                                      "dashboard-scalogram.png")
+        driver.find_element(By.ID, "c-wave").screenshot(scalogram_shot)
+        print("screenshot: " + scalogram_shot)
+        Select(driver.find_element(By.ID, "w-var")).select_by_value("koa_metric")
+        driver.find_element(By.CSS_SELECTOR, 'tr.node[data-node="dash1"]').click()
+        wait.until(lambda d: value("KOA") not in (None, "–"))
         before = (value("raw temperature (°C)"), value("circadian time (h)"))
         post(298.6)
         wait.until(lambda d: value("raw temperature (°C)") == "25.45")
@@ -174,7 +228,6 @@ def run(binary, base, env, work):
         wait.until(lambda d: value("PWM duty") == "200")
         print("control: PWM held at %s" % value("PWM duty"))
         # Settings: load the node's Kalman filter parameters, change one, save.
-        from selenium.webdriver.support.ui import Select
         Select(driver.find_element(By.ID, "set-group")).select_by_value("/v1/filter/parameters")
         driver.find_element(By.ID, "set-load").click()
         wait.until(lambda d: "gate_good" in d.find_element(By.ID, "set-json").get_attribute("value"))
@@ -193,11 +246,11 @@ def run(binary, base, env, work):
         driver.save_screenshot(shot)
         print("screenshot: " + shot)
 
-        # The fleet page: the node's group with its synchrony, the node on the circadian-time
-        # dial, the alert list; clicking the node opens its page.
+        # The fleet page: the nodes' group with its synchrony, both nodes on the circadian-time
+        # dial, the alert list; clicking a node opens its page.
         driver.find_element(By.ID, "tab-fleet").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#f-groups tr[data-group="unassigned"]'))
-        wait.until(lambda d: d.find_element(By.ID, "f-dial").get_attribute("data-dots") == "1")
+        wait.until(lambda d: d.find_element(By.ID, "f-dial").get_attribute("data-dots") == "2")
         group = driver.find_element(By.CSS_SELECTOR, '#f-groups tr[data-group="unassigned"]').text
         alerts = driver.find_element(By.ID, "f-alerts").text
         if not alerts:

@@ -27,10 +27,34 @@ pub const KEYS: &[(&str, &str, &str, &str)] = &[
         "HS256 secret of the API's tokens (32 bytes or more)",
     ),
     (
+        "log.format",
+        "KAIABC_LOG_FORMAT",
+        "--log-format",
+        "stderr logs: text, or json (one object per event, for Loki)",
+    ),
+    (
         "mqtt.listen",
         "KAIABC_MQTT_LISTEN",
         "--mqtt-listen",
         "address of the embedded broker",
+    ),
+    (
+        "mqtt.tls_listen",
+        "KAIABC_MQTT_TLS_LISTEN",
+        "--mqtt-tls-listen",
+        "second listener of the embedded broker, with TLS (e.g. 0.0.0.0:8883)",
+    ),
+    (
+        "mqtt.tls_cert",
+        "KAIABC_MQTT_TLS_CERT",
+        "--mqtt-tls-cert",
+        "PEM certificate (chain) of the TLS listener",
+    ),
+    (
+        "mqtt.tls_key",
+        "KAIABC_MQTT_TLS_KEY",
+        "--mqtt-tls-key",
+        "PEM private key of the TLS listener",
     ),
     (
         "mqtt.url",

@@ -1,5 +1,7 @@
-//! The most recent log events kept in memory for `/v1/diagnostics/logs`: a `tracing` layer
-//! beside the stderr one, bounded so a chatty component cannot grow it.
+//! Logging: stderr as text or one JSON object per event (`--log-format`, `KAIABC_LOG_FORMAT`,
+//! config key `log.format`), and the most recent events kept in memory for
+//! `/v1/diagnostics/logs`: a `tracing` layer beside the stderr one, bounded so a chatty
+//! component cannot grow it.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -68,6 +70,102 @@ impl LogRing {
     }
 }
 
+/// How stderr logs are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per event: `timestamp`, `level`, `target`, `message` and each of the
+    /// event's fields (`request_id`, `node_id`, …) as a key of its own, for Loki and other
+    /// aggregators.
+    Json,
+}
+
+/// The format asked for before the command line is parsed (logging starts first): the last
+/// `--log-format X` or `--log-format=X`, else `KAIABC_LOG_FORMAT` (which a config file's
+/// `log.format` sets). An unknown value falls back to text here; clap then rejects it.
+pub fn format_from(args: &[String]) -> LogFormat {
+    use clap::ValueEnum;
+    let mut value = std::env::var("KAIABC_LOG_FORMAT").ok();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--log-format" {
+            value = it.next().cloned();
+        } else if let Some(v) = a.strip_prefix("--log-format=") {
+            value = Some(v.to_string());
+        }
+    }
+    value
+        .and_then(|v| LogFormat::from_str(&v, true).ok())
+        .unwrap_or_default()
+}
+
+/// The format `init` installed (text until then).
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Writes a line for the operator on stderr whatever `KAIABC_LOG` says (start-up and stop
+/// summaries): as it is in text mode, as one JSON event (level INFO, target `kaiabc`) in JSON
+/// mode, so that a log shipper parses every line.
+pub fn announce(message: &str) {
+    match FORMAT.get().copied().unwrap_or_default() {
+        LogFormat::Text => eprintln!("{message}"),
+        LogFormat::Json => {
+            let line = serde_json::json!({
+                "timestamp": kaiabc_schemas::format_timestamp(&Utc::now()),
+                "level": "INFO",
+                "target": "kaiabc",
+                "message": message,
+            });
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// The JSON stderr layer: one object per event, the event's fields flattened beside
+/// `timestamp`, `level`, `target` and `message`.
+fn json_layer<S, W>(writer: W) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_writer(writer)
+}
+
+/// Installs the process's subscriber: stderr in `format`, filtered by `KAIABC_LOG` (default
+/// `warn`, rustls's handshake notes only as errors), and the ring, which keeps our own info
+/// and above and every crate's warnings whatever stderr shows.
+pub fn init(format: LogFormat) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("KAIABC_LOG")
+            // rustls warns on every handshake whose SNI is an IP address, which MicroPython's
+            // TLS sends when a node's mqtt_host is one: not the operator's concern.
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rustls=error"))
+    };
+    let stderr = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter())
+            .boxed(),
+        LogFormat::Json => json_layer(std::io::stderr).with_filter(filter()).boxed(),
+    };
+    let _ = FORMAT.set(format);
+    let ring = RingLayer(ring()).with_filter(tracing_subscriber::EnvFilter::new(
+        "warn,rustls=error,kaiabc=info,kaiabc_connectors=info,kaiabc_operators=info",
+    ));
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(ring)
+        .init();
+}
+
 /// The process's ring (one per process, like the subscriber it is part of).
 pub fn ring() -> Arc<LogRing> {
     static RING: OnceLock<Arc<LogRing>> = OnceLock::new();
@@ -120,6 +218,68 @@ impl<S: Subscriber> Layer<S> for RingLayer {
 mod tests {
     use super::*;
     use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn the_format_comes_from_the_last_flag_or_the_environment() {
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            format_from(&args(&["kaiabc", "run", "--log-format", "json"])),
+            LogFormat::Json
+        );
+        assert_eq!(
+            format_from(&args(&[
+                "kaiabc",
+                "--log-format=json",
+                "run",
+                "--log-format=text"
+            ])),
+            LogFormat::Text
+        );
+    }
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_logs_put_each_field_under_its_own_key() {
+        let out = Captured::default();
+        let w = out.clone();
+        let sub = tracing_subscriber::registry().with(json_layer(move || w.clone()));
+        tracing::subscriber::with_default(sub, || {
+            tracing::warn!(
+                request_id = "r-1",
+                node_id = "n1",
+                code = "X",
+                "request failed"
+            );
+            tracing::info!(n = 3, "second");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let first = &lines[0];
+        assert_eq!(first["level"], "WARN");
+        assert_eq!(first["message"], "request failed");
+        assert_eq!(first["request_id"], "r-1");
+        assert_eq!(first["node_id"], "n1");
+        assert!(first["target"].as_str().unwrap().contains("logs"));
+        assert!(kaiabc_schemas::parse_timestamp(first["timestamp"].as_str().unwrap()).is_ok());
+        assert_eq!(lines[1]["n"], 3);
+    }
 
     #[test]
     fn the_ring_keeps_the_newest_events_at_or_above_a_level() {

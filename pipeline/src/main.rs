@@ -26,26 +26,6 @@ mod ws;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    {
-        use tracing_subscriber::layer::SubscriberExt;
-        use tracing_subscriber::util::SubscriberInitExt;
-        use tracing_subscriber::Layer;
-        // stderr shows what KAIABC_LOG asks for; `/v1/diagnostics/logs` keeps our own info
-        // and above, and every crate's warnings, whatever stderr shows.
-        let stderr = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(
-                tracing_subscriber::EnvFilter::try_from_env("KAIABC_LOG")
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-            );
-        let ring = logs::RingLayer(logs::ring()).with_filter(tracing_subscriber::EnvFilter::new(
-            "warn,kaiabc=info,kaiabc_connectors=info,kaiabc_operators=info",
-        ));
-        tracing_subscriber::registry()
-            .with(stderr)
-            .with(ring)
-            .init();
-    }
     // The config file stands for environment variables that are not set: flags override both.
     let argv: Vec<String> = std::env::args().collect();
     if let Some(path) = config::path_from(&argv) {
@@ -64,6 +44,8 @@ fn main() -> ExitCode {
             }
         }
     }
+    // After the config file, which may set the format.
+    logs::init(logs::format_from(&argv));
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -425,6 +425,110 @@ fn settings_phase_shifts_analytics_bulk_and_diagnostics() {
         periods.len() > 10 && pg["n_points"].as_u64().unwrap() > 100,
         "{pg}"
     );
+    // The period's trend over the windows: HAC slope with its interval, and Mann–Kendall.
+    let trend = &ps["period_trend"];
+    assert_eq!(trend["windows"], ps["significant_windows"], "{trend}");
+    let slope = trend["slope_hours_per_day"].as_f64().unwrap();
+    let ci = trend["slope_ci"].as_array().unwrap();
+    assert!(
+        ci[0].as_f64().unwrap() <= slope && slope <= ci[1].as_f64().unwrap(),
+        "{trend}"
+    );
+    assert!(trend["mann_kendall"]["p_value"].is_number(), "{trend}");
+
+    // The wavelet spectrum of the filtered temperature: its strongest period is the 24 h
+    // cycle, above the red-noise level; every row spans the grid; the cone of influence is
+    // shortest at the ends.
+    let (s, w) = get(
+        http,
+        &format!("/v1/analytics/wavelet?{range}&variable=temperature_kelvin"),
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{w}");
+    let periods: Vec<f64> = serde_json::from_value(w["periods_hours"].clone()).unwrap();
+    let global: Vec<f64> = serde_json::from_value(w["global_power"].clone()).unwrap();
+    let signif: Vec<f64> = serde_json::from_value(w["global_significance"].clone()).unwrap();
+    let best = (0..global.len())
+        .max_by(|&a, &b| global[a].total_cmp(&global[b]))
+        .unwrap();
+    assert!((periods[best] - 24.0).abs() < 2.5, "{}", periods[best]);
+    assert!(
+        global[best] > signif[best],
+        "{} vs {}",
+        global[best],
+        signif[best]
+    );
+    let n_times = w["times_hours"].as_array().unwrap().len();
+    assert!(n_times > 100 && n_times <= 1024, "{n_times}");
+    assert!(w["power"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r.as_array().unwrap().len() == n_times));
+    let coi: Vec<f64> = serde_json::from_value(w["coi_hours"].clone()).unwrap();
+    assert!(coi[0] < coi[n_times / 2] && coi[n_times - 1] < coi[n_times / 2]);
+    let (s, e) = get(
+        http,
+        &format!("/v1/analytics/wavelet?{range}&min_period_hours=48&max_period_hours=4"),
+    )
+    .unwrap();
+    assert_eq!(
+        (s, &e["error"]["code"]),
+        (400, &"INVALID_PARAMETER".into()),
+        "{e}"
+    );
+    // A grid too fine to answer is refused before any work.
+    let (s, e) = get(
+        http,
+        &format!("/v1/analytics/wavelet?{range}&dt_hours=0.001"),
+    )
+    .unwrap();
+    assert_eq!(s, 400, "{e}");
+
+    // The cosinor of the filtered temperature at 24 h: 3 K about 300 K, peaking at 6 h UTC
+    // (the readings' sine), a little later through the filter; a 12 h harmonic is near zero.
+    let cos_range = range.replace("node_id=ps1", "node_ids=ps1");
+    let (s, c) = get(
+        http,
+        &format!("/v1/analytics/cosinor?{cos_range}&variable=temperature_kelvin&components=24,12"),
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{c}");
+    let fit = &c["fit"];
+    assert!(
+        (fit["mesor"].as_f64().unwrap() - 300.0).abs() < 0.1,
+        "{fit}"
+    );
+    let day = &fit["components"][0];
+    assert!(
+        (day["amplitude"].as_f64().unwrap() - 3.0).abs() < 0.3,
+        "{day}"
+    );
+    let peak = day["peak_time_hours"].as_f64().unwrap();
+    assert!((6.0..8.0).contains(&peak), "{day}");
+    assert!(
+        fit["components"][1]["amplitude"].as_f64().unwrap() < 0.3,
+        "{fit}"
+    );
+    // A group of three where two have three readings each: they are named, and two members
+    // are too few for a population mean.
+    let (s, p) = get(
+        http,
+        &format!(
+            "/v1/analytics/cosinor?{}&variable=temperature_kelvin",
+            cos_range.replace("node_ids=ps1", "node_ids=ps1,b1,b2")
+        ),
+    )
+    .unwrap();
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["code"], "TOO_FEW_MEMBERS", "{p}");
+    let (s, e) = get(
+        http,
+        &format!("/v1/analytics/cosinor?{cos_range}&components=0"),
+    )
+    .unwrap();
+    assert_eq!(s, 400, "{e}");
+
     let (s, pg) = get(http, &format!("/v1/analytics/periodogram?{range}")).unwrap();
     assert_eq!((s, pg["metric"].as_str()), (200, Some("koa")), "{pg}");
     let koa_peak = pg["peak"]["period_hours"].as_f64().unwrap();

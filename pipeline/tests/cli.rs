@@ -251,6 +251,215 @@ fn cosinor_reports_the_documented_fields_and_skips_gaps() {
 }
 
 #[test]
+fn wavelet_of_a_simulated_clock_peaks_at_the_published_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = ok(&[
+        "simulate",
+        "--hours",
+        "240",
+        "--temperature-c",
+        "30",
+        "--step-minutes",
+        "30",
+    ]);
+    let f = write(dir.path(), "sim.csv", &sim);
+    let out = ok(&[
+        "analyze",
+        "wavelet",
+        "--input",
+        &f,
+        "--value-column",
+        "koa",
+        "--min-period-hours",
+        "8",
+        "--max-period-hours",
+        "40",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let nums = |k: &str| -> Vec<f64> { serde_json::from_value(v[k].clone()).unwrap() };
+    let (periods, global, signif) = (
+        nums("periods_hours"),
+        nums("global_power"),
+        nums("global_significance"),
+    );
+    let best = (0..global.len())
+        .max_by(|&a, &b| global[a].total_cmp(&global[b]))
+        .unwrap();
+    // Rust et al. 2007 model at 30 °C: 20.71 h; the scales are 2^(1/12) apart (6 %).
+    assert!(
+        (periods[best] - 20.71).abs() < 20.71 * 0.06,
+        "{}",
+        periods[best]
+    );
+    assert!(global[best] > signif[best]);
+    assert_eq!(v["times_hours"].as_array().unwrap().len(), 481);
+    assert_eq!(nums("coi_hours").len(), 481);
+    assert_eq!(v["power"].as_array().unwrap().len(), periods.len());
+    assert!((periods[0] - 8.0).abs() < 1e-9 && *periods.last().unwrap() <= 40.0);
+    assert_eq!(v["dt_hours"].as_f64(), Some(0.5));
+    // The ridge follows the clock's period away from the record's ends.
+    let ridge = nums("ridge_period_hours");
+    assert!((ridge[240] - 20.71).abs() < 2.0, "{}", ridge[240]);
+    let text = ok(&["analyze", "wavelet", "--input", &f, "--value-column", "koa"]);
+    assert!(text.contains("period_hours,global_power,global_significance,significant"));
+    // A period shorter than two samples cannot be resolved: said, with the flag's name.
+    let e = fails(&[
+        "analyze",
+        "wavelet",
+        "--input",
+        &f,
+        "--value-column",
+        "koa",
+        "--min-period-hours",
+        "0.5",
+    ]);
+    assert!(e.contains("min_period_hours"), "{e}");
+}
+
+#[test]
+fn cosinor_fits_components_and_a_population_mean() {
+    use std::f64::consts::TAU;
+    let dir = tempfile::tempdir().unwrap();
+    let curve = |t: f64, m: f64, a: f64, phi: f64| {
+        m + a * (TAU * t / 24.0 + phi).cos() + 0.8 * (TAU * t / 12.0 - 0.4).cos()
+    };
+    let mut csv = String::from("t_hours,value\n");
+    for i in 0..144 {
+        let t = f64::from(i) * 0.5;
+        csv.push_str(&format!("{t},{}\n", curve(t, 10.0, 3.0, -1.0)));
+    }
+    let f = write(dir.path(), "two.csv", &csv);
+    let out = ok(&[
+        "analyze",
+        "cosinor",
+        "--input",
+        &f,
+        "--components",
+        "24,12",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let c = &v["components"];
+    assert!((v["mesor"].as_f64().unwrap() - 10.0).abs() < 1e-9, "{v}");
+    assert!(
+        (c[0]["amplitude"].as_f64().unwrap() - 3.0).abs() < 1e-9,
+        "{v}"
+    );
+    assert!(
+        (c[0]["acrophase_rad"].as_f64().unwrap() + 1.0).abs() < 1e-9,
+        "{v}"
+    );
+    assert!(
+        (c[1]["amplitude"].as_f64().unwrap() - 0.8).abs() < 1e-9,
+        "{v}"
+    );
+    assert!(
+        (c[1]["acrophase_rad"].as_f64().unwrap() + 0.4).abs() < 1e-9,
+        "{v}"
+    );
+    // The composite curve's peak: found here by brute force on a fine grid.
+    let (mut best_t, mut best) = (0.0, f64::MIN);
+    for k in 0..240_000 {
+        let t = f64::from(k) * 1e-4;
+        let y = curve(t, 0.0, 3.0, -1.0);
+        if y > best {
+            (best_t, best) = (t, y);
+        }
+    }
+    assert!(
+        (v["orthophase_hours"].as_f64().unwrap() - best_t).abs() < 1e-3,
+        "{v}"
+    );
+
+    // Population: three members in one file, told apart by a node_id column.
+    let mut csv = String::from("node_id,t_hours,value\n");
+    for (node, m, a, phi) in [
+        ("a", 20.0, 4.0, -1.0),
+        ("b", 21.0, 4.5, -1.2),
+        ("c", 19.0, 3.5, -0.8),
+    ] {
+        for i in 0..72 {
+            let t = f64::from(i);
+            csv.push_str(&format!(
+                "{node},{t},{}\n",
+                m + a * (TAU * t / 24.0 + phi).cos()
+            ));
+        }
+    }
+    let f = write(dir.path(), "fleet.csv", &csv);
+    let out = ok(&[
+        "analyze",
+        "cosinor",
+        "--population",
+        "--input",
+        &f,
+        "--group-column",
+        "node_id",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["members"], 3, "{v}");
+    assert!((v["mesor"].as_f64().unwrap() - 20.0).abs() < 1e-9, "{v}");
+    let beta = (4.0 * (-1.0f64).cos() + 4.5 * (-1.2f64).cos() + 3.5 * (-0.8f64).cos()) / 3.0;
+    assert!(
+        (v["components"][0]["beta"].as_f64().unwrap() - beta).abs() < 1e-9,
+        "{v}"
+    );
+    assert_eq!(v["member_fits"][1]["name"], "b");
+    let text = ok(&[
+        "analyze",
+        "cosinor",
+        "--population",
+        "--input",
+        &f,
+        "--group-column",
+        "node_id",
+    ]);
+    assert!(text.contains("members            3"), "{text}");
+    // One member is no population; two files without --population are refused.
+    let e = fails(&["analyze", "cosinor", "--population", "--input", &f]);
+    assert!(e.contains("members"), "{e}");
+    let e = fails(&["analyze", "cosinor", "--input", &f, "--input", &f]);
+    assert!(e.contains("--population"), "{e}");
+}
+
+#[test]
+fn trend_finds_a_drift_and_none_in_a_steady_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut drift = String::from("t_days,period_hours\n");
+    let mut steady = String::from("t_days,period_hours\n");
+    for i in 0..60 {
+        let t = f64::from(i);
+        // A deterministic wobble on top: ±0.02 h.
+        let wobble = 0.02 * ((i * 7) % 5) as f64 / 4.0 - 0.01;
+        drift.push_str(&format!("{t},{}\n", 24.0 - 0.01 * t + wobble));
+        steady.push_str(&format!("{t},{}\n", 24.0 + wobble));
+    }
+    let f = write(dir.path(), "drift.csv", &drift);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["analyze", "trend", "--input", &f, "--json"])).unwrap();
+    assert!(
+        (v["hac"]["slope"].as_f64().unwrap() + 0.01).abs() < 1e-3,
+        "{v}"
+    );
+    assert!(v["hac"]["p_value"].as_f64().unwrap() < 1e-6, "{v}");
+    assert!(v["mann_kendall"]["p_value"].as_f64().unwrap() < 1e-6, "{v}");
+    assert_eq!(v["hac"]["max_lags"], 3);
+    let f = write(dir.path(), "steady.csv", &steady);
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&["analyze", "trend", "--input", &f, "--json"])).unwrap();
+    assert!(v["hac"]["p_value"].as_f64().unwrap() > 0.05, "{v}");
+    let f = write(
+        dir.path(),
+        "short.csv",
+        "t_days,period_hours\n0,24\n1,24.1\n",
+    );
+    let e = fails(&["analyze", "trend", "--input", &f]);
+    assert!(e.contains("at least 4"), "{e}");
+}
+
+#[test]
 fn prc_json_is_flat_for_the_uncompensated_clock() {
     let out = ok(&[
         "analyze",

@@ -55,6 +55,9 @@ fn the_compose_file_names_its_services_files_and_variables() {
         "prometheus",
         "alertmanager",
         "grafana",
+        "loki",
+        "alloy",
+        "mqtt-certs-init",
     ] {
         assert!(names.contains(&want), "no {want} service in {names:?}");
     }
@@ -361,4 +364,205 @@ fn mosquitto_with_the_stack_acl_holds_each_node_to_its_own_topics() {
     assert_eq!(got, "kaiabc/sensors/n1 own\nkaiabc/sensors/n2 n2 own\n");
     let spied = String::from_utf8(spy.wait_with_output().unwrap().stdout).unwrap();
     assert_eq!(spied, "", "n2 read n1's output");
+}
+
+/// The stack's own `mosquitto.conf` (ports and paths moved into a temporary directory) with a
+/// certificate from `kaiabc certs`: over TLS the same logins and ACL hold as on the plain
+/// port, a client that does not trust the CA is refused, and a plain client on the TLS port
+/// gets nowhere.
+#[test]
+fn mosquitto_with_the_stack_conf_serves_tls_with_kaiabc_certs_and_the_same_logins() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let certs = d.join("certs");
+    common::ok(&["certs", "--out", certs.to_str().unwrap()]);
+    let other = d.join("other");
+    common::ok(&["certs", "--out", other.to_str().unwrap()]);
+    let passwd = d.join("passwd");
+    for (i, (user, pass)) in [("kaiabc-server", "s3rver"), ("n1", "key1")]
+        .iter()
+        .enumerate()
+    {
+        let mut args = vec!["-b"];
+        if i == 0 {
+            args.push("-c");
+        }
+        let ok = Command::new("mosquitto_passwd")
+            .args(&args)
+            .args([passwd.to_str().unwrap(), user, pass])
+            .status()
+            .expect("mosquitto_passwd (scripts/services.sh installs mosquitto)");
+        assert!(ok.success());
+    }
+    std::fs::copy(root().join("deploy/mosquitto/acl"), d.join("acl")).unwrap();
+    // Mosquitto, run as root, drops to its own user before it reads the key.
+    let _ = Command::new("chmod")
+        .args(["-R", "a+rX", d.to_str().unwrap()])
+        .status();
+    let (plain, tls) = (common::live::free_port(), common::live::free_port());
+    let conf = std::fs::read_to_string(root().join("deploy/mosquitto/mosquitto.conf"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("listener 1883", &format!("listener {plain} 127.0.0.1"))
+        .replace("listener 8883", &format!("listener {tls} 127.0.0.1"))
+        .replace("/mosquitto/data/passwd", passwd.to_str().unwrap())
+        .replace("/mosquitto/config/acl", d.join("acl").to_str().unwrap())
+        .replace("/mosquitto/data/", &format!("{}/", d.display()))
+        .replace("/mosquitto/certs/", &format!("{}/", certs.display()));
+    assert!(!conf.contains("/mosquitto/"), "a path left unmoved: {conf}");
+    let path = d.join("mosquitto.conf");
+    std::fs::write(&path, conf).unwrap();
+    let log = std::fs::File::create(d.join("mosquitto.log")).unwrap();
+    let child = Command::new("mosquitto")
+        .args(["-c", path.to_str().unwrap()])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("mosquitto (scripts/services.sh installs it)");
+    let _broker = common::kafka::Proc(child);
+    common::kafka::wait_for_port(tls, "mosquitto's TLS listener");
+    common::kafka::wait_for_port(plain, "mosquitto");
+
+    let client = |tool: &str, port: u16, user: &str, pass: &str, ca: Option<&std::path::Path>| {
+        let mut c = Command::new(tool);
+        c.args([
+            "-h",
+            "localhost",
+            "-p",
+            &port.to_string(),
+            "-u",
+            user,
+            "-P",
+            pass,
+        ]);
+        if let Some(ca) = ca {
+            c.arg("--cafile").arg(ca);
+        }
+        c
+    };
+    let sub = client("mosquitto_sub", plain, "kaiabc-server", "s3rver", None)
+        .args([
+            "-t",
+            "kaiabc/sensors/+",
+            "-C",
+            "1",
+            "-W",
+            "5",
+            "-v",
+            "-q",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let publish = |port: u16, pass: &str, ca: Option<&std::path::Path>, topic: &str| {
+        client("mosquitto_pub", port, "n1", pass, ca)
+            .args(["-t", topic, "-m", "over tls", "-q", "1"])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let ca = certs.join("ca.crt");
+    // Refused: the wrong key, a CA that did not sign the server's certificate, no TLS at all.
+    assert!(!publish(tls, "wrong", Some(&ca), "kaiabc/sensors/n1"));
+    assert!(!publish(
+        tls,
+        "key1",
+        Some(&other.join("ca.crt")),
+        "kaiabc/sensors/n1"
+    ));
+    assert!(!publish(tls, "key1", None, "kaiabc/sensors/n1"));
+    assert!(publish(tls, "key1", Some(&ca), "kaiabc/sensors/n1"));
+    let got = String::from_utf8(sub.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(got, "kaiabc/sensors/n1 over tls\n");
+}
+
+/// Logs: Loki's config, the shipper's pipeline and Grafana's data source agree with each other
+/// and with what `kaiabc --log-format json` writes (checked structurally: no Loki or Alloy
+/// binary can be installed here).
+#[test]
+fn loki_alloy_and_grafana_agree_on_the_json_logs() {
+    let c = compose();
+    let s = &c["services"];
+    let loki = yaml("deploy/loki/loki.yml");
+    let port = loki["server"]["http_listen_port"].as_i64().unwrap();
+    assert_eq!(loki["auth_enabled"].as_bool(), Some(false));
+    assert_eq!(
+        loki["limits_config"]["allow_structured_metadata"].as_bool(),
+        Some(true)
+    );
+    assert!(loki["compactor"]["retention_enabled"].as_bool().unwrap());
+    for cfg in loki["schema_config"]["configs"].as_vec().unwrap() {
+        assert_eq!(cfg["store"].as_str(), Some("tsdb"));
+        assert_eq!(cfg["object_store"].as_str(), Some("filesystem"));
+    }
+    let mut loki_strings = Vec::new();
+    strings(&s["loki"], &mut loki_strings);
+    assert!(
+        loki_strings
+            .iter()
+            .any(|v| v.ends_with(&format!(":{port}"))),
+        "{loki_strings:?}"
+    );
+    assert!(loki_strings
+        .iter()
+        .any(|v| v.starts_with("./deploy/loki/loki.yml:/etc/loki/loki.yml")));
+    let ds = yaml("deploy/grafana/provisioning/datasources/loki.yml");
+    let ds = &ds["datasources"][0];
+    assert_eq!(ds["type"].as_str(), Some("loki"));
+    assert_eq!(
+        ds["url"].as_str(),
+        Some(format!("http://loki:{port}").as_str())
+    );
+    let alloy = std::fs::read_to_string(root().join("deploy/alloy/config.alloy")).unwrap();
+    assert!(alloy.contains(&format!("http://loki:{port}/loki/api/v1/push")));
+    assert!(alloy.contains("com.docker.compose.project=kaiabc"));
+    assert_eq!(c["name"].as_str(), Some("kaiabc"));
+    // Labels: low-cardinality level and target; node and request ids as metadata.
+    let block = |name: &str| {
+        let at = alloy
+            .find(name)
+            .unwrap_or_else(|| panic!("no {name} in config.alloy"));
+        let end = alloy[at..].find('}').unwrap() + at;
+        alloy[at..end].to_string()
+    };
+    let labels = block("stage.labels");
+    assert!(
+        labels.contains("level") && labels.contains("target"),
+        "{labels}"
+    );
+    assert!(
+        !labels.contains("node_id") && !labels.contains("request_id"),
+        "{labels}"
+    );
+    let meta = block("stage.structured_metadata");
+    assert!(
+        meta.contains("node_id") && meta.contains("request_id"),
+        "{meta}"
+    );
+    // The keys the shipper parses are the keys kaiabc writes (`live.rs` reads them off a
+    // running server's JSON logs).
+    let json_stage = block("stage.json");
+    for key in ["timestamp", "level", "target"] {
+        assert!(json_stage.contains(key), "{json_stage}");
+    }
+    for (name, svc) in s.as_hash().unwrap() {
+        if svc["image"].as_str() == Some("kaiabc:latest")
+            && svc["command"][0]
+                .as_str()
+                .is_some_and(|c| c == "run" || c == "bridge")
+        {
+            assert_eq!(
+                svc["environment"]["KAIABC_LOG_FORMAT"].as_str(),
+                Some("json"),
+                "{name:?}"
+            );
+        }
+    }
 }

@@ -4,7 +4,7 @@
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::live::*;
@@ -1350,4 +1350,131 @@ fn connections_are_capped_and_idle_ones_closed() {
     );
     drop(held);
     stop(server);
+}
+
+/// The embedded broker's TLS listener, with a certificate from `kaiabc certs`: a registered
+/// node publishes over TLS with its key (Mosquitto's own client, a real independent one) and
+/// the reading reaches its clock; the wrong key, an untrusting client and a plain client are
+/// refused there as on the plain port. The server logs JSON lines throughout. A bad key file
+/// stops the start with a message that names it.
+#[test]
+fn mqtt_over_tls_applies_the_node_logins_and_the_logs_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let other = dir.path().join("other");
+    ok(&["certs", "--out", certs.to_str().unwrap()]);
+    ok(&["certs", "--out", other.to_str().unwrap()]);
+    let (cert, key) = (certs.join("server.crt"), certs.join("server.key"));
+    let lake = dir.path().join("lake");
+    let tls = free_port();
+    let (server, http, _) = start_with(
+        &lake,
+        &[
+            "--log-format",
+            "json",
+            "--mqtt-tls-listen",
+            &format!("127.0.0.1:{tls}"),
+            "--mqtt-tls-cert",
+            cert.to_str().unwrap(),
+            "--mqtt-tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let admin = token("admin");
+    let (status, body) = request(
+        http,
+        "POST",
+        "/v1/sensors/nodes",
+        &[("Authorization", &format!("Bearer {admin}"))],
+        r#"{"node_id":"tls1"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let api_key = body["api_key"].as_str().unwrap().to_string();
+    let publish = |pass: &str, ca: Option<&std::path::Path>, port: u16| {
+        let payload = reading("tls1", 0, 5, 299.5);
+        let mut c = Command::new("mosquitto_pub");
+        c.args([
+            "-h",
+            "localhost",
+            "-p",
+            &port.to_string(),
+            "-u",
+            "tls1",
+            "-P",
+            pass,
+        ]);
+        c.args([
+            "-i",
+            "tls1-test",
+            "-t",
+            "kaiabc/sensors/tls1",
+            "-q",
+            "1",
+            "-m",
+            &payload,
+        ]);
+        if let Some(ca) = ca {
+            c.arg("--cafile").arg(ca);
+        }
+        c.stderr(Stdio::null())
+            .status()
+            .expect("mosquitto_pub (scripts/services.sh installs mosquitto)")
+            .success()
+    };
+    let ca = certs.join("ca.crt");
+    assert!(!publish("wrong-key", Some(&ca), tls), "a wrong key got in");
+    assert!(
+        !publish(&api_key, Some(&other.join("ca.crt")), tls),
+        "an untrusted server was trusted"
+    );
+    assert!(
+        !publish(&api_key, None, tls),
+        "a plain client was served on the TLS port"
+    );
+    assert!(publish(&api_key, Some(&ca), tls));
+    wait_until("the reading sent over TLS applied", || {
+        get(http, "/v1/oscillator/state?node_id=tls1").filter(|(s, b)| *s == 200 && b["seq"] == 0)
+    });
+    let stderr = stop(server);
+    // Every line is one JSON event with the keys a log shipper parses.
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("and TLS on 127.0.0.1"))),
+        "{stderr}"
+    );
+    for e in &events {
+        for k in ["timestamp", "level", "target", "message"] {
+            assert!(!e[k].is_null(), "{k} missing: {e}");
+        }
+    }
+
+    // A key that is not a key: refused at start, naming the file.
+    let out = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
+        .args([
+            "run",
+            "--http",
+            "127.0.0.1:0",
+            "--mqtt-listen",
+            "127.0.0.1:0",
+            "--mqtt-tls-listen",
+            "127.0.0.1:0",
+            "--mqtt-tls-cert",
+            cert.to_str().unwrap(),
+            "--mqtt-tls-key",
+            ca.to_str().unwrap(),
+            "--lake",
+            dir.path().join("lake2").to_str().unwrap(),
+        ])
+        .env("KAIABC_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ca.crt") && err.contains("MQTT TLS"), "{err}");
 }

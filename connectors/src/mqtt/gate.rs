@@ -42,7 +42,7 @@ use rumqttc::mqttbytes::v4::{
     SubscribeReasonCode,
 };
 use rumqttc::mqttbytes::{check, Error as FrameError, PacketType, Protocol, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
@@ -228,12 +228,24 @@ enum GateError {
     Io(#[from] std::io::Error),
     #[error("refused at connect: {0}")]
     Refused(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("the server could not store a message; the client is to resend it")]
     NotStored,
 }
 
-/// Accepts clients on `listener` until the process ends.
-pub(crate) async fn run(listener: TcpListener, gate: Arc<Gate>) {
+/// A client's stream: plain TCP, or TLS over it.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientStream for T {}
+
+/// Accepts clients on `listener` until the process ends; with `tls`, each connection is a TLS
+/// session (handshake within [`CONNECT_WAIT`]) and then served exactly as a plain one, under
+/// the same logins, limits and intake.
+pub(crate) async fn run(
+    listener: TcpListener,
+    gate: Arc<Gate>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let ids = Arc::new(AtomicU64::new(0));
     loop {
         let (client, peer) = match listener.accept().await {
@@ -259,8 +271,22 @@ pub(crate) async fn run(listener: TcpListener, gate: Arc<Gate>) {
         };
         let gate = Arc::clone(&gate);
         let ids = Arc::clone(&ids);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = serve(&gate, client, peer, &ids).await {
+            let served = match (client.set_nodelay(true), tls) {
+                (Err(e), _) => Err(e.into()),
+                (Ok(()), None) => serve(&gate, client, peer, &ids).await,
+                (Ok(()), Some(tls)) => {
+                    match tokio::time::timeout(CONNECT_WAIT, tls.accept(client)).await {
+                        Ok(Ok(session)) => serve(&gate, session, peer, &ids).await,
+                        Ok(Err(e)) => Err(GateError::Tls(e.to_string())),
+                        Err(_) => Err(GateError::Tls(format!(
+                            "no TLS handshake within {CONNECT_WAIT:?}"
+                        ))),
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "MQTT connection closed");
             }
             drop((permit, place));
@@ -269,7 +295,10 @@ pub(crate) async fn run(listener: TcpListener, gate: Arc<Gate>) {
 }
 
 /// Reads from `stream` until `buf` holds one whole packet; its header.
-async fn read_frame(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<usize, GateError> {
+async fn read_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<usize, GateError> {
     loop {
         match check(buf.iter(), MAX_PACKET) {
             Ok(h) => return Ok(h.frame_length()),
@@ -315,7 +344,11 @@ fn connect_violation(frame: &[u8]) -> Option<&'static str> {
 }
 
 /// Writes a CONNACK refusing the client and ends the connection.
-async fn refuse(client: &mut TcpStream, code: ConnectReturnCode, why: String) -> GateError {
+async fn refuse<S: ClientStream>(
+    client: &mut S,
+    code: ConnectReturnCode,
+    why: String,
+) -> GateError {
     let mut out = BytesMut::new();
     if ConnAck::new(code, false).write(&mut out).is_ok() {
         let _ = client.write_all(&out).await;
@@ -324,13 +357,12 @@ async fn refuse(client: &mut TcpStream, code: ConnectReturnCode, why: String) ->
     GateError::Refused(why)
 }
 
-async fn serve(
+async fn serve<S: ClientStream>(
     gate: &Gate,
-    mut client: TcpStream,
+    mut client: S,
     peer: SocketAddr,
     ids: &AtomicU64,
 ) -> Result<(), GateError> {
-    client.set_nodelay(true)?;
     let mut inbuf = BytesMut::with_capacity(4096);
     tokio::time::timeout(CONNECT_WAIT, read_frame(&mut client, &mut inbuf))
         .await
@@ -423,17 +455,22 @@ async fn serve(
         )));
     }
 
-    let (client_r, client_w) = client.into_split();
+    let (client_r, mut client_w) = tokio::io::split(client);
     let (broker_r, broker_w) = broker.into_split();
     let (answers, answers_rx) = mpsc::unbounded_channel::<BytesMut>();
     let up = upstream(gate, &login, inbuf, client_r, broker_w, answers);
-    let down = downstream(broker_r, client_w, answers_rx, from_broker);
+    let down = downstream(broker_r, &mut client_w, answers_rx, from_broker);
     // Whichever side ends first ends the connection: the broker sees the client go (and sends
     // its Last Will), the client sees the broker go.
-    tokio::select! {
+    let ended = tokio::select! {
         r = up => r,
         r = down => r,
-    }
+    };
+    // An orderly end for the client (a FIN; with TLS a close_notify first) before the socket
+    // closes: closed with unread input, it would get a reset instead, and lose what was
+    // already sent to it.
+    let _ = tokio::time::timeout(Duration::from_secs(1), client_w.shutdown()).await;
+    ended
 }
 
 /// Connects to rumqttd. It binds its listener on a thread of its own, so right after start
@@ -479,7 +516,7 @@ async fn upstream(
     gate: &Gate,
     login: &Login,
     mut inbuf: BytesMut,
-    mut client: tokio::net::tcp::OwnedReadHalf,
+    mut client: tokio::io::ReadHalf<impl ClientStream>,
     mut broker: tokio::net::tcp::OwnedWriteHalf,
     answers: mpsc::UnboundedSender<BytesMut>,
 ) -> Result<(), GateError> {
@@ -767,7 +804,7 @@ fn refuse_subscribe(
 /// Broker → client: whole packets, with the gate's own answers between them.
 async fn downstream(
     mut broker: tokio::net::tcp::OwnedReadHalf,
-    mut client: tokio::net::tcp::OwnedWriteHalf,
+    client: &mut tokio::io::WriteHalf<impl ClientStream>,
     mut answers: mpsc::UnboundedReceiver<BytesMut>,
     mut buf: BytesMut,
 ) -> Result<(), GateError> {

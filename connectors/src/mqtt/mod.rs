@@ -31,8 +31,10 @@ pub type StatusHook = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
 
 mod client;
 mod gate;
+mod tls;
 
 pub use client::{parse_url, start_client, Ack, BrokerUrl, ClientOptions, MessageHandler};
+pub use tls::TlsListen;
 
 /// Publishes the server's messages: into the embedded broker, or through the client of an
 /// external one.
@@ -110,6 +112,8 @@ pub struct BrokerOptions {
     pub readings_per_second: u32,
     /// Failed logins per client address (shared with the HTTP API's key checks).
     pub failed_auth: Arc<FailedAuth>,
+    /// A second listener, with TLS, served like the plain one.
+    pub tls: Option<TlsListen>,
 }
 
 /// The default of [`BrokerOptions::max_connections`].
@@ -124,6 +128,8 @@ pub const DEFAULT_READINGS_PER_SECOND: u32 = 1000;
 pub struct EmbeddedBroker {
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// The address of its TLS listener, if it has one.
+    pub tls_addr: Option<SocketAddr>,
     /// The server's publishing link.
     pub output: Arc<MqttOutput>,
     /// rumqttd's own loopback listener, behind the gate.
@@ -149,6 +155,26 @@ pub enum MqttError {
     /// The broker refused the server's own link.
     #[error("the embedded broker's link: {0}")]
     Link(String),
+    /// The TLS listener's certificate or key cannot be used.
+    #[error("MQTT TLS: {path}: {message}")]
+    Tls {
+        /// The certificate or key file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+impl MqttError {
+    /// Stable identifier of the variant, for logs and machine-readable output.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            MqttError::Bind { .. } => "MQTT_BIND",
+            MqttError::Url(_) => "MQTT_URL",
+            MqttError::Link(_) => "MQTT_LINK",
+            MqttError::Tls { .. } => "MQTT_TLS",
+        }
+    }
 }
 
 /// One publish received by the broker.
@@ -223,6 +249,7 @@ pub fn start_embedded_broker(
         max_connections_per_address,
         readings_per_second,
         failed_auth,
+        tls,
     } = opts;
     let public = std::net::TcpListener::bind(listen).map_err(|source| MqttError::Bind {
         addr: listen,
@@ -232,6 +259,23 @@ pub fn start_embedded_broker(
         addr: listen,
         source,
     })?;
+    // The TLS listener: its files are read and its port bound now, so a bad certificate or a
+    // taken port stops the start with a clear error.
+    let secure = match &tls {
+        None => None,
+        Some(t) => {
+            let acceptor = tls::acceptor(t)?;
+            let bind = |source| MqttError::Bind {
+                addr: t.addr,
+                source,
+            };
+            let listener = std::net::TcpListener::bind(t.addr).map_err(bind)?;
+            listener.set_nonblocking(true).map_err(bind)?;
+            let addr = listener.local_addr().map_err(bind)?;
+            Some((listener, acceptor, addr))
+        }
+    };
+    let tls_addr = secure.as_ref().map(|s| s.2);
     // rumqttd listens on a loopback port of its own, which the gate connects to. Bound here
     // and released for rumqttd's thread, so a taken one is a clear error instead of a silent
     // thread failure.
@@ -381,16 +425,25 @@ pub fn start_embedded_broker(
                 }
             };
             rt.block_on(async move {
+                if let Some((listener, acceptor, _)) = secure {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(l) => {
+                            tokio::spawn(gate::run(l, Arc::clone(&gate), Some(acceptor)));
+                        }
+                        Err(e) => tracing::error!(error = %e, "the MQTT TLS gate could not listen"),
+                    }
+                }
                 match tokio::net::TcpListener::from_std(public) {
-                    Ok(listener) => gate::run(listener, gate).await,
+                    Ok(listener) => gate::run(listener, gate, None).await,
                     Err(e) => tracing::error!(error = %e, "the MQTT gate could not listen"),
                 }
             });
         })
         .map_err(|e| MqttError::Link(e.to_string()))?;
-    tracing::info!(%bound, "embedded MQTT broker listening");
+    tracing::info!(%bound, tls = ?tls_addr, "embedded MQTT broker listening");
     Ok(EmbeddedBroker {
         addr: bound,
+        tls_addr,
         output: Arc::new(MqttOutput {
             link: OutputLink::Embedded(Mutex::new(out_tx)),
         }),

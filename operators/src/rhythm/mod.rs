@@ -1,4 +1,5 @@
-//! Rhythm analysis of unevenly sampled series: Lomb–Scargle periodogram and cosinor fits.
+//! Rhythm analysis of unevenly sampled series: Lomb–Scargle periodogram, cosinor fits and the
+//! continuous wavelet transform.
 //!
 //! [`lomb_scargle`] finds *which* period a series has (and how likely the peak is to be
 //! noise); [`cosinor()`] then describes the rhythm at a known period (MESOR, amplitude,
@@ -8,7 +9,11 @@
 
 pub mod cosinor;
 pub mod lomb_scargle;
+pub mod multi_cosinor;
+pub mod population;
 pub mod stability;
+pub mod trend;
+pub mod wavelet;
 
 pub use cosinor::{cosinor, CosinorFit};
 pub use lomb_scargle::{FrequencyGrid, LombScargle, Peak, PeakSearch, Periodogram};
@@ -31,6 +36,14 @@ pub enum RhythmError {
         /// Minimum number of usable rows.
         needed: usize,
         /// Usable rows found after skipping non-finite ones.
+        got: usize,
+    },
+    /// A population-mean fit has fewer members than it needs.
+    #[error("need at least {needed} members for a population-mean cosinor, got {got}")]
+    TooFewMembers {
+        /// Minimum number of members.
+        needed: usize,
+        /// Members given.
         got: usize,
     },
     /// All usable `y` values are equal: there is no variation to explain.
@@ -82,6 +95,7 @@ impl RhythmError {
         match self {
             RhythmError::LengthMismatch { .. } => "LENGTH_MISMATCH",
             RhythmError::TooFewPoints { .. } => "TOO_FEW_POINTS",
+            RhythmError::TooFewMembers { .. } => "TOO_FEW_MEMBERS",
             RhythmError::ZeroVariance => "ZERO_VARIANCE",
             RhythmError::ZeroBaseline => "ZERO_BASELINE",
             RhythmError::SingularDesign { .. } => "SINGULAR_DESIGN",

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod analyze;
+mod certs;
 mod cluster;
 mod datasets;
 mod lake;
@@ -18,6 +19,15 @@ mod simulate;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How logs are written to stderr: text, or one JSON object per event (for Loki).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "KAIABC_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: crate::logs::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,6 +60,8 @@ enum Command {
     Datasets(datasets::DatasetsCommand),
     /// Launch and supervise a timely cluster of local processes running `replay …` or `run …`.
     Cluster(cluster::ClusterCommandArgs),
+    /// Make a local CA and a server certificate for MQTT over TLS (`run --mqtt-tls-listen`).
+    Certs(certs::CertsArgs),
 }
 
 /// ETF presets as the CLI spells them.
@@ -160,8 +172,15 @@ impl ModelArgs {
 enum AnalyzeCommand {
     /// Lomb–Scargle periodogram (astropy's defaults), refined peak and Baluev false-alarm probability.
     Periodogram(PeriodogramArgs),
-    /// Single-component cosinor fit at a given period.
+    /// Cosinor fit: one or more components (--components 24,12), or the population-mean
+    /// cosinor of several series (--population).
     Cosinor(CosinorArgs),
+    /// Continuous wavelet transform (Morlet, Torrence & Compo 1998): power over time and
+    /// period, cone of influence, and significance against red noise.
+    Wavelet(WaveletArgs),
+    /// Whether a series drifts: least-squares slope with autocorrelation-robust (HAC) errors,
+    /// and the Mann–Kendall test with Sen's slope (e.g. a node's period per rhythm window).
+    Trend(TrendArgs),
     /// The model's phase response curve to a temperature step, by simulation.
     Prc(PrcArgs),
 }
@@ -200,11 +219,72 @@ pub struct PeriodogramArgs {
 
 #[derive(Debug, Args)]
 pub struct CosinorArgs {
+    /// CSV file with a header row; repeat for a population (one member per file).
+    #[arg(long, required = true)]
+    input: Vec<PathBuf>,
+    /// Column holding time in hours.
+    #[arg(long, default_value = "t_hours")]
+    time_column: String,
+    /// Column holding the values.
+    #[arg(long, default_value = "value")]
+    value_column: String,
+    /// The period fitted (h), for one component.
+    #[arg(long, default_value_t = 24.0, conflicts_with = "components")]
+    period_hours: f64,
+    /// The periods of a multi-component fit (h), e.g. 24,12.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    components: Vec<f64>,
+    /// Population-mean cosinor (Cornelissen 2014): one member per --input file, or per value
+    /// of --group-column.
+    #[arg(long)]
+    population: bool,
+    /// Column naming each row's member (e.g. node_id), for --population over one file.
+    #[arg(long, requires = "population")]
+    group_column: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WaveletArgs {
     #[command(flatten)]
     series: SeriesArgs,
-    /// The period fitted (h).
-    #[arg(long, default_value_t = 24.0)]
-    period_hours: f64,
+    /// Shortest period analysed (h); at least two grid steps.
+    #[arg(long, default_value_t = 4.0)]
+    min_period_hours: f64,
+    /// Longest period analysed (h).
+    #[arg(long, default_value_t = 48.0)]
+    max_period_hours: f64,
+    /// Scale spacing in octaves (1/12: twelve periods per doubling).
+    #[arg(long, default_value_t = 1.0 / 12.0)]
+    dj: f64,
+    /// Grid step (h); uneven readings are averaged into bins of this width and empty bins
+    /// interpolated and flagged. Default: the median spacing of the readings.
+    #[arg(long)]
+    dt_hours: Option<f64>,
+    /// Level of the significance curves against red noise.
+    #[arg(long, default_value_t = 0.95)]
+    significance_level: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct TrendArgs {
+    /// CSV file with a header row.
+    #[arg(long)]
+    input: PathBuf,
+    /// Column holding the time (any unit; the slope is per unit of it).
+    #[arg(long, default_value = "t_days")]
+    time_column: String,
+    /// Column holding the values.
+    #[arg(long, default_value = "period_hours")]
+    value_column: String,
+    /// Lags of the Bartlett kernel; default ⌊4(n/100)^(2/9)⌋ (Newey & West 1994).
+    #[arg(long)]
+    max_lags: Option<usize>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -237,15 +317,20 @@ pub struct PrcArgs {
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
+    // Logging started before parsing (`logs::format_from` read the same flag); clap checked it.
+    let _ = cli.log_format;
     match cli.command {
         Command::Simulate(a) => simulate::run(&a),
         Command::Analyze(AnalyzeCommand::Periodogram(a)) => analyze::periodogram(&a),
         Command::Analyze(AnalyzeCommand::Cosinor(a)) => analyze::cosinor(&a),
+        Command::Analyze(AnalyzeCommand::Wavelet(a)) => analyze::wavelet(&a),
+        Command::Analyze(AnalyzeCommand::Trend(a)) => analyze::trend(&a),
         Command::Analyze(AnalyzeCommand::Prc(a)) => analyze::prc(&a),
         Command::Replay(a) => lake::replay(&a),
         Command::Query(a) => lake::query(&a),
         Command::Lake(lake::LakeCommand::Push(a)) => lake::push(&a),
         Command::Run(a) => run::run(&a),
+        Command::Certs(a) => certs::run(&a),
         Command::Token(a) => run::token(&a),
         Command::Bridge(a) => run::bridge(&a),
         Command::Config(ConfigCommand::Template) => {
@@ -268,10 +353,10 @@ pub fn run(cli: Cli) -> Result<()> {
 /// The `run` command's definition, for its flags' defaults and value checks.
 fn run_command() -> clap::Command {
     use clap::CommandFactory;
-    Cli::command()
-        .find_subcommand("run")
-        .expect("the run command")
-        .clone()
+    // Built, so that the global flags (`--log-format`) are the run command's too.
+    let mut cli = Cli::command();
+    cli.build();
+    cli.find_subcommand("run").expect("the run command").clone()
 }
 
 /// A commented config file with every key and its built-in default (from the command's own

@@ -39,6 +39,17 @@ pub struct RunArgs {
     /// Address the embedded MQTT broker listens on (nodes publish to kaiabc/sensors/{node_id}).
     #[arg(long, default_value = "127.0.0.1:1883", env = "KAIABC_MQTT_LISTEN")]
     mqtt_listen: SocketAddr,
+    /// A second listener of the embedded broker, with TLS (e.g. 127.0.0.1:8883): the same
+    /// logins and topics as the plain one. Needs --mqtt-tls-cert and --mqtt-tls-key
+    /// (`kaiabc certs` makes both).
+    #[arg(long, env = "KAIABC_MQTT_TLS_LISTEN", requires_all = ["mqtt_tls_cert", "mqtt_tls_key"])]
+    mqtt_tls_listen: Option<SocketAddr>,
+    /// PEM file of the TLS listener's certificate (then any intermediates).
+    #[arg(long, env = "KAIABC_MQTT_TLS_CERT", requires = "mqtt_tls_listen")]
+    mqtt_tls_cert: Option<PathBuf>,
+    /// PEM file of the TLS listener's private key.
+    #[arg(long, env = "KAIABC_MQTT_TLS_KEY", requires = "mqtt_tls_listen")]
+    mqtt_tls_key: Option<PathBuf>,
     /// The lake's root directory.
     #[arg(long, default_value = "data/lake", env = "KAIABC_LAKE")]
     lake: PathBuf,
@@ -288,6 +299,14 @@ pub fn run(a: &RunArgs) -> Result<()> {
         addr
     };
     let (http_addr, mqtt_addr) = (offset(a.http), offset(a.mqtt_listen));
+    let mqtt_tls = match (a.mqtt_tls_listen, &a.mqtt_tls_cert, &a.mqtt_tls_key) {
+        (Some(addr), Some(cert), Some(key)) => Some(kaiabc_connectors::mqtt::TlsListen {
+            addr: offset(addr),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
     let mut node_cfg =
         NodeConfig::new(ClockConfig::default()).context("building the clock configuration")?;
     node_cfg.max_age_hours = a.max_reading_age_hours as f64;
@@ -434,10 +453,14 @@ pub fn run(a: &RunArgs) -> Result<()> {
                     max_connections_per_address: a.mqtt_max_connections_per_address,
                     readings_per_second: a.mqtt_readings_per_second,
                     failed_auth: Arc::clone(&failed_auth),
+                    tls: mqtt_tls,
                 },
             )?;
             let _ = shared.output.set(Arc::clone(&broker.output));
-            broker.addr.to_string()
+            match broker.tls_addr {
+                Some(tls) => format!("{} and TLS on {tls}", broker.addr),
+                None => broker.addr.to_string(),
+            }
         }
     };
     let listener = {
@@ -489,7 +512,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             shared.durability.stop();
         }
     });
-    eprintln!(
+    crate::logs::announce(&format!(
         "kaiabc run: MQTT on {mqtt}, HTTP on http://{http}/v1, lake in {} ({} nodes to resume){}{}",
         a.lake.display(),
         restored.nodes.len(),
@@ -501,7 +524,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
             true => format!(", process {} of {}", cluster.process, cluster.processes),
             false => String::new(),
         }
-    );
+    ));
     let summary = run_live(
         LiveOptions {
             workers: a.workers,
@@ -530,7 +553,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
     let _ = stop_http.send(());
     let _ = runtime.block_on(server);
     let rejected: u64 = summary.rejected.values().sum();
-    eprintln!(
+    crate::logs::announce(&format!(
         "kaiabc run: stopped; {} events in, {} applied, {} rejected, {} rows in {} lake files, \
          {} nodes resumed, {} node checkpoints saved",
         summary.events_in,
@@ -540,7 +563,7 @@ pub fn run(a: &RunArgs) -> Result<()> {
         summary.files_committed,
         summary.nodes_restored,
         summary.checkpoints_saved
-    );
+    ));
     Ok(())
 }
 
@@ -565,21 +588,21 @@ pub fn bridge(a: &BridgeArgs) -> Result<()> {
         Some(bridge::to_ingest(Ingest::Kafka(producer.clone()))),
         None,
     )?;
-    eprintln!(
+    crate::logs::announce(&format!(
         "kaiabc bridge: {} → Kafka {} (topic {})",
         redact(&a.mqtt_url),
         cfg.brokers,
         kaiabc_connectors::kafka::READINGS_TOPIC
-    );
+    ));
     runtime.block_on(wait_for_signal());
     producer.flush(Duration::from_secs(30))?;
     // The acks of the last deliveries go out on the client's thread.
     std::thread::sleep(Duration::from_millis(200));
-    eprintln!(
+    crate::logs::announce(&format!(
         "kaiabc bridge: stopped; {} messages written to Kafka, {} failed",
         producer.delivered(),
         producer.failed()
-    );
+    ));
     Ok(())
 }
 

@@ -107,7 +107,7 @@ impl LiveShared {
                     let topic = format!("kaiabc/nodes/{}/output", s.node_id);
                     let payload = crate::ws::pwm_of(s).to_string().into_bytes();
                     if let Err(e) = out.publish_retained(&topic, payload) {
-                        tracing::warn!(error = %e, node = %s.node_id, "MQTT output");
+                        tracing::warn!(error = %e, node_id = %s.node_id, "MQTT output");
                     }
                 }
                 if let Some(k) = self.kafka.get() {
@@ -115,7 +115,7 @@ impl LiveShared {
                         Ok(json) => {
                             if let Err(e) = k.send(STATES_TOPIC, Some(&s.node_id), &json, &[], None)
                             {
-                                tracing::warn!(error = %e, node = %s.node_id, "Kafka states");
+                                tracing::warn!(error = %e, node_id = %s.node_id, "Kafka states");
                             }
                         }
                         Err(e) => tracing::error!(error = %e, "encoding a state"),

@@ -61,7 +61,7 @@ impl PastReadings for LakePast {
             // A reading is better kept twice than lost: the lake's readers can still tell
             // copies apart by (node_id, timestamp, seq).
             Err(e) => {
-                tracing::warn!(node = node_id, error = %e, code = e.code(), "could not look a reading up in the lake; keeping it");
+                tracing::warn!(node_id = node_id, error = %e, code = e.code(), "could not look a reading up in the lake; keeping it");
                 false
             }
         }

@@ -75,7 +75,7 @@ const MAX_FAP: f64 = 0.01;
 const MAX_P: f64 = 0.05;
 
 /// Query rows as JSON objects.
-async fn rows(api: &Api, sql: &str) -> Result<Vec<Value>, ApiError> {
+pub(super) async fn rows(api: &Api, sql: &str) -> Result<Vec<Value>, ApiError> {
     let batches = run(api, sql).await?;
     let json = encode(&batches, kaiabc_connectors::lake::OutputFormat::Json)?;
     Ok(serde_json::from_slice(&json).unwrap_or_default())
@@ -237,6 +237,22 @@ pub(super) async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Res
         (Some(m), Some(v.sqrt()))
     };
     let cv = mean.zip(sd).map(|(m, s)| s / m);
+    // Does the period drift? Slope per day over the windows, with errors robust to the
+    // autocorrelation of overlapping windows (HAC), and the rank test beside it.
+    let days: Vec<f64> = koa.iter().map(|k| k.0).collect();
+    let trend = kaiabc_operators::rhythm::trend::trend(&days, &y, None).map(|t| {
+        json!({
+            "windows": t.n,
+            "slope_hours_per_day": t.hac.slope,
+            "slope_ci": t.hac.slope_ci,
+            "p_value": t.hac.p_value,
+            "standard_error": t.hac.slope_se,
+            "max_lags": t.hac.max_lags,
+            "method": "ols_hac_bartlett",
+            "drifting": t.hac.p_value < MAX_P,
+            "mann_kendall": t.mann_kendall,
+        })
+    });
     // Thresholds on the coefficient of variation of the KOA period across windows: a
     // well-compensated, entrained clock varies by well under 1 %.
     let quality = match (y.len(), cv) {
@@ -263,6 +279,7 @@ pub(super) async fn period_stability(api: Arc<Api>, q: RangeQuery) -> Result<Res
             "windows": pt.map_or(0, |p| p.n),
         },
         "quality_assessment": quality,
+        "period_trend": trend,
         "node_id": r.node,
         "start": ts(r.start),
         "end": ts(r.end),

@@ -276,7 +276,7 @@ impl ApiError {
         let id = super::request_id();
         let status = self.status();
         if status.is_server_error() {
-            tracing::warn!(request_id = %id, code = self.code(), message = %self, "request failed");
+            tracing::warn!(request_id = %id, code = self.code(), error = %self, "request failed");
         }
         let mut resp =
             warp::reply::with_status(warp::reply::json(&self.body(&id)), status).into_response();

@@ -280,7 +280,7 @@ where
 }
 
 /// One of two names of a time parameter (the specification's first), not both.
-fn either(
+pub(super) fn either(
     name: &str,
     spec: Option<String>,
     ours: Option<String>,

@@ -33,6 +33,7 @@ mod node_config;
 mod nodes;
 mod openapi;
 mod pagination;
+mod rhythms;
 mod settings;
 mod shift;
 mod status;
@@ -288,6 +289,12 @@ pub const ENDPOINTS: &[Endpoint] = &[
     ),
     ep("GET", "/v1/analytics/periodogram", OBSERVER, |api, at| {
         lake_get(api, at, analytics::periodogram)
+    }),
+    ep("GET", "/v1/analytics/wavelet", OBSERVER, |api, at| {
+        lake_get(api, at, rhythms::wavelet)
+    }),
+    ep("GET", "/v1/analytics/cosinor", OBSERVER, |api, at| {
+        lake_get(api, at, rhythms::cosinor)
     }),
     ep(
         "POST",

@@ -109,6 +109,7 @@ use super::lake::{ExportQuery, HistoryQuery};
 use super::mock::{SensorDataQuery, SimulateRequest};
 use super::node_config::NodeConfigBody;
 use super::pagination::PageQuery;
+use super::rhythms::{CosinorQuery, WaveletQuery};
 use super::settings::NodeQuery;
 use super::shift::{PrcQuery, ShiftRequest};
 use super::status::StateQuery;
@@ -458,6 +459,22 @@ fn ops() -> Vec<Op> {
             "Lomb–Scargle power against period of a node's KOA or temperature, with its peak",
         )
         .query(of::<PeriodogramQuery>),
+        op(
+            "GET",
+            "/v1/analytics/wavelet",
+            "Morlet wavelet power of a node's KOA or temperature over time and period, with the \
+             cone of influence, the global spectrum and their 95 % red-noise levels",
+        )
+        .query(of::<WaveletQuery>)
+        .reply(Has(&["node_id", "variable", "n_points"])),
+        op(
+            "GET",
+            "/v1/analytics/cosinor",
+            "Cosinor of one node (one or more components), or the population-mean cosinor of \
+             a group of nodes, with 95 % intervals for MESOR, amplitude and acrophase",
+        )
+        .query(of::<CosinorQuery>)
+        .reply(Has(&["node_ids", "components", "variable"])),
         op(
             "POST",
             "/v1/bulk/sensor-readings",
