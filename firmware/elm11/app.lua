@@ -17,6 +17,7 @@ function M.build(cfg, hal, log)
   if cfg.transport == "mqtt" then
     transport = require("mqtt_transport").new({ host = cfg.mqtt_host, port = cfg.mqtt_port,
       node_id = cfg.node_id, api_key = cfg.api_key,
+      tls = cfg.mqtt_tls and { cafile = cfg.mqtt_ca_file } or nil,
       on_output = function(d) if n then n:on_output(d, hal.now()) end end })
   else
     transport = require("http_transport").new({ server_url = cfg.server_url, api_key = cfg.api_key,

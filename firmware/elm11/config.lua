@@ -28,6 +28,20 @@ local function str(t, k)
   return v
 end
 
+-- MQTT over TLS: LuaSec present, and a readable PEM CA file (OpenSSL's CA loading, which
+-- LuaSec uses, reads PEM only).
+function M.check_tls(c)
+  local path = str(c, "mqtt_ca_file")
+  local ok, err = require("mqtt_tls").luasec()
+  if not ok then fail(err) end
+  local pem = util.read_file(path)
+  if not pem then fail("mqtt_ca_file: cannot read " .. path) end
+  if not pem:find("-----BEGIN CERTIFICATE-----", 1, true) then
+    fail("mqtt_ca_file " .. path .. " is not a PEM certificate (DER? convert it with "
+      .. "openssl x509 -inform DER -in ca.der -out ca.crt)")
+  end
+end
+
 function M.validate(c)
   if type(c) ~= "table" then fail("top level must be a JSON object") end
   local id = str(c, "node_id")
@@ -43,9 +57,13 @@ function M.validate(c)
     if not u:match("^https?://[^/]") then fail("server_url must start with http:// or https:// (got " .. u .. ")") end
     c.server_url = u:gsub("/+$", "")
   end
+  if c.mqtt_tls == nil then c.mqtt_tls = false end
+  if type(c.mqtt_tls) ~= "boolean" then fail("mqtt_tls must be true or false") end
   if c.transport == "mqtt" then
     str(c, "mqtt_host")
+    if c.mqtt_port == nil and c.mqtt_tls then c.mqtt_port = 8883 end
     int(c, "mqtt_port", 1, 65535)
+    if c.mqtt_tls then M.check_tls(c) end
   end
   num(c, "sample_interval_s", 1, 86400)
   int(c, "buffer_capacity", 1, 100000)

@@ -1,4 +1,5 @@
--- Minimal MQTT 3.1.1 client over LuaSocket TCP (QoS 0/1 publish, subscribe, keepalive, will).
+-- Minimal MQTT 3.1.1 client over LuaSocket TCP (QoS 0/1 publish, subscribe, keepalive, will),
+-- optionally over TLS (opts.tls = { cafile = PEM path }, LuaSec; see mqtt_tls.lua).
 -- Errors are returned as nil, err (never raised) for network / broker refusals.
 local socket = require("socket")
 local floor = math.floor
@@ -44,23 +45,41 @@ function M.new(opts)
   self.keepalive = opts.keepalive or 60
   self.will = opts.will -- {topic, payload, qos, retain}
   self.timeout = opts.timeout or 5
+  self.tls = opts.tls   -- { cafile = ..., server_name = (default host) } or nil for plain TCP
   self.rbuf = ""
   self.queue = {}       -- received PUBLISHes not yet returned by poll()
   self.next_pid = 1
   return self
 end
 
+-- "No data (yet)" from a socket: LuaSocket says "timeout", LuaSec "wantread"/"wantwrite"
+-- (a TLS record is incomplete, or the handshake layer waits). Every other error means the link
+-- is gone: "closed", an errno text, or an OpenSSL reason such as "unexpected eof while
+-- reading" when the peer vanished without close_notify (a server that exits, a killed broker).
+-- A LuaSec connection must not be read or written again after such an error: with LuaSec 1.2 /
+-- OpenSSL 3 the next receive or send never returns (LuaSocket's buffer loop calls LuaSec's recv
+-- over and over, at full CPU, no syscall). So any such error drops the connection at once
+-- (_lost closes it, which is safe), and the caller reconnects later.
+local AGAIN = { timeout = true, wantread = true, wantwrite = true }
+M.AGAIN = AGAIN
+
 function M:_send(data)
-  if not self.sock then return nil, "not connected" end
+  if not self.sock then return nil, self.lost or "not connected" end
   self.sock:settimeout(self.timeout)
   local i = 1
   while i <= #data do
     local n, err, part = self.sock:send(data, i)
-    if not n then
-      if err ~= "timeout" then self:_lost(err); return nil, err end
-      n = part
+    if n then
+      i = n + 1
+    elseif AGAIN[err] and part and part >= i then
+      i = part + 1 -- some bytes went out before the timeout: keep going
+    else
+      -- No progress within self.timeout, or the link failed: a packet half sent leaves the
+      -- stream unusable, so the connection goes either way.
+      if AGAIN[err] then err = "timeout" end
+      self:_lost(err)
+      return nil, err
     end
-    i = n + 1
   end
   self.last_tx = socket.gettime()
   return true
@@ -73,8 +92,11 @@ function M:_lost(err)
 end
 
 -- Read one packet within `timeout` seconds: returns type, flags, body | nil, "timeout" | nil, err
+-- (the connection is then dropped). Waits in select, never spins: it reads on while the socket
+-- gives data, and once a poll brought none, stops at the deadline (timeout 0: one empty poll).
 function M:_read(timeout)
   local deadline = socket.gettime() + (timeout or 0)
+  local got = true
   while true do
     if #self.rbuf >= 2 then
       local len, pos = M.decode_varint(self.rbuf, 2)
@@ -87,17 +109,16 @@ function M:_read(timeout)
     end
     if not self.sock then return nil, self.lost or "not connected" end
     local left = deadline - socket.gettime()
-    if left < 0 then left = 0 end
-    local r = socket.select({ self.sock }, nil, left)
-    if #r == 0 and left == 0 then return nil, "timeout" end
+    if not got and left <= 0 then return nil, "timeout" end
+    got = false
+    local r = socket.select({ self.sock }, nil, left > 0 and left or 0)
     if #r > 0 then
       self.sock:settimeout(0)
       local data, err, part = self.sock:receive(65536)
       data = data or part
-      if data and #data > 0 then self.rbuf = self.rbuf .. data
-      elseif err == "closed" then self:_lost("closed"); return nil, "closed" end
-    elseif socket.gettime() >= deadline then
-      return nil, "timeout"
+      if data and #data > 0 then self.rbuf = self.rbuf .. data; got = true end
+      -- Data that came with the error is kept: a complete packet in it is still returned.
+      if err and not AGAIN[err] then self:_lost(err) end
     end
   end
 end
@@ -142,11 +163,23 @@ function M:_pid()
 end
 
 function M:connect()
+  local tls
+  if self.tls then
+    -- Without LuaSec there is no TLS: refuse before a byte leaves, never send in plain.
+    tls = require("mqtt_tls")
+    local ssl, lerr = tls.luasec()
+    if not ssl then return nil, lerr end
+  end
   local sock = socket.tcp()
   sock:settimeout(self.timeout)
   local ok, err = sock:connect(self.host, self.port)
   if not ok then sock:close(); return nil, "connect: " .. tostring(err) end
   sock:setoption("tcp-nodelay", true)
+  if tls then
+    local conn, terr = tls.wrap(sock, self.tls.server_name or self.host, self.tls.cafile, self.timeout)
+    if not conn then return nil, terr end
+    sock = conn
+  end
   self.sock, self.rbuf, self.lost = sock, "", nil
   local flags = 2 -- clean session
   local payload = str(self.client_id)
@@ -213,7 +246,10 @@ function M:ping(timeout)
   local ok, err = self:_send(string.char(0xC0, 0))
   if not ok then return nil, err end
   local r, rerr = self:_wait(13, nil, timeout or self.timeout)
-  if not r then return nil, "pingresp: " .. tostring(rerr) end
+  if not r then
+    self:_lost(rerr) -- no PINGRESP in time: the link is dead (MQTT 3.1.1, 3.1.2.10)
+    return nil, "pingresp: " .. tostring(rerr)
+  end
   return true
 end
 

@@ -1,5 +1,6 @@
 -- Node transport over MQTT: readings QoS 1 to kaiabc/sensors/{id}, output on
 -- kaiabc/nodes/{id}/output (retained), status "online"/"offline" (will) retained.
+-- o.tls = { cafile = PEM path } connects over TLS (mqtt.lua, mqtt_tls.lua).
 local cjson = require("cjson")
 local mqtt = require("mqtt")
 local M = {}
@@ -13,7 +14,7 @@ function M.new(o)
   self.output_topic = "kaiabc/nodes/" .. o.node_id .. "/output"
   self.client = (o.mqtt or mqtt).new({ host = o.host, port = o.port, client_id = o.node_id,
     username = o.node_id, password = o.api_key, keepalive = o.keepalive or 60, timeout = o.timeout or 5,
-    will = { topic = status, payload = "offline", qos = 1, retain = true } })
+    tls = o.tls, will = { topic = status, payload = "offline", qos = 1, retain = true } })
   return self
 end
 
@@ -23,7 +24,11 @@ function M:ensure()
   if not ok then return nil, err, rc end
   self.client:publish(self.status_topic, "online", 1, true)
   local g, serr = self.client:subscribe(self.output_topic, 1)
-  if not g then return nil, serr end
+  if not g then
+    -- No SUBACK: start over on the next upload (a refusal keeps the link for the readings).
+    if serr ~= "subscription refused" then self.client:_lost(serr) end
+    return nil, serr
+  end
   return true
 end
 

@@ -10,7 +10,7 @@ class ConfigError(Exception):
 
 DEFAULTS = {
     "transport": "mqtt",
-    "mqtt_port": 1883,
+    "mqtt_tls": False,
     "sample_interval_s": 60,
     "ntp_host": "pool.ntp.org",
     "ntp_resync_s": 6 * 3600,
@@ -58,9 +58,20 @@ def check(raw):
         raise ConfigError("api_key is missing (or give provisioning_token to register at first boot)")
     if cfg["transport"] not in ("mqtt", "http"):
         raise ConfigError("transport must be 'mqtt' or 'http', got %r" % (cfg["transport"],))
+    if not isinstance(cfg["mqtt_tls"], bool):
+        raise ConfigError("mqtt_tls must be true or false, got %r" % (cfg["mqtt_tls"],))
+    if "mqtt_port" not in cfg:
+        cfg["mqtt_port"] = 8883 if cfg["mqtt_tls"] else 1883
     if cfg["transport"] == "mqtt":
         _text(cfg, "mqtt_host")
         _num(cfg, "mqtt_port", 1, 65535)
+        if cfg["mqtt_tls"]:
+            _text(cfg, "mqtt_ca_file")
+            from transport import ca_certs
+            try:
+                ca_certs(cfg["mqtt_ca_file"])
+            except (OSError, ValueError) as e:
+                raise ConfigError("mqtt_ca_file %s: %s" % (cfg["mqtt_ca_file"], e))
     if cfg["transport"] == "http" or cfg.get("provisioning_token"):
         _text(cfg, "server_url")
         if not cfg["server_url"].startswith(("http://", "https://")):

@@ -909,7 +909,7 @@ fn a_config_file_sets_what_the_environment_and_flags_do_not() {
         format!(
             "[server]\nhttp = \"127.0.0.1:{file_http}\"\nstate_dir = {:?}\n\
              [mqtt]\nlisten = \"127.0.0.1:{}\"\nanonymous = true\n\
-             [lake]\nroot = {:?}\n[auth]\njwt_secret = {SECRET:?}\n",
+             [lake]\nroot = {:?}\n[auth]\njwt_secret = {SECRET:?}\n[log]\nformat = \"json\"\n",
             dir.path().join("state"),
             free_port(),
             file_lake,
@@ -935,7 +935,17 @@ fn a_config_file_sets_what_the_environment_and_flags_do_not() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", file_http)).is_err());
     let (status, body) = get(http, "/v1/sensors/nodes").unwrap();
     assert_eq!(status, 200, "{body}");
-    stop(server);
+    let stderr = stop(server);
+    // The file's log format: every line is a JSON event.
+    assert!(stderr.lines().count() >= 2, "{stderr}");
+    for line in stderr.lines() {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            event["level"].is_string() && event["message"].is_string(),
+            "{line}"
+        );
+    }
     // The environment beats the file's lake.
     assert!(env_lake.join("_checkpoints").is_dir());
     assert!(!file_lake.exists());

@@ -7,7 +7,7 @@ ROOT="$(cd "$HERE/../../.." && pwd)"
 source "$HERE/../pico/env.sh"
 export MICROPYTHON="$MP"
 export MICROPYPATH="$HERE:$MICROPYPATH"
-for p in lua5.1 lua5.3 lua-socket lua-cjson mosquitto; do
+for p in lua5.1 lua5.3 lua-socket lua-sec lua-cjson mosquitto openssl; do
   dpkg -s "$p" >/dev/null 2>&1 || { echo "missing $p: run firmware/tests/elm11/run.sh first" >&2; exit 1; }
 done
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/kaiabc/target}"

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Run the ELM11 firmware specs on Lua 5.1 and Lua 5.3 (Debian packages), with a private
-# Mosquitto on a free loopback port for the MQTT specs. Idempotent.
+# Run the ELM11 firmware specs on Lua 5.1 and Lua 5.3 (Debian packages, LuaSec for MQTT over
+# TLS), with a private Mosquitto on free loopback ports for the MQTT specs: a plain listener and
+# TLS listeners with certificates from scripts/certs.sh (tests/broker.sh). Idempotent.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
 
 need=()
-for p in lua5.1 lua5.3 lua-socket lua-cjson lua-busted mosquitto mosquitto-clients; do
+for p in lua5.1 lua5.3 lua-socket lua-sec lua-cjson lua-busted mosquitto mosquitto-clients openssl; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -17,28 +18,15 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 TMP="$(mktemp -d)"
-MOSQ_PID=""
+source "$HERE/../broker.sh"
 cleanup() {
-  if [ -n "$MOSQ_PID" ]; then kill "$MOSQ_PID" 2>/dev/null || true; wait "$MOSQ_PID" 2>/dev/null || true; fi
+  stop_test_broker
   rm -rf "$TMP"
 }
 trap cleanup EXIT
 
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
-  || lua5.3 -e 'local s=require"socket".bind("127.0.0.1",0); local _,p=s:getsockname(); print(p)')"
-cat > "$TMP/mosquitto.conf" <<CONF
-listener $PORT 127.0.0.1
-allow_anonymous true
-persistence false
-CONF
-MOSQ="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
-"$MOSQ" -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.log" 2>&1 &
-MOSQ_PID=$!
-for _ in $(seq 1 50); do
-  if lua5.3 -e "local c=require'socket'.tcp(); c:settimeout(0.2); os.exit(c:connect('127.0.0.1',$PORT) and 0 or 1)"; then break; fi
-  sleep 0.1
-done
-export MQTT_PORT="$PORT"
+# Plain and TLS listeners (certificates from scripts/certs.sh); exports MQTT_PORT, MQTT_TLS_*.
+start_test_broker "$TMP"
 export BME280_WORST_FILE="$TMP/worst.txt"
 
 status=0

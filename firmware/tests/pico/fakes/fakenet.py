@@ -15,6 +15,7 @@ class Broker:
         self.lwt = None
         self.subs = []
         self.pending = []  # (topic, msg) to deliver via check_msg
+        self.clients = []  # every FakeClient made, in order
 
     def readings(self):
         out = []
@@ -26,9 +27,12 @@ class Broker:
 
 
 class FakeClient:
-    def __init__(self, broker, client_id, server, port=0, user=None, password=None, keepalive=0):
+    def __init__(self, broker, client_id, server, port=0, user=None, password=None, keepalive=0,
+                 ssl=None):
         self.b = broker
         self.client_id, self.server, self.port = client_id, server, port
+        self.ssl = ssl  # umqtt.simple >= 1.4: an SSLContext (MQTT over TLS), default None
+        broker.clients.append(self)
         self.user, self.pswd = user, password
         self.cb = None
         self.sock = None
@@ -45,13 +49,18 @@ class FakeClient:
             self.b.down -= 1
             raise OSError(113)  # EHOSTUNREACH
 
+    def _wrap(self, sock):
+        # umqtt.simple >= 1.4: the context wraps the socket, with the broker's name
+        return self.ssl.wrap_socket(sock, server_hostname=self.server)
+
     def connect(self, clean_session=True):
         self._net()
+        sock = self._wrap(self) if self.ssl else self
         self.b.connects.append((self.client_id, self.user, self.pswd))
         if self.b.connack:
             raise MQTTException(self.b.connack)
         self.b.lwt = self.lw
-        self.sock = self
+        self.sock = sock
         return 0
 
     def close(self):
@@ -74,6 +83,32 @@ class FakeClient:
             self.cb(t.encode(), m.encode())
             return 0x30
         return None
+
+
+class LegacyFakeClient(FakeClient):
+    """umqtt.simple 1.3.x's TLS API: `ssl` is a flag (default False) and connect() does
+    `import ussl; ussl.wrap_socket(sock, **ssl_params)`."""
+
+    def __init__(self, broker, client_id, server, port=0, user=None, password=None, keepalive=0,
+                 ssl=False, ssl_params={}):
+        FakeClient.__init__(self, broker, client_id, server, port, user, password, keepalive, ssl)
+        self.ssl_params = ssl_params
+
+    def _wrap(self, sock):
+        import ussl
+        return ussl.wrap_socket(sock, **self.ssl_params)
+
+
+class FakeContext:
+    """An SSLContext that records the names it wraps with and hands the socket back."""
+
+    def __init__(self, verify_mode=2):  # CERT_REQUIRED
+        self.verify_mode = verify_mode
+        self.wrapped = []
+
+    def wrap_socket(self, sock, server_hostname=None):
+        self.wrapped.append(server_hostname)
+        return sock
 
 
 class Resp:
