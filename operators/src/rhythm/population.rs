@@ -5,9 +5,11 @@
 //! Each of the `k` members is fitted alone (one or more components). The population's MESOR
 //! and each component's `(β, γ)` are the means over members; amplitude and acrophase follow
 //! from the mean `(β̄, γ̄)`. Inference uses the spread between members, not the residuals within
-//! them: the MESOR's interval is `M̄ ± t_{k−1}·s_M/√k`, the amplitude's and acrophase's are
-//! Bingham's (see [`component`]) as Cornelissen gives them and CosinorPy and the R package
-//! cosinor2 compute them, and a component's zero-amplitude test is Hotelling's `T²` of
+//! them: the MESOR's interval is `M̄ ± t_{k−1}·s_M/√k`, the amplitude's `A ± t_{k−1}√c22` and
+//! the acrophase's from `c22`, `c23`, `c33` (the members' (co)variances of `(β, γ)` projected
+//! on the mean's direction), as Bingham et al. give them in Cornelissen's notation and
+//! CosinorPy and the R package cosinor2 compute them; a component's zero-amplitude test is
+//! Hotelling's `T²` of
 //! `(β̄, γ̄) = 0`, an `F(2, k−2)`.
 
 use serde::Serialize;

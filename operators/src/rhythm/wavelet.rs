@@ -138,6 +138,10 @@ pub const MAX_SCALES: usize = 1024;
 /// Longest regular series transformed: about two years of 1-minute bins.
 pub const MAX_SAMPLES: usize = 1 << 20;
 
+/// Most transform cells (scales × samples) computed at once: the complex transform and the
+/// power take 24 bytes a cell, so this bounds one analysis at about 800 MB.
+pub const MAX_CELLS: usize = 1 << 25;
+
 /// A wavelet transform `W_n(s)`, one row per scale.
 #[derive(Clone, Debug)]
 pub struct Transform {
@@ -521,6 +525,13 @@ pub fn wavelet_spectrum(
         options.min_period_hours,
         options.max_period_hours,
     )?;
+    let cells = (scales.j + 1).saturating_mul(grid.values.len());
+    if cells > MAX_CELLS {
+        return Err(RhythmError::GridTooLarge {
+            len: cells,
+            max: MAX_CELLS,
+        });
+    }
     let observed: Vec<f64> = grid
         .values
         .iter()
@@ -632,6 +643,22 @@ mod tests {
             .iter()
             .all(|row| row[32].is_nan() && row[20].is_finite()));
         assert!(w.ridge_period_hours[32].is_nan());
+    }
+
+    #[test]
+    fn a_transform_too_large_to_hold_is_refused_before_it_is_computed() {
+        // Four readings over 9000 h on a 36 s grid: 900 001 samples × 135 scales.
+        let t = [0.0, 3000.0, 6000.0, 9000.0];
+        let y = [1.0, 2.0, 1.5, 3.0];
+        let opts = WaveletOptions {
+            min_period_hours: 0.02,
+            dt_hours: Some(0.01),
+            ..Default::default()
+        };
+        assert!(matches!(
+            wavelet_spectrum(&t, &y, &opts),
+            Err(RhythmError::GridTooLarge { max: MAX_CELLS, .. })
+        ));
     }
 
     #[test]

@@ -290,16 +290,23 @@ pub(super) async fn cosinor(api: Arc<Api>, q: CosinorQuery) -> Result<Response, 
     // is its hour of the day (UTC).
     let midnight = from.div_euclid(DAY_US) * DAY_US;
     let origin = midnight as f64 / 3_600_000_000.0;
-    let mut members: Vec<(String, Vec<f64>, Vec<f64>)> = Vec::new();
-    for node in &nodes {
-        let mine: Vec<Value> = all
-            .iter()
-            .filter(|r| r["node_id"].as_str() == Some(node))
-            .cloned()
-            .collect();
-        let (t, y) = series(&mine);
-        members.push((node.clone(), t.iter().map(|h| h - origin).collect(), y));
+    // One pass over the rows (ordered by node), not one per node.
+    let mut by_node: std::collections::HashMap<&str, Vec<Value>> = std::collections::HashMap::new();
+    for row in all {
+        if let Some(node) = row["node_id"]
+            .as_str()
+            .and_then(|n| nodes.iter().find(|m| *m == n))
+        {
+            by_node.entry(node.as_str()).or_default().push(row);
+        }
     }
+    let members: Vec<(String, Vec<f64>, Vec<f64>)> = nodes
+        .iter()
+        .map(|node| {
+            let (t, y) = series(by_node.get(node.as_str()).map_or(&[][..], Vec::as_slice));
+            (node.clone(), t.iter().map(|h| h - origin).collect(), y)
+        })
+        .collect();
     let mut body = json!({
         "node_ids": nodes,
         "variable": variable.column(),
