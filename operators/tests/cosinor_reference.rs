@@ -22,6 +22,22 @@ fn nums(v: &Value) -> Vec<f64> {
     serde_json::from_value(v.clone()).unwrap()
 }
 
+/// The reference's nodes as `(name, t, y)` members.
+fn members(nodes: &Value) -> Vec<(String, Vec<f64>, Vec<f64>)> {
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["test"].as_str().unwrap().to_string(),
+                nums(&n["t"]),
+                nums(&n["y"]),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn a_24_and_12_hour_fit_matches_statsmodels_ols_and_cosinorpy_s_composite() {
     let r = reference();
@@ -129,18 +145,7 @@ fn a_24_and_12_hour_fit_matches_statsmodels_ols_and_cosinorpy_s_composite() {
 fn the_population_mean_cosinor_matches_cosinorpy() {
     let r = reference();
     let p = &r["population_single"];
-    let members: Vec<(String, Vec<f64>, Vec<f64>)> = p["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["test"].as_str().unwrap().to_string(),
-                nums(&n["t"]),
-                nums(&n["y"]),
-            )
-        })
-        .collect();
+    let members = members(&p["nodes"]);
     let fit = population_cosinor(&members, &[24.0]).unwrap();
     assert_eq!(fit.members, 6);
     for (m, want) in fit
@@ -209,18 +214,7 @@ fn the_population_mean_cosinor_matches_cosinorpy() {
 fn a_two_component_population_mean_matches_cosinorpy() {
     let r = reference();
     let p = &r["population_multi"];
-    let members: Vec<(String, Vec<f64>, Vec<f64>)> = p["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            (
-                n["test"].as_str().unwrap().to_string(),
-                nums(&n["t"]),
-                nums(&n["y"]),
-            )
-        })
-        .collect();
+    let members = members(&p["nodes"]);
     let fit = population_cosinor(&members, &[24.0, 12.0]).unwrap();
     let m = nums(&p["cosinorpy"]["mean_params"]);
     close("mesor", fit.mesor, m[0], 1e-9);

@@ -124,16 +124,7 @@ pub(super) async fn periodogram(api: Arc<Api>, q: PeriodogramQuery) -> Result<Re
         r.filter("timestamp")
     );
     let all = rows(&api, &sql).await?;
-    let (mut t, mut y) = (Vec::with_capacity(all.len()), Vec::with_capacity(all.len()));
-    for row in &all {
-        let time = row["timestamp"]
-            .as_str()
-            .and_then(|s| kaiabc_schemas::parse_timestamp(s).ok());
-        if let (Some(time), Some(v)) = (time, num(row, "y")) {
-            t.push(time.timestamp_millis() as f64 / 3_600_000.0);
-            y.push(v);
-        }
-    }
+    let (t, y) = super::rhythms::series(&all);
     let w = &api.node_cfg.window;
     let search = PeakSearch::new(w.min_period_hours, w.max_period_hours);
     let mut body = json!({

@@ -87,8 +87,9 @@ fn is_parameter_error(e: &RhythmError) -> bool {
     )
 }
 
-/// Hours since the epoch of each row's `timestamp`, with its value.
-fn series(all: &[Value]) -> (Vec<f64>, Vec<f64>) {
+/// Hours since the epoch of each row's `timestamp`, with its value `y` (rows without either
+/// are skipped).
+pub(super) fn series(all: &[Value]) -> (Vec<f64>, Vec<f64>) {
     let mut t = Vec::with_capacity(all.len());
     let mut y = Vec::with_capacity(all.len());
     for row in all {
