@@ -8,6 +8,7 @@
 //! also keeps per-node checkpoints in `_checkpoints/` (see [`open_checkpoints`]).
 
 mod checkpoint;
+pub mod encoding;
 mod hdf5;
 mod keys;
 mod lookup;
