@@ -395,7 +395,12 @@ impl ControlCommand {
     /// Whether a JSON record is a control command (it has a top-level `control` field), without
     /// parsing it in full.
     pub fn is_control(record: &[u8]) -> bool {
-        memchr::memmem::find(record, b"\"control\"").is_some()
+        // One searcher for every record (building one was 1.4 % of a replay), and only for
+        // records that can be JSON objects (a CSV line cannot).
+        static CONTROL: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"control\""));
+        record.trim_ascii_start().first() == Some(&b'{')
+            && CONTROL.find(record).is_some()
             && serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(record)
                 .is_ok_and(|m| m.contains_key("control"))
     }

@@ -64,6 +64,9 @@ struct Buffer<R: LakeRecord> {
     parts: BTreeMap<NaiveDate, Part<R>>,
     /// Rows of the last file staged: the expected size of the next one.
     hint: usize,
+    /// The last row's day (days since the epoch) and its date: rows come a day at a time, and
+    /// chrono's date of every row was 1 % of a replay.
+    last_day: Option<(i64, NaiveDate)>,
 }
 
 impl<R: LakeRecord> Default for Buffer<R> {
@@ -71,6 +74,23 @@ impl<R: LakeRecord> Default for Buffer<R> {
         Self {
             parts: BTreeMap::new(),
             hint: 0,
+            last_day: None,
+        }
+    }
+}
+
+impl<R: LakeRecord> Buffer<R> {
+    /// The `date=` partition of a row at `micros`.
+    fn date(&mut self, micros: i64) -> NaiveDate {
+        const MICROS_PER_DAY: i64 = 86_400_000_000;
+        let day = micros.div_euclid(MICROS_PER_DAY);
+        match self.last_day {
+            Some((d, date)) if d == day => date,
+            _ => {
+                let date = date_of(micros);
+                self.last_day = Some((day, date));
+                date
+            }
         }
     }
 }
@@ -312,9 +332,9 @@ impl LakeWriter {
         row: R,
         buffer: fn(&mut Self) -> &mut Buffer<R>,
     ) -> Result<(), LakeError> {
-        let date = date_of(row.time_micros());
         let max = self.cfg.max_rows_per_file;
         let buf = buffer(self);
+        let date = buf.date(row.time_micros());
         // Pre-size only the day being filled and the next (as a day rolls), so a late row for
         // an old day never reserves a whole file's room.
         let hint = if buf.parts.len() < 2 { buf.hint } else { 0 };
