@@ -944,19 +944,30 @@ impl Client {
         if !matches_any(&self.patterns, &p.stream) {
             return false;
         }
-        let last = self.last.entry(p.stream.clone()).or_insert(0);
-        if p.seq <= *last {
-            return false;
+        // Looked up before it is inserted: a key is cloned once per stream, not per event (with
+        // 10 000 subscribers, that was 10 000 allocations an event).
+        match self.last.get_mut(&p.stream) {
+            Some(last) if p.seq <= *last => false,
+            Some(last) => {
+                *last = p.seq;
+                true
+            }
+            None => {
+                self.last.insert(p.stream.clone(), p.seq);
+                true
+            }
         }
-        *last = p.seq;
-        true
     }
 }
 
 /// Serves one WebSocket client until it leaves or the server stops.
 pub async fn serve_client(socket: WebSocket, hub: Arc<Hub>) {
     hub.clients.fetch_add(1, Ordering::Relaxed);
-    let (mut tx, mut rx) = socket.split();
+    let (mut tx, rx) = socket.split();
+    // The socket is read by a task of its own, which wakes only when the client sends: polled
+    // beside the events, every event cost a read that found nothing (a syscall each, for
+    // every subscriber).
+    let (mut incoming, reader) = read_client(rx);
     // Subscribed before any snapshot is taken: events racing a snapshot are in the buffer and
     // are skipped by sequence number, none is lost.
     let mut events = hub.tx.subscribe();
@@ -968,15 +979,10 @@ pub async fn serve_client(socket: WebSocket, hub: Arc<Hub>) {
     loop {
         let mut closed = false;
         tokio::select! {
-            msg = rx.next() => match msg {
-                None | Some(Err(_)) => break,
-                Some(Ok(m)) if m.is_close() => break,
-                Some(Ok(m)) => {
-                    // Pongs and binary frames need no answer.
-                    if let Ok(text) = m.to_str() {
-                        out.push(Message::text(client.handle(&hub, text)));
-                    }
-                }
+            msg = incoming.recv() => match msg {
+                // The client left (or its connection failed).
+                None => break,
+                Some(text) => out.push(Message::text(client.handle(&hub, &text))),
             },
             ev = events.recv() => {
                 // This event and every one already waiting go out in one write: a burst costs
@@ -1033,8 +1039,34 @@ pub async fn serve_client(socket: WebSocket, hub: Arc<Hub>) {
             break;
         }
     }
+    reader.abort();
     hub.interest_in(&client.patterns, false);
     hub.clients.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Reads a client's messages on a task of its own and hands on their text (pongs and binary
+/// frames need no answer); the channel closes when the client closes or its connection fails.
+fn read_client(
+    mut rx: futures_util::stream::SplitStream<WebSocket>,
+) -> (
+    tokio::sync::mpsc::Receiver<String>,
+    tokio::task::JoinHandle<()>,
+) {
+    // A few messages of slack: a client that sends faster than it is answered waits here.
+    let (to_writer, incoming) = tokio::sync::mpsc::channel(8);
+    let task = tokio::spawn(async move {
+        while let Some(Ok(m)) = rx.next().await {
+            if m.is_close() {
+                break;
+            }
+            if let Ok(text) = m.to_str() {
+                if to_writer.send(text.to_string()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (incoming, task)
 }
 
 #[cfg(test)]

@@ -357,8 +357,10 @@ pub fn run(a: &RunArgs) -> Result<()> {
             }
         })
     };
+    // One async worker per core: HTTP, WebSocket fan-out and MQTT share them with the
+    // dataflow's threads, and a burst to thousands of WebSocket clients uses every core.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()))
         .enable_all()
         .build()
         .context("starting the async runtime")?;

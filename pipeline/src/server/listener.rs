@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_io_timeout::TimeoutStream;
@@ -230,6 +230,11 @@ pub fn guarded(
                         let _ = tokio::time::timeout(Duration::from_secs(1), async {
                             let _ = sock.write_all(busy(&why).as_bytes()).await;
                             let _ = sock.shutdown().await;
+                            // Read what the client sent until it closes too: a socket closed
+                            // with unread input sends a reset, which can reach the client
+                            // before it has read the answer.
+                            let mut sink = [0u8; 1024];
+                            while matches!(sock.read(&mut sink).await, Ok(n) if n > 0) {}
                         })
                         .await;
                     });
