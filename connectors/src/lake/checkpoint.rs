@@ -198,7 +198,8 @@ fn write_file<'a>(
     f.sync_all().map_err(LakeError::io("fsync", &tmp))?;
     let dir = checkpoint_dir(root);
     let dest = dir.join(name);
-    std::fs::rename(&tmp, &dest).map_err(LakeError::io("rename", &dest))?;
+    // The error names the file being moved (under `_staging/`), as the lake writer's renames do.
+    std::fs::rename(&tmp, &dest).map_err(LakeError::io("rename", &tmp))?;
     sync_dir(&dir)
 }
 
