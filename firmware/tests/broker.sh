@@ -1,5 +1,6 @@
-# Sourced by tests/pico/run.sh and tests/elm11/run.sh: a private Mosquitto on free loopback
-# ports, with a plain listener and TLS listeners whose certificates come from scripts/certs.sh.
+# Sourced by tests/pico/run.sh and tests/elm11/run.sh: the Debian packages they need, and a
+# private Mosquitto on free loopback ports, with a plain listener and TLS listeners whose
+# certificates come from scripts/certs.sh.
 #
 #   start_test_broker DIR     (DIR: a fresh directory the caller removes, made world-traversable
 #                              here for the mosquitto user; call stop_test_broker at exit)
@@ -16,6 +17,21 @@
 
 _broker_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 MOSQ_PID=""
+
+# install_missing_packages PKG...: installs from Debian those of PKG not installed yet (both
+# runners need Mosquitto and OpenSSL beside their own interpreters).
+install_missing_packages() {
+  local need=() p
+  for p in "$@"; do
+    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    local SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+}
 
 _free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \

@@ -6,19 +6,11 @@ set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
 
-need=()
-for p in lua5.1 lua5.3 lua-socket lua-sec lua-cjson lua-busted mosquitto mosquitto-clients openssl; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source "$HERE/../broker.sh"
+install_missing_packages lua5.1 lua5.3 lua-socket lua-sec lua-cjson lua-busted mosquitto \
+  mosquitto-clients openssl
 
 TMP="$(mktemp -d)"
-source "$HERE/../broker.sh"
 cleanup() {
   stop_test_broker
   rm -rf "$TMP"

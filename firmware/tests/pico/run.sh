@@ -6,19 +6,10 @@
 set -euo pipefail
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/env.sh"
 
-need=()
-for p in mosquitto openssl; do
-  dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source "$PICO_TESTS/../broker.sh"
+install_missing_packages mosquitto openssl
 
 TMP="$(mktemp -d)"
-source "$PICO_TESTS/../broker.sh"
 cleanup() {
   stop_test_broker
   rm -rf "$TMP"
