@@ -8,13 +8,18 @@
 //! also keeps per-node checkpoints in `_checkpoints/` (see [`open_checkpoints`]).
 
 mod checkpoint;
+mod date_trunc;
 pub mod encoding;
+mod first_row;
 mod hdf5;
 mod keys;
 mod lookup;
 pub mod object;
 mod query;
 mod record;
+#[cfg(test)]
+mod sql_testing;
+mod topk;
 mod writer;
 
 use std::path::{Path, PathBuf};

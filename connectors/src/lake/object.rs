@@ -151,7 +151,7 @@ fn committed_files(dir: &Path) -> Result<Vec<PathBuf>, LakeError> {
 
 /// A DataFusion session with every table of [`Table::ALL`] registered over the bucket.
 pub async fn session(at: &S3Location) -> Result<SessionContext, LakeError> {
-    let ctx = SessionContext::new();
+    let ctx = super::query::new_context();
     let url = url::Url::parse(&format!("s3://{}", at.bucket))
         .map_err(|e| LakeError::Config(format!("s3://{}: {e}", at.bucket)))?;
     ctx.register_object_store(&url, at.store()?);

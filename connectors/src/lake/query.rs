@@ -9,6 +9,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use kaiabc_schemas::Table;
 
@@ -25,10 +26,25 @@ pub enum OutputFormat {
     Json,
 }
 
+/// An empty DataFusion session as every lake session starts: DataFusion's defaults, with
+/// [`super::first_row::FirstRowPerPartition`] and [`super::topk::PartitionTopK`] for
+/// latest-per-node queries and [`super::date_trunc::UtcDateTrunc`] for grouping the lake's
+/// UTC times.
+pub(crate) fn new_context() -> SessionContext {
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_optimizer_rule(Arc::new(super::first_row::FirstRowPerPartition))
+        .with_physical_optimizer_rules(super::topk::physical_rules())
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    ctx.register_udf(super::date_trunc::UtcDateTrunc::udf());
+    ctx
+}
+
 /// A DataFusion session with every table of [`Table::ALL`] registered.
 pub async fn session(root: &Path) -> Result<SessionContext, LakeError> {
     ensure_layout(root)?;
-    let ctx = SessionContext::new();
+    let ctx = new_context();
     for t in Table::ALL {
         let dir = table_dir(root, t);
         let dir = std::fs::canonicalize(&dir).map_err(LakeError::io("resolve", &dir))?;
