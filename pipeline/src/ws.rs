@@ -18,7 +18,11 @@ use kaiabc_schemas::{LakeRow, OscillatorState, ReadingRow};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::server::Socket;
 
 /// Events buffered per client before it counts as lagging.
 pub const CLIENT_BUFFER: usize = 4096;
@@ -91,8 +95,9 @@ pub struct Published {
     pub stream: String,
     /// Its sequence number in the stream.
     pub seq: u64,
-    /// The whole `event` message as JSON text.
-    pub text: String,
+    /// The whole `event` message, JSON text framed once: every subscriber's copy shares its
+    /// bytes (a clone is a reference count, not a copy of the text).
+    pub message: Message,
 }
 
 /// The latest values of one node, with the sequence numbers of their streams.
@@ -539,7 +544,7 @@ impl Hub {
     pub fn publish_fleet(&self, stream: &str, seq: u64, data: &Value) {
         // No subscriber is not an error.
         let _ = self.tx.send(Arc::new(Published {
-            text: event_text(stream, seq, data),
+            message: Message::text(event_text(stream, seq, data)),
             stream: stream.into(),
             seq,
         }));
@@ -553,7 +558,7 @@ impl Hub {
         }
         // No subscriber is not an error.
         let _ = self.tx.send(Arc::new(Published {
-            text: event_text("alert", seq, data),
+            message: Message::text(event_text("alert", seq, data)),
             stream: "alert".into(),
             seq,
         }));
@@ -588,7 +593,7 @@ impl Hub {
                     }
                     for (stream, data) in events {
                         out.push(Published {
-                            text: event_text(&stream, seq, &data),
+                            message: Message::text(event_text(&stream, seq, &data)),
                             stream,
                             seq,
                         });
@@ -611,7 +616,7 @@ impl Hub {
                     let stream = format!("sensors.reading.{node}");
                     let data = reading_data(r);
                     out.push(Published {
-                        text: event_text(&stream, seq, &data),
+                        message: Message::text(event_text(&stream, seq, &data)),
                         stream,
                         seq,
                     });
@@ -631,7 +636,7 @@ impl Hub {
                         "timestamp": kaiabc_schemas::format_timestamp(&d.received_at),
                     });
                     out.push(Published {
-                        text: event_text("alert", seq, &data),
+                        message: Message::text(event_text("alert", seq, &data)),
                         stream: "alert".into(),
                         seq,
                     });
@@ -643,7 +648,7 @@ impl Hub {
                     }
                     let data = serde_json::to_value(p).unwrap_or(Value::Null);
                     out.push(Published {
-                        text: event_text(PHASE_SHIFT_STREAM, seq, &data),
+                        message: Message::text(event_text(PHASE_SHIFT_STREAM, seq, &data)),
                         stream: PHASE_SHIFT_STREAM.into(),
                         seq,
                     });
@@ -961,7 +966,7 @@ impl Client {
 }
 
 /// Serves one WebSocket client until it leaves or the server stops.
-pub async fn serve_client(socket: WebSocket, hub: Arc<Hub>) {
+pub async fn serve_client(socket: Socket, hub: Arc<Hub>) {
     hub.clients.fetch_add(1, Ordering::Relaxed);
     let (mut tx, rx) = socket.split();
     // The socket is read by a task of its own, which wakes only when the client sends: polled
@@ -993,7 +998,7 @@ pub async fn serve_client(socket: WebSocket, hub: Arc<Hub>) {
                     match ev {
                         Ok(p) => {
                             if client.wants(&p) {
-                                out.push(Message::text(p.text.clone()));
+                                out.push(p.message.clone());
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -1017,9 +1022,10 @@ pub async fn serve_client(socket: WebSocket, hub: Arc<Hub>) {
                     }
                 }
             },
-            _ = ping.tick() => out.push(Message::ping(Vec::<u8>::new())),
+            _ = ping.tick() => out.push(Message::Ping(Default::default())),
             _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
-                let _ = tx.send(Message::close_with(1001u16, "server stopping")).await;
+                let away = CloseFrame { code: CloseCode::Away, reason: "server stopping".into() };
+                let _ = tx.send(Message::Close(Some(away))).await;
                 break;
             }
         };
@@ -1047,7 +1053,7 @@ pub async fn serve_client(socket: WebSocket, hub: Arc<Hub>) {
 /// Reads a client's messages on a task of its own and hands on their text (pongs and binary
 /// frames need no answer); the channel closes when the client closes or its connection fails.
 fn read_client(
-    mut rx: futures_util::stream::SplitStream<WebSocket>,
+    mut rx: futures_util::stream::SplitStream<Socket>,
 ) -> (
     tokio::sync::mpsc::Receiver<String>,
     tokio::task::JoinHandle<()>,
@@ -1056,13 +1062,13 @@ fn read_client(
     let (to_writer, incoming) = tokio::sync::mpsc::channel(8);
     let task = tokio::spawn(async move {
         while let Some(Ok(m)) = rx.next().await {
-            if m.is_close() {
+            let text = match m {
+                Message::Close(_) => break,
+                Message::Text(text) => text,
+                _ => continue,
+            };
+            if to_writer.send(text.as_str().to_owned()).await.is_err() {
                 break;
-            }
-            if let Ok(text) = m.to_str() {
-                if to_writer.send(text.to_string()).await.is_err() {
-                    break;
-                }
             }
         }
     });
@@ -1360,7 +1366,7 @@ mod tests {
         let p = |stream: &str, seq| Published {
             stream: stream.into(),
             seq,
-            text: String::new(),
+            message: Message::text(String::new()),
         };
         assert!(!c.wants(&p("oscillator.state.a", 4)), "covered by snapshot");
         assert!(c.wants(&p("oscillator.state.a", 5)));

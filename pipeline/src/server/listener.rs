@@ -77,7 +77,8 @@ impl Guarded {
 pub struct Peer(pub SocketAddr);
 
 /// A service that puts its connection's [`Peer`] in each request before `inner` sees it
-/// (warp's own server does this for `warp::addr::remote`, but only its own).
+/// (warp's own server does this for `warp::addr::remote`, but only its own), and a pending
+/// WebSocket upgrade where the `/v1/ws` route can take it ([`super::upgrade`]).
 #[derive(Clone)]
 struct WithPeer<S> {
     inner: S,
@@ -98,6 +99,7 @@ where
 
     fn call(&mut self, mut req: warp::http::Request<B>) -> Self::Future {
         req.extensions_mut().insert(self.peer);
+        super::upgrade::keep_pending(&mut req);
         self.inner.call(req)
     }
 }

@@ -37,6 +37,7 @@ mod rhythms;
 mod settings;
 mod shift;
 mod status;
+mod upgrade;
 
 pub use access::Access;
 use access::{authorise, rate_headers, rate_limit, refuse, Limited};
@@ -46,6 +47,7 @@ pub use error::ApiError;
 pub(crate) use ingest::not_stored;
 pub use shift::PrcCache;
 use status::node_state;
+pub use upgrade::Socket;
 
 use lake::lake_get;
 use settings::Group;
@@ -439,36 +441,52 @@ fn at(api: &Arc<Api>, e: &Endpoint) -> Matched {
         .boxed()
 }
 
-/// `GET /v1/ws`: the WebSocket upgrade (client messages of 64 KiB at most).
+/// `GET /v1/ws`: the WebSocket upgrade (client messages of 64 KiB at most); see [`upgrade`].
 fn ws_route(api: &Arc<Api>, at: Matched) -> Route {
     let api = Arc::clone(api);
-    at.and(warp::ws())
-        .map(move |who: Principal, ws: warp::ws::Ws| {
-            // The contract's cap is per client: a node, or the person a token names.
-            let client = match &who {
-                Principal::Node(id) => format!("node:{id}"),
-                Principal::User(claims) => format!("user:{}", claims.sub),
-            };
-            let Some(slot) = api.limiter.open_socket(&client) else {
-                let most = api.limiter.limits().ws_per_client;
-                return ApiError::RateLimitExceeded {
-                    message: format!(
-                        "{most} WebSocket connections are open for this client already; \
-                         close one first"
-                    ),
-                    retry_after_seconds: 1,
-                }
-                .response();
-            };
-            let hub = Arc::clone(&api.shared.hub);
-            ws.max_message_size(crate::ws::MAX_CLIENT_MESSAGE)
-                .max_frame_size(crate::ws::MAX_CLIENT_MESSAGE)
-                .on_upgrade(move |socket| async move {
-                    crate::ws::serve_client(socket, hub).await;
+    at.and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<upgrade::Pending>())
+        .map(
+            move |who: Principal,
+                  headers: warp::http::HeaderMap,
+                  pending: Option<upgrade::Pending>| {
+                let reply = match upgrade::handshake(&headers) {
+                    Ok(reply) => reply,
+                    Err(e) => return e.response(),
+                };
+                let Some(pending) = pending else {
+                    return ApiError::InvalidRequest(
+                        "this connection cannot be upgraded to a WebSocket (HTTP/1.1 only)".into(),
+                    )
+                    .response();
+                };
+                // The contract's cap is per client: a node, or the person a token names.
+                let client = match &who {
+                    Principal::Node(id) => format!("node:{id}"),
+                    Principal::User(claims) => format!("user:{}", claims.sub),
+                };
+                let Some(slot) = api.limiter.open_socket(&client) else {
+                    let most = api.limiter.limits().ws_per_client;
+                    return ApiError::RateLimitExceeded {
+                        message: format!(
+                            "{most} WebSocket connections are open for this client already; \
+                             close one first"
+                        ),
+                        retry_after_seconds: 1,
+                    }
+                    .response();
+                };
+                let hub = Arc::clone(&api.shared.hub);
+                // The socket opens once hyper has sent the 101 answer returned below.
+                tokio::spawn(async move {
+                    if let Some(socket) = pending.open(crate::ws::MAX_CLIENT_MESSAGE).await {
+                        crate::ws::serve_client(socket, hub).await;
+                    }
                     drop(slot);
-                })
-                .into_response()
-        })
+                });
+                reply
+            },
+        )
         .boxed()
 }
 
@@ -621,11 +639,6 @@ fn rejection(r: Rejection) -> warp::reply::Response {
         ApiError::NotFound("no such endpoint".into()).response()
     } else if let Some(e) = r.find::<warp::reject::InvalidQuery>() {
         ApiError::InvalidParameter(e.to_string()).response()
-    } else if r.find::<warp::ws::MissingConnectionUpgrade>().is_some() {
-        ApiError::InvalidRequest(
-            "/v1/ws takes a WebSocket upgrade (Connection: upgrade, Upgrade: websocket)".into(),
-        )
-        .response()
     } else if let Some(e) = r.find::<warp::reject::MissingHeader>() {
         ApiError::InvalidRequest(e.to_string()).response()
     } else if let Some(e) = r.find::<warp::reject::InvalidHeader>() {
