@@ -32,6 +32,7 @@ use std::sync::Arc;
 
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result, ScalarValue};
+use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions_aggregate::first_last::first_value;
 use datafusion::functions_window::row_number::RowNumber;
 use datafusion::logical_expr::expr::WindowFunction;
@@ -161,10 +162,18 @@ fn first_values(w: &Window, column: &Column) -> Result<Option<LogicalPlan>> {
         } else {
             let name = format!("__first_row_{i}");
             firsts.push(first_value(Expr::Column(c), params.order_by.clone()).alias(&name));
-            outputs.push(
-                Expr::Column(Column::new_unqualified(name))
-                    .alias_qualified(qualifier.cloned(), field.name()),
-            );
+            let mut value = Expr::Column(Column::new_unqualified(name));
+            if !field.is_nullable() {
+                // `first_value` is typed nullable, but of a column that is not it is never null
+                // (a group has at least one row). The plan above was typed with the column not
+                // null, and DataFusion refuses a plan whose nullability changed under it; the
+                // fallback keeps the type and is never taken.
+                let Ok(never) = ScalarValue::new_default(field.data_type()) else {
+                    return Ok(None);
+                };
+                value = coalesce(vec![value, lit(never)]);
+            }
+            outputs.push(value.alias_qualified(qualifier.cloned(), field.name()));
         }
     }
     outputs.push(
@@ -214,6 +223,14 @@ mod tests {
                 .to_string(),
             "SELECT koa_metric, flag FROM (SELECT *, row_number() OVER (PARTITION BY node_id \
              ORDER BY timestamp DESC) AS r FROM states) WHERE r = 1"
+                .to_string(),
+            // The filter reaches the window only once DataFusion has pushed it through a
+            // union, whose schema (every column not null) was worked out before the rewrite.
+            "WITH last AS (SELECT node_id, koa_metric, timestamp, row_number() OVER \
+             (PARTITION BY node_id ORDER BY timestamp DESC) AS rn FROM states) \
+             SELECT g, count(*) AS n, avg(koa_metric) AS k, max(timestamp) AS t FROM \
+             (SELECT *, 'all' AS g FROM last UNION ALL SELECT *, node_id AS g FROM last) \
+             WHERE rn = 1 GROUP BY g"
                 .to_string(),
         ];
         for sql in queries {
