@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod alloc;
 mod auth;
 mod bridge;
 mod cli;
@@ -21,7 +22,8 @@ mod ws;
 
 /// mimalloc: the dataflow allocates and frees many short-lived rows and large column buffers;
 /// glibc's malloc returned the buffers to the kernel and faulted them back in on every file
-/// (see DEVELOPERS.md, "Replay throughput").
+/// (see DEVELOPERS.md, "Replay throughput"). A replay also keeps what it frees
+/// ([`alloc::keep_freed_memory`]).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -91,6 +91,7 @@ enum QueryFormat {
 }
 
 pub fn replay(a: &ReplayArgs) -> Result<()> {
+    crate::alloc::keep_freed_memory();
     let mut files = Vec::new();
     for f in &a.files {
         let format = match a.format {
