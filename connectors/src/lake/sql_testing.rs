@@ -66,3 +66,24 @@ pub(crate) fn ranked(function: &str, window: &str, predicate: &str) -> String {
          {function}() OVER ({window}) AS r FROM states) WHERE {predicate}"
     )
 }
+
+/// Asserts that a rule left `sql` alone: its plan in `with_rule` has no `marker`, and (when the
+/// answer is `unique`: no ties the engine may break either way) the answer is the reference
+/// session's.
+pub(crate) async fn assert_left_alone(
+    with_rule: &SessionContext,
+    reference: &SessionContext,
+    sql: &str,
+    marker: &str,
+    unique: bool,
+) {
+    let plan = explain(with_rule, sql).await;
+    assert!(!plan.contains(marker), "{sql}\n{plan}");
+    if unique {
+        assert_eq!(
+            sorted_rows(with_rule, sql).await,
+            sorted_rows(reference, sql).await,
+            "{sql}"
+        );
+    }
+}
