@@ -100,6 +100,18 @@ pub struct Published {
     pub message: Message,
 }
 
+impl Published {
+    /// The `event` message of `stream`'s value `data` at `seq`, serialised and framed once.
+    fn event(stream: impl Into<String>, seq: u64, data: &Value) -> Self {
+        let stream = stream.into();
+        Self {
+            message: Message::text(event_text(&stream, seq, data)),
+            stream,
+            seq,
+        }
+    }
+}
+
 /// The latest values of one node, with the sequence numbers of their streams.
 #[derive(Debug, Default, Clone)]
 pub struct NodeLatest {
@@ -543,11 +555,7 @@ impl Hub {
     /// Sends a fleet stream's new value (its book assigned `seq`) to its subscribers.
     pub fn publish_fleet(&self, stream: &str, seq: u64, data: &Value) {
         // No subscriber is not an error.
-        let _ = self.tx.send(Arc::new(Published {
-            message: Message::text(event_text(stream, seq, data)),
-            stream: stream.into(),
-            seq,
-        }));
+        let _ = self.tx.send(Arc::new(Published::event(stream, seq, data)));
     }
 
     /// Sends an `alert` event (the fleet's alerts, raised or cleared) to its subscribers.
@@ -557,11 +565,7 @@ impl Hub {
             return;
         }
         // No subscriber is not an error.
-        let _ = self.tx.send(Arc::new(Published {
-            message: Message::text(event_text("alert", seq, data)),
-            stream: "alert".into(),
-            seq,
-        }));
+        let _ = self.tx.send(Arc::new(Published::event("alert", seq, data)));
     }
 
     /// Publishes what a lake row means to subscribers: a state (and its PWM output), a
@@ -592,11 +596,7 @@ impl Hub {
                         events.push((format!("output.pwm.{}", s.node_id), pwm_of(s)));
                     }
                     for (stream, data) in events {
-                        out.push(Published {
-                            message: Message::text(event_text(&stream, seq, &data)),
-                            stream,
-                            seq,
-                        });
+                        out.push(Published::event(stream, seq, &data));
                     }
                 }
                 LakeRow::Reading(r) => {
@@ -615,11 +615,7 @@ impl Hub {
                     }
                     let stream = format!("sensors.reading.{node}");
                     let data = reading_data(r);
-                    out.push(Published {
-                        message: Message::text(event_text(&stream, seq, &data)),
-                        stream,
-                        seq,
-                    });
+                    out.push(Published::event(stream, seq, &data));
                 }
                 LakeRow::DeadLetter(d) => {
                     self.fail(d);
@@ -635,11 +631,7 @@ impl Hub {
                         "message": d.message,
                         "timestamp": kaiabc_schemas::format_timestamp(&d.received_at),
                     });
-                    out.push(Published {
-                        message: Message::text(event_text("alert", seq, &data)),
-                        stream: "alert".into(),
-                        seq,
-                    });
+                    out.push(Published::event("alert", seq, &data));
                 }
                 LakeRow::PhaseShift(p) => {
                     let seq = self.shifts.fetch_add(1, Ordering::Relaxed) + 1;
@@ -647,11 +639,7 @@ impl Hub {
                         return;
                     }
                     let data = serde_json::to_value(p).unwrap_or(Value::Null);
-                    out.push(Published {
-                        message: Message::text(event_text(PHASE_SHIFT_STREAM, seq, &data)),
-                        stream: PHASE_SHIFT_STREAM.into(),
-                        seq,
-                    });
+                    out.push(Published::event(PHASE_SHIFT_STREAM, seq, &data));
                 }
                 // The fleet's alerts reach subscribers from the fleet's book (`Hub::alert`).
                 LakeRow::Rhythm(_)
