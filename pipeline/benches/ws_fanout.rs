@@ -2,6 +2,8 @@
 //! through a running `kaiabc run` (release build). Prints p50 / p99 / max latency from the
 //! MQTT publish to each subscriber's event, and how many of the events arrived, for 1
 //! subscriber (the baseline, same run) and for `KAIABC_BENCH_SUBSCRIBERS` (default 10 000).
+//! With `KAIABC_BENCH_DUMP=<prefix>`, every delivery's reading and latency (µs) are written to
+//! `<prefix>.<subscribers>`, one per line, to see how each reading's deliveries spread.
 //!
 //! `cargo bench -p kaiabc-pipeline --bench ws_fanout`. Under `cargo test` it runs once with 20
 //! subscribers as a smoke test. Nothing is asserted about speed.
@@ -108,7 +110,11 @@ async fn round(http: std::net::SocketAddr, mqtt: u16, node: &str, subscribers: u
                         got.push((v.data.and_then(|d| d.seq).unwrap_or(0), now));
                     }
                 }
-                got
+                // The socket is handed back, not dropped: a client that closes as soon as it
+                // has every event makes the server tear its connection down while it is still
+                // delivering the last event to the others, and that teardown was measured as
+                // the last event's latency (its p50 was twice the other events').
+                (got, ws)
             })
         })
         .collect();
@@ -132,13 +138,22 @@ async fn round(http: std::net::SocketAddr, mqtt: u16, node: &str, subscribers: u
     let _ = client.disconnect().await;
     poller.abort();
     let mut lat = Vec::new();
+    let mut dump = String::new();
+    let mut finished = Vec::with_capacity(readers.len());
     for r in readers {
-        for (k, at) in r.await.unwrap() {
+        let (got, ws) = r.await.unwrap();
+        finished.push(ws);
+        for (k, at) in got {
             if let Some(t0) = sent_at.lock().unwrap().get(k as usize).copied().flatten() {
                 lat.push(at - t0);
+                dump.push_str(&format!("{k} {}\n", (at - t0).as_micros()));
             }
         }
     }
+    if let Ok(f) = std::env::var("KAIABC_BENCH_DUMP") {
+        std::fs::write(format!("{f}.{subscribers}"), dump).unwrap();
+    }
+    drop(finished);
     lat.sort();
     let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     Figures {
