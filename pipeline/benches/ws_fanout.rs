@@ -4,6 +4,8 @@
 //! subscriber (the baseline, same run) and for `KAIABC_BENCH_SUBSCRIBERS` (default 10 000).
 //! With `KAIABC_BENCH_DUMP=<prefix>`, every delivery's reading and latency (µs) are written to
 //! `<prefix>.<subscribers>`, one per line, to see how each reading's deliveries spread.
+//! The server's and the clients' CPU time while the readings go out is printed beside the
+//! latencies: clients and server share the machine's cores, so both bound the latency.
 //!
 //! `cargo bench -p kaiabc-pipeline --bench ws_fanout`. Under `cargo test` it runs once with 20
 //! subscribers as a smoke test. Nothing is asserted about speed.
@@ -30,6 +32,25 @@ struct Figures {
     p99: Duration,
     max: Duration,
     connect: Duration,
+    /// CPU time of the server and of this bench's clients while the readings went out.
+    server_cpu: Duration,
+    clients_cpu: Duration,
+}
+
+/// CPU time (user and system, every thread) of process `pid` so far, from `/proc/<pid>/stat`
+/// (in clock ticks of 10 ms, Linux's `USER_HZ`).
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |i: usize| -> u64 {
+        rest.split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are the 14th and 15th fields; `rest` starts at the 3rd.
+    Duration::from_millis(10 * (field(11) + field(12)))
 }
 
 /// What a subscriber reads of a message: its type and its state's `seq`. The clients run on
@@ -59,7 +80,13 @@ fn reading(node: &str, seq: i64) -> String {
     .to_string()
 }
 
-async fn round(http: std::net::SocketAddr, mqtt: u16, node: &str, subscribers: usize) -> Figures {
+async fn round(
+    http: std::net::SocketAddr,
+    mqtt: u16,
+    server: u32,
+    node: &str,
+    subscribers: usize,
+) -> Figures {
     let url = format!("ws://{http}/v1/ws?token={}", token("observer"));
     let started = Instant::now();
     // Connect in waves, so the listen backlog is never the thing measured.
@@ -97,12 +124,17 @@ async fn round(http: std::net::SocketAddr, mqtt: u16, node: &str, subscribers: u
         .map(|mut ws| {
             tokio::spawn(async move {
                 let mut got: Vec<(i64, Instant)> = Vec::new();
-                let deadline = tokio::time::Instant::now()
-                    + Duration::from_millis(200 * READINGS as u64 + 10_000);
+                // One timer for the whole round: a timeout per message put each message's
+                // wait in the timer wheel and took it out again.
+                let deadline =
+                    tokio::time::sleep(Duration::from_millis(200 * READINGS as u64 + 10_000));
+                tokio::pin!(deadline);
                 while got.len() < READINGS as usize {
-                    let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await else {
-                        break;
+                    let m = tokio::select! {
+                        m = ws.next() => m,
+                        _ = &mut deadline => break,
                     };
+                    let Some(Ok(m)) = m else { break };
                     let now = Instant::now();
                     let Message::Text(t) = m else { continue };
                     let v: Seen = serde_json::from_str(t.as_str()).unwrap();
@@ -118,6 +150,8 @@ async fn round(http: std::net::SocketAddr, mqtt: u16, node: &str, subscribers: u
             })
         })
         .collect();
+    let server = server.to_string();
+    let cpu_before = (cpu_time(&server), cpu_time("self"));
     let mut o = MqttOptions::new(format!("bench-{node}"), "127.0.0.1", mqtt);
     o.set_keep_alive(Duration::from_secs(30));
     let (client, mut events) = AsyncClient::new(o, 100);
@@ -150,6 +184,8 @@ async fn round(http: std::net::SocketAddr, mqtt: u16, node: &str, subscribers: u
             }
         }
     }
+    let server_cpu = cpu_time(&server).saturating_sub(cpu_before.0);
+    let clients_cpu = cpu_time("self").saturating_sub(cpu_before.1);
     if let Ok(f) = std::env::var("KAIABC_BENCH_DUMP") {
         std::fs::write(format!("{f}.{subscribers}"), dump).unwrap();
     }
@@ -164,6 +200,8 @@ async fn round(http: std::net::SocketAddr, mqtt: u16, node: &str, subscribers: u
         p99: q(0.99),
         max: *lat.last().unwrap(),
         connect,
+        server_cpu,
+        clients_cpu,
     }
 }
 
@@ -181,7 +219,7 @@ fn main() {
     // Every subscriber shares one token: lift its rate limit (each upgrade is a request), and
     // the cap on open connections.
     let connections = (many + 100).to_string();
-    let (_server, http, mqtt) = start_with(
+    let (server, http, mqtt) = start_with(
         &dir.path().join("lake"),
         &[
             "--mqtt-anonymous",
@@ -200,13 +238,16 @@ fn main() {
         "MQTT publish (QoS 1) -> WebSocket oscillator.state event to every subscriber of one \
          node, {READINGS} readings 200 ms apart"
     );
-    println!("| subscribers | events received | p50 | p99 | max | connect all |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| subscribers | events received | p50 | p99 | max | connect all | server CPU | \
+         clients' CPU |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     let mut rounds = Vec::new();
     for (i, n) in [1, many].into_iter().enumerate() {
-        let f = rt.block_on(round(http, mqtt, &format!("fan{i}"), n));
+        let f = rt.block_on(round(http, mqtt, server.0.id(), &format!("fan{i}"), n));
         println!(
-            "| {} | {} of {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} s |",
+            "| {} | {} of {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} s | {:.2} s | {:.2} s |",
             f.subscribers,
             f.received,
             f.expected,
@@ -214,6 +255,8 @@ fn main() {
             f.p99.as_secs_f64() * 1e3,
             f.max.as_secs_f64() * 1e3,
             f.connect.as_secs_f64(),
+            f.server_cpu.as_secs_f64(),
+            f.clients_cpu.as_secs_f64(),
         );
         rounds.push(f);
     }
@@ -221,5 +264,23 @@ fn main() {
         "p99 ratio, {} subscribers against 1: {:.1}",
         many,
         rounds[1].p99.as_secs_f64() / rounds[0].p99.as_secs_f64()
+    );
+    // The server's CPU for each delivery beyond the baseline round's (which holds the readings'
+    // own processing and the lake's commits).
+    let deliveries = rounds[1].received.saturating_sub(rounds[0].received).max(1);
+    println!(
+        "server CPU per delivery: {:.1} µs; clients' CPU per delivery: {:.1} µs",
+        rounds[1]
+            .server_cpu
+            .saturating_sub(rounds[0].server_cpu)
+            .as_secs_f64()
+            * 1e6
+            / deliveries as f64,
+        rounds[1]
+            .clients_cpu
+            .saturating_sub(rounds[0].clients_cpu)
+            .as_secs_f64()
+            * 1e6
+            / deliveries as f64,
     );
 }

@@ -47,7 +47,6 @@ pub use error::ApiError;
 pub(crate) use ingest::not_stored;
 pub use shift::PrcCache;
 use status::node_state;
-pub use upgrade::Socket;
 
 use lake::lake_get;
 use settings::Group;

@@ -11,23 +11,20 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use kaiabc_schemas::{LakeRow, OscillatorState, ReadingRow};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::server::Socket;
+mod writer;
 
-/// Events buffered per client before it counts as lagging.
+/// Events waiting for a client before it counts as lagging (in its queue at its writer, and in
+/// the broadcast channel the writers take events from).
 pub const CLIENT_BUFFER: usize = 4096;
 
-/// Events a client takes from its buffer for one write.
+/// Events a writer takes from the broadcast channel for one pass over its subscribers.
 const BURST: usize = 256;
 
 /// The most patterns one client may hold: every event is matched against each of them on the
@@ -193,6 +190,10 @@ pub struct Hub {
     pub resyncs: AtomicU64,
     /// Where snapshots of the fleet's streams come from (the fleet's book), once it runs.
     pub fleet: std::sync::OnceLock<FleetSource>,
+    /// The writers that send events to subscribers ([`writer`]), started with the first.
+    writers: std::sync::OnceLock<Vec<tokio::sync::mpsc::Sender<writer::Attach>>>,
+    /// Subscribers so far (each one's id, which also picks its writer).
+    subscribers: AtomicU64,
 }
 
 impl Default for Hub {
@@ -209,6 +210,8 @@ impl Default for Hub {
             clients: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
             fleet: std::sync::OnceLock::new(),
+            writers: std::sync::OnceLock::new(),
+            subscribers: AtomicU64::new(0),
         }
     }
 }
@@ -693,6 +696,17 @@ impl Hub {
         out
     }
 
+    /// A new subscriber's id and its writer (the writers start with the first subscriber).
+    fn writer(self: &Arc<Self>) -> (u64, tokio::sync::mpsc::Sender<writer::Attach>) {
+        let writers = self.writers.get_or_init(|| {
+            (0..writer::writers())
+                .map(|_| writer::spawn(self))
+                .collect()
+        });
+        let id = self.subscribers.fetch_add(1, Ordering::Relaxed);
+        (id, writers[id as usize % writers.len()].clone())
+    }
+
     /// Tells every client to close (the server is stopping).
     pub fn close_all(&self) {
         let _ = self.shutdown.send(true);
@@ -953,114 +967,23 @@ impl Client {
     }
 }
 
-/// Serves one WebSocket client until it leaves or the server stops.
-pub async fn serve_client(socket: Socket, hub: Arc<Hub>) {
-    hub.clients.fetch_add(1, Ordering::Relaxed);
-    let (mut tx, rx) = socket.split();
-    // The socket is read by a task of its own, which wakes only when the client sends: polled
-    // beside the events, every event cost a read that found nothing (a syscall each, for
-    // every subscriber).
-    let (mut incoming, reader) = read_client(rx);
-    // Subscribed before any snapshot is taken: events racing a snapshot are in the buffer and
-    // are skipped by sequence number, none is lost.
-    let mut events = hub.tx.subscribe();
-    let mut shutdown = hub.shutdown.subscribe();
-    let mut client = Client::default();
-    let mut ping = tokio::time::interval(Duration::from_secs(20));
-    ping.tick().await;
-    let mut out: Vec<Message> = Vec::new();
-    loop {
-        let mut closed = false;
-        tokio::select! {
-            msg = incoming.recv() => match msg {
-                // The client left (or its connection failed).
-                None => break,
-                Some(text) => out.push(Message::text(client.handle(&hub, &text))),
-            },
-            ev = events.recv() => {
-                // This event and every one already waiting go out in one write: a burst costs
-                // one flush (one syscall, one wakeup), not one per event.
-                let mut next = Some(ev);
-                let mut taken = 0;
-                while let Some(ev) = next.take() {
-                    match ev {
-                        Ok(p) => {
-                            if client.wants(&p) {
-                                out.push(p.message.clone());
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(missed)) => {
-                            hub.resyncs.fetch_add(1, Ordering::Relaxed);
-                            out.push(Message::text(client.resync(&hub, missed)));
-                        }
-                        Err(broadcast::error::RecvError::Closed) => closed = true,
-                    }
-                    taken += 1;
-                    if taken < BURST && !closed {
-                        next = match events.try_recv() {
-                            Ok(p) => Some(Ok(p)),
-                            Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                                Some(Err(broadcast::error::RecvError::Lagged(n)))
-                            }
-                            Err(broadcast::error::TryRecvError::Closed) => {
-                                Some(Err(broadcast::error::RecvError::Closed))
-                            }
-                            Err(broadcast::error::TryRecvError::Empty) => None,
-                        };
-                    }
-                }
-            },
-            _ = ping.tick() => out.push(Message::Ping(Default::default())),
-            _ = async { let _ = shutdown.wait_for(|stop| *stop).await; } => {
-                let away = CloseFrame { code: CloseCode::Away, reason: "server stopping".into() };
-                let _ = tx.send(Message::Close(Some(away))).await;
-                break;
-            }
-        };
-        if !out.is_empty() {
-            let mut failed = false;
-            for m in out.drain(..) {
-                if tx.feed(m).await.is_err() {
-                    failed = true;
-                    break;
-                }
-            }
-            if failed || tx.flush().await.is_err() {
-                break;
-            }
-        }
-        if closed {
-            break;
-        }
+/// Serves one WebSocket client until it leaves or the server stops: its socket goes to one of
+/// the hub's writers ([`writer`]), and this task waits, without waking, until the writer lets
+/// it go.
+pub async fn serve_client<S>(socket: tokio_tungstenite::WebSocketStream<S>, hub: Arc<Hub>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (id, writer) = hub.writer();
+    let (released, done) = tokio::sync::oneshot::channel();
+    let attach = writer::Attach {
+        id,
+        socket: Box::pin(socket),
+        released,
+    };
+    if writer.send(attach).await.is_ok() {
+        let _ = done.await;
     }
-    reader.abort();
-    hub.interest_in(&client.patterns, false);
-    hub.clients.fetch_sub(1, Ordering::Relaxed);
-}
-
-/// Reads a client's messages on a task of its own and hands on their text (pongs and binary
-/// frames need no answer); the channel closes when the client closes or its connection fails.
-fn read_client(
-    mut rx: futures_util::stream::SplitStream<Socket>,
-) -> (
-    tokio::sync::mpsc::Receiver<String>,
-    tokio::task::JoinHandle<()>,
-) {
-    // A few messages of slack: a client that sends faster than it is answered waits here.
-    let (to_writer, incoming) = tokio::sync::mpsc::channel(8);
-    let task = tokio::spawn(async move {
-        while let Some(Ok(m)) = rx.next().await {
-            let text = match m {
-                Message::Close(_) => break,
-                Message::Text(text) => text,
-                _ => continue,
-            };
-            if to_writer.send(text.as_str().to_owned()).await.is_err() {
-                break;
-            }
-        }
-    });
-    (incoming, task)
 }
 
 #[cfg(test)]
@@ -1239,7 +1162,7 @@ mod tests {
         assert!(other.try_recv().is_err(), "seq 8 is another reading");
     }
 
-    fn state(node: &str, seq: i64) -> LakeRow {
+    pub(super) fn state(node: &str, seq: i64) -> LakeRow {
         let mut s: OscillatorState = serde_json::from_value(json!({
             "node_id": node, "timestamp": "2026-01-05T10:00:00Z", "seq": seq,
             "circadian_time": 1.0, "phase": 0.04, "period_hours": 24.0,
