@@ -146,10 +146,18 @@ impl Subscriber {
         self.queue.push_back((message, false));
     }
 
-    /// Reads what the client sent (a few messages a turn) and answers it, then writes.
+    /// Writes what is queued; then, if the socket took it all, reads what the client sent (a
+    /// few messages a turn), answers it and writes again.
     fn serve(&mut self, hub: &Hub) -> Result<(), Gone> {
         let waker = Waker::from(Arc::clone(&self.waker));
         let mut cx = Context::from_waker(&waker);
+        self.write_with(&mut cx)?;
+        if !self.queue.is_empty() {
+            // The client is not reading what it is sent: nothing more is read from it until it
+            // does, so a client that sends without reading the answers is held back by TCP and
+            // its answers cannot pile up here.
+            return Ok(());
+        }
         for read in 0.. {
             if read == READS_PER_TURN {
                 // More may be waiting: come back to this socket after the others.
@@ -444,6 +452,7 @@ mod tests {
     async fn serve(hub: Arc<Hub>, send_buffer: u32) -> std::net::SocketAddr {
         let socket = TcpSocket::new_v4().unwrap();
         socket.set_send_buffer_size(send_buffer).unwrap();
+        socket.set_recv_buffer_size(send_buffer).unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let listener = socket.listen(1024).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -538,6 +547,37 @@ mod tests {
             }
             assert!(resyncs >= 1);
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_sends_without_reading_is_held_back() {
+        let hub = Arc::new(Hub::default());
+        let addr = serve(Arc::clone(&hub), 4096).await;
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.set_send_buffer_size(4096).unwrap();
+        let tcp = socket.connect(addr).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{addr}/v1/ws"), tcp)
+            .await
+            .unwrap();
+        // Each ping is answered with a pong the client never reads: once the server's socket
+        // is full, the server stops reading, and the client's sends stall.
+        let mut sent = 0;
+        let stalled = loop {
+            let ping = ws.send(Message::text(r#"{"action":"ping"}"#));
+            match tokio::time::timeout(Duration::from_secs(2), ping).await {
+                Err(_) => break true,
+                Ok(r) => r.unwrap(),
+            }
+            sent += 1;
+            if sent == 200_000 {
+                break false;
+            }
+        };
+        assert!(
+            stalled,
+            "{sent} pings were read without their pongs being read"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
