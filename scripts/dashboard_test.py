@@ -158,8 +158,15 @@ def run(binary, base, env, work):
             driver.execute_cdp_cmd("Input.insertText", {"text": text})
 
         def value(label):
-            el = driver.find_elements(By.CSS_SELECTOR, '.val[data-key="%s"] b' % label)
-            return el[0].text if el else None
+            # Read outside a wait too (before and after a reading), so it tries again itself
+            # when the panel is redrawn between finding the value and reading its text.
+            for _ in range(50):
+                try:
+                    el = driver.find_elements(By.CSS_SELECTOR, '.val[data-key="%s"] b' % label)
+                    return el[0].text if el else None
+                except StaleElementReferenceException:
+                    time.sleep(0.02)
+            fail("the value %r was redrawn under every read" % label)
 
         def login(tok):
             driver.get(base + "/")

@@ -105,9 +105,13 @@ impl LiveShared {
             LakeRow::State(s) => {
                 if let Some(out) = self.output.get() {
                     let topic = format!("kaiabc/nodes/{}/output", s.node_id);
-                    let payload = crate::ws::pwm_of(s).to_string().into_bytes();
-                    if let Err(e) = out.publish_retained(&topic, payload) {
-                        tracing::warn!(error = %e, node_id = %s.node_id, "MQTT output");
+                    match serde_json::to_vec(&crate::ws::PwmOutput::of(s)) {
+                        Ok(payload) => {
+                            if let Err(e) = out.publish_retained(&topic, payload) {
+                                tracing::warn!(error = %e, node_id = %s.node_id, "MQTT output");
+                            }
+                        }
+                        Err(e) => tracing::error!(error = %e, "encoding an output"),
                     }
                 }
                 if let Some(k) = self.kafka.get() {

@@ -346,22 +346,51 @@ fn reading_data(r: &ReadingRow) -> Value {
 /// A node's output: the `output.pwm` event (the contract's `duty_cycle` 0–255,
 /// `duty_cycle_percent`, `koa_source`, `manual_override`), and the retained MQTT message the node
 /// applies (with the period and phase it needs to keep the output going while offline).
+///
+/// A struct, not a `json!` map, because every state of every node makes one for the MQTT
+/// output: serialised straight to bytes, with no map of a dozen allocated keys and values in
+/// between. Its fields are in alphabetical order, the order the map wrote them in, so the bytes
+/// nodes and subscribers get are the same.
+#[derive(Debug, Serialize)]
+pub struct PwmOutput<'a> {
+    circadian_time: f64,
+    duty_cycle: i32,
+    duty_cycle_percent: f64,
+    koa_metric: f64,
+    koa_source: f64,
+    manual_override: bool,
+    node_id: &'a str,
+    period_hours: f64,
+    phase: f64,
+    pwm_duty: i32,
+    seq: Option<i64>,
+    timestamp: String,
+}
+
+impl<'a> PwmOutput<'a> {
+    /// The output of state `s`.
+    pub fn of(s: &'a OscillatorState) -> Self {
+        let duty = s.output_pwm.clamp(0, 255);
+        Self {
+            circadian_time: s.circadian_time,
+            duty_cycle: duty,
+            duty_cycle_percent: f64::from(duty) / 255.0 * 100.0,
+            koa_metric: s.koa_metric,
+            koa_source: s.koa_metric,
+            manual_override: s.manual_override,
+            node_id: &s.node_id,
+            period_hours: s.period_hours,
+            phase: s.phase,
+            pwm_duty: s.output_pwm,
+            seq: s.seq,
+            timestamp: kaiabc_schemas::format_timestamp(&s.timestamp),
+        }
+    }
+}
+
+/// [`PwmOutput`] of `s` as a JSON value (for events and snapshots).
 pub fn pwm_of(s: &OscillatorState) -> Value {
-    let duty = s.output_pwm.clamp(0, 255);
-    json!({
-        "duty_cycle": duty,
-        "duty_cycle_percent": f64::from(duty) / 255.0 * 100.0,
-        "koa_source": s.koa_metric,
-        "manual_override": s.manual_override,
-        "node_id": s.node_id,
-        "timestamp": kaiabc_schemas::format_timestamp(&s.timestamp),
-        "seq": s.seq,
-        "pwm_duty": s.output_pwm,
-        "koa_metric": s.koa_metric,
-        "circadian_time": s.circadian_time,
-        "phase": s.phase,
-        "period_hours": s.period_hours,
-    })
+    serde_json::to_value(PwmOutput::of(s)).unwrap_or(Value::Null)
 }
 
 impl Hub {
@@ -586,7 +615,7 @@ impl Hub {
             let wants = |family: usize| self.interest[family].load(Ordering::Acquire) > 0;
             match row {
                 LakeRow::State(s) => {
-                    let l = m.entry(s.node_id.clone()).or_default();
+                    let l = latest_of(&mut m, &s.node_id);
                     let seq = l.state.as_ref().map_or(0, |(q, _)| *q) + 1;
                     l.prev_koa = l.state.as_ref().map(|(_, p)| p.koa_metric);
                     l.state = Some((seq, s.clone()));
@@ -605,7 +634,7 @@ impl Hub {
                 LakeRow::Reading(r) => {
                     self.resolve(r);
                     let node = &r.reading.node_id;
-                    let l = m.entry(node.clone()).or_default();
+                    let l = latest_of(&mut m, node);
                     let seq = l.reading.as_ref().map_or(0, |(q, _)| *q) + 1;
                     let mut row = r.clone();
                     if row.filter.is_none() {
@@ -711,6 +740,15 @@ impl Hub {
     pub fn close_all(&self) {
         let _ = self.shutdown.send(true);
     }
+}
+
+/// `node`'s latest values, added if it has none: its id is copied only the first time (an
+/// `entry` copied it for every state and reading).
+fn latest_of<'m>(m: &'m mut HashMap<String, NodeLatest>, node: &str) -> &'m mut NodeLatest {
+    if !m.contains_key(node) {
+        m.insert(node.to_owned(), NodeLatest::default());
+    }
+    m.get_mut(node).expect("inserted above")
 }
 
 /// Glob matching where `*` matches any run of characters (`oscillator.state.*`, `*`).
@@ -1175,6 +1213,44 @@ mod tests {
         .unwrap();
         s.seq = Some(seq);
         LakeRow::State(s)
+    }
+
+    #[test]
+    fn a_nodes_output_is_the_map_it_was_built_as() {
+        // The output as it was built before it was a struct (a `json!` map, whose keys
+        // serde_json writes in alphabetical order): nodes' firmware and subscribers read it.
+        let as_map = |s: &OscillatorState| {
+            let duty = s.output_pwm.clamp(0, 255);
+            json!({
+                "duty_cycle": duty,
+                "duty_cycle_percent": f64::from(duty) / 255.0 * 100.0,
+                "koa_source": s.koa_metric,
+                "manual_override": s.manual_override,
+                "node_id": s.node_id,
+                "timestamp": kaiabc_schemas::format_timestamp(&s.timestamp),
+                "seq": s.seq,
+                "pwm_duty": s.output_pwm,
+                "koa_metric": s.koa_metric,
+                "circadian_time": s.circadian_time,
+                "phase": s.phase,
+                "period_hours": s.period_hours,
+            })
+            .to_string()
+        };
+        let LakeRow::State(mut s) = state("a", 7) else {
+            unreachable!()
+        };
+        for (pwm, seq, manual) in [
+            (128, Some(7), false),
+            (300, None, true),
+            (-4, Some(1), false),
+        ] {
+            s.output_pwm = pwm;
+            s.seq = seq;
+            s.manual_override = manual;
+            let bytes = serde_json::to_vec(&PwmOutput::of(&s)).unwrap();
+            assert_eq!(String::from_utf8(bytes).unwrap(), as_map(&s));
+        }
     }
 
     #[test]

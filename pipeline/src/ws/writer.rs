@@ -110,40 +110,62 @@ struct Subscriber {
     socket: Socket,
     waker: Arc<SocketWaker>,
     client: Client,
-    /// Messages not yet handed to the socket, each marked whether it is an event (which a
-    /// resync may replace) or a reply (which it may not).
-    queue: VecDeque<(Message, bool)>,
+    /// Messages not yet handed to the socket.
+    queue: VecDeque<Queued>,
     /// Events in `queue`.
     events: usize,
     /// Dropped with the subscriber: the task that attached it then ends, and frees its place.
     _released: oneshot::Sender<()>,
 }
 
-/// Why a subscriber is let go.
-#[derive(Debug)]
-enum Gone {
-    /// It closed its socket, or its connection failed.
-    Left,
+/// A message waiting for a subscriber's socket.
+struct Queued {
+    message: Message,
+    /// An event (which a resync may replace), not a reply (which it may not).
+    event: bool,
 }
+
+/// Why a subscriber is let go.
+#[derive(Debug, thiserror::Error)]
+enum Gone {
+    /// The client closed its socket (or its end of the connection).
+    #[error("the client closed the socket")]
+    Closed,
+    /// Reading or writing the socket failed.
+    #[error("the socket failed: {0}")]
+    Failed(WsIoError),
+    /// The server is stopping.
+    #[error("the server is stopping")]
+    Stopping,
+}
+
+/// Subscribers to let go, and why.
+type Released = Vec<(u64, Gone)>;
 
 impl Subscriber {
     /// Queues an event; a queue full of events is replaced by a `resync`, whose snapshot
     /// covers this event too (the hub keeps a value before it broadcasts it).
     fn push_event(&mut self, message: Message, hub: &Hub) {
         if self.events >= CLIENT_BUFFER {
-            self.queue.retain(|(_, event)| !event);
+            self.queue.retain(|q| !q.event);
             let missed = std::mem::take(&mut self.events) as u64 + 1;
             hub.resyncs.fetch_add(1, Ordering::Relaxed);
             let resync = self.client.resync(hub, missed);
             self.push_reply(Message::text(resync));
             return;
         }
-        self.queue.push_back((message, true));
+        self.queue.push_back(Queued {
+            message,
+            event: true,
+        });
         self.events += 1;
     }
 
     fn push_reply(&mut self, message: Message) {
-        self.queue.push_back((message, false));
+        self.queue.push_back(Queued {
+            message,
+            event: false,
+        });
     }
 
     /// Writes what is queued; then, if the socket took it all, reads what the client sent (a
@@ -171,10 +193,10 @@ impl Subscriber {
                     self.push_reply(Message::text(reply));
                 }
                 // Pongs and binary frames need no answer (tungstenite answers pings itself).
-                Poll::Ready(Some(Ok(Message::Close(_)))) | Poll::Ready(Some(Err(_))) => {
-                    return Err(Gone::Left);
+                Poll::Ready(Some(Ok(Message::Close(_)))) | Poll::Ready(None) => {
+                    return Err(Gone::Closed);
                 }
-                Poll::Ready(None) => return Err(Gone::Left),
+                Poll::Ready(Some(Err(e))) => return Err(Gone::Failed(e)),
                 Poll::Ready(Some(Ok(_))) => {}
             }
         }
@@ -193,16 +215,19 @@ impl Subscriber {
         while !self.queue.is_empty() {
             match self.socket.as_mut().poll_ready(cx) {
                 Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Err(Gone::Left),
+                Poll::Ready(Err(e)) => return Err(Gone::Failed(e)),
                 Poll::Pending => return Ok(()),
             }
-            if let Some((m, event)) = self.queue.pop_front() {
-                self.events -= usize::from(event);
-                self.socket.as_mut().start_send(m).map_err(|_| Gone::Left)?;
+            if let Some(q) = self.queue.pop_front() {
+                self.events -= usize::from(q.event);
+                self.socket
+                    .as_mut()
+                    .start_send(q.message)
+                    .map_err(Gone::Failed)?;
             }
         }
         match self.socket.as_mut().poll_flush(cx) {
-            Poll::Ready(Err(_)) => Err(Gone::Left),
+            Poll::Ready(Err(e)) => Err(Gone::Failed(e)),
             _ => Ok(()),
         }
     }
@@ -217,7 +242,7 @@ struct Writer {
 impl Writer {
     /// Serves every subscriber whose socket woke the writer. `Ready` with those that are gone,
     /// if any; `Pending` otherwise (the writer is woken when another socket wakes).
-    fn serve_woken(&mut self, cx: &mut Context<'_>, hub: &Hub) -> Poll<Vec<u64>> {
+    fn serve_woken(&mut self, cx: &mut Context<'_>, hub: &Hub) -> Poll<Released> {
         self.woken.writer.register(cx.waker());
         let ids = match self.woken.ids.lock() {
             Ok(mut ids) => std::mem::take(&mut *ids),
@@ -227,8 +252,8 @@ impl Writer {
         for id in ids {
             if let Some(s) = self.subscribers.get_mut(&id) {
                 s.waker.listed.store(false, Ordering::Release);
-                if s.serve(hub).is_err() {
-                    gone.push(id);
+                if let Err(why) = s.serve(hub) {
+                    gone.push((id, why));
                 }
             }
         }
@@ -241,7 +266,7 @@ impl Writer {
 
     /// Sends each event of `batch` to the subscribers that want it; returns those whose
     /// socket failed.
-    fn deliver(&mut self, batch: &[Arc<Published>], hub: &Hub) -> Vec<u64> {
+    fn deliver(&mut self, batch: &[Arc<Published>], hub: &Hub) -> Released {
         let mut gone = Vec::new();
         for (id, s) in &mut self.subscribers {
             let before = s.queue.len();
@@ -250,8 +275,10 @@ impl Writer {
                     s.push_event(p.message.clone(), hub);
                 }
             }
-            if s.queue.len() != before && s.write().is_err() {
-                gone.push(*id);
+            if s.queue.len() != before {
+                if let Err(why) = s.write() {
+                    gone.push((*id, why));
+                }
             }
         }
         gone
@@ -259,26 +286,26 @@ impl Writer {
 
     /// Every subscriber missed `missed` events (this writer fell behind the broadcast): each
     /// gets a `resync`.
-    fn resync_all(&mut self, missed: u64, hub: &Hub) -> Vec<u64> {
+    fn resync_all(&mut self, missed: u64, hub: &Hub) -> Released {
         let mut gone = Vec::new();
         for (id, s) in &mut self.subscribers {
             hub.resyncs.fetch_add(1, Ordering::Relaxed);
             let resync = s.client.resync(hub, missed);
             s.push_reply(Message::text(resync));
-            if s.write().is_err() {
-                gone.push(*id);
+            if let Err(why) = s.write() {
+                gone.push((*id, why));
             }
         }
         gone
     }
 
     /// Sends `message` to every subscriber; returns those whose socket failed.
-    fn tell_all(&mut self, message: &Message) -> Vec<u64> {
+    fn tell_all(&mut self, message: &Message) -> Released {
         let mut gone = Vec::new();
         for (id, s) in &mut self.subscribers {
             s.push_reply(message.clone());
-            if s.write().is_err() {
-                gone.push(*id);
+            if let Err(why) = s.write() {
+                gone.push((*id, why));
             }
         }
         gone
@@ -312,9 +339,10 @@ impl Writer {
     }
 
     /// Lets subscribers go: their patterns no longer count, and their tasks end.
-    fn release(&mut self, ids: Vec<u64>, hub: &Hub) {
-        for id in ids {
+    fn release(&mut self, gone: Released, hub: &Hub) {
+        for (id, why) in gone {
             if let Some(s) = self.subscribers.remove(&id) {
+                tracing::debug!(subscriber = id, reason = %why, "WebSocket subscriber let go");
                 hub.interest_in(&s.client.patterns, false);
                 hub.clients.fetch_sub(1, Ordering::Relaxed);
             }
@@ -433,8 +461,12 @@ async fn run(
         }
     }
     if let Some(h) = hub.upgrade() {
-        let ids = w.subscribers.keys().copied().collect();
-        w.release(ids, &h);
+        let all = w
+            .subscribers
+            .keys()
+            .map(|&id| (id, Gone::Stopping))
+            .collect();
+        w.release(all, &h);
     }
 }
 
