@@ -4,9 +4,10 @@
 //! Each lake file's rows are built in column buffers of a few MB, sorted into new ones and
 //! encoded, then all of it is freed; mimalloc gives freed memory back to the kernel after a
 //! second (its `purge_delay`), so the next file's buffers were mostly fresh pages that the
-//! kernel zeroed on first touch. On a day of 2 000 nodes that was 267 000 page faults and 10 % of the CPU in
-//! the kernel's `clear_page`. A replay is a batch job whose memory ends with it, so it turns
-//! purging off; the live server keeps the default and returns memory after a load passes.
+//! kernel zeroed on first touch. On a day of 2 000 nodes that was 267 000 page faults and 10 %
+//! of the CPU in the kernel's `clear_page`. A replay is a batch job whose memory ends with it,
+//! so it turns purging off; the live server keeps the default and returns memory after a load
+//! passes.
 
 use libmimalloc_sys::{mi_option_get, mi_option_set, mi_option_t};
 

@@ -4,9 +4,8 @@
 //!
 //! Why not a task per subscriber: each event then woke every subscriber's task, and each one
 //! took the event from the broadcast channel, polled its timers and channels, and registered
-//! its waker again; with its socket split into halves, the reading half's task woke too. With
-//! 10 000 subscribers that was tens of thousands of task wake-ups an event, beside the 10 000
-//! `sendto`s that do the delivery. A writer wakes once for a burst of events.
+//! its waker again. With 10 000 subscribers that was 10 000 task wake-ups an event, beside the
+//! 10 000 `sendto`s that do the delivery. A writer wakes once for a burst of events.
 //!
 //! Each socket is polled with a waker of its own ([`SocketWaker`]): when it fires (input
 //! arrived, or a full socket drained), it puts the subscriber's id on its writer's list and
@@ -264,17 +263,13 @@ impl Writer {
         }
     }
 
-    /// Sends each event of `batch` to the subscribers that want it; returns those whose
-    /// socket failed.
-    fn deliver(&mut self, batch: &[Arc<Published>], hub: &Hub) -> Released {
+    /// Queues what `queue` gives each subscriber and writes to those that got something;
+    /// returns those whose socket failed.
+    fn queue_to_each(&mut self, mut queue: impl FnMut(&mut Subscriber)) -> Released {
         let mut gone = Vec::new();
         for (id, s) in &mut self.subscribers {
             let before = s.queue.len();
-            for p in batch {
-                if s.client.wants(p) {
-                    s.push_event(p.message.clone(), hub);
-                }
-            }
+            queue(s);
             if s.queue.len() != before {
                 if let Err(why) = s.write() {
                     gone.push((*id, why));
@@ -284,31 +279,30 @@ impl Writer {
         gone
     }
 
+    /// Sends each event of `batch` to the subscribers that want it.
+    fn deliver(&mut self, batch: &[Arc<Published>], hub: &Hub) -> Released {
+        self.queue_to_each(|s| {
+            for p in batch {
+                if s.client.wants(p) {
+                    s.push_event(p.message.clone(), hub);
+                }
+            }
+        })
+    }
+
     /// Every subscriber missed `missed` events (this writer fell behind the broadcast): each
     /// gets a `resync`.
     fn resync_all(&mut self, missed: u64, hub: &Hub) -> Released {
-        let mut gone = Vec::new();
-        for (id, s) in &mut self.subscribers {
+        self.queue_to_each(|s| {
             hub.resyncs.fetch_add(1, Ordering::Relaxed);
             let resync = s.client.resync(hub, missed);
             s.push_reply(Message::text(resync));
-            if let Err(why) = s.write() {
-                gone.push((*id, why));
-            }
-        }
-        gone
+        })
     }
 
-    /// Sends `message` to every subscriber; returns those whose socket failed.
+    /// Sends `message` to every subscriber.
     fn tell_all(&mut self, message: &Message) -> Released {
-        let mut gone = Vec::new();
-        for (id, s) in &mut self.subscribers {
-            s.push_reply(message.clone());
-            if let Err(why) = s.write() {
-                gone.push((*id, why));
-            }
-        }
-        gone
+        self.queue_to_each(|s| s.push_reply(message.clone()))
     }
 
     /// Whether every queue has gone to its socket.
