@@ -1376,20 +1376,20 @@ fn mqtt_over_tls_applies_the_node_logins_and_the_logs_are_json() {
     ok(&["certs", "--out", other.to_str().unwrap()]);
     let (cert, key) = (certs.join("server.crt"), certs.join("server.key"));
     let lake = dir.path().join("lake");
-    let tls = free_port();
-    let (server, http, _) = start_with(
+    let (mut server, http, _) = start_with(
         &lake,
         &[
             "--log-format",
             "json",
             "--mqtt-tls-listen",
-            &format!("127.0.0.1:{tls}"),
+            "127.0.0.1:0",
             "--mqtt-tls-cert",
             cert.to_str().unwrap(),
             "--mqtt-tls-key",
             key.to_str().unwrap(),
         ],
     );
+    let tls = server.announced("TLS on ").port();
     let admin = token("admin");
     let (status, body) = request(
         http,

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rumqttd::local::LinkTx;
@@ -177,6 +178,58 @@ impl MqttError {
     }
 }
 
+/// A free loopback port for rumqttd's own listener, which rumqttd binds later on its thread.
+///
+/// Between the check here and rumqttd's bind another socket could take the port. A port from
+/// the kernel's ephemeral range (`bind(0)`) is the one every outgoing connection and every
+/// other `bind(0)` on the machine draws from, so it is picked below that range, where only an
+/// explicit bind could take it. Where the range starts too low to leave room, it falls back
+/// to `bind(0)`.
+fn internal_port() -> Result<SocketAddr, MqttError> {
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let bind_err = |source| MqttError::Bind {
+        addr: loopback,
+        source,
+    };
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(0);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_low > LOWEST + 2_000 {
+        for _ in 0..64 {
+            let mut r = [0u8; 2];
+            getrandom::fill(&mut r).map_err(|e| MqttError::Link(e.to_string()))?;
+            let port = LOWEST + u16::from_le_bytes(r) % (ephemeral_low - LOWEST);
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if std::net::TcpListener::bind(addr).is_ok() {
+                return Ok(addr);
+            }
+        }
+    }
+    let probe = std::net::TcpListener::bind(loopback).map_err(bind_err)?;
+    probe.local_addr().map_err(bind_err)
+}
+
+/// Waits (up to 10 s) until rumqttd listens on `internal`: rumqttd only logs a failed bind on
+/// its own thread, and without this check the server would start with a broker that refuses
+/// every node.
+fn wait_for_listener(internal: SocketAddr) -> Result<(), MqttError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpStream::connect_timeout(&internal, Duration::from_millis(200)) {
+            Ok(_) => return Ok(()),
+            Err(source) if std::time::Instant::now() >= deadline => {
+                return Err(MqttError::Bind {
+                    addr: internal,
+                    source,
+                })
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
 /// One publish received by the broker.
 #[derive(Clone, Debug)]
 pub struct MqttMessage {
@@ -276,17 +329,9 @@ pub fn start_embedded_broker(
         }
     };
     let tls_addr = secure.as_ref().map(|s| s.2);
-    // rumqttd listens on a loopback port of its own, which the gate connects to. Bound here
-    // and released for rumqttd's thread, so a taken one is a clear error instead of a silent
-    // thread failure.
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let bind_err = |source| MqttError::Bind {
-        addr: loopback,
-        source,
-    };
-    let probe = std::net::TcpListener::bind(loopback).map_err(bind_err)?;
-    let internal = probe.local_addr().map_err(bind_err)?;
-    drop(probe);
+    // rumqttd listens on a loopback port of its own, which the gate connects to. rumqttd binds
+    // it itself, so it is picked here (`internal_port`) and checked once rumqttd has started.
+    let internal = internal_port()?;
     public
         .set_nonblocking(true)
         .map_err(|source| MqttError::Bind {
@@ -359,6 +404,7 @@ pub fn start_embedded_broker(
             }
         })
         .map_err(|e| MqttError::Link(e.to_string()))?;
+    wait_for_listener(internal)?;
     std::thread::Builder::new()
         .name("mqtt-link".into())
         .spawn(move || {

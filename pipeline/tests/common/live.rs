@@ -200,20 +200,75 @@ pub fn promtool_check(text: &str) {
     );
 }
 
-/// A running `kaiabc run`; its stderr is read as it comes (a full pipe would block the server).
-pub struct Server(pub Child, Option<std::thread::JoinHandle<String>>);
+/// A running `kaiabc run`; its stderr is read as it comes (a full pipe would block the server)
+/// and kept, so a test can read what the server announced and a failure can show it.
+pub struct Server(pub Child, Stderr);
+
+/// The server's stderr so far, filled by a reading thread.
+pub struct Stderr {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    drain: Option<std::thread::JoinHandle<()>>,
+}
 
 impl Server {
     /// Takes `child`'s piped stderr into a reading thread.
     pub fn new(mut child: Child) -> Self {
-        let drain = child.stderr.take().map(|mut e| {
+        let text = std::sync::Arc::<std::sync::Mutex<String>>::default();
+        let drain = child.stderr.take().map(|e| {
+            let text = std::sync::Arc::clone(&text);
             std::thread::spawn(move || {
-                let mut text = String::new();
-                let _ = e.read_to_string(&mut text);
-                text
+                for line in BufReader::new(e).lines() {
+                    let Ok(line) = line else { break };
+                    let mut t = text.lock().unwrap();
+                    t.push_str(&line);
+                    t.push('\n');
+                }
             })
         });
-        Self(child, drain)
+        Self(child, Stderr { text, drain })
+    }
+
+    /// What the server has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.1.text.lock().unwrap().clone()
+    }
+
+    /// The address the server announced after `label` (`"MQTT on "`, `"TLS on "`,
+    /// `"HTTP on http://"`) in its start-up line, waiting for that line. The server is
+    /// started on port 0 and says which port it got: a port picked by the test and bound
+    /// later by the server could be taken by another test in between.
+    pub fn announced(&mut self, label: &str) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = self.stderr();
+            if let Some(line) = text.lines().find(|l| l.contains("kaiabc run: MQTT on ")) {
+                let rest = &line[line
+                    .find(label)
+                    .unwrap_or_else(|| panic!("no {label:?} in {line}"))
+                    + label.len()..];
+                let end = rest.find([' ', ',', '/']).unwrap_or(rest.len());
+                return rest[..end]
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{label:?} in {line}: {e}"));
+            }
+            if let Some(status) = self.0.try_wait().unwrap() {
+                panic!("kaiabc run exited ({status}) before it started: {text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kaiabc run did not announce its addresses in 30 s: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the reading thread has read the whole of stderr (the process has ended)
+    /// and returns it.
+    fn finish(&mut self) -> String {
+        if let Some(drain) = self.1.drain.take() {
+            let _ = drain.join();
+        }
+        self.stderr()
     }
 }
 
@@ -344,15 +399,13 @@ pub fn start_with(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr
 /// Starts `kaiabc run` on free ports over `lake` with `extra` flags (and otherwise its
 /// defaults) and waits until it is healthy.
 pub fn launch(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, u16) {
-    let (http_port, mqtt_port) = (free_port(), free_port());
-    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
         .args([
             "run",
             "--http",
-            &http.to_string(),
+            "127.0.0.1:0",
             "--mqtt-listen",
-            &format!("127.0.0.1:{mqtt_port}"),
+            "127.0.0.1:0",
             "--lake",
             lake.to_str().unwrap(),
             "--state-dir",
@@ -371,12 +424,26 @@ pub fn launch(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, u1
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let server = Server::new(child);
-    let health = wait_until("the health endpoint", || {
-        get(http, "/v1/health").filter(|(s, _)| *s == 200)
-    });
+    let mut server = Server::new(child);
+    let http = server.announced("HTTP on http://");
+    let mqtt = server.announced("MQTT on ").port();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        if let Some(health) = get(http, "/v1/health").filter(|(s, _)| *s == 200) {
+            break health;
+        }
+        if let Some(status) = server.0.try_wait().unwrap() {
+            panic!("kaiabc run exited ({status}): {}", server.finish());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the health endpoint: {}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(health.1["status"], "healthy");
-    (server, http, mqtt_port)
+    (server, http, mqtt)
 }
 
 /// SIGTERM, then the exit status must be 0; returns stderr.
@@ -393,11 +460,7 @@ pub fn stop(mut server: Server) -> String {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let stderr = server
-        .1
-        .take()
-        .map(|t| t.join().unwrap_or_default())
-        .unwrap_or_default();
+    let stderr = server.finish();
     assert!(status.success(), "exit {status}: {stderr}");
     stderr
 }
