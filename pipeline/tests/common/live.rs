@@ -397,7 +397,8 @@ pub fn start_with(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr
 }
 
 /// Starts `kaiabc run` on free ports over `lake` with `extra` flags (and otherwise its
-/// defaults) and waits until it is healthy.
+/// defaults) and waits until it is healthy. The MQTT port is the embedded broker's (0 with
+/// `--mqtt-url`).
 pub fn launch(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, u16) {
     let child = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
         .args([
@@ -426,7 +427,11 @@ pub fn launch(lake: &std::path::Path, extra: &[&str]) -> (Server, SocketAddr, u1
         .unwrap();
     let mut server = Server::new(child);
     let http = server.announced("HTTP on http://");
-    let mqtt = server.announced("MQTT on ").port();
+    // With `--mqtt-url` the server is a client of another broker, and announces its URL.
+    let mqtt = match extra.contains(&"--mqtt-url") {
+        true => 0,
+        false => server.announced("MQTT on ").port(),
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let health = loop {
         if let Some(health) = get(http, "/v1/health").filter(|(s, _)| *s == 200) {
