@@ -118,9 +118,18 @@ fn main() {
     producer.flush(Duration::from_secs(120)).unwrap();
     let produced = t0.elapsed();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while applied(http) < n as u64 + 1 {
+    // `/metrics` renders every node's gauges: polled every 20 ms throughout, it took about 7 %
+    // of the server's CPU, which a Prometheus scraping every 15 s never does. Polled every
+    // 200 ms until nine tenths are applied, then every 20 ms, so the end is still timed to
+    // 20 ms.
+    loop {
+        let done = applied(http);
+        if done > n as u64 {
+            break;
+        }
         assert!(Instant::now() < deadline, "the pipeline did not finish");
-        std::thread::sleep(Duration::from_millis(20));
+        let nearly = done * 10 >= n as u64 * 9;
+        std::thread::sleep(Duration::from_millis(if nearly { 20 } else { 200 }));
     }
     let through = t0.elapsed();
     stop(server);

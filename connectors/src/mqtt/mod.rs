@@ -58,21 +58,47 @@ impl MqttOutput {
     /// Publishes `payload` to `topic`, retained (a node that connects later gets the latest).
     /// Never blocks on subscribers: the router queues it.
     pub fn publish_retained(&self, topic: &str, payload: Vec<u8>) -> Result<(), MqttError> {
+        self.publish_retained_all(vec![(topic.to_string(), payload)])
+    }
+
+    /// Publishes each `(topic, payload)` retained, in order, as [`Self::publish_retained`]
+    /// does one.
+    ///
+    /// The embedded broker's router takes everything queued on a link each time the link
+    /// wakes it, so the messages are queued together and the router is woken once: woken once
+    /// a message, as `LinkTx::send` does, the router's thread was switched to for every state
+    /// the dataflow applied.
+    pub fn publish_retained_all(&self, messages: Vec<(String, Vec<u8>)>) -> Result<(), MqttError> {
         let link = match &self.link {
             OutputLink::Embedded(link) => link,
             OutputLink::Client(c) => {
-                return c
-                    .try_publish(topic, rumqttc::QoS::AtMostOnce, true, payload)
-                    .map_err(|e| MqttError::Link(e.to_string()))
+                for (topic, payload) in messages {
+                    c.try_publish(topic, rumqttc::QoS::AtMostOnce, true, payload)
+                        .map_err(|e| MqttError::Link(e.to_string()))?;
+                }
+                return Ok(());
             }
         };
-        let packet = Packet::Publish(Publish::new(topic.as_bytes().to_vec(), payload, true), None);
+        let packet = |topic: String, payload: Vec<u8>| {
+            Packet::Publish(Publish::new(topic.into_bytes(), payload, true), None)
+        };
+        let mut messages = messages.into_iter();
+        let Some((topic, payload)) = messages.next_back() else {
+            return Ok(());
+        };
         let mut link = link
             .lock()
             .map_err(|_| MqttError::Link("output link lock poisoned".into()))?;
-        // `LinkTx::send` is async in signature only: it queues and notifies without awaiting,
-        // so one poll completes it.
-        let mut fut = std::pin::pin!(link.send(packet));
+        {
+            let mut queued = link.buffer();
+            for (topic, payload) in messages {
+                queued.push_back(packet(topic, payload));
+            }
+        }
+        // The last one goes through `send`, which queues it and wakes the router once for
+        // everything queued. `LinkTx::send` is async in signature only: it queues and notifies
+        // without awaiting, so one poll completes it.
+        let mut fut = std::pin::pin!(link.send(packet(topic, payload)));
         match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
             Poll::Ready(r) => r.map(|_| ()).map_err(|e| MqttError::Link(e.to_string())),
             Poll::Pending => Err(MqttError::Link("the output link would block".into())),
@@ -552,6 +578,91 @@ mod tests {
             got += 1;
         }
         assert_eq!(got, N, "messages held in the router");
+    }
+
+    /// Outputs published together (one wake-up of the router for all of them) reach a
+    /// subscriber whole and in order, and each topic keeps its newest as the retained message.
+    #[test]
+    fn outputs_published_together_arrive_in_order_and_the_newest_is_retained() {
+        let (readings, _r) = std::sync::mpsc::channel::<MqttMessage>();
+        let broker = start_embedded_broker(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Mutex::new(readings)),
+            BrokerOptions {
+                max_connections: super::DEFAULT_MAX_CONNECTIONS,
+                ..BrokerOptions::default()
+            },
+        )
+        .unwrap();
+        // Subscribes, then returns what it receives on a channel.
+        let subscriber = |id: &str| {
+            let o = rumqttc::MqttOptions::new(id, "127.0.0.1", broker.addr.port());
+            let (client, mut conn) = rumqttc::Client::new(o, 100);
+            client
+                .subscribe("kaiabc/nodes/+/output", rumqttc::QoS::AtMostOnce)
+                .unwrap();
+            let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
+            std::thread::spawn(move || {
+                let _client = client;
+                for event in conn.iter() {
+                    match event {
+                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                            let _ = tx.send((String::new(), String::new()));
+                        }
+                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                            let text = String::from_utf8_lossy(&p.payload).into_owned();
+                            let _ = tx.send((p.topic, text));
+                        }
+                        Ok(_) => {}
+                        Err(_) => return,
+                    }
+                }
+            });
+            rx
+        };
+        let wait = std::time::Duration::from_secs(30);
+        let subscribed = (String::new(), String::new());
+        let live = subscriber("live");
+        assert_eq!(live.recv_timeout(wait).unwrap(), subscribed);
+        const N: usize = 1000;
+        let messages = |range: std::ops::Range<usize>| -> Vec<(String, Vec<u8>)> {
+            range
+                .map(|i| {
+                    (
+                        format!("kaiabc/nodes/n{}/output", i % 5),
+                        i.to_string().into(),
+                    )
+                })
+                .collect()
+        };
+        broker
+            .output
+            .publish_retained_all(messages(0..N / 2))
+            .unwrap();
+        broker.output.publish_retained_all(vec![]).unwrap();
+        broker
+            .output
+            .publish_retained_all(messages(N / 2..N))
+            .unwrap();
+        let got: Vec<(String, String)> = (0..N).map(|_| live.recv_timeout(wait).unwrap()).collect();
+        let expected: Vec<(String, String)> = messages(0..N)
+            .into_iter()
+            .map(|(t, p)| (t, String::from_utf8(p).unwrap()))
+            .collect();
+        assert_eq!(got, expected);
+
+        let late = subscriber("late");
+        let mut retained: Vec<(String, String)> = (0..6)
+            .map(|_| late.recv_timeout(wait).unwrap())
+            .filter(|m| *m != subscribed)
+            .collect();
+        retained.sort();
+        let newest: Vec<(String, String)> = (N - 5..N)
+            .map(|i| (format!("kaiabc/nodes/n{}/output", i % 5), i.to_string()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(retained, newest);
     }
 
     #[test]

@@ -36,10 +36,11 @@ pub trait InOrder<'scope, D: 'static> {
         D2: Clone + 'static,
         F: FnMut(&D) -> Option<D2> + 'static;
 
-    /// Calls `func` on each record in arrival order and passes the stream on unchanged.
-    fn inspect_in_order<F>(self, func: F) -> Stream<'scope, u64, Vec<D>>
+    /// Calls `func` on each batch of records as it arrives, in arrival order, and passes the
+    /// stream on unchanged: for work that is cheaper done a batch at a time.
+    fn inspect_batches_in_order<F>(self, func: F) -> Stream<'scope, u64, Vec<D>>
     where
-        F: FnMut(&D) + 'static;
+        F: FnMut(&[D]) + 'static;
 }
 
 impl<'scope, D: Clone + 'static> InOrder<'scope, D> for Stream<'scope, u64, Vec<D>> {
@@ -110,16 +111,14 @@ impl<'scope, D: Clone + 'static> InOrder<'scope, D> for Stream<'scope, u64, Vec<
         (same_stream, tap_stream)
     }
 
-    fn inspect_in_order<F>(self, mut func: F) -> Stream<'scope, u64, Vec<D>>
+    fn inspect_batches_in_order<F>(self, mut func: F) -> Stream<'scope, u64, Vec<D>>
     where
-        F: FnMut(&D) + 'static,
+        F: FnMut(&[D]) + 'static,
     {
         self.unary(Pipeline, "InspectInOrder", move |_, _| {
             move |input, output| {
                 input.for_each(|cap, data| {
-                    for d in data.iter() {
-                        func(d);
-                    }
+                    func(data);
                     output.session(&cap).give_container(data);
                 });
             }
@@ -145,7 +144,9 @@ mod tests {
                 let ((input, cap), stream) =
                     scope.new_unordered_input::<CapacityContainerBuilder<Vec<u32>>>();
                 let (oks, errs) = stream
-                    .inspect_in_order(move |x: &u32| log.borrow_mut().push(*x))
+                    .inspect_batches_in_order(move |x: &[u32]| {
+                        log.borrow_mut().extend_from_slice(x)
+                    })
                     .ok_err_in_order(|x| if x % 3 == 0 { Err(x) } else { Ok(x) });
                 (input, cap, oks.capture(), errs.capture())
             });

@@ -97,23 +97,36 @@ pub struct LiveShared {
 }
 
 impl LiveShared {
-    /// Publishes a row to the WebSocket hub, the metrics, the MQTT output and Kafka.
+    /// Publishes a batch of rows, in order, to the WebSocket hub, the metrics, the MQTT output
+    /// and Kafka. The batch's outputs go to the broker together: it is woken once for them.
+    fn publish_all(&self, rows: &[LakeRow]) {
+        let output = self.output.get();
+        let mut outputs = Vec::new();
+        for row in rows {
+            self.publish(row);
+            if let (Some(_), LakeRow::State(s)) = (output, row) {
+                match serde_json::to_vec(&crate::ws::PwmOutput::of(s)) {
+                    Ok(payload) => {
+                        outputs.push((format!("kaiabc/nodes/{}/output", s.node_id), payload))
+                    }
+                    Err(e) => tracing::error!(error = %e, "encoding an output"),
+                }
+            }
+        }
+        if let (Some(out), false) = (output, outputs.is_empty()) {
+            if let Err(e) = out.publish_retained_all(outputs) {
+                tracing::warn!(error = %e, "MQTT output");
+            }
+        }
+    }
+
+    /// Publishes a row to the WebSocket hub, the metrics and Kafka (its MQTT output is
+    /// [`Self::publish_all`]'s).
     fn publish(&self, row: &LakeRow) {
         self.hub.publish(row);
         self.metrics.observe(row);
         match row {
             LakeRow::State(s) => {
-                if let Some(out) = self.output.get() {
-                    let topic = format!("kaiabc/nodes/{}/output", s.node_id);
-                    match serde_json::to_vec(&crate::ws::PwmOutput::of(s)) {
-                        Ok(payload) => {
-                            if let Err(e) = out.publish_retained(&topic, payload) {
-                                tracing::warn!(error = %e, node_id = %s.node_id, "MQTT output");
-                            }
-                        }
-                        Err(e) => tracing::error!(error = %e, "encoding an output"),
-                    }
-                }
                 if let Some(k) = self.kafka.get() {
                     match serde_json::to_vec(s) {
                         Ok(json) => {
@@ -402,7 +415,7 @@ fn build(
             crate::cluster::first_of_process(index, opts.workers),
             move |c| fleet.apply_fleet(c),
         )
-        .inspect_in_order(move |row: &LakeRow| latest.publish(row));
+        .inspect_batches_in_order(move |rows: &[LakeRow]| latest.publish_all(rows));
         if opts.cluster.is_cluster() {
             let hub = Arc::clone(&shared.hub);
             share_rows(rows.clone(), opts.cluster.processes, opts.workers, hub);
