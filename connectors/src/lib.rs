@@ -7,6 +7,7 @@ pub mod file;
 pub mod kafka;
 pub mod lake;
 pub mod mqtt;
+pub mod ports;
 pub mod sink;
 pub mod wal;
 

@@ -204,37 +204,15 @@ impl MqttError {
     }
 }
 
-/// A free loopback port for rumqttd's own listener, which rumqttd binds later on its thread.
-///
-/// Between the check here and rumqttd's bind another socket could take the port. A port from
-/// the kernel's ephemeral range (`bind(0)`) is the one every outgoing connection and every
-/// other `bind(0)` on the machine draws from, so it is picked below that range, where only an
-/// explicit bind could take it. Where the range starts too low to leave room, it falls back
-/// to `bind(0)`.
+/// A free loopback port for rumqttd's own listener, which rumqttd binds later on its thread
+/// ([`crate::ports::loopback_port`]: below the ephemeral range, where no outgoing connection can
+/// take it in between).
 fn internal_port() -> Result<SocketAddr, MqttError> {
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let bind_err = |source| MqttError::Bind {
-        addr: loopback,
+    let port = crate::ports::loopback_port().map_err(|source| MqttError::Bind {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         source,
-    };
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(0);
-    const LOWEST: u16 = 10_000;
-    if ephemeral_low > LOWEST + 2_000 {
-        for _ in 0..64 {
-            let mut r = [0u8; 2];
-            getrandom::fill(&mut r).map_err(|e| MqttError::Link(e.to_string()))?;
-            let port = LOWEST + u16::from_le_bytes(r) % (ephemeral_low - LOWEST);
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            if std::net::TcpListener::bind(addr).is_ok() {
-                return Ok(addr);
-            }
-        }
-    }
-    let probe = std::net::TcpListener::bind(loopback).map_err(bind_err)?;
-    probe.local_addr().map_err(bind_err)
+    })?;
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 /// Waits (up to 10 s) until rumqttd listens on `internal`: rumqttd only logs a failed bind on

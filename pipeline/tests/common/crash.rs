@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -355,35 +355,15 @@ pub fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// `N` distinct free ports below the kernel's ephemeral range when there is room: no client
-/// socket can then be given one of them while the process listening there is down (a
-/// connection to oneself on loopback would hold the port, and the restart could not bind it).
+/// `N` distinct free ports ([`super::live::free_port`]: below the kernel's ephemeral range when
+/// there is room, so no client socket can be given one of them while the process listening
+/// there is down; a connection to oneself on loopback would hold the port, and the restart
+/// could not bind it).
 pub fn ports<const N: usize>() -> [u16; N] {
-    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| {
-            t.split_whitespace()
-                .next()
-                .and_then(|s| s.parse::<u16>().ok())
-        })
-        .unwrap_or(0);
-    let mut rng = Rng(u64::from(std::process::id())
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64);
     let mut out = [0u16; N];
     for i in 0..N {
         out[i] = loop {
-            let p = if range < 12_000 {
-                super::live::free_port()
-            } else {
-                let p = 10_000 + (rng.next() % u64::from(range - 10_000)) as u16;
-                if TcpListener::bind(("127.0.0.1", p)).is_err() {
-                    continue;
-                }
-                p
-            };
+            let p = super::live::free_port();
             if !out[..i].contains(&p) {
                 break p;
             }

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,12 +11,13 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 
 use super::ok;
 
+/// A loopback port that is free now, for a server a test starts with an explicit address
+/// (where it can, a test starts the server on port 0 and reads the port it announces).
+/// Below the kernel's ephemeral range ([`kaiabc_connectors::ports::loopback_port`]): a port
+/// from that range could be taken by any client socket before the server binds it (it
+/// happened: a server that never started), or while a restarted server is down.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    kaiabc_connectors::ports::loopback_port().unwrap()
 }
 
 /// The JWT secret the tests give the server (and `kaiabc token`).
