@@ -218,20 +218,45 @@ fn internal_port() -> Result<SocketAddr, MqttError> {
 /// Waits (up to 10 s) until rumqttd listens on `internal`: rumqttd only logs a failed bind on
 /// its own thread, and without this check the server would start with a broker that refuses
 /// every node.
+///
+/// It looks for the listening socket in the kernel's table instead of connecting: a connection
+/// that sends no CONNECT makes rumqttd log an error, which every start would then show.
 fn wait_for_listener(internal: SocketAddr) -> Result<(), MqttError> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match std::net::TcpStream::connect_timeout(&internal, Duration::from_millis(200)) {
-            Ok(_) => return Ok(()),
-            Err(source) if std::time::Instant::now() >= deadline => {
-                return Err(MqttError::Bind {
-                    addr: internal,
-                    source,
-                })
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+    while !listening(internal) {
+        if std::time::Instant::now() >= deadline {
+            return Err(MqttError::Bind {
+                addr: internal,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrNotAvailable,
+                    "the embedded broker did not listen on its loopback port",
+                ),
+            });
         }
+        std::thread::sleep(Duration::from_millis(5));
     }
+    Ok(())
+}
+
+/// Whether a socket listens on the IPv4 `addr`, from `/proc/net/tcp` (local address as
+/// little-endian hex `0100007F:075B`, state `0A` for LISTEN). Where that table cannot be read,
+/// `true`: the check is then skipped.
+fn listening(addr: SocketAddr) -> bool {
+    let SocketAddr::V4(v4) = addr else {
+        return true;
+    };
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return true;
+    };
+    let local = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        fields.nth(1) == Some(local.as_str()) && fields.nth(1) == Some("0A")
+    })
 }
 
 /// One publish received by the broker.
@@ -641,6 +666,16 @@ mod tests {
             .into_iter()
             .collect();
         assert_eq!(retained, newest);
+    }
+
+    /// The kernel's table shows a listener while it listens and not after it is closed.
+    #[test]
+    fn a_listener_is_seen_in_the_kernel_table() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        assert!(listening(addr));
+        drop(l);
+        assert!(!listening(addr));
     }
 
     #[test]
