@@ -14,11 +14,7 @@ const LOWEST: u16 = 10_000;
 /// A free loopback port below the ephemeral range, or `bind(0)`'s port where the range starts
 /// too low to leave room.
 pub fn loopback_port() -> std::io::Result<u16> {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(0);
-    if ephemeral_low > LOWEST + 2_000 {
+    if let Some(ephemeral_low) = ephemeral_start().filter(|&l| l > LOWEST + 2_000) {
         for _ in 0..1_000 {
             let mut r = [0u8; 2];
             getrandom::fill(&mut r).map_err(std::io::Error::other)?;
@@ -33,6 +29,13 @@ pub fn loopback_port() -> std::io::Result<u16> {
         .port())
 }
 
+/// The first port of the kernel's ephemeral range, where it can be read.
+fn ephemeral_start() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,9 +44,7 @@ mod tests {
     /// ephemeral range; twenty draws are not all the same port.
     #[test]
     fn ports_are_free_and_below_the_ephemeral_range() {
-        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|t| t.split_whitespace().next()?.parse::<u16>().ok());
+        let low = ephemeral_start();
         let ports: Vec<u16> = (0..20).map(|_| loopback_port().unwrap()).collect();
         for &p in &ports {
             TcpListener::bind(("127.0.0.1", p)).unwrap();
