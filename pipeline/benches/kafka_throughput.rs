@@ -2,7 +2,10 @@
 //! `kaiabc.readings` (as the bridge writes them) are consumed, validated, applied to their
 //! nodes' clocks and published by a running `kaiabc run --kafka-brokers` (release build). The
 //! baseline, measured in the same run, is `kaiabc replay` of the same readings from a JSONL
-//! file: the dataflow without Kafka.
+//! file: the dataflow without Kafka. Two figures: a backlog that waited in Kafka while the
+//! server was down, caught up after its restart (like the replay, nothing else runs), and the
+//! same number of readings again produced while it runs (the bench's producer shares the
+//! cores).
 //!
 //! `cargo bench -p kaiabc-pipeline --bench kafka_throughput` (`KAIABC_BENCH_KAFKA_READINGS`,
 //! default 200 000, over 1 000 nodes). The broker is tansu with in-memory storage. Under
@@ -43,6 +46,54 @@ fn applied(http: std::net::SocketAddr) -> u64 {
         .sum()
 }
 
+/// Waits until `/metrics` counts at least `n` readings applied, and returns when it saw them.
+/// `/metrics` renders every node's gauges: polled every 20 ms throughout, it took about 7 % of
+/// the server's CPU, which a Prometheus scraping every 15 s never does. Polled every `every`
+/// until nine tenths are applied, then every 5 ms.
+fn until_applied(http: std::net::SocketAddr, n: u64, every: Duration) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let done = applied(http);
+        if done >= n {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "the pipeline did not finish");
+        let nearly = done * 10 >= n * 9;
+        std::thread::sleep(if nearly {
+            Duration::from_millis(5)
+        } else {
+            every
+        });
+    }
+}
+
+/// CPU seconds (user and system) process `pid` has used so far, from `/proc/<pid>/stat`.
+fn cpu_of(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command's closing parenthesis; utime and stime are 14 and 15.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    ticks / clock_ticks()
+}
+
+/// CPU seconds used so far by this process's children that have ended.
+fn cpu_of_children() -> f64 {
+    // SAFETY: getrusage fills the struct it is given.
+    let u = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+}
+
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
     let (n, nodes): (usize, usize) = if bench {
@@ -57,6 +108,10 @@ fn main() {
     let readings: Vec<(usize, String)> = (0..n)
         .map(|k| (k % nodes, reading(k % nodes, k / nodes + 1)))
         .collect();
+    // A day after the first ones.
+    let later: Vec<(usize, String)> = (0..n)
+        .map(|k| (k % nodes, reading(k % nodes, k / nodes + 1 + 1_440)))
+        .collect();
     let dir = tempfile::tempdir().unwrap();
 
     // The baseline: the same readings replayed from a file.
@@ -67,6 +122,7 @@ fn main() {
     }
     drop(f);
     let t = Instant::now();
+    let cpu = cpu_of_children();
     ok(&[
         "replay",
         file.to_str().unwrap(),
@@ -74,19 +130,17 @@ fn main() {
         dir.path().join("replay-lake").to_str().unwrap(),
     ]);
     let replay = t.elapsed();
+    let replay_cpu = cpu_of_children() - cpu;
 
     let (_broker, kafka) = tansu(dir.path(), "memory://tansu/");
     let lake = dir.path().join("lake");
-    let (server, http, _) = start_with(
-        &lake,
-        &[
-            "--mqtt-anonymous",
-            "--kafka-brokers",
-            &kafka,
-            "--kafka-session-timeout-ms",
-            "6000",
-        ],
-    );
+    let flags = [
+        "--mqtt-anonymous",
+        "--kafka-brokers",
+        &kafka,
+        "--kafka-session-timeout-ms",
+        "6000",
+    ];
     let mut cfg = KafkaConfig::new(kafka.clone());
     cfg.linger = Duration::from_millis(5);
     let producer = KafkaProducer::new(&cfg).unwrap();
@@ -107,54 +161,74 @@ fn main() {
             )
             .unwrap();
     };
-    // Warm up: the consumer group's first join takes a few seconds.
+
+    // A first start makes the topics and the consumer group and applies one reading; the
+    // server then stops, as for an upgrade.
+    let (server, http, _) = start_with(&lake, &flags);
     send(0, &reading(0, 0));
     wait_until("the warm-up reading", || (applied(http) >= 1).then_some(()));
+    stop(server);
 
-    let t0 = Instant::now();
+    // Backlog: the readings wait in Kafka while the server is down; it restarts and catches
+    // up. Timed from its first reading applied to its last, as the replay reads a file
+    // written before it starts: no producer shares the cores.
+    let t = Instant::now();
     for (node, r) in &readings {
         send(*node, r);
     }
     producer.flush(Duration::from_secs(120)).unwrap();
-    let produced = t0.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    // `/metrics` renders every node's gauges: polled every 20 ms throughout, it took about 7 %
-    // of the server's CPU, which a Prometheus scraping every 15 s never does. Polled every
-    // 200 ms until nine tenths are applied, then every 20 ms, so the end is still timed to
-    // 20 ms.
-    loop {
-        let done = applied(http);
-        if done > n as u64 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the pipeline did not finish");
-        let nearly = done * 10 >= n as u64 * 9;
-        std::thread::sleep(Duration::from_millis(if nearly { 20 } else { 200 }));
+    let produced = t.elapsed();
+    let (server, http, _) = start_with(&lake, &flags);
+    let first = until_applied(http, 1, Duration::from_millis(5));
+    let cpu = cpu_of(server.0.id());
+    let backlog = until_applied(http, n as u64, Duration::from_millis(200)) - first;
+    let backlog_cpu = cpu_of(server.0.id()) - cpu;
+
+    // Live: as many readings again (a day later), produced while the server runs. Timed from
+    // the first send to the last reading applied, so the bench's producer (about 5 µs of CPU
+    // a reading) and the broker share the two cores with the server.
+    let t0 = Instant::now();
+    let cpu = cpu_of(server.0.id());
+    for (node, r) in &later {
+        send(*node, r);
     }
+    producer.flush(Duration::from_secs(120)).unwrap();
+    until_applied(http, 2 * n as u64, Duration::from_millis(200));
     let through = t0.elapsed();
+    let through_cpu = cpu_of(server.0.id()) - cpu;
     stop(server);
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!("{n} readings over {nodes} nodes (tansu 0.6, in-memory storage)");
-    println!("| path | seconds | readings/s |");
-    println!("|---|---|---|");
+    println!("| path | seconds | readings/s | CPU a reading (kaiabc) |");
+    println!("|---|---|---|---|");
+    let us = |cpu: f64| format!("{:.1} µs", cpu * 1e6 / n as f64);
     println!(
-        "| replay from JSONL (baseline) | {:.2} | {:.0} |",
+        "| replay from JSONL (baseline) | {:.2} | {:.0} | {} |",
         replay.as_secs_f64(),
-        rate(replay)
+        rate(replay),
+        us(replay_cpu)
     );
     println!(
-        "| producing to kaiabc.readings | {:.2} | {:.0} |",
+        "| producing to kaiabc.readings | {:.2} | {:.0} | |",
         produced.as_secs_f64(),
         rate(produced)
     );
     println!(
-        "| Kafka → dataflow, all applied | {:.2} | {:.0} |",
-        through.as_secs_f64(),
-        rate(through)
+        "| Kafka → dataflow, a backlog caught up after a restart | {:.2} | {:.0} | {} |",
+        backlog.as_secs_f64(),
+        rate(backlog),
+        us(backlog_cpu)
     );
     println!(
-        "Kafka path / replay throughput: {:.2}",
+        "| Kafka → dataflow, live: produced and applied together | {:.2} | {:.0} | {} |",
+        through.as_secs_f64(),
+        rate(through),
+        us(through_cpu)
+    );
+    println!(
+        "Kafka path / replay throughput: backlog {:.2}, live {:.2}",
+        rate(backlog) / rate(replay),
         rate(through) / rate(replay)
     );
 }

@@ -50,7 +50,9 @@ pub struct Metrics {
     /// HTTP answers (see [`Metrics::http_answered`]).
     http: HttpCounters,
     started: Instant,
-    readings: Mutex<BTreeMap<(String, String), u64>>,
+    /// Readings by node, then by sensor type (sorted): counting a reading of a known node and
+    /// sensor type allocates nothing.
+    readings: Mutex<BTreeMap<String, Vec<(String, u64)>>>,
     last_seen: Mutex<BTreeMap<String, Instant>>,
     status: Mutex<BTreeMap<String, bool>>,
     dead_letters: Mutex<BTreeMap<String, u64>>,
@@ -183,12 +185,25 @@ impl Metrics {
     pub fn observe(&self, row: &LakeRow) {
         match row {
             LakeRow::Reading(r) => {
-                let key = (r.reading.node_id.clone(), r.reading.sensor_type.clone());
+                let (node, sensor) = (&r.reading.node_id, &r.reading.sensor_type);
                 if let Ok(mut m) = self.readings.lock() {
-                    *m.entry(key).or_default() += 1;
+                    let by_sensor = match m.get_mut(node) {
+                        Some(v) => v,
+                        None => m.entry(node.clone()).or_default(),
+                    };
+                    match by_sensor.binary_search_by(|(s, _)| s.as_str().cmp(sensor)) {
+                        Ok(i) => by_sensor[i].1 += 1,
+                        Err(i) => by_sensor.insert(i, (sensor.clone(), 1)),
+                    }
                 }
+                let now = Instant::now();
                 if let Ok(mut m) = self.last_seen.lock() {
-                    m.insert(r.reading.node_id.clone(), Instant::now());
+                    match m.get_mut(node) {
+                        Some(t) => *t = now,
+                        None => {
+                            m.insert(node.clone(), now);
+                        }
+                    }
                 }
             }
             LakeRow::DeadLetter(d) => {
@@ -449,7 +464,10 @@ impl Metrics {
             "Readings accepted into the dataflow, by node and sensor type.",
         );
         if let Ok(m) = self.readings.lock() {
-            for ((node, sensor), n) in m.iter() {
+            for (node, sensor, n) in m
+                .iter()
+                .flat_map(|(node, v)| v.iter().map(move |(s, n)| (node, s, n)))
+            {
                 let _ = writeln!(
                     out,
                     "kaiabc_sensor_readings_total{{node_id=\"{}\",sensor_type=\"{}\"}} {n}",
@@ -611,5 +629,45 @@ mod tests {
             "{text}"
         );
         assert_eq!(buckets[0], 1, "2 µs is in the first bucket: {text}");
+    }
+
+    #[test]
+    fn readings_are_counted_by_node_and_sensor_type_in_order() {
+        let m = Metrics::default();
+        let row = |node: &str, sensor: &str| {
+            let r: kaiabc_schemas::ReadingRow = serde_json::from_value(serde_json::json!({
+                "node_id": node, "timestamp": "2026-01-05T10:00:00Z", "seq": 1,
+                "temperature_kelvin": 300.0, "sensor_type": sensor, "quality": "good",
+                "filtered_temperature_kelvin": null, "kalman_variance": null, "late": false
+            }))
+            .unwrap();
+            LakeRow::Reading(r)
+        };
+        for (node, sensor) in [
+            ("b", "BME280"),
+            ("a", "X"),
+            ("a", "BME280"),
+            ("a", "BME280"),
+        ] {
+            m.observe(&row(node, sensor));
+        }
+        let text = m.render(0, 0);
+        let counted: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("kaiabc_sensor_readings_total{"))
+            .collect();
+        assert_eq!(
+            counted,
+            [
+                r#"kaiabc_sensor_readings_total{node_id="a",sensor_type="BME280"} 2"#,
+                r#"kaiabc_sensor_readings_total{node_id="a",sensor_type="X"} 1"#,
+                r#"kaiabc_sensor_readings_total{node_id="b",sensor_type="BME280"} 1"#,
+            ]
+        );
+        assert_eq!(
+            m.node_online("a"),
+            Some(true),
+            "a reading marks its node seen"
+        );
     }
 }

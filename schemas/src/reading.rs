@@ -323,7 +323,41 @@ fn parse_utc_fast(s: &[u8]) -> Option<DateTime<Utc>> {
 
 /// Formats a timestamp as RFC 3339 UTC with microseconds, e.g. `2025-07-01T05:00:00.000000Z`.
 pub fn format_timestamp(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    let mut buf = [0u8; TIMESTAMP_LEN];
+    match write_timestamp(t, &mut buf) {
+        Some(text) => text.to_owned(),
+        None => t.to_rfc3339_opts(SecondsFormat::Micros, true),
+    }
+}
+
+/// The length of [`format_timestamp`]'s text for years 0–9999.
+const TIMESTAMP_LEN: usize = 27;
+
+/// [`format_timestamp`] into `buf`, without allocating: every state and reading sent out
+/// (Kafka, MQTT, WebSocket) carries one, and chrono's formatter builds a `String` through
+/// `fmt` machinery. `None` for what chrono writes differently: years outside 0–9999 and leap
+/// seconds.
+fn write_timestamp<'b>(t: &DateTime<Utc>, buf: &'b mut [u8; TIMESTAMP_LEN]) -> Option<&'b str> {
+    use chrono::{Datelike, Timelike};
+    let (year, nanos) = (t.year(), t.nanosecond());
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        return None;
+    }
+    fn digits(out: &mut [u8], mut v: u32) {
+        for b in out.iter_mut().rev() {
+            *b = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    *buf = *b"0000-00-00T00:00:00.000000Z";
+    digits(&mut buf[0..4], year as u32);
+    digits(&mut buf[5..7], t.month());
+    digits(&mut buf[8..10], t.day());
+    digits(&mut buf[11..13], t.hour());
+    digits(&mut buf[14..16], t.minute());
+    digits(&mut buf[17..19], t.second());
+    digits(&mut buf[20..26], nanos / 1_000);
+    std::str::from_utf8(buf).ok()
 }
 
 /// serde for timestamps as RFC 3339 UTC text.
@@ -333,7 +367,11 @@ pub mod rfc3339 {
 
     /// Writes [`super::format_timestamp`].
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::format_timestamp(t))
+        let mut buf = [0u8; super::TIMESTAMP_LEN];
+        match super::write_timestamp(t, &mut buf) {
+            Some(text) => s.serialize_str(text),
+            None => s.serialize_str(&super::format_timestamp(t)),
+        }
     }
 
     /// Reads RFC 3339 with a zone.
@@ -346,6 +384,46 @@ pub mod rfc3339 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// chrono's own formatter is the reference; the cases cover every field's width, the
+    /// ends of the range written here, times before 1970, sub-microsecond nanoseconds (cut,
+    /// not rounded, as chrono does), a leap second and years chrono writes with a sign.
+    #[test]
+    fn timestamps_are_written_as_chrono_writes_them() {
+        use chrono::TimeZone;
+        let mut cases: Vec<DateTime<Utc>> = vec![
+            Utc.with_ymd_and_hms(2025, 7, 1, 5, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(1969, 12, 31, 23, 59, 59).unwrap(),
+            Utc.with_ymd_and_hms(-1, 6, 1, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(10_000, 1, 1, 0, 0, 0).unwrap(),
+            DateTime::from_timestamp(1_700_000_000, 999_999_999).unwrap(),
+            DateTime::from_timestamp(1_700_000_000, 1_000).unwrap(),
+            DateTime::from_timestamp(1_700_000_000, 999).unwrap(),
+            // A leap second, as chrono represents it.
+            DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap(),
+        ];
+        // And a spread of instants over four centuries.
+        let mut x: i64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..10_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let secs = x.rem_euclid(400 * 365 * 86_400) - 200 * 365 * 86_400;
+            let nanos = (x >> 20).rem_euclid(1_000_000_000) as u32;
+            cases.push(DateTime::from_timestamp(secs, nanos).unwrap());
+        }
+        for t in cases {
+            let expected = t.to_rfc3339_opts(SecondsFormat::Micros, true);
+            assert_eq!(format_timestamp(&t), expected);
+            let json = serde_json::to_string(&Wrapped(t)).unwrap();
+            assert_eq!(json, format!("\"{expected}\""));
+        }
+    }
+
+    #[derive(serde::Serialize)]
+    struct Wrapped(#[serde(with = "rfc3339")] DateTime<Utc>);
 
     #[test]
     fn the_fast_timestamp_path_agrees_with_chrono() {

@@ -87,6 +87,8 @@ pub struct LiveShared {
     pub metrics: Arc<Metrics>,
     /// Where each node's output is published (retained), once the broker runs.
     pub output: std::sync::OnceLock<Arc<MqttOutput>>,
+    /// Outputs made during a worker's step, handed to [`Self::output`] after it.
+    pub outputs: Mutex<PendingOutputs>,
     /// Where states and dead letters are published in Kafka mode.
     pub kafka: std::sync::OnceLock<KafkaProducer>,
     /// Whether the lake is being written (the sinks report failures and recoveries here).
@@ -97,26 +99,37 @@ pub struct LiveShared {
 }
 
 impl LiveShared {
-    /// Publishes a batch of rows, in order, to the WebSocket hub, the metrics, the MQTT output
-    /// and Kafka. The batch's outputs go to the broker together: it is woken once for them.
+    /// Publishes a batch of rows, in order, to the WebSocket hub, the metrics and Kafka, and
+    /// keeps each state's MQTT output for [`Self::flush_outputs`].
     fn publish_all(&self, rows: &[LakeRow]) {
-        let output = self.output.get();
-        let mut outputs = Vec::new();
+        let with_output = self.output.get().is_some();
         for row in rows {
             self.publish(row);
-            if let (Some(_), LakeRow::State(s)) = (output, row) {
+            if let (true, LakeRow::State(s)) = (with_output, row) {
                 match serde_json::to_vec(&crate::ws::PwmOutput::of(s)) {
                     Ok(payload) => {
-                        outputs.push((format!("kaiabc/nodes/{}/output", s.node_id), payload))
+                        if let Ok(mut pending) = self.outputs.lock() {
+                            pending.put(&s.node_id, payload);
+                        }
                     }
                     Err(e) => tracing::error!(error = %e, "encoding an output"),
                 }
             }
         }
-        if let (Some(out), false) = (output, outputs.is_empty()) {
-            if let Err(e) = out.publish_retained_all(outputs) {
-                tracing::warn!(error = %e, "MQTT output");
-            }
+    }
+
+    /// Hands every node's newest output kept since the last call to the broker (called by each
+    /// worker after each step), which is woken once for them all.
+    fn flush_outputs(&self) {
+        let Some(out) = self.output.get() else {
+            return;
+        };
+        let outputs = match self.outputs.lock() {
+            Ok(mut pending) if !pending.by_node.is_empty() => pending.take(),
+            _ => return,
+        };
+        if let Err(e) = out.publish_retained_all(outputs) {
+            tracing::warn!(error = %e, "MQTT output");
         }
     }
 
@@ -249,6 +262,45 @@ impl WorkerStats {
     }
 }
 
+/// Each node's newest MQTT output not yet handed to the broker, in the order of the states
+/// they come from. A node applies the duty it was sent last, and its output topic is retained:
+/// an output superseded before it was handed over would only be overwritten. Outputs are
+/// collected while a worker steps and handed over after the step ([`LiveShared::flush_outputs`]),
+/// so a node with several states in one step (catching up on a backlog in Kafka: a step reads
+/// 4 096 readings, a few for each of 1 000 nodes) sends its newest alone. Live, a node rarely
+/// has two states in a step, and every state is sent.
+#[derive(Debug, Default)]
+pub struct PendingOutputs {
+    /// Outputs put so far; orders them.
+    put: u64,
+    /// Per node: when its newest output was put, and the output.
+    by_node: std::collections::HashMap<String, (u64, Vec<u8>)>,
+}
+
+impl PendingOutputs {
+    /// Keeps `payload` as `node`'s output, in place of any it had.
+    fn put(&mut self, node: &str, payload: Vec<u8>) {
+        self.put += 1;
+        match self.by_node.get_mut(node) {
+            Some(out) => *out = (self.put, payload),
+            None => {
+                self.by_node.insert(node.to_owned(), (self.put, payload));
+            }
+        }
+    }
+
+    /// The outputs kept, as (topic, payload) in the order they were put; empties the set.
+    fn take(&mut self) -> Vec<(String, Vec<u8>)> {
+        let mut outputs: Vec<(u64, String, Vec<u8>)> = self
+            .by_node
+            .drain()
+            .map(|(node, (at, payload))| (at, format!("kaiabc/nodes/{node}/output"), payload))
+            .collect();
+        outputs.sort_unstable_by_key(|(at, _, _)| *at);
+        outputs.into_iter().map(|(_, t, p)| (t, p)).collect()
+    }
+}
+
 /// Runs the live dataflow on the messages of `source` until `shared.stop` is set (here, or in
 /// any process of the cluster), then drains it and commits the lake. Nodes resume from
 /// `restored` (opened from the lake's checkpoints); every aligned checkpoint commits the lake,
@@ -355,13 +407,16 @@ fn run_worker(
     // The rounds stay open while this worker's operators may still send barriers and save.
     while !done.done() {
         worker.step_or_park(Some(Duration::from_millis(20)));
+        shared.flush_outputs();
         rounds.advance();
         stats.publish(index, &shared.metrics);
     }
     rounds.close();
     while worker.step_or_park(Some(Duration::from_millis(20))) {
+        shared.flush_outputs();
         stats.publish(index, &shared.metrics);
     }
+    shared.flush_outputs();
     Ok(stats.take())
 }
 
@@ -639,6 +694,7 @@ impl SourceLoop {
             // Run the dataflow while it has work; when it has none and nothing came in, park
             // briefly: a new message waits at most IDLE_PARK.
             worker.step_or_park(Some(if idle { IDLE_PARK } else { Duration::ZERO }));
+            shared.flush_outputs();
             stats.publish(index, &shared.metrics);
         }
     }
@@ -660,5 +716,41 @@ impl LiveSummary {
         }
         self.files_committed += r.sink.committed.files;
         self.rows_committed += r.sink.committed.rows;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Of each node's outputs put before a flush only the newest is handed over, in the order
+    /// the newest ones were put; a flush empties the set.
+    #[test]
+    fn each_nodes_newest_output_is_handed_over() {
+        let mut pending = PendingOutputs::default();
+        for (node, payload) in [
+            ("a", "a1"),
+            ("b", "b1"),
+            ("a", "a2"),
+            ("b", "b2"),
+            ("a", "a3"),
+        ] {
+            pending.put(node, payload.as_bytes().to_vec());
+        }
+        let taken = pending.take();
+        let taken: Vec<(&str, &[u8])> = taken
+            .iter()
+            .map(|(t, p)| (t.as_str(), p.as_slice()))
+            .collect();
+        assert_eq!(
+            taken,
+            [
+                ("kaiabc/nodes/b/output", &b"b2"[..]),
+                ("kaiabc/nodes/a/output", &b"a3"[..]),
+            ]
+        );
+        assert!(pending.take().is_empty(), "taken once");
+        pending.put("c", b"c1".to_vec());
+        assert_eq!(pending.take().len(), 1, "later outputs are kept again");
     }
 }

@@ -364,7 +364,8 @@ pub struct PwmOutput<'a> {
     phase: f64,
     pwm_duty: i32,
     seq: Option<i64>,
-    timestamp: String,
+    #[serde(with = "kaiabc_schemas::reading::rfc3339")]
+    timestamp: chrono::DateTime<chrono::Utc>,
 }
 
 impl<'a> PwmOutput<'a> {
@@ -383,7 +384,7 @@ impl<'a> PwmOutput<'a> {
             phase: s.phase,
             pwm_duty: s.output_pwm,
             seq: s.seq,
-            timestamp: kaiabc_schemas::format_timestamp(&s.timestamp),
+            timestamp: s.timestamp,
         }
     }
 }
