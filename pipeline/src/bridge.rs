@@ -37,8 +37,7 @@ pub fn inbound_of(r: ReadingRecord) -> Inbound {
     let received_at = r
         .received_at
         .as_deref()
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&Utc))
+        .and_then(|s| kaiabc_schemas::parse_timestamp(s).ok())
         .or_else(|| r.timestamp_ms.and_then(DateTime::from_timestamp_millis))
         .unwrap_or_else(Utc::now);
     let node = match (r.node_error, r.key) {

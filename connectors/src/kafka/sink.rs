@@ -99,20 +99,28 @@ impl KafkaProducer {
         headers: &[(&str, &[u8])],
         done: Option<Delivered>,
     ) -> Result<(), KafkaError> {
-        let mut hs = OwnedHeaders::new_with_capacity(headers.len());
-        for (k, v) in headers {
-            hs = hs.insert(Header {
-                key: k,
-                value: Some(*v),
-            });
-        }
+        // None without headers: every state goes out without any, and an empty set is still
+        // allocated, and copied at each try.
+        let hs = (!headers.is_empty()).then(|| {
+            headers.iter().fold(
+                OwnedHeaders::new_with_capacity(headers.len()),
+                |hs, (k, v)| {
+                    hs.insert(Header {
+                        key: k,
+                        value: Some(*v),
+                    })
+                },
+            )
+        });
         let mut opaque = Some(Box::new(Pending(Mutex::new(done))));
         let started = Instant::now();
         loop {
             let mut record: BaseRecord<'_, str, [u8], Box<Pending>> =
                 BaseRecord::with_opaque_to(topic, opaque.take().expect("put back on retry"))
-                    .payload(payload)
-                    .headers(hs.clone());
+                    .payload(payload);
+            if let Some(h) = &hs {
+                record = record.headers(h.clone());
+            }
             if let Some(k) = key {
                 record = record.key(k);
             }
