@@ -106,13 +106,8 @@ impl LiveShared {
         for row in rows {
             self.publish(row);
             if let (true, LakeRow::State(s)) = (with_output, row) {
-                match serde_json::to_vec(&crate::ws::PwmOutput::of(s)) {
-                    Ok(payload) => {
-                        if let Ok(mut pending) = self.outputs.lock() {
-                            pending.put(&s.node_id, payload);
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "encoding an output"),
+                if let Ok(mut pending) = self.outputs.lock() {
+                    pending.put(s);
                 }
             }
         }
@@ -124,10 +119,20 @@ impl LiveShared {
         let Some(out) = self.output.get() else {
             return;
         };
-        let outputs = match self.outputs.lock() {
+        let states = match self.outputs.lock() {
             Ok(mut pending) if !pending.by_node.is_empty() => pending.take(),
             _ => return,
         };
+        let outputs: Vec<(String, Vec<u8>)> = states
+            .iter()
+            .filter_map(|s| match serde_json::to_vec(&crate::ws::PwmOutput::of(s)) {
+                Ok(payload) => Some((format!("kaiabc/nodes/{}/output", s.node_id), payload)),
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding an output");
+                    None
+                }
+            })
+            .collect();
         if let Err(e) = out.publish_retained_all(outputs) {
             tracing::warn!(error = %e, "MQTT output");
         }
@@ -271,33 +276,32 @@ impl WorkerStats {
 /// has two states in a step, and every state is sent.
 #[derive(Debug, Default)]
 pub struct PendingOutputs {
-    /// Outputs put so far; orders them.
+    /// States put so far; orders them.
     put: u64,
-    /// Per node: when its newest output was put, and the output.
-    by_node: std::collections::HashMap<String, (u64, Vec<u8>)>,
+    /// Per node: when its newest state was put, and the state (its output is encoded when it
+    /// is handed over, so a superseded one costs a copy, not an encoding).
+    by_node: std::collections::HashMap<String, (u64, OscillatorState)>,
 }
 
 impl PendingOutputs {
-    /// Keeps `payload` as `node`'s output, in place of any it had.
-    fn put(&mut self, node: &str, payload: Vec<u8>) {
+    /// Keeps `s` as its node's newest state, in place of any it had.
+    fn put(&mut self, s: &OscillatorState) {
         self.put += 1;
-        match self.by_node.get_mut(node) {
-            Some(out) => *out = (self.put, payload),
+        match self.by_node.get_mut(&s.node_id) {
+            Some(kept) => *kept = (self.put, s.clone()),
             None => {
-                self.by_node.insert(node.to_owned(), (self.put, payload));
+                self.by_node
+                    .insert(s.node_id.clone(), (self.put, s.clone()));
             }
         }
     }
 
-    /// The outputs kept, as (topic, payload) in the order they were put; empties the set.
-    fn take(&mut self) -> Vec<(String, Vec<u8>)> {
-        let mut outputs: Vec<(u64, String, Vec<u8>)> = self
-            .by_node
-            .drain()
-            .map(|(node, (at, payload))| (at, format!("kaiabc/nodes/{node}/output"), payload))
-            .collect();
-        outputs.sort_unstable_by_key(|(at, _, _)| *at);
-        outputs.into_iter().map(|(_, t, p)| (t, p)).collect()
+    /// The states kept, in the order they were put; empties the set.
+    fn take(&mut self) -> Vec<OscillatorState> {
+        let mut kept: Vec<(u64, OscillatorState)> =
+            self.by_node.drain().map(|(_, kept)| kept).collect();
+        kept.sort_unstable_by_key(|(at, _)| *at);
+        kept.into_iter().map(|(_, s)| s).collect()
     }
 }
 
@@ -723,34 +727,29 @@ impl LiveSummary {
 mod tests {
     use super::*;
 
-    /// Of each node's outputs put before a flush only the newest is handed over, in the order
+    /// Of each node's states put before a flush only the newest is handed over, in the order
     /// the newest ones were put; a flush empties the set.
     #[test]
     fn each_nodes_newest_output_is_handed_over() {
+        let state = |node: &str, seq: i64| match crate::ws::tests::state(node, seq) {
+            LakeRow::State(s) => s,
+            _ => unreachable!("a state"),
+        };
         let mut pending = PendingOutputs::default();
-        for (node, payload) in [
-            ("a", "a1"),
-            ("b", "b1"),
-            ("a", "a2"),
-            ("b", "b2"),
-            ("a", "a3"),
-        ] {
-            pending.put(node, payload.as_bytes().to_vec());
+        for (node, seq) in [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3)] {
+            pending.put(&state(node, seq));
         }
-        let taken = pending.take();
-        let taken: Vec<(&str, &[u8])> = taken
-            .iter()
-            .map(|(t, p)| (t.as_str(), p.as_slice()))
+        let taken: Vec<(String, Option<i64>)> = pending
+            .take()
+            .into_iter()
+            .map(|s| (s.node_id, s.seq))
             .collect();
         assert_eq!(
             taken,
-            [
-                ("kaiabc/nodes/b/output", &b"b2"[..]),
-                ("kaiabc/nodes/a/output", &b"a3"[..]),
-            ]
+            [("b".to_string(), Some(2)), ("a".to_string(), Some(3))]
         );
         assert!(pending.take().is_empty(), "taken once");
-        pending.put("c", b"c1".to_vec());
-        assert_eq!(pending.take().len(), 1, "later outputs are kept again");
+        pending.put(&state("c", 1));
+        assert_eq!(pending.take().len(), 1, "later states are kept again");
     }
 }

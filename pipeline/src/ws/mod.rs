@@ -1026,7 +1026,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1201,7 +1201,8 @@ mod tests {
         assert!(other.try_recv().is_err(), "seq 8 is another reading");
     }
 
-    pub(super) fn state(node: &str, seq: i64) -> LakeRow {
+    /// A state of `node` with `seq` (for tests here and in the dataflow).
+    pub(crate) fn state(node: &str, seq: i64) -> LakeRow {
         let mut s: OscillatorState = serde_json::from_value(json!({
             "node_id": node, "timestamp": "2026-01-05T10:00:00Z", "seq": seq,
             "circadian_time": 1.0, "phase": 0.04, "period_hours": 24.0,
