@@ -1312,8 +1312,10 @@ fn connections_are_capped_and_idle_ones_closed() {
             "--mqtt-anonymous",
             "--http-max-connections",
             "4",
+            // Three seconds, not one: on a loaded machine (CI runs test binaries side by side)
+            // the four connections were once closed as idle before the fifth was answered.
             "--http-idle-seconds",
-            "1",
+            "3",
             "--mqtt-max-connections",
             "2",
         ],
@@ -1327,7 +1329,7 @@ fn connections_are_capped_and_idle_ones_closed() {
         (status, body["error"]["code"].as_str()),
         (503, Some("OVERLOADED"))
     );
-    // Idle for a second: closed by the server, and there is room again.
+    // Idle for three seconds: closed by the server, and there is room again.
     let started = Instant::now();
     for mut s in idle {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -1339,7 +1341,7 @@ fn connections_are_capped_and_idle_ones_closed() {
         );
     }
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
