@@ -18,6 +18,7 @@ import json
 import os
 import resource
 import secrets
+import shutil
 import socket
 import struct
 import subprocess
@@ -391,7 +392,11 @@ def main():
     print("\n| attack | what the server did | held |\n|---|---|---|")
     for f, r, h in rows:
         print(f"| {f} | {r} | {'yes' if h else '**no**'} |")
-    sys.exit(0 if all(h for _, _, h in rows) else 1)
+    held = all(h for _, _, h in rows)
+    if held:
+        # Kept when an attack was not held off (the server's log is there); removed otherwise.
+        shutil.rmtree(srv.dir, ignore_errors=True)
+    sys.exit(0 if held else 1)
 
 
 if __name__ == "__main__":
