@@ -128,11 +128,11 @@ def main():
         run(srv)
     finally:
         srv.stop()
-    srv = Server(a.kaiabc)
+    limits = Server(a.kaiabc)
     try:
-        rate_limits(srv)
+        rate_limits(limits)
     finally:
-        srv.stop()
+        limits.stop()
     failed = [r for r in RESULTS if not r[1] and r[0] not in PENDING]
     pending = [r for r in RESULTS if not r[1] and r[0] in PENDING]
     now_hold = [r for r in RESULTS if r[1] and r[0] in PENDING]
@@ -142,6 +142,9 @@ def main():
         print(f"  FAILED {name}: {detail}")
     for name, _, _ in now_hold:
         print(f"  HOLDS NOW, take it off PENDING: {name}")
+    if not failed:
+        srv.remove()
+        limits.remove()
     sys.exit(1 if failed or now_hold else 0)
 
 

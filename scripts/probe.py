@@ -137,6 +137,11 @@ class Server:
         self.log.close()
         return code
 
+    def remove(self):
+        """Removes the server's directory (lake and log), once it is stopped and nothing
+        failed: a failure's directory is kept for its log."""
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def query(self, sql):
         out = subprocess.run([self.kaiabc, "query", sql, "--lake", os.path.join(self.dir, "lake"),
                               "--format", "json"], capture_output=True, text=True, check=True)
@@ -394,8 +399,7 @@ def main():
         print(f"| {f} | {r} | {'yes' if h else '**no**'} |")
     held = all(h for _, _, h in rows)
     if held:
-        # Kept when an attack was not held off (the server's log is there); removed otherwise.
-        shutil.rmtree(srv.dir, ignore_errors=True)
+        srv.remove()
     sys.exit(0 if held else 1)
 
 
