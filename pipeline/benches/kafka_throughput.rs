@@ -18,7 +18,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::kafka::tansu;
-use common::live::{get_text, start_with, stop, wait_until};
+use common::live::{cpu_time, get_text, start_with, stop, wait_until};
 use common::ok;
 use kaiabc_connectors::kafka::{
     KafkaConfig, KafkaProducer, READINGS_TOPIC, RECEIVED_AT_HEADER, SOURCE_HEADER,
@@ -67,14 +67,9 @@ fn until_applied(http: std::net::SocketAddr, n: u64, every: Duration) -> Instant
     }
 }
 
-/// CPU seconds (user and system) process `pid` has used so far, from `/proc/<pid>/stat`.
-fn cpu_of(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // The fields after the command's closing parenthesis; utime and stime are 14 and 15.
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split(' ').collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    ticks / clock_ticks()
+/// CPU seconds the server has used so far.
+fn cpu_of(server: &common::live::Server) -> f64 {
+    cpu_time(&server.0.id().to_string()).as_secs_f64()
 }
 
 /// CPU seconds used so far by this process's children that have ended.
@@ -87,11 +82,6 @@ fn cpu_of_children() -> f64 {
     };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(u.ru_utime) + secs(u.ru_stime)
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
 }
 
 fn main() {
@@ -180,22 +170,22 @@ fn main() {
     let produced = t.elapsed();
     let (server, http, _) = start_with(&lake, &flags);
     let first = until_applied(http, 1, Duration::from_millis(20));
-    let cpu = cpu_of(server.0.id());
+    let cpu = cpu_of(&server);
     let backlog = until_applied(http, n as u64, Duration::from_millis(200)) - first;
-    let backlog_cpu = cpu_of(server.0.id()) - cpu;
+    let backlog_cpu = cpu_of(&server) - cpu;
 
     // Live: as many readings again (a day later), produced while the server runs. Timed from
     // the first send to the last reading applied, so the bench's producer (about 5 µs of CPU
     // a reading) and the broker share the two cores with the server.
     let t0 = Instant::now();
-    let cpu = cpu_of(server.0.id());
+    let cpu = cpu_of(&server);
     for (node, r) in &later {
         send(*node, r);
     }
     producer.flush(Duration::from_secs(120)).unwrap();
     until_applied(http, 2 * n as u64, Duration::from_millis(200));
     let through = t0.elapsed();
-    let through_cpu = cpu_of(server.0.id()) - cpu;
+    let through_cpu = cpu_of(&server) - cpu;
     stop(server);
 
     let rate = |d: Duration| n as f64 / d.as_secs_f64();

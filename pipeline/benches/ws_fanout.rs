@@ -16,7 +16,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::live::{start_with, token};
+use common::live::{cpu_time, start_with, token};
 use futures_util::{SinkExt, StreamExt};
 use rumqttc::{AsyncClient, MqttOptions, QoS};
 use tokio_tungstenite::tungstenite::Message;
@@ -35,22 +35,6 @@ struct Figures {
     /// CPU time of the server and of this bench's clients while the readings went out.
     server_cpu: Duration,
     clients_cpu: Duration,
-}
-
-/// CPU time (user and system, every thread) of process `pid` so far, from `/proc/<pid>/stat`
-/// (in clock ticks of 10 ms, Linux's `USER_HZ`).
-fn cpu_time(pid: &str) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The fields after the command's name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let field = |i: usize| -> u64 {
-        rest.split_whitespace()
-            .nth(i)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    // utime and stime are the 14th and 15th fields; `rest` starts at the 3rd.
-    Duration::from_millis(10 * (field(11) + field(12)))
 }
 
 /// What a subscriber reads of a message: its type and its state's `seq`. The clients run on

@@ -597,3 +597,19 @@ pub fn reading_k(node: &str, k: i64) -> String {
     })
     .to_string()
 }
+
+/// CPU time (user and system, every thread) of process `pid` so far (`"self"` for this one),
+/// from `/proc/<pid>/stat`, in clock ticks of 10 ms (Linux's `USER_HZ`).
+pub fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command's name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |i: usize| -> u64 {
+        rest.split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are the 14th and 15th fields; `rest` starts at the 3rd.
+    Duration::from_millis(10 * (field(11) + field(12)))
+}
