@@ -385,8 +385,29 @@ fn kaiabc_cluster_launches_three_processes_that_write_the_rows_of_one() {
         three.to_str().unwrap(),
     ];
     args.extend(files.iter().map(String::as_str));
-    ok(&args);
+    // Its own temporary directory, to see what the supervisor leaves there.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kaiabc"))
+        .args(&args)
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(all_rows(&one), all_rows(&three), "1 process vs 3");
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with("kaiabc-cluster-"))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the supervisor's hosts file is removed at its end: {left:?}"
+    );
 
     let out = common::kaiabc(&["cluster", "--", "analyze"]);
     assert!(!out.status.success());

@@ -180,9 +180,16 @@ pub fn cluster(a: &ClusterCommandArgs) -> Result<()> {
     {
         bail!("kaiabc cluster sets --processes, --process and --hosts itself");
     }
-    let hosts = a.hosts_file.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("kaiabc-cluster-{}.hosts", std::process::id()))
-    });
+    // Without `--hosts-file`, a file of the supervisor's own in the temporary directory,
+    // removed however the supervisor ends (the guard is dropped on every return).
+    let (hosts, _removed) = match &a.hosts_file {
+        Some(path) => (path.clone(), None),
+        None => {
+            let own =
+                std::env::temp_dir().join(format!("kaiabc-cluster-{}.hosts", std::process::id()));
+            (own.clone(), Some(RemovedOnDrop(own)))
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     watch_signals(Arc::clone(&stop))?;
     let mut backoff = RESTART_FIRST;
@@ -214,6 +221,19 @@ pub fn cluster(a: &ClusterCommandArgs) -> Result<()> {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 backoff = (backoff * 2).min(RESTART_MAX);
+            }
+        }
+    }
+}
+
+/// A file of the supervisor's own, removed when this is dropped.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %self.0.display(), error = %e, "removing the cluster's hosts file");
             }
         }
     }
