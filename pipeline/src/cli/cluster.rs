@@ -24,7 +24,7 @@ pub struct ClusterCommandArgs {
     #[arg(long, default_value_t = 2)]
     processes: usize,
     /// Where to write the hosts file (loopback addresses on free ports); by default a file in
-    /// the system's temporary directory.
+    /// the system's temporary directory, removed when the cluster ends.
     #[arg(long)]
     hosts_file: Option<PathBuf>,
     /// The command each process runs: `replay …` or `run …` (after `--`).
