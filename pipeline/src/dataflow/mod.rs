@@ -9,6 +9,7 @@ pub mod lake_sink;
 pub mod live;
 pub mod parse;
 pub mod past;
+pub mod reader;
 pub mod replay;
 pub mod rounds;
 pub mod source;

@@ -1,8 +1,8 @@
 //! Batch replay of sensor logs through the dataflow into the lake.
 //!
-//! Worker 0 reads the files in the order given, finds each line's node id and timestamp without
-//! parsing the rest, and sends the line to the worker that owns its node, which parses and
-//! validates it. A record travels at a timely time (whole minutes of event time): its own event
+//! A reader thread reads the files in the order given and finds each line's node id and
+//! timestamp without parsing the rest; worker 0 sends each line to the worker that owns its
+//! node, which parses and validates it. A record travels at a timely time (whole minutes of event time): its own event
 //! time's minute, or, when it is older than the watermark `max event time read so far − allowed
 //! lateness`, the watermark. (Every record with a readable timestamp that is not in the future
 //! moves the watermark, valid or not: the source cannot tell, and need not.) The per-node
@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use chrono::{DateTime, Utc};
-use kaiabc_connectors::file::{read_records, Format, LineParser};
+use kaiabc_connectors::file::{Format, LineParser};
 use kaiabc_connectors::lake::{existing_keys, LakeConfig, LakeWriter};
 use kaiabc_operators::dataflow::{node_hash, NodeStats, Ordering};
 use kaiabc_operators::node::NodeConfig;
 use kaiabc_schemas::validate::MAX_FUTURE;
-use kaiabc_schemas::{parse_timestamp, Reason};
+use kaiabc_schemas::Reason;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::core::unordered_input::UnorderedHandle;
 use timely::dataflow::operators::core::UnorderedInput;
@@ -35,6 +35,7 @@ use timely::dataflow::ProbeHandle;
 use super::lake_sink::{LakeSink, SinkOptions, SinkReport};
 use super::parse::{Incoming, LogFile, ParseStats};
 use super::past::{lake_keys, LakeSummaries};
+use super::reader::Read;
 use super::{lake_rows, tick_of, with_fleet};
 use crate::fleet::FleetBook;
 use differential_dataflow::input::Input as _;
@@ -460,11 +461,12 @@ fn progress_bar(opts: &ReplayOptions) -> indicatif::ProgressBar {
     bar
 }
 
-/// Worker 0's source: reads every file and sends each record, unparsed, to its node's worker.
+/// Worker 0's source: every file's records, read and peeked on the reader's thread
+/// ([`super::reader`]), each sent unparsed to its node's worker at its time.
 fn read_all(
     worker: &mut timely::worker::Worker,
     opts: &ReplayOptions,
-    files: &[LogFile],
+    files: &Arc<Vec<LogFile>>,
     src: &mut Source,
     probe: &ProbeHandle<u64>,
     result: &mut WorkerResult,
@@ -482,41 +484,35 @@ fn read_all(
     let mut commands = opts.control.iter().peekable();
     let bar = progress_bar(opts);
     let mut bytes_before = 0u64;
-    for (index, ((path, format), file)) in opts.files.iter().zip(files).enumerate() {
-        let meta = std::fs::metadata(path).ok();
-        let size = meta.as_ref().map_or(0, |m| m.len());
-        let mut bytes = 0u64;
-        // A dead letter is stamped with the newest event time read so far from its file (the
-        // file's mtime before the first readable one): deterministic, and in the file's era.
-        let mut file_max: Option<i64> = None;
-        let mtime: DateTime<Utc> = meta
-            .and_then(|m| m.modified().ok())
-            .map(DateTime::<Utc>::from)
-            .unwrap_or_default();
-        bar.set_message(file.name.clone());
-        let read = read_records(path, *format, |rec| {
+    let reader = super::reader::start(opts.files.clone(), Arc::clone(files));
+    let mut index = 0usize;
+    let mut file = FileRead::open(opts, files, index, &bar);
+    for read in reader {
+        let lines = match read {
+            Read::Lines(lines) => lines,
+            Read::FileDone(done) => {
+                bytes_before += file.size;
+                bar.set_position(bytes_before);
+                index = done + 1;
+                if index < files.len() {
+                    file = FileRead::open(opts, files, index, &bar);
+                }
+                continue;
+            }
+            Read::Failed(e) => return Err(e),
+        };
+        for rec in lines {
             result.events_in += 1;
             ordinal += 1;
             // Text logs advance by their bytes; a Parquet log jumps when it is done.
-            if *format != Format::Parquet {
-                bytes += rec.payload.len() as u64 + 1;
+            if file.text {
+                file.bytes += rec.payload.len() as u64 + 1;
             }
-            let peek = match (&rec.parsed, &file.parser) {
-                (Some(Ok(raw)), _) => kaiabc_connectors::file::Peek {
-                    node_id: raw.node_id.as_deref().map(Into::into),
-                    timestamp: raw.timestamp.as_deref().map(Into::into),
-                },
-                (None, Some(parser)) => parser.peek(rec.payload),
-                _ => Default::default(),
-            };
-            let t = peek
-                .timestamp
-                .and_then(|s| parse_timestamp(&s).ok())
-                .map(|t| t.timestamp_micros())
-                .filter(|&t| t <= latest);
-            let received_at = file_max
+            let t = rec.micros.filter(|&t| t <= latest);
+            let received_at = file
+                .newest
                 .and_then(DateTime::<Utc>::from_timestamp_micros)
-                .unwrap_or(mtime);
+                .unwrap_or(file.mtime);
             let tick = match t {
                 Some(t) => {
                     if let Speed::Factor(f) = opts.speed {
@@ -534,7 +530,7 @@ fn read_all(
                         }
                     }
                     max_seen = Some(max_seen.map_or(t, |m| m.max(t)));
-                    file_max = Some(file_max.map_or(t, |m| m.max(t)));
+                    file.newest = Some(file.newest.map_or(t, |m| m.max(t)));
                     tick_of(t).max(src.watermark)
                 }
                 None => src.watermark,
@@ -546,11 +542,10 @@ fn read_all(
                     push_command(src, cmd, ordinal, index);
                 }
             }
-            let route = match &peek.node_id {
-                Some(node) => node_hash(node),
-                // No node: any worker will do; spread by position.
-                None => ordinal.wrapping_mul(0x9e37_79b9_7f4a_7c15),
-            };
+            // No node: any worker will do; spread by position.
+            let route = rec
+                .node
+                .unwrap_or_else(|| ordinal.wrapping_mul(0x9e37_79b9_7f4a_7c15));
             src.records.entry(tick).or_default().push(Incoming {
                 route,
                 ordinal,
@@ -558,8 +553,8 @@ fn read_all(
                 line: rec.line,
                 received_at,
                 source: None,
-                payload: rec.payload.to_vec(),
-                parsed: rec.parsed.map(Box::new),
+                payload: rec.payload,
+                parsed: rec.parsed,
                 marker: None,
             });
             if let Some(m) = max_seen {
@@ -580,12 +575,12 @@ fn read_all(
                     worker.step_or_park(Some(Duration::from_millis(1)));
                 }
                 stepping += t.elapsed();
-                bar.set_position(bytes_before + bytes.min(size));
+                bar.set_position(bytes_before + file.bytes.min(file.size));
             }
-        });
-        read.map_err(|e| e.to_string())?;
-        bytes_before += size;
-        bar.set_position(bytes_before);
+        }
+    }
+    if index < files.len() {
+        return Err("the replay's reader stopped before the end of the files".into());
     }
     // Commands after the last reading still apply (they set up the state a restart resumes).
     for cmd in commands {
@@ -594,6 +589,53 @@ fn read_all(
     }
     bar.finish_and_clear();
     Ok(stepping)
+}
+
+/// What the source keeps of the file being read.
+struct FileRead {
+    /// Its size, for the progress bar.
+    size: u64,
+    /// Bytes of it read so far (text logs).
+    bytes: u64,
+    /// Whether it is a text log (a Parquet one advances the bar when it is done).
+    text: bool,
+    /// The newest event time read from it so far: a dead letter is stamped with it (the
+    /// file's mtime before the first readable one), deterministic and in the file's era.
+    newest: Option<i64>,
+    mtime: DateTime<Utc>,
+}
+
+impl FileRead {
+    fn open(
+        opts: &ReplayOptions,
+        files: &[LogFile],
+        index: usize,
+        bar: &indicatif::ProgressBar,
+    ) -> Self {
+        let Some((path, format)) = opts.files.get(index) else {
+            return Self {
+                size: 0,
+                bytes: 0,
+                text: false,
+                newest: None,
+                mtime: DateTime::<Utc>::default(),
+            };
+        };
+        let meta = std::fs::metadata(path).ok();
+        if let Some(f) = files.get(index) {
+            bar.set_message(f.name.clone());
+        }
+        Self {
+            size: meta.as_ref().map_or(0, |m| m.len()),
+            bytes: 0,
+            text: *format != Format::Parquet,
+            newest: None,
+            mtime: meta
+                .and_then(|m| m.modified().ok())
+                .map(DateTime::<Utc>::from)
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// Sends a command to its node's worker at its time (or the watermark, if that is later).
