@@ -2,14 +2,15 @@
 //!
 //! A reader thread reads the files in the order given and finds each line's node id and
 //! timestamp without parsing the rest; worker 0 sends each line to the worker that owns its
-//! node, which parses and validates it. A record travels at a timely time (whole minutes of event time): its own event
-//! time's minute, or, when it is older than the watermark `max event time read so far − allowed
-//! lateness`, the watermark. (Every record with a readable timestamp that is not in the future
-//! moves the watermark, valid or not: the source cannot tell, and need not.) The per-node
-//! operator applies each minute's readings in event-time order once the frontier passes it, so
-//! readings out of order by less than the lateness are applied in order and later ones are
-//! kept as late. That assignment depends only on the order of the input, so the lake's rows are
-//! the same for any number of workers and any split of the input into files.
+//! node, which parses and validates it. A record travels at a timely time (whole minutes of
+//! event time): its own event time's minute, or, when it is older than the watermark `max
+//! event time read so far − allowed lateness`, the watermark. (Every record with a readable
+//! timestamp that is not in the future moves the watermark, valid or not: the source cannot
+//! tell, and need not.) The per-node operator applies each minute's readings in event-time
+//! order once the frontier passes it, so readings out of order by less than the lateness are
+//! applied in order and later ones are kept as late. That assignment depends only on the order
+//! of the input, so the lake's rows are the same for any number of workers and any split of
+//! the input into files.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -392,9 +393,9 @@ fn run_worker(
         drop(cap);
         drop(input);
     }
-    // Parked while idle, woken by what the others send: a worker with fewer nodes than worker
-    // 0 (which also reads every file) waits for it much of the time, and spinning polled the
-    // channels worker 0 writes to (a quarter of that worker's samples in `perf`).
+    // Parked while idle, woken by what the others send: the other workers wait for worker 0
+    // (which also orders and routes every line) much of the time, and spinning polled the
+    // channels it writes to (a quarter of worker 1's samples in `perf`).
     while worker.step_or_park(None) {}
     result.nodes = *stats.borrow();
     result.parse = std::mem::take(&mut *parse_stats.borrow_mut());
