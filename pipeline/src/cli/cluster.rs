@@ -187,7 +187,7 @@ pub fn cluster(a: &ClusterCommandArgs) -> Result<()> {
         None => {
             let own =
                 std::env::temp_dir().join(format!("kaiabc-cluster-{}.hosts", std::process::id()));
-            (own.clone(), Some(RemovedOnDrop(own)))
+            (own.clone(), tempfile::TempPath::try_from_path(own).ok())
         }
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -221,19 +221,6 @@ pub fn cluster(a: &ClusterCommandArgs) -> Result<()> {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 backoff = (backoff * 2).min(RESTART_MAX);
-            }
-        }
-    }
-}
-
-/// A file of the supervisor's own, removed when this is dropped.
-struct RemovedOnDrop(PathBuf);
-
-impl Drop for RemovedOnDrop {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.0) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(path = %self.0.display(), error = %e, "removing the cluster's hosts file");
             }
         }
     }
