@@ -33,12 +33,11 @@ use std::sync::Arc;
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, Result, ScalarValue};
 use datafusion::functions::core::expr_fn::coalesce;
-use datafusion::functions_aggregate::first_last::first_value;
 use datafusion::functions_window::row_number::RowNumber;
 use datafusion::logical_expr::expr::WindowFunction;
 use datafusion::logical_expr::{
-    lit, Aggregate, BinaryExpr, Expr, Filter, LogicalPlan, Operator, Projection, Window,
-    WindowFunctionDefinition,
+    lit, Aggregate, BinaryExpr, Expr, ExprFunctionExt, Filter, LogicalPlan, Operator, Projection,
+    Window, WindowFunctionDefinition,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
@@ -161,7 +160,11 @@ fn first_values(w: &Window, column: &Column) -> Result<Option<LogicalPlan>> {
             outputs.push(Expr::Column(c));
         } else {
             let name = format!("__first_row_{i}");
-            firsts.push(first_value(Expr::Column(c), params.order_by.clone()).alias(&name));
+            let first = super::first_last::first_value_udaf()
+                .call(vec![Expr::Column(c)])
+                .order_by(params.order_by.clone())
+                .build()?;
+            firsts.push(first.alias(&name));
             let mut value = Expr::Column(Column::new_unqualified(name));
             if !field.is_nullable() {
                 // `first_value` is typed nullable, but of a column that is not it is never null

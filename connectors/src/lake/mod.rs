@@ -10,6 +10,7 @@
 mod checkpoint;
 mod date_trunc;
 pub mod encoding;
+mod first_last;
 mod first_row;
 mod hdf5;
 mod keys;

@@ -162,8 +162,14 @@ pub async fn session(at: &S3Location) -> Result<SessionContext, LakeError> {
                 "date".to_string(),
                 arrow::datatypes::DataType::Date32,
             )]);
-        ctx.register_listing_table(t.name(), at.table_url(t), opts, Some(t.schema()), None)
-            .await?;
+        ctx.register_listing_table(
+            t.name(),
+            at.table_url(t),
+            opts,
+            Some(super::query::scan_schema(t)),
+            None,
+        )
+        .await?;
     }
     Ok(ctx)
 }
