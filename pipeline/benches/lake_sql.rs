@@ -8,8 +8,9 @@
 //! set; otherwise one is made: `kaiabc datasets generate --nodes 2000 --days 1` (2.88 M
 //! readings; `KAIABC_BENCH_SQL_NODES` to change) with one line in 997 malformed, replayed
 //! with `--workers 2`. `KAIABC_BENCH_SQL_REPS` runs per query (default 5), medians quoted; both
-//! engines use 2 threads. Under `cargo test` it runs once on 20 nodes as a smoke test. Nothing
-//! is asserted about speed.
+//! engines use 2 threads; `KAIABC_BENCH_SQL_ONLY` keeps the queries whose name contains it (to
+//! profile one). Under `cargo test` it runs once on 20 nodes as a smoke test. Nothing is
+//! asserted about speed.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -21,6 +22,16 @@ use std::time::Instant;
 
 use arrow::array::AsArray;
 use arrow::datatypes::Float64Type;
+
+/// The allocator of the `kaiabc` binary, which runs the API's and `kaiabc query`'s queries,
+/// with its memory policy ([`alloc::no_transparent_huge_pages`]).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+// Its tests are compiled out here (no test harness): hence the unused import.
+#[path = "../src/alloc.rs"]
+#[allow(dead_code, unused_imports)]
+mod alloc;
 
 /// One query in both dialects, and the numeric column whose sum checks the answers agree.
 struct Query {
@@ -144,6 +155,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    alloc::no_transparent_huge_pages();
     let bench = std::env::args().any(|a| a == "--bench");
     let reps: usize = if bench {
         env_or("KAIABC_BENCH_SQL_REPS", 5)
@@ -171,7 +183,9 @@ fn main() {
     let threads = 2;
 
     // DuckDB, in its own process: every query's runs and its check.
-    let queries: Vec<_> = QUERIES
+    let only = std::env::var("KAIABC_BENCH_SQL_ONLY").unwrap_or_default();
+    let chosen: Vec<&Query> = QUERIES.iter().filter(|q| q.name.contains(&only)).collect();
+    let queries: Vec<_> = chosen
         .iter()
         .map(|q| serde_json::json!({"name": q.name, "duckdb": q.duckdb, "check": q.check}))
         .collect();
@@ -203,7 +217,7 @@ fn main() {
     println!("|---|---|---|---|---|");
     rt.block_on(async {
         let ctx = kaiabc_connectors::lake::session(&lake).await.unwrap();
-        for (q, d) in QUERIES.iter().zip(&duck) {
+        for (q, d) in chosen.iter().zip(&duck) {
             // One run before timing, as on DuckDB's side; it also gives the check.
             let first = kaiabc_connectors::lake::collect(&ctx, q.datafusion)
                 .await

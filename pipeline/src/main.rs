@@ -28,6 +28,7 @@ mod ws;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    alloc::no_transparent_huge_pages();
     // The config file stands for environment variables that are not set: flags override both.
     let argv: Vec<String> = std::env::args().collect();
     if let Some(path) = config::path_from(&argv) {
