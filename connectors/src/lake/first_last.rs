@@ -678,22 +678,17 @@ mod tests {
         let one = [by("ts")];
         let two = [by("ts"), by("v")];
         let float = [by("x")];
-        assert!(TypedArgs::of(&args(&schema, "v", &one), true)
-            .unwrap()
-            .is_some());
-        assert!(TypedArgs::of(&args(&schema, "i", &one), false)
-            .unwrap()
-            .is_some());
+        let typed = |value: &str, order: &[PhysicalSortExpr], first: bool| {
+            TypedArgs::of(&args(&schema, value, order), first)
+                .unwrap()
+                .is_some()
+        };
+        assert!(typed("v", &one, true));
+        assert!(typed("i", &one, false));
         // A string value, two keys, a float key: DataFusion's accumulator.
-        assert!(TypedArgs::of(&args(&schema, "s", &one), true)
-            .unwrap()
-            .is_none());
-        assert!(TypedArgs::of(&args(&schema, "v", &two), true)
-            .unwrap()
-            .is_none());
-        assert!(TypedArgs::of(&args(&schema, "v", &float), true)
-            .unwrap()
-            .is_none());
+        assert!(!typed("s", &one, true));
+        assert!(!typed("v", &two, true));
+        assert!(!typed("v", &float, true));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
+use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::ListingOptions;
 use datafusion::execution::SessionStateBuilder;
@@ -48,25 +48,29 @@ pub(crate) fn new_context() -> SessionContext {
 /// holds them inline: decoding copies no bytes, and grouping and comparing them compares two
 /// words instead of calling `memcmp` (the latest-per-node queries ×0.71, the hourly mean
 /// ×0.77 in `lake_sql`). [`collect`] turns them back into `Utf8`, so no answer's types change.
-pub(crate) fn scan_schema(t: Table) -> arrow::datatypes::SchemaRef {
-    let fields: Vec<arrow::datatypes::FieldRef> = t
-        .schema()
+pub(crate) fn scan_schema(t: Table) -> SchemaRef {
+    retyped(&t.schema(), &DataType::Utf8, DataType::Utf8View)
+}
+
+/// `schema` with every field of type `from` of type `to`, its metadata kept.
+fn retyped(schema: &Schema, from: &DataType, to: DataType) -> SchemaRef {
+    let fields: Vec<FieldRef> = schema
         .fields()
         .iter()
         .map(|f| match f.data_type() {
-            DataType::Utf8 => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View)),
+            t if t == from => Arc::new(f.as_ref().clone().with_data_type(to.clone())),
             _ => Arc::clone(f),
         })
         .collect();
-    Arc::new(arrow::datatypes::Schema::new(fields))
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// `batches` with each `Utf8View` column cast to `Utf8`: what every answer had before the
 /// lake's strings were read as views, and what the exports and older readers expect.
 fn without_views(
-    schema: arrow::datatypes::SchemaRef,
+    schema: SchemaRef,
     batches: Vec<RecordBatch>,
-) -> Result<(arrow::datatypes::SchemaRef, Vec<RecordBatch>), LakeError> {
+) -> Result<(SchemaRef, Vec<RecordBatch>), LakeError> {
     if !schema
         .fields()
         .iter()
@@ -74,18 +78,7 @@ fn without_views(
     {
         return Ok((schema, batches));
     }
-    let fields: Vec<arrow::datatypes::FieldRef> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            DataType::Utf8View => Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8)),
-            _ => Arc::clone(f),
-        })
-        .collect();
-    let out = Arc::new(arrow::datatypes::Schema::new_with_metadata(
-        fields,
-        schema.metadata().clone(),
-    ));
+    let out = retyped(&schema, &DataType::Utf8View, DataType::Utf8);
     let batches = batches
         .into_iter()
         .map(|b| {
