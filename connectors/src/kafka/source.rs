@@ -98,12 +98,27 @@ impl std::fmt::Debug for KafkaSource {
     }
 }
 
-fn header(m: &impl Message, name: &str) -> Option<String> {
-    let hs = m.headers()?;
-    hs.iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
+/// The `source`, `received_at` and `node_error` headers of a record, read in one pass: of
+/// each, the first one's value (a header is text; invalid UTF-8 is replaced, not refused).
+fn headers(m: &impl Message) -> [Option<String>; 3] {
+    let mut found: [Option<String>; 3] = Default::default();
+    let mut seen = [false; 3];
+    let Some(hs) = m.headers() else {
+        return found;
+    };
+    for h in hs.iter() {
+        let slot = match h.key {
+            SOURCE_HEADER => 0,
+            RECEIVED_AT_HEADER => 1,
+            NODE_ERROR_HEADER => 2,
+            _ => continue,
+        };
+        if !seen[slot] {
+            seen[slot] = true;
+            found[slot] = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+        }
+    }
+    found
 }
 
 impl KafkaSource {
@@ -202,14 +217,15 @@ impl KafkaSource {
             }
         };
         self.positions.insert(m.partition(), m.offset() + 1);
+        let [source, received_at, node_error] = headers(&m);
         Some(Ok(ReadingRecord {
             partition: m.partition(),
             offset: m.offset(),
             key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
             payload: m.payload().unwrap_or_default().to_vec(),
-            source: header(&m, SOURCE_HEADER),
-            received_at: header(&m, RECEIVED_AT_HEADER),
-            node_error: header(&m, NODE_ERROR_HEADER),
+            source,
+            received_at,
+            node_error,
             timestamp_ms: m.timestamp().to_millis(),
         }))
     }
@@ -252,5 +268,50 @@ impl KafkaSource {
     /// Consumer lag per partition, from librdkafka's statistics (refreshed every second).
     pub fn lag(&self) -> Arc<Mutex<BTreeMap<i32, i64>>> {
         Arc::clone(&self.lag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+
+    fn message(headers: &[(&str, Option<&[u8]>)]) -> OwnedMessage {
+        let hs = headers
+            .iter()
+            .fold(OwnedHeaders::new(), |hs, (key, value)| {
+                hs.insert(Header { key, value: *value })
+            });
+        OwnedMessage::new(
+            Some(b"{}".to_vec()),
+            None,
+            READINGS_TOPIC.into(),
+            Timestamp::NotAvailable,
+            0,
+            0,
+            Some(hs),
+        )
+    }
+
+    #[test]
+    fn the_first_of_each_known_header_is_read_and_others_are_ignored() {
+        let m = message(&[
+            ("other", Some(b"x")),
+            (RECEIVED_AT_HEADER, Some(b"2026-01-05T00:00:00Z")),
+            (SOURCE_HEADER, Some(b"mqtt:kaiabc/sensors/n1")),
+            // A second source: the first one counts, as does a first without a value.
+            (SOURCE_HEADER, Some(b"mqtt:elsewhere")),
+            (NODE_ERROR_HEADER, None),
+            (NODE_ERROR_HEADER, Some(b"late")),
+        ]);
+        let [source, received_at, node_error] = headers(&m);
+        assert_eq!(source.as_deref(), Some("mqtt:kaiabc/sensors/n1"));
+        assert_eq!(received_at.as_deref(), Some("2026-01-05T00:00:00Z"));
+        assert_eq!(node_error, None);
+        // Invalid UTF-8 is replaced; no headers at all read as none.
+        let [source, ..] = headers(&message(&[(SOURCE_HEADER, Some(b"a\xffb"))]));
+        assert_eq!(source.as_deref(), Some("a\u{fffd}b"));
+        let bare = OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, 0, None);
+        assert_eq!(headers(&bare), [None, None, None]);
     }
 }

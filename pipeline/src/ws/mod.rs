@@ -171,9 +171,9 @@ struct Waiter {
 /// The fan-out point between the dataflow and WebSocket clients.
 #[derive(Debug)]
 pub struct Hub {
-    latest: Mutex<HashMap<String, NodeLatest>>,
+    latest: Mutex<foldhash::HashMap<String, NodeLatest>>,
     /// Ingestion requests waiting for their readings, by node (see [`Hub::await_applied`]).
-    waiting: Mutex<HashMap<String, Vec<Waiter>>>,
+    waiting: Mutex<foldhash::HashMap<String, Vec<Waiter>>>,
     /// Waiters registered (so publishing skips the lock when nobody waits).
     waiters: AtomicU64,
     alerts: AtomicU64,
@@ -745,7 +745,10 @@ impl Hub {
 
 /// `node`'s latest values, added if it has none: its id is copied only the first time (an
 /// `entry` copied it for every state and reading).
-fn latest_of<'m>(m: &'m mut HashMap<String, NodeLatest>, node: &str) -> &'m mut NodeLatest {
+fn latest_of<'m>(
+    m: &'m mut foldhash::HashMap<String, NodeLatest>,
+    node: &str,
+) -> &'m mut NodeLatest {
     if !m.contains_key(node) {
         m.insert(node.to_owned(), NodeLatest::default());
     }
