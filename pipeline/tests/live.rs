@@ -16,6 +16,11 @@ fn mqtt_readings_reach_the_http_state_and_the_lake_and_sigterm_commits() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     let (server, http, mqtt_port) = start(&lake);
+    // The server runs without transparent huge pages (the kernel reports it, on Linux 6.x).
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.0.id())).unwrap();
+    if let Some(line) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
+        assert!(line.ends_with('0'), "{line}");
+    }
 
     // Nothing yet: the specification's error body.
     let (status, body) = get(http, "/v1/oscillator/state?node_id=n1").unwrap();
