@@ -98,27 +98,40 @@ impl std::fmt::Debug for KafkaSource {
     }
 }
 
-/// The `source`, `received_at` and `node_error` headers of a record, read in one pass: of
-/// each, the first one's value (a header is text; invalid UTF-8 is replaced, not refused).
-fn headers(m: &impl Message) -> [Option<String>; 3] {
-    let mut found: [Option<String>; 3] = Default::default();
-    let mut seen = [false; 3];
-    let Some(hs) = m.headers() else {
-        return found;
-    };
-    for h in hs.iter() {
-        let slot = match h.key {
-            SOURCE_HEADER => 0,
-            RECEIVED_AT_HEADER => 1,
-            NODE_ERROR_HEADER => 2,
-            _ => continue,
+/// The headers the pipeline reads from a record (each text; invalid UTF-8 is replaced, not
+/// refused).
+#[derive(Debug, Default, PartialEq)]
+struct RecordHeaders {
+    /// `source`: where the message first came in.
+    source: Option<String>,
+    /// `received_at`: when it came in.
+    received_at: Option<String>,
+    /// `node_error`: why the transport vouched for no node.
+    node_error: Option<String>,
+}
+
+impl RecordHeaders {
+    /// Of each header, the first one's value, read in one pass.
+    fn of(m: &impl Message) -> Self {
+        let mut found = Self::default();
+        let Some(hs) = m.headers() else {
+            return found;
         };
-        if !seen[slot] {
-            seen[slot] = true;
-            found[slot] = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+        let (mut source, mut received_at, mut node_error) = (false, false, false);
+        for h in hs.iter() {
+            let (seen, slot) = match h.key {
+                SOURCE_HEADER => (&mut source, &mut found.source),
+                RECEIVED_AT_HEADER => (&mut received_at, &mut found.received_at),
+                NODE_ERROR_HEADER => (&mut node_error, &mut found.node_error),
+                _ => continue,
+            };
+            if !*seen {
+                *seen = true;
+                *slot = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+            }
         }
+        found
     }
-    found
 }
 
 impl KafkaSource {
@@ -217,7 +230,11 @@ impl KafkaSource {
             }
         };
         self.positions.insert(m.partition(), m.offset() + 1);
-        let [source, received_at, node_error] = headers(&m);
+        let RecordHeaders {
+            source,
+            received_at,
+            node_error,
+        } = RecordHeaders::of(&m);
         Some(Ok(ReadingRecord {
             partition: m.partition(),
             offset: m.offset(),
@@ -304,14 +321,18 @@ mod tests {
             (NODE_ERROR_HEADER, None),
             (NODE_ERROR_HEADER, Some(b"late")),
         ]);
-        let [source, received_at, node_error] = headers(&m);
+        let RecordHeaders {
+            source,
+            received_at,
+            node_error,
+        } = RecordHeaders::of(&m);
         assert_eq!(source.as_deref(), Some("mqtt:kaiabc/sensors/n1"));
         assert_eq!(received_at.as_deref(), Some("2026-01-05T00:00:00Z"));
         assert_eq!(node_error, None);
         // Invalid UTF-8 is replaced; no headers at all read as none.
-        let [source, ..] = headers(&message(&[(SOURCE_HEADER, Some(b"a\xffb"))]));
-        assert_eq!(source.as_deref(), Some("a\u{fffd}b"));
+        let h = RecordHeaders::of(&message(&[(SOURCE_HEADER, Some(b"a\xffb"))]));
+        assert_eq!(h.source.as_deref(), Some("a\u{fffd}b"));
         let bare = OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, 0, None);
-        assert_eq!(headers(&bare), [None, None, None]);
+        assert_eq!(RecordHeaders::of(&bare), RecordHeaders::default());
     }
 }
